@@ -1,0 +1,1 @@
+"""Phalanx: an all-or-nothing gang-scheduling batch controller for Kubernetes."""

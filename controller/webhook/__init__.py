@@ -1,0 +1,1 @@
+"""Validating and defaulting admission webhook; filled in by the webhook issue."""

@@ -1,0 +1,1 @@
+"""Ordering, preemption and placement policies implementing the engine's policy Protocols."""
