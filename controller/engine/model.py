@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Union
 
 from controller.engine.errors import InvalidInput
@@ -23,7 +23,9 @@ AttributeValue = Union[bool, int, str]
 """A DRA device attribute: bool, int, string, or a semantic version kept as `Version`."""
 
 DEVICE_QUOTA_PREFIX = "devices/"
-_QUALIFIED = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_QUALIFIED = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 
 
 def device_quota_resource(device_class: str) -> str:
@@ -182,7 +184,7 @@ class DeviceClass:
         _check_name(self.name, "deviceClass.name")
 
 
-class AllocationMode(str, Enum):
+class AllocationMode(StrEnum):
     EXACT_COUNT = "ExactCount"
     ALL = "All"
 
@@ -293,7 +295,7 @@ class PodSet:
             raise InvalidInput(f"podSet {self.name}: claims", "claim names must be unique")
 
 
-class TopologyMode(str, Enum):
+class TopologyMode(StrEnum):
     REQUIRED = "required"
     PREFERRED = "preferred"
 

@@ -1,1 +1,1 @@
-"""Kubernetes I/O (list+watch caches, commit protocol, lifecycle); filled in by the controller issues."""
+"""Kubernetes I/O: list+watch caches, commit protocol, lifecycle (controller issues)."""

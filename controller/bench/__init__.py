@@ -1,0 +1,1 @@
+"""Benchmarks behind `phalanx bench`: synthetic workloads, figures as a table and JSON."""

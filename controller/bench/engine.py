@@ -1,0 +1,104 @@
+"""`phalanx bench engine`: first fill, incremental cycles, cost per admitted pod, peak RSS."""
+
+from __future__ import annotations
+
+import random
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from controller.bench.synthetic import ClusterShape, backlog, build_state
+from controller.engine.cycle import Engine
+
+TARGETS = {"first_fill_s": 3.0, "incremental_p95_ms": 20.0, "peak_rss_mib": 1024.0}
+
+
+@dataclass
+class EngineFigures:
+    nodes: int
+    gpus: int
+    gangs: int
+    setup_s: float
+    first_fill_s: float
+    first_fill_cycles: int
+    admitted_gangs: int
+    admitted_pods: int
+    gpus_allocated: int
+    us_per_admitted_pod: float
+    incremental_cycles: int
+    incremental_p50_ms: float
+    incremental_p95_ms: float
+    incremental_max_ms: float
+    peak_rss_mib: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    def verdicts(self) -> dict[str, bool]:
+        return {
+            "first_fill_s": self.first_fill_s < TARGETS["first_fill_s"],
+            "incremental_p95_ms": self.incremental_p95_ms < TARGETS["incremental_p95_ms"],
+            "peak_rss_mib": self.peak_rss_mib < TARGETS["peak_rss_mib"],
+        }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def run(shape: ClusterShape, incremental: int = 100) -> EngineFigures:
+    """Fill the synthetic cluster from an empty start, then finish gangs one at a time."""
+    t0 = time.perf_counter()
+    state = build_state(shape)
+    gangs = backlog(shape)
+    for g in gangs:
+        state.add_gang(g)
+    engine = Engine(state)
+    setup = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    cycles = 0
+    while True:
+        cycles += 1
+        result = engine.cycle()
+        result.ledger.commit_all()
+        if not result.admitted:
+            break
+    first_fill = time.perf_counter() - t1
+    admitted_pods = sum(len(r.pods) for r in state.admitted.values())
+    gpus = sum(r.device_count() for r in state.admitted.values())
+    admitted_gangs = len(state.admitted)
+
+    rng = random.Random(shape.seed + 1)
+    timings = []
+    for _ in range(incremental):
+        if not state.admitted:
+            break
+        victim = rng.choice(sorted(state.admitted))
+        t = time.perf_counter()
+        state.release(victim)
+        state.remove_gang(victim)
+        result = engine.cycle()
+        result.ledger.commit_all()
+        timings.append((time.perf_counter() - t) * 1000)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return EngineFigures(
+        nodes=shape.nodes,
+        gpus=shape.nodes * shape.gpus_per_node,
+        gangs=shape.gangs,
+        setup_s=round(setup, 3),
+        first_fill_s=round(first_fill, 3),
+        first_fill_cycles=cycles,
+        admitted_gangs=admitted_gangs,
+        admitted_pods=admitted_pods,
+        gpus_allocated=gpus,
+        us_per_admitted_pod=round(first_fill * 1e6 / max(1, admitted_pods), 1),
+        incremental_cycles=len(timings),
+        incremental_p50_ms=round(statistics.median(timings), 3) if timings else 0.0,
+        incremental_p95_ms=round(_percentile(timings, 0.95), 3) if timings else 0.0,
+        incremental_max_ms=round(max(timings), 3) if timings else 0.0,
+        peak_rss_mib=round(rss, 1),
+    )

@@ -1,0 +1,233 @@
+"""The admission cycle: take pending gangs in policy order, admit whole gangs or explain.
+
+For each gang: its queue must accept it; its quota lower bound must fit; placement must
+find every pod a node and every claim its devices; then the exact charge must fit. If
+any step fails, the preemption policy may name whole gangs to evict, and the gang is
+retried once against the freed state (evictions are undone if that does not help).
+
+Speed without changing answers: a gang whose shape (pod sets, claims, constraints)
+failed placement since capacity last grew cannot fit now either, since within an epoch
+free capacity only shrinks; such gangs are skipped with the recorded reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from controller.engine.ledger import Ledger
+from controller.engine.model import Gang
+from controller.engine.placement import GangPlan, PlacementOutcome, Placer, reservation_charge
+from controller.engine.policy import (
+    BinPack,
+    FifoWithinPriority,
+    NoPreemption,
+    OrderingPolicy,
+    PlacementPolicy,
+    PreemptionPolicy,
+)
+from controller.engine.reservation import Reservation
+from controller.engine.state import ClusterState
+
+
+class Outcome(StrEnum):
+    ADMITTED = "Admitted"
+    PENDING = "Pending"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the cycle decided for one gang, with a reason a user can act on."""
+
+    gang_uid: str
+    outcome: Outcome
+    reason: str
+    reservation: Reservation | None = None
+    victims: tuple[str, ...] = ()
+    attempts: int = 0
+
+
+@dataclass
+class CycleResult:
+    """Decisions that changed something, the ledger to commit, and effort counters."""
+
+    decisions: list[Decision]
+    ledger: Ledger
+    considered: int = 0
+    skipped: int = 0
+    placements_tried: int = 0
+
+    @property
+    def admitted(self) -> list[Decision]:
+        return [d for d in self.decisions if d.outcome is Outcome.ADMITTED]
+
+
+@dataclass(slots=True)
+class _Memo:
+    """A failure and the stamp under which it stays true (see `Engine._still_fails`)."""
+
+    kind: str
+    stamp: object
+    gang_uid: str
+    reason: str
+
+
+@dataclass
+class Engine:
+    """One ClusterState with its policies; `cycle()` runs one admission cycle."""
+
+    state: ClusterState = field(default_factory=ClusterState)
+    ordering: OrderingPolicy = field(default_factory=FifoWithinPriority)
+    preemption: PreemptionPolicy = field(default_factory=NoPreemption)
+    placement: PlacementPolicy = field(default_factory=BinPack)
+    search_bound: int = 8
+    reasons: dict[str, str] = field(default_factory=dict)
+    _plans: dict[str, GangPlan] = field(default_factory=dict)
+    _shape_ids: dict[object, int] = field(default_factory=dict)
+    _failed_shapes: dict[int, _Memo] = field(default_factory=dict)
+    _failed_gangs: dict[str, _Memo] = field(default_factory=dict)
+
+    def plan(self, gang: Gang) -> GangPlan:
+        plan = self._plans.get(gang.uid)
+        if plan is None or plan.gang is not gang:
+            plan = GangPlan.of(
+                gang, self._shape_ids.setdefault(GangPlan.shape_of(gang), len(self._shape_ids))
+            )
+            self._plans[gang.uid] = plan
+        return plan
+
+    def cycle(self) -> CycleResult:
+        """Try every pending gang once, in policy order; decisions are deterministic."""
+        state = self.state
+        ledger = Ledger(state)
+        placer = Placer(state, self.placement, self.search_bound)
+        result = CycleResult([], ledger)
+        can_skip = not self.preemption_possible()
+        failed = self._failed_gangs
+        observe = self.ordering.observe
+        for gang in self.ordering.order(state):
+            uid = gang.uid
+            if uid in ledger.evicted or uid not in state.pending:
+                continue
+            result.considered += 1
+            memo = failed.get(uid)
+            if can_skip and memo is not None and self._still_fails(memo, gang):
+                result.skipped += 1
+                observe(gang, False)
+                continue
+            decision = self._decide(gang, placer, ledger, result)
+            observe(gang, decision.outcome is Outcome.ADMITTED)
+            if decision.outcome is Outcome.ADMITTED:
+                self.reasons.pop(uid, None)
+                failed.pop(uid, None)
+                result.decisions.append(decision)
+            elif self.reasons.get(uid) != decision.reason:
+                self.reasons[uid] = decision.reason
+                result.decisions.append(decision)
+        for table in (self._plans, self.reasons, failed):
+            for uid in [u for u in table if u not in state.pending]:
+                del table[uid]
+        return result
+
+    def _still_fails(self, memo: _Memo, gang: Gang) -> bool:
+        """True while nothing changed that could let the recorded failure pass.
+
+        A queue problem holds until queues or namespaces change; a quota refusal while
+        the refused resource still has less room than needed; a placement failure until
+        capacity grows anywhere.
+        """
+        state = self.state
+        if memo.kind == "quota":
+            resource, needed = memo.stamp  # type: ignore[misc]
+            room, _ = state.quota.headroom(gang.queue, resource)
+            return room is not None and room < needed
+        if memo.kind == "queue":
+            return memo.stamp == (state.quota.generation, state.namespace_generation)
+        return memo.stamp == state.capacity_epoch
+
+    def _fail(
+        self, kind: str, gang: Gang, reason: str, stamp: object = None, attempts: int = 0
+    ) -> Decision:
+        state = self.state
+        if kind == "queue":
+            stamp = (state.quota.generation, state.namespace_generation)
+        elif kind == "placement":
+            stamp = state.capacity_epoch
+        self._failed_gangs[gang.uid] = _Memo(kind, stamp, gang.uid, reason)
+        return Decision(gang.uid, Outcome.PENDING, reason, attempts=attempts)
+
+    def _decide(self, gang: Gang, placer: Placer, ledger: Ledger, result: CycleResult) -> Decision:
+        state = self.state
+        blocker = state.queue_blocker(gang)
+        if blocker is not None:
+            return self._fail("queue", gang, blocker)
+        plan = self.plan(gang)
+        shape = self._failed_shapes.get(plan.shape_id)
+        if (
+            shape is not None
+            and shape.stamp == state.capacity_epoch
+            and not self.preemption_possible()
+        ):
+            result.skipped += 1
+            reason = shape.reason
+            if shape.gang_uid != gang.uid:
+                reason = f"{reason} (same shape as gang {shape.gang_uid})"
+            return self._fail("placement", gang, reason)
+        first = self._try(gang, plan, placer, ledger, result, [])
+        if first.outcome is Outcome.ADMITTED:
+            return first
+        victims = list(self.preemption.victims(state, gang, first.reason))
+        if not victims:
+            return first
+        evicted = ledger.evict(victims)
+        second = self._try(gang, plan, placer, ledger, result, evicted)
+        if second.outcome is Outcome.ADMITTED:
+            return second
+        ledger.restore(evicted)
+        return Decision(
+            gang.uid,
+            Outcome.PENDING,
+            f"{first.reason}; evicting {', '.join(victims)} would not be enough",
+        )
+
+    def preemption_possible(self) -> bool:
+        return not isinstance(self.preemption, NoPreemption)
+
+    def _try(
+        self,
+        gang: Gang,
+        plan: GangPlan,
+        placer: Placer,
+        ledger: Ledger,
+        result: CycleResult,
+        evicted: list[tuple[Gang, Reservation]],
+    ) -> Decision:
+        state = self.state
+        short = state.quota.check(gang.queue, plan.minimum_charge)
+        if short is not None:
+            return self._fail("quota", gang, short.message, (short.resource, short.would_use))
+        outcome: PlacementOutcome = placer.place(plan)
+        result.placements_tried += 1
+        if outcome.pods is None:
+            if not evicted:
+                self._failed_shapes[plan.shape_id] = _Memo(
+                    "placement", state.capacity_epoch, gang.uid, outcome.reason
+                )
+            return self._fail("placement", gang, outcome.reason, attempts=outcome.attempts)
+        charge = reservation_charge(outcome.pods)
+        short = state.quota.check(gang.queue, charge)
+        if short is not None:
+            for pod in reversed(outcome.pods):
+                state.release_pod(gang.uid, pod)
+            return self._fail(
+                "quota", gang, short.message, (short.resource, short.would_use), outcome.attempts
+            )
+        reservation = ledger.admit(gang, outcome.pods, charge, evicted)
+        return Decision(
+            gang.uid,
+            Outcome.ADMITTED,
+            f"admitted to queue {gang.queue} on {len({p.node for p in outcome.pods})} nodes",
+            reservation,
+            tuple(g.uid for g, _ in evicted),
+            outcome.attempts,
+        )

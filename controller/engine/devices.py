@@ -1,0 +1,269 @@
+"""DRA device inventory: slices, classes, who holds each device, and match-set indexes.
+
+A match set is the set of devices that satisfy one (DeviceClass, request selectors)
+pair. CEL runs once per distinct device content when the set is first asked for; after
+that, slice changes update the sets in place and allocations only move counters, so an
+admission cycle never re-evaluates CEL per device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedSet
+
+from controller.engine.cel import CompiledSelector, compile_selector, evaluate_many
+from controller.engine.errors import InvalidInput
+from controller.engine.model import Device, DeviceClass, DeviceKey, ResourceSlice
+
+MatchKey = tuple[str, tuple[str, ...]]
+"""(DeviceClass name, request selectors): what a device must satisfy for a request."""
+
+
+def _content_signature(d: Device) -> tuple[object, ...]:
+    return (
+        d.driver,
+        d.shareable,
+        tuple(sorted(d.attributes.items(), key=lambda kv: kv[0])),
+        tuple(sorted(d.capacity.items())),
+    )
+
+
+@dataclass
+class MatchSet:
+    """Devices matching one MatchKey, grouped by node, with free counts per node."""
+
+    key: MatchKey
+    by_node: dict[str | None, list[DeviceKey]] = field(default_factory=dict)
+    free: dict[str | None, int] = field(default_factory=dict)
+    buckets: dict[int, SortedSet] = field(default_factory=dict)
+    errors: dict[DeviceKey, str] = field(default_factory=dict)
+    class_missing: bool = False
+
+    def total_free(self) -> int:
+        return sum(self.free.values())
+
+    def nodes_with_free(self, minimum: int, descending: bool = False) -> Iterator[str]:
+        """Nodes with at least `minimum` free matching devices, fewest free first."""
+        levels = sorted((k for k in self.buckets if k >= minimum), reverse=descending)
+        for k in levels:
+            yield from self.buckets[k]
+
+    def pods_fitting(self, per_pod: int) -> int:
+        """How many pods needing `per_pod` devices the free node-local devices could serve."""
+        if per_pod <= 0:
+            return 0
+        total = sum((k // per_pod) * len(nodes) for k, nodes in self.buckets.items())
+        shared = self.free.get(None, 0)
+        return total + shared // per_pod
+
+    def _set_free(self, node: str | None, value: int) -> None:
+        old = self.free.get(node, 0)
+        self.free[node] = value
+        if node is None:
+            return
+        if old and node in self.buckets.get(old, ()):
+            self.buckets[old].discard(node)
+            if not self.buckets[old]:
+                del self.buckets[old]
+        if value > 0:
+            self.buckets.setdefault(value, SortedSet()).add(node)
+
+
+class DeviceInventory:
+    """All published devices and their allocations (ours and everyone else's)."""
+
+    def __init__(self) -> None:
+        self.devices: dict[DeviceKey, Device] = {}
+        self.slices: dict[str, ResourceSlice] = {}
+        self.classes: dict[str, DeviceClass] = {}
+        self.owners: dict[DeviceKey, set[str]] = {}
+        self._by_node: dict[str | None, SortedSet] = {}
+        self._slice_of: dict[DeviceKey, str] = {}
+        self._attr_domains: dict[str, tuple[int, dict[str, dict[str, list[DeviceKey]]]]] = {}
+        self._compiled: dict[str, tuple[CompiledSelector, ...]] = {}
+        self._matches: dict[MatchKey, MatchSet] = {}
+        self._member_of: dict[DeviceKey, set[MatchKey]] = {}
+        self.generation = 0
+
+    # ---- slices ----------------------------------------------------------------------
+    def upsert_slice(self, rs: ResourceSlice) -> None:
+        """Add or replace a slice; match sets are updated for its devices only."""
+        for d in rs.devices:
+            if self._slice_of.get(d.key, rs.name) != rs.name:
+                raise InvalidInput(
+                    f"resourceSlice {rs.name}",
+                    f"device {d.key_text} is already published by another slice",
+                )
+        if rs.name in self.slices:
+            self.remove_slice(rs.name)
+        self.slices[rs.name] = rs
+        for d in rs.devices:
+            self.devices[d.key] = d
+            self._slice_of[d.key] = rs.name
+            self._by_node.setdefault(d.node, SortedSet()).add(d.key)
+            for ms in self._matches.values():
+                self._consider(ms, d)
+        self.generation += 1
+
+    def remove_slice(self, name: str) -> None:
+        rs = self.slices.pop(name, None)
+        if rs is None:
+            return
+        for d in rs.devices:
+            self.devices.pop(d.key, None)
+            self._slice_of.pop(d.key, None)
+            node_set = self._by_node.get(d.node)
+            if node_set is not None:
+                node_set.discard(d.key)
+            for mk in self._member_of.pop(d.key, set()):
+                ms = self._matches[mk]
+                ms.by_node[d.node].remove(d.key)
+                if self.is_free(d.key):
+                    ms._set_free(d.node, ms.free.get(d.node, 0) - 1)
+            for ms in self._matches.values():
+                ms.errors.pop(d.key, None)
+        self.generation += 1
+
+    def attribute_domains(self, key: str) -> dict[str, dict[str, list[DeviceKey]]]:
+        """Devices grouped by their value of attribute `key`, then by node (cached)."""
+        hit = self._attr_domains.get(key)
+        if hit is None or hit[0] != self.generation:
+            groups: dict[str, dict[str, list[DeviceKey]]] = {}
+            for node in sorted(n for n in self._by_node if n is not None):
+                for dk in self._by_node[node]:
+                    v = self.devices[dk].attributes.get(key)
+                    if v is not None:
+                        groups.setdefault(str(v), {}).setdefault(node, []).append(dk)
+            hit = (self.generation, dict(sorted(groups.items())))
+            self._attr_domains[key] = hit
+        return hit[1]
+
+    def node_device_count(self, node: str) -> int:
+        return len(self._by_node.get(node, ()))
+
+    def devices_on(self, node: str | None) -> list[DeviceKey]:
+        return list(self._by_node.get(node, ()))
+
+    # ---- classes ---------------------------------------------------------------------
+    def upsert_class(self, dc: DeviceClass) -> None:
+        """Add or replace a DeviceClass; a selector that does not compile changes nothing."""
+        compiled = tuple(
+            compile_selector(
+                expr, where=f"deviceClass {dc.name}: spec.selectors[{i}].cel.expression"
+            )
+            for i, expr in enumerate(dc.selectors)
+        )
+        self.classes[dc.name] = dc
+        self._compiled[dc.name] = compiled
+        self._drop_matches(dc.name)
+        self.generation += 1
+
+    def remove_class(self, name: str) -> None:
+        self.classes.pop(name, None)
+        self._compiled.pop(name, None)
+        self._drop_matches(name)
+        self.generation += 1
+
+    def _drop_matches(self, class_name: str) -> None:
+        for mk in [mk for mk in self._matches if mk[0] == class_name]:
+            del self._matches[mk]
+            for members in self._member_of.values():
+                members.discard(mk)
+
+    # ---- matching --------------------------------------------------------------------
+    def match_set(self, key: MatchKey) -> MatchSet:
+        """The devices matching `key`, built on first use and kept up to date after."""
+        ms = self._matches.get(key)
+        if ms is not None:
+            return ms
+        class_name, _extra = key
+        ms = MatchSet(key)
+        if class_name not in self._compiled:
+            ms.class_missing = True
+        else:
+            selectors = self._selectors(key)
+            memo: dict[tuple[object, ...], tuple[bool, str | None]] = {}
+            for node in sorted(self._by_node, key=lambda n: (n is not None, n or "")):
+                for dk in self._by_node[node]:
+                    self._consider(ms, self.devices[dk], selectors, memo)
+        self._matches[key] = ms
+        return ms
+
+    def _selectors(self, key: MatchKey) -> tuple[CompiledSelector, ...]:
+        class_name, extra = key
+        return self._compiled[class_name] + tuple(
+            compile_selector(e, where=f"request selector of class {class_name}") for e in extra
+        )
+
+    def _consider(
+        self,
+        ms: MatchSet,
+        d: Device,
+        selectors: tuple[CompiledSelector, ...] | None = None,
+        memo: dict[tuple[object, ...], tuple[bool, str | None]] | None = None,
+    ) -> None:
+        if ms.class_missing:
+            return
+        if selectors is None:
+            selectors = self._selectors(ms.key)
+        sig = _content_signature(d)
+        hit = memo.get(sig) if memo is not None else None
+        if hit is None:
+            result = evaluate_many(selectors, d)
+            hit = (result.matched, result.error)
+            if memo is not None:
+                memo[sig] = hit
+        matched, error = hit
+        if error is not None:
+            ms.errors[d.key] = error
+        if not matched:
+            return
+        ms.by_node.setdefault(d.node, []).append(d.key)
+        ms.by_node[d.node].sort()
+        self._member_of.setdefault(d.key, set()).add(ms.key)
+        if self.is_free(d.key):
+            ms._set_free(d.node, ms.free.get(d.node, 0) + 1)
+
+    # ---- allocation ------------------------------------------------------------------
+    def is_free(self, key: DeviceKey) -> bool:
+        if not self.owners.get(key):
+            return True
+        d = self.devices.get(key)
+        return d is not None and d.shareable
+
+    def allocate(self, key: DeviceKey, owner: str) -> None:
+        """Record `owner` as holding the device (which may not be published at all)."""
+        was_free = self.is_free(key)
+        self.owners.setdefault(key, set()).add(owner)
+        if was_free and not self.is_free(key):
+            self._shift(key, -1)
+
+    def release(self, key: DeviceKey, owner: str) -> None:
+        holders = self.owners.get(key)
+        if not holders or owner not in holders:
+            raise InvalidInput(f"device {'/'.join(key)}", f"is not held by {owner}")
+        was_free = self.is_free(key)
+        holders.discard(owner)
+        if not holders:
+            del self.owners[key]
+        if not was_free and self.is_free(key):
+            self._shift(key, +1)
+
+    def _shift(self, key: DeviceKey, step: int) -> None:
+        d = self.devices.get(key)
+        if d is None:
+            return
+        for mk in self._member_of.get(key, ()):
+            ms = self._matches[mk]
+            ms._set_free(d.node, ms.free.get(d.node, 0) + step)
+
+    def double_allocations(self) -> list[str]:
+        """Devices held by more than one claim without being shareable (invariant 1)."""
+        out = []
+        for key, holders in sorted(self.owners.items()):
+            d = self.devices.get(key)
+            if len(holders) > 1 and (d is None or not d.shareable):
+                out.append(f"device {'/'.join(key)} held by {sorted(holders)}")
+        return out

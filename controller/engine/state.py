@@ -1,0 +1,347 @@
+"""ClusterState: everything the engine decides on, updated incrementally.
+
+Every watch event (controller) or simulator event maps to one method here; none of them
+rebuilds the state. Indexes kept alongside: node usage, free cpu per node, node
+eligibility per (selector, tolerations), device match sets (in DeviceInventory), queue
+usage (in QuotaTree), and pending gangs in a stable order.
+
+`capacity_epoch` grows whenever something may make a gang fit that did not before
+(capacity freed or added, limits raised); the cycle uses it to skip gangs whose last
+failure cannot have changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedList
+
+from controller.engine.devices import DeviceInventory
+from controller.engine.errors import InvalidInput
+from controller.engine.model import (
+    DeviceClass,
+    DeviceKey,
+    Gang,
+    Node,
+    Queue,
+    Resources,
+    ResourceSlice,
+    Toleration,
+)
+from controller.engine.quota import QuotaTree
+from controller.engine.reservation import PodPlacement, Reservation
+
+EligibilityKey = tuple[tuple[tuple[str, str], ...], tuple[Toleration, ...]]
+
+
+@dataclass
+class NodeUsage:
+    node: Node
+    used: dict[str, int] = field(default_factory=dict)
+
+    def fits(self, requests: Resources) -> bool:
+        alloc = self.node.allocatable
+        used = self.used
+        return all(used.get(r, 0) + v <= alloc.get(r, 0) for r, v in requests.items() if v)
+
+    def free(self, resource: str) -> int:
+        return self.node.allocatable.get(resource, 0) - self.used.get(resource, 0)
+
+
+class ReservationConflict(InvalidInput):
+    """A reservation that cannot be applied as recorded (restoring admissions at start-up)."""
+
+
+class ClusterState:
+    """Nodes, devices, queues and gangs, with the indexes the cycle needs."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeUsage] = {}
+        self.inventory = DeviceInventory()
+        self.quota = QuotaTree()
+        self.namespaces: dict[str, Mapping[str, str]] = {}
+        self.pending: dict[str, Gang] = {}
+        self._pending_order: SortedList = SortedList()
+        self.admitted: dict[str, Reservation] = {}
+        self.admitted_gangs: dict[str, Gang] = {}
+        self.foreign_pods: dict[str, tuple[str, Resources]] = {}
+        self.foreign_claims: dict[str, tuple[DeviceKey, ...]] = {}
+        self._free_cpu: SortedList = SortedList()
+        self._eligible: dict[EligibilityKey, frozenset[str]] = {}
+        self.capacity_epoch = 0
+        self.namespace_generation = 0
+        self._blockers: dict[tuple[str, str], str | None] = {}
+        self._blockers_stamp: tuple[int, int] = (-1, -1)
+        self._label_domains: dict[str, dict[str, frozenset[str]]] = {}
+
+    def _grow(self) -> None:
+        self.capacity_epoch += 1
+
+    # ---- nodes -----------------------------------------------------------------------
+    def upsert_node(self, node: Node) -> None:
+        """Add or update a node, keeping what is already running on it."""
+        old = self.nodes.get(node.name)
+        if old is not None:
+            self._free_cpu.discard((old.free("cpu"), node.name))
+            old.node = node
+        else:
+            self.nodes[node.name] = NodeUsage(node)
+        self._free_cpu.add((self.nodes[node.name].free("cpu"), node.name))
+        self._eligible.clear()
+        self._label_domains.clear()
+        self._grow()
+
+    def remove_node(self, name: str) -> list[str]:
+        """Remove a node; returns admitted gangs with pods there (the caller evicts them)."""
+        usage = self.nodes.pop(name, None)
+        if usage is None:
+            return []
+        self._free_cpu.discard((usage.free("cpu"), name))
+        self._eligible.clear()
+        self._label_domains.clear()
+        for key in [k for k, (n, _) in self.foreign_pods.items() if n == name]:
+            del self.foreign_pods[key]
+        return sorted(
+            uid for uid, res in self.admitted.items() if any(p.node == name for p in res.pods)
+        )
+
+    def eligible_nodes(
+        self, node_selector: Mapping[str, str], tolerations: tuple[Toleration, ...]
+    ) -> frozenset[str]:
+        """Schedulable nodes whose labels match and whose taints are tolerated (cached)."""
+        key: EligibilityKey = (tuple(sorted(node_selector.items())), tolerations)
+        hit = self._eligible.get(key)
+        if hit is None:
+            hit = frozenset(
+                name
+                for name, u in self.nodes.items()
+                if not u.node.unschedulable
+                and all(u.node.labels.get(k) == v for k, v in node_selector.items())
+                and not u.node.blocking_taints(tolerations)
+            )
+            self._eligible[key] = hit
+        return hit
+
+    def label_domains(self, key: str) -> dict[str, frozenset[str]]:
+        """Nodes grouped by their value of label `key` (cached until nodes change)."""
+        hit = self._label_domains.get(key)
+        if hit is None:
+            groups: dict[str, set[str]] = {}
+            for name, u in self.nodes.items():
+                v = u.node.labels.get(key)
+                if v is not None:
+                    groups.setdefault(v, set()).add(name)
+            hit = {v: frozenset(ns) for v, ns in sorted(groups.items())}
+            self._label_domains[key] = hit
+        return hit
+
+    def nodes_by_free_cpu(self, minimum: int, descending: bool = False) -> Iterator[str]:
+        """Nodes with at least `minimum` free millicores, least free first (or most)."""
+        start = self._free_cpu.bisect_left((minimum, ""))
+        if descending:
+            for i in range(len(self._free_cpu) - 1, start - 1, -1):
+                yield self._free_cpu[i][1]
+        else:
+            for i in range(start, len(self._free_cpu)):
+                yield self._free_cpu[i][1]
+
+    def _use(self, node_name: str, requests: Resources, sign: int) -> None:
+        usage = self.nodes.get(node_name)
+        if usage is None:
+            return
+        self._free_cpu.discard((usage.free("cpu"), node_name))
+        used = usage.used
+        for r, v in requests.items():
+            left = used.get(r, 0) + sign * v
+            if left:
+                used[r] = left
+            else:
+                used.pop(r, None)
+        self._free_cpu.add((usage.free("cpu"), node_name))
+
+    # ---- pods and claims that are not ours -------------------------------------------
+    def add_foreign_pod(self, key: str, node: str, requests: Resources) -> None:
+        """A pod some other scheduler bound: its requests count against the node."""
+        self.remove_foreign_pod(key)
+        self.foreign_pods[key] = (node, dict(requests))
+        self._use(node, requests, +1)
+
+    def remove_foreign_pod(self, key: str) -> None:
+        entry = self.foreign_pods.pop(key, None)
+        if entry is not None:
+            self._use(entry[0], entry[1], -1)
+            self._grow()
+
+    def add_foreign_claim(self, key: str, devices: tuple[DeviceKey, ...]) -> None:
+        """A claim allocated by someone else: its devices are never handed out."""
+        self.remove_foreign_claim(key)
+        self.foreign_claims[key] = devices
+        for dk in devices:
+            self.inventory.allocate(dk, f"foreign:{key}")
+
+    def remove_foreign_claim(self, key: str) -> None:
+        devices = self.foreign_claims.pop(key, None)
+        if devices is not None:
+            for dk in devices:
+                self.inventory.release(dk, f"foreign:{key}")
+            self._grow()
+
+    # ---- DRA -------------------------------------------------------------------------
+    def upsert_slice(self, rs: ResourceSlice) -> None:
+        self.inventory.upsert_slice(rs)
+        self._grow()
+
+    def remove_slice(self, name: str) -> None:
+        self.inventory.remove_slice(name)
+
+    def upsert_device_class(self, dc: DeviceClass) -> None:
+        self.inventory.upsert_class(dc)
+        self._grow()
+
+    def remove_device_class(self, name: str) -> None:
+        self.inventory.remove_class(name)
+
+    # ---- queues and namespaces -------------------------------------------------------
+    def upsert_queue(self, queue: Queue) -> None:
+        self.quota.upsert(queue)
+        self._grow()
+
+    def remove_queue(self, name: str) -> None:
+        self.quota.remove(name)
+
+    def set_namespace(self, name: str, labels: Mapping[str, str]) -> None:
+        self.namespaces[name] = dict(labels)
+        self.namespace_generation += 1
+        self._grow()
+
+    def queue_blocker(self, gang: Gang) -> str | None:
+        """Why `gang` may not use its queue at all (missing, inner, namespace not allowed)."""
+        stamp = (self.quota.generation, self.namespace_generation)
+        if self._blockers_stamp != stamp:
+            self._blockers.clear()
+            self._blockers_stamp = stamp
+        key = (gang.queue, gang.namespace)
+        if key not in self._blockers:
+            self._blockers[key] = self._queue_blocker(gang)
+        return self._blockers[key]
+
+    def _queue_blocker(self, gang: Gang) -> str | None:
+        blocker = self.quota.admission_blocker(gang.queue)
+        if blocker is not None:
+            return blocker
+        queue = self.quota.get(gang.queue)
+        assert queue is not None
+        if queue.namespace_selector is not None and not queue.namespace_selector.matches(
+            self.namespaces.get(gang.namespace, {})
+        ):
+            return (
+                f"namespace {gang.namespace} is not allowed by "
+                f"queue {gang.queue}'s namespaceSelector"
+            )
+        return None
+
+    # ---- gangs -----------------------------------------------------------------------
+    def add_gang(self, gang: Gang) -> None:
+        """Add or replace a pending gang (an admitted one must be released first)."""
+        if gang.uid in self.admitted:
+            raise InvalidInput(
+                f"gang {gang.namespace}/{gang.name}", "is admitted; release it first"
+            )
+        self.remove_gang(gang.uid)
+        self.pending[gang.uid] = gang
+        self._pending_order.add((gang.order_key, gang.uid))
+
+    def remove_gang(self, uid: str) -> None:
+        """Forget a pending gang (an admitted one is released, then forgotten)."""
+        gang = self.pending.pop(uid, None)
+        if gang is not None:
+            self._pending_order.discard((gang.order_key, uid))
+        if uid in self.admitted:
+            self.release(uid)
+
+    def pending_in_order(self) -> Iterator[Gang]:
+        """Pending gangs by priority, then age, then uid: the built-in FIFO order."""
+        for _, uid in list(self._pending_order):
+            gang = self.pending.get(uid)
+            if gang is not None:
+                yield gang
+
+    # ---- reservations ----------------------------------------------------------------
+    def apply_pod(self, gang_uid: str, pod: PodPlacement) -> None:
+        self._use(pod.node, pod.requests, +1)
+        for claim in pod.claims:
+            owner = pod.claim_owner(gang_uid, claim.claim)
+            for da in claim.devices:
+                self.inventory.allocate(da.device, owner)
+
+    def release_pod(self, gang_uid: str, pod: PodPlacement) -> None:
+        self._use(pod.node, pod.requests, -1)
+        for claim in pod.claims:
+            owner = pod.claim_owner(gang_uid, claim.claim)
+            for da in claim.devices:
+                self.inventory.release(da.device, owner)
+
+    def admit(self, gang: Gang, reservation: Reservation) -> None:
+        """Hold a reservation whose pods were applied with apply_pod; charges quota."""
+        self.quota.charge(reservation.queue, reservation.charge)
+        self.admitted[gang.uid] = reservation
+        self.admitted_gangs[gang.uid] = gang
+        if self.pending.pop(gang.uid, None) is not None:
+            self._pending_order.discard((gang.order_key, gang.uid))
+
+    def restore(self, gang: Gang, reservation: Reservation) -> None:
+        """Re-apply a recorded admission (start-up); refuses one that no longer holds."""
+        problems: list[str] = []
+        for pod in reservation.pods:
+            usage = self.nodes.get(pod.node)
+            if usage is None:
+                problems.append(f"pod {pod.pod_set}-{pod.index}: node {pod.node} does not exist")
+            for claim in pod.claims:
+                for da in claim.devices:
+                    if not self.inventory.is_free(da.device):
+                        holders = sorted(self.inventory.owners.get(da.device, ()))
+                        problems.append(f"device {'/'.join(da.device)} is held by {holders}")
+        if problems:
+            raise ReservationConflict(f"admission of gang {gang.uid}", "; ".join(problems))
+        for pod in reservation.pods:
+            self.apply_pod(gang.uid, pod)
+        self.admit(gang, reservation)
+
+    def release(self, uid: str, requeue: bool = False) -> Reservation:
+        """Give back exactly what the gang held; optionally put it back in pending."""
+        reservation = self.admitted.pop(uid, None)
+        if reservation is None:
+            raise InvalidInput(f"gang {uid}", "holds no reservation")
+        gang = self.admitted_gangs.pop(uid)
+        for pod in reservation.pods:
+            self.release_pod(uid, pod)
+        self.quota.uncharge(reservation.queue, reservation.charge)
+        self._grow()
+        if requeue:
+            self.add_gang(gang)
+        return reservation
+
+    # ---- invariants ------------------------------------------------------------------
+    def violations(self) -> list[str]:
+        """Every broken invariant of design.md (1, 2, 4 and usage bookkeeping)."""
+        out = self.inventory.double_allocations()
+        expected: dict[str, dict[str, int]] = {n: {} for n in self.nodes}
+        for node, req in self.foreign_pods.values():
+            for r, v in req.items():
+                if node in expected:
+                    expected[node][r] = expected[node].get(r, 0) + v
+        for res in self.admitted.values():
+            for pod in res.pods:
+                for r, v in pod.requests.items():
+                    if pod.node in expected:
+                        expected[pod.node][r] = expected[pod.node].get(r, 0) + v
+        for name, usage in sorted(self.nodes.items()):
+            clean = {r: v for r, v in expected[name].items() if v}
+            if clean != usage.used:
+                out.append(f"node {name}: usage {usage.used} != sum of holders {clean}")
+            for r, v in usage.used.items():
+                if v > usage.node.allocatable.get(r, 0):
+                    out.append(f"node {name}: {r} used {v} > allocatable")
+        out.extend(self.quota.violations())
+        return out
