@@ -138,8 +138,9 @@ class Engine:
         """
         state = self.state
         if memo.kind == "quota":
-            resource, needed = memo.stamp  # type: ignore[misc]
-            room, _ = state.quota.headroom(gang.queue, resource)
+            assert isinstance(memo.stamp, tuple)
+            resource, needed = memo.stamp
+            room, _ = state.quota.headroom(gang.queue, str(resource))
             return room is not None and room < needed
         if memo.kind == "queue":
             return memo.stamp == (state.quota.generation, state.namespace_generation)

@@ -37,7 +37,7 @@ class MatchSet:
     key: MatchKey
     by_node: dict[str | None, list[DeviceKey]] = field(default_factory=dict)
     free: dict[str | None, int] = field(default_factory=dict)
-    buckets: dict[int, SortedSet] = field(default_factory=dict)
+    buckets: dict[int, SortedSet[str]] = field(default_factory=dict)
     errors: dict[DeviceKey, str] = field(default_factory=dict)
     class_missing: bool = False
 
@@ -79,7 +79,7 @@ class DeviceInventory:
         self.slices: dict[str, ResourceSlice] = {}
         self.classes: dict[str, DeviceClass] = {}
         self.owners: dict[DeviceKey, set[str]] = {}
-        self._by_node: dict[str | None, SortedSet] = {}
+        self._by_node: dict[str | None, SortedSet[DeviceKey]] = {}
         self._slice_of: dict[DeviceKey, str] = {}
         self._attr_domains: dict[str, tuple[int, dict[str, dict[str, list[DeviceKey]]]]] = {}
         self._compiled: dict[str, tuple[CompiledSelector, ...]] = {}

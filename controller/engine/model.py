@@ -12,14 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Union
 
 from controller.engine.errors import InvalidInput
 
 Resources = Mapping[str, int]
 """Resource name -> integer amount in canonical units."""
 
-AttributeValue = Union[bool, int, str]
+AttributeValue = bool | int | str
 """A DRA device attribute: bool, int, string, or a semantic version kept as `Version`."""
 
 DEVICE_QUOTA_PREFIX = "devices/"

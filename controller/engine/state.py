@@ -62,12 +62,12 @@ class ClusterState:
         self.quota = QuotaTree()
         self.namespaces: dict[str, Mapping[str, str]] = {}
         self.pending: dict[str, Gang] = {}
-        self._pending_order: SortedList = SortedList()
+        self._pending_order: SortedList[tuple[tuple[int, float, str], str]] = SortedList()
         self.admitted: dict[str, Reservation] = {}
         self.admitted_gangs: dict[str, Gang] = {}
         self.foreign_pods: dict[str, tuple[str, Resources]] = {}
         self.foreign_claims: dict[str, tuple[DeviceKey, ...]] = {}
-        self._free_cpu: SortedList = SortedList()
+        self._free_cpu: SortedList[tuple[int, str]] = SortedList()
         self._eligible: dict[EligibilityKey, frozenset[str]] = {}
         self.capacity_epoch = 0
         self.namespace_generation = 0

@@ -1,0 +1,5 @@
+"""`python -m controller` runs the `phalanx` command line."""
+
+from controller.cli import app
+
+app()

@@ -1,0 +1,72 @@
+"""The `phalanx` command line: benchmarks and CRD generation (more commands as they land)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Phalanx: all-or-nothing gang scheduling for Kubernetes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Performance benchmarks (figures as a table and JSON).")
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+
+@bench_app.command("engine")
+def bench_engine(
+    nodes: int = typer.Option(1000, min=1, help="Nodes, each with 8 DRA GPUs."),
+    gangs: int = typer.Option(5000, min=1, help="Pending gangs in the backlog."),
+    incremental: int = typer.Option(100, min=0, help="Incremental cycles to time."),
+    seed: int = typer.Option(7, help="Seed of the synthetic backlog."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures here."),
+) -> None:
+    """Fill a synthetic DRA GPU cluster from a gang backlog, then time incremental cycles."""
+    from controller.bench.engine import TARGETS, run
+    from controller.bench.synthetic import ClusterShape
+
+    with console.status("filling the synthetic cluster..."):
+        figures = run(ClusterShape(nodes=nodes, gangs=gangs, seed=seed), incremental)
+    data = figures.as_dict()
+    verdicts = figures.verdicts()
+    table = Table(title="phalanx bench engine")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    for key, value in data.items():
+        target = ""
+        if key in TARGETS:
+            target = f"< {TARGETS[key]:g} " + ("[green]met[/]" if verdicts[key] else "[red]missed[/]")
+        table.add_row(key, str(value), target)
+    console.print(table)
+    payload = json.dumps({"figures": data, "targets": TARGETS, "met": verdicts}, indent=2)
+    print(payload)
+    if json_out is not None:
+        json_out.write_text(payload + "\n")
+
+
+@app.command("crds")
+def crds(
+    out: Path = typer.Option(Path("crds"), help="Directory for the CRD manifests."),
+    check: bool = typer.Option(False, help="Only check that the manifests are up to date."),
+) -> None:
+    """Write the CustomResourceDefinitions generated from the API models."""
+    from controller.api.crdgen import check_crds, write_crds
+
+    if check:
+        stale = check_crds(out)
+        if stale:
+            console.print(
+                f"[red]stale CRDs in {out}: {', '.join(stale)}[/]; run `phalanx crds` to regenerate"
+            )
+            raise typer.Exit(1)
+        console.print(f"CRDs in {out} are up to date")
+        return
+    for path in write_crds(out):
+        console.print(f"wrote {path}")
