@@ -298,7 +298,7 @@ class Placer:
                 return PlacementOutcome(pods, attempts, self.search_bound)
             failure = failure or fail
         kind = "device attribute" if topo.device_attribute else "node label"
-        best = max(ordered, key=Domain.rank, default=None)
+        best = min(ordered, key=lambda d: (-d.pods_fitting, d.value), default=None)
         summary = (
             f"needs {needed} pods in one domain of {kind} {topo.key}; "
             + (
