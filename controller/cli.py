@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,11 +22,13 @@ console = Console()
 
 @bench_app.command("engine")
 def bench_engine(
-    nodes: int = typer.Option(1000, min=1, help="Nodes, each with 8 DRA GPUs."),
-    gangs: int = typer.Option(5000, min=1, help="Pending gangs in the backlog."),
-    incremental: int = typer.Option(100, min=0, help="Incremental cycles to time."),
-    seed: int = typer.Option(7, help="Seed of the synthetic backlog."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures here."),
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes, each with 8 DRA GPUs.")] = 1000,
+    gangs: Annotated[int, typer.Option(min=1, help="Pending gangs in the backlog.")] = 5000,
+    incremental: Annotated[int, typer.Option(min=0, help="Incremental cycles to time.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic backlog.")] = 7,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
 ) -> None:
     """Fill a synthetic DRA GPU cluster from a gang backlog, then time incremental cycles."""
     from controller.bench.engine import TARGETS, run
@@ -42,7 +45,9 @@ def bench_engine(
     for key, value in data.items():
         target = ""
         if key in TARGETS:
-            target = f"< {TARGETS[key]:g} " + ("[green]met[/]" if verdicts[key] else "[red]missed[/]")
+            target = f"< {TARGETS[key]:g} " + (
+                "[green]met[/]" if verdicts[key] else "[red]missed[/]"
+            )
         table.add_row(key, str(value), target)
     console.print(table)
     payload = json.dumps({"figures": data, "targets": TARGETS, "met": verdicts}, indent=2)
@@ -53,8 +58,10 @@ def bench_engine(
 
 @app.command("crds")
 def crds(
-    out: Path = typer.Option(Path("crds"), help="Directory for the CRD manifests."),
-    check: bool = typer.Option(False, help="Only check that the manifests are up to date."),
+    out: Annotated[Path, typer.Option(help="Directory for the CRD manifests.")] = Path("crds"),
+    check: Annotated[
+        bool, typer.Option(help="Only check that the manifests are up to date.")
+    ] = False,
 ) -> None:
     """Write the CustomResourceDefinitions generated from the API models."""
     from controller.api.crdgen import check_crds, write_crds
