@@ -60,7 +60,10 @@ class MatchSet:
 
     def _set_free(self, node: str | None, value: int) -> None:
         old = self.free.get(node, 0)
-        self.free[node] = value
+        if value:
+            self.free[node] = value
+        else:
+            self.free.pop(node, None)
         if node is None:
             return
         if old and node in self.buckets.get(old, ()):
@@ -120,6 +123,8 @@ class DeviceInventory:
             for mk in self._member_of.pop(d.key, set()):
                 ms = self._matches[mk]
                 ms.by_node[d.node].remove(d.key)
+                if not ms.by_node[d.node]:
+                    del ms.by_node[d.node]
                 if self.is_free(d.key):
                     ms._set_free(d.node, ms.free.get(d.node, 0) - 1)
             for ms in self._matches.values():

@@ -1,0 +1,411 @@
+"""Specification of the generated CRDs: current, structural, and agreeing with the models."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cel
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from controller.api.common import parse_quantity
+from controller.api.crdgen import check_crds, render_crds, write_crds
+from controller.api.gangjob import GangJob
+from controller.api.queue import Queue
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILES = ["gangjobs.phalanx.dev.yaml", "queues.phalanx.dev.yaml"]
+
+
+def crd(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(render_crds()[name])
+    return loaded
+
+
+def schema_of(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = crd(name)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def schema_nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every node that describes a value: the root, properties, items, map values."""
+    yield path or "<root>", node
+    for name, sub in node.get("properties", {}).items():
+        yield from schema_nodes(sub, f"{path}.{name}")
+    if "items" in node:
+        yield from schema_nodes(node["items"], f"{path}[*]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from schema_nodes(node["additionalProperties"], f"{path}{{*}}")
+
+
+def all_dicts(value: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(value, dict):
+        yield value
+        for sub in value.values():
+            yield from all_dicts(sub)
+    elif isinstance(value, list):
+        for sub in value:
+            yield from all_dicts(sub)
+
+
+# Staleness and determinism ------------------------------------------------------------
+
+
+def test_committed_crds_match_the_models() -> None:
+    assert check_crds(REPO / "crds") == [], "crds/ is stale: regenerate with `phalanx crds`"
+
+
+def test_rendering_is_deterministic() -> None:
+    assert render_crds() == render_crds()
+
+
+def test_written_files_end_with_a_newline_and_check_clean(tmp_path: Path) -> None:
+    written = write_crds(tmp_path / "out")
+
+    assert sorted(p.name for p in written) == CRD_FILES
+    assert all(p.read_text(encoding="utf-8").endswith("\n") for p in written)
+    assert check_crds(tmp_path / "out") == []
+
+
+def test_check_names_missing_and_edited_files(tmp_path: Path) -> None:
+    write_crds(tmp_path)
+    (tmp_path / "gangjobs.phalanx.dev.yaml").unlink()
+    queues = tmp_path / "queues.phalanx.dev.yaml"
+    queues.write_text(queues.read_text(encoding="utf-8") + "# hand edit\n", encoding="utf-8")
+
+    assert check_crds(tmp_path) == CRD_FILES
+
+
+# Shape of the CRDs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "scope", "short_name"),
+    [
+        ("gangjobs.phalanx.dev.yaml", "GangJob", "Namespaced", "gj"),
+        ("queues.phalanx.dev.yaml", "Queue", "Cluster", "pq"),
+    ],
+)
+def test_crd_identity(name: str, kind: str, scope: str, short_name: str) -> None:
+    doc = crd(name)
+
+    assert doc["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert doc["metadata"]["name"] == name.removesuffix(".yaml")
+    assert doc["spec"]["group"] == "phalanx.dev"
+    assert doc["spec"]["scope"] == scope
+    assert doc["spec"]["names"]["kind"] == kind
+    assert short_name in doc["spec"]["names"]["shortNames"]
+    [version] = doc["spec"]["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_every_schema_node_has_a_type(name: str) -> None:
+    untyped = [
+        path
+        for path, node in schema_nodes(schema_of(name))
+        if "type" not in node
+        and not node.get("x-kubernetes-int-or-string")
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ]
+    assert untyped == []
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_schema_has_no_refs_definitions_or_titles(name: str) -> None:
+    keys = {key for node in all_dicts(schema_of(name)) for key in node}
+
+    assert keys.isdisjoint({"$ref", "$defs", "definitions", "title", "const", "propertyNames"})
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_any_of_appears_only_as_int_or_string(name: str) -> None:
+    for path, node in schema_nodes(schema_of(name)):
+        if "anyOf" in node:
+            assert node.get("x-kubernetes-int-or-string") is True, path
+            assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}], path
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_objects_never_mix_properties_and_additional_properties(name: str) -> None:
+    mixed = [
+        path
+        for path, node in schema_nodes(schema_of(name))
+        if "properties" in node and "additionalProperties" in node
+    ]
+    assert mixed == []
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_root_declares_only_types_for_api_version_kind_and_metadata(name: str) -> None:
+    properties = schema_of(name)["properties"]
+
+    assert properties["apiVersion"] == {"type": "string"}
+    assert properties["kind"] == {"type": "string"}
+    assert properties["metadata"] == {"type": "object"}
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_quantities_are_int_or_string_with_a_pattern(name: str) -> None:
+    quantities = [
+        node for _, node in schema_nodes(schema_of(name)) if node.get("x-kubernetes-int-or-string")
+    ]
+    assert quantities
+    assert all("type" not in node and "pattern" in node for node in quantities)
+
+
+def test_pod_template_spec_keeps_unknown_pod_fields() -> None:
+    pod_set = schema_of("gangjobs.phalanx.dev.yaml")["properties"]["spec"]["properties"]["podSets"]
+    template = pod_set["items"]["properties"]["template"]
+
+    assert template["properties"]["spec"]["x-kubernetes-preserve-unknown-fields"] is True
+    container = template["properties"]["spec"]["properties"]["containers"]["items"]
+    assert container["x-kubernetes-preserve-unknown-fields"] is True
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_every_validation_rule_has_a_message_and_compiles(name: str) -> None:
+    rules = [
+        rule
+        for node in all_dicts(schema_of(name))
+        for rule in node.get("x-kubernetes-validations", [])
+    ]
+    assert rules
+    for rule in rules:
+        assert set(rule) == {"rule", "message"}
+        assert rule["message"].strip()
+        cel.compile(rule["rule"])
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_rules_that_iterate_lists_have_a_bounded_list(name: str) -> None:
+    # The API server rejects a CRD whose estimated CEL cost is too high; for a rule
+    # comparing every pair of items that estimate is only bounded by maxItems.
+    for path, node in schema_nodes(schema_of(name)):
+        for rule in node.get("x-kubernetes-validations", []):
+            if ".all(" in rule["rule"] or "exists_one(" in rule["rule"]:
+                assert node["type"] == "array" and "maxItems" in node, path
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_defaults_are_valid_for_their_node(name: str) -> None:
+    python_types = {"integer": int, "number": float, "string": str, "boolean": bool}
+    for path, node in schema_nodes(schema_of(name)):
+        if "default" in node:
+            assert isinstance(node["default"], python_types[node["type"]]), path
+            assert node["default"] in node.get("enum", [node["default"]]), path
+            assert node["default"] >= node.get("minimum", node["default"]), path
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_list_map_keys_are_required_in_items(name: str) -> None:
+    for path, node in schema_nodes(schema_of(name)):
+        if node.get("x-kubernetes-list-type") == "map":
+            assert set(node["x-kubernetes-list-map-keys"]) <= set(node["items"]["required"]), path
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_printer_columns_point_at_schema_fields(name: str) -> None:
+    [version] = crd(name)["spec"]["versions"]
+    schema = version["schema"]["openAPIV3Schema"]
+    for column in version["additionalPrinterColumns"]:
+        path = column["jsonPath"]
+        if path.startswith(".metadata."):
+            continue
+        node = schema
+        for part in path.strip(".").split("."):
+            node = node["properties"][part]
+        assert node.get("type") == column["type"], path
+
+
+# CEL rules agree with the models ----------------------------------------------------
+
+JOB = yaml.safe_load(
+    """
+apiVersion: phalanx.dev/v1alpha1
+kind: GangJob
+metadata: {name: ddp, namespace: research}
+spec:
+  queueName: team-a
+  priority: 100
+  podSets:
+  - name: master
+    replicas: 1
+    template:
+      spec:
+        containers: [{name: c, image: trainer, resources: {claims: [{name: gpus}]}}]
+        resourceClaims: [{name: gpus, resourceClaimTemplateName: two-gpus}]
+  - name: worker
+    replicas: 2
+    template:
+      spec:
+        containers: [{name: c, image: trainer}]
+        resourceClaims: [{name: scratch, resourceClaimName: shared-scratch}]
+"""
+)
+
+QUEUE = yaml.safe_load(
+    """
+apiVersion: phalanx.dev/v1alpha1
+kind: Queue
+metadata: {name: team-a}
+spec:
+  parent: research
+  quota:
+  - {resource: cpu, nominal: 64, lendingLimit: "32"}
+  - {resource: memory, nominal: 256Gi, lendingLimit: 256Gi}
+  - {resource: devices/gpu.example.com, nominal: "8", lendingLimit: 8}
+"""
+)
+
+
+def _is_quantity(text: str) -> bool:
+    try:
+        parse_quantity(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _compare(a: str, b: str) -> int:
+    x, y = parse_quantity(a), parse_quantity(b)
+    return (x > y) - (x < y)
+
+
+# Kubernetes' quantity library, enough of it for our rules: a "quantity" is its text.
+KUBERNETES_CEL_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "isQuantity": _is_quantity,
+    "quantity": lambda text: text,
+    "compareTo": _compare,
+}
+
+
+def failing_rules(schema: dict[str, Any], value: Any) -> list[str]:
+    """Messages of the CRD rules `value` breaks, evaluated where the API server would."""
+    failed = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        context = cel.Context(variables={"self": value}, functions=KUBERNETES_CEL_FUNCTIONS)
+        if cel.evaluate(rule["rule"], context) is not True:
+            failed.append(rule["message"])
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            sub_schema = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
+            if isinstance(sub_schema, dict):
+                failed += failing_rules(sub_schema, sub)
+    elif isinstance(value, list) and "items" in schema:
+        for sub in value:
+            failed += failing_rules(schema["items"], sub)
+    return failed
+
+
+def changed(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    node: Any = doc
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("name", "doc"),
+    [("gangjobs.phalanx.dev.yaml", JOB), ("queues.phalanx.dev.yaml", QUEUE)],
+    ids=["gangjob", "queue"],
+)
+def test_valid_objects_pass_every_cel_rule(name: str, doc: dict[str, Any]) -> None:
+    assert failing_rules(schema_of(name), doc) == []
+
+
+CEL_CASES = [
+    pytest.param(
+        JOB,
+        "spec.podSets.1.name",
+        "master",
+        "podSets names must be unique",
+        id="duplicate-pod-set-names",
+    ),
+    pytest.param(
+        JOB,
+        "spec.priorityClassName",
+        "high",
+        "set either priority or priorityClassName, not both",
+        id="priority-and-priority-class",
+    ),
+    pytest.param(
+        JOB,
+        "spec.podSets.0.template.spec.resourceClaims.0.resourceClaimName",
+        "shared",
+        "exactly one of resourceClaimName and resourceClaimTemplateName must be set",
+        id="claim-with-both-sources",
+    ),
+    pytest.param(
+        JOB,
+        "spec.podSets.1.template.spec.resourceClaims.0",
+        {"name": "scratch"},
+        "exactly one of resourceClaimName and resourceClaimTemplateName must be set",
+        id="claim-with-no-source",
+    ),
+    pytest.param(
+        QUEUE,
+        "spec.parent",
+        "team-a",
+        "a queue cannot be its own parent",
+        id="own-parent",
+    ),
+    pytest.param(
+        QUEUE,
+        "spec.quota.1.resource",
+        "cpu",
+        "quota resources must be unique",
+        id="duplicate-quota-resource",
+    ),
+    pytest.param(
+        QUEUE,
+        "spec.quota.1.lendingLimit",
+        "257Gi",
+        "lendingLimit must not exceed nominal",
+        id="lending-limit-above-nominal",
+    ),
+    pytest.param(
+        QUEUE,
+        "spec.quota.2.lendingLimit",
+        9,
+        "lendingLimit must not exceed nominal",
+        id="integer-lending-limit-above-string-nominal",
+    ),
+    pytest.param(
+        QUEUE,
+        "spec.quota.2.resource",
+        "devices/GPU",
+        "the DeviceClass name after 'devices/' must be a DNS subdomain",
+        id="device-class-not-dns-subdomain",
+    ),
+]
+
+
+@pytest.mark.parametrize(("doc", "path", "value", "message"), CEL_CASES)
+def test_cel_rule_and_model_reject_the_same_object(
+    doc: dict[str, Any], path: str, value: Any, message: str
+) -> None:
+    bad = changed(doc, path, value)
+    model = GangJob if bad["kind"] == "GangJob" else Queue
+    name = "gangjobs.phalanx.dev.yaml" if model is GangJob else "queues.phalanx.dev.yaml"
+
+    assert failing_rules(schema_of(name), bad) == [message]
+    with pytest.raises(ValidationError):
+        model.from_manifest(bad)
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_schema_patterns_are_valid_regular_expressions(name: str) -> None:
+    for path, node in schema_nodes(schema_of(name)):
+        if "pattern" in node:
+            re.compile(node["pattern"])
+            assert "(?" not in node["pattern"], f"{path}: RE2 in the API server lacks lookarounds"

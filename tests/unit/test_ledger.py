@@ -1,0 +1,151 @@
+"""Ledger: tentative reservations are visible, then committed or rolled back exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.engine.cycle import Engine, Outcome
+from controller.engine.errors import InvalidInput
+from controller.engine.model import Gang, Queue
+from controller.engine.state import ClusterState, ReservationConflict
+from tests.builders import DRIVER, cluster, gang, gpu_quota
+
+
+def snapshot(state: ClusterState):
+    return (
+        {n: dict(u.used) for n, u in state.nodes.items()},
+        {k: set(v) for k, v in state.inventory.owners.items()},
+        {q: dict(state.quota.usage(q)) for q in state.quota.names()},
+        sorted(state.pending),
+    )
+
+
+def test_later_decisions_in_a_cycle_see_earlier_tentative_reservations():
+    state = cluster(nodes=1)
+    state.add_gang(gang("a", gpus=6, created=0))
+    state.add_gang(gang("b", gpus=6, created=1))
+    result = Engine(state).cycle()
+    assert [d.gang_uid for d in result.admitted] == ["a"]
+    assert result.ledger.open_uids() == ["a"]
+
+
+def test_rollback_returns_the_state_to_before_the_cycle():
+    state = cluster(nodes=2, queues=(Queue("team-a", quota=gpu_quota(16)),))
+    for i in range(3):
+        state.add_gang(gang(f"g{i}", pods=2, gpus=3, created=i))
+    before = snapshot(state)
+    result = Engine(state).cycle()
+    assert result.admitted
+    result.ledger.rollback_all()
+    assert snapshot(state) == before
+
+
+def test_rolling_back_one_gang_keeps_the_others():
+    state = cluster(nodes=2)
+    state.add_gang(gang("a", gpus=4, created=0))
+    state.add_gang(gang("b", gpus=4, created=1))
+    result = Engine(state).cycle()
+    result.ledger.rollback("a")
+    result.ledger.commit("b")
+    assert set(state.admitted) == {"b"} and "a" in state.pending
+
+
+def test_commit_of_an_unknown_gang_is_refused():
+    state = cluster()
+    result = Engine(state).cycle()
+    with pytest.raises(InvalidInput, match="has no open reservation"):
+        result.ledger.commit("nope")
+
+
+class EvictLowerPriority:
+    """Test double: evict every admitted gang of lower priority than the preemptor."""
+
+    name = "test-evict-lower"
+
+    def victims(self, state: ClusterState, gang: Gang, reason: str):
+        return [
+            uid for uid, g in sorted(state.admitted_gangs.items()) if g.priority < gang.priority
+        ]
+
+
+def test_preemption_evicts_whole_gangs_and_admits_the_preemptor():
+    state = cluster(nodes=1)
+    state.add_gang(gang("low", pods=2, gpus=4))
+    engine = Engine(state, preemption=EvictLowerPriority())
+    engine.cycle().ledger.commit_all()
+    state.add_gang(gang("high", pods=1, gpus=8, priority=5))
+    result = engine.cycle()
+    d = next(d for d in result.decisions if d.gang_uid == "high")
+    assert d.outcome is Outcome.ADMITTED and d.victims == ("low",)
+    assert "low" in state.pending and "low" not in state.admitted
+
+
+def test_rolling_back_a_preemptor_restores_its_victims():
+    state = cluster(nodes=1)
+    state.add_gang(gang("low", pods=2, gpus=4))
+    engine = Engine(state, preemption=EvictLowerPriority())
+    engine.cycle().ledger.commit_all()
+    low_reservation = state.admitted["low"]
+    state.add_gang(gang("high", pods=1, gpus=8, priority=5))
+    engine.cycle().ledger.rollback("high")
+    assert state.admitted["low"] == low_reservation
+    assert "high" in state.pending
+
+
+def test_useless_evictions_are_undone():
+    state = cluster(nodes=1)
+    state.add_gang(gang("low", pods=1, gpus=4))
+    engine = Engine(state, preemption=EvictLowerPriority())
+    engine.cycle().ledger.commit_all()
+    state.add_gang(gang("huge", pods=2, gpus=8, priority=5))
+    result = engine.cycle()
+    d = next(d for d in result.decisions if d.gang_uid == "huge")
+    assert d.outcome is Outcome.PENDING and "evicting low would not be enough" in d.reason
+    assert "low" in state.admitted
+
+
+def test_restore_reapplies_a_recorded_admission():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", gpus=2))
+    Engine(state).cycle().ledger.commit_all()
+    reservation = state.release("g")
+    g = state.pending.get("g") or gang("g", gpus=2)
+    state.restore(g, reservation)
+    assert state.admitted["g"] == reservation and state.violations() == []
+
+
+def test_restore_refuses_an_admission_whose_devices_are_now_taken():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", gpus=1))
+    Engine(state).cycle().ledger.commit_all()
+    reservation = state.release("g")
+    taken = reservation.pods[0].claims[0].devices[0].device
+    state.add_foreign_claim("other/c", (taken,))
+    with pytest.raises(ReservationConflict, match=f"device {DRIVER}/n0/gpu-0 is held by"):
+        state.restore(gang("g", gpus=1), reservation)
+    assert "g" not in state.admitted and state.violations() == []
+
+
+def test_removing_a_node_names_the_gangs_running_there():
+    state = cluster(nodes=2)
+    state.add_gang(gang("g", pods=2, gpus=8))
+    Engine(state).cycle().ledger.commit_all()
+    assert state.remove_node("n1") == ["g"]
+    state.release("g")
+    assert state.violations() == [] and not state.inventory.owners.get((DRIVER, "n0", "gpu-0"))
+
+
+def test_a_released_gang_can_be_requeued():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", gpus=1))
+    Engine(state).cycle().ledger.commit_all()
+    state.release("g", requeue=True)
+    assert "g" in state.pending and not state.admitted
+
+
+def test_an_admitted_gang_cannot_be_replaced_while_admitted():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", gpus=1))
+    Engine(state).cycle().ledger.commit_all()
+    with pytest.raises(InvalidInput, match="is admitted; release it first"):
+        state.add_gang(gang("g", gpus=2))
