@@ -1,1 +1,24 @@
 """Pydantic models of Phalanx's custom resources and the CRD manifests generated from them."""
+
+from controller.api.common import API_VERSION, GROUP, VERSION, LabelSelector, parse_quantity
+from controller.api.errors import FieldProblem, format_validation_error
+from controller.api.gangjob import GangJob, GangJobSpec, GangJobStatus
+from controller.api.queue import Queue, QueueSpec, QueueStatus, QueueTreeError, validate_queue_tree
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "VERSION",
+    "FieldProblem",
+    "GangJob",
+    "GangJobSpec",
+    "GangJobStatus",
+    "LabelSelector",
+    "Queue",
+    "QueueSpec",
+    "QueueStatus",
+    "QueueTreeError",
+    "format_validation_error",
+    "parse_quantity",
+    "validate_queue_tree",
+]
