@@ -144,7 +144,12 @@ class Engine:
             return room is not None and room < needed
         if memo.kind == "queue":
             return memo.stamp == (state.quota.generation, state.namespace_generation)
-        return memo.stamp == state.capacity_epoch
+        return memo.stamp == self._placement_stamp()
+
+    def _placement_stamp(self) -> tuple[int, int, int]:
+        """Placement holds until capacity grows; queue changes refresh the reason too."""
+        state = self.state
+        return (state.capacity_epoch, state.quota.generation, state.namespace_generation)
 
     def _fail(
         self, kind: str, gang: Gang, reason: str, stamp: object = None, attempts: int = 0
@@ -153,7 +158,7 @@ class Engine:
         if kind == "queue":
             stamp = (state.quota.generation, state.namespace_generation)
         elif kind == "placement":
-            stamp = state.capacity_epoch
+            stamp = self._placement_stamp()
         self._failed_gangs[gang.uid] = _Memo(kind, stamp, gang.uid, reason)
         return Decision(gang.uid, Outcome.PENDING, reason, attempts=attempts)
 
@@ -166,7 +171,7 @@ class Engine:
         shape = self._failed_shapes.get(plan.shape_id)
         if (
             shape is not None
-            and shape.stamp == state.capacity_epoch
+            and shape.stamp == self._placement_stamp()
             and not self.preemption_possible()
         ):
             result.skipped += 1
@@ -212,7 +217,7 @@ class Engine:
         if outcome.pods is None:
             if not evicted:
                 self._failed_shapes[plan.shape_id] = _Memo(
-                    "placement", state.capacity_epoch, gang.uid, outcome.reason
+                    "placement", self._placement_stamp(), gang.uid, outcome.reason
                 )
             return self._fail("placement", gang, outcome.reason, attempts=outcome.attempts)
         charge = reservation_charge(outcome.pods)
