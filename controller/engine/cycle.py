@@ -125,8 +125,9 @@ class Engine:
                 self.reasons[uid] = decision.reason
                 result.decisions.append(decision)
         for table in (self._plans, self.reasons, failed):
-            for uid in [u for u in table if u not in state.pending]:
-                del table[uid]
+            if len(table) > len(state.pending):
+                for uid in [u for u in table if u not in state.pending]:
+                    del table[uid]
         return result
 
     def _still_fails(self, memo: _Memo, gang: Gang) -> bool:

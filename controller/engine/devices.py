@@ -8,7 +8,7 @@ admission cycle never re-evaluates CEL per device.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from sortedcontainers import SortedSet
@@ -66,10 +66,8 @@ class MatchSet:
             self.free.pop(node, None)
         if node is None:
             return
-        if old and node in self.buckets.get(old, ()):
+        if old:
             self.buckets[old].discard(node)
-            if not self.buckets[old]:
-                del self.buckets[old]
         if value > 0:
             self.buckets.setdefault(value, SortedSet()).add(node)
 
@@ -238,31 +236,46 @@ class DeviceInventory:
         d = self.devices.get(key)
         return d is not None and d.shareable
 
-    def allocate(self, key: DeviceKey, owner: str) -> None:
-        """Record `owner` as holding the device (which may not be published at all)."""
-        was_free = self.is_free(key)
-        self.owners.setdefault(key, set()).add(owner)
-        if was_free and not self.is_free(key):
-            self._shift(key, -1)
+    def allocate(self, keys: Iterable[DeviceKey], owner: str) -> None:
+        """Record `owner` as holding the devices (which may not be published at all)."""
+        moved: list[DeviceKey] = []
+        for key in keys:
+            was_free = self.is_free(key)
+            self.owners.setdefault(key, set()).add(owner)
+            if was_free and not self.is_free(key):
+                moved.append(key)
+        self._shift(moved, -1)
 
-    def release(self, key: DeviceKey, owner: str) -> None:
-        holders = self.owners.get(key)
-        if not holders or owner not in holders:
-            raise InvalidInput(f"device {'/'.join(key)}", f"is not held by {owner}")
-        was_free = self.is_free(key)
-        holders.discard(owner)
-        if not holders:
-            del self.owners[key]
-        if not was_free and self.is_free(key):
-            self._shift(key, +1)
+    def release(self, keys: Iterable[DeviceKey], owner: str) -> None:
+        """Drop `owner` from the devices' holders; refuses (changing nothing) if it holds
+        any of them not."""
+        keys = list(keys)
+        for key in keys:
+            if owner not in self.owners.get(key, ()):
+                raise InvalidInput(f"device {'/'.join(key)}", f"is not held by {owner}")
+        moved: list[DeviceKey] = []
+        for key in keys:
+            holders = self.owners[key]
+            was_free = self.is_free(key)
+            holders.discard(owner)
+            if not holders:
+                del self.owners[key]
+            if not was_free and self.is_free(key):
+                moved.append(key)
+        self._shift(moved, +1)
 
-    def _shift(self, key: DeviceKey, step: int) -> None:
-        d = self.devices.get(key)
-        if d is None:
-            return
-        for mk in self._member_of.get(key, ()):
+    def _shift(self, keys: list[DeviceKey], step: int) -> None:
+        """Move free counts once per (match set, node) for a batch of devices."""
+        deltas: dict[tuple[MatchKey, str | None], int] = {}
+        for key in keys:
+            d = self.devices.get(key)
+            if d is None:
+                continue
+            for mk in self._member_of.get(key, ()):
+                deltas[(mk, d.node)] = deltas.get((mk, d.node), 0) + step
+        for (mk, node), delta in deltas.items():
             ms = self._matches[mk]
-            ms._set_free(d.node, ms.free.get(d.node, 0) + step)
+            ms._set_free(node, ms.free.get(node, 0) + delta)
 
     def double_allocations(self) -> list[str]:
         """Devices held by more than one claim without being shareable (invariant 1)."""

@@ -45,8 +45,7 @@ class QuotaTree:
         self._guaranteed: dict[str, dict[str, int]] = {}
         self._managed: dict[str, frozenset[str]] = {}  # root -> managed resources
         self._paths: dict[str, list[str]] = {}
-        self._headroom: dict[str, dict[tuple[str, str], tuple[int | None, str]]] = {}
-        self._relaxed: dict[str, int] = {}
+        self._headroom: dict[tuple[str, str], tuple[int | None, str]] = {}
         self.generation = 0
 
     # ---- structure -------------------------------------------------------------------
@@ -143,8 +142,6 @@ class QuotaTree:
         self.generation += 1
         self._paths.clear()
         self._headroom.clear()
-        for root in list(self._relaxed) + [n for n, q in self._queues.items() if q.parent is None]:
-            self._relaxed[root] = self._relaxed.get(root, 0) + 1
         self._subtree.clear()
         self._guaranteed.clear()
         self._managed.clear()
@@ -237,8 +234,7 @@ class QuotaTree:
         None means unlimited (the resource is not quota-managed in this tree).
         """
         key = (leaf, resource)
-        cache = self._headroom.setdefault(self.root(leaf), {})
-        hit = cache.get(key)
+        hit = self._headroom.get(key)
         if hit is not None:
             return hit
         if resource not in self.managed(leaf):
@@ -263,7 +259,7 @@ class QuotaTree:
                         best, binding = room, name
                 absorbed += max(0, self._guaranteed[name].get(resource, 0) - used)
             result = (best, binding)
-        cache[key] = result
+        self._headroom[key] = result
         return result
 
     def check(self, leaf: str, charge: Resources) -> QuotaShortfall | None:
@@ -282,10 +278,6 @@ class QuotaTree:
                     f"{where}: needs {v} {r}, quota leaves room for {room}",
                 )
         return None
-
-    def relaxed(self, leaf: str) -> int:
-        """A counter that grows whenever the leaf's tree may have more room than before."""
-        return self._relaxed.get(self.root(leaf), 0)
 
     def charge(self, leaf: str, charge: Resources) -> None:
         usage = self._usage.setdefault(leaf, {})
@@ -316,10 +308,7 @@ class QuotaTree:
             self.remove(leaf)
 
     def _apply(self, leaf: str, amounts: Mapping[str, int], sign: int) -> None:
-        root = self.root(leaf)
-        self._headroom.pop(root, None)
-        if sign < 0:
-            self._relaxed[root] = self._relaxed.get(root, 0) + 1
+        self._headroom.clear()
         delta = {r: sign * v for r, v in amounts.items()}
         for name in self.path(leaf):
             if not delta:

@@ -177,14 +177,12 @@ class ClusterState:
         """A claim allocated by someone else: its devices are never handed out."""
         self.remove_foreign_claim(key)
         self.foreign_claims[key] = devices
-        for dk in devices:
-            self.inventory.allocate(dk, f"foreign:{key}")
+        self.inventory.allocate(devices, f"foreign:{key}")
 
     def remove_foreign_claim(self, key: str) -> None:
         devices = self.foreign_claims.pop(key, None)
         if devices is not None:
-            for dk in devices:
-                self.inventory.release(dk, f"foreign:{key}")
+            self.inventory.release(devices, f"foreign:{key}")
             self._grow()
 
     # ---- DRA -------------------------------------------------------------------------
@@ -272,15 +270,13 @@ class ClusterState:
         self._use(pod.node, pod.requests, +1)
         for claim in pod.claims:
             owner = pod.claim_owner(gang_uid, claim.claim)
-            for da in claim.devices:
-                self.inventory.allocate(da.device, owner)
+            self.inventory.allocate([da.device for da in claim.devices], owner)
 
     def release_pod(self, gang_uid: str, pod: PodPlacement) -> None:
         self._use(pod.node, pod.requests, -1)
         for claim in pod.claims:
             owner = pod.claim_owner(gang_uid, claim.claim)
-            for da in claim.devices:
-                self.inventory.release(da.device, owner)
+            self.inventory.release([da.device for da in claim.devices], owner)
 
     def admit(self, gang: Gang, reservation: Reservation) -> None:
         """Hold a reservation whose pods were applied with apply_pod; charges quota."""

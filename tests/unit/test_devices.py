@@ -42,10 +42,10 @@ def test_a_removed_slice_leaves_match_sets(inv):
 
 def test_allocation_moves_free_counts_and_buckets(inv):
     ms = inv.match_set((GPU, ()))
-    inv.allocate((DRIVER, "a", "gpu-0"), "claim-1")
+    inv.allocate([(DRIVER, "a", "gpu-0")], "claim-1")
     assert ms.free["a"] == 3
     assert list(ms.nodes_with_free(4)) == ["b"]
-    inv.release((DRIVER, "a", "gpu-0"), "claim-1")
+    inv.release([(DRIVER, "a", "gpu-0")], "claim-1")
     assert ms.free["a"] == 4
 
 
@@ -79,7 +79,7 @@ def test_selector_runtime_errors_are_kept_for_explanations(inv):
 
 
 def test_a_device_held_by_someone_else_may_be_unpublished(inv):
-    inv.allocate(("other.io", "pool", "ghost"), "foreign:x")
+    inv.allocate([("other.io", "pool", "ghost")], "foreign:x")
     assert not inv.is_free(("other.io", "pool", "ghost"))
 
 
@@ -95,18 +95,18 @@ def test_shareable_devices_stay_free_when_allocated(inv):
             "s", DRIVER, "shared", None, (Device(DRIVER, "shared", "d", None, shareable=True),)
         )
     )
-    inv.allocate((DRIVER, "shared", "d"), "c1")
-    inv.allocate((DRIVER, "shared", "d"), "c2")
+    inv.allocate([(DRIVER, "shared", "d")], "c1")
+    inv.allocate([(DRIVER, "shared", "d")], "c2")
     assert inv.is_free((DRIVER, "shared", "d"))
     assert inv.double_allocations() == []
 
 
 def test_double_allocation_is_reported(inv):
-    inv.allocate((DRIVER, "a", "gpu-0"), "c1")
-    inv.allocate((DRIVER, "a", "gpu-0"), "c2")
+    inv.allocate([(DRIVER, "a", "gpu-0")], "c1")
+    inv.allocate([(DRIVER, "a", "gpu-0")], "c2")
     assert inv.double_allocations() == [f"device {DRIVER}/a/gpu-0 held by ['c1', 'c2']"]
 
 
 def test_releasing_a_device_not_held_is_refused(inv):
     with pytest.raises(InvalidInput, match="is not held by c1"):
-        inv.release((DRIVER, "a", "gpu-0"), "c1")
+        inv.release([(DRIVER, "a", "gpu-0")], "c1")
