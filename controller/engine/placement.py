@@ -288,15 +288,15 @@ class Placer:
             return self._search_unconstrained(plan, 0, None)
         domains = self._domains(plan)
         needed = sum(d.pod_set.count for d in plan.demands)
+        lead_pods = plan.demands[0].pod_set.count
         ordered = self.policy.order_domains(domains, needed)
+        viable = [d for d in ordered if d.pods_fitting >= lead_pods]
         attempts = 0
-        failure: _Failure | None = None
-        for dom in ordered[: self.search_bound]:
+        for dom in viable[: self.search_bound]:
             attempts += 1
-            pods, fail = self._attempt(plan, dom, False, plan.demands)
+            pods, _ = self._attempt(plan, dom, False, plan.demands)
             if pods is not None:
                 return PlacementOutcome(pods, attempts, self.search_bound)
-            failure = failure or fail
         kind = "device attribute" if topo.device_attribute else "node label"
         best = min(ordered, key=lambda d: (-d.pods_fitting, d.value), default=None)
         summary = (
@@ -306,11 +306,11 @@ class Placer:
                 if best is not None
                 else "no eligible node or device has that key"
             )
-            + f" (tried {attempts} of {len(ordered)} domains, search bound {self.search_bound})"
+            + f" (tried {attempts} of {len(viable)} domains with room for pod set "
+            f"{plan.demands[0].pod_set.name}, search bound {self.search_bound})"
         )
         if topo.mode is TopologyMode.PREFERRED:
-            out = self._search_unconstrained(plan, attempts, summary)
-            return out
+            return self._search_unconstrained(plan, attempts, summary)
         return PlacementOutcome(None, attempts, self.search_bound, summary)
 
     # ---- search ----------------------------------------------------------------------
@@ -327,7 +327,7 @@ class Placer:
         attempts = used
         first: _Failure | None = None
         for descending, demands in variants:
-            if attempts >= self.search_bound:
+            if attempts >= self.search_bound and attempts > used:
                 break
             attempts += 1
             pods, fail = self._attempt(plan, None, descending, demands)
