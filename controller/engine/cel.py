@@ -197,11 +197,17 @@ def _compare_semver(a: _SemverValue, b: _SemverValue) -> int:
     return -1 if len(pa) < len(pb) else 1
 
 
-def _as_quantity(value: object) -> Fraction | None:
+def _tagged(value: object, tag: str) -> str | None:
+    """The text of a tagged value (`{"@quantity": "..."}`), or None for anything else."""
     if type(value) is not dict or len(value) != 1:
         return None
-    text = value.get(_QUANTITY_TAG)
-    if type(text) is not str:
+    text = value.get(tag)
+    return text if type(text) is str else None
+
+
+def _as_quantity(value: object) -> Fraction | None:
+    text = _tagged(value, _QUANTITY_TAG)
+    if text is None:
         return None
     amount = _fractions.get(text)
     if amount is None:
@@ -214,10 +220,8 @@ def _as_quantity(value: object) -> Fraction | None:
 
 
 def _as_semver(value: object) -> _SemverValue | None:
-    if type(value) is not dict or len(value) != 1:
-        return None
-    text = value.get(_SEMVER_TAG)
-    if type(text) is not str:
+    text = _tagged(value, _SEMVER_TAG)
+    if text is None:
         return None
     version = _semvers.get(text)
     if version is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 
 from controller.api.errors import format_validation_error
 from controller.api.gangjob import GangJob, PodSpec
+from tests.manifests import REMOVE, edited
 
 PYTORCH_JOB = yaml.safe_load(
     """
@@ -114,21 +114,9 @@ admission:
 )
 
 
-REMOVE = object()
-
-
 def job_with(path: str, value: Any) -> dict[str, Any]:
-    """The PyTorch job with one field, named by a dotted path, replaced (or removed)."""
-    doc: dict[str, Any] = copy.deepcopy(PYTORCH_JOB)
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
-    node: Any = doc
-    for part in parents:
-        node = node[part]
-    if value is REMOVE:
-        del node[last]
-    else:
-        node[last] = value
-    return doc
+    """The fixture with one field, named by a dotted path, replaced (or removed)."""
+    return edited(PYTORCH_JOB, path, value)
 
 
 def problems(doc: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ from pydantic import ValidationError
 
 from controller.api.errors import format_validation_error
 from controller.api.queue import Queue, QueueTreeError, validate_queue_tree
+from tests.manifests import edited
 
 TEAM_QUEUE = yaml.safe_load(
     """
@@ -66,21 +66,10 @@ conditions:
 """
 )
 
-REMOVE = object()
-
 
 def queue_with(path: str, value: Any) -> dict[str, Any]:
-    """The team queue with one field, named by a dotted path, replaced (or removed)."""
-    doc: dict[str, Any] = copy.deepcopy(TEAM_QUEUE)
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
-    node: Any = doc
-    for part in parents:
-        node = node[part]
-    if value is REMOVE:
-        del node[last]
-    else:
-        node[last] = value
-    return doc
+    """The fixture with one field, named by a dotted path, replaced (or removed)."""
+    return edited(TEAM_QUEUE, path, value)
 
 
 def problems(doc: dict[str, Any]) -> str:

@@ -68,11 +68,17 @@ class EvictLowerPriority:
         ]
 
 
-def test_preemption_evicts_whole_gangs_and_admits_the_preemptor():
+def with_low_priority_gang(pods: int):
+    """One node whose GPUs are partly or fully held by an admitted low-priority gang."""
     state = cluster(nodes=1)
-    state.add_gang(gang("low", pods=2, gpus=4))
+    state.add_gang(gang("low", pods=pods, gpus=4))
     engine = Engine(state, preemption=EvictLowerPriority())
     engine.cycle().ledger.commit_all()
+    return state, engine
+
+
+def test_preemption_evicts_whole_gangs_and_admits_the_preemptor():
+    state, engine = with_low_priority_gang(pods=2)
     state.add_gang(gang("high", pods=1, gpus=8, priority=5))
     result = engine.cycle()
     d = next(d for d in result.decisions if d.gang_uid == "high")
@@ -81,10 +87,7 @@ def test_preemption_evicts_whole_gangs_and_admits_the_preemptor():
 
 
 def test_rolling_back_a_preemptor_restores_its_victims():
-    state = cluster(nodes=1)
-    state.add_gang(gang("low", pods=2, gpus=4))
-    engine = Engine(state, preemption=EvictLowerPriority())
-    engine.cycle().ledger.commit_all()
+    state, engine = with_low_priority_gang(pods=2)
     low_reservation = state.admitted["low"]
     state.add_gang(gang("high", pods=1, gpus=8, priority=5))
     engine.cycle().ledger.rollback("high")
@@ -93,10 +96,7 @@ def test_rolling_back_a_preemptor_restores_its_victims():
 
 
 def test_useless_evictions_are_undone():
-    state = cluster(nodes=1)
-    state.add_gang(gang("low", pods=1, gpus=4))
-    engine = Engine(state, preemption=EvictLowerPriority())
-    engine.cycle().ledger.commit_all()
+    state, engine = with_low_priority_gang(pods=1)
     state.add_gang(gang("huge", pods=2, gpus=8, priority=5))
     result = engine.cycle()
     d = next(d for d in result.decisions if d.gang_uid == "huge")

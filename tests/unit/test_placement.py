@@ -200,7 +200,8 @@ def test_device_attribute_topology_uses_devices_of_one_domain():
     assert d.attempts == 1
 
 
-def test_search_finds_an_assignment_the_first_greedy_pass_misses():
+def greedy_trap():
+    """Bin-packing puts pod set a on the 4-GPU node, which b (needing 60 cpu) also needs."""
     state = cluster(nodes=0)
     state.upsert_node(node("roomy-cpu", cpu=64))
     state.upsert_slice(gpu_slice("roomy-cpu", count=4))
@@ -211,22 +212,16 @@ def test_search_finds_an_assignment_the_first_greedy_pass_misses():
         PodSet("b", 1, {"cpu": 60_000}, claims=(gpu_claim(2),)),
     )
     state.add_gang(gang("g", pod_sets=sets))
-    d = decide(state, search_bound=4)["g"]
+    return state
+
+
+def test_search_finds_an_assignment_the_first_greedy_pass_misses():
+    d = decide(greedy_trap(), search_bound=4)["g"]
     assert d.outcome is Outcome.ADMITTED
     assert d.attempts == 2
 
 
 def test_search_bound_is_reported_when_it_stops_the_search():
-    state = cluster(nodes=0)
-    state.upsert_node(node("roomy-cpu", cpu=64))
-    state.upsert_slice(gpu_slice("roomy-cpu", count=4))
-    state.upsert_node(node("roomy-gpu", cpu=4))
-    state.upsert_slice(gpu_slice("roomy-gpu", count=6))
-    sets = (
-        PodSet("a", 1, {"cpu": 1000}, claims=(gpu_claim(4),)),
-        PodSet("b", 1, {"cpu": 60_000}, claims=(gpu_claim(2),)),
-    )
-    state.add_gang(gang("g", pod_sets=sets))
-    d = decide(state, search_bound=1)["g"]
+    d = decide(greedy_trap(), search_bound=1)["g"]
     assert d.outcome is Outcome.PENDING
     assert "pod set b: placed 0 of 1 pods" in d.reason
