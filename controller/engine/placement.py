@@ -398,10 +398,9 @@ class Placer:
             ps = demand.pod_set
             for claim in ps.claims:
                 for req in claim.spec.requests:
-                    sub = req.alternatives[0]
-                    ms = inv.match_set(match_key(sub))
-                    if ms.class_missing:
-                        return f"pod set {ps.name}: DeviceClass {sub.device_class} does not exist"
+                    if all(inv.match_set(match_key(s)).class_missing for s in req.alternatives):
+                        missing = ", ".join(sorted({s.device_class for s in req.alternatives}))
+                        return f"pod set {ps.name}: DeviceClass {missing} does not exist"
             if demand.primary is None:
                 continue
             mk, per_pod = demand.primary

@@ -225,3 +225,15 @@ def test_search_bound_is_reported_when_it_stops_the_search():
     d = decide(greedy_trap(), search_bound=1)["g"]
     assert d.outcome is Outcome.PENDING
     assert "pod set b: placed 0 of 1 pods" in d.reason
+
+
+def test_first_available_skips_an_alternative_whose_class_does_not_exist():
+    state = cluster(nodes=1, gpus_per_node=2)
+    request = DeviceRequest(
+        "gpus",
+        (DeviceSubRequest("tpu", "tpu", count=1), DeviceSubRequest("gpu", GPU, count=1)),
+        first_available=True,
+    )
+    claim = PodClaim("c", ClaimSpec((request,)))
+    state.add_gang(gang("g", pod_sets=(pod_set(1, claims=(claim,)),)))
+    assert {da.request for da in devices_of(decide(state)["g"])} == {"gpus/gpu"}
