@@ -75,17 +75,32 @@ class Ledger:
             self.evicted.discard(gang.uid)
         return entry.reservation
 
-    def rollback(self, uid: str) -> None:
-        """Release the gang's reservation, back to pending, and restore its victims."""
-        entry = self._open.pop(uid, None)
-        if entry is None:
+    def rollback(self, uid: str) -> list[str]:
+        """Release the gang's reservation, back to pending, and restore its victims.
+
+        Reservations made after one that evicted gangs may sit on what the eviction
+        freed, so they are rolled back first (newest first). Returns every gang rolled
+        back, `uid` last; the caller treats them all as not admitted.
+        """
+        if uid not in self._open:
             raise InvalidInput(f"gang {uid}", "has no open reservation in this ledger")
+        order = list(self._open)
+        undone: list[str] = []
+        if self._open[uid].evicted:
+            for later in reversed(order[order.index(uid) + 1 :]):
+                undone.extend(self.rollback(later))
+        entry = self._open.pop(uid)
         self.state.release(uid, requeue=True)
         self.restore(entry.evicted)
+        undone.append(uid)
+        return undone
 
     def commit_all(self) -> list[Reservation]:
         return [self.commit(uid) for uid in list(self._open)]
 
-    def rollback_all(self) -> None:
+    def rollback_all(self) -> list[str]:
+        undone: list[str] = []
         for uid in reversed(list(self._open)):
-            self.rollback(uid)
+            if uid in self._open:
+                undone.extend(self.rollback(uid))
+        return undone

@@ -287,17 +287,31 @@ class ClusterState:
             self._pending_order.discard((gang.order_key, gang.uid))
 
     def restore(self, gang: Gang, reservation: Reservation) -> None:
-        """Re-apply a recorded admission (start-up); refuses one that no longer holds."""
+        """Re-apply a recorded admission (start-up, undoing an eviction).
+
+        Refuses, changing nothing, one that no longer holds: a node gone or too full, a
+        device held by someone else or twice in the record. Quota is charged as recorded
+        even if limits shrank since: running work is not evicted by a config change.
+        """
         problems: list[str] = []
+        per_node: dict[str, dict[str, int]] = {}
+        seen: set[DeviceKey] = set()
         for pod in reservation.pods:
-            usage = self.nodes.get(pod.node)
-            if usage is None:
+            if pod.node not in self.nodes:
                 problems.append(f"pod {pod.pod_set}-{pod.index}: node {pod.node} does not exist")
+            need = per_node.setdefault(pod.node, {})
+            for r, v in pod.requests.items():
+                need[r] = need.get(r, 0) + v
             for claim in pod.claims:
                 for da in claim.devices:
-                    if not self.inventory.is_free(da.device):
+                    if da.device in seen or not self.inventory.is_free(da.device):
                         holders = sorted(self.inventory.owners.get(da.device, ()))
                         problems.append(f"device {'/'.join(da.device)} is held by {holders}")
+                    seen.add(da.device)
+        for name, need in sorted(per_node.items()):
+            usage = self.nodes.get(name)
+            if usage is not None and not usage.fits(need):
+                problems.append(f"node {name} has no room left for the recorded pods")
         if problems:
             raise ReservationConflict(f"admission of gang {gang.uid}", "; ".join(problems))
         for pod in reservation.pods:

@@ -149,3 +149,23 @@ def test_an_admitted_gang_cannot_be_replaced_while_admitted():
     Engine(state).cycle().ledger.commit_all()
     with pytest.raises(InvalidInput, match="is admitted; release it first"):
         state.add_gang(gang("g", gpus=2))
+
+
+def test_rolling_back_a_preemptor_first_rolls_back_later_gangs_using_freed_capacity():
+    state, engine = with_low_priority_gang(pods=2)
+    state.add_gang(gang("high", pods=1, gpus=4, priority=5, created=1))
+    state.add_gang(gang("after", pods=1, gpus=4, priority=1, created=2))
+    result = engine.cycle()
+    assert [d.gang_uid for d in result.admitted] == ["high", "after"]
+    assert result.ledger.rollback("high") == ["after", "high"]
+    assert set(state.admitted) == {"low"} and state.violations() == []
+
+
+def test_restore_refuses_an_admission_whose_node_is_now_full():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", cpu=8))
+    Engine(state).cycle().ledger.commit_all()
+    reservation = state.release("g")
+    state.add_foreign_pod("kube-system/hog", "n0", {"cpu": 60_000})
+    with pytest.raises(ReservationConflict, match="node n0 has no room left"):
+        state.restore(gang("g", cpu=8), reservation)
