@@ -183,7 +183,11 @@ class Engine:
         first = self._try(gang, plan, placer, ledger, result, [])
         if first.outcome is Outcome.ADMITTED:
             return first
-        victims = list(self.preemption.victims(state, gang, first.reason))
+        victims = [
+            v
+            for v in self.preemption.victims(state, gang, first.reason)
+            if v in state.admitted and not ledger.is_open(v)
+        ]
         if not victims:
             return first
         evicted = ledger.evict(victims)

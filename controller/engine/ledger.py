@@ -67,6 +67,10 @@ class Ledger:
     def open_uids(self) -> list[str]:
         return list(self._open)
 
+    def is_open(self, uid: str) -> bool:
+        """Admitted in this cycle and not yet committed: never a preemption victim."""
+        return uid in self._open
+
     def commit(self, uid: str) -> Reservation:
         entry = self._open.pop(uid, None)
         if entry is None:

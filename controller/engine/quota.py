@@ -154,9 +154,10 @@ class QuotaTree:
             self._managed[r] = frozenset(resources)
         for name in self._queues:
             self._pool_usage[name] = {}
-        for leaf, usage in self._usage.items():
-            if usage:
-                self._apply(leaf, usage, +1)
+        for leaf in self._usage:
+            managed = self._managed_part(leaf, self._usage[leaf])
+            if managed:
+                self._apply(leaf, managed, +1)
 
     def _derive(self, name: str, resources: set[str]) -> None:
         q = self._queues[name]
