@@ -80,28 +80,44 @@ class ClusterState:
 
     # ---- nodes -----------------------------------------------------------------------
     def upsert_node(self, node: Node) -> None:
-        """Add or update a node, keeping what is already running on it."""
+        """Add or update a node, keeping what is already running on it.
+
+        A node seen for the first time (or again) counts pods already recorded on it:
+        watch events for pods may arrive before the node's.
+        """
         old = self.nodes.get(node.name)
         if old is not None:
             self._free_cpu.discard((old.free("cpu"), node.name))
             old.node = node
         else:
-            self.nodes[node.name] = NodeUsage(node)
+            usage = NodeUsage(node)
+            self.nodes[node.name] = usage
+            holders = [req for n, req in self.foreign_pods.values() if n == node.name] + [
+                p.requests
+                for res in self.admitted.values()
+                for p in res.pods
+                if p.node == node.name
+            ]
+            for req in holders:
+                for r, v in req.items():
+                    usage.used[r] = usage.used.get(r, 0) + v
         self._free_cpu.add((self.nodes[node.name].free("cpu"), node.name))
         self._eligible.clear()
         self._label_domains.clear()
         self._grow()
 
     def remove_node(self, name: str) -> list[str]:
-        """Remove a node; returns admitted gangs with pods there (the caller evicts them)."""
+        """Remove a node; returns admitted gangs with pods there (the caller evicts them).
+
+        Pods recorded on it stay recorded until their own removal, so a node that comes
+        back counts them again.
+        """
         usage = self.nodes.pop(name, None)
         if usage is None:
             return []
         self._free_cpu.discard((usage.free("cpu"), name))
         self._eligible.clear()
         self._label_domains.clear()
-        for key in [k for k, (n, _) in self.foreign_pods.items() if n == name]:
-            del self.foreign_pods[key]
         return sorted(
             uid for uid, res in self.admitted.items() if any(p.node == name for p in res.pods)
         )

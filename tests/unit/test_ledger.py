@@ -7,8 +7,8 @@ import pytest
 from controller.engine.cycle import Engine, Outcome
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang, Queue
-from controller.engine.state import ClusterState, ReservationConflict
-from tests.builders import DRIVER, cluster, gang, gpu_quota
+from controller.engine.state import ClusterState
+from tests.builders import cluster, gang, gpu_quota
 
 
 def snapshot(state: ClusterState):
@@ -104,53 +104,6 @@ def test_useless_evictions_are_undone():
     assert "low" in state.admitted
 
 
-def test_restore_reapplies_a_recorded_admission():
-    state = cluster(nodes=1)
-    state.add_gang(gang("g", gpus=2))
-    Engine(state).cycle().ledger.commit_all()
-    reservation = state.release("g")
-    g = state.pending.get("g") or gang("g", gpus=2)
-    state.restore(g, reservation)
-    assert state.admitted["g"] == reservation and state.violations() == []
-
-
-def test_restore_refuses_an_admission_whose_devices_are_now_taken():
-    state = cluster(nodes=1)
-    state.add_gang(gang("g", gpus=1))
-    Engine(state).cycle().ledger.commit_all()
-    reservation = state.release("g")
-    taken = reservation.pods[0].claims[0].devices[0].device
-    state.add_foreign_claim("other/c", (taken,))
-    with pytest.raises(ReservationConflict, match=f"device {DRIVER}/n0/gpu-0 is held by"):
-        state.restore(gang("g", gpus=1), reservation)
-    assert "g" not in state.admitted and state.violations() == []
-
-
-def test_removing_a_node_names_the_gangs_running_there():
-    state = cluster(nodes=2)
-    state.add_gang(gang("g", pods=2, gpus=8))
-    Engine(state).cycle().ledger.commit_all()
-    assert state.remove_node("n1") == ["g"]
-    state.release("g")
-    assert state.violations() == [] and not state.inventory.owners.get((DRIVER, "n0", "gpu-0"))
-
-
-def test_a_released_gang_can_be_requeued():
-    state = cluster(nodes=1)
-    state.add_gang(gang("g", gpus=1))
-    Engine(state).cycle().ledger.commit_all()
-    state.release("g", requeue=True)
-    assert "g" in state.pending and not state.admitted
-
-
-def test_an_admitted_gang_cannot_be_replaced_while_admitted():
-    state = cluster(nodes=1)
-    state.add_gang(gang("g", gpus=1))
-    Engine(state).cycle().ledger.commit_all()
-    with pytest.raises(InvalidInput, match="is admitted; release it first"):
-        state.add_gang(gang("g", gpus=2))
-
-
 def test_rolling_back_a_preemptor_first_rolls_back_later_gangs_using_freed_capacity():
     state, engine = with_low_priority_gang(pods=2)
     state.add_gang(gang("high", pods=1, gpus=4, priority=5, created=1))
@@ -159,13 +112,3 @@ def test_rolling_back_a_preemptor_first_rolls_back_later_gangs_using_freed_capac
     assert [d.gang_uid for d in result.admitted] == ["high", "after"]
     assert result.ledger.rollback("high") == ["after", "high"]
     assert set(state.admitted) == {"low"} and state.violations() == []
-
-
-def test_restore_refuses_an_admission_whose_node_is_now_full():
-    state = cluster(nodes=1)
-    state.add_gang(gang("g", cpu=8))
-    Engine(state).cycle().ledger.commit_all()
-    reservation = state.release("g")
-    state.add_foreign_pod("kube-system/hog", "n0", {"cpu": 60_000})
-    with pytest.raises(ReservationConflict, match="node n0 has no room left"):
-        state.restore(gang("g", cpu=8), reservation)

@@ -1,0 +1,82 @@
+"""ClusterState: incremental updates, releases and restoring recorded admissions."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.engine.cycle import Engine
+from controller.engine.errors import InvalidInput
+from controller.engine.state import ReservationConflict
+from tests.builders import DRIVER, cluster, gang, node
+
+
+def test_restore_reapplies_a_recorded_admission():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", gpus=2))
+    Engine(state).cycle().ledger.commit_all()
+    reservation = state.release("g")
+    g = state.pending.get("g") or gang("g", gpus=2)
+    state.restore(g, reservation)
+    assert state.admitted["g"] == reservation and state.violations() == []
+
+
+def test_restore_refuses_an_admission_whose_devices_are_now_taken():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", gpus=1))
+    Engine(state).cycle().ledger.commit_all()
+    reservation = state.release("g")
+    taken = reservation.pods[0].claims[0].devices[0].device
+    state.add_foreign_claim("other/c", (taken,))
+    with pytest.raises(ReservationConflict, match=f"device {DRIVER}/n0/gpu-0 is held by"):
+        state.restore(gang("g", gpus=1), reservation)
+    assert "g" not in state.admitted and state.violations() == []
+
+
+def test_removing_a_node_names_the_gangs_running_there():
+    state = cluster(nodes=2)
+    state.add_gang(gang("g", pods=2, gpus=8))
+    Engine(state).cycle().ledger.commit_all()
+    assert state.remove_node("n1") == ["g"]
+    state.release("g")
+    assert state.violations() == [] and not state.inventory.owners.get((DRIVER, "n0", "gpu-0"))
+
+
+def test_a_released_gang_can_be_requeued():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", gpus=1))
+    Engine(state).cycle().ledger.commit_all()
+    state.release("g", requeue=True)
+    assert "g" in state.pending and not state.admitted
+
+
+def test_an_admitted_gang_cannot_be_replaced_while_admitted():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", gpus=1))
+    Engine(state).cycle().ledger.commit_all()
+    with pytest.raises(InvalidInput, match="is admitted; release it first"):
+        state.add_gang(gang("g", gpus=2))
+
+
+def test_restore_refuses_an_admission_whose_node_is_now_full():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", cpu=8))
+    Engine(state).cycle().ledger.commit_all()
+    reservation = state.release("g")
+    state.add_foreign_pod("kube-system/hog", "n0", {"cpu": 60_000})
+    with pytest.raises(ReservationConflict, match="node n0 has no room left"):
+        state.restore(gang("g", cpu=8), reservation)
+
+
+def test_a_node_added_after_its_pods_counts_them():
+    state = cluster(nodes=0)
+    state.add_foreign_pod("ns/early", "late-node", {"cpu": 2000})
+    state.upsert_node(node("late-node"))
+    assert state.nodes["late-node"].used == {"cpu": 2000}
+
+
+def test_a_node_that_returns_counts_the_pods_still_bound_to_it():
+    state = cluster(nodes=1)
+    state.add_foreign_pod("ns/p", "n0", {"cpu": 2000})
+    state.remove_node("n0")
+    state.upsert_node(node("n0"))
+    assert state.nodes["n0"].used == {"cpu": 2000} and state.violations() == []
