@@ -113,6 +113,7 @@ class DeviceInventory:
         if rs is None:
             return
         for d in rs.devices:
+            was_free = self.is_free(d.key)
             self.devices.pop(d.key, None)
             self._slice_of.pop(d.key, None)
             node_set = self._by_node.get(d.node)
@@ -123,7 +124,7 @@ class DeviceInventory:
                 ms.by_node[d.node].remove(d.key)
                 if not ms.by_node[d.node]:
                     del ms.by_node[d.node]
-                if self.is_free(d.key):
+                if was_free:
                     ms._set_free(d.node, ms.free.get(d.node, 0) - 1)
             for ms in self._matches.values():
                 ms.errors.pop(d.key, None)
@@ -230,6 +231,10 @@ class DeviceInventory:
             ms._set_free(d.node, ms.free.get(d.node, 0) + 1)
 
     # ---- allocation ------------------------------------------------------------------
+    def is_shareable(self, key: DeviceKey) -> bool:
+        d = self.devices.get(key)
+        return d is not None and d.shareable
+
     def is_free(self, key: DeviceKey) -> bool:
         if not self.owners.get(key):
             return True

@@ -320,10 +320,13 @@ class ClusterState:
                 need[r] = need.get(r, 0) + v
             for claim in pod.claims:
                 for da in claim.devices:
-                    if da.device in seen or not self.inventory.is_free(da.device):
-                        holders = sorted(self.inventory.owners.get(da.device, ()))
-                        problems.append(f"device {'/'.join(da.device)} is held by {holders}")
-                    seen.add(da.device)
+                    dk = da.device
+                    if not self.inventory.is_free(dk):
+                        holders = sorted(self.inventory.owners.get(dk, ()))
+                        problems.append(f"device {'/'.join(dk)} is held by {holders}")
+                    elif dk in seen and not self.inventory.is_shareable(dk):
+                        problems.append(f"device {'/'.join(dk)} is recorded twice")
+                    seen.add(dk)
         for name, need in sorted(per_node.items()):
             usage = self.nodes.get(name)
             if usage is not None and not usage.fits(need):
