@@ -194,7 +194,7 @@ class Engine:
         second = self._try(gang, plan, placer, ledger, result, evicted)
         if second.outcome is Outcome.ADMITTED:
             return second
-        ledger.restore(evicted)
+        ledger.unrestorable.extend(ledger.restore(evicted))
         return Decision(
             gang.uid,
             Outcome.PENDING,

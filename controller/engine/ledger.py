@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang
 from controller.engine.reservation import PodPlacement, Reservation
-from controller.engine.state import ClusterState
+from controller.engine.state import ClusterState, ReservationConflict
 
 
 @dataclass
@@ -30,6 +30,9 @@ class Ledger:
         self.state = state
         self._open: dict[str, _Entry] = {}
         self.evicted: set[str] = set()
+        self.unrestorable: list[str] = []
+        """Victims whose eviction was undone but whose reservation no longer held: still
+        running in the cluster, pending here; the controller must evict them for real."""
 
     def evict(self, victims: list[str]) -> list[tuple[Gang, Reservation]]:
         """Tentatively release whole admitted gangs; they go back to pending."""
@@ -40,11 +43,17 @@ class Ledger:
             self.evicted.add(uid)
         return out
 
-    def restore(self, evicted: list[tuple[Gang, Reservation]]) -> None:
-        """Undo `evict` for gangs whose eviction turned out not to help."""
+    def restore(self, evicted: list[tuple[Gang, Reservation]]) -> list[str]:
+        """Undo `evict`; a victim whose reservation no longer holds (its node or devices
+        changed meanwhile) stays pending. Returns those victims."""
+        lost: list[str] = []
         for gang, res in reversed(evicted):
-            self.state.restore(gang, res)
+            try:
+                self.state.restore(gang, res)
+            except ReservationConflict:
+                lost.append(gang.uid)
             self.evicted.discard(gang.uid)
+        return lost
 
     def admit(
         self,
@@ -95,7 +104,7 @@ class Ledger:
                 undone.extend(self.rollback(later))
         entry = self._open.pop(uid)
         self.state.release(uid, requeue=True)
-        self.restore(entry.evicted)
+        self.unrestorable.extend(self.restore(entry.evicted))
         undone.append(uid)
         return undone
 

@@ -4,8 +4,9 @@ Model (the same idea as Kueue's cohorts, stated so it can be checked):
 - subtree(X) = nominal(X) + sum of lendable(child) over X's children;
 - lendable(X) = min(lendingLimit(X), subtree(X)), or all of subtree(X) without a limit;
 - guaranteed(X) = subtree(X) - lendable(X): kept for X's own subtree, never lent;
-- W(X), the usage X's pool must serve: a leaf's own usage; for an inner queue, the sum
-  over children of max(0, W(child) - guaranteed(child));
+- W(X), the usage X's pool must serve: X's own usage (only leaves take gangs, but a leaf
+  that gains children keeps what it admitted) plus, over children,
+  max(0, W(child) - guaranteed(child));
 - a queue borrows max(0, W(X) - subtree(X)) from its parent, at most borrowingLimit(X);
   a root cannot borrow, so W(root) <= subtree(root).
 Only resources some queue of a tree declares are quota-managed in that tree; the rest
@@ -353,7 +354,7 @@ class QuotaTree:
 
         def walk(name: str) -> dict[str, int]:
             own = self._managed_part(name, self._usage.get(name, {}))
-            w = dict(own) if self.is_leaf(name) else {}
+            w = dict(own)
             for c in self._children.get(name, ()):
                 cw = walk(c)
                 g = self._guaranteed.get(c, {})
