@@ -40,6 +40,8 @@ class MatchSet:
     buckets: dict[int, SortedSet[str]] = field(default_factory=dict)
     errors: dict[DeviceKey, str] = field(default_factory=dict)
     class_missing: bool = False
+    shareable: int = 0
+    """Members that allow multiple allocations: counting free devices bounds nothing."""
 
     def total_free(self) -> int:
         return sum(self.free.values())
@@ -51,7 +53,10 @@ class MatchSet:
             yield from self.buckets[k]
 
     def pods_fitting(self, per_pod: int) -> int:
-        """How many pods needing `per_pod` devices the free node-local devices could serve."""
+        """How many pods needing `per_pod` devices the free node-local devices could serve
+        (an upper bound: unbounded when shareable devices match)."""
+        if self.shareable:
+            return 1 << 62
         if per_pod <= 0:
             return 0
         total = sum((k // per_pod) * len(nodes) for k, nodes in self.buckets.items())
@@ -82,6 +87,7 @@ class DeviceInventory:
         self.owners: dict[DeviceKey, set[str]] = {}
         self._by_node: dict[str | None, SortedSet[DeviceKey]] = {}
         self._slice_of: dict[DeviceKey, str] = {}
+        self._unpublished_shareable: dict[DeviceKey, bool] = {}
         self._attr_domains: dict[str, tuple[int, dict[str, dict[str, list[DeviceKey]]]]] = {}
         self._compiled: dict[str, tuple[CompiledSelector, ...]] = {}
         self._matches: dict[MatchKey, MatchSet] = {}
@@ -102,6 +108,7 @@ class DeviceInventory:
         self.slices[rs.name] = rs
         for d in rs.devices:
             self.devices[d.key] = d
+            self._unpublished_shareable.pop(d.key, None)
             self._slice_of[d.key] = rs.name
             self._by_node.setdefault(d.node, SortedSet()).add(d.key)
             for ms in self._matches.values():
@@ -114,6 +121,8 @@ class DeviceInventory:
             return
         for d in rs.devices:
             was_free = self.is_free(d.key)
+            if self.owners.get(d.key):
+                self._unpublished_shareable[d.key] = d.shareable
             self.devices.pop(d.key, None)
             self._slice_of.pop(d.key, None)
             node_set = self._by_node.get(d.node)
@@ -122,6 +131,7 @@ class DeviceInventory:
             for mk in self._member_of.pop(d.key, set()):
                 ms = self._matches[mk]
                 ms.by_node[d.node].remove(d.key)
+                ms.shareable -= d.shareable
                 if not ms.by_node[d.node]:
                     del ms.by_node[d.node]
                 if was_free:
@@ -226,20 +236,29 @@ class DeviceInventory:
             return
         ms.by_node.setdefault(d.node, []).append(d.key)
         ms.by_node[d.node].sort()
+        ms.shareable += d.shareable
         self._member_of.setdefault(d.key, set()).add(ms.key)
         if self.is_free(d.key):
             ms._set_free(d.node, ms.free.get(d.node, 0) + 1)
 
     # ---- allocation ------------------------------------------------------------------
     def is_shareable(self, key: DeviceKey) -> bool:
+        """As published, or as last published for an unpublished device still held."""
         d = self.devices.get(key)
-        return d is not None and d.shareable
+        if d is not None:
+            return d.shareable
+        return self._unpublished_shareable.get(key, False)
+
+    def remember_shareable(self, key: DeviceKey) -> None:
+        """Note that an unpublished device was given out as shareable (restoring a record)."""
+        if key not in self.devices:
+            self._unpublished_shareable[key] = True
 
     def is_free(self, key: DeviceKey) -> bool:
         if not self.owners.get(key):
             return True
         d = self.devices.get(key)
-        return d is not None and d.shareable
+        return d.shareable if d is not None else self._unpublished_shareable.get(key, False)
 
     def allocate(self, keys: Iterable[DeviceKey], owner: str) -> None:
         """Record `owner` as holding the devices (which may not be published at all)."""
@@ -265,6 +284,7 @@ class DeviceInventory:
             holders.discard(owner)
             if not holders:
                 del self.owners[key]
+                self._unpublished_shareable.pop(key, None)
             if not was_free and self.is_free(key):
                 moved.append(key)
         self._shift(moved, +1)
@@ -286,7 +306,6 @@ class DeviceInventory:
         """Devices held by more than one claim without being shareable (invariant 1)."""
         out = []
         for key, holders in sorted(self.owners.items()):
-            d = self.devices.get(key)
-            if len(holders) > 1 and (d is None or not d.shareable):
+            if len(holders) > 1 and not self.is_shareable(key):
                 out.append(f"device {'/'.join(key)} held by {sorted(holders)}")
         return out

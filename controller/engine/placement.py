@@ -245,7 +245,10 @@ def _solve(
                 inv, node, spec, i + 1, {**bound, **values}, taken | set(picks), device_ok, budget
             )
             if rest is not None:
-                return [DeviceAllocation(name, dk, sub.device_class) for dk in picks] + rest
+                return [
+                    DeviceAllocation(name, dk, sub.device_class, inv.is_shareable(dk))
+                    for dk in picks
+                ] + rest
     return None
 
 
@@ -413,8 +416,9 @@ class Placer:
                     f"free devices can host only {fitting} such pods"
                 )
         for mk, need in per_key.items():
-            free = inv.match_set(mk).total_free()
-            if free < need:
+            ms = inv.match_set(mk)
+            free = ms.total_free()
+            if not ms.shareable and free < need:
                 return f"needs {need} {device_quota_resource(mk[0])}; {free} free"
         return None
 

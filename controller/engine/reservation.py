@@ -14,11 +14,16 @@ from controller.engine.model import DeviceKey, Resources
 
 @dataclass(frozen=True, slots=True)
 class DeviceAllocation:
-    """One device given to one request (`request/subrequest` for firstAvailable)."""
+    """One device given to one request (`request/subrequest` for firstAvailable).
+
+    `shared` records that the device allowed multiple allocations when it was given, so
+    the allocation stays valid (and restorable) if the device is unpublished later.
+    """
 
     request: str
     device: DeviceKey
     device_class: str
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)

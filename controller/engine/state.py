@@ -286,6 +286,9 @@ class ClusterState:
         self._use(pod.node, pod.requests, +1)
         for claim in pod.claims:
             owner = pod.claim_owner(gang_uid, claim.claim)
+            for da in claim.devices:
+                if da.shared:
+                    self.inventory.remember_shareable(da.device)
             self.inventory.allocate([da.device for da in claim.devices], owner)
 
     def release_pod(self, gang_uid: str, pod: PodPlacement) -> None:
@@ -321,10 +324,12 @@ class ClusterState:
             for claim in pod.claims:
                 for da in claim.devices:
                     dk = da.device
-                    if not self.inventory.is_free(dk):
-                        holders = sorted(self.inventory.owners.get(dk, ()))
+                    inv = self.inventory
+                    shared = inv.is_shareable(dk) or (da.shared and dk not in inv.devices)
+                    if not (shared or inv.is_free(dk)):
+                        holders = sorted(inv.owners.get(dk, ()))
                         problems.append(f"device {'/'.join(dk)} is held by {holders}")
-                    elif dk in seen and not self.inventory.is_shareable(dk):
+                    elif dk in seen and not shared:
                         problems.append(f"device {'/'.join(dk)} is recorded twice")
                     seen.add(dk)
         for name, need in sorted(per_node.items()):
