@@ -1,0 +1,330 @@
+"""Hypothesis generators for engine property tests: clusters, queue trees, gangs, operations.
+
+Everything generated is plain immutable input (engine model objects and operation tuples),
+so the same draw can build several independent states (determinism tests) and shrinks
+to a readable counterexample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from hypothesis import strategies as st
+
+from controller.engine.model import (
+    ClaimSpec,
+    Device,
+    DeviceClass,
+    DeviceRequest,
+    DeviceSubRequest,
+    Gang,
+    MatchAttribute,
+    Node,
+    PodClaim,
+    PodSet,
+    Queue,
+    QuotaLimit,
+    ResourceSlice,
+    Topology,
+    TopologyMode,
+)
+from tests.builders import DRIVER, GIB, GPU
+
+MODEL = f"{DRIVER}/model"
+NVLINK = f"{DRIVER}/nvlinkDomain"
+INDEX = f"{DRIVER}/index"
+H100 = f'device.attributes["{DRIVER}"].model == "h100"'
+GPU_RESOURCE = f"devices/{GPU}"
+QUOTA_RESOURCES = (GPU_RESOURCE, "cpu")
+RACK = "rack"
+GPU_CLASS = DeviceClass(GPU, (f'device.driver == "{DRIVER}"',))
+
+
+# ---- clusters ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Nodes, their GPU slices and the queue tree; `leaves` are the queues gangs may use."""
+
+    nodes: tuple[Node, ...]
+    slices: tuple[ResourceSlice, ...]
+    queues: tuple[Queue, ...]
+    leaves: tuple[str, ...]
+
+
+@st.composite
+def gpu_devices(draw: st.DrawFn, node: str) -> tuple[Device, ...]:
+    """0-8 GPUs with mixed models and NVLink domains; about one in four is shareable."""
+    count = draw(st.sampled_from([0, 1, 2, 4, 6, 8, 8, 8]))
+    return tuple(
+        Device(
+            DRIVER,
+            node,
+            f"gpu-{i}",
+            node,
+            attributes={
+                MODEL: draw(st.sampled_from(["h100", "a100"])),
+                NVLINK: draw(st.sampled_from(["nvl-0", "nvl-1", "nvl-2"])),
+                INDEX: i,
+            },
+            capacity={f"{DRIVER}/memory": "80Gi"},
+            shareable=draw(st.integers(0, 3)) == 0,
+        )
+        for i in range(count)
+    )
+
+
+@st.composite
+def nodes_and_slices(
+    draw: st.DrawFn,
+) -> tuple[tuple[Node, ...], tuple[ResourceSlice, ...]]:
+    """1-6 nodes, some labelled rack=r0/r1, each with 0-8 GPUs in one slice."""
+    n = draw(st.integers(1, 6))
+    nodes = []
+    slices = []
+    for i in range(n):
+        name = f"n{i}"
+        labels = draw(st.sampled_from([{}, {RACK: "r0"}, {RACK: "r1"}]))
+        cpu = draw(st.sampled_from([16, 32, 64, 128])) * 1000
+        pods = draw(st.sampled_from([110, 110, 8, 4]))
+        nodes.append(Node(name, {"cpu": cpu, "memory": 512 * GIB, "pods": pods}, labels))
+        devices = draw(gpu_devices(name))
+        if devices:
+            slices.append(ResourceSlice(f"{name}-gpus", DRIVER, name, name, devices))
+    return tuple(nodes), tuple(slices)
+
+
+def quota_limits(resource: str) -> st.SearchStrategy[QuotaLimit]:
+    """Random nominal / borrowingLimit / lendingLimit for GPUs (count) or cpu (millicores)."""
+    scale = 1 if resource == GPU_RESOURCE else 8000
+    amount = st.integers(0, 8).map(lambda v: v * scale)
+    return st.builds(
+        QuotaLimit,
+        nominal=st.integers(0, 24).map(lambda v: v * scale),
+        borrowing_limit=st.none() | amount,
+        lending_limit=st.none() | amount,
+    )
+
+
+@st.composite
+def queue_quota(draw: st.DrawFn) -> dict[str, QuotaLimit]:
+    return {r: draw(quota_limits(r)) for r in QUOTA_RESOURCES if draw(st.booleans())}
+
+
+@st.composite
+def queue_trees(draw: st.DrawFn, max_leaves: int = 5) -> tuple[tuple[Queue, ...], tuple[str, ...]]:
+    """1-2 roots, up to three levels, at most `max_leaves` leaves; parents come first."""
+    queues: list[Queue] = []
+    leaves: list[str] = []
+
+    def grow(name: str, parent: str | None, depth: int) -> None:
+        queues.append(Queue(name, parent, draw(queue_quota())))
+        room = max_leaves - len(leaves)
+        kids = draw(st.integers(0, 3)) if depth < 2 and room > 1 else 0
+        kids = min(kids, room)
+        if kids == 0:
+            leaves.append(name)
+            return
+        for k in range(kids):
+            if len(leaves) >= max_leaves:
+                break
+            grow(f"{name}.{k}", name, depth + 1)
+
+    for r in range(draw(st.integers(1, 2))):
+        if len(leaves) >= max_leaves:
+            break
+        grow(f"q{r}", None, 0)
+    return tuple(queues), tuple(leaves)
+
+
+@st.composite
+def cluster_specs(draw: st.DrawFn) -> ClusterSpec:
+    nodes, slices = draw(nodes_and_slices())
+    queues, leaves = draw(queue_trees())
+    return ClusterSpec(nodes, slices, queues, leaves)
+
+
+# ---- gangs ------------------------------------------------------------------------------
+def _selectors(draw: st.DrawFn) -> tuple[str, ...]:
+    return (H100,) if draw(st.integers(0, 4)) == 0 else ()
+
+
+@st.composite
+def pod_claims(draw: st.DrawFn, gpus: int) -> tuple[PodClaim, ...]:
+    """`gpus` GPUs per pod: one request, two requests under a matchAttribute constraint,
+    two separate claims, or a firstAvailable request (h100 first, any GPU second)."""
+    if gpus == 0:
+        return ()
+    shapes = ["one", "first-available"]
+    if gpus >= 2:
+        shapes += ["match", "match", "two-claims"]
+    shape = draw(st.sampled_from(shapes))
+    if shape == "one":
+        return (
+            PodClaim(
+                "gpu", ClaimSpec((DeviceRequest.exactly("gpus", GPU, gpus, _selectors(draw)),))
+            ),
+        )
+    if shape == "first-available":
+        request = DeviceRequest(
+            "gpus",
+            (
+                DeviceSubRequest("h100", GPU, (H100,), count=gpus),
+                DeviceSubRequest("any", GPU, (), count=gpus),
+            ),
+            first_available=True,
+        )
+        return (PodClaim("gpu", ClaimSpec((request,))),)
+    a = draw(st.integers(1, gpus - 1))
+    if shape == "two-claims":
+        return (
+            PodClaim("gpu", ClaimSpec((DeviceRequest.exactly("gpus", GPU, a, _selectors(draw)),))),
+            PodClaim("more", ClaimSpec((DeviceRequest.exactly("gpus", GPU, gpus - a),))),
+        )
+    attribute = draw(st.sampled_from([NVLINK, NVLINK, MODEL]))
+    scope = draw(st.sampled_from([("a", "b"), ()]))
+    spec = ClaimSpec(
+        (
+            DeviceRequest.exactly("a", GPU, a, _selectors(draw)),
+            DeviceRequest.exactly("b", GPU, gpus - a),
+        ),
+        (MatchAttribute(attribute, scope),),
+    )
+    return (PodClaim("gpu", spec),)
+
+
+@st.composite
+def pod_sets(draw: st.DrawFn, index: int) -> PodSet:
+    count = draw(st.sampled_from([1, 1, 2, 2, 3, 4, 5, 6]))
+    gpus = draw(st.sampled_from([0, 0, 1, 1, 2, 2, 3, 4]))
+    cpu = draw(st.sampled_from([1, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32])) * 1000
+    return PodSet(
+        f"ps{index}",
+        count,
+        {"cpu": cpu, "memory": GIB},
+        claims=draw(pod_claims(gpus)),
+        node_selector=draw(st.sampled_from([{}, {}, {}, {RACK: "r0"}, {RACK: "r1"}])),
+    )
+
+
+topologies = (
+    st.none()
+    | st.builds(
+        Topology,
+        key=st.just(RACK),
+        mode=st.sampled_from(TopologyMode),
+        device_attribute=st.just(False),
+    )
+    | st.builds(
+        Topology,
+        key=st.just(NVLINK),
+        mode=st.sampled_from(TopologyMode),
+        device_attribute=st.just(True),
+    )
+)
+
+
+@st.composite
+def gangs(draw: st.DrawFn, leaves: Sequence[str], uid: str = "g") -> Gang:
+    """A gang of 1-2 pod sets on one of `leaves` (rarely a queue it may not use)."""
+    n = draw(st.integers(1, 2))
+    queue = draw(st.sampled_from(leaves)) if draw(st.integers(0, 29)) else "missing"
+    return Gang(
+        uid=uid,
+        name=uid,
+        namespace="default",
+        queue=queue,
+        pod_sets=tuple(draw(pod_sets(i)) for i in range(n)),
+        priority=draw(st.integers(0, 2)),
+        created=float(draw(st.integers(0, 5))),
+        topology=draw(topologies),
+    )
+
+
+# ---- operations -------------------------------------------------------------------------
+Op = tuple[object, ...]
+"""("add", Gang) | ("cycle", "commit"|"rollback") | ("cycle", "mixed", tuple[bool, ...])
+| ("release", i, requeue) | ("remove_node", i) | ("node", i) | ("foreign_pod", node i, cpu)
+| ("foreign_claim", node i, device i) | ("remove_foreign", i) | ("touch_queue", i, raise)
+| ("slice", i, "publish"|"remove") | ("add_queue", parent i, quota)
+Indices are taken modulo what exists when the operation runs."""
+
+
+def operations(spec: ClusterSpec, max_ops: int = 20) -> st.SearchStrategy[list[Op]]:
+    """A random interleaving of cluster events and admission cycles; gangs get uids g00.."""
+    index = st.integers(0, 63)
+    kinds = {
+        "add": st.tuples(st.just("add"), gangs(spec.leaves)),
+        "commit": st.tuples(st.just("cycle"), st.just("commit")),
+        "rollback": st.tuples(st.just("cycle"), st.just("rollback")),
+        "mixed": st.tuples(st.just("cycle"), st.just("mixed"), st.lists(st.booleans(), max_size=8)),
+        "release": st.tuples(st.just("release"), index, st.booleans()),
+        "remove_node": st.tuples(st.just("remove_node"), index),
+        "node": st.tuples(st.just("node"), index),
+        "foreign_pod": st.tuples(
+            st.just("foreign_pod"), index, st.integers(1, 16).map(lambda c: c * 1000)
+        ),
+        "foreign_claim": st.tuples(st.just("foreign_claim"), index, index),
+        "remove_foreign": st.tuples(st.just("remove_foreign"), index),
+        "touch_queue": st.tuples(st.just("touch_queue"), index, st.booleans()),
+        "slice": st.tuples(st.just("slice"), index, st.sampled_from(["publish", "remove"])),
+        "add_queue": st.tuples(st.just("add_queue"), index, queue_quota()),
+    }
+    weights = {"add": 6, "commit": 5, "rollback": 2, "mixed": 2, "release": 2}
+    names = [k for k in kinds for _ in range(weights.get(k, 1))]
+    op = st.sampled_from(names).flatmap(kinds.__getitem__)
+    # Always start with a gang and end with a committed cycle, so every run decides something.
+    return st.tuples(
+        st.tuples(st.just("add"), gangs(spec.leaves)),
+        st.lists(op, min_size=min(6, max_ops), max_size=max_ops),
+    ).map(lambda first_rest: _number_gangs([first_rest[0], *first_rest[1], ("cycle", "commit")]))
+
+
+def _number_gangs(ops: list[Op]) -> list[Op]:
+    out: list[Op] = []
+    n = 0
+    for op in ops:
+        if op[0] == "add":
+            gang = op[1]
+            assert isinstance(gang, Gang)
+            uid = f"g{n:02d}"
+            op = ("add", replace(gang, uid=uid, name=uid))
+            n += 1
+        out.append(op)
+    return out
+
+
+@dataclass(frozen=True)
+class Scenario:
+    spec: ClusterSpec
+    ops: tuple[Op, ...]
+    preempt: str
+    """Test preemption policy: "none", "lower" or "lower-or-equal" priority victims."""
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, max_ops: int = 20, preemption: bool = True) -> Scenario:
+    spec = draw(cluster_specs())
+    ops = draw(operations(spec, max_ops))
+    kinds = ["none", "lower", "lower-or-equal"]
+    preempt = draw(st.sampled_from(kinds)) if preemption else "none"
+    return Scenario(spec, tuple(ops), preempt)
+
+
+# ---- quota only -------------------------------------------------------------------------
+@st.composite
+def quota_charges(
+    draw: st.DrawFn, leaves: Sequence[str], max_size: int = 12
+) -> list[tuple[str, dict[str, int], bool]]:
+    """(leaf, charge, is_uncharge) steps; amounts in the units of the quota limits."""
+    resource_amount = st.sampled_from([*QUOTA_RESOURCES, "memory"]).flatmap(
+        lambda r: st.tuples(
+            st.just(r), st.integers(1, 12).map(lambda v: v if r == GPU_RESOURCE else v * 2000)
+        )
+    )
+    step = st.tuples(
+        st.sampled_from(leaves),
+        st.lists(resource_amount, min_size=1, max_size=2).map(dict),
+        st.integers(0, 3).map(lambda v: v == 0),
+    )
+    return draw(st.lists(step, max_size=max_size))
