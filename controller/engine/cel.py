@@ -68,7 +68,6 @@ __all__ = [
     "DeviceActivation",
     "MatchResult",
     "SelectorError",
-    "clear_caches",
     "compile_selector",
     "device_activation",
     "evaluate_many",
@@ -580,13 +579,6 @@ def device_activation(device: Device) -> DeviceActivation:
     if activation.problem is not None:
         raise activation.problem
     return activation
-
-
-def clear_caches() -> None:
-    """Forget memoised activations and compiled selectors (tests, or after a large resync)."""
-    _by_id.clear()
-    _by_content.clear()
-    _compiled.clear()
 
 
 # --- selectors ---------------------------------------------------------------------------

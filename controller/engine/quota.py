@@ -15,11 +15,11 @@ are limited by nodes alone. W is kept incrementally: a charge walks one path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from controller.engine.errors import InvalidInput
-from controller.engine.model import Queue, QuotaLimit, Resources
+from controller.engine.model import Queue, Resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,13 +192,6 @@ class QuotaTree:
     def subtree_quota(self, queue: str, resource: str) -> int:
         return self._subtree.get(queue, {}).get(resource, 0)
 
-    def borrowing_limit(self, queue: str, resource: str) -> int | None:
-        q = self._queues[queue]
-        if q.parent is None:
-            return 0
-        lim = q.quota.get(resource, QuotaLimit())
-        return lim.borrowing_limit
-
     # ---- usage -----------------------------------------------------------------------
     def usage(self, leaf: str) -> Mapping[str, int]:
         return self._usage.get(leaf, {})
@@ -368,11 +361,3 @@ class QuotaTree:
         for r in sorted(self._managed):
             walk(r)
         return out
-
-
-def charge_of(items: Iterable[tuple[str, int]]) -> dict[str, int]:
-    """Sum (resource, amount) pairs into one charge."""
-    out: dict[str, int] = {}
-    for r, v in items:
-        out[r] = out.get(r, 0) + v
-    return out
