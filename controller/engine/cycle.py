@@ -68,7 +68,7 @@ class _Memo:
 
     kind: str
     stamp: object
-    gang_uid: str
+    gang: Gang
     reason: str
 
 
@@ -124,11 +124,20 @@ class Engine:
             elif self.reasons.get(uid) != decision.reason:
                 self.reasons[uid] = decision.reason
                 result.decisions.append(decision)
-        for table in (self._plans, self.reasons, failed):
-            if len(table) > len(state.pending):
+        self._forget_gone(len(state.pending))
+        return result
+
+    def _forget_gone(self, pending: int) -> None:
+        """Keep memo tables proportional to the backlog: drop what no pending gang needs."""
+        state = self.state
+        for table in (self._plans, self.reasons, self._failed_gangs):
+            if len(table) > pending:
                 for uid in [u for u in table if u not in state.pending]:
                     del table[uid]
-        return result
+        if len(self._shape_ids) > 2 * pending + 1024:
+            self._shape_ids.clear()
+            self._failed_shapes.clear()
+            self._plans.clear()
 
     def _still_fails(self, memo: _Memo, gang: Gang) -> bool:
         """True while nothing changed that could let the recorded failure pass.
@@ -138,6 +147,8 @@ class Engine:
         capacity grows anywhere.
         """
         state = self.state
+        if memo.gang is not gang:
+            return False
         if memo.kind == "quota":
             assert isinstance(memo.stamp, tuple)
             resource, needed = memo.stamp
@@ -160,7 +171,7 @@ class Engine:
             stamp = (state.quota.generation, state.namespace_generation)
         elif kind == "placement":
             stamp = self._placement_stamp()
-        self._failed_gangs[gang.uid] = _Memo(kind, stamp, gang.uid, reason)
+        self._failed_gangs[gang.uid] = _Memo(kind, stamp, gang, reason)
         return Decision(gang.uid, Outcome.PENDING, reason, attempts=attempts)
 
     def _decide(self, gang: Gang, placer: Placer, ledger: Ledger, result: CycleResult) -> Decision:
@@ -177,8 +188,8 @@ class Engine:
         ):
             result.skipped += 1
             reason = shape.reason
-            if shape.gang_uid != gang.uid:
-                reason = f"{reason} (same shape as gang {shape.gang_uid})"
+            if shape.gang.uid != gang.uid:
+                reason = f"{reason} (same shape as gang {shape.gang.uid})"
             return self._fail("placement", gang, reason)
         first = self._try(gang, plan, placer, ledger, result, [])
         if first.outcome is Outcome.ADMITTED:
@@ -222,7 +233,7 @@ class Engine:
         if outcome.pods is None:
             if not evicted:
                 self._failed_shapes[plan.shape_id] = _Memo(
-                    "placement", self._placement_stamp(), gang.uid, outcome.reason
+                    "placement", self._placement_stamp(), gang, outcome.reason
                 )
             return self._fail("placement", gang, outcome.reason, attempts=outcome.attempts)
         charge = reservation_charge(outcome.pods)

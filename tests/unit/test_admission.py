@@ -165,3 +165,12 @@ def test_decisions_are_deterministic():
         return [admit_all(engine).decisions for _ in range(2)]
 
     assert run() == run()
+
+
+def test_a_gang_whose_spec_changed_is_decided_again():
+    state = cluster(nodes=1)
+    state.add_gang(gang("g", pods=2, gpus=8))
+    engine = Engine(state)
+    admit_all(engine)
+    state.add_gang(gang("g", pods=1, gpus=8))
+    assert [d.gang_uid for d in admit_all(engine).admitted] == ["g"]
