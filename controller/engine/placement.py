@@ -309,8 +309,13 @@ class Placer:
                 if best is not None
                 else "no eligible node or device has that key"
             )
-            + f" (tried {attempts} of {len(viable)} domains with room for pod set "
-            f"{plan.demands[0].pod_set.name}, search bound {self.search_bound})"
+            + (
+                f" (tried {attempts} of {len(viable)} domains with room for pod set "
+                f"{plan.demands[0].pod_set.name}, search bound {self.search_bound})"
+                if viable
+                else f" (none of {len(ordered)} domains has room for pod set "
+                f"{plan.demands[0].pod_set.name})"
+            )
         )
         if topo.mode is TopologyMode.PREFERRED:
             return self._search_unconstrained(plan, attempts, summary)
