@@ -56,6 +56,62 @@ def bench_engine(
         json_out.write_text(payload + "\n")
 
 
+@app.command("simulate")
+def simulate(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario YAML; the built-in default if omitted.")
+    ] = None,
+    scheduler: Annotated[
+        list[str] | None, typer.Option(help="Run only these schedulers (repeatable).")
+    ] = None,
+    check: Annotated[bool, typer.Option(help="Check the invariants after every event.")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    """Run a scenario under each of its schedulers on virtual time and compare them."""
+    from simulations.metrics import summarize
+    from simulations.run import Simulation
+    from simulations.scenario import ScenarioError, load_scenario, shipped_scenario
+
+    try:
+        sc = load_scenario(scenario) if scenario is not None else shipped_scenario("default")
+    except ScenarioError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(2) from None
+    names = scheduler or list(sc.schedulers)
+    unknown = sorted(set(names) - {"phalanx", "per-pod", "gang-timeout"})
+    if unknown:
+        console.print(
+            f"[red]unknown scheduler {', '.join(unknown)}[/]; use phalanx, per-pod or gang-timeout"
+        )
+        raise typer.Exit(2)
+    rows = []
+    for name in names:
+        with console.status(f"simulating {sc.name} under {name}..."):
+            result = Simulation(sc, name, check=check).run()
+        if result.violations:
+            console.print(f"[red]invariant violated under {name}: {result.violations[0]}[/]")
+            raise typer.Exit(1)
+        rows.append(summarize(result))
+    table = Table(title=f"phalanx simulate: {sc.name}")
+    table.add_column("figure")
+    for row in rows:
+        table.add_column(str(row["scheduler"]), justify="right")
+    for key in rows[0]:
+        if key not in ("scenario", "scheduler"):
+            table.add_row(key, *["-" if row[key] is None else str(row[key]) for row in rows])
+    console.print(table)
+    for row in rows:
+        if row["deadlock_at_s"] is not None:
+            console.print(
+                f"{row['scheduler']}: deadlocked at t={row['deadlock_at_s']} s with "
+                f"{row['stuck']} jobs stuck, holding {row['idle_held_gpu_h']} GPU-hours idle"
+            )
+    if json_out is not None:
+        json_out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
 @app.command("crds")
 def crds(
     out: Annotated[Path, typer.Option(help="Directory for the CRD manifests.")] = Path("crds"),
