@@ -162,7 +162,7 @@ class Simulation:
     def _gang(self, job: JobSpec, uid: str, pods: int, created: float) -> Gang:
         where = f"workload.jobs[{job.name}].cpuPerPod"
         requests = {"cpu": to_canonical("cpu", job.cpu_per_pod, where=where)}
-        claims = ()
+        claims: tuple[PodClaim, ...] = ()
         if job.gpus_per_pod:
             request = DeviceRequest.exactly("gpus", GPU_CLASS, job.gpus_per_pod)
             claims = (PodClaim("gpus", ClaimSpec((request,))),)

@@ -88,7 +88,9 @@ class Scenario(_Model):
     backoff_base: float = Field(60.0, gt=0, alias="backoffBase")
     backoff_max: float = Field(3600.0, gt=0, alias="backoffMax")
     cluster: list[NodeGroup] = Field(min_length=1)
-    queues: list[QueueSpec] = [QueueSpec(name="default")]
+    queues: list[QueueSpec] = Field(
+        default_factory=lambda: [QueueSpec.model_validate({"name": "default"})]
+    )
     workload: Workload
 
     @model_validator(mode="after")
