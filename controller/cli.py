@@ -112,6 +112,81 @@ def simulate(
         json_out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
+@app.command("sweep")
+def sweep(
+    spec_path: Annotated[
+        Path, typer.Argument(help="Sweep YAML: scenario, schedulers, seeds, grid.")
+    ],
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: CPU count).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Run on this Ray cluster (needs the ray extra).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write all runs here.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the table here.")] = None,
+) -> None:
+    """Run a grid of schedulers x parameters x seeds; mean and 95% CI over seeds."""
+    from rich.progress import Progress
+
+    from simulations.scenario import ScenarioError
+    from simulations.sweep import SweepError, load_sweep, run_sweep
+
+    try:
+        spec = load_sweep(spec_path)
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("sweeping", total=None)
+            result = run_sweep(
+                spec,
+                workers=workers,
+                ray_address=ray_address,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except (SweepError, ScenarioError) as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(2) from None
+    rows = result.table()
+    params = list(spec.parameters)
+    metrics = [m for m in HEADLINE_METRICS if rows and f"{m}_mean" in rows[0]]
+    table = Table(title=f"phalanx sweep: {spec_path.name} ({len(result.runs)} runs, mean ± 95% CI)")
+    for key in ["scheduler", *params, "n", *metrics]:
+        table.add_column(key, justify="left" if key == "scheduler" else "right")
+    for row in rows:
+        cells = [_cell(row[k]) for k in ["scheduler", *params, "n"]]
+        cells += [_mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in metrics]
+        table.add_row(*cells)
+    console.print(table)
+    if json_out is not None:
+        json_out.write_text(result.to_json())
+    if csv_out is not None:
+        csv_out.write_text(result.to_csv())
+
+
+HEADLINE_METRICS = (
+    "completed",
+    "jct_mean_s",
+    "jct_p95_s",
+    "gpu_utilisation",
+    "idle_held_gpu_h",
+    "wasted_gpu_h",
+    "jain_fairness",
+)
+
+
+def _mean_ci(mean: object, half: object) -> str:
+    if mean is None:
+        return "-"
+    return _cell(mean) if half is None else f"{_cell(mean)} ± {_cell(half)}"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 @app.command("crds")
 def crds(
     out: Annotated[Path, typer.Option(help="Directory for the CRD manifests.")] = Path("crds"),

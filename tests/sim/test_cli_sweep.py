@@ -1,0 +1,35 @@
+"""`phalanx sweep` on the command line: a table of means and intervals, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from controller.cli import app
+
+SCENARIO = Path(__file__).parents[2] / "simulations" / "scenarios" / "minimal-deadlock.yaml"
+
+
+def test_sweep_prints_one_row_per_scheduler_and_parameter_value(tmp_path):
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(
+        f"scenario: {SCENARIO}\nschedulers: [phalanx, per-pod]\nseeds: 2\n"
+        "parameters:\n  cycleInterval: [1, 2]\n"
+    )
+    out_json = tmp_path / "runs.json"
+    result = CliRunner().invoke(
+        app, ["sweep", str(spec), "--workers", "1", "--json", str(out_json)], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "8 runs" in result.output
+    assert len(json.loads(out_json.read_text())["table"]) == 4
+
+
+def test_sweep_with_an_unknown_parameter_exits_with_the_reason(tmp_path):
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"scenario: {SCENARIO}\nparameters:\n  cycleIntervl: [1]\n")
+    result = CliRunner().invoke(app, ["sweep", str(spec)])
+    assert result.exit_code == 2
+    assert "cycleIntervl" in result.output and "Traceback" not in result.output
