@@ -7,10 +7,18 @@ All three schedulers drive the same `controller.engine`; none re-implements plac
   pods hold their GPUs meanwhile, which is how two big jobs deadlock.
 - `gang-timeout`: per-pod, but a job not fully placed `readyTimeout` seconds after its
   first pod was placed releases everything and retries after an exponential backoff.
+
+Admission cycles are coalesced: whatever happens at one virtual instant (and, with
+`cycleInterval`, within one interval) is decided by a single `engine.cycle()`.
+
+A node failure removes the node and its ResourceSlice from the engine's state; every job
+with a pod there is killed (its work since start is lost, `restarts` grows) and
+resubmitted; the node and its slice come back after the repair time.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from controller.engine.cycle import Engine
@@ -29,7 +37,8 @@ from controller.engine.model import (
 )
 from controller.engine.quantity import to_canonical
 from simulations.kernel import Kernel
-from simulations.scenario import JobSpec, Scenario
+from simulations.scenario import FailureSpec, JobSpec, Scenario
+from simulations.workload import jobs_of
 
 DRIVER = "gpu.sim.phalanx.dev"
 GPU_CLASS = "gpu"
@@ -51,6 +60,10 @@ class JobRecord:
     attempts: int = 0
     wasted_gpu_seconds: float = 0.0
     first_placed_at: float | None = None
+    restarts: int = 0
+    """Times a node failure killed the job (running or partly placed) and resubmitted it."""
+    lost_gpu_seconds: float = 0.0
+    """GPU-seconds of work thrown away by those kills (GPUs x time since the start)."""
 
 
 @dataclass
@@ -64,6 +77,8 @@ class RunResult:
     deadlock_at: float | None = None
     idle_held_gpu_seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
+    node_failures: int = 0
+    cycles: int = 0
 
 
 def build_state_objects(scenario: Scenario) -> tuple[list[Node], list[ResourceSlice], int]:
@@ -120,7 +135,9 @@ class Simulation:
     def __init__(self, scenario: Scenario, scheduler: str, check: bool = False) -> None:
         self.scenario = scenario
         self.scheduler = scheduler
+        self.per_pod = scheduler != "phalanx"
         self.check = check
+        self.rng = random.Random(scenario.seed)
         self.engine = Engine()
         state = self.engine.state
         state.upsert_device_class(DeviceClass(GPU_CLASS, (f'device.driver == "{DRIVER}"',)))
@@ -129,6 +146,8 @@ class Simulation:
             state.upsert_node(n)
         for s in slices:
             state.upsert_slice(s)
+        self.nodes = {n.name: n for n in nodes}
+        self.slices = {s.name: s for s in slices}
         for q in build_queues(scenario):
             state.upsert_queue(q)
         self.kernel = Kernel()
@@ -139,33 +158,39 @@ class Simulation:
             ("end", self._end),
             ("timeout", self._timeout),
             ("retry", self._retry),
+            ("node-down", self._node_down),
+            ("node-up", self._node_up),
         ):
             self.kernel.on(kind, handler)
-        self.specs = {j.name: j for j in scenario.workload.jobs}
+        specs = jobs_of(scenario, self.rng)
+        self.specs = {j.name: j for j in specs}
         self.jobs = {
             j.name: JobRecord(
                 j.name, j.queue, j.pods, j.pods * j.gpus_per_pod, j.duration, j.submit
             )
-            for j in scenario.workload.jobs
+            for j in specs
         }
+        self._arrivals = sorted(specs, key=lambda j: (j.submit, j.name))
+        self._shapes: dict[tuple[int, int, str], tuple[PodSet, ...]] = {}
         self._cycle_due = False
+        self._last_cycle = -float("inf")
+        self.cycles = 0
         self._running = 0
+        self._partial = 0
+        self._finished = 0
+        self._last_end = 0.0
         self._idle_gpus = 0
         self._idle_since = 0.0
         self.idle_gpu_seconds = 0.0
         self.deadlock_at: float | None = None
         self.violations: list[str] = []
+        self._down: dict[str, int] = {}
+        self.node_failures = 0
         if check:
             self.kernel.after_event = self._check
 
     # ---- building gangs ----------------------------------------------------------------
     def _gang(self, job: JobSpec, uid: str, pods: int, created: float) -> Gang:
-        where = f"workload.jobs[{job.name}].cpuPerPod"
-        requests = {"cpu": to_canonical("cpu", job.cpu_per_pod, where=where)}
-        claims: tuple[PodClaim, ...] = ()
-        if job.gpus_per_pod:
-            request = DeviceRequest.exactly("gpus", GPU_CLASS, job.gpus_per_pod)
-            claims = (PodClaim("gpus", ClaimSpec((request,))),)
         return Gang(
             uid=uid,
             name=uid,
@@ -173,36 +198,67 @@ class Simulation:
             queue=job.queue,
             priority=job.priority,
             created=created,
-            pod_sets=(PodSet("worker", pods, requests, claims=claims),),
+            pod_sets=self._pod_sets(job, pods),
         )
+
+    def _pod_sets(self, job: JobSpec, pods: int) -> tuple[PodSet, ...]:
+        """Pod sets are immutable: gangs of one shape share them (and their requests)."""
+        key = (pods, job.gpus_per_pod, str(job.cpu_per_pod))
+        hit = self._shapes.get(key)
+        if hit is None:
+            where = f"workload.jobs[{job.name}].cpuPerPod"
+            requests = {"cpu": to_canonical("cpu", job.cpu_per_pod, where=where)}
+            claims: tuple[PodClaim, ...] = ()
+            if job.gpus_per_pod:
+                request = DeviceRequest.exactly("gpus", GPU_CLASS, job.gpus_per_pod)
+                claims = (PodClaim("gpus", ClaimSpec((request,))),)
+            hit = self._shapes[key] = (PodSet("worker", pods, requests, claims=claims),)
+        return hit
 
     # ---- events ------------------------------------------------------------------------
     def run(self) -> RunResult:
-        for job in sorted(self.specs.values(), key=lambda j: (j.submit, j.name)):
-            self.kernel.schedule(job.submit, "submit", job.name)
+        if self._arrivals:
+            self.kernel.schedule(self._arrivals[0].submit, "submit", 0)
+        self._plan_failures()
         self.kernel.run(self.scenario.horizon)
         self._account_idle(self.kernel.now)
+        end = self.kernel.now
+        if self.scenario.horizon is None and self._finished == len(self.jobs):
+            end = self._last_end
         return RunResult(
             self.scenario.name,
             self.scheduler,
             list(self.jobs.values()),
             self.total_gpus,
-            self.kernel.now,
+            end,
             self.kernel.processed,
             self.deadlock_at,
             self.idle_gpu_seconds,
             self.violations,
+            self.node_failures,
+            self.cycles,
         )
 
     def _want_cycle(self) -> None:
+        """One cycle per instant, and at most one per `cycleInterval`."""
         if not self._cycle_due:
             self._cycle_due = True
-            self.kernel.schedule(self.kernel.now, "cycle")
+            at = max(self.kernel.now, self._last_cycle + self.scenario.cycle_interval)
+            self.kernel.schedule(at, "cycle")
 
-    def _submit(self, now: float, name: str) -> None:
+    def _submit(self, now: float, index: int) -> None:
+        """Every job arriving at `now`, then the next arrival (one event per instant)."""
+        arrivals = self._arrivals
+        while index < len(arrivals) and arrivals[index].submit == now:
+            self._enqueue(now, arrivals[index].name)
+            index += 1
+        if index < len(arrivals):
+            self.kernel.schedule(arrivals[index].submit, "submit", index)
+
+    def _enqueue(self, now: float, name: str) -> None:
         job = self.specs[name]
         self.jobs[name].attempts += 1
-        if self.scheduler == "phalanx":
+        if not self.per_pod:
             self.engine.state.add_gang(self._gang(job, name, job.pods, now))
             self._want_cycle()
             return
@@ -221,20 +277,22 @@ class Simulation:
 
     def _cycle(self, now: float, _: object) -> None:
         self._cycle_due = False
+        self._last_cycle = now
+        self.cycles += 1
         result = self.engine.cycle()
         result.ledger.commit_all()
         for d in result.admitted:
-            if self.scheduler == "phalanx":
-                self._start(now, d.gang_uid)
-            else:
+            if self.per_pod:
                 self._pod_placed(now, d.gang_uid.rsplit("/", 1)[0])
+            else:
+                self._start(now, d.gang_uid)
         self._detect_deadlock(now)
 
     def _pod_placed(self, now: float, name: str) -> None:
         job = self.jobs[name]
-        job.placed += 1
         spec = self.specs[name]
         self._account_idle(now)
+        job.placed += 1
         if job.placed == 1:
             job.first_placed_at = now
             if self.scheduler == "gang-timeout":
@@ -242,9 +300,13 @@ class Simulation:
                     now + self.scenario.ready_timeout, "timeout", (name, job.attempts)
                 )
         if job.placed == job.pods:
+            if job.pods > 1:
+                self._partial -= 1
             self._idle_gpus -= (job.pods - 1) * spec.gpus_per_pod
             self._start(now, name)
         else:
+            if job.placed == 1:
+                self._partial += 1
             self._idle_gpus += spec.gpus_per_pod
 
     def _start(self, now: float, name: str) -> None:
@@ -252,22 +314,23 @@ class Simulation:
         job.start = now
         job.placed = job.pods
         self._running += 1
-        self.kernel.schedule(now + job.duration, "end", name)
+        self.kernel.schedule(now + job.duration, "end", (name, job.attempts))
 
-    def _end(self, now: float, name: str) -> None:
+    def _end(self, now: float, key: tuple[str, int]) -> None:
+        name, attempt = key
         job = self.jobs[name]
+        if job.attempts != attempt:
+            return
         job.end = now
         self._running -= 1
+        self._finished += 1
+        self._last_end = now
         self._release(name)
         self._want_cycle()
 
     def _release(self, name: str) -> None:
         state = self.engine.state
-        uids = (
-            [name]
-            if self.scheduler == "phalanx"
-            else [f"{name}/{i}" for i in range(self.jobs[name].pods)]
-        )
+        uids = [f"{name}/{i}" for i in range(self.jobs[name].pods)] if self.per_pod else [name]
         for uid in uids:
             if uid in state.admitted:
                 state.release(uid)
@@ -282,17 +345,99 @@ class Simulation:
         self._account_idle(now)
         held = job.placed * spec.gpus_per_pod
         self._idle_gpus -= held
+        self._partial -= 1
         assert job.first_placed_at is not None
         job.wasted_gpu_seconds += held * (now - job.first_placed_at)
         self._release(name)
         job.placed = 0
         job.first_placed_at = None
-        backoff = min(self.scenario.backoff_max, self.scenario.backoff_base * 2 ** (attempt - 1))
-        self.kernel.schedule(now + backoff, "retry", name)
+        timeouts = attempt - job.restarts
+        backoff = min(self.scenario.backoff_max, self.scenario.backoff_base * 2 ** (timeouts - 1))
+        self.kernel.schedule(now + backoff, "retry", key)
         self._want_cycle()
 
-    def _retry(self, now: float, name: str) -> None:
-        self._submit(now, name)
+    def _retry(self, now: float, key: tuple[str, int]) -> None:
+        name, attempt = key
+        if self.jobs[name].attempts == attempt:
+            self._enqueue(now, name)
+
+    # ---- node failures -----------------------------------------------------------------
+    def _plan_failures(self) -> None:
+        """Fixed failures as given; random ones get each node's first up-time drawn now,
+        in cluster order (later ones are drawn as nodes come back)."""
+        for i, f in enumerate(self.scenario.failures):
+            if f.random:
+                for name in self._nodes_of(f):
+                    self.kernel.schedule(self._next_failure(f), "node-down", (name, i))
+            else:
+                assert f.at is not None and f.node is not None
+                self.kernel.schedule(f.at, "node-down", (f.node, i))
+
+    def _nodes_of(self, f: FailureSpec) -> list[str]:
+        return [
+            f"{g.name}-{k}"
+            for g in self.scenario.cluster
+            if f.group is None or g.name == f.group
+            for k in range(g.count)
+        ]
+
+    def _next_failure(self, f: FailureSpec) -> float:
+        assert f.mtbf_hours is not None
+        return self.kernel.now + self.rng.expovariate(1.0 / (f.mtbf_hours * 3600.0))
+
+    def _node_down(self, now: float, key: tuple[str, int]) -> None:
+        name, i = key
+        if self._finished == len(self.jobs):
+            return
+        f = self.scenario.failures[i]
+        down_for = f.repair_seconds if f.random else f.down_for
+        assert down_for is not None
+        self.kernel.schedule(now + down_for, "node-up", key)
+        depth = self._down.get(name, 0)
+        self._down[name] = depth + 1
+        if depth:
+            return
+        self.node_failures += 1
+        state = self.engine.state
+        victims = state.remove_node(name)
+        if name in self.slices:
+            state.remove_slice(name)
+        killed = dict.fromkeys(uid.rsplit("/", 1)[0] if self.per_pod else uid for uid in victims)
+        for job in killed:
+            self._kill(now, job)
+
+    def _node_up(self, now: float, key: tuple[str, int]) -> None:
+        name, i = key
+        self._down[name] -= 1
+        if not self._down[name]:
+            del self._down[name]
+            state = self.engine.state
+            state.upsert_node(self.nodes[name])
+            if name in self.slices:
+                state.upsert_slice(self.slices[name])
+            self._want_cycle()
+        f = self.scenario.failures[i]
+        if f.random:
+            self.kernel.schedule(self._next_failure(f), "node-down", key)
+
+    def _kill(self, now: float, name: str) -> None:
+        """A failure took down a pod of the job: release all of it and resubmit."""
+        job = self.jobs[name]
+        self._account_idle(now)
+        if job.start is not None:
+            assert job.end is None
+            job.lost_gpu_seconds += job.gpus * (now - job.start)
+            job.start = None
+            self._running -= 1
+        elif job.placed:
+            self._idle_gpus -= job.placed * self.specs[name].gpus_per_pod
+            self._partial -= 1
+        job.restarts += 1
+        self._release(name)
+        job.placed = 0
+        job.first_placed_at = None
+        self._enqueue(now, name)
+        self._want_cycle()
 
     # ---- observation -------------------------------------------------------------------
     def _account_idle(self, now: float) -> None:
@@ -303,7 +448,7 @@ class Simulation:
         """Partial jobs hold resources, nothing runs, and no future event can free any."""
         if self.deadlock_at is not None or self._running or self.kernel.pending():
             return
-        if any(j.start is None and j.placed for j in self.jobs.values()):
+        if self._partial:
             self.deadlock_at = now
 
     def _check(self, kind: str) -> None:

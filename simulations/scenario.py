@@ -1,4 +1,10 @@
-"""Scenario files: cluster, queues, workload, schedulers, seed, horizon (YAML, validated).
+"""Scenario files: cluster, queues, workload, failures, schedulers, seed, horizon (YAML).
+
+A workload is exactly one of: explicit `jobs`, a `synthetic` generator (Poisson arrivals,
+distributions for size, duration, priority and queue), or a CSV `trace` to replay.
+`failures` take nodes down, at fixed times or at random (mean time between failures per
+node group). Everything random is drawn from one `random.Random(seed)`, so a scenario and
+its seed give identical results.
 
 A broken file gets one line per problem naming the field and what is wrong, never a
 traceback (`ScenarioError`).
@@ -6,17 +12,25 @@ traceback (`ScenarioError`).
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
-from controller.api.errors import format_validation_error
+from controller.api.errors import FieldProblem, format_path, format_validation_error
 
 SchedulerName = Literal["phalanx", "per-pod", "gang-timeout"]
 Quantity = int | str
+FieldPath = tuple[str | int, ...]
 
 
 class _Model(BaseModel):
@@ -62,27 +76,289 @@ class JobSpec(_Model):
     priority: int = 0
 
 
-class Workload(_Model):
-    jobs: list[JobSpec] = Field(min_length=1)
+# ---- distributions ---------------------------------------------------------------------
+class LogNormal(_Model):
+    """exp(N(ln median, sigma)): half the draws below `median`; `sigma` sets the spread."""
+
+    median: float = Field(gt=0)
+    sigma: float = Field(ge=0)
+
+
+class Pareto(_Model):
+    """P(X > x) = (scale / x) ** shape for x >= scale: a power-law tail."""
+
+    scale: float = Field(gt=0)
+    shape: float = Field(gt=0)
+
+
+class Uniform(_Model):
+    low: float
+    high: float
 
     @model_validator(mode="after")
-    def _unique_names(self) -> Workload:
-        names = [j.name for j in self.jobs]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"job names must be unique; repeated: {', '.join(dup)}")
+    def _ordered(self) -> Uniform:
+        if self.high < self.low:
+            raise FieldProblem(("high",), f"must be >= low ({self.low:g}), got {self.high:g}")
         return self
 
 
+_KINDS = ("value", "choices", "uniform", "lognormal", "pareto", "mixture")
+
+
+class Distribution(_Model):
+    """Exactly one of `value`, `choices` ({value: weight}), `uniform`, `lognormal`,
+    `pareto` or `mixture` (weighted components), then clamped to [`min`, `max`].
+
+    A bare number stands for `{value: n}`. Integer quantities (pods, GPUs, priority) are
+    rounded to the nearest integer after clamping.
+    """
+
+    value: float | None = None
+    choices: dict[float, Annotated[float, Field(ge=0)]] | None = None
+    uniform: Uniform | None = None
+    lognormal: LogNormal | None = None
+    pareto: Pareto | None = None
+    mixture: list[Component] | None = Field(None, min_length=1)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_number(cls, data: object) -> object:
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return {"value": data}
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Distribution:
+        given = [k for k in _KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of {', '.join(_KINDS)}"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.choices is not None and not any(self.choices.values()):
+            raise FieldProblem(("choices",), "needs at least one value with a weight > 0")
+        if self.min is not None and self.max is not None and self.max < self.min:
+            raise FieldProblem(("max",), f"must be >= min ({self.min:g}), got {self.max:g}")
+        return self
+
+    def always_positive(self) -> bool:
+        """True if every draw (after clamping) is > 0."""
+        return self.lowest() > 0
+
+    def lowest(self) -> float:
+        """A lower bound of every draw, after clamping (lognormal and Pareto draws are
+        positive: their bound is the smallest positive float)."""
+        low = self._low()
+        if self.min is not None:
+            low = max(low, self.min)
+        if self.max is not None:
+            low = min(low, self.max)
+        return low
+
+    def _low(self) -> float:
+        if self.value is not None:
+            return self.value
+        if self.choices is not None:
+            return min(v for v, w in self.choices.items() if w > 0)
+        if self.uniform is not None:
+            return self.uniform.low
+        if self.lognormal is not None:
+            return math.ulp(0.0)
+        if self.pareto is not None:
+            return self.pareto.scale
+        assert self.mixture is not None
+        return min(c.lowest() for c in self.mixture)
+
+
+class Component(Distribution):
+    """One part of a mixture, drawn with probability proportional to `weight`."""
+
+    weight: float = Field(gt=0)
+
+
+Distribution.model_rebuild()
+
+
+# ---- workloads -------------------------------------------------------------------------
+class SyntheticWorkload(_Model):
+    """`jobs` jobs arriving as a Poisson process of `arrivalRate` jobs per second.
+
+    Size is either `gpus` per job (split into the fewest pods of at most `gpusPerPodMax`
+    GPUs that divide it exactly) or `pods` and `gpusPerPod` (each 1 if not given).
+    `queues` maps queue names to weights (the share of jobs each receives).
+    """
+
+    jobs: int = Field(ge=1)
+    arrival_rate: float = Field(gt=0, alias="arrivalRate")
+    start: float = Field(0.0, ge=0)
+    gpus: Distribution | None = None
+    gpus_per_pod_max: int = Field(8, ge=1, alias="gpusPerPodMax")
+    pods: Distribution | None = None
+    gpus_per_pod: Distribution | None = Field(None, alias="gpusPerPod")
+    duration: Distribution
+    priority: Distribution | None = None
+    queues: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: {"default": 1.0}, min_length=1
+    )
+    cpu_per_pod: Quantity = Field("1", alias="cpuPerPod")
+    name_prefix: str = Field("job", min_length=1, alias="namePrefix")
+
+    @model_validator(mode="after")
+    def _size_and_bounds(self) -> SyntheticWorkload:
+        if self.gpus is not None:
+            for name, dist in (("pods", self.pods), ("gpusPerPod", self.gpus_per_pod)):
+                if dist is not None:
+                    raise FieldProblem((name,), "give either gpus, or pods and gpusPerPod")
+        elif self.pods is None and self.gpus_per_pod is None:
+            raise ValueError("give the job size: gpus, or pods and gpusPerPod")
+        if self.pods is not None and self.pods.lowest() < 0.5:
+            raise FieldProblem(("pods",), "draws must be >= 1: set min: 1")
+        for name, dist in (("gpus", self.gpus), ("gpusPerPod", self.gpus_per_pod)):
+            if dist is not None and dist.lowest() < 0:
+                raise FieldProblem((name,), "draws must be >= 0: set min: 0")
+        if not self.duration.always_positive():
+            raise FieldProblem(("duration",), "draws must be > 0 seconds: set min")
+        return self
+
+
+class TraceColumns(_Model):
+    """Which CSV column holds what; `submit` and `duration` in `timeUnit`."""
+
+    submit: str = Field(min_length=1)
+    duration: str = Field(min_length=1)
+    gpus: str = Field(min_length=1)
+    tenant: str | None = None
+    pods: str | None = None
+    gpus_per_pod: str | None = Field(None, alias="gpusPerPod")
+    name: str | None = None
+    priority: str | None = None
+
+    @model_validator(mode="after")
+    def _pods_or_per_pod(self) -> TraceColumns:
+        if self.pods is not None and self.gpus_per_pod is not None:
+            raise FieldProblem(("gpusPerPod",), "give at most one of pods and gpusPerPod")
+        return self
+
+
+TIME_UNITS = {"s": 1.0, "ms": 0.001, "min": 60.0, "h": 3600.0}
+
+
+class TraceWorkload(_Model):
+    """Jobs replayed from a CSV file with a header row (`path` relative to the scenario).
+
+    `submit` is a number (in `timeUnit`) or an ISO date-time; times are shifted so the
+    first job arrives at 0 unless `rebase: false`. Without a pods column a job of g GPUs
+    gets the fewest pods of at most `gpusPerPodMax` GPUs that split g exactly. The tenant
+    column names the queue (or is mapped through `tenantQueues`); without it every job
+    goes to `queue`.
+    """
+
+    path: str = Field(min_length=1)
+    columns: TraceColumns
+    time_unit: Literal["s", "ms", "min", "h"] = Field("s", alias="timeUnit")
+    rebase: bool = True
+    gpus_per_pod_max: int = Field(8, ge=1, alias="gpusPerPodMax")
+    limit: int | None = Field(None, ge=1)
+    queue: str = "default"
+    tenant_queues: dict[str, str] = Field({}, alias="tenantQueues")
+    cpu_per_pod: Quantity = Field("1", alias="cpuPerPod")
+
+
+class Workload(_Model):
+    """Exactly one of `jobs`, `synthetic` or `trace`."""
+
+    jobs: list[JobSpec] | None = Field(None, min_length=1)
+    synthetic: SyntheticWorkload | None = None
+    trace: TraceWorkload | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Workload:
+        given = [k for k in ("jobs", "synthetic", "trace") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of jobs, synthetic or trace"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.jobs is not None:
+            names = [j.name for j in self.jobs]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise FieldProblem(
+                    ("jobs",), f"job names must be unique; repeated: {', '.join(dup)}"
+                )
+        return self
+
+
+# ---- failures --------------------------------------------------------------------------
+_FIXED = ("at", "node", "downFor")
+_RANDOM = ("mtbfHours", "repairSeconds", "group")
+
+
+class FailureSpec(_Model):
+    """Either `{at, node, downFor}`: that node fails at `at` and returns `downFor` seconds
+    later; or `{mtbfHours, repairSeconds, group?}`: every node of the group (or of the
+    cluster) fails after exponential up-times of mean `mtbfHours` and is repaired in
+    `repairSeconds`.
+
+    A failed node takes its running jobs down: they lose their work and are resubmitted.
+    """
+
+    at: float | None = Field(None, ge=0)
+    node: str | None = Field(None, min_length=1)
+    down_for: float | None = Field(None, gt=0, alias="downFor")
+    mtbf_hours: float | None = Field(None, gt=0, alias="mtbfHours")
+    repair_seconds: float | None = Field(None, gt=0, alias="repairSeconds")
+    group: str | None = Field(None, min_length=1)
+
+    @property
+    def random(self) -> bool:
+        return self.mtbf_hours is not None or self.repair_seconds is not None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> FailureSpec:
+        values = {
+            "at": self.at,
+            "node": self.node,
+            "downFor": self.down_for,
+            "mtbfHours": self.mtbf_hours,
+            "repairSeconds": self.repair_seconds,
+            "group": self.group,
+        }
+        fixed = [k for k in _FIXED if values[k] is not None]
+        rand = [k for k in _RANDOM if values[k] is not None]
+        if not fixed and not rand:
+            raise ValueError(
+                "a failure is either {at, node, downFor} or {mtbfHours, repairSeconds, group}"
+            )
+        if fixed and rand:
+            raise ValueError(
+                f"mixes a fixed failure ({', '.join(fixed)}) with a random one "
+                f"({', '.join(rand)}); use two entries"
+            )
+        form, keys = (_RANDOM[:2], rand) if rand else (_FIXED, fixed)
+        for key in form:
+            if key not in keys:
+                raise FieldProblem((key,), f"is required with {', '.join(keys)}")
+        return self
+
+
+# ---- the scenario ----------------------------------------------------------------------
 class Scenario(_Model):
-    """A whole experiment: what runs where, under which schedulers, for how long."""
+    """A whole experiment: what runs where, under which schedulers, for how long.
+
+    `cycleInterval` bounds how often the scheduler runs an admission cycle: a cycle runs
+    as soon as something changed, but never sooner than `cycleInterval` seconds after the
+    previous one (0: one cycle per virtual instant with changes).
+    """
 
     name: str = Field(min_length=1)
     description: str = ""
     seed: int = 0
     horizon: float | None = Field(None, gt=0)
     schedulers: Annotated[list[SchedulerName], Field(min_length=1)] = ["phalanx"]
-    cycle_interval: float = Field(1.0, gt=0, alias="cycleInterval")
+    cycle_interval: float = Field(1.0, ge=0, alias="cycleInterval")
     pod_creation_interval: float = Field(0.01, ge=0, alias="podCreationInterval")
     ready_timeout: float = Field(300.0, gt=0, alias="readyTimeout")
     backoff_base: float = Field(60.0, gt=0, alias="backoffBase")
@@ -92,24 +368,89 @@ class Scenario(_Model):
         default_factory=lambda: [QueueSpec.model_validate({"name": "default"})]
     )
     workload: Workload
+    failures: list[FailureSpec] = []
 
     @model_validator(mode="after")
-    def _jobs_name_known_queues(self) -> Scenario:
-        names = {q.name for q in self.queues}
-        for i, job in enumerate(self.workload.jobs):
-            if job.queue not in names:
-                raise ValueError(
-                    f"workload.jobs[{i}].queue: queue {job.queue!r} is not defined in queues "
-                    f"(defined: {', '.join(sorted(names))})"
-                )
+    def _cross_references(self) -> Scenario:
+        problems = self._problems()
+        if len(problems) == 1:
+            raise FieldProblem(*problems[0])
+        if problems:
+            raise _Problems(problems)
         return self
+
+    def _problems(self) -> list[tuple[FieldPath, str]]:
+        """Names that must refer to something defined elsewhere in the scenario."""
+        out: list[tuple[FieldPath, str]] = []
+        names = {q.name for q in self.queues}
+        known = f"(defined: {', '.join(sorted(names))})"
+
+        def queue(path: FieldPath, name: str) -> None:
+            if name not in names:
+                out.append((path, f"queue {name!r} is not defined in queues {known}"))
+
+        wl = self.workload
+        for i, job in enumerate(wl.jobs or ()):
+            queue(("workload", "jobs", i, "queue"), job.queue)
+        if wl.synthetic is not None:
+            for name in wl.synthetic.queues:
+                queue(("workload", "synthetic", "queues", name), name)
+        if wl.trace is not None:
+            if wl.trace.columns.tenant is None:
+                queue(("workload", "trace", "queue"), wl.trace.queue)
+            for tenant, name in wl.trace.tenant_queues.items():
+                queue(("workload", "trace", "tenantQueues", tenant), name)
+        groups = {g.name: g for g in self.cluster}
+        for i, f in enumerate(self.failures):
+            if f.node is not None and not _node_exists(groups, f.node):
+                out.append(
+                    (
+                        ("failures", i, "node"),
+                        f"no node {f.node!r} in the cluster (nodes are named <group>-<i>, "
+                        f"i from 0; groups: {', '.join(groups)})",
+                    )
+                )
+            if f.group is not None and f.group not in groups:
+                out.append(
+                    (
+                        ("failures", i, "group"),
+                        f"no node group {f.group!r} (groups: {', '.join(groups)})",
+                    )
+                )
+            if f.random and self.horizon is None:
+                out.append(
+                    (
+                        ("failures", i, "mtbfHours"),
+                        "random failures never stop on their own: give the scenario a horizon",
+                    )
+                )
+        return out
+
+
+def _node_exists(groups: dict[str, NodeGroup], node: str) -> bool:
+    group, _, index = node.rpartition("-")
+    return (
+        group in groups
+        and index.isdigit()
+        and str(int(index)) == index
+        and int(index) < groups[group].count
+    )
+
+
+class _Problems(ValueError):
+    """Several cross-field problems at once, one `path: problem` per line."""
+
+    def __init__(self, problems: list[tuple[FieldPath, str]]) -> None:
+        super().__init__("\n".join(f"{format_path(p)}: {msg}" for p, msg in problems))
 
 
 class ScenarioError(ValueError):
     """A scenario that cannot be used; the message lists every problem, one per line."""
 
 
-def parse_scenario(text: str, source: str) -> Scenario:
+def parse_scenario(text: str, source: str, base_dir: Path | None = None) -> Scenario:
+    """Validate a scenario; a trace is read now (its path relative to `base_dir`, then
+    made absolute) so that a bad row is reported here, like any other problem."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -117,9 +458,31 @@ def parse_scenario(text: str, source: str) -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a scenario is a YAML mapping, got {type(data).__name__}")
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as err:
-        raise ScenarioError(format_validation_error(err, source)) from None
+        lines = format_validation_error(err, source).splitlines()
+        prefix = f"{source}:"
+        raise ScenarioError(
+            "\n".join(line if line.startswith(prefix) else f"{prefix} {line}" for line in lines)
+        ) from None
+    trace = scenario.workload.trace
+    if trace is not None:
+        from simulations.workload import jobs_of
+
+        if base_dir is not None and not Path(trace.path).is_absolute():
+            # absolute from here on, so the scenario still finds its trace once dumped
+            trace.path = str((base_dir / trace.path).absolute())
+
+        try:
+            jobs_of(scenario)
+        except ScenarioError as err:
+            lines = str(err).splitlines()
+            raise ScenarioError(
+                "\n".join(
+                    f"{source}: {line}" if line.startswith("workload.") else line for line in lines
+                )
+            ) from None
+    return scenario
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -127,10 +490,10 @@ def load_scenario(path: Path) -> Scenario:
         text = path.read_text()
     except OSError as err:
         raise ScenarioError(f"{path}: cannot read: {err.strerror}") from None
-    return parse_scenario(text, str(path))
+    return parse_scenario(text, str(path), path.parent)
 
 
 def shipped_scenario(name: str) -> Scenario:
     """A scenario shipped in `simulations/scenarios/` (by file stem)."""
     ref = resources.files("simulations") / "scenarios" / f"{name}.yaml"
-    return parse_scenario(ref.read_text(), f"scenarios/{name}.yaml")
+    return parse_scenario(ref.read_text(), f"scenarios/{name}.yaml", Path(str(ref)).parent)
