@@ -56,6 +56,39 @@ def bench_engine(
         json_out.write_text(payload + "\n")
 
 
+@bench_app.command("sim")
+def bench_sim_command(
+    scenario: Annotated[str, typer.Option(help="Shipped scenario to run.")] = "philly-like",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    """Run a large shipped scenario under phalanx, then time the bare event kernel."""
+    from simulations.bench import bench_sim
+
+    with console.status(f"simulating {scenario}..."):
+        figures = bench_sim(scenario)
+    targets = figures.pop("targets")
+    met = figures.pop("met")
+    assert isinstance(targets, dict) and isinstance(met, dict)
+    table = Table(title=f"phalanx bench sim ({scenario})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    for key, value in figures.items():
+        target = ""
+        if key in targets:
+            sign = ">=" if key == "kernel_events_per_s" else "<"
+            verdict = "[green]met[/]" if met[key] else "[red]missed[/]"
+            target = f"{sign} {targets[key]:g} {verdict}"
+        table.add_row(key, _cell(value), target)
+    console.print(table)
+    payload = json.dumps({"figures": figures, "targets": targets, "met": met}, indent=2)
+    print(payload)
+    if json_out is not None:
+        json_out.write_text(payload + "\n")
+
+
 @app.command("simulate")
 def simulate(
     scenario: Annotated[
