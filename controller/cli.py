@@ -101,9 +101,14 @@ def simulate(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures here.")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write JSON, CSV, PNG plots and a self-contained report.html here."),
+    ] = None,
 ) -> None:
     """Run a scenario under each of its schedulers on virtual time and compare them."""
     from simulations.metrics import summarize
+    from simulations.report import write_outputs
     from simulations.run import Simulation
     from simulations.scenario import ScenarioError, load_scenario, shipped_scenario
 
@@ -120,12 +125,14 @@ def simulate(
         )
         raise typer.Exit(2)
     rows = []
+    results = []
     for name in names:
         with console.status(f"simulating {sc.name} under {name}..."):
             result = Simulation(sc, name, check=check).run()
         if result.violations:
             console.print(f"[red]invariant violated under {name}: {result.violations[0]}[/]")
             raise typer.Exit(1)
+        results.append(result)
         rows.append(summarize(result))
     table = Table(title=f"phalanx simulate: {sc.name}")
     table.add_column("figure")
@@ -143,6 +150,11 @@ def simulate(
             )
     if json_out is not None:
         json_out.write_text(json.dumps(rows, indent=2) + "\n")
+    if out is not None:
+        with console.status(f"writing report to {out}..."):
+            paths = write_outputs(results, out, description=sc.description)
+        report = next(p for p in paths if p.name == "report.html")
+        console.print(f"wrote {len(paths)} files; open {report}")
 
 
 @app.command("sweep")

@@ -189,3 +189,11 @@ def test_everything_that_happens_at_one_instant_is_decided_in_one_cycle():
 def test_cycles_are_at_least_cycle_interval_apart():
     result = Simulation(cycle_scenario(60, [0, 10, 20, 130]), "phalanx").run()
     assert [j.start for j in result.jobs] == [0, 60, 60, 130]
+
+
+def test_simulate_out_writes_a_self_contained_report(tmp_path):
+    out = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == 3
+    assert (tmp_path / "jobs.csv").exists() and (tmp_path / "summary.json").exists()
