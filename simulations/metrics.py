@@ -193,6 +193,7 @@ def summarize(result: RunResult) -> Row:
         if result.total_gpus
         else 0.0,
         "idle_held_gpu_h": round(result.idle_held_gpu_seconds / 3600, 2),
+        "fragmentation": round(result.fragmentation, 4),
         "wasted_gpu_h": round(sum(j.wasted_gpu_seconds for j in result.jobs) / 3600, 2),
         "restarts": sum(int(getattr(j, "restarts", 0) or 0) for j in result.jobs),
         "lost_gpu_h": round(

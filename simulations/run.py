@@ -79,6 +79,8 @@ class RunResult:
     violations: list[str] = field(default_factory=list)
     node_failures: int = 0
     cycles: int = 0
+    fragmentation: float = 0.0
+    """Time-weighted mean share of free GPUs stranded on partly used nodes."""
 
 
 def build_state_objects(scenario: Scenario) -> tuple[list[Node], list[ResourceSlice], int]:
@@ -142,6 +144,13 @@ class Simulation:
         state = self.engine.state
         state.upsert_device_class(DeviceClass(GPU_CLASS, (f'device.driver == "{DRIVER}"',)))
         nodes, slices, self.total_gpus = build_state_objects(scenario)
+        self._gpu_groups: dict[int, frozenset[str]] = {}
+        for s in slices:
+            size = len(s.devices)
+            self._gpu_groups[size] = self._gpu_groups.get(size, frozenset()) | {s.node or ""}
+        self._frag_area = 0.0
+        self._frag_value = 0.0
+        self._frag_since = 0.0
         for n in nodes:
             state.upsert_node(n)
         for s in slices:
@@ -222,6 +231,7 @@ class Simulation:
         self._plan_failures()
         self.kernel.run(self.scenario.horizon)
         self._account_idle(self.kernel.now)
+        self._sample_fragmentation(self.kernel.now)
         end = self.kernel.now
         if self.scenario.horizon is None and self._finished == len(self.jobs):
             end = self._last_end
@@ -237,6 +247,7 @@ class Simulation:
             self.violations,
             self.node_failures,
             self.cycles,
+            self._frag_area / self.kernel.now if self.kernel.now else 0.0,
         )
 
     def _want_cycle(self) -> None:
@@ -287,6 +298,23 @@ class Simulation:
             else:
                 self._start(now, d.gang_uid)
         self._detect_deadlock(now)
+        self._sample_fragmentation(now)
+
+    def _sample_fragmentation(self, now: float) -> None:
+        """Free GPUs not on a wholly free node, as a share of all free GPUs (0 when none is
+        free); sampled after every cycle and held until the next, read off the engine's
+        free-device buckets so a sample costs a few lookups."""
+        self._frag_area += self._frag_value * (now - self._frag_since)
+        self._frag_since = now
+        ms = self.engine.state.inventory.match_set((GPU_CLASS, ()))
+        free = ms.total_free()
+        whole = 0
+        for size, members in self._gpu_groups.items():
+            bucket = ms.buckets.get(size)
+            if bucket:
+                uniform = len(self._gpu_groups) == 1
+                whole += size * (len(bucket) if uniform else len(members.intersection(bucket)))
+        self._frag_value = 1 - whole / free if free else 0.0
 
     def _pod_placed(self, now: float, name: str) -> None:
         job = self.jobs[name]

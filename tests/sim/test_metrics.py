@@ -312,3 +312,17 @@ def test_series_of_80000_jobs_take_well_under_a_second():
     utilisation_series(result, 600.0)
     queue_length_series(result, 600.0)
     assert time.perf_counter() - began < 1.0
+
+
+def test_fragmentation_is_the_share_of_free_gpus_on_partly_used_nodes():
+    from simulations.run import Simulation
+    from simulations.scenario import parse_scenario
+
+    sc = parse_scenario(
+        "name: frag\nhorizon: 100\nschedulers: [phalanx]\n"
+        "cluster: [{name: n, count: 2, gpus: 8}]\n"
+        "workload: {jobs: [{name: j, pods: 1, gpusPerPod: 4, duration: 1000}]}\n",
+        "frag.yaml",
+    )
+    result = Simulation(sc, "phalanx").run()
+    assert result.fragmentation == pytest.approx(1 - 8 / 12)
