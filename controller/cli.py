@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 app = typer.Typer(
@@ -102,6 +103,8 @@ def simulate(
     ] = None,
 ) -> None:
     """Run a scenario under each of its schedulers on virtual time and compare them."""
+    from rich.progress import Progress
+
     from simulations.metrics import summarize
     from simulations.report import write_outputs
     from simulations.run import Simulation
@@ -122,8 +125,13 @@ def simulate(
     rows = []
     results = []
     for name in names:
-        with console.status(f"simulating {sc.name} under {name}..."):
-            result = Simulation(sc, name, check=check).run()
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"{sc.name} under {name}", total=None)
+            result = Simulation(sc, name, check=check).run(
+                progress=lambda done, total, task=task: bar.update(
+                    task, completed=done, total=total
+                )
+            )
         if result.violations:
             console.print(f"[red]invariant violated under {name}: {result.violations[0]}[/]")
             raise typer.Exit(1)
@@ -200,6 +208,15 @@ def sweep(
         json_out.write_text(result.to_json())
     if csv_out is not None:
         csv_out.write_text(result.to_csv())
+
+
+def _advance(bar: Progress, task: TaskID) -> Callable[[int, int], None]:
+    """A progress callback that moves one task of a rich progress bar."""
+
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return advance
 
 
 HEADLINE_METRICS = (

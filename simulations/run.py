@@ -19,6 +19,7 @@ resubmitted; the node and its slice come back after the repair time.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller.engine.cycle import Engine
@@ -149,6 +150,8 @@ class Simulation:
             size = len(s.devices)
             self._gpu_groups[size] = self._gpu_groups.get(size, frozenset()) | {s.node or ""}
         self._frag_area = 0.0
+        self._progress: Callable[[int, int], None] | None = None
+        self._progress_step = 1
         self._frag_value = 0.0
         self._frag_since = 0.0
         for n in nodes:
@@ -225,7 +228,11 @@ class Simulation:
         return hit
 
     # ---- events ------------------------------------------------------------------------
-    def run(self) -> RunResult:
+    def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
+        """Run to the horizon (or until nothing is left); `progress(finished, jobs)` is
+        called as jobs finish, about every 1% of them."""
+        self._progress = progress
+        self._progress_step = max(1, len(self.jobs) // 100)
         if self._arrivals:
             self.kernel.schedule(self._arrivals[0].submit, "submit", 0)
         self._plan_failures()
@@ -352,6 +359,8 @@ class Simulation:
         job.end = now
         self._running -= 1
         self._finished += 1
+        if self._progress is not None and self._finished % self._progress_step == 0:
+            self._progress(self._finished, len(self.jobs))
         self._last_end = now
         self._release(name)
         self._want_cycle()
