@@ -103,8 +103,6 @@ def simulate(
     ] = None,
 ) -> None:
     """Run a scenario under each of its schedulers on virtual time and compare them."""
-    from rich.progress import Progress
-
     from simulations.metrics import summarize
     from simulations.report import write_outputs
     from simulations.run import Simulation
@@ -127,11 +125,7 @@ def simulate(
     for name in names:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"{sc.name} under {name}", total=None)
-            result = Simulation(sc, name, check=check).run(
-                progress=lambda done, total, task=task: bar.update(
-                    task, completed=done, total=total
-                )
-            )
+            result = Simulation(sc, name, check=check).run(progress=_advance(bar, task))
         if result.violations:
             console.print(f"[red]invariant violated under {name}: {result.violations[0]}[/]")
             raise typer.Exit(1)
@@ -175,8 +169,6 @@ def sweep(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the table here.")] = None,
 ) -> None:
     """Run a grid of schedulers x parameters x seeds; mean and 95% CI over seeds."""
-    from rich.progress import Progress
-
     from simulations.scenario import ScenarioError
     from simulations.sweep import SweepError, load_sweep, run_sweep
 
@@ -188,7 +180,7 @@ def sweep(
                 spec,
                 workers=workers,
                 ray_address=ray_address,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=_advance(bar, task),
             )
     except (SweepError, ScenarioError) as err:
         console.print(f"[red]{err}[/]")
