@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +26,7 @@ from pydantic import (
 )
 
 from controller.api.errors import FieldProblem, format_path, format_validation_error
+from simulations.yamlfile import yaml_mapping
 
 SchedulerName = Literal["phalanx", "per-pod", "gang-timeout"]
 Quantity = int | str
@@ -451,12 +451,7 @@ class ScenarioError(ValueError):
 def parse_scenario(text: str, source: str, base_dir: Path | None = None) -> Scenario:
     """Validate a scenario; a trace is read now (its path relative to `base_dir`, then
     made absolute) so that a bad row is reported here, like any other problem."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{source}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: a scenario is a YAML mapping, got {type(data).__name__}")
+    data = yaml_mapping(text, source, "scenario", ScenarioError)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:

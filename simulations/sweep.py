@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -40,6 +39,7 @@ from controller.api.errors import FieldProblem, format_validation_error
 from simulations.metrics import summarize
 from simulations.run import Simulation
 from simulations.scenario import Scenario, SchedulerName, load_scenario
+from simulations.yamlfile import yaml_mapping
 
 Progress = Callable[[int, int], None]
 """Called as `progress(done, total)` in the calling process after each run finishes."""
@@ -149,12 +149,7 @@ class SweepSpec(BaseModel):
 
 def parse_sweep(text: str, source: str, base_dir: Path | None = None) -> SweepSpec:
     """A spec from YAML; a relative scenario path is taken relative to `base_dir`."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SweepError(f"{source}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise SweepError(f"{source}: a sweep is a YAML mapping, got {type(data).__name__}")
+    data = yaml_mapping(text, source, "sweep", SweepError)
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
