@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from controller.engine.cycle import Engine
 from controller.engine.model import (
     ClaimSpec,
-    Device,
     DeviceClass,
     DeviceRequest,
     Gang,
@@ -97,18 +96,16 @@ def build_state_objects(scenario: Scenario) -> tuple[list[Node], list[ResourceSl
             name = f"{group.name}-{i}"
             nodes.append(Node(name, alloc, labels=dict(group.labels)))
             if group.gpus:
-                devices = tuple(
-                    Device(
+                slices.append(
+                    ResourceSlice.node_local(
+                        name,
                         DRIVER,
                         name,
-                        f"gpu-{g}",
-                        name,
-                        attributes={f"{DRIVER}/index": g},
-                        capacity={f"{DRIVER}/memory": str(group.gpu_memory)},
+                        group.gpus,
+                        {},
+                        {f"{DRIVER}/memory": str(group.gpu_memory)},
                     )
-                    for g in range(group.gpus)
                 )
-                slices.append(ResourceSlice(name, DRIVER, name, name, devices))
                 gpus += group.gpus
     return nodes, slices, gpus
 

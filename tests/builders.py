@@ -5,7 +5,6 @@ from __future__ import annotations
 from controller.engine.cycle import Engine
 from controller.engine.model import (
     ClaimSpec,
-    Device,
     DeviceClass,
     DeviceRequest,
     Gang,
@@ -35,22 +34,14 @@ def node(name: str, cpu: int = 64, memory_gib: int = 512, pods: int = 110, **lab
 def gpu_slice(
     node_name: str, count: int = 8, memory: str = "80Gi", domain: str = "nvl-0", model: str = "h100"
 ) -> ResourceSlice:
-    devices = tuple(
-        Device(
-            DRIVER,
-            node_name,
-            f"gpu-{i}",
-            node_name,
-            attributes={
-                f"{DRIVER}/model": model,
-                f"{DRIVER}/nvlinkDomain": domain,
-                f"{DRIVER}/index": i,
-            },
-            capacity={f"{DRIVER}/memory": memory},
-        )
-        for i in range(count)
+    return ResourceSlice.node_local(
+        f"{node_name}-gpus",
+        DRIVER,
+        node_name,
+        count,
+        {f"{DRIVER}/model": model, f"{DRIVER}/nvlinkDomain": domain},
+        {f"{DRIVER}/memory": memory},
     )
-    return ResourceSlice(f"{node_name}-gpus", DRIVER, node_name, node_name, devices)
 
 
 def gpu_claim(count: int = 1, selectors: tuple[str, ...] = (), name: str = "gpu") -> PodClaim:

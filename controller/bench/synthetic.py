@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from controller.engine.model import (
     ClaimSpec,
-    Device,
     DeviceClass,
     DeviceRequest,
     Gang,
@@ -64,23 +63,20 @@ def gpu_nodes(shape: ClusterShape) -> tuple[list[Node], list[ResourceSlice]]:
         )
         memory = "80Gi" if i % 2 == 0 else "40Gi"
         nvlink = f"nvl-{i // shape.nodes_per_nvlink_domain:04d}"
-        devices = tuple(
-            Device(
+        slices.append(
+            ResourceSlice.node_local(
+                f"{name}-{DRIVER}",
                 DRIVER,
                 name,
-                f"gpu-{g}",
-                name,
-                attributes={
+                shape.gpus_per_node,
+                {
                     f"{DRIVER}/model": "h100" if memory == "80Gi" else "a100",
                     f"{DRIVER}/nvlinkDomain": nvlink,
-                    f"{DRIVER}/index": g,
                     f"{DRIVER}/driverVersion": Version("550.54.15"),
                 },
-                capacity={f"{DRIVER}/memory": memory},
+                {f"{DRIVER}/memory": memory},
             )
-            for g in range(shape.gpus_per_node)
         )
-        slices.append(ResourceSlice(f"{name}-{DRIVER}", DRIVER, name, name, devices))
     return nodes, slices
 
 

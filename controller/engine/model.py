@@ -156,6 +156,30 @@ class ResourceSlice:
     node: str | None
     devices: tuple[Device, ...]
 
+    @staticmethod
+    def node_local(
+        name: str,
+        driver: str,
+        node: str,
+        count: int,
+        attributes: Mapping[str, AttributeValue | Version],
+        capacity: Mapping[str, str],
+    ) -> ResourceSlice:
+        """`count` identical devices `gpu-0..` of one node, in a pool named after the node;
+        each also gets its `<driver>/index` attribute."""
+        devices = tuple(
+            Device(
+                driver,
+                node,
+                f"gpu-{i}",
+                node,
+                attributes={**attributes, f"{driver}/index": i},
+                capacity=capacity,
+            )
+            for i in range(count)
+        )
+        return ResourceSlice(name, driver, node, node, devices)
+
     def __post_init__(self) -> None:
         _check_name(self.name, "resourceSlice.name")
         seen: set[str] = set()

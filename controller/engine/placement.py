@@ -161,7 +161,6 @@ class PlacementOutcome:
 
     pods: tuple[PodPlacement, ...] | None
     attempts: int
-    bound: int
     reason: str = ""
 
 
@@ -285,7 +284,7 @@ class Placer:
         """Place every pod or none; on success the pods are applied to the state."""
         precheck = self._precheck(plan)
         if precheck is not None:
-            return PlacementOutcome(None, 0, self.search_bound, precheck)
+            return PlacementOutcome(None, 0, precheck)
         topo = plan.gang.topology
         if topo is None:
             return self._search_unconstrained(plan, 0, None)
@@ -299,7 +298,7 @@ class Placer:
             attempts += 1
             pods, _ = self._attempt(plan, dom, False, plan.demands)
             if pods is not None:
-                return PlacementOutcome(pods, attempts, self.search_bound)
+                return PlacementOutcome(pods, attempts)
         kind = "device attribute" if topo.device_attribute else "node label"
         best = min(ordered, key=lambda d: (-d.pods_fitting, d.value), default=None)
         summary = (
@@ -319,7 +318,7 @@ class Placer:
         )
         if topo.mode is TopologyMode.PREFERRED:
             return self._search_unconstrained(plan, attempts, summary)
-        return PlacementOutcome(None, attempts, self.search_bound, summary)
+        return PlacementOutcome(None, attempts, summary)
 
     # ---- search ----------------------------------------------------------------------
     def _search_unconstrained(
@@ -340,14 +339,14 @@ class Placer:
             attempts += 1
             pods, fail = self._attempt(plan, None, descending, demands)
             if pods is not None:
-                return PlacementOutcome(pods, attempts, self.search_bound)
+                return PlacementOutcome(pods, attempts)
             first = first or fail
         reason = first.text() if first is not None else "search bound reached"
         if attempts > 1:
             reason += f" (tried {attempts} placements, search bound {self.search_bound})"
         if prefix:
             reason = f"{prefix}; anywhere: {reason}"
-        return PlacementOutcome(None, attempts, self.search_bound, reason)
+        return PlacementOutcome(None, attempts, reason)
 
     def _attempt(
         self, plan: GangPlan, domain: Domain | None, descending: bool, demands: list[PodDemand]
