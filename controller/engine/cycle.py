@@ -5,16 +5,19 @@ find every pod a node and every claim its devices; then the exact charge must fi
 any step fails, the preemption policy may name whole gangs to evict, and the gang is
 retried once against the freed state (evictions are undone if that does not help).
 
-Speed without changing answers: a gang whose shape (pod sets, claims, constraints)
-failed placement since capacity last grew cannot fit now either, since within an epoch
-free capacity only shrinks; such gangs are skipped with the recorded reason.
+Speed without changing answers: a gang whose shape (pod sets, claims, constraints,
+placement policy) failed placement since capacity last grew cannot fit now either, since
+within an epoch free capacity only shrinks; such gangs are skipped with the recorded
+reason. Where the preemption policy says victims could exist for a gang, its failure is
+trusted only while nobody was admitted or released since (the victims are the same).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from controller.engine.context import CycleContext
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
 from controller.engine.placement import GangPlan, PlacementOutcome, Placer, reservation_charge
@@ -90,32 +93,37 @@ class Engine:
     def plan(self, gang: Gang) -> GangPlan:
         plan = self._plans.get(gang.uid)
         if plan is None or plan.gang is not gang:
-            plan = GangPlan.of(
-                gang, self._shape_ids.setdefault(GangPlan.shape_of(gang), len(self._shape_ids))
-            )
+            policy = self.placement.for_gang(gang)
+            shape = (GangPlan.shape_of(gang), id(policy), policy.topology(gang))
+            plan = GangPlan.of(gang, self._shape_ids.setdefault(shape, len(self._shape_ids)))
             self._plans[gang.uid] = plan
         return plan
 
-    def cycle(self) -> CycleResult:
-        """Try every pending gang once, in policy order; decisions are deterministic."""
+    def cycle(self, now: float | None = None) -> CycleResult:
+        """Try every pending gang once, in policy order; decisions are deterministic.
+
+        `now` sets the state's clock first (waiting times, attained service).
+        """
         state = self.state
+        if now is not None:
+            state.now = now
         ledger = Ledger(state)
         placer = Placer(state, self.placement, self.search_bound)
+        ctx = CycleContext(state, ledger, placer, self.plan)
         result = CycleResult([], ledger)
-        can_skip = not self.preemption_possible()
         failed = self._failed_gangs
         observe = self.ordering.observe
-        for gang in self.ordering.order(state):
+        for gang in self.ordering.order(ctx):
             uid = gang.uid
             if uid in ledger.evicted or uid not in state.pending:
                 continue
             result.considered += 1
             memo = failed.get(uid)
-            if can_skip and memo is not None and self._still_fails(memo, gang):
+            if memo is not None and self._still_fails(memo, gang):
                 result.skipped += 1
                 observe(gang, False)
                 continue
-            decision = self._decide(gang, placer, ledger, result)
+            decision = self._decide(gang, placer, ctx, result)
             observe(gang, decision.outcome is Outcome.ADMITTED)
             if decision.outcome is Outcome.ADMITTED:
                 self.reasons.pop(uid, None)
@@ -149,6 +157,10 @@ class Engine:
         state = self.state
         if memo.gang is not gang:
             return False
+        if memo.kind == "preempt":
+            return memo.stamp == (self._placement_stamp(), state.admission_generation)
+        if self.preemption.could_help(state, gang):
+            return False
         if memo.kind == "quota":
             assert isinstance(memo.stamp, tuple)
             resource, needed = memo.stamp
@@ -174,8 +186,11 @@ class Engine:
         self._failed_gangs[gang.uid] = _Memo(kind, stamp, gang, reason)
         return Decision(gang.uid, Outcome.PENDING, reason, attempts=attempts)
 
-    def _decide(self, gang: Gang, placer: Placer, ledger: Ledger, result: CycleResult) -> Decision:
+    def _decide(
+        self, gang: Gang, placer: Placer, ctx: CycleContext, result: CycleResult
+    ) -> Decision:
         state = self.state
+        ledger = ctx.ledger
         blocker = state.queue_blocker(gang)
         if blocker is not None:
             return self._fail("queue", gang, blocker)
@@ -184,7 +199,7 @@ class Engine:
         if (
             shape is not None
             and shape.stamp == self._placement_stamp()
-            and not self.preemption_possible()
+            and not self.preemption.could_help(state, gang)
         ):
             result.skipped += 1
             reason = shape.reason
@@ -194,26 +209,28 @@ class Engine:
         first = self._try(gang, plan, placer, ledger, result, [])
         if first.outcome is Outcome.ADMITTED:
             return first
-        victims = [
-            v
-            for v in self.preemption.victims(state, gang, first.reason)
-            if v in state.admitted and not ledger.is_open(v)
-        ]
-        if not victims:
+        if not self.preemption.could_help(state, gang):
             return first
+        victims = [v for v in self.preemption.victims(ctx, gang, first.reason) if ctx.evictable(v)]
+        if not victims:
+            return self._fail_preempt(gang, first)
         evicted = ledger.evict(victims)
         second = self._try(gang, plan, placer, ledger, result, evicted)
         if second.outcome is Outcome.ADMITTED:
             return second
         ledger.unrestorable.extend(ledger.restore(evicted))
-        return Decision(
-            gang.uid,
-            Outcome.PENDING,
-            f"{first.reason}; evicting {', '.join(victims)} would not be enough",
+        return self._fail_preempt(
+            gang,
+            replace(
+                first, reason=f"{first.reason}; evicting {', '.join(victims)} would not be enough"
+            ),
         )
 
-    def preemption_possible(self) -> bool:
-        return not isinstance(self.preemption, NoPreemption)
+    def _fail_preempt(self, gang: Gang, decision: Decision) -> Decision:
+        """No eviction helps: holds until capacity grows or someone is admitted/released."""
+        stamp = (self._placement_stamp(), self.state.admission_generation)
+        self._failed_gangs[gang.uid] = _Memo("preempt", stamp, gang, decision.reason)
+        return decision
 
     def _try(
         self,

@@ -21,6 +21,7 @@ class _Entry:
     gang: Gang
     reservation: Reservation
     evicted: list[tuple[Gang, Reservation]] = field(default_factory=list)
+    pending_since: float | None = None
 
 
 class Ledger:
@@ -49,7 +50,7 @@ class Ledger:
         lost: list[str] = []
         for gang, res in reversed(evicted):
             try:
-                self.state.restore(gang, res)
+                self.state.restore(gang, res, undo=True)
             except ReservationConflict:
                 lost.append(gang.uid)
             self.evicted.discard(gang.uid)
@@ -63,14 +64,15 @@ class Ledger:
         evicted: list[tuple[Gang, Reservation]] | None = None,
     ) -> Reservation:
         """Hold pods already applied to the state and charge the queue: tentative."""
-        reservation = Reservation(gang.uid, gang.queue, pods, charge)
+        reservation = Reservation(gang.uid, gang.queue, pods, charge, admitted_at=self.state.now)
+        since = self.state.pending_since.get(gang.uid)
         self.state.admit(gang, reservation)
         quota = self.state.quota
         borrowed = {r: b for r in sorted(charge) if (b := quota.borrowed(gang.queue, r))}
         if borrowed:
             reservation = replace(reservation, borrowed=borrowed)
             self.state.admitted[gang.uid] = reservation
-        self._open[gang.uid] = _Entry(gang, reservation, list(evicted or ()))
+        self._open[gang.uid] = _Entry(gang, reservation, list(evicted or ()), since)
         return reservation
 
     def open_uids(self) -> list[str]:
@@ -104,6 +106,8 @@ class Ledger:
                 undone.extend(self.rollback(later))
         entry = self._open.pop(uid)
         self.state.release(uid, requeue=True)
+        if entry.pending_since is not None:
+            self.state.pending_since[uid] = entry.pending_since
         self.unrestorable.extend(self.restore(entry.evicted))
         undone.append(uid)
         return undone

@@ -350,10 +350,20 @@ class Gang:
     created: float = 0.0
     topology: Topology | None = None
     runtime_estimate: float | None = None
+    min_runtime: float = 0.0
+    """Seconds a run is protected from preemption once admitted."""
+    checkpoint_interval: float | None = None
+    """Seconds between checkpoints; work since the last one is lost on preemption."""
 
     def __post_init__(self) -> None:
         where = f"gang {self.namespace}/{self.name}"
         _check_name(self.uid, f"{where}: uid")
+        for fname in ("runtime_estimate", "min_runtime", "checkpoint_interval"):
+            v = getattr(self, fname)
+            if v is not None and not v >= 0:
+                raise InvalidInput(f"{where}: {fname}", f"must be >= 0, got {v}")
+        if self.checkpoint_interval == 0:
+            raise InvalidInput(f"{where}: checkpoint_interval", "must be > 0 when set")
         _check_name(self.queue, f"{where}: queue")
         if not self.pod_sets:
             raise InvalidInput(f"{where}: podSets", "needs at least one pod set")

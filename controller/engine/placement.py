@@ -21,6 +21,7 @@ from controller.engine.model import (
     Gang,
     PodClaim,
     PodSet,
+    Topology,
     TopologyMode,
     device_quota_resource,
 )
@@ -278,6 +279,7 @@ class Placer:
     def __init__(self, state: ClusterState, policy: PlacementPolicy, search_bound: int = 8):
         self.state = state
         self.policy = policy
+        self._active = policy
         self.search_bound = max(1, search_bound)
 
     def place(self, plan: GangPlan) -> PlacementOutcome:
@@ -285,13 +287,14 @@ class Placer:
         precheck = self._precheck(plan)
         if precheck is not None:
             return PlacementOutcome(None, 0, precheck)
-        topo = plan.gang.topology
+        self._active = policy = self.policy.for_gang(plan.gang)
+        topo = policy.topology(plan.gang)
         if topo is None:
             return self._search_unconstrained(plan, 0, None)
-        domains = self._domains(plan)
+        domains = self._domains(plan, topo)
         needed = sum(d.pod_set.count for d in plan.demands)
         lead_pods = plan.demands[0].pod_set.count
-        ordered = self.policy.order_domains(domains, needed)
+        ordered = policy.order_domains(plan.gang, domains, needed)
         viable = [d for d in ordered if d.pods_fitting >= lead_pods]
         attempts = 0
         for dom in viable[: self.search_bound]:
@@ -383,7 +386,7 @@ class Placer:
         if descending:
             candidates: Iterator[str] = demand.candidates(state, eligible, True)
         else:
-            candidates = iter(self.policy.node_candidates(state, demand, eligible))
+            candidates = iter(self._active.node_candidates(state, demand, eligible))
         for node in candidates:
             if not state.nodes[node].fits(demand.requests):
                 continue
@@ -426,9 +429,7 @@ class Placer:
                 return f"needs {need} {device_quota_resource(mk[0])}; {free} free"
         return None
 
-    def _domains(self, plan: GangPlan) -> list[Domain]:
-        topo = plan.gang.topology
-        assert topo is not None
+    def _domains(self, plan: GangPlan, topo: Topology) -> list[Domain]:
         state = self.state
         eligible: frozenset[str] = frozenset()
         for d in plan.demands:

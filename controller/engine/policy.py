@@ -1,7 +1,9 @@
 """The policy interfaces the engine calls; implementations live in `policies/`.
 
 Built-ins here make the engine usable alone: FIFO within priority (best effort: what
-does not fit is skipped), no preemption, and bin-packing placement.
+does not fit is skipped), no preemption, and bin-packing placement. Policies see the
+cycle through a `CycleContext`: the state, the clock, and a side-effect-free
+"would this gang fit if these gangs were evicted" probe.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from controller.engine.model import Gang
+from controller.engine.model import Gang, Topology
 
 if TYPE_CHECKING:
+    from controller.engine.context import CycleContext
     from controller.engine.placement import Domain, PodDemand
     from controller.engine.state import ClusterState
 
@@ -21,8 +24,9 @@ class OrderingPolicy(Protocol):
 
     name: str
 
-    def order(self, state: ClusterState) -> Iterable[Gang]:
-        """Pending gangs in the order to try them; may stop early (strict FIFO)."""
+    def order(self, ctx: CycleContext, queue: str | None = None) -> Iterable[Gang]:
+        """Pending gangs (of `queue`, or all) in the order to try them; may stop early
+        (strict FIFO) or leave gangs out (a starvation guard holding resources)."""
         ...
 
     def observe(self, gang: Gang, admitted: bool) -> None:
@@ -35,7 +39,14 @@ class PreemptionPolicy(Protocol):
 
     name: str
 
-    def victims(self, state: ClusterState, gang: Gang, reason: str) -> Sequence[str]:
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        """Cheap: False when no admitted gang could ever be a victim for `gang` now.
+
+        The cycle then trusts its failure memos for `gang`; True makes it re-decide.
+        """
+        ...
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> Sequence[str]:
         """Uids of admitted gangs to evict, or empty for none."""
         ...
 
@@ -45,14 +56,22 @@ class PlacementPolicy(Protocol):
 
     name: str
 
+    def for_gang(self, gang: Gang) -> PlacementPolicy:
+        """The policy that places `gang` (a per-queue router returns the queue's)."""
+        ...
+
+    def topology(self, gang: Gang) -> Topology | None:
+        """The topology constraint to place `gang` under: its own, or a policy default."""
+        ...
+
     def node_candidates(
         self, state: ClusterState, demand: PodDemand, eligible: frozenset[str]
     ) -> Iterable[str]:
         """Nodes to try for one pod, best first; the engine checks each fully."""
         ...
 
-    def order_domains(self, domains: list[Domain], pods_needed: int) -> list[Domain]:
-        """Topology domains to try, best first."""
+    def order_domains(self, gang: Gang, domains: list[Domain], pods_needed: int) -> list[Domain]:
+        """Topology domains (or unions of them) to try, best first."""
         ...
 
 
@@ -61,8 +80,8 @@ class FifoWithinPriority:
 
     name = "fifo"
 
-    def order(self, state: ClusterState) -> Iterator[Gang]:
-        return state.pending_in_order()
+    def order(self, ctx: CycleContext, queue: str | None = None) -> Iterator[Gang]:
+        return ctx.state.pending_in_order(queue)
 
     def observe(self, gang: Gang, admitted: bool) -> None:
         return None
@@ -73,7 +92,10 @@ class NoPreemption:
 
     name = "none"
 
-    def victims(self, state: ClusterState, gang: Gang, reason: str) -> Sequence[str]:
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        return False
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> Sequence[str]:
         return ()
 
 
@@ -82,12 +104,18 @@ class BinPack:
 
     name = "bin-pack"
 
+    def for_gang(self, gang: Gang) -> PlacementPolicy:
+        return self
+
+    def topology(self, gang: Gang) -> Topology | None:
+        return gang.topology
+
     def node_candidates(
         self, state: ClusterState, demand: PodDemand, eligible: frozenset[str]
     ) -> Iterator[str]:
         return demand.candidates(state, eligible, descending=False)
 
-    def order_domains(self, domains: list[Domain], pods_needed: int) -> list[Domain]:
+    def order_domains(self, gang: Gang, domains: list[Domain], pods_needed: int) -> list[Domain]:
         fitting = sorted(
             (d for d in domains if d.pods_fitting >= pods_needed), key=lambda d: d.rank()
         )

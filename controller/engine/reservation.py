@@ -56,6 +56,7 @@ class Reservation:
     pods: tuple[PodPlacement, ...]
     charge: Resources
     borrowed: Resources = field(default_factory=dict)
+    admitted_at: float = 0.0
 
     def device_count(self) -> int:
         return sum(len(c.devices) for p in self.pods for c in p.claims)

@@ -7,7 +7,13 @@ usage (in QuotaTree), and pending gangs in a stable order.
 
 `capacity_epoch` grows whenever something may make a gang fit that did not before
 (capacity freed or added, limits raised); the cycle uses it to skip gangs whose last
-failure cannot have changed.
+failure cannot have changed. `admission_generation` grows on every admission or release,
+so a preemption failure (which depends on who runs) is re-tried only after it changes.
+
+Time: the engine has no clock of its own. The caller sets `now` (wall time in the
+controller, virtual time in the simulator) before a cycle; admissions record it, and
+policies read waiting time and attained service (device-seconds, kept across
+preemptions) from it.
 """
 
 from __future__ import annotations
@@ -63,6 +69,11 @@ class ClusterState:
         self.namespaces: dict[str, Mapping[str, str]] = {}
         self.pending: dict[str, Gang] = {}
         self._pending_order: SortedList[tuple[tuple[int, float, str], str]] = SortedList()
+        self._pending_by_queue: dict[str, SortedList[tuple[tuple[int, float, str], str]]] = {}
+        self.pending_since: dict[str, float] = {}
+        self.now = 0.0
+        self.admission_generation = 0
+        self._service: dict[str, list[float]] = {}
         self.admitted: dict[str, Reservation] = {}
         self.admitted_gangs: dict[str, Gang] = {}
         self.foreign_pods: dict[str, tuple[str, Resources]] = {}
@@ -257,29 +268,68 @@ class ClusterState:
 
     # ---- gangs -----------------------------------------------------------------------
     def add_gang(self, gang: Gang) -> None:
-        """Add or replace a pending gang (an admitted one must be released first)."""
+        """Add or replace a pending gang (an admitted one must be released first).
+
+        A replaced gang keeps its waiting time and attained service.
+        """
         if gang.uid in self.admitted:
             raise InvalidInput(
                 f"gang {gang.namespace}/{gang.name}", "is admitted; release it first"
             )
-        self.remove_gang(gang.uid)
+        self._unqueue(gang.uid)
         self.pending[gang.uid] = gang
-        self._pending_order.add((gang.order_key, gang.uid))
+        self.pending_since.setdefault(gang.uid, self.now)
+        entry = (gang.order_key, gang.uid)
+        self._pending_order.add(entry)
+        self._pending_by_queue.setdefault(gang.queue, SortedList()).add(entry)
 
-    def remove_gang(self, uid: str) -> None:
-        """Forget a pending gang (an admitted one is released, then forgotten)."""
+    def _unqueue(self, uid: str) -> Gang | None:
         gang = self.pending.pop(uid, None)
         if gang is not None:
-            self._pending_order.discard((gang.order_key, uid))
+            entry = (gang.order_key, uid)
+            self._pending_order.discard(entry)
+            per_queue = self._pending_by_queue[gang.queue]
+            per_queue.discard(entry)
+            if not per_queue:
+                del self._pending_by_queue[gang.queue]
+        return gang
+
+    def remove_gang(self, uid: str) -> None:
+        """Forget a gang for good (an admitted one is released first)."""
+        self._unqueue(uid)
         if uid in self.admitted:
             self.release(uid)
+        self.pending_since.pop(uid, None)
+        self._service.pop(uid, None)
 
-    def pending_in_order(self) -> Iterator[Gang]:
-        """Pending gangs by priority, then age, then uid: the built-in FIFO order."""
-        for _, uid in list(self._pending_order):
+    def pending_in_order(self, queue: str | None = None) -> Iterator[Gang]:
+        """Pending gangs (of one queue, or all) by priority, then age, then uid."""
+        entries = self._pending_order if queue is None else self._pending_by_queue.get(queue)
+        for _, uid in list(entries or ()):
             gang = self.pending.get(uid)
             if gang is not None:
                 yield gang
+
+    def pending_queues(self) -> list[str]:
+        """Leaf queues with pending gangs, by name."""
+        return sorted(self._pending_by_queue)
+
+    def waiting(self, uid: str) -> float:
+        """Seconds a pending gang has waited since it last became pending."""
+        return max(0.0, self.now - self.pending_since.get(uid, self.now))
+
+    def attained_service(self, uid: str) -> float:
+        """Device-seconds (pod-seconds for gangs without devices) served so far, across
+        runs: Tiresias' attained service."""
+        total = sum(self._service.get(uid, ()))
+        res = self.admitted.get(uid)
+        if res is not None:
+            total += self._run_service(res)
+        return total
+
+    def _run_service(self, res: Reservation) -> float:
+        width = res.device_count() or len(res.pods)
+        return width * max(0.0, self.now - res.admitted_at)
 
     # ---- reservations ----------------------------------------------------------------
     def apply_pod(self, gang_uid: str, pod: PodPlacement) -> None:
@@ -302,15 +352,18 @@ class ClusterState:
         self.quota.charge(reservation.queue, reservation.charge)
         self.admitted[gang.uid] = reservation
         self.admitted_gangs[gang.uid] = gang
-        if self.pending.pop(gang.uid, None) is not None:
-            self._pending_order.discard((gang.order_key, gang.uid))
+        self._unqueue(gang.uid)
+        self.pending_since.pop(gang.uid, None)
+        self.admission_generation += 1
 
-    def restore(self, gang: Gang, reservation: Reservation) -> None:
-        """Re-apply a recorded admission (start-up, undoing an eviction).
+    def restore(self, gang: Gang, reservation: Reservation, undo: bool = False) -> None:
+        """Re-apply a recorded admission (start-up, or `undo` of a release with requeue).
 
         Refuses, changing nothing, one that no longer holds: a node gone or too full, a
         device held by someone else or twice in the record. Quota is charged as recorded
         even if limits shrank since: running work is not evicted by a config change.
+        Undoing a release also takes back the service it credited and the waiting time
+        it started.
         """
         problems: list[str] = []
         per_node: dict[str, dict[str, int]] = {}
@@ -338,12 +391,20 @@ class ClusterState:
                 problems.append(f"node {name} has no room left for the recorded pods")
         if problems:
             raise ReservationConflict(f"admission of gang {gang.uid}", "; ".join(problems))
+        since = self.pending_since.get(gang.uid)
         for pod in reservation.pods:
             self.apply_pod(gang.uid, pod)
         self.admit(gang, reservation)
+        if undo:
+            runs = self._service.get(gang.uid)
+            if runs:
+                runs.pop()
+        elif since is not None:
+            self.pending_since[gang.uid] = since
 
     def release(self, uid: str, requeue: bool = False) -> Reservation:
-        """Give back exactly what the gang held; optionally put it back in pending."""
+        """Give back exactly what the gang held; optionally put it back in pending,
+        crediting the run to its attained service."""
         reservation = self.admitted.pop(uid, None)
         if reservation is None:
             raise InvalidInput(f"gang {uid}", "holds no reservation")
@@ -351,8 +412,10 @@ class ClusterState:
         for pod in reservation.pods:
             self.release_pod(uid, pod)
         self.quota.uncharge(reservation.queue, reservation.charge)
+        self.admission_generation += 1
         self._grow()
         if requeue:
+            self._service.setdefault(uid, []).append(self._run_service(reservation))
             self.add_gang(gang)
         return reservation
 

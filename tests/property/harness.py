@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, Phase, settings
 
+from controller.engine.context import CycleContext
 from controller.engine.cycle import CycleResult, Decision, Engine, Outcome
 from controller.engine.model import (
     AllocationMode,
@@ -75,10 +76,13 @@ class EvictLowerPriority:
     equal: bool = False
     name: str = "test-lower-priority"
 
-    def victims(self, state: ClusterState, gang: Gang, reason: str) -> Sequence[str]:
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        return True
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> Sequence[str]:
         lower = [
             g
-            for g in state.admitted_gangs.values()
+            for g in ctx.state.admitted_gangs.values()
             if g.priority < gang.priority or (self.equal and g.priority == gang.priority)
         ]
         return [g.uid for g in sorted(lower, key=lambda g: (g.priority, -g.created, g.uid))]

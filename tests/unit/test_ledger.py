@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from controller.engine.context import CycleContext
 from controller.engine.cycle import Engine, Outcome
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang, Queue
@@ -62,9 +63,12 @@ class EvictLowerPriority:
 
     name = "test-evict-lower"
 
-    def victims(self, state: ClusterState, gang: Gang, reason: str):
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        return True
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str):
         return [
-            uid for uid, g in sorted(state.admitted_gangs.items()) if g.priority < gang.priority
+            uid for uid, g in sorted(ctx.state.admitted_gangs.items()) if g.priority < gang.priority
         ]
 
 

@@ -1,0 +1,153 @@
+"""Per-queue policy choice: a Queue may name its own ordering, preemption or placement.
+
+The cluster-wide ordering interleaves queues; a queue with its own ordering policy fills
+the turns the cluster-wide order gives it with its own gangs in its own order (so a
+strict-FIFO queue stops taking turns once its head does not fit). Preemption and
+placement simply use the gang's queue's policy, or the cluster-wide one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from controller.engine.context import CycleContext
+from controller.engine.model import Gang, Topology
+from controller.engine.placement import Domain, PodDemand
+from controller.engine.policy import OrderingPolicy, PlacementPolicy, PreemptionPolicy
+from controller.engine.state import ClusterState
+from policies.registry import (
+    PolicyRef,
+    create_ordering,
+    create_placement,
+    create_preemption,
+)
+
+
+@dataclass(frozen=True)
+class PolicySelection:
+    """The three policy choices of one scope (cluster-wide or one queue); None = inherit."""
+
+    ordering: PolicyRef | None = None
+    preemption: PolicyRef | None = None
+    placement: PolicyRef | None = None
+
+
+DEFAULTS = PolicySelection(PolicyRef("priority"), PolicyRef("none"), PolicyRef("bin-pack"))
+
+
+@dataclass
+class PerQueueOrdering:
+    """The cluster-wide order, with overriding queues' turns filled from their own order."""
+
+    default: OrderingPolicy
+    queues: Mapping[str, OrderingPolicy]
+    name: str = "per-queue"
+    _turns: dict[str, Gang] = field(default_factory=dict)
+
+    def order(self, ctx: CycleContext, queue: str | None = None) -> Iterator[Gang]:
+        if queue is not None:
+            yield from self.queues.get(queue, self.default).order(ctx, queue)
+            return
+        own: dict[str, Iterator[Gang]] = {}
+        self._turns.clear()
+        for slot in self.default.order(ctx):
+            policy = self.queues.get(slot.queue)
+            if policy is None:
+                yield slot
+                continue
+            it = own.get(slot.queue)
+            if it is None:
+                it = own[slot.queue] = iter(policy.order(ctx, slot.queue))
+            gang = next(it, None)
+            if gang is not None:
+                self._turns[gang.uid] = slot
+                yield gang
+
+    def observe(self, gang: Gang, admitted: bool) -> None:
+        slot = self._turns.pop(gang.uid, None)
+        if slot is None:
+            self.default.observe(gang, admitted)
+            return
+        self.queues[gang.queue].observe(gang, admitted)
+        self.default.observe(slot, admitted)
+
+
+@dataclass
+class PerQueuePreemption:
+    """The gang's queue's preemption policy, or the cluster-wide one."""
+
+    default: PreemptionPolicy
+    queues: Mapping[str, PreemptionPolicy]
+    name: str = "per-queue"
+
+    def _for(self, gang: Gang) -> PreemptionPolicy:
+        return self.queues.get(gang.queue, self.default)
+
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        return self._for(gang).could_help(state, gang)
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> Sequence[str]:
+        return self._for(gang).victims(ctx, gang, reason)
+
+
+@dataclass
+class PerQueuePlacement:
+    """The gang's queue's placement policy, or the cluster-wide one."""
+
+    default: PlacementPolicy
+    queues: Mapping[str, PlacementPolicy]
+    name: str = "per-queue"
+
+    def for_gang(self, gang: Gang) -> PlacementPolicy:
+        return self.queues.get(gang.queue, self.default).for_gang(gang)
+
+    def topology(self, gang: Gang) -> Topology | None:
+        return self.for_gang(gang).topology(gang)
+
+    def node_candidates(
+        self, state: ClusterState, demand: PodDemand, eligible: frozenset[str]
+    ) -> Iterable[str]:
+        return self.default.node_candidates(state, demand, eligible)
+
+    def order_domains(self, gang: Gang, domains: list[Domain], pods_needed: int) -> list[Domain]:
+        return self.for_gang(gang).order_domains(gang, domains, pods_needed)
+
+
+@dataclass
+class EnginePolicies:
+    """What an Engine is built with."""
+
+    ordering: OrderingPolicy
+    preemption: PreemptionPolicy
+    placement: PlacementPolicy
+
+
+def build(
+    cluster: PolicySelection, queues: Mapping[str, PolicySelection] | None = None
+) -> EnginePolicies:
+    """Instantiate the cluster-wide policies and each queue's overrides (by name)."""
+    queues = queues or {}
+    ordering = create_ordering(cluster.ordering or DEFAULTS.ordering or "priority")
+    preemption = create_preemption(cluster.preemption or DEFAULTS.preemption or "none")
+    placement = create_placement(cluster.placement or DEFAULTS.placement or "bin-pack")
+    own_order = {
+        q: create_ordering(s.ordering, f"queue {q}: policies.ordering")
+        for q, s in sorted(queues.items())
+        if s.ordering is not None
+    }
+    own_preempt = {
+        q: create_preemption(s.preemption, f"queue {q}: policies.preemption")
+        for q, s in sorted(queues.items())
+        if s.preemption is not None
+    }
+    own_place = {
+        q: create_placement(s.placement, f"queue {q}: policies.placement")
+        for q, s in sorted(queues.items())
+        if s.placement is not None
+    }
+    return EnginePolicies(
+        PerQueueOrdering(ordering, own_order) if own_order else ordering,
+        PerQueuePreemption(preemption, own_preempt) if own_preempt else preemption,
+        PerQueuePlacement(placement, own_place) if own_place else placement,
+    )
