@@ -1,4 +1,4 @@
-"""The `phalanx` command line: benchmarks and CRD generation (more commands as they land)."""
+"""The `phalanx` command line: benchmarks, simulation, policies and CRD generation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     help="Phalanx: all-or-nothing gang scheduling for Kubernetes.",
@@ -234,6 +235,49 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+@app.command("policies")
+def policies_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List every selectable policy: kind, name, parameters with defaults, what it does."""
+    from pydantic_core import to_jsonable_python
+
+    from policies.registry import describe, problems
+
+    infos = describe()
+    broken = problems()
+    if as_json:
+        rows = [
+            {
+                "kind": i.kind,
+                "name": i.name,
+                "summary": i.summary,
+                "origin": i.origin,
+                "params": [
+                    {"name": p.name, "type": p.type, "required": p.required}
+                    | (
+                        {}
+                        if p.required
+                        else {"default": to_jsonable_python(p.default, fallback=repr)}
+                    )
+                    for p in i.params
+                ],
+            }
+            for i in infos
+        ]
+        print(json.dumps({"policies": rows, "problems": broken}, indent=2))
+        return
+    table = Table(title="phalanx policies (choose by name; see the README for semantics)")
+    for column in ("kind", "name", "parameters", "description", "from"):
+        table.add_column(column)
+    for i in infos:
+        params = "\n".join(str(p) for p in i.params) or "-"
+        table.add_row(*(Text(cell) for cell in (i.kind, i.name, params, i.summary, i.origin)))
+    console.print(table)
+    for name, problem in broken.items():
+        console.print(Text(f"plug-in {name} is unusable: ", style="red") + Text(problem))
 
 
 @app.command("crds")

@@ -1,3 +1,623 @@
-"""Preemption policies: which whole admitted gangs to evict so that a gang fits."""
+"""Preemption policies: which whole admitted gangs to evict so that a gang fits.
+
+Each policy only decides who may be a victim (and in what order it prefers them); one
+search, `minimal_victims`, then finds a small set with the engine's what-if probe and
+never returns a set the probe says is not enough. Each is loop-free by construction:
+`priority` and `cost-aware` only evict strictly lower priority; `reclaim` only takes from
+queues that borrow what the gang needs while the preemptor stays within its nominal
+quota (so total borrowing falls); `fair-share` only takes from queues whose share the
+eviction lowers and stays above the preemptor's (so the highest shares fall).
+"""
 
 from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from controller.engine.context import CycleContext
+from controller.engine.model import Gang
+from controller.engine.placement import minimum_charge
+from controller.engine.policy import NoPreemption
+from controller.engine.state import ClusterState
+from policies.registry import builtin
+from policies.shares import dominant_share, pools_after, share_of_pool
+
+Scope = Literal["queue", "cluster"]
+Strategy = Literal["LessThanOrEqualToFinalShare", "LessThanInitialShare"]
+Cost = Callable[[Gang], float]
+Admissible = Callable[[Sequence[Gang]], list[Gang]]
+
+builtin(NoPreemption)
+
+
+# ---- what policies know about admitted gangs --------------------------------------------
+class AdmittedIndex:
+    """Admitted gangs per queue as min-priority heaps, caught up lazily.
+
+    Every admission bumps `admission_generation` and puts its uid last in
+    `state.admitted_gangs` (dicts keep insertion order), so the gangs admitted since the
+    last look are among the last (generation delta) entries; released gangs are dropped
+    when they surface. So a question costs O(log n) amortised, not a rescan.
+    """
+
+    def __init__(self) -> None:
+        self._state: ClusterState | None = None
+        self._generation = -1
+        self._heaps: dict[str | None, list[tuple[int, int, str, Gang]]] = {}
+        self._entries = 0
+        self._seq = itertools.count()
+
+    def _sync(self, state: ClusterState) -> None:
+        gen = state.admission_generation
+        if state is self._state and gen == self._generation:
+            return
+        admitted = state.admitted_gangs
+        delta = gen - self._generation
+        if (
+            state is not self._state
+            or delta < 0
+            or delta >= len(admitted)
+            or self._entries > 4 * len(admitted) + 64
+        ):
+            self._state, self._heaps, self._entries = state, {}, 0
+            new: Sequence[str] = list(admitted)
+        else:
+            new = list(itertools.islice(reversed(admitted), delta))
+        for uid in new:
+            gang = admitted[uid]
+            for key in (gang.queue, None):
+                entry = (gang.priority, next(self._seq), uid, gang)
+                heapq.heappush(self._heaps.setdefault(key, []), entry)
+                self._entries += 1
+        self._generation = gen
+
+    def min_priority(self, state: ClusterState, queue: str | None) -> int | None:
+        """Lowest priority admitted in `queue` (None: anywhere), or None if nobody runs."""
+        self._sync(state)
+        heap = self._heaps.get(queue)
+        while heap:
+            prio, _, uid, gang = heap[0]
+            if state.admitted_gangs.get(uid) is gang:
+                return prio
+            heapq.heappop(heap)
+            self._entries -= 1
+        return None
+
+    def gangs(self, state: ClusterState, queue: str | None) -> list[Gang]:
+        """The gangs admitted in `queue` (None: anywhere), by uid."""
+        self._sync(state)
+        admitted = state.admitted_gangs
+        found = {e[2]: e[3] for e in self._heaps.get(queue, ()) if admitted.get(e[2]) is e[3]}
+        return [found[uid] for uid in sorted(found)]
+
+    def queues(self, state: ClusterState) -> list[str]:
+        """Queues that have (or recently had) admitted gangs, by name."""
+        self._sync(state)
+        return sorted(q for q in self._heaps if q is not None)
+
+
+class BorrowingIndex:
+    """Queues that borrow now, with the resources they borrow; recomputed (O(queues))
+    only when someone was admitted or released or the queue tree changed."""
+
+    def __init__(self) -> None:
+        self._state: ClusterState | None = None
+        self._stamp = (-1, -1)
+        self._borrowing: dict[str, frozenset[str]] = {}
+
+    def get(self, state: ClusterState) -> dict[str, frozenset[str]]:
+        quota = state.quota
+        stamp = (state.admission_generation, quota.generation)
+        if state is not self._state or stamp != self._stamp:
+            found: dict[str, frozenset[str]] = {}
+            for name in quota.names():
+                borrowed = frozenset(r for r in quota.managed(name) if quota.borrowed(name, r))
+                if borrowed:
+                    found[name] = borrowed
+            self._state, self._stamp, self._borrowing = state, stamp, found
+        return self._borrowing
+
+
+class ChargeCache:
+    """`minimum_charge` per gang, kept while the gang object is the same."""
+
+    def __init__(self) -> None:
+        self._charges: dict[str, tuple[Gang, dict[str, int]]] = {}
+
+    def __call__(self, gang: Gang) -> dict[str, int]:
+        hit = self._charges.get(gang.uid)
+        if hit is None or hit[0] is not gang:
+            if len(self._charges) > 65536:
+                self._charges.clear()
+            hit = self._charges[gang.uid] = (gang, minimum_charge(gang))
+        return hit[1]
+
+
+def _check_probes(max_probes: int) -> None:
+    if max_probes < 1:
+        raise ValueError(f"max_probes must be >= 1, got {max_probes}")
+
+
+# ---- the shared search -----------------------------------------------------------------
+def width(state: ClusterState, uid: str) -> int:
+    """What evicting an admitted gang frees: its devices (its pods if it has none)."""
+    res = state.admitted[uid]
+    return res.device_count() or len(res.pods)
+
+
+def work_lost(state: ClusterState, uid: str, checkpoint: float | None) -> float:
+    """Device-seconds an admitted gang would lose now: its run so far, or only what it
+    ran since its last checkpoint (every `checkpoint` seconds from admission)."""
+    ran = max(0.0, state.now - state.admitted[uid].admitted_at)
+    if checkpoint:
+        ran -= math.floor(ran / checkpoint) * checkpoint
+    return width(state, uid) * ran
+
+
+class _Probes:
+    """`ctx.fits` within a budget; None once it is spent."""
+
+    def __init__(self, ctx: CycleContext, gang: Gang, budget: int) -> None:
+        self.ctx, self.gang, self.left = ctx, gang, budget
+
+    def fits(self, victims: Sequence[Gang]) -> bool | None:
+        if self.left <= 0:
+            return None
+        self.left -= 1
+        return self.ctx.fits(self.gang, [v.uid for v in victims])
+
+
+def minimal_victims(
+    ctx: CycleContext,
+    gang: Gang,
+    candidates: Sequence[Gang],
+    cost: Cost,
+    *,
+    max_probes: int = 32,
+    work_first: bool = False,
+    admissible: Admissible | None = None,
+) -> list[str]:
+    """A small set of `candidates` whose eviction lets `gang` fit, or [] if none is found.
+
+    Sets are compared by (devices freed, work lost (`cost` summed), highest priority
+    evicted, oldest admission evicted (newer is better), uids); `work_first` swaps the
+    first two. Search, at most `max_probes` what-if probes: greedy in the candidates'
+    order and in single-victim cost order (binary search for the shortest fitting
+    prefix), then a reprieve pass dropping victims the gang does not need (costliest
+    first), then single victims cheaper than the best set. `admissible` keeps, in order,
+    the candidates a policy allows together (its allowed sets must be closed under
+    subsets); every set returned was probed and fits.
+    """
+    state = ctx.state
+    pool = [c for c in candidates if ctx.evictable(c.uid)]
+    if not pool:
+        return []
+    chain: Admissible = admissible or list
+    size = {c.uid: width(state, c.uid) for c in pool}
+    work = {c.uid: cost(c) for c in pool}
+    since = {c.uid: state.admitted[c.uid].admitted_at for c in pool}
+
+    def key(victims: Sequence[Gang]) -> tuple[object, ...]:
+        uids = sorted(v.uid for v in victims)
+        freed, lost = sum(size[u] for u in uids), sum(work[u] for u in uids)
+        first = (lost, freed) if work_first else (freed, lost)
+        top = max(v.priority for v in victims)
+        return (*first, top, -min(since[u] for u in uids), tuple(uids))
+
+    probes = _Probes(ctx, gang, max_probes)
+    singly = sorted(pool, key=lambda c: key([c]))
+    best: list[Gang] | None = None
+    tried: list[list[str]] = []
+    for order in (pool, singly):
+        seq = chain(order)
+        uids = [g.uid for g in seq]
+        if not seq or uids in tried:
+            continue
+        tried.append(uids)
+        found = _shortest_prefix(probes, seq)
+        if found is None:
+            continue
+        found = _reprieve(probes, found, key)
+        if best is None or key(found) < key(best):
+            best = found
+    for c in singly:
+        if best is not None and key([c]) >= key(best):
+            break
+        if chain([c]) != [c]:
+            continue
+        ok = probes.fits([c])
+        if ok is None:
+            break
+        if ok:
+            best = [c]
+            break
+    if best is None:
+        return []
+    chosen = {v.uid for v in best}
+    return [c.uid for c in pool if c.uid in chosen]
+
+
+def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
+    """The shortest prefix of `seq` that fits (binary search; fitting only grows as more
+    is evicted), or None if all of `seq` does not fit."""
+    if not probes.fits(seq):
+        return None
+    lo, hi = 0, len(seq)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        ok = probes.fits(seq[:mid])
+        if ok is None:
+            break
+        if ok:
+            hi = mid
+        else:
+            lo = mid
+    return seq[:hi]
+
+
+def _reprieve(
+    probes: _Probes, victims: list[Gang], key: Callable[[Sequence[Gang]], tuple[object, ...]]
+) -> list[Gang]:
+    """Spare every victim the gang fits without, the costliest first."""
+    for v in sorted(victims, key=lambda c: key([c]), reverse=True):
+        if len(victims) == 1:
+            break
+        trial = [x for x in victims if x is not v]
+        ok = probes.fits(trial)
+        if ok is None:
+            break
+        if ok:
+            victims = trial
+    return victims
+
+
+def _by_priority(gangs: list[Gang], state: ClusterState) -> list[Gang]:
+    """Lowest priority first, then newest admission, then uid."""
+    admitted = state.admitted
+    return sorted(gangs, key=lambda g: (g.priority, -admitted[g.uid].admitted_at, g.uid))
+
+
+def _lower(index: AdmittedIndex, state: ClusterState, gang: Gang, scope: Scope) -> list[Gang]:
+    queue = gang.queue if scope == "queue" else None
+    return [g for g in index.gangs(state, queue) if g.priority < gang.priority]
+
+
+# ---- policies --------------------------------------------------------------------------
+@builtin
+@dataclass
+class PriorityPreemption:
+    """Evicts only gangs of strictly lower priority, of the gang's own leaf queue
+    (`scope: queue`) or of any queue (`scope: cluster`). Of the sets that let the gang
+    fit it takes the one freeing the fewest devices (pods for gangs without devices), then
+    losing the least work (device-seconds since admission, or since the last checkpoint
+    for gangs with a checkpoint interval), then of the lowest top priority, then newest.
+    """
+
+    name = "priority"
+    scope: Scope = "queue"
+    max_probes: int = 32
+
+    def __post_init__(self) -> None:
+        _check_probes(self.max_probes)
+        self._index = AdmittedIndex()
+
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        low = self._index.min_priority(state, gang.queue if self.scope == "queue" else None)
+        return low is not None and low < gang.priority
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
+        state = ctx.state
+        candidates = _by_priority(_lower(self._index, state, gang, self.scope), state)
+        return minimal_victims(
+            ctx,
+            gang,
+            candidates,
+            lambda v: work_lost(state, v.uid, v.checkpoint_interval),
+            max_probes=self.max_probes,
+        )
+
+
+@builtin
+@dataclass
+class ReclaimPreemption:
+    """A leaf queue whose usage plus the gang stays within its nominal quota (for every
+    quota-managed resource the gang needs) takes back from other queues of its tree that
+    borrow: a victim's queue must still borrow, net of victims already chosen from it, a
+    resource the gang needs and the victim uses (Kueue's reclaimWithinCohort).
+    `priority: lower` also requires lower priority. Victims are chosen as by `priority`.
+    """
+
+    name = "reclaim"
+    priority: Literal["any", "lower"] = "any"
+    max_probes: int = 32
+
+    def __post_init__(self) -> None:
+        _check_probes(self.max_probes)
+        self._index = AdmittedIndex()
+        self._borrowing = BorrowingIndex()
+        self._charge = ChargeCache()
+
+    def _needs(self, state: ClusterState, gang: Gang) -> dict[str, int] | None:
+        """The managed resources the gang needs, or None if it would take its queue
+        beyond nominal (then it may not reclaim)."""
+        quota = state.quota
+        queue = quota.get(gang.queue)
+        if queue is None:
+            return None
+        managed = quota.managed(gang.queue)
+        used = quota.usage(gang.queue)
+        needs: dict[str, int] = {}
+        for r, v in self._charge(gang).items():
+            if v and r in managed:
+                lim = queue.quota.get(r)
+                if used.get(r, 0) + v > (lim.nominal if lim is not None else 0):
+                    return None
+                needs[r] = v
+        return needs
+
+    def _lenders(
+        self, state: ClusterState, gang: Gang, needs: dict[str, int]
+    ) -> list[tuple[str, frozenset[str]]]:
+        """Other leaves of the gang's tree borrowing something it needs."""
+        quota = state.quota
+        root = quota.root(gang.queue)
+        return [
+            (q, borrowed & needs.keys())
+            for q, borrowed in self._borrowing.get(state).items()
+            if q != gang.queue
+            and quota.is_leaf(q)
+            and quota.root(q) == root
+            and not borrowed.isdisjoint(needs)
+        ]
+
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        needs = self._needs(state, gang)
+        if not needs:
+            return False
+        for q, _ in self._lenders(state, gang, needs):
+            low = self._index.min_priority(state, q)
+            if low is not None and (self.priority == "any" or low < gang.priority):
+                return True
+        return False
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
+        state = ctx.state
+        quota = state.quota
+        needs = self._needs(state, gang)
+        if not needs:
+            return []
+        candidates: list[Gang] = []
+        for q, resources in self._lenders(state, gang, needs):
+            for g in self._index.gangs(state, q):
+                charge = state.admitted[g.uid].charge
+                if (self.priority == "any" or g.priority < gang.priority) and any(
+                    charge.get(r, 0) for r in resources
+                ):
+                    candidates.append(g)
+
+        def admissible(seq: Sequence[Gang]) -> list[Gang]:
+            taken: dict[str, dict[str, int]] = {}
+            out = []
+            for g in seq:
+                charge = state.admitted[g.uid].charge
+                took = taken.setdefault(g.queue, {})
+                pool = quota.pool_usage(g.queue)
+                if any(
+                    charge.get(r, 0)
+                    and pool.get(r, 0) - took.get(r, 0) > quota.subtree_quota(g.queue, r)
+                    for r in sorted(needs)
+                ):
+                    out.append(g)
+                    for r, v in charge.items():
+                        took[r] = took.get(r, 0) + v
+            return out
+
+        return minimal_victims(
+            ctx,
+            gang,
+            _by_priority(candidates, state),
+            lambda v: work_lost(state, v.uid, v.checkpoint_interval),
+            max_probes=self.max_probes,
+            admissible=admissible,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rival:
+    """A victim in another queue: the two children of the lowest common ancestor whose
+    shares are compared (Kueue's fair sharing compares siblings), and the victim side's
+    share now."""
+
+    mine: str
+    theirs: str
+    initial: float
+
+
+@builtin
+@dataclass
+class FairSharePreemption:
+    """Kueue's fair-sharing preemption. Within its own queue a gang evicts strictly lower
+    priority; from another queue of its tree only if that queue's side (child of the
+    common ancestor) has a dominant share > 0 that the eviction lowers, and a strategy
+    holds, with P = the preemptor side's share after admitting the gang:
+    LessThanOrEqualToFinalShare: P <= victim side's share after its evictions;
+    LessThanInitialShare: P < its share before. `strategies` are tried in order.
+    """
+
+    name = "fair-share"
+    strategies: tuple[Strategy, ...] = ("LessThanOrEqualToFinalShare", "LessThanInitialShare")
+    max_probes: int = 32
+
+    def __post_init__(self) -> None:
+        _check_probes(self.max_probes)
+        if not self.strategies:
+            raise ValueError("strategies must name at least one strategy")
+        self._index = AdmittedIndex()
+        self._borrowing = BorrowingIndex()
+        self._charge = ChargeCache()
+
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        low = self._index.min_priority(state, gang.queue)
+        if low is not None and low < gang.priority:
+            return True
+        quota = state.quota
+        borrowing = self._borrowing.get(state)
+        path = quota.path(gang.queue)
+        for below, above in itertools.pairwise(path):
+            for sibling in quota.children(above):
+                if sibling != below and sibling in borrowing and dominant_share(state, sibling) > 0:
+                    return True
+        return False
+
+    def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
+        """Admitted gangs of other queues of the tree whose eviction lowers a positive
+        share, by uid."""
+        quota = state.quota
+        path = quota.path(gang.queue)
+        at = {q: i for i, q in enumerate(path)}
+        shares: dict[str, float] = {}
+        out: dict[str, _Rival] = {}
+        for q in self._index.queues(state):
+            if q == gang.queue or quota.root(q) != path[-1]:
+                continue
+            theirs_path = quota.path(q)
+            j = next(j for j, n in enumerate(theirs_path) if n in at)
+            i = at[theirs_path[j]]
+            if i == 0 or j == 0:
+                continue
+            mine, theirs = path[i - 1], theirs_path[j - 1]
+            if theirs not in shares:
+                shares[theirs] = dominant_share(state, theirs)
+            initial = shares[theirs]
+            if initial <= 0:
+                continue
+            for g in self._index.gangs(state, q):
+                minus = {r: -v for r, v in state.admitted[g.uid].charge.items()}
+                pool = pools_after(state, {q: minus}).get(theirs, quota.pool_usage(theirs))
+                if share_of_pool(state, theirs, pool) < initial:
+                    out[g.uid] = _Rival(mine, theirs, initial)
+        return out
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
+        state = ctx.state
+        quota = state.quota
+        rivals = self._rivals(state, gang)
+        after = pools_after(state, {gang.queue: self._charge(gang)})
+        mine = {
+            r.mine: share_of_pool(state, r.mine, after.get(r.mine, quota.pool_usage(r.mine)))
+            for r in rivals.values()
+        }
+        admitted = state.admitted
+        others = sorted(
+            (state.admitted_gangs[uid] for uid in rivals),
+            key=lambda g: (-rivals[g.uid].initial, g.priority, -admitted[g.uid].admitted_at, g.uid),
+        )
+        own = _by_priority(_lower(self._index, state, gang, "queue"), state)
+        candidates = others + own
+
+        def admissible_under(active: frozenset[str]) -> Admissible:
+            def admissible(seq: Sequence[Gang]) -> list[Gang]:
+                taken: dict[str, dict[str, dict[str, int]]] = {}
+                out = []
+                for g in seq:
+                    rival = rivals.get(g.uid)
+                    if rival is None:
+                        out.append(g)
+                        continue
+                    p = mine[rival.mine]
+                    trial = {q: dict(c) for q, c in taken.get(rival.theirs, {}).items()}
+                    removed = trial.setdefault(g.queue, {})
+                    for r, v in admitted[g.uid].charge.items():
+                        removed[r] = removed.get(r, 0) - v
+                    ok = "LessThanInitialShare" in active and p < rival.initial
+                    if not ok and "LessThanOrEqualToFinalShare" in active:
+                        pool = pools_after(state, trial).get(
+                            rival.theirs, quota.pool_usage(rival.theirs)
+                        )
+                        ok = p <= share_of_pool(state, rival.theirs, pool)
+                    if ok:
+                        out.append(g)
+                        taken[rival.theirs] = trial
+                return out
+
+            return admissible
+
+        start = ctx.probes
+        for k in range(1, len(self.strategies) + 1):
+            left = self.max_probes - (ctx.probes - start)
+            if left <= 0:
+                break
+            found = minimal_victims(
+                ctx,
+                gang,
+                candidates,
+                lambda v: work_lost(state, v.uid, v.checkpoint_interval),
+                max_probes=left,
+                admissible=admissible_under(frozenset(self.strategies[:k])),
+            )
+            if found:
+                return found
+        return []
+
+
+@builtin
+@dataclass
+class CostAwarePreemption:
+    """Evicts only gangs of strictly lower priority (`scope` as for `priority`) that have
+    run at least their `minRuntimeSeconds` (`default_min_runtime_seconds` for gangs with
+    none). Prefers the set losing the least work since the victims' last checkpoints
+    (device-seconds; every `checkpoint_interval`, else `default_checkpoint_seconds`,
+    else since admission), then freeing the fewest devices, then lowest priority, newest.
+    """
+
+    name = "cost-aware"
+    scope: Scope = "queue"
+    default_min_runtime_seconds: float = 0.0
+    default_checkpoint_seconds: float | None = None
+    max_probes: int = 32
+
+    def __post_init__(self) -> None:
+        _check_probes(self.max_probes)
+        if self.default_min_runtime_seconds < 0:
+            raise ValueError("default_min_runtime_seconds must be >= 0")
+        if self.default_checkpoint_seconds is not None and self.default_checkpoint_seconds <= 0:
+            raise ValueError("default_checkpoint_seconds must be > 0 when set")
+        self._index = AdmittedIndex()
+
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        low = self._index.min_priority(state, gang.queue if self.scope == "queue" else None)
+        return low is not None and low < gang.priority
+
+    def _checkpoint(self, g: Gang) -> float | None:
+        return g.checkpoint_interval or self.default_checkpoint_seconds
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
+        state = ctx.state
+        now = state.now
+        candidates = [
+            g
+            for g in _lower(self._index, state, gang, self.scope)
+            if now - state.admitted[g.uid].admitted_at
+            >= (g.min_runtime or self.default_min_runtime_seconds)
+        ]
+
+        def cost(v: Gang) -> float:
+            return work_lost(state, v.uid, self._checkpoint(v))
+
+        admitted = state.admitted
+        candidates.sort(
+            key=lambda g: (
+                cost(g),
+                width(state, g.uid),
+                g.priority,
+                -admitted[g.uid].admitted_at,
+                g.uid,
+            )
+        )
+        return minimal_victims(
+            ctx, gang, candidates, cost, max_probes=self.max_probes, work_first=True
+        )

@@ -17,7 +17,10 @@ from controller.engine.placement import Domain, PodDemand
 from controller.engine.policy import OrderingPolicy, PlacementPolicy, PreemptionPolicy
 from controller.engine.state import ClusterState
 from policies.registry import (
+    KINDS,
     PolicyRef,
+    UnknownPolicy,
+    create,
     create_ordering,
     create_placement,
     create_preemption,
@@ -32,18 +35,57 @@ class PolicySelection:
     preemption: PolicyRef | None = None
     placement: PolicyRef | None = None
 
+    @staticmethod
+    def parse(value: object, where: str) -> PolicySelection:
+        """Accept `{ordering: "drf", placement: {name: spread, params: {...}}}` (any subset)."""
+        if value is None:
+            return PolicySelection()
+        if not isinstance(value, Mapping):
+            raise UnknownPolicy(
+                where, f"expected a map of ordering/preemption/placement, got {value!r}"
+            )
+        extra = sorted(str(k) for k in value if k not in KINDS)
+        if extra:
+            raise UnknownPolicy(
+                where, f"unknown policy kind {', '.join(extra)}; use {', '.join(KINDS)}"
+            )
+        refs = {
+            k: PolicyRef.parse(value[k], f"{where}.{k}") for k in KINDS if value.get(k) is not None
+        }
+        return PolicySelection(**refs)
+
+    def problems(self, where: str) -> list[str]:
+        """One line per choice that names no policy or has bad parameters (all are tried)."""
+        out = []
+        for kind in KINDS:
+            ref = getattr(self, kind)
+            if ref is not None:
+                try:
+                    create(kind, ref, f"{where}.{kind}" if where else kind)
+                except UnknownPolicy as exc:
+                    out.append(str(exc))
+        return out
+
 
 DEFAULTS = PolicySelection(PolicyRef("priority"), PolicyRef("none"), PolicyRef("bin-pack"))
 
 
 @dataclass
 class PerQueueOrdering:
-    """The cluster-wide order, with overriding queues' turns filled from their own order."""
+    """The cluster-wide order, with overriding queues' turns filled from their own order.
+
+    A turn is a slot the cluster-wide order yields for one of the queue's gangs. When a
+    gang is admitted in another gang's turn, its own slot never comes (the cluster-wide
+    order skips what is no longer pending), so the queue is owed that turn; owed turns
+    are taken after the cluster-wide order ends, by queue name.
+    """
 
     default: OrderingPolicy
     queues: Mapping[str, OrderingPolicy]
     name: str = "per-queue"
-    _turns: dict[str, Gang] = field(default_factory=dict)
+    _turns: dict[str, Gang | None] = field(default_factory=dict)
+    _slots_seen: set[str] = field(default_factory=set)
+    _owed: dict[str, int] = field(default_factory=dict)
 
     def order(self, ctx: CycleContext, queue: str | None = None) -> Iterator[Gang]:
         if queue is not None:
@@ -51,26 +93,44 @@ class PerQueueOrdering:
             return
         own: dict[str, Iterator[Gang]] = {}
         self._turns.clear()
+        self._slots_seen.clear()
+        self._owed.clear()
+
+        def draw(q: str) -> Gang | None:
+            it = own.get(q)
+            if it is None:
+                it = own[q] = iter(self.queues[q].order(ctx, q))
+            return next(it, None)
+
         for slot in self.default.order(ctx):
-            policy = self.queues.get(slot.queue)
-            if policy is None:
+            if slot.queue not in self.queues:
                 yield slot
                 continue
-            it = own.get(slot.queue)
-            if it is None:
-                it = own[slot.queue] = iter(policy.order(ctx, slot.queue))
-            gang = next(it, None)
+            self._slots_seen.add(slot.uid)
+            gang = draw(slot.queue)
             if gang is not None:
                 self._turns[gang.uid] = slot
                 yield gang
+        for q in sorted(self._owed):
+            while self._owed[q] > 0:
+                self._owed[q] -= 1
+                gang = draw(q)
+                if gang is None:
+                    break
+                self._turns[gang.uid] = None
+                yield gang
 
     def observe(self, gang: Gang, admitted: bool) -> None:
-        slot = self._turns.pop(gang.uid, None)
-        if slot is None:
+        if gang.uid not in self._turns:
             self.default.observe(gang, admitted)
             return
+        slot = self._turns.pop(gang.uid)
         self.queues[gang.queue].observe(gang, admitted)
+        if slot is None:
+            return
         self.default.observe(slot, admitted)
+        if admitted and gang.uid not in self._slots_seen:
+            self._owed[gang.queue] = self._owed.get(gang.queue, 0) + 1
 
 
 @dataclass
@@ -124,13 +184,24 @@ class EnginePolicies:
 
 
 def build(
-    cluster: PolicySelection, queues: Mapping[str, PolicySelection] | None = None
+    cluster: PolicySelection,
+    queues: Mapping[str, PolicySelection] | None = None,
+    where: str = "",
 ) -> EnginePolicies:
-    """Instantiate the cluster-wide policies and each queue's overrides (by name)."""
+    """Instantiate the cluster-wide policies and each queue's overrides (by name).
+
+    Cluster-wide choices left None take `DEFAULTS`; errors name the choice at fault,
+    prefixed by `where` (e.g. `settings`) or by the queue.
+    """
     queues = queues or {}
-    ordering = create_ordering(cluster.ordering or DEFAULTS.ordering or "priority")
-    preemption = create_preemption(cluster.preemption or DEFAULTS.preemption or "none")
-    placement = create_placement(cluster.placement or DEFAULTS.placement or "bin-pack")
+    at = f"{where}." if where else ""
+    ordering = create_ordering(cluster.ordering or DEFAULTS.ordering or "priority", f"{at}ordering")
+    preemption = create_preemption(
+        cluster.preemption or DEFAULTS.preemption or "none", f"{at}preemption"
+    )
+    placement = create_placement(
+        cluster.placement or DEFAULTS.placement or "bin-pack", f"{at}placement"
+    )
     own_order = {
         q: create_ordering(s.ordering, f"queue {q}: policies.ordering")
         for q, s in sorted(queues.items())

@@ -75,6 +75,7 @@ def job_rows(result: RunResult) -> list[Row]:
                 "attempts": j.attempts,
                 "wasted_gpu_s": _ms(j.wasted_gpu_seconds),
                 "restarts": int(getattr(j, "restarts", 0) or 0),
+                "preemptions": j.preemptions,
                 "lost_gpu_s": _ms(float(getattr(j, "lost_gpu_seconds", 0.0) or 0.0)),
             }
         )
@@ -82,11 +83,14 @@ def job_rows(result: RunResult) -> list[Row]:
 
 
 def served_gpu_seconds(job: JobRecord, end_time: float) -> float:
-    """GPU-seconds a job ran for before the run stopped (0 if it never started)."""
+    """GPU-seconds of progress a job made before the run stopped: its current or last run
+    plus what checkpoints kept of interrupted runs (work lost to kills and preemptions is
+    in `lost_gpu_seconds` instead)."""
+    kept = job.kept_gpu_seconds
     if job.start is None:
-        return 0.0
+        return kept
     stop = end_time if job.end is None else min(job.end, end_time)
-    return job.gpus * max(0.0, stop - job.start)
+    return kept + job.gpus * max(0.0, stop - job.start)
 
 
 def queue_service(result: RunResult) -> dict[str, float]:
@@ -196,6 +200,7 @@ def summarize(result: RunResult) -> Row:
         "fragmentation": round(result.fragmentation, 4),
         "wasted_gpu_h": round(sum(j.wasted_gpu_seconds for j in result.jobs) / 3600, 2),
         "restarts": sum(int(getattr(j, "restarts", 0) or 0) for j in result.jobs),
+        "preemptions": sum(j.preemptions for j in result.jobs),
         "lost_gpu_h": round(
             sum(float(getattr(j, "lost_gpu_seconds", 0.0) or 0.0) for j in result.jobs) / 3600, 2
         ),

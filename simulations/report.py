@@ -40,11 +40,12 @@ FIGURES: dict[str, str] = {
     "wait_p95_s": "queueing delay 95th percentile",
     "makespan_s": "time of the last completion; only when every job completed",
     "run_s": "virtual time the run lasted: horizon, or until nothing was left to happen",
-    "gpu_utilisation": "GPU-seconds of runs kept (not killed) / (GPUs x run length)",
+    "gpu_utilisation": "GPU-seconds of progress kept (runs and checkpoints) / (GPUs x run length)",
     "idle_held_gpu_h": "GPU-hours held by placed pods of jobs not yet running",
     "wasted_gpu_h": "GPU-hours held by attempts that were then given up (gang-timeout)",
     "restarts": "jobs killed by a node failure and resubmitted",
-    "lost_gpu_h": "GPU-hours of runs thrown away by those kills",
+    "preemptions": "times a running job was evicted by the preemption policy",
+    "lost_gpu_h": "GPU-hours of work lost by kills and preemptions (since the last checkpoint)",
     "node_failures": "node failures during the run",
     "fairness_jain": (
         "Jain's index over queues of the share of GPU demand served: 1 = equal shares, "

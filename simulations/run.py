@@ -11,13 +11,19 @@ All three schedulers drive the same `controller.engine`; none re-implements plac
 Admission cycles are coalesced: whatever happens at one virtual instant (and, with
 `cycleInterval`, within one interval) is decided by a single `engine.cycle()`.
 
+The scenario's policies (ordering, preemption, placement; per queue too) are built by
+name through the policy registry. Preemption applies to `phalanx` only: the baselines
+place single pods, and evicting single pods is what leaves partial gangs behind.
+
 A node failure removes the node and its ResourceSlice from the engine's state; every job
-with a pod there is killed (its work since start is lost, `restarts` grows) and
-resubmitted; the node and its slice come back after the repair time.
+with a pod there is killed (`restarts` grows) and resubmitted; the node and its slice
+come back after the repair time. A preempted job goes back to pending (`preemptions`
+grows). Either way a job keeps the progress of its last checkpoint and loses the rest.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +41,9 @@ from controller.engine.model import (
     QuotaLimit,
     ResourceSlice,
 )
+from controller.engine.policy import NoPreemption
 from controller.engine.quantity import to_canonical
+from policies.routing import build as build_policies
 from simulations.kernel import Kernel
 from simulations.scenario import FailureSpec, JobSpec, Scenario
 from simulations.workload import jobs_of
@@ -63,7 +71,13 @@ class JobRecord:
     restarts: int = 0
     """Times a node failure killed the job (running or partly placed) and resubmitted it."""
     lost_gpu_seconds: float = 0.0
-    """GPU-seconds of work thrown away by those kills (GPUs x time since the start)."""
+    """GPU-seconds of work thrown away by kills and preemptions (since the last checkpoint)."""
+    preemptions: int = 0
+    kept_gpu_seconds: float = 0.0
+    """GPU-seconds of interrupted runs saved by checkpoints (progress the job kept)."""
+    remaining: float = 0.0
+    """Run time still needed: duration less checkpointed progress."""
+    runtime_estimate: float | None = None
 
 
 @dataclass
@@ -138,7 +152,15 @@ class Simulation:
         self.per_pod = scheduler != "phalanx"
         self.check = check
         self.rng = random.Random(scenario.seed)
-        self.engine = Engine()
+        chosen = build_policies(
+            scenario.policies.selection(),
+            {q.name: q.policies.selection() for q in scenario.queues if q.policies is not None},
+        )
+        self.engine = Engine(
+            ordering=chosen.ordering,
+            preemption=NoPreemption() if self.per_pod else chosen.preemption,
+            placement=chosen.placement,
+        )
         state = self.engine.state
         state.upsert_device_class(DeviceClass(GPU_CLASS, (f'device.driver == "{DRIVER}"',)))
         nodes, slices, self.total_gpus = build_state_objects(scenario)
@@ -175,10 +197,17 @@ class Simulation:
         self.specs = {j.name: j for j in specs}
         self.jobs = {
             j.name: JobRecord(
-                j.name, j.queue, j.pods, j.pods * j.gpus_per_pod, j.duration, j.submit
+                j.name,
+                j.queue,
+                j.pods,
+                j.pods * j.gpus_per_pod,
+                j.duration,
+                j.submit,
+                remaining=j.duration,
             )
             for j in specs
         }
+        self._estimate(specs)
         self._arrivals = sorted(specs, key=lambda j: (j.submit, j.name))
         self._shapes: dict[tuple[int, int, str], tuple[PodSet, ...]] = {}
         self._cycle_due = False
@@ -199,7 +228,19 @@ class Simulation:
             self.kernel.after_event = self._check
 
     # ---- building gangs ----------------------------------------------------------------
+    def _estimate(self, specs: list[JobSpec]) -> None:
+        """Runtime estimates from an RNG of their own (the workload stays the same)."""
+        est = self.scenario.estimates
+        rng = random.Random(f"{self.scenario.seed}:estimates")
+        for j in specs:
+            noise = math.exp(rng.gauss(0.0, est.error)) if est.error else 1.0
+            if j.runtime_estimate is not None:
+                self.jobs[j.name].runtime_estimate = j.runtime_estimate
+            elif est.known:
+                self.jobs[j.name].runtime_estimate = j.duration * noise
+
     def _gang(self, job: JobSpec, uid: str, pods: int, created: float) -> Gang:
+        sc = self.scenario
         return Gang(
             uid=uid,
             name=uid,
@@ -208,7 +249,14 @@ class Simulation:
             priority=job.priority,
             created=created,
             pod_sets=self._pod_sets(job, pods),
+            runtime_estimate=self.jobs[job.name].runtime_estimate,
+            min_runtime=job.min_runtime if job.min_runtime is not None else sc.min_runtime,
+            checkpoint_interval=self._checkpoint_interval(job.name),
         )
+
+    def _checkpoint_interval(self, name: str) -> float | None:
+        own = self.specs[name].checkpoint_interval
+        return own if own is not None else self.scenario.checkpoint_interval
 
     def _pod_sets(self, job: JobSpec, pods: int) -> tuple[PodSet, ...]:
         """Pod sets are immutable: gangs of one shape share them (and their requests)."""
@@ -274,7 +322,7 @@ class Simulation:
         job = self.specs[name]
         self.jobs[name].attempts += 1
         if not self.per_pod:
-            self.engine.state.add_gang(self._gang(job, name, job.pods, now))
+            self.engine.state.add_gang(self._gang(job, name, job.pods, job.submit))
             self._want_cycle()
             return
         attempt = self.jobs[name].attempts
@@ -294,9 +342,11 @@ class Simulation:
         self._cycle_due = False
         self._last_cycle = now
         self.cycles += 1
-        result = self.engine.cycle()
+        result = self.engine.cycle(now)
         result.ledger.commit_all()
         for d in result.admitted:
+            for victim in d.victims:
+                self._preempted(now, victim)
             if self.per_pod:
                 self._pod_placed(now, d.gang_uid.rsplit("/", 1)[0])
             else:
@@ -346,7 +396,28 @@ class Simulation:
         job.start = now
         job.placed = job.pods
         self._running += 1
-        self.kernel.schedule(now + job.duration, "end", (name, job.attempts))
+        self.kernel.schedule(now + job.remaining, "end", (name, job.attempts))
+
+    def _interrupt(self, now: float, name: str) -> None:
+        """Stop a running job: progress up to its last checkpoint is kept, the rest lost."""
+        job = self.jobs[name]
+        assert job.start is not None and job.end is None
+        ran = now - job.start
+        every = self._checkpoint_interval(name)
+        kept = min(job.remaining, math.floor(ran / every) * every) if every else 0.0
+        job.remaining -= kept
+        job.kept_gpu_seconds += job.gpus * kept
+        job.lost_gpu_seconds += job.gpus * (ran - kept)
+        job.start = None
+        self._running -= 1
+
+    def _preempted(self, now: float, name: str) -> None:
+        """The engine evicted the job (and put its gang back in pending)."""
+        self._interrupt(now, name)
+        job = self.jobs[name]
+        job.preemptions += 1
+        job.attempts += 1
+        job.placed = 0
 
     def _end(self, now: float, key: tuple[str, int]) -> None:
         name, attempt = key
@@ -459,18 +530,20 @@ class Simulation:
         job = self.jobs[name]
         self._account_idle(now)
         if job.start is not None:
-            assert job.end is None
-            job.lost_gpu_seconds += job.gpus * (now - job.start)
-            job.start = None
-            self._running -= 1
+            self._interrupt(now, name)
         elif job.placed:
             self._idle_gpus -= job.placed * self.specs[name].gpus_per_pod
             self._partial -= 1
         job.restarts += 1
-        self._release(name)
         job.placed = 0
         job.first_placed_at = None
-        self._enqueue(now, name)
+        if self.per_pod:
+            self._release(name)
+            self._enqueue(now, name)
+        else:
+            # the same gang goes back to pending, keeping its attained service
+            self.engine.state.release(name, requeue=True)
+            job.attempts += 1
         self._want_cycle()
 
     # ---- observation -------------------------------------------------------------------

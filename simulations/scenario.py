@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,9 @@ from pydantic import (
 )
 
 from controller.api.errors import FieldProblem, format_path, format_validation_error
+from controller.engine.errors import InvalidInput
+from policies.registry import CREATORS, KINDS, PolicyRef
+from policies.routing import PolicySelection
 from simulations.yamlfile import yaml_mapping
 
 SchedulerName = Literal["phalanx", "per-pod", "gang-timeout"]
@@ -56,11 +59,53 @@ class QuotaSpec(_Model):
     lending_limit: Quantity | None = Field(None, alias="lendingLimit")
 
 
+class PolicyChoice(_Model):
+    """A policy by name with its parameters; a bare string names one with defaults."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: object) -> object:
+        return {"name": data} if isinstance(data, str) else data
+
+    def ref(self) -> PolicyRef:
+        return PolicyRef(self.name, dict(self.params))
+
+
+class PolicySpec(_Model):
+    """Ordering, preemption and placement policies (see `phalanx policies`); unset ones
+    inherit (a queue's from the scenario's, the scenario's from the built-in defaults:
+    priority, none, bin-pack)."""
+
+    ordering: PolicyChoice | None = None
+    preemption: PolicyChoice | None = None
+    placement: PolicyChoice | None = None
+
+    def selection(self) -> PolicySelection:
+        return PolicySelection(
+            *(None if (c := getattr(self, k)) is None else c.ref() for k in KINDS)
+        )
+
+    def problems(self, path: FieldPath) -> list[tuple[FieldPath, str]]:
+        out: list[tuple[FieldPath, str]] = []
+        for kind in KINDS:
+            choice = getattr(self, kind)
+            if choice is not None:
+                try:
+                    CREATORS[kind](choice.ref(), "")
+                except InvalidInput as err:
+                    out.append(((*path, kind), err.what))
+        return out
+
+
 class QueueSpec(_Model):
     name: str = Field(min_length=1)
     parent: str | None = None
     quota: dict[str, QuotaSpec] = {}
     weight: float = Field(1.0, ge=0)
+    policies: PolicySpec | None = None
 
 
 class JobSpec(_Model):
@@ -74,6 +119,9 @@ class JobSpec(_Model):
     duration: float = Field(gt=0)
     queue: str = "default"
     priority: int = 0
+    runtime_estimate: float | None = Field(None, ge=0, alias="runtimeEstimate")
+    min_runtime: float | None = Field(None, ge=0, alias="minRuntime")
+    checkpoint_interval: float | None = Field(None, gt=0, alias="checkpointInterval")
 
 
 # ---- distributions ---------------------------------------------------------------------
@@ -344,13 +392,30 @@ class FailureSpec(_Model):
         return self
 
 
+class RuntimeEstimates(_Model):
+    """What the scheduler is told of a job's run time (backfilling, sjf, shadow times).
+
+    `known: false` gives no estimates; otherwise a job's estimate is its duration times
+    exp(N(0, `error`)) (0: exact), drawn from an RNG of its own so that turning estimates
+    on or off never changes the workload itself. An explicit job's `runtimeEstimate`
+    wins.
+    """
+
+    known: bool = True
+    error: float = Field(0.0, ge=0)
+
+
 # ---- the scenario ----------------------------------------------------------------------
 class Scenario(_Model):
     """A whole experiment: what runs where, under which schedulers, for how long.
 
     `cycleInterval` bounds how often the scheduler runs an admission cycle: a cycle runs
     as soon as something changed, but never sooner than `cycleInterval` seconds after the
-    previous one (0: one cycle per virtual instant with changes).
+    previous one (0: one cycle per virtual instant with changes). `policies` choose the
+    ordering, preemption and placement policies (queues may override them). Jobs
+    checkpoint every `checkpointInterval` seconds (unset: never; a preempted or killed
+    job then restarts from scratch) and are protected from preemption for `minRuntime`
+    seconds after they start; explicit jobs may override both.
     """
 
     name: str = Field(min_length=1)
@@ -369,6 +434,10 @@ class Scenario(_Model):
     )
     workload: Workload
     failures: list[FailureSpec] = []
+    policies: PolicySpec = PolicySpec()
+    estimates: RuntimeEstimates = Field(default_factory=lambda: RuntimeEstimates())
+    checkpoint_interval: float | None = Field(None, gt=0, alias="checkpointInterval")
+    min_runtime: float = Field(0.0, ge=0, alias="minRuntime")
 
     @model_validator(mode="after")
     def _cross_references(self) -> Scenario:
@@ -400,6 +469,10 @@ class Scenario(_Model):
                 queue(("workload", "trace", "queue"), wl.trace.queue)
             for tenant, name in wl.trace.tenant_queues.items():
                 queue(("workload", "trace", "tenantQueues", tenant), name)
+        out.extend(self.policies.problems(("policies",)))
+        for i, q in enumerate(self.queues):
+            if q.policies is not None:
+                out.extend(q.policies.problems(("queues", i, "policies")))
         groups = {g.name: g for g in self.cluster}
         for i, f in enumerate(self.failures):
             if f.node is not None and not _node_exists(groups, f.node):

@@ -93,8 +93,11 @@ class SweepSpec(BaseModel):
 
     `parameters` maps a dotted scenario field path in the scenario's JSON spelling
     (`cycleInterval`, `workload.synthetic.arrivalRate`, `cluster.0.gpus`) to the values
-    to try; the grid is their cartesian product. Paths are checked against the scenario
-    schema here, so a typo fails before anything runs.
+    to try; the grid is their cartesian product. `variants` names sets of overrides
+    that go together (such as a policy combination: `{drf+fair-share:
+    {policies.ordering: drf, policies.preemption: fair-share}}`); with variants the grid
+    is variants x parameters, and the table has a `variant` column. Paths are checked
+    against the scenario schema here, so a typo fails before anything runs.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -107,6 +110,7 @@ class SweepSpec(BaseModel):
         1, description="A list of seeds, or a count n: the scenario's seed and the n-1 after it."
     )
     parameters: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    variants: dict[str, dict[str, Any]] = {}
 
     @field_validator("schedulers")
     @classmethod
@@ -133,6 +137,16 @@ class SweepSpec(BaseModel):
             problem = _RESERVED.get(path) or parameter_path_problem(path)
             if problem:
                 raise FieldProblem([path], problem)
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variant_paths(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, overrides in value.items():
+            for path in overrides:
+                problem = _RESERVED.get(path) or parameter_path_problem(path)
+                if problem:
+                    raise FieldProblem([name, path], problem)
         return value
 
     def base_scenario(self) -> Scenario:
@@ -270,10 +284,12 @@ def expand(spec: SweepSpec) -> list[SweepTask]:
         dict(zip(paths, values, strict=True))
         for values in itertools.product(*(spec.parameters[p] for p in paths))
     ]
+    variants = list(spec.variants.items()) or [(None, {})]
     points = []
-    for combo in combos:
+    for (variant, overrides), params in itertools.product(variants, combos):
+        combo = params if variant is None else {"variant": variant, **params}
         data = copy.deepcopy(base_dict)
-        for path, value in combo.items():
+        for path, value in [*overrides.items(), *params.items()]:
             apply_override(data, path, value)
         try:
             Scenario.model_validate(data)

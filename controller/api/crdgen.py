@@ -34,6 +34,8 @@ _ALLOWED_KEYS = frozenset(
         "enum",
         "minimum",
         "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
         "minLength",
         "maxLength",
         "minItems",
@@ -148,6 +150,12 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], where: str) -> dict[
         return _structural(node, defs, where)
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    # JSON Schema's `exclusiveMinimum: 0` is OpenAPI 3.0's `minimum: 0, exclusiveMinimum: true`.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        limit = node.get(exclusive)
+        if isinstance(limit, int | float) and not isinstance(limit, bool):
+            node[bound] = limit
+            node[exclusive] = True
     # Map keys are checked by the models only: CRDs have no propertyNames.
     node.pop("propertyNames", None)
     key_patterns = node.pop("patternProperties", None)

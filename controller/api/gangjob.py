@@ -255,6 +255,31 @@ class GangJobSpec(ApiModel):
     suspend: Annotated[
         bool, Field(description="A suspended job is not admitted; an admitted one is released.")
     ] = False
+    runtime_estimate_seconds: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            allow_inf_nan=False,
+            description="Expected run time; shortest-job-first and backfilling use it.",
+        ),
+    ] = None
+    min_runtime_seconds: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            allow_inf_nan=False,
+            description="Seconds a run is protected from cost-aware preemption once admitted.",
+        ),
+    ] = None
+    checkpoint_interval_seconds: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            allow_inf_nan=False,
+            description="Seconds between checkpoints; work since the last one is lost "
+            "on preemption.",
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _one_priority_source(self) -> GangJobSpec:

@@ -135,17 +135,39 @@ def _unique_quota_resources(quota: list[QuotaItem]) -> list[QuotaItem]:
     return quota
 
 
-class PolicyRef(ApiModel):
-    """A policy chosen by its registered name, with its own parameters."""
+class PolicyChoice(ApiModel):
+    """A policy chosen by its registered name (see `phalanx policies`), with parameters.
 
-    name: Annotated[str, Field(min_length=1, max_length=253)]
-    parameters: dict[str, Any] = {}
+    Parameters stay an open map here: which ones exist depends on the policy, and
+    installed plug-ins add policies, so `queue_policy_selection` checks them against the
+    registry (the webhook reports what it finds).
+    """
+
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=253,
+            description="A registered policy name; `phalanx policies` lists them.",
+        ),
+    ]
+    params: Annotated[
+        dict[str, Any], Field(description="The policy's parameters; absent: its defaults.")
+    ] = {}
 
 
 class QueuePolicies(ApiModel):
-    ordering: PolicyRef | None = None
-    preemption: PolicyRef | None = None
-    placement: PolicyRef | None = None
+    ordering: Annotated[
+        PolicyChoice | None,
+        Field(description="Orders this queue's gangs within the turns the cluster gives it."),
+    ] = None
+    preemption: Annotated[
+        PolicyChoice | None,
+        Field(description="Chooses victims when this queue's gangs do not fit."),
+    ] = None
+    placement: Annotated[
+        PolicyChoice | None, Field(description="How this queue's gangs are placed.")
+    ] = None
 
 
 class QueueSpec(ApiModel):

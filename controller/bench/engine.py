@@ -10,12 +10,14 @@ from dataclasses import asdict, dataclass
 
 from controller.bench.synthetic import ClusterShape, backlog, build_state
 from controller.engine.cycle import Engine
+from policies.routing import PolicySelection, build
 
 TARGETS = {"first_fill_s": 3.0, "incremental_p95_ms": 20.0, "peak_rss_mib": 1024.0}
 
 
 @dataclass
 class EngineFigures:
+    policies: str
     nodes: int
     gpus: int
     gangs: int
@@ -49,14 +51,21 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def run(shape: ClusterShape, incremental: int = 100) -> EngineFigures:
-    """Fill the synthetic cluster from an empty start, then finish gangs one at a time."""
+def run(
+    shape: ClusterShape, incremental: int = 100, policies: PolicySelection | None = None
+) -> EngineFigures:
+    """Fill the synthetic cluster from an empty start, then finish gangs one at a time
+    (one a minute of virtual time), under the given policies (default: the built-in ones).
+    """
     t0 = time.perf_counter()
     state = build_state(shape)
     gangs = backlog(shape)
     for g in gangs:
         state.add_gang(g)
-    engine = Engine(state)
+    chosen = build(policies or PolicySelection())
+    engine = Engine(
+        state, ordering=chosen.ordering, preemption=chosen.preemption, placement=chosen.placement
+    )
     setup = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -81,11 +90,14 @@ def run(shape: ClusterShape, incremental: int = 100) -> EngineFigures:
         t = time.perf_counter()
         state.release(victim)
         state.remove_gang(victim)
-        result = engine.cycle()
+        result = engine.cycle(now=state.now + 60.0)
         result.ledger.commit_all()
         timings.append((time.perf_counter() - t) * 1000)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return EngineFigures(
+        policies=" / ".join(
+            p.name for p in (engine.ordering, engine.preemption, engine.placement)
+        ),
         nodes=shape.nodes,
         gpus=shape.nodes * shape.gpus_per_node,
         gangs=shape.gangs,

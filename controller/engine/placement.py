@@ -100,6 +100,10 @@ class Domain:
     nodes: frozenset[str]
     pods_fitting: int
     device_filter: DeviceFilter | None = None
+    whole_nodes: int = 0
+    """Nodes whose every matching device of the domain (or all cpu) is free."""
+    whole_pods: int = 0
+    """Of pods_fitting, those only whole nodes could host: room that breaks a whole node."""
 
     def rank(self) -> tuple[int, str]:
         return (self.pods_fitting, self.value)
@@ -440,7 +444,8 @@ class Placer:
             for v, members in state.label_domains(topo.key).items():
                 nodes = members & eligible
                 if nodes:
-                    out.append(Domain(v, nodes, self._pods_fitting(lead, nodes, None)))
+                    fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, None)
+                    out.append(Domain(v, nodes, fitting, None, whole_nodes, whole_pods))
             return out
         inv = state.inventory
         for v, by_node in inv.attribute_domains(topo.key).items():
@@ -449,35 +454,49 @@ class Placer:
                 continue
             partial = {n: by_node[n] for n in nodes if len(by_node[n]) != inv.node_device_count(n)}
             allowed = frozenset(dk for devs in by_node.values() for dk in devs)
-            fitting = self._pods_fitting(lead, nodes, partial)
-            out.append(Domain(v, nodes, fitting, allowed.__contains__))
+            fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial)
+            out.append(Domain(v, nodes, fitting, allowed.__contains__, whole_nodes, whole_pods))
         return out
 
     def _pods_fitting(
         self, demand: PodDemand, nodes: frozenset[str], partial: dict[str, list[DeviceKey]] | None
-    ) -> int:
-        """How many pods of `demand` the domain's free primary devices (or cpu) could host.
+    ) -> tuple[int, int, int]:
+        """How many pods of `demand` the domain's free primary devices (or cpu) could host,
+        and how many of its nodes are whole (everything free) and how many pods they host.
 
         `partial` lists, for nodes only some of whose devices are in the domain, which
         ones are; other nodes count all their free matching devices.
         """
         state = self.state
+        total = whole_nodes = whole_pods = 0
         if demand.primary is None:
             cpu = max(1, demand.requests.get("cpu", 0))
-            return sum(max(0, state.nodes[n].free("cpu")) // cpu for n in nodes)
+            for n in nodes:
+                usage = state.nodes[n]
+                pods = max(0, usage.free("cpu")) // cpu
+                total += pods
+                if usage.free("cpu") == usage.node.allocatable.get("cpu", 0):
+                    whole_nodes += 1
+                    whole_pods += pods
+            return total, whole_nodes, whole_pods
         mk, per_pod = demand.primary
         inv = state.inventory
         ms = inv.match_set(mk)
         free = ms.free
-        total = 0
         for n in nodes:
             if partial and n in partial:
                 members = set(ms.by_node.get(n, ()))
-                count = sum(1 for dk in partial[n] if dk in members and inv.is_free(dk))
+                mine = [dk for dk in partial[n] if dk in members]
+                count = sum(1 for dk in mine if inv.is_free(dk))
+                size = len(mine)
             else:
                 count = free.get(n, 0)
+                size = len(ms.by_node.get(n, ()))
             total += count // per_pod
-        return total
+            if count and count == size:
+                whole_nodes += 1
+                whole_pods += count // per_pod
+        return total, whole_nodes, whole_pods
 
 
 def reservation_charge(pods: tuple[PodPlacement, ...]) -> dict[str, int]:

@@ -28,6 +28,9 @@ spec:
   failurePolicy:
     maxRestarts: 3
   readyTimeoutSeconds: 600
+  runtimeEstimateSeconds: 7200
+  minRuntimeSeconds: 600
+  checkpointIntervalSeconds: 1800.5
   topology:
     mode: preferred
     key: gpu.example.com/nvlinkDomain
@@ -144,6 +147,27 @@ def test_defaults_fill_optional_fields() -> None:
     assert job.status is None
 
 
+def test_runtime_estimate_min_runtime_and_checkpoint_interval_parse() -> None:
+    spec = GangJob.from_manifest(PYTORCH_JOB).spec
+
+    assert (
+        spec.runtime_estimate_seconds,
+        spec.min_runtime_seconds,
+        spec.checkpoint_interval_seconds,
+    ) == (7200, 600, 1800.5)
+
+
+def test_runtime_fields_are_optional() -> None:
+    doc = PYTORCH_JOB
+    for name in ("runtimeEstimateSeconds", "minRuntimeSeconds", "checkpointIntervalSeconds"):
+        doc = edited(doc, f"spec.{name}", REMOVE)
+    spec = GangJob.from_manifest(doc).spec
+
+    assert spec.runtime_estimate_seconds is None
+    assert spec.min_runtime_seconds is None
+    assert spec.checkpoint_interval_seconds is None
+
+
 def test_server_set_metadata_is_read_and_unknown_metadata_kept() -> None:
     doc = job_with("metadata.uid", "0b7c2f9e-5d1a-4c3e-9f7a-1e2d3c4b5a69")
     doc["metadata"].update(
@@ -209,6 +233,30 @@ def test_manifest_with_snake_case_key_is_rejected() -> None:
 
 
 BAD_JOBS = [
+    pytest.param(
+        "spec.runtimeEstimateSeconds",
+        -1,
+        "spec.runtimeEstimateSeconds: must be >= 0 (got -1)",
+        id="negative-runtime-estimate",
+    ),
+    pytest.param(
+        "spec.minRuntimeSeconds",
+        "10m",
+        "spec.minRuntimeSeconds: must be a number (got '10m')",
+        id="min-runtime-as-string",
+    ),
+    pytest.param(
+        "spec.checkpointIntervalSeconds",
+        0,
+        "spec.checkpointIntervalSeconds: must be > 0 (got 0)",
+        id="zero-checkpoint-interval",
+    ),
+    pytest.param(
+        "spec.checkpointIntervalSeconds",
+        float("inf"),
+        "spec.checkpointIntervalSeconds: must be a finite number (got Infinity)",
+        id="infinite-checkpoint-interval",
+    ),
     pytest.param(
         "spec.podSets.0.replicas",
         -1,

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
+from controller.api import QueuePolicyError, queue_policy_selection
 from controller.api.errors import format_validation_error
 from controller.api.queue import Queue, QueueTreeError, validate_queue_tree
-from tests.manifests import edited
+from controller.engine.policy import FifoWithinPriority, NoPreemption
+from policies import registry
+from policies.registry import PolicyRef
+from policies.routing import PolicySelection
+from tests.manifests import REMOVE, edited
 
 TEAM_QUEUE = yaml.safe_load(
     """
@@ -44,11 +50,11 @@ spec:
       operator: DoesNotExist
   policies:
     ordering:
-      name: drf
-      parameters:
-        halfLifeHours: 24
+      name: test-weighted
+      params:
+        weight: 24
     preemption:
-      name: reclaim-borrowed
+      name: test-none
 """
 )
 
@@ -101,7 +107,7 @@ def test_team_queue_with_cpu_memory_and_device_quota_parses() -> None:
     ]
     assert team.spec.weight == 2
     assert team.spec.policies is not None and team.spec.policies.ordering is not None
-    assert team.spec.policies.ordering.parameters == {"halfLifeHours": 24}
+    assert team.spec.policies.ordering.params == {"weight": 24}
 
 
 def test_queue_with_only_a_name_is_a_root_with_no_quota() -> None:
@@ -225,6 +231,25 @@ BAD_QUEUES = [
         id="empty-policy-name",
     ),
     pytest.param(
+        "spec.policies.ordering.parameters",
+        {"weight": 1},
+        "spec.policies.ordering.parameters: unknown field (field names are camelCase; check "
+        "the spelling)",
+        id="policy-parameters-misspelt",
+    ),
+    pytest.param(
+        "spec.policies.ordering.params",
+        [1],
+        "spec.policies.ordering.params: must be a map (got [1])",
+        id="policy-params-not-a-map",
+    ),
+    pytest.param(
+        "spec.policies.orderin",
+        {"name": "drf"},
+        "spec.policies.orderin: unknown field (field names are camelCase; check the spelling)",
+        id="unknown-policy-kind",
+    ),
+    pytest.param(
         "metadata.namespace",
         "default",
         "metadata.namespace: must not be set: Queue is cluster-scoped",
@@ -300,3 +325,67 @@ def test_all_tree_problems_are_reported_together() -> None:
         "queue 'orphan': parent queue 'gone' does not exist",
         "queue cycle: x -> y -> x",
     ]
+
+
+# Policies named in spec.policies, checked against the registry --------------------------
+
+
+@dataclass
+class Weighted(FifoWithinPriority):
+    """A test-local ordering with a parameter."""
+
+    name = "test-weighted"
+    weight: float = 1.0
+
+
+class NoneAlias(NoPreemption):
+    name = "test-none"
+
+
+@pytest.fixture
+def local(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cls in (Weighted, NoneAlias):
+        monkeypatch.setitem(registry._builtin[registry.kind_of(cls)], cls.name, cls)
+
+
+def test_queue_policies_become_the_queue_selection(local: None) -> None:
+    assert queue_policy_selection(Queue.from_manifest(TEAM_QUEUE)) == PolicySelection(
+        ordering=PolicyRef("test-weighted", {"weight": 24}), preemption=PolicyRef("test-none")
+    )
+
+
+@pytest.mark.parametrize("policies", [REMOVE, {}], ids=["absent", "empty"])
+def test_queue_without_policies_selects_none(local: None, policies: Any) -> None:
+    assert (
+        queue_policy_selection(Queue.from_manifest(queue_with("spec.policies", policies))) is None
+    )
+
+
+def test_unknown_policy_in_a_queue_is_reported_with_what_exists(local: None) -> None:
+    doc = queue_with("spec.policies.ordering.name", "test-wieghted")
+
+    with pytest.raises(QueuePolicyError) as caught:
+        queue_policy_selection(Queue.from_manifest(doc))
+
+    (problem,) = caught.value.problems
+    assert problem.startswith(
+        "queue team-a: spec.policies.ordering: no ordering policy named 'test-wieghted'; "
+        "available: "
+    )
+    assert "test-weighted" in problem.split("available: ")[1].split(", ")
+
+
+def test_every_bad_policy_in_a_queue_is_reported(local: None) -> None:
+    doc = queue_with("spec.policies.ordering.params", {"weight": "heavy"})
+    doc["spec"]["policies"]["placement"] = {"name": "nowhere"}
+
+    with pytest.raises(QueuePolicyError) as caught:
+        queue_policy_selection(Queue.from_manifest(doc))
+
+    assert caught.value.problems[0] == (
+        "queue team-a: spec.policies.ordering: ordering policy 'test-weighted': weight: "
+        "input should be a valid number (got 'heavy')"
+    )
+    assert caught.value.problems[1].startswith(
+        "queue team-a: spec.policies.placement: no placement policy named 'nowhere'"
+    )

@@ -170,6 +170,35 @@ def test_pod_template_spec_keeps_unknown_pod_fields() -> None:
 
 
 @pytest.mark.parametrize("name", CRD_FILES)
+def test_exclusive_bounds_are_openapi_booleans_beside_their_bound(name: str) -> None:
+    for path, node in schema_nodes(schema_of(name)):
+        for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if exclusive in node:
+                assert node[exclusive] is True and bound in node, path
+
+
+def test_checkpoint_interval_must_be_positive() -> None:
+    spec = schema_of("gangjobs.phalanx.dev.yaml")["properties"]["spec"]["properties"]
+    node = spec["checkpointIntervalSeconds"]
+
+    assert (node["type"], node["minimum"], node["exclusiveMinimum"]) == ("number", 0, True)
+
+
+def test_queue_policy_params_keep_whatever_the_policy_takes() -> None:
+    spec = schema_of("queues.phalanx.dev.yaml")["properties"]["spec"]["properties"]
+    policies = spec["policies"]["properties"]
+
+    assert sorted(policies) == ["ordering", "placement", "preemption"]
+    for choice in policies.values():
+        assert choice["required"] == ["name"]
+        assert choice["properties"]["params"] == {
+            "description": "The policy's parameters; absent: its defaults.",
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+        }
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
 def test_every_validation_rule_has_a_message_and_compiles(name: str) -> None:
     rules = [
         rule

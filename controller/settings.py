@@ -1,0 +1,108 @@
+"""Controller settings from the environment: which policies run, and the search bound.
+
+Each policy is a name or a JSON `{name, params}` object:
+
+    PHALANX_ORDERING=drf
+    PHALANX_PREEMPTION='{"name": "priority", "params": {}}'
+    PHALANX_PLACEMENT__NAME=spread            # or nested, params as JSON:
+    PHALANX_PLACEMENT__PARAMS='{"x": 1}'
+
+Names and parameters are checked against the policy registry when the settings are
+loaded, so a typo stops the controller at start-up with the list of what exists,
+instead of failing at the first admission cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import Field, PlainValidator, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from policies import registry, routing
+from policies.registry import PolicyRef, UnknownPolicy
+from policies.routing import PolicySelection
+
+ENV_PREFIX = "PHALANX_"
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc} (got {text!r})") from None
+
+
+def _policy_ref(value: Any) -> PolicyRef:
+    """A name, a `{name, params}` map, or that map as JSON text (from an env var); from
+    nested env vars (`PHALANX_ORDERING__PARAMS`) the params come as JSON text."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        value = _json(value)
+    elif isinstance(value, dict) and isinstance(value.get("params"), str):
+        value = {**value, "params": _json(value["params"])}
+    try:
+        return PolicyRef.parse(value, "")
+    except UnknownPolicy as exc:
+        raise ValueError(exc.what) from None
+
+
+PolicyChoice = Annotated[PolicyRef, NoDecode, PlainValidator(_policy_ref)]
+
+
+def _default(ref: PolicyRef | None) -> PolicyRef:
+    assert ref is not None
+    return ref
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; one line per problem, naming the env var."""
+
+
+class Settings(BaseSettings):
+    """Controller-wide settings; a Queue's `spec.policies` overrides the policies per queue."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__")
+
+    ordering: PolicyChoice = _default(routing.DEFAULTS.ordering)
+    preemption: PolicyChoice = _default(routing.DEFAULTS.preemption)
+    placement: PolicyChoice = _default(routing.DEFAULTS.placement)
+    search_bound: Annotated[
+        int, Field(ge=1, description="Placements tried per gang and cycle before it waits.")
+    ] = 8
+
+    @field_validator("ordering", "preemption", "placement")
+    @classmethod
+    def _exists(cls, ref: PolicyRef, info: ValidationInfo) -> PolicyRef:
+        kind = info.field_name
+        assert kind in registry.KINDS
+        try:
+            registry.create(kind, ref, kind)
+        except UnknownPolicy as exc:
+            raise ValueError(exc.what) from None
+        return ref
+
+    @classmethod
+    def load(cls, **values: Any) -> Settings:
+        """Settings from the environment (and `values`), or a SettingsError to print."""
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise SettingsError(_lines(err)) from None
+
+    def policy_selection(self) -> PolicySelection:
+        return PolicySelection(self.ordering, self.preemption, self.placement)
+
+
+def _lines(err: ValidationError) -> str:
+    """`PHALANX_ORDERING: no ordering policy named 'dfr'; available: ...`, one per problem."""
+    lines = []
+    for e in err.errors():
+        where = ENV_PREFIX + "__".join(str(p) for p in e["loc"]).upper()
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, ValueError):  # our own message, which says what it got
+            lines.append(f"{where}: {cause}")
+        else:
+            message = str(e["msg"])
+            lines.append(f"{where}: {message[:1].lower()}{message[1:]} (got {e['input']!r})")
+    return "\n".join(lines)
