@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from controller.settings import Settings
 
 app = typer.Typer(
     help="Phalanx: all-or-nothing gang scheduling for Kubernetes.",
@@ -23,12 +26,32 @@ app.add_typer(bench_app, name="bench")
 console = Console()
 
 
+PolicyOption = Annotated[
+    str | None,
+    typer.Option(help='A policy name or {"name": ..., "params": {...}} (default: settings).'),
+]
+
+
+def _settings(**chosen: str | None) -> Settings:
+    """Controller settings (PHALANX_* env) with the options given; errors end the command."""
+    from controller.settings import Settings, SettingsError
+
+    try:
+        return Settings.load(**{k: v for k, v in chosen.items() if v is not None})
+    except SettingsError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(2) from None
+
+
 @bench_app.command("engine")
 def bench_engine(
     nodes: Annotated[int, typer.Option(min=1, help="Nodes, each with 8 DRA GPUs.")] = 1000,
     gangs: Annotated[int, typer.Option(min=1, help="Pending gangs in the backlog.")] = 5000,
     incremental: Annotated[int, typer.Option(min=0, help="Incremental cycles to time.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic backlog.")] = 7,
+    ordering: PolicyOption = None,
+    preemption: PolicyOption = None,
+    placement: PolicyOption = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures here.")
     ] = None,
@@ -37,9 +60,45 @@ def bench_engine(
     from controller.bench.engine import TARGETS, run
     from controller.bench.synthetic import ClusterShape
 
+    chosen = _settings(ordering=ordering, preemption=preemption, placement=placement)
     with console.status("filling the synthetic cluster..."):
-        figures = run(ClusterShape(nodes=nodes, gangs=gangs, seed=seed), incremental)
+        figures = run(
+            ClusterShape(nodes=nodes, gangs=gangs, seed=seed),
+            incremental,
+            chosen.policy_selection(),
+        )
     _print_bench("phalanx bench engine", figures.as_dict(), TARGETS, figures.verdicts(), json_out)
+
+
+@bench_app.command("policies")
+def bench_policies(
+    orderings: Annotated[
+        list[str] | None,
+        typer.Option("--ordering", help="Ordering policies to compare (default: all)."),
+    ] = None,
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes, each with 8 DRA GPUs.")] = 1000,
+    gangs: Annotated[int, typer.Option(min=1, help="Pending gangs in the backlog.")] = 5000,
+    incremental: Annotated[int, typer.Option(min=1, help="Incremental cycles to time.")] = 100,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs per policy; the fastest counts.")] = 2,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    """`bench engine` under each ordering policy, as a ratio of its engine time to FIFO's."""
+    from controller.bench.engine import ORDERING_SLOWDOWN_TARGETS, compare_orderings
+    from controller.bench.synthetic import ClusterShape
+    from policies.registry import available
+
+    names = orderings or [n for n in sorted(available("ordering")) if n != "priority"]
+    with console.status("running the engine benchmark under each ordering policy..."):
+        figures = compare_orderings(
+            ClusterShape(nodes=nodes, gangs=gangs), names, incremental, repeats
+        )
+    targets = {f"{n}_slowdown": t for n, t in ORDERING_SLOWDOWN_TARGETS.items() if n in names}
+    met = {k: float(figures[k]) <= t for k, t in targets.items()}
+    _print_bench(
+        "phalanx bench policies (engine time vs priority FIFO)", figures, targets, met, json_out
+    )
 
 
 @bench_app.command("sim")

@@ -1,3 +1,665 @@
-"""Ordering and fairness policies: which pending gang the cycle tries next."""
+"""Ordering and fairness policies: which pending gang the cycle tries next.
+
+All are best effort unless stated: the engine skips a gang that does not fit and asks for
+the next one. Orders that do not follow the state's own index (priority, then created,
+then uid) keep their own sorted index across cycles (`_PendingIndex`), so a cycle costs
+a C-level set difference plus O(log n) per gang that came or went, never a re-sort.
+"""
 
 from __future__ import annotations
+
+import math
+import operator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from controller.engine.context import CycleContext
+from controller.engine.errors import InvalidInput
+from controller.engine.model import DEVICE_QUOTA_PREFIX, Gang
+from controller.engine.policy import FifoWithinPriority
+from controller.engine.state import ClusterState
+from policies.registry import builtin
+
+Key = tuple[Any, ...]
+"""A policy's sort key for one gang; the uid is appended as the final tie-break."""
+Entry = tuple[tuple[int, float, str], str]
+"""The state's pending index entry: (Gang.order_key, uid)."""
+_uid: Callable[[Entry], str] = operator.itemgetter(1)
+
+
+@builtin
+@dataclass
+class Priority(FifoWithinPriority):
+    """Higher priority first, then older (created), then uid, over all queues.
+
+    Best effort: a gang that does not fit is skipped and the next one is tried.
+    """
+
+    name = "priority"
+
+
+# ---- a pending index in a policy's own order ------------------------------------------
+class _PendingIndex:
+    """One scope's pending gangs sorted by (policy key, uid), kept across cycles.
+
+    Pending gangs change little between cycles, so `sync` pays a C-level set difference
+    plus O(log n) per gang added or removed. A gang replaced in place (same uid) is seen
+    when walked and re-keyed at the next sync.
+    """
+
+    def __init__(self, key: Callable[[ClusterState, Gang], Key]) -> None:
+        self.key = key
+        self.order: SortedList[tuple[Key, str]] = SortedList()
+        self.gangs: dict[str, tuple[Gang, Key]] = {}
+        self.stale: set[str] = set()
+
+    def add(self, state: ClusterState, gang: Gang) -> None:
+        key = self.key(state, gang)
+        self.gangs[gang.uid] = (gang, key)
+        self.order.add((key, gang.uid))
+
+    def discard(self, uid: str) -> None:
+        known = self.gangs.pop(uid, None)
+        if known is not None:
+            self.order.remove((known[1], uid))
+
+    def sync(self, state: ClusterState, pending: Mapping[str, Gang]) -> tuple[list[str], list[str]]:
+        """Follow `pending`; returns the uids removed and the uids (re)added, sorted."""
+        gangs = self.gangs
+        gone = sorted(gangs.keys() - pending.keys())
+        stale = sorted(self.stale & gangs.keys())
+        self.stale.clear()
+        for uid in gone + stale:
+            self.discard(uid)
+        new = sorted(pending.keys() - gangs.keys())
+        for uid in new:
+            self.add(state, pending[uid])
+        return gone, new
+
+    def walk(self, state: ClusterState) -> Iterator[Gang]:
+        """Pending gangs in key order, as of the last sync."""
+        pending = state.pending
+        gangs = self.gangs
+        for _, uid in list(self.order):
+            gang = pending.get(uid)
+            if gang is None:
+                continue
+            known = gangs.get(uid)
+            if known is None or known[0] is not gang:
+                self.stale.add(uid)
+            yield gang
+
+
+@dataclass
+class _Indexed:
+    """Base of policies that walk a `_PendingIndex`: one per scope (all queues, or one)."""
+
+    _indexes: dict[str | None, _PendingIndex] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _key(self, state: ClusterState, gang: Gang) -> Key:
+        raise NotImplementedError
+
+    def _index(self, state: ClusterState, queue: str | None) -> _PendingIndex:
+        index = self._indexes.get(queue)
+        if index is None:
+            index = self._indexes[queue] = _PendingIndex(self._key)
+        pending = (
+            state.pending if queue is None else {g.uid: g for g in state.pending_in_order(queue)}
+        )
+        self._synced(state, queue, index, *index.sync(state, pending))
+        return index
+
+    def _synced(
+        self,
+        state: ClusterState,
+        queue: str | None,
+        index: _PendingIndex,
+        gone: list[str],
+        new: list[str],
+    ) -> None:
+        """Hook: the index just followed the state (LAS tracks promotion deadlines here)."""
+
+
+# ---- strict FIFO ----------------------------------------------------------------------
+@builtin
+@dataclass
+class StrictFifo(_Indexed):
+    """Oldest first (created, then uid; priority ignored) within each leaf queue, queues
+    interleaved by created. Once a queue's head does not fit, nothing more of that queue
+    is tried this cycle, so no gang overtakes it; other queues go on.
+    """
+
+    name = "strict-fifo"
+    _failed: Gang | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _key(self, state: ClusterState, gang: Gang) -> Key:
+        return (gang.created,)
+
+    def order(self, ctx: CycleContext, queue: str | None = None) -> Iterator[Gang]:
+        blocked: set[str] = set()
+        for gang in self._index(ctx.state, queue).walk(ctx.state):
+            if gang.queue in blocked:
+                continue
+            self._failed = None
+            yield gang
+            if self._failed is gang:
+                blocked.add(gang.queue)
+
+    def observe(self, gang: Gang, admitted: bool) -> None:
+        if not admitted:
+            self._failed = gang
+
+
+# ---- best-effort FIFO with an EASY reservation ----------------------------------------
+@builtin
+@dataclass
+class BestEffortFifo(_Indexed):
+    """Oldest first (created, then uid) over all queues; what does not fit is skipped.
+    The oldest gang that waited over `starvation_seconds` and does not fit gets the one
+    reservation (EASY): its earliest start T is when enough running gangs, by estimated
+    end, have finished. After it, over the whole cluster, only gangs whose runtime estimate
+    ends by T are tried; with no T (no estimates, never fits) its queue is held behind it.
+    """
+
+    name = "best-effort-fifo"
+    starvation_seconds: float = 3600.0
+    max_probes: int = 16
+    """What-if placements allowed for finding T; when they run out, the earliest T not
+    yet ruled out is used (it can only hold back more backfill, never delay the gang)."""
+    reservation: tuple[str, float | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """This cycle's reserved gang and T (None: no T), for reasons and tests."""
+    _last: tuple[str, bool] | None = field(default=None, init=False, repr=False, compare=False)
+    _memo: tuple[object, float | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if not self.starvation_seconds >= 0:
+            raise InvalidInput("best-effort-fifo: starvation_seconds", "must be >= 0")
+        if self.max_probes < 1:
+            raise InvalidInput("best-effort-fifo: max_probes", "must be >= 1")
+
+    def _key(self, state: ClusterState, gang: Gang) -> Key:
+        return (gang.created,)
+
+    def order(self, ctx: CycleContext, queue: str | None = None) -> Iterator[Gang]:
+        state = ctx.state
+        now = state.now
+        self.reservation = None
+        held: Gang | None = None
+        start: float | None = None
+        for gang in self._index(state, queue).walk(state):
+            if held is not None:
+                # The reservation holds the whole cluster, whatever the held gang is short
+                # of: a later gang of any queue may take nodes it needs at T. Without T,
+                # holding everything would let one unplaceable gang stall the cluster.
+                if start is None:
+                    if gang.queue == held.queue:
+                        continue
+                elif gang.runtime_estimate is None or now + gang.runtime_estimate > start:
+                    continue
+                yield gang
+                continue
+            self._last = None
+            yield gang
+            if (
+                self._last == (gang.uid, False)
+                and gang.uid in state.pending
+                and state.waiting(gang.uid) > self.starvation_seconds
+            ):
+                held = gang
+                start = self._earliest_start(ctx, gang)
+                self.reservation = (gang.uid, start)
+
+    def observe(self, gang: Gang, admitted: bool) -> None:
+        self._last = (gang.uid, admitted)
+
+    def _earliest_start(self, ctx: CycleContext, gang: Gang) -> float | None:
+        """EASY: the end of the shortest prefix of running gangs (by estimated end) whose
+        eviction lets `gang` fit, found by binary search with `fits` probes."""
+        state = ctx.state
+        stamp = (
+            gang,
+            state.admission_generation,
+            state.capacity_epoch,
+            state.quota.generation,
+            state.namespace_generation,
+        )
+        if self._memo is not None and self._memo[0] == stamp:
+            end = self._memo[1]
+        else:
+            end = self._search(ctx, gang)
+            self._memo = (stamp, end)
+        return None if end is None else max(end, state.now)
+
+    def _search(self, ctx: CycleContext, gang: Gang) -> float | None:
+        state = ctx.state
+        ends = sorted(
+            (res.admitted_at + est, uid)
+            for uid, res in state.admitted.items()
+            if (est := state.admitted_gangs[uid].runtime_estimate) is not None
+        )
+        uids = [uid for _, uid in ends]
+        if not uids or not ctx.fits(gang, uids):
+            return None
+        lo, hi, probes = 0, len(uids), 1  # prefix lo is known not to suffice, hi to suffice
+        while hi - lo > 1 and probes < self.max_probes:
+            mid = (lo + hi) // 2
+            probes += 1
+            if ctx.fits(gang, uids[:mid]):
+                hi = mid
+            else:
+                lo = mid
+        return ends[lo][0] if hi - lo > 1 else ends[hi - 1][0]
+
+
+# ---- dominant resource fairness -------------------------------------------------------
+def _pending_index(state: ClusterState, queue: str | None) -> Sequence[Entry]:
+    """The state's live sorted (order_key, uid) index (of one queue, or all); read only.
+
+    Reads the state's private index: building keys per gang instead would cost DRF more
+    than its whole budget against FIFO (`phalanx bench engine`).
+    """
+    index = state._pending_order if queue is None else state._pending_by_queue.get(queue)
+    return index if index is not None else ()
+
+
+@dataclass(slots=True)
+class _Stream:
+    """A queue subtree's untried gangs in DRF order, without materialising it.
+
+    Entries of leaf L above `cuts[L]` (all of L's when absent) are anchors: each is a new
+    maximum of the stream, so anchors come in ascending key order; `tails[a]` lists the
+    entries emitted right after anchor a. `top` is the stream's highest entry.
+    """
+
+    leaves: list[str]
+    cuts: dict[str, Entry]
+    tails: dict[Entry, list[Entry]]
+    top: Entry
+
+
+def _merge(streams: list[_Stream]) -> _Stream:
+    """Tied siblings: always take the stream whose next gang has the lowest key. A tail is
+    below its anchor, hence below every other head, so this merges the anchors by key."""
+    out = streams[0]
+    for s in streams[1:]:
+        out.leaves += s.leaves
+        out.cuts.update(s.cuts)
+        out.tails.update(s.tails)
+        out.top = max(out.top, s.top)
+    return out
+
+
+def _then(first: _Stream, second: _Stream, rem: Mapping[str, Sequence[Entry]]) -> _Stream:
+    """`first` entirely, then `second`. Anchors of `second` below first's top stop being
+    anchors: once top is emitted they are lower than any competing head, so they (with
+    their tails) join top's tail."""
+    top = first.top
+    parts: list[Sequence[Entry]] = []
+    for leaf in second.leaves:
+        entries = rem[leaf]
+        hi = bisect_left(entries, top)
+        if not hi:
+            continue
+        cut = second.cuts.get(leaf)
+        lo = 0 if cut is None else bisect_right(entries, cut)
+        if lo < hi:
+            parts.append(entries[lo:hi])
+        if cut is None or cut < top:
+            second.cuts[leaf] = top
+    if parts:
+        below = list(parts[0]) if len(parts) == 1 else sorted(chain.from_iterable(parts))
+        moved = {a: t for a, t in second.tails.items() if a < top}
+        first.tails.setdefault(top, []).extend(_splice(below, moved))
+    first.tails.update({a: t for a, t in second.tails.items() if a > top})
+    first.leaves += second.leaves
+    first.cuts.update(second.cuts)
+    first.top = max(top, second.top)
+    return first
+
+
+def _splice(anchors: list[Entry], tails: Mapping[Entry, list[Entry]]) -> list[Entry]:
+    """Ascending anchors with each tail right after its anchor (tails of these anchors)."""
+    if not tails:
+        return anchors
+    out: list[Entry] = []
+    prev = 0
+    for at, anchor in sorted((bisect_left(anchors, a), a) for a in tails):
+        out += anchors[prev : at + 1]
+        out += tails[anchor]
+        prev = at + 1
+    out += anchors[prev:]
+    return out
+
+
+@dataclass(slots=True)
+class _DrfCycle:
+    """One cycle's DRF walk: the order being walked and the ranks it was built for."""
+
+    state: ClusterState
+    ranks: dict[str, int]
+    out: list[Entry]
+
+
+@dataclass(frozen=True, slots=True)
+class _QueueFacts:
+    """What a queue's share depends on besides usage; fixed while the quota tree is."""
+
+    name: str
+    parent: str | None
+    weight: float
+    resources: tuple[tuple[str, int, int], ...]
+    """(managed resource, the queue's subtree nominal, its parent's; 0: no parent)."""
+
+
+@builtin
+@dataclass
+class DominantResourceFairness:
+    """Lowest dominant share first, level by level: the root, then its child, down to a
+    leaf, each the lowest share among siblings with untried gangs (ties: the lower
+    order_key of the gang each would yield); the leaf gives its next gang by priority,
+    then created. share(q) = max over quota-managed r of borrowed_r(q) / pool_r(parent) /
+    weight(q) (weight 0: infinite); shares are recomputed only after an admission.
+    """
+
+    name = "drf"
+    _cycle: _DrfCycle | None = field(default=None, init=False, repr=False, compare=False)
+    _facts: tuple[int, list[_QueueFacts]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _capacity: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _capacity_epoch: int = field(default=-1, init=False, repr=False, compare=False)
+
+    def order(self, ctx: CycleContext, queue: str | None = None) -> Iterator[Gang]:
+        state = ctx.state
+        if queue is not None:
+            yield from state.pending_in_order(queue)
+            return
+        rem = {q: _pending_index(state, q) for q in state.pending_queues()}
+        ranks = self._ranks(state, rem)
+        out = _drf_order(state, _pending_index(state, None), rem, ranks)
+        self._cycle = _DrfCycle(state, ranks, out)
+        get = state.pending.get
+        for entry in out:  # `observe` may replace what follows the current entry
+            gang = get(entry[1])
+            if gang is not None:
+                yield gang
+        self._cycle = None
+
+    def observe(self, gang: Gang, admitted: bool) -> None:
+        """After an admission, re-rank the untried gangs if any sibling order changed.
+
+        The new order replaces the rest of the list `order` is walking (a list iterator
+        reads by position), so drawing a gang costs the same as in FIFO: no check per gang.
+        """
+        if admitted:
+            self._reorder(gang)
+
+    def _reorder(self, gang: Gang) -> None:
+        cycle = self._cycle
+        if cycle is None:
+            return
+        state = cycle.state
+        queues = state.pending_queues()
+        ranks = self._ranks(state, queues)
+        if ranks == cycle.ranks:
+            return
+        out = cycle.out
+        try:
+            at = out.index((gang.order_key, gang.uid)) + 1
+        except ValueError:  # not drawn from this order
+            return
+        tried = set(map(_uid, out[:at]))
+        every = [e for e in _pending_index(state, None) if e[1] not in tried]
+        rem = {
+            q: kept
+            for q in queues
+            if (kept := [e for e in _pending_index(state, q) if e[1] not in tried])
+        }
+        cycle.ranks = ranks
+        out[at:] = _drf_order(state, every, rem, ranks)
+
+    def shares(self, state: ClusterState) -> dict[str, float]:
+        """Every queue's weighted dominant share of what it borrows above its nominal.
+
+        Borrowing and pools follow the quota tree (QuotaTree.borrowed, subtree_quota), so
+        lending limits count as they do for admission; without them, borrowed is subtree
+        usage minus subtree nominal and the pool is the parent's subtree nominal. A root's
+        pool, or one whose parent has none, is the cluster's capacity: node allocatable, or
+        the device count of a `devices/<class>` resource.
+        """
+        quota = state.quota
+        out: dict[str, float] = {}
+        for q in self._queue_facts(state):
+            if q.weight == 0:
+                out[q.name] = math.inf
+                continue
+            usage = quota.pool_usage(q.name)
+            worst = 0.0
+            for r, own, pool in q.resources:
+                borrowed = usage.get(r, 0) - own
+                if borrowed > 0:
+                    pool = pool or self._cluster_capacity(state, r)
+                    if pool > 0:
+                        worst = max(worst, borrowed / pool)
+            out[q.name] = worst / q.weight
+        return out
+
+    def _ranks(self, state: ClusterState, leaves: Iterable[str]) -> dict[str, int]:
+        """Each queue's place among its siblings by share (equal shares, equal place):
+        all the order depends on besides the gangs. Queues missing from the tree (their
+        gangs only get a reason) rank as roots with share 0."""
+        shares = self.shares(state)
+        parent = {q.name: q.parent for q in self._queue_facts(state)}
+        siblings: dict[str | None, list[tuple[float, str]]] = {}
+        for name, share in shares.items():
+            siblings.setdefault(parent[name], []).append((share, name))
+        for leaf in leaves:
+            if leaf not in shares:
+                siblings.setdefault(None, []).append((0.0, leaf))
+        ranks: dict[str, int] = {}
+        for group in siblings.values():
+            group.sort()
+            rank, last = -1, -math.inf
+            for share, name in group:
+                if share != last:
+                    rank, last = rank + 1, share
+                ranks[name] = rank
+        return ranks
+
+    def _queue_facts(self, state: ClusterState) -> list[_QueueFacts]:
+        quota = state.quota
+        if self._facts is None or self._facts[0] != quota.generation:
+            facts = []
+            for name in quota.names():
+                q = quota.get(name)
+                assert q is not None
+                parent = q.parent if q.parent is not None and quota.get(q.parent) else None
+                resources = tuple(
+                    (
+                        r,
+                        quota.subtree_quota(name, r),
+                        quota.subtree_quota(parent, r) if parent is not None else 0,
+                    )
+                    for r in sorted(quota.managed(name))
+                )
+                facts.append(_QueueFacts(name, parent, q.weight, resources))
+            self._facts = (quota.generation, facts)
+        return self._facts[1]
+
+    def _cluster_capacity(self, state: ClusterState, resource: str) -> int:
+        """All nodes' allocatable, or the device count of a `devices/<class>` resource."""
+        if self._capacity_epoch != state.capacity_epoch:
+            self._capacity.clear()
+            self._capacity_epoch = state.capacity_epoch
+        hit = self._capacity.get(resource)
+        if hit is None:
+            if resource.startswith(DEVICE_QUOTA_PREFIX):
+                device_class = resource[len(DEVICE_QUOTA_PREFIX) :]
+                hit = 0
+                if device_class in state.inventory.classes:
+                    found = state.inventory.match_set((device_class, ()))
+                    hit = sum(len(keys) for keys in found.by_node.values())
+            else:
+                hit = sum(u.node.allocatable.get(resource, 0) for u in state.nodes.values())
+            self._capacity[resource] = hit
+        return hit
+
+
+def _drf_order(
+    state: ClusterState,
+    every: Sequence[Entry],
+    rem: Mapping[str, Sequence[Entry]],
+    ranks: Mapping[str, int],
+) -> list[Entry]:
+    """The entries (`every`, and per leaf in `rem`) in DRF order for fixed ranks; a new
+    list, since `observe` rewrites its tail."""
+    quota = state.quota
+    children: dict[str | None, list[str]] = {}
+    for leaf in rem:
+        path = quota.path(leaf)
+        for child, parent in zip(path, [*path[1:], None], strict=True):
+            kids = children.setdefault(parent, [])
+            if child in kids:
+                break
+            kids.append(child)
+
+    def stream(node: str | None) -> _Stream | None:
+        parts: list[tuple[int, str, _Stream]] = []
+        if node is not None and node in rem:  # a leaf; or gangs left in an inner queue
+            parts.append((-1, node, _Stream([node], {}, {}, rem[node][-1])))
+        for child in children.get(node, ()):
+            s = stream(child)
+            if s is not None:
+                parts.append((ranks.get(child, 0), child, s))
+        parts.sort(key=lambda p: (p[0], p[1]))
+        out: _Stream | None = None
+        i = 0
+        while i < len(parts):
+            j = i + 1
+            while j < len(parts) and parts[j][0] == parts[i][0]:
+                j += 1
+            group = _merge([p[2] for p in parts[i:j]])
+            out = group if out is None else _then(out, group, rem)
+            i = j
+        return out
+
+    top = stream(None)
+    if top is None:
+        return []
+    if not top.tails:
+        return list(every)
+    clumped = set(map(_uid, chain.from_iterable(top.tails.values())))
+    return _splice([e for e in every if e[1] not in clumped], top.tails)
+
+
+# ---- least attained service -----------------------------------------------------------
+@builtin
+@dataclass
+class LeastAttainedService(_Indexed):
+    """Tiresias-style discretised least attained service: a gang's level is the number of
+    `thresholds` (device-seconds, pod-seconds without devices) at or below its attained
+    service; lower levels first, then created, then uid (priority ignored). A gang that
+    waited over `promote_after_seconds` since it last became pending is promoted to level
+    0 until it runs again (None: never). Best effort: what does not fit is skipped.
+    """
+
+    name = "las"
+    thresholds: tuple[float, ...] = (4 * 3600.0, 32 * 3600.0)
+    promote_after_seconds: float | None = 8 * 3600.0
+    _deadlines: dict[str | None, SortedList[tuple[float, str]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _since: dict[str | None, dict[str, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if any(not t >= 0 for t in self.thresholds):
+            raise InvalidInput("las: thresholds", "must be >= 0")
+        if list(self.thresholds) != sorted(self.thresholds):
+            raise InvalidInput("las: thresholds", "must be in ascending order")
+        if self.promote_after_seconds is not None and not self.promote_after_seconds >= 0:
+            raise InvalidInput("las: promote_after_seconds", "must be >= 0")
+
+    def level(self, state: ClusterState, uid: str) -> int:
+        """The gang's LAS level now (0 when promoted)."""
+        promote = self.promote_after_seconds
+        if promote is not None and state.waiting(uid) > promote:
+            return 0
+        return bisect_right(self.thresholds, state.attained_service(uid))
+
+    def _key(self, state: ClusterState, gang: Gang) -> Key:
+        return (self.level(state, gang.uid), gang.created)
+
+    def _synced(
+        self,
+        state: ClusterState,
+        queue: str | None,
+        index: _PendingIndex,
+        gone: list[str],
+        new: list[str],
+    ) -> None:
+        """Promotion without rescans: pending gangs' service is constant, so only the
+        waiting time changes a key; deadlines are kept sorted and popped when due."""
+        promote = self.promote_after_seconds
+        if promote is None:
+            return
+        deadlines = self._deadlines.setdefault(queue, SortedList())
+        since = self._since.setdefault(queue, {})
+        for uid in gone:
+            if uid in since:
+                deadlines.remove((since.pop(uid), uid))
+        for uid in new:
+            if uid in since:  # re-keyed in place: drop its old deadline
+                deadlines.remove((since.pop(uid), uid))
+            if index.gangs[uid][1][0] > 0:
+                since[uid] = start = state.pending_since.get(uid, state.now)
+                deadlines.add((start, uid))
+        while deadlines and state.waiting(deadlines[0][1]) > promote:
+            _, uid = deadlines.pop(0)
+            del since[uid]
+            gang = index.gangs[uid][0]
+            index.discard(uid)
+            index.add(state, gang)
+
+    def order(self, ctx: CycleContext, queue: str | None = None) -> Iterator[Gang]:
+        return self._index(ctx.state, queue).walk(ctx.state)
+
+    def observe(self, gang: Gang, admitted: bool) -> None:
+        """An admitted gang that comes back (preempted) has more service and a new
+        waiting start: re-key it at the next sync even if it looks unchanged."""
+        if admitted:
+            for index in self._indexes.values():
+                index.stale.add(gang.uid)
+
+
+# ---- shortest job first ---------------------------------------------------------------
+@builtin
+@dataclass
+class ShortestJobFirst(_Indexed):
+    """Shortest runtime_estimate first; gangs without an estimate last; ties by
+    priority, then created, then uid. Best effort; a baseline for simulations.
+    """
+
+    name = "sjf"
+
+    def _key(self, state: ClusterState, gang: Gang) -> Key:
+        est = gang.runtime_estimate
+        return (est is None, est or 0.0, -gang.priority, gang.created)
+
+    def order(self, ctx: CycleContext, queue: str | None = None) -> Iterator[Gang]:
+        return self._index(ctx.state, queue).walk(ctx.state)
+
+    def observe(self, gang: Gang, admitted: bool) -> None:
+        return None

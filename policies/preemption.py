@@ -2,11 +2,14 @@
 
 Each policy only decides who may be a victim (and in what order it prefers them); one
 search, `minimal_victims`, then finds a small set with the engine's what-if probe and
-never returns a set the probe says is not enough. Each is loop-free by construction:
-`priority` and `cost-aware` only evict strictly lower priority; `reclaim` only takes from
-queues that borrow what the gang needs while the preemptor stays within its nominal
-quota (so total borrowing falls); `fair-share` only takes from queues whose share the
-eviction lowers and stays above the preemptor's (so the highest shares fall).
+never returns a set the probe says is not enough. No preemption loops, by construction:
+`priority` and `cost-aware` only evict strictly lower priority; `reclaim` only takes
+what queues borrow of the resources the gang needs, while the preemptor stays within
+its nominal quota (so total borrowing falls); `fair-share` only takes from queues whose
+share the eviction lowers and that stay at or above the preemptor's share, or (under
+LessThanInitialShare, never taking a gang preempted before) at or above their nominal
+quota, and its own-queue evictions never raise its queue's share. The loop tests drive
+contention to a fixed point with each gang preempted across queues at most once.
 """
 
 from __future__ import annotations
@@ -159,12 +162,20 @@ def work_lost(state: ClusterState, uid: str, checkpoint: float | None) -> float:
 
 
 class _Probes:
-    """`ctx.fits` within a budget; None once it is spent."""
+    """`ctx.fits` within a budget (None once it is spent), for sets the policy allows."""
 
-    def __init__(self, ctx: CycleContext, gang: Gang, budget: int) -> None:
-        self.ctx, self.gang, self.left = ctx, gang, budget
+    def __init__(
+        self,
+        ctx: CycleContext,
+        gang: Gang,
+        budget: int,
+        allowed: Callable[[Sequence[Gang]], bool] | None,
+    ) -> None:
+        self.ctx, self.gang, self.left, self.allowed = ctx, gang, budget, allowed
 
     def fits(self, victims: Sequence[Gang]) -> bool | None:
+        if self.allowed is not None and not self.allowed(victims):
+            return False
         if self.left <= 0:
             return None
         self.left -= 1
@@ -180,17 +191,21 @@ def minimal_victims(
     max_probes: int = 32,
     work_first: bool = False,
     admissible: Admissible | None = None,
+    allowed: Callable[[Sequence[Gang]], bool] | None = None,
+    orders: Sequence[Sequence[Gang]] = (),
 ) -> list[str]:
     """A small set of `candidates` whose eviction lets `gang` fit, or [] if none is found.
 
     Sets are compared by (devices freed, work lost (`cost` summed), highest priority
-    evicted, oldest admission evicted (newer is better), uids); `work_first` swaps the
-    first two. Search, at most `max_probes` what-if probes: greedy in the candidates'
-    order and in single-victim cost order (binary search for the shortest fitting
-    prefix), then a reprieve pass dropping victims the gang does not need (costliest
-    first), then single victims cheaper than the best set. `admissible` keeps, in order,
-    the candidates a policy allows together (its allowed sets must be closed under
-    subsets); every set returned was probed and fits.
+    evicted, oldest admission evicted (newer is better), gangs evicted, uids);
+    `work_first` swaps the first two. Search, at most `max_probes` what-if probes:
+    greedy in the candidates' order, in any extra `orders` and in single-victim cost
+    order (binary search for the shortest fitting prefix), then a reprieve pass dropping
+    victims the gang does not need (costliest first), then single victims cheaper than
+    the best set. `admissible` keeps, in order, the candidates a policy allows together
+    (deciding each from those kept before it); only sets it keeps whole are used.
+    `allowed` is a check of a whole set that more victims can only satisfy more; only
+    sets it allows are probed. Every set returned was probed and fits.
     """
     state = ctx.state
     pool = [c for c in candidates if ctx.evictable(c.uid)]
@@ -206,14 +221,15 @@ def minimal_victims(
         freed, lost = sum(size[u] for u in uids), sum(work[u] for u in uids)
         first = (lost, freed) if work_first else (freed, lost)
         top = max(v.priority for v in victims)
-        return (*first, top, -min(since[u] for u in uids), tuple(uids))
+        return (*first, top, -min(since[u] for u in uids), len(uids), tuple(uids))
 
-    probes = _Probes(ctx, gang, max_probes)
+    probes = _Probes(ctx, gang, max_probes, allowed)
     singly = sorted(pool, key=lambda c: key([c]))
+    usable = {c.uid for c in pool}
     best: list[Gang] | None = None
     tried: list[list[str]] = []
-    for order in (pool, singly):
-        seq = chain(order)
+    for order in (pool, *orders, singly):
+        seq = chain([c for c in order if c.uid in usable])
         uids = [g.uid for g in seq]
         if not seq or uids in tried:
             continue
@@ -221,7 +237,7 @@ def minimal_victims(
         found = _shortest_prefix(probes, seq)
         if found is None:
             continue
-        found = _reprieve(probes, found, key)
+        found = _reprieve(probes, found, key, chain)
         if best is None or key(found) < key(best):
             best = found
     for c in singly:
@@ -260,19 +276,32 @@ def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
 
 
 def _reprieve(
-    probes: _Probes, victims: list[Gang], key: Callable[[Sequence[Gang]], tuple[object, ...]]
+    probes: _Probes,
+    victims: list[Gang],
+    key: Callable[[Sequence[Gang]], tuple[object, ...]],
+    chain: Admissible,
 ) -> list[Gang]:
-    """Spare every victim the gang fits without, the costliest first."""
+    """Spare every victim the gang fits without (and the policy still allows the rest),
+    the costliest first."""
     for v in sorted(victims, key=lambda c: key([c]), reverse=True):
         if len(victims) == 1:
             break
         trial = [x for x in victims if x is not v]
+        if len(chain(trial)) != len(trial):
+            continue
         ok = probes.fits(trial)
         if ok is None:
             break
         if ok:
             victims = trial
     return victims
+
+
+def _ran_before(state: ClusterState, uid: str) -> bool:
+    """Whether an admitted gang served time in an earlier run (it was preempted or
+    requeued before): attained service beyond its current run."""
+    current = width(state, uid) * max(0.0, state.now - state.admitted[uid].admitted_at)
+    return state.attained_service(uid) > current + 1e-9
 
 
 def _by_priority(gangs: list[Gang], state: ClusterState) -> list[Gang]:
@@ -440,12 +469,13 @@ class _Rival:
 @builtin
 @dataclass
 class FairSharePreemption:
-    """Kueue's fair-sharing preemption. Within its own queue a gang evicts strictly lower
-    priority; from another queue of its tree only if that queue's side (child of the
-    common ancestor) has a dominant share > 0 that the eviction lowers, and a strategy
-    holds, with P = the preemptor side's share after admitting the gang:
-    LessThanOrEqualToFinalShare: P <= victim side's share after its evictions;
-    LessThanInitialShare: P < its share before. `strategies` are tried in order.
+    """Kueue's fair-sharing preemption. From another queue of its tree a gang evicts only
+    where that queue's side (child of the common ancestor) has a share > 0 the eviction
+    lowers and, with P = the preemptor side's share with the gang, a strategy holds:
+    LessThanOrEqualToFinalShare: P <= the side's share after its evictions;
+    LessThanInitialShare: P < its share before that eviction, never evicting a gang
+    preempted before nor taking the side below nominal. In its own queue: strictly lower
+    priority, without raising its shares. `strategies` are tried in order (as Kueue).
     """
 
     name = "fair-share"
@@ -502,25 +532,38 @@ class FairSharePreemption:
                     out[g.uid] = _Rival(mine, theirs, initial)
         return out
 
+    @staticmethod
+    def _share_after(state: ClusterState, side: str, removed: dict[str, dict[str, int]]) -> float:
+        pool = pools_after(state, removed).get(side)
+        return share_of_pool(state, side, state.quota.pool_usage(side) if pool is None else pool)
+
+    @staticmethod
+    def _keeps_nominal(state: ClusterState, side: str, removed: dict[str, dict[str, int]]) -> bool:
+        """Whether `side` keeps at least its quota of every resource the removal frees."""
+        quota = state.quota
+        pool = pools_after(state, removed).get(side, quota.pool_usage(side))
+        freed = {r for change in removed.values() for r, v in change.items() if v}
+        return all(
+            pool.get(r, 0) >= quota.subtree_quota(side, r)
+            for r in sorted(freed)
+            if r in quota.managed(side)
+        )
+
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
         quota = state.quota
-        rivals = self._rivals(state, gang)
-        after = pools_after(state, {gang.queue: self._charge(gang)})
-        mine = {
-            r.mine: share_of_pool(state, r.mine, after.get(r.mine, quota.pool_usage(r.mine)))
-            for r in rivals.values()
-        }
         admitted = state.admitted
+        rivals = self._rivals(state, gang)
+        charge = self._charge(gang)
         others = sorted(
             (state.admitted_gangs[uid] for uid in rivals),
             key=lambda g: (-rivals[g.uid].initial, g.priority, -admitted[g.uid].admitted_at, g.uid),
         )
         own = _by_priority(_lower(self._index, state, gang, "queue"), state)
-        candidates = others + own
 
         def admissible_under(active: frozenset[str]) -> Admissible:
             def admissible(seq: Sequence[Gang]) -> list[Gang]:
+                mine: dict[str, float] = {}
                 taken: dict[str, dict[str, dict[str, int]]] = {}
                 out = []
                 for g in seq:
@@ -528,23 +571,57 @@ class FairSharePreemption:
                     if rival is None:
                         out.append(g)
                         continue
+                    if rival.mine not in mine:
+                        pool = pools_after(state, {gang.queue: charge}).get(rival.mine)
+                        mine[rival.mine] = share_of_pool(
+                            state,
+                            rival.mine,
+                            quota.pool_usage(rival.mine) if pool is None else pool,
+                        )
                     p = mine[rival.mine]
                     trial = {q: dict(c) for q, c in taken.get(rival.theirs, {}).items()}
                     removed = trial.setdefault(g.queue, {})
                     for r, v in admitted[g.uid].charge.items():
                         removed[r] = removed.get(r, 0) - v
-                    ok = "LessThanInitialShare" in active and p < rival.initial
-                    if not ok and "LessThanOrEqualToFinalShare" in active:
-                        pool = pools_after(state, trial).get(
-                            rival.theirs, quota.pool_usage(rival.theirs)
-                        )
-                        ok = p <= share_of_pool(state, rival.theirs, pool)
+                    ok = False
+                    if "LessThanOrEqualToFinalShare" in active:
+                        ok = p <= self._share_after(state, rival.theirs, trial)
+                    if (
+                        not ok
+                        and "LessThanInitialShare" in active
+                        and not _ran_before(state, g.uid)
+                    ):
+                        before = taken.get(rival.theirs)
+                        ok = p < (
+                            rival.initial
+                            if before is None
+                            else self._share_after(state, rival.theirs, before)
+                        ) and self._keeps_nominal(state, rival.theirs, trial)
                     if ok:
                         out.append(g)
                         taken[rival.theirs] = trial
                 return out
 
             return admissible
+
+        sides = quota.path(gang.queue)[:-1]
+        now = {q: dominant_share(state, q) for q in sides}
+
+        def allowed(victims: Sequence[Gang]) -> bool:
+            """Without victims in other queues, the gang may only replace lower priority
+            work of its queue without raising a share above max(0, its current one)."""
+            if any(v.uid in rivals for v in victims):
+                return True
+            net = dict(charge)
+            for v in victims:
+                for r, n in admitted[v.uid].charge.items():
+                    net[r] = net.get(r, 0) - n
+            pools = pools_after(state, {gang.queue: net})
+            for q in sides:
+                share = share_of_pool(state, q, pools.get(q, quota.pool_usage(q)))
+                if share > max(0.0, now[q]):
+                    return False
+            return True
 
         start = ctx.probes
         for k in range(1, len(self.strategies) + 1):
@@ -554,10 +631,12 @@ class FairSharePreemption:
             found = minimal_victims(
                 ctx,
                 gang,
-                candidates,
+                others + own,
                 lambda v: work_lost(state, v.uid, v.checkpoint_interval),
                 max_probes=left,
                 admissible=admissible_under(frozenset(self.strategies[:k])),
+                allowed=allowed,
+                orders=[own + others] if own and others else [],
             )
             if found:
                 return found
@@ -595,14 +674,29 @@ class CostAwarePreemption:
     def _checkpoint(self, g: Gang) -> float | None:
         return g.checkpoint_interval or self.default_checkpoint_seconds
 
+    def _protected_until(self, state: ClusterState, g: Gang) -> float:
+        return state.admitted[g.uid].admitted_at + (
+            g.min_runtime or self.default_min_runtime_seconds
+        )
+
+    def retry_at(self, state: ClusterState, gang: Gang) -> float | None:
+        """When the next lower-priority gang in scope stops being protected: a failure to
+        preempt for `gang` may pass from then on although nothing else changed."""
+        now = state.now
+        ends = [
+            t
+            for g in _lower(self._index, state, gang, self.scope)
+            if (t := self._protected_until(state, g)) > now
+        ]
+        return min(ends, default=None)
+
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
         now = state.now
         candidates = [
             g
             for g in _lower(self._index, state, gang, self.scope)
-            if now - state.admitted[g.uid].admitted_at
-            >= (g.min_runtime or self.default_min_runtime_seconds)
+            if self._protected_until(state, g) <= now
         ]
 
         def cost(v: Gang) -> float:

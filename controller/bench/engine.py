@@ -10,9 +10,12 @@ from dataclasses import asdict, dataclass
 
 from controller.bench.synthetic import ClusterShape, backlog, build_state
 from controller.engine.cycle import Engine
+from policies.registry import PolicyRef
 from policies.routing import PolicySelection, build
 
 TARGETS = {"first_fill_s": 3.0, "incremental_p95_ms": 20.0, "peak_rss_mib": 1024.0}
+ORDERING_SLOWDOWN_TARGETS = {"drf": 1.2}
+"""Engine time (first fill + incremental cycles) relative to priority FIFO (issue 4)."""
 
 
 @dataclass
@@ -32,6 +35,7 @@ class EngineFigures:
     incremental_p50_ms: float
     incremental_p95_ms: float
     incremental_max_ms: float
+    incremental_mean_ms: float
     peak_rss_mib: float
 
     def as_dict(self) -> dict[str, float | int]:
@@ -95,9 +99,7 @@ def run(
         timings.append((time.perf_counter() - t) * 1000)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return EngineFigures(
-        policies=" / ".join(
-            p.name for p in (engine.ordering, engine.preemption, engine.placement)
-        ),
+        policies=" / ".join(p.name for p in (engine.ordering, engine.preemption, engine.placement)),
         nodes=shape.nodes,
         gpus=shape.nodes * shape.gpus_per_node,
         gangs=shape.gangs,
@@ -112,5 +114,37 @@ def run(
         incremental_p50_ms=round(statistics.median(timings), 3) if timings else 0.0,
         incremental_p95_ms=round(_percentile(timings, 0.95), 3) if timings else 0.0,
         incremental_max_ms=round(max(timings), 3) if timings else 0.0,
+        incremental_mean_ms=round(statistics.fmean(timings), 3) if timings else 0.0,
         peak_rss_mib=round(rss, 1),
     )
+
+
+def compare_orderings(
+    shape: ClusterShape, names: list[str], incremental: int, repeats: int
+) -> dict[str, float | int | str]:
+    """Engine time (first fill + all incremental cycles, fastest of `repeats`) of each
+    ordering policy, and its ratio to the priority-FIFO baseline on the same backlog."""
+
+    def engine_time(name: str) -> tuple[float, EngineFigures]:
+        best: tuple[float, EngineFigures] | None = None
+        for _ in range(repeats):
+            fig = run(shape, incremental, PolicySelection(PolicyRef(name)))
+            total = fig.first_fill_s + fig.incremental_mean_ms * fig.incremental_cycles / 1000
+            if best is None or total < best[0]:
+                best = (total, fig)
+        assert best is not None
+        return best
+
+    base, base_fig = engine_time("priority")
+    out: dict[str, float | int | str] = {
+        "baseline": "priority",
+        "baseline_engine_s": round(base, 3),
+        "baseline_admitted_pods": base_fig.admitted_pods,
+    }
+    for name in names:
+        total, fig = engine_time(name)
+        out[f"{name}_engine_s"] = round(total, 3)
+        out[f"{name}_incremental_p95_ms"] = fig.incremental_p95_ms
+        out[f"{name}_admitted_pods"] = fig.admitted_pods
+        out[f"{name}_slowdown"] = round(total / base, 3)
+    return out

@@ -61,6 +61,41 @@ def test_grid_applies_each_override_and_the_seed_to_the_scenario():
         assert task.scenario["seed"] == 3
 
 
+def test_variants_apply_their_overrides_together_and_multiply_the_grid():
+    tasks = expand(
+        spec(
+            schedulers=["phalanx"],
+            variants={
+                "fifo": {},
+                "drf+fair-share": {
+                    "policies.ordering": "drf",
+                    "policies.preemption": {"name": "fair-share"},
+                },
+            },
+            parameters={"cycleInterval": [0.5, 1.0]},
+        )
+    )
+    assert [(t.parameters["variant"], t.parameters["cycleInterval"]) for t in tasks] == [
+        ("fifo", 0.5),
+        ("fifo", 1.0),
+        ("drf+fair-share", 0.5),
+        ("drf+fair-share", 1.0),
+    ]
+    drf = tasks[2].scenario["policies"]
+    assert drf["ordering"] == "drf"
+    assert drf["preemption"]["name"] == "fair-share"
+
+
+def test_a_variant_with_an_unknown_path_is_rejected_naming_the_variant():
+    with pytest.raises(ValidationError, match="fast.*no field 'policy'"):
+        spec(variants={"fast": {"policy.ordering": "drf"}})
+
+
+def test_a_variant_naming_an_unknown_policy_fails_before_any_run():
+    with pytest.raises(SweepError, match="policies.ordering"):
+        expand(spec(variants={"bad": {"policies.ordering": "no-such-policy"}}))
+
+
 def test_override_creates_an_unset_map_entry():
     (task, *_) = expand(spec(parameters={"queues.0.quota.gpu.nominal": [2]}))
     assert task.scenario["queues"][0]["quota"]["gpu"]["nominal"] == 2
@@ -89,7 +124,7 @@ def test_unknown_parameter_path_is_rejected_listing_the_top_level_fields():
         spec(parameters={"cycleIntervl": [1]})
     message = str(err.value)
     assert "no field 'cycleIntervl'" in message
-    assert "valid top-level fields: backoffBase, backoffMax, cluster, cycleInterval" in message
+    assert "valid top-level fields: backoffBase, backoffMax, checkpointInterval, cluster, cycleInterval" in message
 
 
 def test_unknown_nested_path_lists_the_fields_of_its_parent():
