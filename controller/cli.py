@@ -227,8 +227,18 @@ def sweep(
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write all runs here.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the table here.")] = None,
+    markdown_out: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the shown table as Markdown here.")
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated summary metrics to show (default: the headline)."),
+    ] = None,
 ) -> None:
-    """Run a grid of schedulers x parameters x seeds; mean and 95% CI over seeds."""
+    """Run a grid of schedulers x variants x parameters x seeds; mean and 95% CI over seeds.
+
+    The table shows only the axes that vary; JSON and CSV keep everything.
+    """
     from simulations.scenario import ScenarioError
     from simulations.sweep import SweepError, load_sweep, run_sweep
 
@@ -246,16 +256,34 @@ def sweep(
         console.print(f"[red]{err}[/]")
         raise typer.Exit(2) from None
     rows = result.table()
-    params = list(spec.parameters)
-    metrics = [m for m in HEADLINE_METRICS if rows and f"{m}_mean" in rows[0]]
+    axes = [
+        k
+        for k in ["scheduler", "variant", *spec.parameters]
+        if len({json.dumps(r.get(k), sort_keys=True, default=str) for r in rows}) > 1
+    ] or ["scheduler"]
+    wanted = metrics.split(",") if metrics else list(HEADLINE_METRICS)
+    unknown = [m for m in wanted if rows and f"{m}_mean" not in rows[0]]
+    if unknown:
+        known = ", ".join(k[: -len("_mean")] for k in rows[0] if k.endswith("_mean"))
+        console.print(f"[red]--metrics: unknown {', '.join(unknown)}; known: {known}[/]")
+        raise typer.Exit(2)
+    shown = [m for m in wanted if rows and f"{m}_mean" in rows[0]]
+    header = [*axes, "n", *shown]
+    body = [
+        [_cell(row.get(k)) for k in [*axes, "n"]]
+        + [_mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in shown]
+        for row in rows
+    ]
     table = Table(title=f"phalanx sweep: {spec_path.name} ({len(result.runs)} runs, mean ± 95% CI)")
-    for key in ["scheduler", *params, "n", *metrics]:
-        table.add_column(key, justify="left" if key == "scheduler" else "right")
-    for row in rows:
-        cells = [_cell(row[k]) for k in ["scheduler", *params, "n"]]
-        cells += [_mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in metrics]
+    for key in header:
+        table.add_column(key, justify="left" if key in axes else "right")
+    for cells in body:
         table.add_row(*cells)
     console.print(table)
+    if markdown_out is not None:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        markdown_out.write_text("\n".join(lines) + "\n")
     if json_out is not None:
         json_out.write_text(result.to_json())
     if csv_out is not None:
@@ -278,7 +306,10 @@ HEADLINE_METRICS = (
     "gpu_utilisation",
     "idle_held_gpu_h",
     "wasted_gpu_h",
-    "jain_fairness",
+    "preemptions",
+    "lost_gpu_h",
+    "fairness_jain",
+    "slowdown_fairness_jain",
 )
 
 
@@ -292,7 +323,7 @@ def _cell(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     return str(value)
 
 

@@ -33,3 +33,42 @@ def test_sweep_with_an_unknown_parameter_exits_with_the_reason(tmp_path):
     result = CliRunner().invoke(app, ["sweep", str(spec)])
     assert result.exit_code == 2
     assert "cycleIntervl" in result.output and "Traceback" not in result.output
+
+
+def variant_sweep(tmp_path: Path) -> Path:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(
+        f"scenario: {SCENARIO}\nschedulers: [phalanx]\nseeds: 1\n"
+        "parameters:\n  cycleInterval: [1]\n"
+        "variants:\n  fifo: {}\n  drf: {policies.ordering: drf}\n"
+    )
+    return spec
+
+
+def test_sweep_markdown_shows_only_the_axes_that_vary_and_the_chosen_metrics(tmp_path):
+    md = tmp_path / "table.md"
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            str(variant_sweep(tmp_path)),
+            "--workers",
+            "1",
+            "--metrics",
+            "completed,preemptions",
+            "--markdown",
+            str(md),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = md.read_text().splitlines()
+    assert lines[0] == "| variant | n | completed | preemptions |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| fifo", "| drf"]
+
+
+def test_sweep_with_an_unknown_metric_lists_the_known_ones(tmp_path):
+    result = CliRunner().invoke(
+        app, ["sweep", str(variant_sweep(tmp_path)), "--workers", "1", "--metrics", "speed"]
+    )
+    assert result.exit_code == 2
+    assert "unknown speed" in result.output and "jct_mean_s" in result.output
