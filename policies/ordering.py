@@ -54,43 +54,43 @@ class _PendingIndex:
 
     def __init__(self, key: Callable[[ClusterState, Gang], Key]) -> None:
         self.key = key
-        self.order: SortedList[tuple[Key, str]] = SortedList()
-        self.gangs: dict[str, tuple[Gang, Key]] = {}
+        self.order: SortedList[tuple[Key, str, Gang]] = SortedList()
+        self.keys: dict[str, tuple[Key, str, Gang]] = {}
         self.stale: set[str] = set()
 
     def add(self, state: ClusterState, gang: Gang) -> None:
-        key = self.key(state, gang)
-        self.gangs[gang.uid] = (gang, key)
-        self.order.add((key, gang.uid))
+        entry = (self.key(state, gang), gang.uid, gang)  # uids are unique: gangs never compared
+        self.keys[gang.uid] = entry
+        self.order.add(entry)
 
     def discard(self, uid: str) -> None:
-        known = self.gangs.pop(uid, None)
-        if known is not None:
-            self.order.remove((known[1], uid))
+        entry = self.keys.pop(uid, None)
+        if entry is not None:
+            self.order.remove(entry)
 
     def sync(self, state: ClusterState, pending: Mapping[str, Gang]) -> tuple[list[str], list[str]]:
         """Follow `pending`; returns the uids removed and the uids (re)added, sorted."""
-        gangs = self.gangs
-        gone = sorted(gangs.keys() - pending.keys())
-        stale = sorted(self.stale & gangs.keys())
+        keys = self.keys
+        gone = sorted(keys.keys() - pending.keys())
+        stale = sorted(self.stale & keys.keys())
         self.stale.clear()
         for uid in gone + stale:
             self.discard(uid)
-        new = sorted(pending.keys() - gangs.keys())
+        new: list[str] = []
+        if len(pending) != len(keys):  # every pending gang is known unless counts differ
+            new = sorted(pending.keys() - keys.keys())
         for uid in new:
             self.add(state, pending[uid])
         return gone, new
 
     def walk(self, state: ClusterState) -> Iterator[Gang]:
         """Pending gangs in key order, as of the last sync."""
-        pending = state.pending
-        gangs = self.gangs
-        for _, uid in list(self.order):
-            gang = pending.get(uid)
+        get = state.pending.get
+        for _, uid, known in list(self.order):
+            gang = get(uid)
             if gang is None:
                 continue
-            known = gangs.get(uid)
-            if known is None or known[0] is not gang:
+            if gang is not known:
                 self.stale.add(uid)
             yield gang
 
@@ -177,7 +177,7 @@ class BestEffortFifo(_Indexed):
         default=None, init=False, repr=False, compare=False
     )
     """This cycle's reserved gang and T (None: no T), for reasons and tests."""
-    _last: tuple[str, bool] | None = field(default=None, init=False, repr=False, compare=False)
+    _failed: Gang | None = field(default=None, init=False, repr=False, compare=False)
     _memo: tuple[object, float | None] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -197,6 +197,7 @@ class BestEffortFifo(_Indexed):
         self.reservation = None
         held: Gang | None = None
         start: float | None = None
+        since = state.pending_since
         for gang in self._index(state, queue).walk(state):
             if held is not None:
                 # The reservation holds the whole cluster, whatever the held gang is short
@@ -209,19 +210,20 @@ class BestEffortFifo(_Indexed):
                     continue
                 yield gang
                 continue
-            self._last = None
+            self._failed = None
             yield gang
             if (
-                self._last == (gang.uid, False)
-                and gang.uid in state.pending
-                and state.waiting(gang.uid) > self.starvation_seconds
+                self._failed is gang
+                and (start_waiting := since.get(gang.uid)) is not None
+                and now - start_waiting > self.starvation_seconds  # as state.waiting
             ):
                 held = gang
                 start = self._earliest_start(ctx, gang)
                 self.reservation = (gang.uid, start)
 
     def observe(self, gang: Gang, admitted: bool) -> None:
-        self._last = (gang.uid, admitted)
+        if not admitted:
+            self._failed = gang
 
     def _earliest_start(self, ctx: CycleContext, gang: Gang) -> float | None:
         """EASY: the end of the shortest prefix of running gangs (by estimated end) whose
@@ -264,13 +266,9 @@ class BestEffortFifo(_Indexed):
 
 # ---- dominant resource fairness -------------------------------------------------------
 def _pending_index(state: ClusterState, queue: str | None) -> Sequence[Entry]:
-    """The state's live sorted (order_key, uid) index (of one queue, or all); read only.
-
-    Reads the state's private index: building keys per gang instead would cost DRF more
-    than its whole budget against FIFO (`phalanx bench engine`).
-    """
-    index = state._pending_order if queue is None else state._pending_by_queue.get(queue)
-    return index if index is not None else ()
+    """The state's live sorted (order_key, uid) index: building keys per gang instead
+    would cost DRF more than its whole budget against FIFO (`phalanx bench engine`)."""
+    return state.pending_index(queue)
 
 
 @dataclass(slots=True)
@@ -300,19 +298,30 @@ def _merge(streams: list[_Stream]) -> _Stream:
     return out
 
 
-def _then(first: _Stream, second: _Stream, rem: Mapping[str, Sequence[Entry]]) -> _Stream:
+def _bisect(entries: Sequence[Entry], x: Entry, right: bool = False) -> int:
+    """bisect on a list, or natively (O(log n), not O(log² n)) on the state's SortedList."""
+    if isinstance(entries, SortedList):
+        return entries.bisect_right(x) if right else entries.bisect_left(x)
+    return bisect_right(entries, x) if right else bisect_left(entries, x)
+
+
+def _then(
+    first: _Stream, second: _Stream, rem: Mapping[str, Sequence[Entry]], tops: list[Entry]
+) -> _Stream:
     """`first` entirely, then `second`. Anchors of `second` below first's top stop being
     anchors: once top is emitted they are lower than any competing head, so they (with
-    their tails) join top's tail."""
+    their tails) join top's tail. A top that cut something is added to `tops`."""
     top = first.top
     parts: list[Sequence[Entry]] = []
+    cuts = False
     for leaf in second.leaves:
         entries = rem[leaf]
-        hi = bisect_left(entries, top)
+        hi = _bisect(entries, top)
         if not hi:
             continue
+        cuts = True
         cut = second.cuts.get(leaf)
-        lo = 0 if cut is None else bisect_right(entries, cut)
+        lo = 0 if cut is None else _bisect(entries, cut, right=True)
         if lo < hi:
             parts.append(entries[lo:hi])
         if cut is None or cut < top:
@@ -321,6 +330,8 @@ def _then(first: _Stream, second: _Stream, rem: Mapping[str, Sequence[Entry]]) -
         below = list(parts[0]) if len(parts) == 1 else sorted(chain.from_iterable(parts))
         moved = {a: t for a, t in second.tails.items() if a < top}
         first.tails.setdefault(top, []).extend(_splice(below, moved))
+    if cuts:
+        tops.append(top)
     first.tails.update({a: t for a, t in second.tails.items() if a > top})
     first.leaves += second.leaves
     first.cuts.update(second.cuts)
@@ -348,7 +359,28 @@ class _DrfCycle:
 
     state: ClusterState
     ranks: dict[str, int]
-    out: list[Entry]
+    out: list[str]
+    """Uids in order: the walk reads no entry tuple, only the uid it looks up."""
+    walk: Iterator[str]
+    """The iterator over `out`; what it has left tells how far the walk got."""
+
+
+@dataclass(slots=True)
+class _DrfMemo:
+    """Last cycle's order, for a cycle where gangs only left (admitted, or deleted):
+
+    - with the same tree and ranks, and none of the gone a `top` that cut a stream, the
+      order itself still holds once the gone are skipped;
+    - with other ranks but the same `cuts`, the anchors still hold: only tails move.
+    `leaves` are the per-leaf entries it was built from, less the gone ones since."""
+
+    generation: int
+    ranks: dict[str, int]
+    leaves: dict[str, list[Entry]]
+    tops: list[Entry]
+    cuts: dict[str, Entry]
+    anchors: list[Entry]
+    out: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +406,8 @@ class DominantResourceFairness:
 
     name = "drf"
     _cycle: _DrfCycle | None = field(default=None, init=False, repr=False, compare=False)
+    _memo: _DrfMemo | None = field(default=None, init=False, repr=False, compare=False)
+    _gone: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
     _facts: tuple[int, list[_QueueFacts]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -387,11 +421,13 @@ class DominantResourceFairness:
             return
         rem = {q: _pending_index(state, q) for q in state.pending_queues()}
         ranks = self._ranks(state, rem)
-        out = _drf_order(state, _pending_index(state, None), rem, ranks)
-        self._cycle = _DrfCycle(state, ranks, out)
+        out = self._whole_order(state, rem, ranks)
+        self._gone.clear()
+        walk = iter(out)
+        self._cycle = _DrfCycle(state, ranks, out, walk)
         get = state.pending.get
-        for entry in out:  # `observe` may replace what follows the current entry
-            gang = get(entry[1])
+        for uid in walk:  # `observe` may replace what follows the current uid
+            gang = get(uid)
             if gang is not None:
                 yield gang
         self._cycle = None
@@ -403,7 +439,47 @@ class DominantResourceFairness:
         reads by position), so drawing a gang costs the same as in FIFO: no check per gang.
         """
         if admitted:
+            self._gone.add(gang.uid)
             self._reorder(gang)
+
+    def _whole_order(
+        self, state: ClusterState, rem: Mapping[str, Sequence[Entry]], ranks: dict[str, int]
+    ) -> list[str]:
+        """All pending gangs' uids in DRF order: last cycle's order, or its anchors with new
+        tails, when they still hold (see _DrfMemo); else built from scratch."""
+        memo = self._memo if self._memo_holds(state, rem) else None
+        if memo is not None and memo.ranks == ranks and self._gone.isdisjoint(map(_uid, memo.tops)):
+            return memo.out
+        leaves = memo.leaves if memo is not None else {q: list(e) for q, e in rem.items()}
+        tops: list[Entry] = []
+        top = _drf_streams(state, leaves, ranks, tops)
+        cuts = top.cuts if top is not None else {}
+        if memo is not None and cuts == memo.cuts:
+            anchors = memo.anchors
+        else:
+            anchors = _anchors(top, _pending_index(state, None))
+        out = list(map(_uid, _splice(anchors, top.tails if top is not None else {})))
+        self._memo = _DrfMemo(state.quota.generation, ranks, leaves, tops, cuts, anchors, out)
+        return out
+
+    def _memo_holds(self, state: ClusterState, rem: Mapping[str, Sequence[Entry]]) -> bool:
+        """Whether gangs only left since the memo (same tree, each leaf's entries less the
+        ones admitted since); a C-level check, no rebuild. Brings `memo.leaves` up to date."""
+        memo = self._memo
+        if (
+            memo is None
+            or memo.generation != state.quota.generation
+            or not memo.leaves.keys() >= rem.keys()
+        ):
+            return False
+        gone = self._gone
+        for leaf, old in memo.leaves.items():
+            now = list(rem.get(leaf, ()))
+            if now != old:
+                if now != [e for e in old if e[1] not in gone]:
+                    return False
+                memo.leaves[leaf] = now
+        return True
 
     def _reorder(self, gang: Gang) -> None:
         cycle = self._cycle
@@ -415,11 +491,10 @@ class DominantResourceFairness:
         if ranks == cycle.ranks:
             return
         out = cycle.out
-        try:
-            at = out.index((gang.order_key, gang.uid)) + 1
-        except ValueError:  # not drawn from this order
-            return
-        tried = set(map(_uid, out[:at]))
+        at = len(out) - operator.length_hint(cycle.walk)
+        if not (0 < at <= len(out) and out[at - 1] == gang.uid):
+            return  # not the gang just drawn from this order
+        tried = set(out[:at])
         every = [e for e in _pending_index(state, None) if e[1] not in tried]
         rem = {
             q: kept
@@ -427,7 +502,8 @@ class DominantResourceFairness:
             if (kept := [e for e in _pending_index(state, q) if e[1] not in tried])
         }
         cycle.ranks = ranks
-        out[at:] = _drf_order(state, every, rem, ranks)
+        self._memo = None  # its order is being rewritten
+        out[at:] = map(_uid, _drf_order(state, every, rem, ranks))
 
     def shares(self, state: ClusterState) -> dict[str, float]:
         """Every queue's weighted dominant share of what it borrows above its nominal.
@@ -516,14 +592,13 @@ class DominantResourceFairness:
         return hit
 
 
-def _drf_order(
+def _drf_streams(
     state: ClusterState,
-    every: Sequence[Entry],
     rem: Mapping[str, Sequence[Entry]],
     ranks: Mapping[str, int],
-) -> list[Entry]:
-    """The entries (`every`, and per leaf in `rem`) in DRF order for fixed ranks; a new
-    list, since `observe` rewrites its tail."""
+    tops: list[Entry],
+) -> _Stream | None:
+    """The whole tree's stream of the per-leaf entries `rem`, for fixed ranks."""
     quota = state.quota
     children: dict[str | None, list[str]] = {}
     for leaf in rem:
@@ -536,7 +611,7 @@ def _drf_order(
 
     def stream(node: str | None) -> _Stream | None:
         parts: list[tuple[int, str, _Stream]] = []
-        if node is not None and node in rem:  # a leaf; or gangs left in an inner queue
+        if node is not None and rem.get(node):  # a leaf; or gangs left in an inner queue
             parts.append((-1, node, _Stream([node], {}, {}, rem[node][-1])))
         for child in children.get(node, ()):
             s = stream(child)
@@ -550,17 +625,30 @@ def _drf_order(
             while j < len(parts) and parts[j][0] == parts[i][0]:
                 j += 1
             group = _merge([p[2] for p in parts[i:j]])
-            out = group if out is None else _then(out, group, rem)
+            out = group if out is None else _then(out, group, rem, tops)
             i = j
         return out
 
-    top = stream(None)
-    if top is None:
-        return []
-    if not top.tails:
+    return stream(None)
+
+
+def _anchors(top: _Stream | None, every: Sequence[Entry]) -> list[Entry]:
+    """The top stream's anchors: `every` (all entries, ascending) less those in tails."""
+    if top is None or not top.tails:
         return list(every)
     clumped = set(map(_uid, chain.from_iterable(top.tails.values())))
-    return _splice([e for e in every if e[1] not in clumped], top.tails)
+    return [e for e in every if e[1] not in clumped]
+
+
+def _drf_order(
+    state: ClusterState,
+    every: Sequence[Entry],
+    rem: Mapping[str, Sequence[Entry]],
+    ranks: Mapping[str, int],
+) -> list[Entry]:
+    """The entries (`every`, and per leaf in `rem`) in DRF order for fixed ranks."""
+    top = _drf_streams(state, rem, ranks, [])
+    return _splice(_anchors(top, every), top.tails if top is not None else {})
 
 
 # ---- least attained service -----------------------------------------------------------
@@ -623,13 +711,13 @@ class LeastAttainedService(_Indexed):
         for uid in new:
             if uid in since:  # re-keyed in place: drop its old deadline
                 deadlines.remove((since.pop(uid), uid))
-            if index.gangs[uid][1][0] > 0:
+            if index.keys[uid][0][0] > 0:
                 since[uid] = start = state.pending_since.get(uid, state.now)
                 deadlines.add((start, uid))
         while deadlines and state.waiting(deadlines[0][1]) > promote:
             _, uid = deadlines.pop(0)
             del since[uid]
-            gang = index.gangs[uid][0]
+            gang = index.keys[uid][2]
             index.discard(uid)
             index.add(state, gang)
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from controller.engine.context import CycleContext
-from controller.engine.model import Gang
+from controller.engine.model import DEVICE_QUOTA_PREFIX, Gang
 from controller.engine.placement import minimum_charge
 from controller.engine.policy import NoPreemption
 from controller.engine.state import ClusterState
@@ -161,8 +162,87 @@ def work_lost(state: ClusterState, uid: str, checkpoint: float | None) -> float:
     return width(state, uid) * ran
 
 
+_shareable: weakref.WeakKeyDictionary[ClusterState, tuple[int, bool]] = weakref.WeakKeyDictionary()
+_minimum = ChargeCache()
+
+
+_free: weakref.WeakKeyDictionary[ClusterState, tuple[tuple[int, ...], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def free_devices(state: ClusterState) -> int | None:
+    """Published devices nobody holds (None when shareable devices make counting
+    meaningless); recounted only when devices, admissions or holders changed."""
+    inv = state.inventory
+    hit = _shareable.get(state)
+    if hit is None or hit[0] != inv.generation:
+        hit = _shareable[state] = (
+            inv.generation,
+            any(d.shareable for d in inv.devices.values()),
+        )
+    if hit[1]:
+        return None
+    stamp = (inv.generation, state.capacity_epoch, state.admission_generation, len(inv.owners))
+    count = _free.get(state)
+    if count is None or count[0] != stamp:
+        count = _free[state] = (
+            stamp,
+            len(inv.devices) - len(inv.owners.keys() & inv.devices.keys()),
+        )
+    return count[1]
+
+
+def _too_few_devices(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> bool:
+    """Whether even evicting all of `pool` cannot free the devices `gang` needs: saves
+    the probes of the many gangs that wait for far more than lower priority holds."""
+    need = sum(v for r, v in _minimum(gang).items() if r.startswith(DEVICE_QUOTA_PREFIX))
+    if not need:
+        return False
+    admitted = state.admitted
+    held = sum(admitted[c.uid].device_count() for c in pool)
+    if held >= need:
+        return False
+    free = free_devices(state)
+    return free is not None and free + held < need
+
+
+def _quota_never_fits(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> bool:
+    """Whether the gang's quota lower bound does not fit even with all of `pool` gone
+    (pool usage against the limits along its queue's path, as `QuotaTree` checks them)."""
+    quota = state.quota
+    charge = _minimum(gang)
+    managed = quota.managed(gang.queue)
+    if not any(v and r in managed for r, v in charge.items()):
+        return False
+    changes: dict[str, dict[str, int]] = {gang.queue: dict(charge)}
+    for c in pool:
+        if quota.root(c.queue) == quota.root(gang.queue):
+            change = changes.setdefault(c.queue, {})
+            for r, v in state.admitted[c.uid].charge.items():
+                change[r] = change.get(r, 0) - v
+    pools = pools_after(state, changes)
+    needed = sorted(r for r, v in charge.items() if v and r in managed)
+    for name in quota.path(gang.queue):
+        q = quota.get(name)
+        if q is None:
+            return False
+        pool_usage = pools.get(name, quota.pool_usage(name))
+        for r in needed:
+            limit: int | None = quota.subtree_quota(name, r)
+            if q.parent is not None:
+                lim = q.quota.get(r)
+                blim = lim.borrowing_limit if lim is not None else None
+                limit = None if blim is None or limit is None else limit + blim
+            if limit is not None and pool_usage.get(r, 0) > limit:
+                return True
+    return False
+
+
 class _Probes:
-    """`ctx.fits` within a budget (None once it is spent), for sets the policy allows."""
+    """`ctx.fits` within a budget (None once it is spent), for sets the policy allows;
+    each set is probed once, and subsets of a set that did not fit are not probed
+    (evicting less cannot help more)."""
 
     def __init__(
         self,
@@ -172,14 +252,29 @@ class _Probes:
         allowed: Callable[[Sequence[Gang]], bool] | None,
     ) -> None:
         self.ctx, self.gang, self.left, self.allowed = ctx, gang, budget, allowed
+        self.known: dict[frozenset[str], bool] = {}
+        self.failed: list[frozenset[str]] = []
 
     def fits(self, victims: Sequence[Gang]) -> bool | None:
+        uids = frozenset(v.uid for v in victims)
+        hit = self.known.get(uids)
+        if hit is not None:
+            return hit
+        if any(uids <= f for f in self.failed):
+            return False
         if self.allowed is not None and not self.allowed(victims):
             return False
         if self.left <= 0:
             return None
         self.left -= 1
-        return self.ctx.fits(self.gang, [v.uid for v in victims])
+        ok = self.known[uids] = self.ctx.fits(self.gang, [v.uid for v in victims])
+        if not ok:
+            self.failed.append(uids)
+        return ok
+
+    def hopeless(self, uid: str) -> bool:
+        """Whether `uid` was in a set that did not fit (so it cannot fit alone)."""
+        return any(uid in f for f in self.failed)
 
 
 def minimal_victims(
@@ -203,13 +298,16 @@ def minimal_victims(
     order (binary search for the shortest fitting prefix), then a reprieve pass dropping
     victims the gang does not need (costliest first), then single victims cheaper than
     the best set. `admissible` keeps, in order, the candidates a policy allows together
-    (deciding each from those kept before it); only sets it keeps whole are used.
+    (deciding each from those kept before it; one it keeps after others it must keep
+    alone); only sets it keeps whole are used.
     `allowed` is a check of a whole set that more victims can only satisfy more; only
     sets it allows are probed. Every set returned was probed and fits.
     """
     state = ctx.state
     pool = [c for c in candidates if ctx.evictable(c.uid)]
     if not pool:
+        return []
+    if _too_few_devices(state, gang, pool) or _quota_never_fits(state, gang, pool):
         return []
     chain: Admissible = admissible or list
     size = {c.uid: width(state, c.uid) for c in pool}
@@ -224,26 +322,29 @@ def minimal_victims(
         return (*first, top, -min(since[u] for u in uids), len(uids), tuple(uids))
 
     probes = _Probes(ctx, gang, max_probes, allowed)
-    singly = sorted(pool, key=lambda c: key([c]))
+    one = {c.uid: key([c]) for c in pool}
+    singly = sorted(pool, key=lambda c: one[c.uid])
     usable = {c.uid for c in pool}
     best: list[Gang] | None = None
     tried: list[list[str]] = []
+    kept: set[str] = set()
     for order in (pool, *orders, singly):
         seq = chain([c for c in order if c.uid in usable])
         uids = [g.uid for g in seq]
+        kept.update(uids)
         if not seq or uids in tried:
             continue
         tried.append(uids)
         found = _shortest_prefix(probes, seq)
         if found is None:
             continue
-        found = _reprieve(probes, found, key, chain)
+        found = _reprieve(probes, found, lambda c: one[c.uid], chain)
         if best is None or key(found) < key(best):
             best = found
     for c in singly:
-        if best is not None and key([c]) >= key(best):
+        if best is not None and one[c.uid] >= key(best):
             break
-        if chain([c]) != [c]:
+        if c.uid not in kept or probes.hopeless(c.uid):
             continue
         ok = probes.fits([c])
         if ok is None:
@@ -278,12 +379,12 @@ def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
 def _reprieve(
     probes: _Probes,
     victims: list[Gang],
-    key: Callable[[Sequence[Gang]], tuple[object, ...]],
+    cost: Callable[[Gang], tuple[object, ...]],
     chain: Admissible,
 ) -> list[Gang]:
     """Spare every victim the gang fits without (and the policy still allows the rest),
     the costliest first."""
-    for v in sorted(victims, key=lambda c: key([c]), reverse=True):
+    for v in sorted(victims, key=cost, reverse=True):
         if len(victims) == 1:
             break
         trial = [x for x in victims if x is not v]
@@ -458,12 +559,13 @@ class ReclaimPreemption:
 @dataclass(frozen=True, slots=True)
 class _Rival:
     """A victim in another queue: the two children of the lowest common ancestor whose
-    shares are compared (Kueue's fair sharing compares siblings), and the victim side's
-    share now."""
+    shares are compared (Kueue's fair sharing compares siblings), the victim side's
+    share now, and whether the victim was preempted before."""
 
     mine: str
     theirs: str
     initial: float
+    ran_before: bool
 
 
 @builtin
@@ -489,6 +591,9 @@ class FairSharePreemption:
         self._index = AdmittedIndex()
         self._borrowing = BorrowingIndex()
         self._charge = ChargeCache()
+        self._rivals_state: ClusterState | None = None
+        self._rivals_stamp = (-1, -1)
+        self._rivals_of: dict[str, dict[str, _Rival]] = {}
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         low = self._index.min_priority(state, gang.queue)
@@ -505,7 +610,18 @@ class FairSharePreemption:
 
     def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
         """Admitted gangs of other queues of the tree whose eviction lowers a positive
-        share, by uid."""
+        share, by uid (the same for every gang of a queue until someone is admitted or
+        released)."""
+        stamp = (state.admission_generation, state.quota.generation)
+        if self._rivals_state is not state or self._rivals_stamp != stamp:
+            self._rivals_state, self._rivals_stamp = state, stamp
+            self._rivals_of.clear()
+        hit = self._rivals_of.get(gang.queue)
+        if hit is None:
+            hit = self._rivals_of[gang.queue] = self._find_rivals(state, gang)
+        return hit
+
+    def _find_rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
         quota = state.quota
         path = quota.path(gang.queue)
         at = {q: i for i, q in enumerate(path)}
@@ -529,7 +645,7 @@ class FairSharePreemption:
                 minus = {r: -v for r, v in state.admitted[g.uid].charge.items()}
                 pool = pools_after(state, {q: minus}).get(theirs, quota.pool_usage(theirs))
                 if share_of_pool(state, theirs, pool) < initial:
-                    out[g.uid] = _Rival(mine, theirs, initial)
+                    out[g.uid] = _Rival(mine, theirs, initial, _ran_before(state, g.uid))
         return out
 
     @staticmethod
@@ -586,11 +702,7 @@ class FairSharePreemption:
                     ok = False
                     if "LessThanOrEqualToFinalShare" in active:
                         ok = p <= self._share_after(state, rival.theirs, trial)
-                    if (
-                        not ok
-                        and "LessThanInitialShare" in active
-                        and not _ran_before(state, g.uid)
-                    ):
+                    if not ok and "LessThanInitialShare" in active and not rival.ran_before:
                         before = taken.get(rival.theirs)
                         ok = p < (
                             rival.initial
@@ -623,6 +735,9 @@ class FairSharePreemption:
                     return False
             return True
 
+        everyone = [*others, *own]
+        if _too_few_devices(state, gang, everyone) or _quota_never_fits(state, gang, everyone):
+            return []
         start = ctx.probes
         for k in range(1, len(self.strategies) + 1):
             left = self.max_probes - (ctx.probes - start)

@@ -344,6 +344,8 @@ class Simulation:
         self.cycles += 1
         result = self.engine.cycle(now)
         result.ledger.commit_all()
+        for victim in result.ledger.unrestorable:
+            self._preempted(now, victim)  # evicted, then could not be put back: pending
         for d in result.admitted:
             for victim in d.victims:
                 self._preempted(now, victim)

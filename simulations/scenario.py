@@ -119,9 +119,9 @@ class JobSpec(_Model):
     duration: float = Field(gt=0)
     queue: str = "default"
     priority: int = 0
-    runtime_estimate: float | None = Field(None, ge=0, alias="runtimeEstimate")
-    min_runtime: float | None = Field(None, ge=0, alias="minRuntime")
-    checkpoint_interval: float | None = Field(None, gt=0, alias="checkpointInterval")
+    runtime_estimate: float | None = Field(default=None, ge=0, alias="runtimeEstimate")
+    min_runtime: float | None = Field(default=None, ge=0, alias="minRuntime")
+    checkpoint_interval: float | None = Field(default=None, gt=0, alias="checkpointInterval")
 
 
 # ---- distributions ---------------------------------------------------------------------
@@ -402,7 +402,7 @@ class RuntimeEstimates(_Model):
     """
 
     known: bool = True
-    error: float = Field(0.0, ge=0)
+    error: float = Field(default=0.0, ge=0)
 
 
 # ---- the scenario ----------------------------------------------------------------------

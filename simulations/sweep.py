@@ -284,7 +284,7 @@ def expand(spec: SweepSpec) -> list[SweepTask]:
         dict(zip(paths, values, strict=True))
         for values in itertools.product(*(spec.parameters[p] for p in paths))
     ]
-    variants = list(spec.variants.items()) or [(None, {})]
+    variants: list[tuple[str | None, dict[str, Any]]] = [*spec.variants.items()] or [(None, {})]
     points = []
     for (variant, overrides), params in itertools.product(variants, combos):
         combo = params if variant is None else {"variant": variant, **params}

@@ -18,7 +18,7 @@ preemptions) from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sortedcontainers import SortedList
@@ -309,6 +309,14 @@ class ClusterState:
             gang = self.pending.get(uid)
             if gang is not None:
                 yield gang
+
+    def pending_index(
+        self, queue: str | None = None
+    ) -> Sequence[tuple[tuple[int, float, str], str]]:
+        """The live sorted (order_key, uid) index of one queue or all; read only (ordering
+        policies walk it instead of building keys per gang)."""
+        entries = self._pending_order if queue is None else self._pending_by_queue.get(queue)
+        return entries if entries is not None else ()
 
     def pending_queues(self) -> list[str]:
         """Leaf queues with pending gangs, by name."""

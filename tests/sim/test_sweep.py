@@ -87,12 +87,12 @@ def test_variants_apply_their_overrides_together_and_multiply_the_grid():
 
 
 def test_a_variant_with_an_unknown_path_is_rejected_naming_the_variant():
-    with pytest.raises(ValidationError, match="fast.*no field 'policy'"):
+    with pytest.raises(ValidationError, match=r"fast.*no field 'policy'"):
         spec(variants={"fast": {"policy.ordering": "drf"}})
 
 
 def test_a_variant_naming_an_unknown_policy_fails_before_any_run():
-    with pytest.raises(SweepError, match="policies.ordering"):
+    with pytest.raises(SweepError, match=r"policies\.ordering"):
         expand(spec(variants={"bad": {"policies.ordering": "no-such-policy"}}))
 
 
@@ -124,7 +124,10 @@ def test_unknown_parameter_path_is_rejected_listing_the_top_level_fields():
         spec(parameters={"cycleIntervl": [1]})
     message = str(err.value)
     assert "no field 'cycleIntervl'" in message
-    assert "valid top-level fields: backoffBase, backoffMax, checkpointInterval, cluster, cycleInterval" in message
+    assert (
+        "valid top-level fields: backoffBase, backoffMax, checkpointInterval, cluster, "
+        "cycleInterval" in message
+    )
 
 
 def test_unknown_nested_path_lists_the_fields_of_its_parent():

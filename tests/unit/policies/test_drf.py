@@ -4,6 +4,7 @@ reference implementation of the docstring."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -257,10 +258,25 @@ def test_the_fast_order_is_the_literal_order(seed):
     rng = random.Random(1000 + seed)
     fast = Engine(random_world(seed), ordering=Tried(DominantResourceFairness()))
     literal = Engine(random_world(seed), ordering=Tried(LiteralDrf()))
-    for step in range(4):
+    for step in range(6):  # cycles with and without releases (the kept order) in between
         assert cycle(fast, now=step) == cycle(literal, now=step)
         running = sorted(fast.state.admitted)
-        for uid in rng.sample(running, k=min(len(running), rng.randint(0, 3))):
+        for uid in rng.sample(running, k=min(len(running), rng.choice([0, 0, 1, 2, 3]))):
             requeue = rng.random() < 0.5
             for engine in (fast, literal):
                 engine.state.release(uid, requeue=requeue)
+        pending = sorted(fast.state.pending)
+        change = rng.choice(["none", "none", "arrive", "delete", "reprioritise"])
+        if change == "none" or (not pending and change != "arrive"):
+            continue
+        if change == "arrive":
+            queue = rng.choice(sorted({g.queue for g in fast.state.pending.values()} or {"r0"}))
+            new = gang(f"new-{step}", gpus=rng.choice([1, 8]), queue=queue, created=step)
+        else:
+            uid = rng.choice(pending)
+            new = dataclasses.replace(fast.state.pending[uid], priority=rng.choice([0, 5, 9]))
+        for engine in (fast, literal):
+            if change == "delete":
+                engine.state.remove_gang(new.uid)
+            else:
+                engine.state.add_gang(new)

@@ -207,8 +207,9 @@ def test_selection_problems_lists_every_bad_choice():
     sel = PolicySelection(
         PolicyRef("nope"), PolicyRef("test-none"), PolicyRef("test-bin-pack", {"x": 1})
     )
-    assert sel.problems("spec.policies") == [
-        "spec.policies.ordering: no ordering policy named 'nope'; available: test-fifo, "
-        "test-recorder",
-        "spec.policies.placement: placement policy 'test-bin-pack' takes no parameters",
-    ]
+    ordering, placement = sel.problems("spec.policies")
+    assert ordering.startswith("spec.policies.ordering: no ordering policy named 'nope'; ")
+    assert "test-fifo" in ordering and "drf" in ordering
+    assert (
+        placement == "spec.policies.placement: placement policy 'test-bin-pack' takes no parameters"
+    )
