@@ -18,7 +18,7 @@ import heapq
 import itertools
 import math
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +31,7 @@ from policies.registry import builtin
 from policies.shares import dominant_share, pools_after, share_of_pool
 
 Scope = Literal["queue", "cluster"]
+FINAL, INITIAL = "LessThanOrEqualToFinalShare", "LessThanInitialShare"
 Strategy = Literal["LessThanOrEqualToFinalShare", "LessThanInitialShare"]
 Cost = Callable[[Gang], float]
 Admissible = Callable[[Sequence[Gang]], list[Gang]]
@@ -559,13 +560,17 @@ class ReclaimPreemption:
 @dataclass(frozen=True, slots=True)
 class _Rival:
     """A victim in another queue: the two children of the lowest common ancestor whose
-    shares are compared (Kueue's fair sharing compares siblings), the victim side's
-    share now, and whether the victim was preempted before."""
+    shares are compared (Kueue's fair sharing compares siblings) and what evicting it
+    alone does to its side (signed shares: below nominal is negative)."""
 
     mine: str
     theirs: str
     initial: float
-    ran_before: bool
+    alone: float
+    """The victim side's share with only this victim gone."""
+    initial_ok: bool
+    """LessThanInitialShare may take it: not preempted before, and alone it leaves its
+    side at its nominal quota."""
 
 
 @builtin
@@ -637,81 +642,108 @@ class FairSharePreemption:
                 continue
             mine, theirs = path[i - 1], theirs_path[j - 1]
             if theirs not in shares:
-                shares[theirs] = dominant_share(state, theirs)
+                shares[theirs] = share_of_pool(state, theirs, quota.pool_usage(theirs), True)
             initial = shares[theirs]
             if initial <= 0:
                 continue
             for g in self._index.gangs(state, q):
-                minus = {r: -v for r, v in state.admitted[g.uid].charge.items()}
-                pool = pools_after(state, {q: minus}).get(theirs, quota.pool_usage(theirs))
-                if share_of_pool(state, theirs, pool) < initial:
-                    out[g.uid] = _Rival(mine, theirs, initial, _ran_before(state, g.uid))
+                charge = state.admitted[g.uid].charge
+                pool = self._pool_without(state, theirs, g, None)
+                alone = share_of_pool(state, theirs, pool, True)
+                if alone < initial:
+                    initial_ok = not _ran_before(state, g.uid) and self._keeps_nominal(
+                        state, theirs, pool, charge.keys()
+                    )
+                    out[g.uid] = _Rival(mine, theirs, initial, alone, initial_ok)
         return out
 
     @staticmethod
-    def _share_after(state: ClusterState, side: str, removed: dict[str, dict[str, int]]) -> float:
-        pool = pools_after(state, removed).get(side)
-        return share_of_pool(state, side, state.quota.pool_usage(side) if pool is None else pool)
+    def _pools_without(
+        state: ClusterState, side: str, g: Gang, base: dict[str, dict[str, int]] | None
+    ) -> dict[str, dict[str, int]]:
+        """Pool usage up to `side` with `g` evicted too (on top of `base`)."""
+        minus = {r: -v for r, v in state.admitted[g.uid].charge.items()}
+        return pools_after(state, {g.queue: minus}, upto=side, base=base)
+
+    @classmethod
+    def _pool_without(
+        cls, state: ClusterState, side: str, g: Gang, base: dict[str, dict[str, int]] | None
+    ) -> Mapping[str, int]:
+        pools = cls._pools_without(state, side, g, base)
+        return pools.get(side, state.quota.pool_usage(side))
 
     @staticmethod
-    def _keeps_nominal(state: ClusterState, side: str, removed: dict[str, dict[str, int]]) -> bool:
-        """Whether `side` keeps at least its quota of every resource the removal frees."""
+    def _keeps_nominal(
+        state: ClusterState, side: str, pool: Mapping[str, int], freed: Iterable[str]
+    ) -> bool:
+        """Whether `side` keeps at least its quota of every resource evictions freed."""
         quota = state.quota
-        pool = pools_after(state, removed).get(side, quota.pool_usage(side))
-        freed = {r for change in removed.values() for r, v in change.items() if v}
+        managed = quota.managed(side)
         return all(
-            pool.get(r, 0) >= quota.subtree_quota(side, r)
-            for r in sorted(freed)
-            if r in quota.managed(side)
+            pool.get(r, 0) >= quota.subtree_quota(side, r) for r in sorted(freed) if r in managed
         )
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
         quota = state.quota
         admitted = state.admitted
-        rivals = self._rivals(state, gang)
         charge = self._charge(gang)
+        after = pools_after(state, {gang.queue: charge})
+        mine: dict[str, float] = {}  # the preemptor side's share with the gang
+        for side in quota.path(gang.queue)[:-1]:
+            mine[side] = share_of_pool(state, side, after.get(side, quota.pool_usage(side)), True)
+        final, initial = FINAL in self.strategies, INITIAL in self.strategies
+        rivals = {
+            uid: r
+            for uid, r in self._rivals(state, gang).items()
+            if (final and mine[r.mine] <= r.alone)
+            or (initial and r.initial_ok and mine[r.mine] < r.initial)
+        }
         others = sorted(
             (state.admitted_gangs[uid] for uid in rivals),
             key=lambda g: (-rivals[g.uid].initial, g.priority, -admitted[g.uid].admitted_at, g.uid),
         )
         own = _by_priority(_lower(self._index, state, gang, "queue"), state)
+        everyone = [*others, *own]
+        if not everyone or _too_few_devices(state, gang, everyone):
+            return []
+        if _quota_never_fits(state, gang, everyone):
+            return []
 
         def admissible_under(active: frozenset[str]) -> Admissible:
             def admissible(seq: Sequence[Gang]) -> list[Gang]:
-                mine: dict[str, float] = {}
-                taken: dict[str, dict[str, dict[str, int]]] = {}
+                # per victim side: pool usage with the victims kept so far gone, and
+                # the resources they free
+                taken: dict[str, tuple[dict[str, dict[str, int]], set[str]]] = {}
                 out = []
                 for g in seq:
                     rival = rivals.get(g.uid)
                     if rival is None:
                         out.append(g)
                         continue
-                    if rival.mine not in mine:
-                        pool = pools_after(state, {gang.queue: charge}).get(rival.mine)
-                        mine[rival.mine] = share_of_pool(
-                            state,
-                            rival.mine,
-                            quota.pool_usage(rival.mine) if pool is None else pool,
+                    side, p = rival.theirs, mine[rival.mine]
+                    before = taken.get(side)
+                    if before is None:
+                        ok = (FINAL in active and p <= rival.alone) or (
+                            INITIAL in active and rival.initial_ok and p < rival.initial
                         )
-                    p = mine[rival.mine]
-                    trial = {q: dict(c) for q, c in taken.get(rival.theirs, {}).items()}
-                    removed = trial.setdefault(g.queue, {})
-                    for r, v in admitted[g.uid].charge.items():
-                        removed[r] = removed.get(r, 0) - v
-                    ok = False
-                    if "LessThanOrEqualToFinalShare" in active:
-                        ok = p <= self._share_after(state, rival.theirs, trial)
-                    if not ok and "LessThanInitialShare" in active and not rival.ran_before:
-                        before = taken.get(rival.theirs)
-                        ok = p < (
-                            rival.initial
-                            if before is None
-                            else self._share_after(state, rival.theirs, before)
-                        ) and self._keeps_nominal(state, rival.theirs, trial)
+                        if ok:
+                            pools = self._pools_without(state, side, g, None)
+                            taken[side] = (pools, set(admitted[g.uid].charge))
+                            out.append(g)
+                        continue
+                    pools = self._pools_without(state, side, g, before[0])
+                    pool = pools.get(side, quota.pool_usage(side))
+                    ok = FINAL in active and p <= share_of_pool(state, side, pool, True)
+                    if not ok and INITIAL in active and rival.initial_ok:
+                        was = before[0].get(side, quota.pool_usage(side))
+                        freed = before[1] | set(admitted[g.uid].charge)
+                        ok = p < share_of_pool(state, side, was, True) and self._keeps_nominal(
+                            state, side, pool, freed
+                        )
                     if ok:
+                        taken[side] = (pools, before[1] | set(admitted[g.uid].charge))
                         out.append(g)
-                        taken[rival.theirs] = trial
                 return out
 
             return admissible
@@ -735,23 +767,26 @@ class FairSharePreemption:
                     return False
             return True
 
-        everyone = [*others, *own]
-        if _too_few_devices(state, gang, everyone) or _quota_never_fits(state, gang, everyone):
-            return []
         start = ctx.probes
+        tried: list[frozenset[str]] = []
         for k in range(1, len(self.strategies) + 1):
             left = self.max_probes - (ctx.probes - start)
             if left <= 0:
                 break
+            active = frozenset(self.strategies[:k])
+            admissible = admissible_under(active)
+            usable = frozenset(g.uid for g in admissible(everyone))
+            if not usable or any(usable <= t for t in tried):
+                continue  # nothing new is allowed: the earlier search covered it
+            tried.append(usable)
             found = minimal_victims(
                 ctx,
                 gang,
-                others + own,
+                everyone,
                 lambda v: work_lost(state, v.uid, v.checkpoint_interval),
                 max_probes=left,
-                admissible=admissible_under(frozenset(self.strategies[:k])),
+                admissible=admissible,
                 allowed=allowed,
-                orders=[own + others] if own and others else [],
             )
             if found:
                 return found

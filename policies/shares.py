@@ -29,12 +29,17 @@ def guaranteed(quota: QuotaTree, queue: str, resource: str) -> int:
 
 
 def pools_after(
-    state: ClusterState, changes: Mapping[str, Mapping[str, int]]
+    state: ClusterState,
+    changes: Mapping[str, Mapping[str, int]],
+    upto: str | None = None,
+    base: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Pool usage W of every queue on the paths of the changed leaves after adding the
-    signed per-leaf `changes` (a gang's charge, or minus a victim's); others unchanged."""
+    """Pool usage W of every queue on the paths of the changed leaves (up to and
+    including `upto`, if given) after adding the signed per-leaf `changes` (a gang's
+    charge, or minus a victim's) to `base` (an earlier result) or to the current usage;
+    queues not returned are unchanged."""
     quota = state.quota
-    pools: dict[str, dict[str, int]] = {}
+    pools = {q: dict(p) for q, p in base.items()} if base else {}
     for leaf in sorted(changes):
         managed = quota.managed(leaf)
         delta = {r: v for r, v in sorted(changes[leaf].items()) if v and r in managed}
@@ -53,30 +58,39 @@ def pools_after(
                 if up:
                     nxt[r] = up
             delta = nxt
+            if name == upto:
+                break
     return pools
 
 
-def share_of_pool(state: ClusterState, queue: str, pool: Mapping[str, int]) -> float:
-    """The dominant share `queue` would have with pool usage `pool`."""
+def share_of_pool(
+    state: ClusterState, queue: str, pool: Mapping[str, int], signed: bool = False
+) -> float:
+    """The dominant share `queue` would have with pool usage `pool`; `signed` keeps how
+    far below its quota a queue is (negative) instead of 0, over the resources it has
+    quota for or uses."""
     quota = state.quota
     path = quota.path(queue)
     q = quota.get(queue)
     if len(path) < 2 or q is None:
         return 0.0
     parent = path[1]
-    best = 0.0
+    best = -math.inf
     borrowing = False
     for r in sorted(quota.managed(queue)):
-        borrowed = pool.get(r, 0) - quota.subtree_quota(queue, r)
-        if borrowed <= 0:
+        own = quota.subtree_quota(queue, r)
+        used = pool.get(r, 0)
+        if not (own or used):
             continue
-        borrowing = True
+        borrowing = borrowing or used > own
         lendable = quota.subtree_quota(parent, r)
         if lendable > 0:
-            best = max(best, borrowed / lendable)
-    if not borrowing:
-        return 0.0
-    return math.inf if q.weight == 0 else best / q.weight
+            best = max(best, (used - own) / lendable)
+    if best == -math.inf or not (signed or best > 0):
+        best = 0.0
+    if q.weight == 0:
+        return math.inf if borrowing else best
+    return best / q.weight
 
 
 def dominant_share(

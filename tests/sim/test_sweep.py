@@ -330,3 +330,23 @@ def test_ray_results_come_back_in_grid_order(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", FakeRay())
     on_ray = run_sweep(spec(seeds=2, parameters=GRID), ray_address="ray://head:10001")
     assert on_ray.runs == run_sweep(spec(seeds=2, parameters=GRID), workers=1).runs
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[2] / "simulations" / "sweeps").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_shipped_policy_sweeps_are_valid_and_cover_every_policy(path):
+    tasks = expand(load_sweep(path))
+    chosen = {
+        (kind, value if isinstance(value, str) else value["name"])
+        for t in tasks
+        for kind, value in t.scenario.get("policies", {}).items()
+        if value is not None
+    }
+    from policies.registry import available
+
+    for kind in ("ordering", "preemption", "placement"):
+        missing = set(available(kind)) - {name for k, name in chosen if k == kind}
+        assert missing <= {"priority", "none", "bin-pack", "topology"}, (kind, missing)
