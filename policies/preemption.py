@@ -2,14 +2,14 @@
 
 Each policy only decides who may be a victim (and in what order it prefers them); one
 search, `minimal_victims`, then finds a small set with the engine's what-if probe and
-never returns a set the probe says is not enough. No preemption loops, by construction:
+never returns a set the probe says is not enough. Built against preemption loops:
 `priority` and `cost-aware` only evict strictly lower priority; `reclaim` only takes
-what queues borrow of the resources the gang needs, while the preemptor stays within
-its nominal quota (so total borrowing falls); `fair-share` only takes from queues whose
-share the eviction lowers and that stay at or above the preemptor's share, or (under
-LessThanInitialShare, never taking a gang preempted before) at or above their nominal
-quota, and its own-queue evictions never raise its queue's share. The loop tests drive
-contention to a fixed point with each gang preempted across queues at most once.
+what queues borrow of the resources the gang needs while the preemptor stays within its
+nominal quota (so total borrowing falls); `fair-share` only takes from queues whose
+share the eviction lowers and that stay at or above the preemptor's (or, under
+LessThanInitialShare, at their nominal quota, and never a gang preempted before), and
+its own-queue evictions never raise its share. tests/unit/policies/test_preemption_loops
+drives contention episodes to a fixed point.
 """
 
 from __future__ import annotations
@@ -43,15 +43,16 @@ builtin(NoPreemption)
 class AdmittedIndex:
     """Admitted gangs per queue as min-priority heaps, caught up lazily.
 
-    Every admission bumps `admission_generation` and puts its uid last in
-    `state.admitted_gangs` (dicts keep insertion order), so the gangs admitted since the
-    last look are among the last (generation delta) entries; released gangs are dropped
-    when they surface. So a question costs O(log n) amortised, not a rescan.
+    After someone was admitted or released, one pass over `state.admitted_gangs` (dict
+    look-ups only) finds the gangs not indexed yet; released ones are dropped when they
+    surface at the top of a heap. (What-if probes release and restore gangs, reordering
+    the dict without a generation change, so its order cannot be relied on.)
     """
 
     def __init__(self) -> None:
         self._state: ClusterState | None = None
         self._generation = -1
+        self._seen: dict[str, Gang] = {}
         self._heaps: dict[str | None, list[tuple[int, int, str, Gang]]] = {}
         self._entries = 0
         self._seq = itertools.count()
@@ -61,21 +62,14 @@ class AdmittedIndex:
         if state is self._state and gen == self._generation:
             return
         admitted = state.admitted_gangs
-        delta = gen - self._generation
-        if (
-            state is not self._state
-            or delta < 0
-            or delta >= len(admitted)
-            or self._entries > 4 * len(admitted) + 64
-        ):
-            self._state, self._heaps, self._entries = state, {}, 0
-            new: Sequence[str] = list(admitted)
-        else:
-            new = list(itertools.islice(reversed(admitted), delta))
-        for uid in new:
-            gang = admitted[uid]
+        if state is not self._state or self._entries > 4 * len(admitted) + 64:
+            self._state, self._seen, self._heaps, self._entries = state, {}, {}, 0
+        seen = self._seen
+        new = [g for uid, g in admitted.items() if seen.get(uid) is not g]
+        self._seen = dict(admitted)
+        for gang in new:
             for key in (gang.queue, None):
-                entry = (gang.priority, next(self._seq), uid, gang)
+                entry = (gang.priority, next(self._seq), gang.uid, gang)
                 heapq.heappush(self._heaps.setdefault(key, []), entry)
                 self._entries += 1
         self._generation = gen
@@ -288,21 +282,19 @@ def minimal_victims(
     work_first: bool = False,
     admissible: Admissible | None = None,
     allowed: Callable[[Sequence[Gang]], bool] | None = None,
-    orders: Sequence[Sequence[Gang]] = (),
 ) -> list[str]:
     """A small set of `candidates` whose eviction lets `gang` fit, or [] if none is found.
 
     Sets are compared by (devices freed, work lost (`cost` summed), highest priority
     evicted, oldest admission evicted (newer is better), gangs evicted, uids);
-    `work_first` swaps the first two. Search, at most `max_probes` what-if probes:
-    greedy in the candidates' order, in any extra `orders` and in single-victim cost
-    order (binary search for the shortest fitting prefix), then a reprieve pass dropping
-    victims the gang does not need (costliest first), then single victims cheaper than
-    the best set. `admissible` keeps, in order, the candidates a policy allows together
-    (deciding each from those kept before it; one it keeps after others it must keep
-    alone); only sets it keeps whole are used.
-    `allowed` is a check of a whole set that more victims can only satisfy more; only
-    sets it allows are probed. Every set returned was probed and fits.
+    `work_first` swaps the first two. Search, in at most `max_probes` what-if probes
+    (none when even all candidates cannot free enough devices or quota): greedy in the
+    candidates' order and in single-victim cost order (binary search for the shortest
+    fitting prefix), a reprieve pass dropping victims the gang does not need (costliest
+    first), then single victims cheaper than the best set. `admissible` keeps, in order,
+    the candidates a policy allows together (each decided from those kept before it; one
+    kept after others must be kept alone); `allowed` checks a whole set (more victims can
+    only satisfy it more). Every set returned was probed and fits.
     """
     state = ctx.state
     pool = [c for c in candidates if ctx.evictable(c.uid)]
@@ -329,7 +321,7 @@ def minimal_victims(
     best: list[Gang] | None = None
     tried: list[list[str]] = []
     kept: set[str] = set()
-    for order in (pool, *orders, singly):
+    for order in (pool, singly):
         seq = chain([c for c in order if c.uid in usable])
         uids = [g.uid for g in seq]
         kept.update(uids)
@@ -576,13 +568,12 @@ class _Rival:
 @builtin
 @dataclass
 class FairSharePreemption:
-    """Kueue's fair-sharing preemption. From another queue of its tree a gang evicts only
-    where that queue's side (child of the common ancestor) has a share > 0 the eviction
-    lowers and, with P = the preemptor side's share with the gang, a strategy holds:
-    LessThanOrEqualToFinalShare: P <= the side's share after its evictions;
-    LessThanInitialShare: P < its share before that eviction, never evicting a gang
-    preempted before nor taking the side below nominal. In its own queue: strictly lower
-    priority, without raising its shares. `strategies` are tried in order (as Kueue).
+    """Kueue's fair-sharing preemption on signed dominant shares (below nominal: < 0).
+    From another queue of its tree it evicts only where that queue's side (child of the
+    common ancestor) borrows, the eviction lowers its share and, with P the preemptor
+    side's share with the gang, P <= the side's share after (LessThanOrEqualToFinalShare)
+    or P < its share before (LessThanInitialShare: gangs never preempted, side kept at
+    nominal). In its own queue: strictly lower priority, never raising its share.
     """
 
     name = "fair-share"

@@ -24,7 +24,7 @@ from policies.preemption import (
     work_lost,
 )
 from policies.registry import UnknownPolicy
-from policies.shares import dominant_share, pools_after
+from policies.shares import dominant_share, pools_after, share_of_pool
 from tests.builders import GPU, cluster, gang, gpu_quota
 
 GPUS = f"devices/{GPU}"
@@ -318,6 +318,17 @@ def test_priority_could_help_follows_admissions_and_releases():
     assert policy.could_help(state, high)
     state.remove_gang("low")
     assert not policy.could_help(state, high)
+
+
+def test_priority_could_help_sees_admissions_followed_by_what_if_probes():
+    policy = PriorityPreemption()
+    state, engine = setup(policy)
+    admit(engine, 0, gang("high", gpus=4, priority=9))
+    preemptor = gang("p", gpus=8, priority=5)
+    assert not policy.could_help(state, preemptor)
+    admit(engine, 1, gang("low", gpus=4))
+    assert not context(engine).fits(preemptor, ["high"])  # reorders the admitted gangs
+    assert policy.could_help(state, preemptor)
 
 
 # ---- reclaim ----------------------------------------------------------------------------
@@ -643,6 +654,17 @@ def test_dominant_share_is_borrowing_over_parent_pool_divided_by_weight(uses, we
     admit(engine, 0, *(gang(f"a{i}", gpus=1, queue="a") for i in range(uses)))
     assert dominant_share(state, "a") == expected
     assert dominant_share(state, "org") == 0.0  # a root borrows from nobody
+
+
+@pytest.mark.parametrize(
+    ("uses", "expected"),
+    [(2, -2 / 8), (4, 0.0), (6, 2 / 8)],
+)
+def test_signed_share_says_how_far_below_its_nominal_a_queue_is(uses, expected):
+    state, engine = setup(NoPreemption(), queues=tree(("a", 4), ("b", 4)))
+    admit(engine, 0, *(gang(f"a{i}", gpus=1, queue="a") for i in range(uses)))
+    assert share_of_pool(state, "a", state.quota.pool_usage("a"), signed=True) == expected
+    assert dominant_share(state, "a") == max(0.0, expected)
 
 
 def test_dominant_share_takes_the_largest_resource_share():

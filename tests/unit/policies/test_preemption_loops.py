@@ -1,6 +1,7 @@
 """No preemption loops: two queues contend, the clock moves, every cycle is committed and
-evicted gangs wait again (the ledger requeues them). Each gang is preempted at most once
-in the contention episode, and a fixed point (no more evictions) is reached."""
+evicted gangs wait again (the ledger requeues them). In each contention episode a fixed
+point (no more evictions) is reached, and a gang is preempted by the other queue at most
+once; the targeted scenarios show each gang preempted at most once at all."""
 
 from __future__ import annotations
 
