@@ -150,6 +150,11 @@ class PerQueuePreemption:
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> Sequence[str]:
         return self._for(gang).victims(ctx, gang, reason)
 
+    def retry_at(self, state: ClusterState, gang: Gang) -> float | None:
+        """The queue's policy's optional hook: when a refused preemption may succeed."""
+        retry = getattr(self._for(gang), "retry_at", None)
+        return retry(state, gang) if retry is not None else None
+
 
 @dataclass
 class PerQueuePlacement:

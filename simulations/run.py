@@ -191,6 +191,7 @@ class Simulation:
             ("retry", self._retry),
             ("node-down", self._node_down),
             ("node-up", self._node_up),
+            ("wake", lambda now, _: self._want_cycle()),
         ):
             self.kernel.on(kind, handler)
         specs = jobs_of(scenario, self.rng)
@@ -344,6 +345,8 @@ class Simulation:
         self.cycles += 1
         result = self.engine.cycle(now)
         result.ledger.commit_all()
+        if result.wake_at is not None and result.wake_at > now:
+            self.kernel.schedule(result.wake_at, "wake")
         for victim in result.ledger.unrestorable:
             self._preempted(now, victim)  # evicted, then could not be put back: pending
         for d in result.admitted:

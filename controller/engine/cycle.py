@@ -8,8 +8,14 @@ retried once against the freed state (evictions are undone if that does not help
 Speed without changing answers: a gang whose shape (pod sets, claims, constraints,
 placement policy) failed placement since capacity last grew cannot fit now either, since
 within an epoch free capacity only shrinks; such gangs are skipped with the recorded
-reason. Where the preemption policy says victims could exist for a gang, its failure is
-trusted only while nobody was admitted or released since (the victims are the same).
+reason.
+
+Preemption is searched only where the policy says victims could exist (`could_help`), a
+gang's failed search is trusted while capacity, queues and who runs are unchanged (and
+until the policy's `retry_at`, e.g. a victim's protection ending), and in each cycle a
+queue gets one failed search: after its first gang could not preempt, the queue's later
+gangs wait for the next cycle (Kueue likewise lets a queue's head preempt), which keeps a
+cycle's cost bounded by the number of queues rather than the backlog.
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ class CycleResult:
     considered: int = 0
     skipped: int = 0
     placements_tried: int = 0
+    preemption_searches: int = 0
+    wake_at: float | None = None
+    """When a preemption refused now may succeed with no other change (a victim's
+    protection ends): the driver should run a cycle then."""
 
     @property
     def admitted(self) -> list[Decision]:
@@ -89,6 +99,8 @@ class Engine:
     _shape_ids: dict[object, int] = field(default_factory=dict)
     _failed_shapes: dict[int, _Memo] = field(default_factory=dict)
     _failed_gangs: dict[str, _Memo] = field(default_factory=dict)
+    _failed_preemption: dict[str, _Memo] = field(default_factory=dict)
+    _searched_queues: set[str] = field(default_factory=set)
 
     def plan(self, gang: Gang) -> GangPlan:
         plan = self._plans.get(gang.uid)
@@ -113,6 +125,8 @@ class Engine:
         result = CycleResult([], ledger)
         failed = self._failed_gangs
         observe = self.ordering.observe
+        could_help = self.preemption.could_help
+        self._searched_queues.clear()
         for gang in self.ordering.order(ctx):
             uid = gang.uid
             if uid in ledger.evicted or uid not in state.pending:
@@ -120,10 +134,14 @@ class Engine:
             result.considered += 1
             memo = failed.get(uid)
             if memo is not None and self._still_fails(memo, gang):
-                result.skipped += 1
-                observe(gang, False)
-                continue
-            decision = self._decide(gang, placer, ctx, result)
+                if memo.kind == "queue" or not could_help(state, gang):
+                    result.skipped += 1
+                    observe(gang, False)
+                    continue
+                first = Decision(uid, Outcome.PENDING, memo.reason)
+                decision = self._preempt(gang, self.plan(gang), placer, ctx, result, first)
+            else:
+                decision = self._decide(gang, placer, ctx, result)
             observe(gang, decision.outcome is Outcome.ADMITTED)
             if decision.outcome is Outcome.ADMITTED:
                 self.reasons.pop(uid, None)
@@ -138,7 +156,7 @@ class Engine:
     def _forget_gone(self, pending: int) -> None:
         """Keep memo tables proportional to the backlog: drop what no pending gang needs."""
         state = self.state
-        for table in (self._plans, self.reasons, self._failed_gangs):
+        for table in (self._plans, self.reasons, self._failed_gangs, self._failed_preemption):
             if len(table) > pending:
                 for uid in [u for u in table if u not in state.pending]:
                     del table[uid]
@@ -156,10 +174,6 @@ class Engine:
         """
         state = self.state
         if memo.gang is not gang:
-            return False
-        if memo.kind == "preempt":
-            return memo.stamp == (self._placement_stamp(), state.admission_generation)
-        if self.preemption.could_help(state, gang):
             return False
         if memo.kind == "quota":
             assert isinstance(memo.stamp, tuple)
@@ -190,47 +204,74 @@ class Engine:
         self, gang: Gang, placer: Placer, ctx: CycleContext, result: CycleResult
     ) -> Decision:
         state = self.state
-        ledger = ctx.ledger
         blocker = state.queue_blocker(gang)
         if blocker is not None:
             return self._fail("queue", gang, blocker)
         plan = self.plan(gang)
         shape = self._failed_shapes.get(plan.shape_id)
-        if (
-            shape is not None
-            and shape.stamp == self._placement_stamp()
-            and not self.preemption.could_help(state, gang)
-        ):
+        if shape is not None and shape.stamp == self._placement_stamp():
             result.skipped += 1
             reason = shape.reason
             if shape.gang.uid != gang.uid:
                 reason = f"{reason} (same shape as gang {shape.gang.uid})"
-            return self._fail("placement", gang, reason)
-        first = self._try(gang, plan, placer, ledger, result, [])
-        if first.outcome is Outcome.ADMITTED:
-            return first
+            first = self._fail("placement", gang, reason)
+        else:
+            first = self._try(gang, plan, placer, ctx.ledger, result, [])
+            if first.outcome is Outcome.ADMITTED:
+                return first
         if not self.preemption.could_help(state, gang):
             return first
-        victims = [v for v in self.preemption.victims(ctx, gang, first.reason) if ctx.evictable(v)]
-        if not victims:
-            return self._fail_preempt(gang, first)
-        evicted = ledger.evict(victims)
-        second = self._try(gang, plan, placer, ledger, result, evicted)
-        if second.outcome is Outcome.ADMITTED:
-            return second
-        ledger.unrestorable.extend(ledger.restore(evicted))
-        return self._fail_preempt(
-            gang,
-            replace(
-                first, reason=f"{first.reason}; evicting {', '.join(victims)} would not be enough"
-            ),
-        )
+        return self._preempt(gang, plan, placer, ctx, result, first)
 
-    def _fail_preempt(self, gang: Gang, decision: Decision) -> Decision:
-        """No eviction helps: holds until capacity grows or someone is admitted/released."""
-        stamp = (self._placement_stamp(), self.state.admission_generation)
-        self._failed_gangs[gang.uid] = _Memo("preempt", stamp, gang, decision.reason)
-        return decision
+    def _preempt(
+        self,
+        gang: Gang,
+        plan: GangPlan,
+        placer: Placer,
+        ctx: CycleContext,
+        result: CycleResult,
+        first: Decision,
+    ) -> Decision:
+        """Search victims for a gang that does not fit, unless that is known to fail."""
+        state = self.state
+        memo = self._failed_preemption.get(gang.uid)
+        if memo is not None and memo.gang is gang and self._preemption_still_fails(memo):
+            return replace(first, reason=memo.reason)
+        if gang.queue in self._searched_queues:
+            return first
+        result.preemption_searches += 1
+        ledger = ctx.ledger
+        victims = [v for v in self.preemption.victims(ctx, gang, first.reason) if ctx.evictable(v)]
+        if victims:
+            evicted = ledger.evict(victims)
+            second = self._try(gang, plan, placer, ledger, result, evicted)
+            if second.outcome is Outcome.ADMITTED:
+                self._failed_preemption.pop(gang.uid, None)
+                return second
+            ledger.unrestorable.extend(ledger.restore(evicted))
+            first = replace(
+                first, reason=f"{first.reason}; evicting {', '.join(victims)} would not be enough"
+            )
+        self._searched_queues.add(gang.queue)
+        retry = getattr(self.preemption, "retry_at", None)
+        until = retry(state, gang) if retry is not None else None
+        if until is not None:
+            result.wake_at = until if result.wake_at is None else min(result.wake_at, until)
+        stamp = (self._placement_stamp(), state.admission_generation, until)
+        self._failed_preemption[gang.uid] = _Memo("preempt", stamp, gang, first.reason)
+        return first
+
+    def _preemption_still_fails(self, memo: _Memo) -> bool:
+        """Victims are the same while nobody was admitted or released, capacity and
+        queues did not change, and no protection the policy reported has ended."""
+        state = self.state
+        assert isinstance(memo.stamp, tuple)
+        placement, generation, until = memo.stamp
+        return (
+            placement == self._placement_stamp()
+            and generation == state.admission_generation
+            and (until is None or state.now < until)
+        )
 
     def _try(
         self,

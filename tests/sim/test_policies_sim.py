@@ -66,8 +66,15 @@ def test_work_is_conserved_across_preemptions():
     assert served == pytest.approx(sum(j.gpus * j.duration for j in result.jobs))
 
 
-def test_min_runtime_protects_a_young_job_from_preemption():
+def test_min_runtime_protects_a_young_job_until_it_has_run_that_long():
     extra = "policies: {preemption: cost-aware}\nminRuntime: 500\n"
+    by = jobs(run(scenario(extra=extra)))
+    assert by["low"].preemptions == 1
+    assert by["high"].start == 500
+
+
+def test_min_runtime_longer_than_the_job_means_it_is_never_preempted():
+    extra = "policies: {preemption: cost-aware}\nminRuntime: 5000\n"
     by = jobs(run(scenario(extra=extra)))
     assert by["low"].preemptions == 0
     assert by["high"].start == 1000

@@ -567,11 +567,6 @@ def test_cost_aware_protects_jobs_younger_than_min_runtime(min_runtime, default,
     assert d.victims == (("low",) if evicted else ())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a failed preemption is re-tried only when capacity or admissions "
-    "change, not when time passes; CostAwarePreemption.retry_at says when (see report)",
-)
 def test_cost_aware_evicts_once_protection_ends_without_other_events():
     _, engine = setup(CostAwarePreemption())
     admit(engine, 0, replace(gang("low", gpus=8), min_runtime=300))
@@ -712,3 +707,10 @@ def test_queues_without_borrowers_make_no_victims_for_any_sharing_policy():
         state, engine = setup(policy, nodes=2, queues=tree(("a", 8), ("b", 8)))
         admit(engine, 0, gang("a0", gpus=8, queue="a"), gang("b0", gpus=8, queue="b"))
         assert not policy.could_help(state, gang("b1", gpus=4, queue="b"))
+
+
+def test_a_refused_preemption_tells_the_driver_when_protection_ends():
+    _, engine = setup(CostAwarePreemption())
+    admit(engine, 0, replace(gang("low", gpus=8), min_runtime=300))
+    engine.state.add_gang(gang("high", gpus=8, priority=5))
+    assert engine.cycle(now=100).wake_at == 300
