@@ -352,11 +352,28 @@ def minimal_victims(
 
 
 def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
-    """The shortest prefix of `seq` that fits (binary search; fitting only grows as more
-    is evicted), or None if all of `seq` does not fit."""
-    if not probes.fits(seq):
+    """The shortest prefix of `seq` that fits, or None if all of `seq` does not fit.
+
+    Fitting only grows as more is evicted, so: skip the prefixes whose devices plus the
+    free ones cannot cover the gang, gallop (k, 2k, 4k, ...) to a prefix that fits, then
+    binary-search below it. Probes evict only about as much as needed, not all of `seq`
+    (a probe's cost grows with what it evicts).
+    """
+    lo = _device_floor(probes.ctx.state, probes.gang, seq)
+    if lo is None:
         return None
-    lo, hi = 0, len(seq)
+    step, hi = 1, lo + 1
+    while True:
+        ok = probes.fits(seq[: min(hi, len(seq))])
+        if ok is None:
+            return None
+        if ok:
+            break
+        if hi >= len(seq):
+            return None
+        lo, step = hi, step * 2
+        hi = lo + step
+    hi = min(hi, len(seq))
     while hi - lo > 1:
         mid = (lo + hi) // 2
         ok = probes.fits(seq[:mid])
@@ -367,6 +384,22 @@ def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
         else:
             lo = mid
     return seq[:hi]
+
+
+def _device_floor(state: ClusterState, gang: Gang, seq: list[Gang]) -> int | None:
+    """The length of the longest prefix of `seq` that certainly frees too few devices
+    (0 when counting cannot tell), or None when even all of `seq` frees too few."""
+    need = sum(v for r, v in _minimum(gang).items() if r.startswith(DEVICE_QUOTA_PREFIX))
+    free = free_devices(state)
+    if not need or free is None:
+        return 0
+    admitted = state.admitted
+    have = free
+    for k, c in enumerate(seq):
+        if have >= need:
+            return max(0, k - 1)
+        have += admitted[c.uid].device_count()
+    return len(seq) - 1 if have >= need else None
 
 
 def _reprieve(
