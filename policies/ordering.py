@@ -23,6 +23,7 @@ from controller.engine.errors import InvalidInput
 from controller.engine.model import DEVICE_QUOTA_PREFIX, Gang
 from controller.engine.policy import FifoWithinPriority
 from controller.engine.state import ClusterState
+from policies.prefix import device_floor, free_devices, shortest_prefix
 from policies.registry import builtin
 
 Key = tuple[Any, ...]
@@ -251,17 +252,25 @@ class BestEffortFifo(_Indexed):
             if (est := state.admitted_gangs[uid].runtime_estimate) is not None
         )
         uids = [uid for _, uid in ends]
-        if not uids or not ctx.fits(gang, uids):
+        floor = device_floor(state, gang, uids, free_devices(state))
+        if floor is None:
             return None
-        lo, hi, probes = 0, len(uids), 1  # prefix lo is known not to suffice, hi to suffice
-        while hi - lo > 1 and probes < self.max_probes:
-            mid = (lo + hi) // 2
-            probes += 1
-            if ctx.fits(gang, uids[:mid]):
-                hi = mid
-            else:
-                lo = mid
-        return ends[lo][0] if hi - lo > 1 else ends[hi - 1][0]
+        budget = [self.max_probes]
+        ruled_out = [floor]
+
+        def fits(k: int) -> bool | None:
+            if budget[0] <= 0:
+                return None
+            budget[0] -= 1
+            ok = ctx.fits(gang, uids[:k])
+            if not ok:
+                ruled_out.append(k)
+            return ok
+
+        k = shortest_prefix(fits, floor, len(uids))
+        if k is None and budget[0] <= 0 and max(ruled_out) < len(uids):
+            k = max(ruled_out) + 1  # probes ran out: the earliest T not ruled out
+        return None if k is None else ends[k - 1][0]
 
 
 # ---- dominant resource fairness -------------------------------------------------------

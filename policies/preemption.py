@@ -17,7 +17,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -27,6 +26,7 @@ from controller.engine.model import DEVICE_QUOTA_PREFIX, Gang
 from controller.engine.placement import minimum_charge
 from controller.engine.policy import NoPreemption
 from controller.engine.state import ClusterState
+from policies.prefix import device_floor, free_devices, shortest_prefix
 from policies.registry import builtin
 from policies.shares import dominant_share, pools_after, share_of_pool
 
@@ -157,35 +157,7 @@ def work_lost(state: ClusterState, uid: str, checkpoint: float | None) -> float:
     return width(state, uid) * ran
 
 
-_shareable: weakref.WeakKeyDictionary[ClusterState, tuple[int, bool]] = weakref.WeakKeyDictionary()
 _minimum = ChargeCache()
-
-
-_free: weakref.WeakKeyDictionary[ClusterState, tuple[tuple[int, ...], int]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def free_devices(state: ClusterState) -> int | None:
-    """Published devices nobody holds (None when shareable devices make counting
-    meaningless); recounted only when devices, admissions or holders changed."""
-    inv = state.inventory
-    hit = _shareable.get(state)
-    if hit is None or hit[0] != inv.generation:
-        hit = _shareable[state] = (
-            inv.generation,
-            any(d.shareable for d in inv.devices.values()),
-        )
-    if hit[1]:
-        return None
-    stamp = (inv.generation, state.capacity_epoch, state.admission_generation, len(inv.owners))
-    count = _free.get(state)
-    if count is None or count[0] != stamp:
-        count = _free[state] = (
-            stamp,
-            len(inv.devices) - len(inv.owners.keys() & inv.devices.keys()),
-        )
-    return count[1]
 
 
 def _too_few_devices(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> bool:
@@ -352,54 +324,14 @@ def minimal_victims(
 
 
 def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
-    """The shortest prefix of `seq` that fits, or None if all of `seq` does not fit.
-
-    Fitting only grows as more is evicted, so: skip the prefixes whose devices plus the
-    free ones cannot cover the gang, gallop (k, 2k, 4k, ...) to a prefix that fits, then
-    binary-search below it. Probes evict only about as much as needed, not all of `seq`
-    (a probe's cost grows with what it evicts).
-    """
-    lo = _device_floor(probes.ctx.state, probes.gang, seq)
-    if lo is None:
+    """The shortest prefix of `seq` that fits (see `policies.prefix`), or None."""
+    state = probes.ctx.state
+    uids = [g.uid for g in seq]
+    floor = device_floor(state, probes.gang, uids, free_devices(state))
+    if floor is None:
         return None
-    step, hi = 1, lo + 1
-    while True:
-        ok = probes.fits(seq[: min(hi, len(seq))])
-        if ok is None:
-            return None
-        if ok:
-            break
-        if hi >= len(seq):
-            return None
-        lo, step = hi, step * 2
-        hi = lo + step
-    hi = min(hi, len(seq))
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        ok = probes.fits(seq[:mid])
-        if ok is None:
-            break
-        if ok:
-            hi = mid
-        else:
-            lo = mid
-    return seq[:hi]
-
-
-def _device_floor(state: ClusterState, gang: Gang, seq: list[Gang]) -> int | None:
-    """The length of the longest prefix of `seq` that certainly frees too few devices
-    (0 when counting cannot tell), or None when even all of `seq` frees too few."""
-    need = sum(v for r, v in _minimum(gang).items() if r.startswith(DEVICE_QUOTA_PREFIX))
-    free = free_devices(state)
-    if not need or free is None:
-        return 0
-    admitted = state.admitted
-    have = free
-    for k, c in enumerate(seq):
-        if have >= need:
-            return max(0, k - 1)
-        have += admitted[c.uid].device_count()
-    return len(seq) - 1 if have >= need else None
+    k = shortest_prefix(lambda n: probes.fits(seq[:n]), floor, len(seq))
+    return None if k is None else seq[:k]
 
 
 def _reprieve(

@@ -105,7 +105,7 @@ def staggered(policy: BestEffortFifo) -> Engine:
     ("max_probes", "start"),
     [
         (16, 300.0),  # three must end: the third-earliest end
-        (1, 100.0),  # no probe left to narrow it: the earliest end not ruled out
+        (1, 300.0),  # device counts rule out two ends, the one probe confirms the third
     ],
 )
 def test_the_earliest_start_is_the_end_of_the_shortest_prefix_of_running_gangs_that_frees_enough(
