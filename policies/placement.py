@@ -47,19 +47,13 @@ class BinPackPolicy(BinPack):
 
 @builtin
 @dataclass
-class Spread:
+class Spread(BinPack):
     """Least allocated first: each pod goes to the eligible node with the most free devices
     of its primary request (or most free cpu), so a gang's pods land on different nodes
     while nodes are equally free; domains with most room first. The gang's own topology
     applies; there is no policy default."""
 
     name = "spread"
-
-    def for_gang(self, gang: Gang) -> PlacementPolicy:
-        return self
-
-    def topology(self, gang: Gang) -> Topology | None:
-        return gang.topology
 
     def node_candidates(
         self, state: ClusterState, demand: PodDemand, eligible: frozenset[str]
