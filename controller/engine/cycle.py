@@ -234,11 +234,12 @@ class Engine:
     ) -> Decision:
         """Search victims for a gang that does not fit, unless that is known to fail."""
         state = self.state
-        memo = self._failed_preemption.get(gang.uid)
-        if memo is not None and memo.gang is gang and self._preemption_still_fails(memo):
-            return replace(first, reason=memo.reason)
         if gang.queue in self._searched_queues:
             return first
+        memo = self._failed_preemption.get(gang.uid)
+        if memo is not None and memo.gang is gang and self._preemption_still_fails(memo):
+            self._searched_queues.add(gang.queue)  # as if searched: memos change no answer
+            return replace(first, reason=memo.reason)
         result.preemption_searches += 1
         ledger = ctx.ledger
         victims = [v for v in self.preemption.victims(ctx, gang, first.reason) if ctx.evictable(v)]
