@@ -182,6 +182,7 @@ class BestEffortFifo(_Indexed):
     _memo: tuple[object, float | None] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    _nodes: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.starvation_seconds >= 0:
@@ -237,12 +238,29 @@ class BestEffortFifo(_Indexed):
             state.quota.generation,
             state.namespace_generation,
         )
-        if self._memo is not None and self._memo[0] == stamp:
-            end = self._memo[1]
+        memo = self._memo
+        if memo is not None and (
+            memo[0] == stamp
+            or (
+                memo[1] is not None
+                and state.now < memo[1]
+                and self._same_reservation(memo[0], stamp, len(state.nodes))
+            )
+        ):
+            # A T still ahead is kept while the reserved gang, nodes and queues are the
+            # same: gangs ending only make the true T earlier (keeping it holds back more
+            # backfill, never the gang), and backfill ends by T by construction.
+            end = memo[1]
         else:
             end = self._search(ctx, gang)
             self._memo = (stamp, end)
+            self._nodes = len(state.nodes)
         return None if end is None else max(end, state.now)
+
+    def _same_reservation(self, old: object, new: tuple[object, ...], nodes: int) -> bool:
+        """Same reserved gang, queues and namespaces, and no node came or went."""
+        assert isinstance(old, tuple)
+        return old[0] is new[0] and old[3:] == new[3:] and nodes == self._nodes
 
     def _search(self, ctx: CycleContext, gang: Gang) -> float | None:
         state = ctx.state

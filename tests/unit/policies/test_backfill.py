@@ -125,3 +125,12 @@ def test_an_overdue_running_gang_makes_the_start_now():
     tried, admitted = cycle(engine, now=350.0)  # r3 should have ended at 300
     assert engine.ordering.inner.reservation == ("big", 350.0)
     assert (tried, admitted) == (["big", "quick"], [])  # no GPU is free to backfill
+
+
+def test_the_start_is_kept_while_the_reserved_gang_waits_and_no_node_changes():
+    engine = staggered(BestEffortFifo(starvation_seconds=10))
+    cycle(engine, now=50.0)
+    engine.state.release("r1")  # ends early: the true T only gets earlier
+    engine.state.remove_gang("r1")
+    cycle(engine, now=60.0)
+    assert engine.ordering.inner.reservation == ("big", 300.0)
