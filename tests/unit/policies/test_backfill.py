@@ -130,7 +130,7 @@ def test_an_overdue_running_gang_makes_the_start_now():
 def test_the_start_is_kept_while_the_reserved_gang_waits_and_no_node_changes():
     engine = staggered(BestEffortFifo(starvation_seconds=10))
     cycle(engine, now=50.0)
-    engine.state.release("r1")  # ends early: the true T only gets earlier
-    engine.state.remove_gang("r1")
+    engine.state.release("r3")  # ends early: the true T moves up to 200
+    engine.state.remove_gang("r3")
     cycle(engine, now=60.0)
     assert engine.ordering.inner.reservation == ("big", 300.0)
