@@ -30,6 +30,7 @@ from controller.engine.policy import NoPreemption
 from controller.engine.quota import QuotaTree
 from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState
+from policies.registry import PolicyRef, create_preemption
 from tests.builders import DRIVER
 from tests.property.strategies import GPU_CLASS, H100, MODEL, ClusterSpec, Op
 
@@ -88,10 +89,18 @@ class EvictLowerPriority:
         return [g.uid for g in sorted(lower, key=lambda g: (g.priority, -g.created, g.uid))]
 
 
+REAL_PREEMPTION = ("priority", "reclaim", "fair-share", "cost-aware")
+
+
 def make_engine(state: ClusterState, preempt: str) -> Engine:
-    """`preempt`: "none", "lower" or "lower-or-equal" (see EvictLowerPriority)."""
+    """`preempt`: "none", "lower" or "lower-or-equal" (see EvictLowerPriority), or a
+    shipped preemption policy by name (REAL_PREEMPTION, with cluster scope where it has
+    one, so victims come from every queue)."""
     if preempt == "none":
         return Engine(state, preemption=NoPreemption())
+    if preempt in REAL_PREEMPTION:
+        params = {"scope": "cluster"} if preempt in ("priority", "cost-aware") else {}
+        return Engine(state, preemption=create_preemption(PolicyRef(preempt, params)))
     return Engine(state, preemption=EvictLowerPriority(equal=preempt == "lower-or-equal"))
 
 

@@ -299,14 +299,15 @@ class Scenario:
     spec: ClusterSpec
     ops: tuple[Op, ...]
     preempt: str
-    """Test preemption policy: "none", "lower" or "lower-or-equal" priority victims."""
+    """Preemption: "none", test doubles "lower" or "lower-or-equal" priority victims, or
+    a shipped policy by name (see `harness.make_engine`)."""
 
 
 @st.composite
 def scenarios(draw: st.DrawFn, max_ops: int = 20, preemption: bool = True) -> Scenario:
     spec = draw(cluster_specs())
     ops = draw(operations(spec, max_ops))
-    kinds = ["none", "lower", "lower-or-equal"]
+    kinds = ["none", "lower", "lower-or-equal", "priority", "reclaim", "fair-share", "cost-aware"]
     preempt = draw(st.sampled_from(kinds)) if preemption else "none"
     return Scenario(spec, tuple(ops), preempt)
 
