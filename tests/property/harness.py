@@ -30,7 +30,7 @@ from controller.engine.policy import NoPreemption
 from controller.engine.quota import QuotaTree
 from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState
-from policies.registry import PolicyRef, create_preemption
+from policies.registry import PolicyRef, create_ordering, create_preemption
 from tests.builders import DRIVER
 from tests.property.strategies import GPU_CLASS, H100, MODEL, ClusterSpec, Op
 
@@ -89,19 +89,27 @@ class EvictLowerPriority:
         return [g.uid for g in sorted(lower, key=lambda g: (g.priority, -g.created, g.uid))]
 
 
+def clock(step: int) -> float:
+    """Virtual time of a step: ten minutes each, so waits pass starvation limits."""
+    return 600.0 * step
+
+
 REAL_PREEMPTION = ("priority", "reclaim", "fair-share", "cost-aware")
 
 
-def make_engine(state: ClusterState, preempt: str) -> Engine:
+def make_engine(state: ClusterState, preempt: str, ordering: str = "priority") -> Engine:
     """`preempt`: "none", "lower" or "lower-or-equal" (see EvictLowerPriority), or a
     shipped preemption policy by name (REAL_PREEMPTION, with cluster scope where it has
-    one, so victims come from every queue)."""
+    one, so victims come from every queue); `ordering` names a shipped ordering policy."""
+    order = create_ordering(ordering)
     if preempt == "none":
-        return Engine(state, preemption=NoPreemption())
+        return Engine(state, ordering=order, preemption=NoPreemption())
     if preempt in REAL_PREEMPTION:
         params = {"scope": "cluster"} if preempt in ("priority", "cost-aware") else {}
-        return Engine(state, preemption=create_preemption(PolicyRef(preempt, params)))
-    return Engine(state, preemption=EvictLowerPriority(equal=preempt == "lower-or-equal"))
+        policy = create_preemption(PolicyRef(preempt, params))
+        return Engine(state, ordering=order, preemption=policy)
+    double = EvictLowerPriority(equal=preempt == "lower-or-equal")
+    return Engine(state, ordering=order, preemption=double)
 
 
 # ---- snapshots --------------------------------------------------------------------------
@@ -194,9 +202,14 @@ class Driver:
     release_problems: list[str] = field(default_factory=list)
 
     @staticmethod
-    def of(spec: ClusterSpec, preempt: str, state: ClusterState | None = None) -> Driver:
+    def of(
+        spec: ClusterSpec,
+        preempt: str,
+        state: ClusterState | None = None,
+        ordering: str = "priority",
+    ) -> Driver:
         state = state if state is not None else build_state(spec)
-        return Driver(spec, state, make_engine(state, preempt))
+        return Driver(spec, state, make_engine(state, preempt, ordering))
 
     def apply(self, op: Op) -> None:
         self.step += 1
@@ -212,6 +225,7 @@ class Driver:
 
     def _op_cycle(self, mode: str, choices: Sequence[bool] = ()) -> None:
         before = Snapshot.of(self.state)
+        self.state.now = clock(self.step)
         result = self.engine.cycle()
         self.log.append(("cycle", [decision_record(d) for d in result.decisions]))
         ledger = result.ledger

@@ -23,7 +23,7 @@ def canonical(driver: Driver) -> str:
 def replay(scenarios: list[Scenario]) -> list[str]:
     out = []
     for sc in scenarios:
-        driver = Driver.of(sc.spec, sc.preempt)
+        driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
         driver.record_errors = True
         for op in sc.ops:
             driver.apply(op)

@@ -301,6 +301,8 @@ class Scenario:
     preempt: str
     """Preemption: "none", test doubles "lower" or "lower-or-equal" priority victims, or
     a shipped policy by name (see `harness.make_engine`)."""
+    ordering: str = "priority"
+    """A shipped ordering policy by name."""
 
 
 @st.composite
@@ -309,7 +311,8 @@ def scenarios(draw: st.DrawFn, max_ops: int = 20, preemption: bool = True) -> Sc
     ops = draw(operations(spec, max_ops))
     kinds = ["none", "lower", "lower-or-equal", "priority", "reclaim", "fair-share", "cost-aware"]
     preempt = draw(st.sampled_from(kinds)) if preemption else "none"
-    return Scenario(spec, tuple(ops), preempt)
+    orderings = ["priority", "strict-fifo", "best-effort-fifo", "drf", "las", "sjf"]
+    return Scenario(spec, tuple(ops), preempt, draw(st.sampled_from(orderings)))
 
 
 # ---- quota only -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 
 from controller.engine.cycle import CycleResult, Outcome
-from tests.property.harness import Driver, Snapshot, make_engine, property_settings
+from tests.property.harness import Driver, Snapshot, clock, make_engine, property_settings
 from tests.property.strategies import Op, Scenario, scenarios
 
 
@@ -15,14 +15,15 @@ def admissions(result: CycleResult) -> list[tuple[str, object]]:
 
 
 def check_memo(sc: Scenario) -> None:
-    driver = Driver.of(sc.spec, sc.preempt)
+    driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
     problems: list[str] = []
     fresh_admissions: list[tuple[str, object]] = []
 
     def before_cycle() -> None:
         state = driver.state
         before = Snapshot.of(state)
-        fresh = make_engine(state, sc.preempt).cycle()
+        state.now = clock(driver.step + 1)  # the time the driver's cycle will run at
+        fresh = make_engine(state, sc.preempt, sc.ordering).cycle()
         fresh_admissions[:] = admissions(fresh)
         fresh.ledger.rollback_all()
         problems.extend(f"fresh engine's rollback: {p}" for p in before.diff(Snapshot.of(state)))

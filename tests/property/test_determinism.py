@@ -28,8 +28,8 @@ def run(sc: Scenario, driver: Driver) -> Driver:
 def test_same_inputs_give_same_decisions(sc: Scenario) -> None:
     """Two fresh states built from the same inputs, driven by the same operations, make
     identical decisions (uids, outcomes, reasons, reservations, victims) and end equal."""
-    a = run(sc, Driver.of(sc.spec, sc.preempt))
-    b = run(sc, Driver.of(sc.spec, sc.preempt))
+    a = run(sc, Driver.of(sc.spec, sc.preempt, ordering=sc.ordering))
+    b = run(sc, Driver.of(sc.spec, sc.preempt, ordering=sc.ordering))
     assert a.log == b.log
     assert Snapshot.of(a.state) == Snapshot.of(b.state)
 
@@ -43,8 +43,8 @@ def test_decisions_do_not_depend_on_insertion_order(sc: Scenario, data: st.DataO
     nodes = data.draw(st.permutations(range(len(spec.nodes))), label="node order")
     slices = data.draw(st.permutations(range(len(spec.slices))), label="slice order")
     queues = data.draw(st.permutations(range(len(spec.queues))), label="queue order")
-    a = run(sc, Driver.of(spec, sc.preempt))
-    b = run(sc, Driver.of(spec, sc.preempt, build_state(spec, nodes, slices, queues)))
+    a = run(sc, Driver.of(spec, sc.preempt, ordering=sc.ordering))
+    b = run(sc, Driver.of(spec, sc.preempt, build_state(spec, nodes, slices, queues), sc.ordering))
     assert a.log == b.log
     assert Snapshot.of(a.state) == Snapshot.of(b.state)
 

@@ -17,7 +17,7 @@ from tests.property.strategies import Op, Scenario, scenarios
 
 
 def check_invariants(sc: Scenario) -> None:
-    driver = Driver.of(sc.spec, sc.preempt)
+    driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
     assert invariant_problems(driver.state) == [], "initial state"
     for step, op in enumerate(sc.ops):
         driver.apply(op)
@@ -35,7 +35,7 @@ def test_invariants_hold_after_any_operation_sequence(sc: Scenario) -> None:
 
 
 def check_all_or_nothing(sc: Scenario) -> None:
-    driver = Driver.of(sc.spec, sc.preempt)
+    driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
     problems: list[str] = []
 
     def after_cycle(d: Driver, op: Op, before: Snapshot, result: CycleResult) -> None:

@@ -40,7 +40,7 @@ def precheck_problems(state: ClusterState, search_bound: int) -> list[str]:
 
 
 def check_precheck(sc: Scenario) -> None:
-    driver = Driver.of(sc.spec, sc.preempt)
+    driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
     for step, op in enumerate(sc.ops):
         driver.apply(op)
         if op[0] == "cycle":

@@ -19,7 +19,7 @@ from tests.property.strategies import Op, Scenario, scenarios
 
 
 def check_release(sc: Scenario, rnd: random.Random) -> None:
-    driver = Driver.of(sc.spec, sc.preempt)
+    driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
     driver.check_release = True
     problems = driver.release_problems
 
@@ -50,7 +50,7 @@ def test_release_returns_exactly_what_was_reserved(sc: Scenario, rnd: random.Ran
 
 
 def check_rollback(sc: Scenario) -> None:
-    driver = Driver.of(sc.spec, sc.preempt)
+    driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
     problems: list[str] = []
 
     def after_cycle(d: Driver, op: Op, before: Snapshot, result: CycleResult) -> None:
