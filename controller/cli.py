@@ -191,7 +191,15 @@ def simulate(
             raise typer.Exit(1)
         results.append(result)
         rows.append(summarize(result))
-    table = Table(title=f"phalanx simulate: {sc.name}")
+    from policies.routing import DEFAULTS
+
+    chosen = " / ".join(
+        (c or d).name
+        for k in ("ordering", "preemption", "placement")
+        if (d := getattr(DEFAULTS, k)) is not None
+        for c in [getattr(sc.policies, k)]
+    )
+    table = Table(title=f"phalanx simulate: {sc.name}", caption=f"policies: {chosen}")
     table.add_column("figure")
     for row in rows:
         table.add_column(str(row["scheduler"]), justify="right")
