@@ -279,9 +279,9 @@ def utilisation_series(result: RunResult, step: float) -> Utilisation:
     a job never started holds `placed` pods' GPUs over [first_placed_at, end of run); a
     started job held all but its last pod's GPUs over [first_placed_at, start), an upper
     bound since its pods arrived one by one. Pods placed late are counted from the first
-    placement, so held idle is also capped at the GPUs not running jobs. Only a job's last
-    attempt is in its record: holds given up by gang-timeout (`wasted_gpu_seconds`) and runs
-    or holds killed by node failures (`lost_gpu_seconds`) do not show.
+    placement, so held idle is also capped at the GPUs not running jobs. Runs cut short by
+    preemption or a node failure (`interrupted`) count as busy; holds given up by
+    gang-timeout (`wasted_gpu_seconds`) or killed before their job ran do not show.
     """
     end = result.end_time
     edges = time_edges(end, step)
@@ -295,6 +295,10 @@ def utilisation_series(result: RunResult, step: float) -> Utilisation:
 
     ran = ~np.isnan(start)
     busy = bin_means(start[ran], np.minimum(stop[ran], end), gpus[ran], edges)
+    cut = [(a, b, j.gpus) for j in jobs for a, b in getattr(j, "interrupted", ())]
+    if cut:
+        a, b, g = (np.array(col, dtype=float) for col in zip(*cut, strict=True))
+        busy = busy + bin_means(a, np.minimum(b, end), g, edges)
 
     partial = ~np.isnan(first)
     per_pod = gpus[partial] / pods[partial]

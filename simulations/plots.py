@@ -126,7 +126,7 @@ def _panel_title(r: RunResult, u: Utilisation) -> str:
     if row["lost_gpu_h"]:
         title += f", {row['lost_gpu_h']} GPU-h lost to failures"
     if undrawn or row["lost_gpu_h"]:
-        title += "\nabandoned or killed attempts are not in the job records and are not drawn"
+        title += "\nholds abandoned or killed before their job ran are not drawn"
     return title
 
 

@@ -78,6 +78,8 @@ class JobRecord:
     remaining: float = 0.0
     """Run time still needed: duration less checkpointed progress."""
     runtime_estimate: float | None = None
+    interrupted: list[tuple[float, float]] = field(default_factory=list)
+    """(start, stop) of runs cut short by preemption or a node failure."""
 
 
 @dataclass
@@ -413,6 +415,7 @@ class Simulation:
         job.remaining -= kept
         job.kept_gpu_seconds += job.gpus * kept
         job.lost_gpu_seconds += job.gpus * (ran - kept)
+        job.interrupted.append((job.start, now))
         job.start = None
         self._running -= 1
 

@@ -250,6 +250,13 @@ def test_busy_series_averages_a_job_over_the_part_of_a_bin_it_ran():
     assert busy.values.tolist() == [2.0, 2.0]
 
 
+def test_runs_cut_short_by_preemption_or_failure_count_as_busy():
+    preempted = done("a", 0, 10, 20, gpus=2)
+    preempted.interrupted.append((0.0, 5.0))
+    busy = utilisation_series(run([preempted]), 5.0).busy
+    assert busy.values.tolist() == [2.0, 0.0, 2.0, 2.0]
+
+
 def test_a_job_still_running_counts_until_the_end_of_the_run():
     busy = utilisation_series(run([job("a", gpus=2, start=10.0)]), 5.0).busy
     assert busy.values.tolist() == [0.0, 0.0, 2.0, 2.0]
