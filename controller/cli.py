@@ -245,7 +245,8 @@ def sweep(
 ) -> None:
     """Run a grid of schedulers x variants x parameters x seeds; mean and 95% CI over seeds.
 
-    The table shows only the axes that vary; JSON and CSV keep everything.
+    The table shows only the axes that vary; JSON and CSV keep everything. A run that
+    fails is reported (and the exit code is 1) but does not stop the others.
     """
     from simulations.scenario import ScenarioError
     from simulations.sweep import SweepError, load_sweep, run_sweep
@@ -270,15 +271,17 @@ def sweep(
         if len({json.dumps(r.get(k), sort_keys=True, default=str) for r in rows}) > 1
     ] or ["scheduler"]
     wanted = metrics.split(",") if metrics else list(HEADLINE_METRICS)
-    unknown = [m for m in wanted if rows and f"{m}_mean" not in rows[0]]
+    measured = rows and any(k.endswith("_mean") for k in rows[0])
+    unknown = [m for m in wanted if metrics and measured and f"{m}_mean" not in rows[0]]
     if unknown:
         known = ", ".join(k[: -len("_mean")] for k in rows[0] if k.endswith("_mean"))
         console.print(f"[red]--metrics: unknown {', '.join(unknown)}; known: {known}[/]")
         raise typer.Exit(2)
     shown = [m for m in wanted if rows and f"{m}_mean" in rows[0]]
-    header = [*axes, "n", *shown]
+    counts = ["n", "failed"] if rows and "failed" in rows[0] else ["n"]
+    header = [*axes, *counts, *shown]
     body = [
-        [_cell(row.get(k)) for k in [*axes, "n"]]
+        [_cell(row.get(k)) for k in [*axes, *counts]]
         + [_mean_ci(row[f"{m}_mean"], row[f"{m}_ci95"]) for m in shown]
         for row in rows
     ]
@@ -296,6 +299,11 @@ def sweep(
         json_out.write_text(result.to_json())
     if csv_out is not None:
         csv_out.write_text(result.to_csv())
+    failures = result.failures()
+    for failure in failures:
+        console.print(f"[red]{failure}[/]")
+    if failures:
+        raise typer.Exit(1)
 
 
 def _advance(bar: Progress, task: TaskID) -> Callable[[int, int], None]:

@@ -321,6 +321,12 @@ class SweepRun:
     parameters: dict[str, Any]
     seed: int
     summary: dict[str, Any]
+    """The run's summary, or `{"error": ...}` if it failed."""
+
+    @property
+    def error(self) -> str | None:
+        error = self.summary.get("error")
+        return None if error is None else str(error)
 
 
 def run_sweep(
@@ -346,8 +352,9 @@ def run_sweep(
     return SweepResult(spec, runs)
 
 
-def _failed(task: SweepTask, err: BaseException) -> SweepError:
-    return SweepError(f"run {task.label()} failed: {type(err).__name__}: {err}")
+def _failed(task: SweepTask, err: BaseException) -> dict[str, Any]:
+    """A failed run's place in the results: the sweep carries on without it."""
+    return {"error": f"run {task.label()} failed: {type(err).__name__}: {err}"}
 
 
 def _run_local(
@@ -362,7 +369,7 @@ def _run_local(
             try:
                 out[i] = run_task(task.scenario, task.scheduler)
             except Exception as err:
-                raise _failed(task, err) from err
+                out[i] = _failed(task, err)
             if progress:
                 progress(i + 1, len(tasks))
         return [s for s in out if s is not None]
@@ -379,10 +386,7 @@ def _run_local(
             for future in sorted(done, key=index.__getitem__):
                 i = index[future]
                 error = future.exception()
-                if error is not None:
-                    pool.shutdown(cancel_futures=True)
-                    raise _failed(tasks[i], error) from error
-                out[i] = future.result()
+                out[i] = future.result() if error is None else _failed(tasks[i], error)
                 done_count += 1
                 if progress:
                     progress(done_count, len(tasks))
@@ -415,7 +419,7 @@ def _run_ray(
                 try:
                     out[i] = ray.get(ref)
                 except Exception as err:
-                    raise _failed(tasks[i], err) from err
+                    out[i] = _failed(tasks[i], err)
                 if progress:
                     progress(len(tasks) - len(pending), len(tasks))
         return [s for s in out if s is not None]
@@ -473,10 +477,17 @@ class SweepResult:
     spec: SweepSpec
     runs: list[SweepRun]
 
+    def failures(self) -> list[str]:
+        """Why each failed run failed, in grid order."""
+        return [r.error for r in self.runs if r.error is not None]
+
     def metrics(self) -> list[str]:
-        """Summary keys that are numbers (or None) in every run, in summary order."""
+        """Summary keys that are numbers (or None) in every run that did not fail, in
+        summary order."""
         keys: dict[str, bool] = {}
         for run in self.runs:
+            if run.error is not None:
+                continue
             for key, value in run.summary.items():
                 ok = value is None or _is_number(value)
                 keys[key] = keys.get(key, True) and ok
@@ -487,18 +498,24 @@ class SweepResult:
 
         Means and intervals are over the seeds where the metric has a value; a metric
         that is None in some run anywhere in the sweep also gets `<m>_n`, that count.
+        `n` counts the runs that did not fail; if any run failed, `failed` counts those.
         """
         metrics = self.metrics()
-        partial = {m for m in metrics for r in self.runs if r.summary.get(m) is None}
+        ok = [r for r in self.runs if r.error is None]
+        partial = {m for m in metrics for r in ok if r.summary.get(m) is None}
+        any_failed = len(ok) < len(self.runs)
         groups: dict[str, list[SweepRun]] = {}
         for run in self.runs:
             key = json.dumps([run.scheduler, run.parameters], sort_keys=True, default=str)
             groups.setdefault(key, []).append(run)
         rows = []
-        for group in groups.values():
-            first = group[0]
+        for runs in groups.values():
+            first = runs[0]
+            group = [r for r in runs if r.error is None]
             row: dict[str, Any] = {"scheduler": first.scheduler, **first.parameters}
             row["n"] = len(group)
+            if any_failed:
+                row["failed"] = len(runs) - len(group)
             for m in metrics:
                 values = [float(r.summary[m]) for r in group if r.summary.get(m) is not None]
                 row[f"{m}_mean"], row[f"{m}_ci95"] = mean_ci95(values)

@@ -72,3 +72,17 @@ def test_sweep_with_an_unknown_metric_lists_the_known_ones(tmp_path):
     )
     assert result.exit_code == 2
     assert "unknown speed" in result.output and "jct_mean_s" in result.output
+
+
+def test_sweep_reports_a_failed_run_after_the_table_and_exits_1(tmp_path, monkeypatch):
+    import simulations.sweep as sweep
+
+    def boom(scenario, scheduler):
+        raise RuntimeError("engine broke")
+
+    monkeypatch.setattr(sweep, "run_task", boom)
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"scenario: {SCENARIO}\nschedulers: [phalanx]\n")
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--workers", "1"])
+    assert result.exit_code == 1
+    assert "failed: RuntimeError: engine broke" in result.output

@@ -270,13 +270,24 @@ def test_progress_counts_every_run():
     assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
-def test_failed_run_names_its_grid_point(monkeypatch):
+def test_a_failed_run_is_recorded_with_its_grid_point_and_the_sweep_carries_on(monkeypatch):
+    real = sweep.run_task
+
     def boom(scenario: dict[str, Any], scheduler: str) -> dict[str, Any]:
-        raise RuntimeError("engine broke")
+        if scenario["readyTimeout"] == 60:
+            raise RuntimeError("engine broke")
+        return real(scenario, scheduler)
 
     monkeypatch.setattr(sweep, "run_task", boom)
-    with pytest.raises(SweepError, match=r"run phalanx readyTimeout=60 seed=1 failed: .*broke"):
-        run_sweep(spec(schedulers=["phalanx"], parameters={"readyTimeout": [60]}), workers=1)
+    result = run_sweep(
+        spec(schedulers=["phalanx"], parameters={"readyTimeout": [60, 120]}), workers=1
+    )
+    assert result.failures() == [
+        "run phalanx readyTimeout=60 seed=1 failed: RuntimeError: engine broke"
+    ]
+    broken, fine = result.table()
+    assert (broken["n"], broken["failed"], broken["completed_mean"]) == (0, 1, None)
+    assert (fine["n"], fine["failed"]) == (1, 0)
 
 
 def test_workers_below_one_are_rejected():
