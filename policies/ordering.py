@@ -21,9 +21,10 @@ from sortedcontainers import SortedList
 from controller.engine.context import CycleContext
 from controller.engine.errors import InvalidInput
 from controller.engine.model import DEVICE_QUOTA_PREFIX, Gang
+from controller.engine.placement import minimum_charge
 from controller.engine.policy import FifoWithinPriority
 from controller.engine.state import ClusterState
-from policies.prefix import device_floor, free_devices, shortest_prefix
+from policies.prefix import device_floor, devices_needed, free_devices, shortest_prefix
 from policies.registry import builtin
 
 Key = tuple[Any, ...]
@@ -270,7 +271,8 @@ class BestEffortFifo(_Indexed):
             if (est := state.admitted_gangs[uid].runtime_estimate) is not None
         )
         uids = [uid for _, uid in ends]
-        floor = device_floor(state, gang, uids, free_devices(state))
+        need = devices_needed(minimum_charge(gang))
+        floor = device_floor(state, need, uids, free_devices(state))
         if floor is None:
             return None
         budget = [self.max_probes]

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from controller.engine.context import CycleContext
-from controller.engine.model import DEVICE_QUOTA_PREFIX, Gang
+from controller.engine.model import Gang
 from controller.engine.placement import minimum_charge
 from controller.engine.policy import NoPreemption
 from controller.engine.state import ClusterState
-from policies.prefix import device_floor, free_devices, shortest_prefix
+from policies.prefix import device_floor, devices_needed, free_devices, shortest_prefix
 from policies.registry import builtin
 from policies.shares import dominant_share, pools_after, share_of_pool
 
@@ -163,15 +163,9 @@ _minimum = ChargeCache()
 def _too_few_devices(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> bool:
     """Whether even evicting all of `pool` cannot free the devices `gang` needs: saves
     the probes of the many gangs that wait for far more than lower priority holds."""
-    need = sum(v for r, v in _minimum(gang).items() if r.startswith(DEVICE_QUOTA_PREFIX))
-    if not need:
-        return False
-    admitted = state.admitted
-    held = sum(admitted[c.uid].device_count() for c in pool)
-    if held >= need:
-        return False
-    free = free_devices(state)
-    return free is not None and free + held < need
+    need = devices_needed(_minimum(gang))
+    uids = [c.uid for c in pool]
+    return device_floor(state, need, uids, free_devices(state)) is None
 
 
 def _quota_never_fits(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> bool:
@@ -327,7 +321,7 @@ def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
     """The shortest prefix of `seq` that fits (see `policies.prefix`), or None."""
     state = probes.ctx.state
     uids = [g.uid for g in seq]
-    floor = device_floor(state, probes.gang, uids, free_devices(state))
+    floor = device_floor(state, devices_needed(_minimum(probes.gang)), uids, free_devices(state))
     if floor is None:
         return None
     k = shortest_prefix(lambda n: probes.fits(seq[:n]), floor, len(seq))
@@ -427,7 +421,6 @@ class ReclaimPreemption:
         _check_probes(self.max_probes)
         self._index = AdmittedIndex()
         self._borrowing = BorrowingIndex()
-        self._charge = ChargeCache()
 
     def _needs(self, state: ClusterState, gang: Gang) -> dict[str, int] | None:
         """The managed resources the gang needs, or None if it would take its queue
@@ -439,7 +432,7 @@ class ReclaimPreemption:
         managed = quota.managed(gang.queue)
         used = quota.usage(gang.queue)
         needs: dict[str, int] = {}
-        for r, v in self._charge(gang).items():
+        for r, v in _minimum(gang).items():
             if v and r in managed:
                 lim = queue.quota.get(r)
                 if used.get(r, 0) + v > (lim.nominal if lim is not None else 0):
@@ -551,7 +544,6 @@ class FairSharePreemption:
             raise ValueError("strategies must name at least one strategy")
         self._index = AdmittedIndex()
         self._borrowing = BorrowingIndex()
-        self._charge = ChargeCache()
         self._rivals_state: ClusterState | None = None
         self._rivals_stamp = (-1, -1)
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
@@ -643,7 +635,7 @@ class FairSharePreemption:
         state = ctx.state
         quota = state.quota
         admitted = state.admitted
-        charge = self._charge(gang)
+        charge = _minimum(gang)
         after = pools_after(state, {gang.queue: charge})
         mine: dict[str, float] = {}  # the preemptor side's share with the gang
         for side in quota.path(gang.queue)[:-1]:

@@ -11,10 +11,9 @@ probes near the size of the answer instead of starting from "evict everything".
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from controller.engine.model import DEVICE_QUOTA_PREFIX, Gang
-from controller.engine.placement import minimum_charge
+from controller.engine.model import DEVICE_QUOTA_PREFIX
 from controller.engine.state import ClusterState
 
 _shareable: weakref.WeakKeyDictionary[ClusterState, tuple[int, bool]] = weakref.WeakKeyDictionary()
@@ -47,13 +46,16 @@ def free_devices(state: ClusterState) -> int | None:
     return count[1]
 
 
+def devices_needed(charge: Mapping[str, int]) -> int:
+    """Devices of every class in a quota charge (its `devices/<class>` entries)."""
+    return sum(v for r, v in charge.items() if r.startswith(DEVICE_QUOTA_PREFIX))
+
+
 def device_floor(
-    state: ClusterState, gang: Gang, uids: Sequence[str], free: int | None
+    state: ClusterState, need: int, uids: Sequence[str], free: int | None
 ) -> int | None:
-    """The longest prefix of `uids` that certainly frees too few devices for `gang` (0
-    when counting cannot tell), or None when even all of them free too few."""
-    charge = minimum_charge(gang)
-    need = sum(v for r, v in charge.items() if r.startswith(DEVICE_QUOTA_PREFIX))
+    """The longest prefix of `uids` that certainly frees too few of the `need` devices
+    (0 when counting cannot tell), or None when even all of them free too few."""
     if not need or free is None:
         return 0
     admitted = state.admitted
