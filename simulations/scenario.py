@@ -29,7 +29,7 @@ from controller.api.errors import FieldProblem, format_path, format_validation_e
 from controller.engine.errors import InvalidInput
 from policies.registry import CREATORS, KINDS, PolicyRef
 from policies.routing import PolicySelection
-from simulations.yamlfile import yaml_mapping
+from simulations.yamlfile import read_text, yaml_mapping
 
 SchedulerName = Literal["phalanx", "per-pod", "gang-timeout"]
 Quantity = int | str
@@ -554,11 +554,7 @@ def parse_scenario(text: str, source: str, base_dir: Path | None = None) -> Scen
 
 
 def load_scenario(path: Path) -> Scenario:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ScenarioError(f"{path}: cannot read: {err.strerror}") from None
-    return parse_scenario(text, str(path), path.parent)
+    return parse_scenario(read_text(path, ScenarioError), str(path), path.parent)
 
 
 def shipped_scenario(name: str) -> Scenario:

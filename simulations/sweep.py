@@ -39,7 +39,7 @@ from controller.api.errors import FieldProblem, format_validation_error
 from simulations.metrics import summarize
 from simulations.run import Simulation
 from simulations.scenario import Scenario, SchedulerName, load_scenario
-from simulations.yamlfile import yaml_mapping
+from simulations.yamlfile import read_text, yaml_mapping
 
 Progress = Callable[[int, int], None]
 """Called as `progress(done, total)` in the calling process after each run finishes."""
@@ -174,11 +174,7 @@ def parse_sweep(text: str, source: str, base_dir: Path | None = None) -> SweepSp
 
 
 def load_sweep(path: Path) -> SweepSpec:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SweepError(f"{path}: cannot read: {err.strerror}") from None
-    return parse_sweep(text, str(path), base_dir=path.parent)
+    return parse_sweep(read_text(path, SweepError), str(path), base_dir=path.parent)
 
 
 # ---- field paths ------------------------------------------------------------------------

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+def read_text(path: Path, error: type[ValueError]) -> str:
+    """The file's text, or `error` naming the file and why it cannot be read."""
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise error(f"{path}: cannot read: {err.strerror}") from None
 
 
 def yaml_mapping(text: str, source: str, what: str, error: type[ValueError]) -> dict[str, Any]:
