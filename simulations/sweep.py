@@ -134,9 +134,7 @@ class SweepSpec(BaseModel):
     @classmethod
     def _known_paths(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for path in value:
-            problem = _RESERVED.get(path) or parameter_path_problem(path)
-            if problem:
-                raise FieldProblem([path], problem)
+            _check_path([path], path)
         return value
 
     @field_validator("variants")
@@ -144,9 +142,7 @@ class SweepSpec(BaseModel):
     def _known_variant_paths(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name, overrides in value.items():
             for path in overrides:
-                problem = _RESERVED.get(path) or parameter_path_problem(path)
-                if problem:
-                    raise FieldProblem([name, path], problem)
+                _check_path([name, path], path)
         return value
 
     def base_scenario(self) -> Scenario:
@@ -182,6 +178,13 @@ def load_sweep(path: Path) -> SweepSpec:
 
 def _fields(model: type[BaseModel]) -> dict[str, Any]:
     return {(f.alias or name): f.annotation for name, f in model.model_fields.items()}
+
+
+def _check_path(where: list[str], path: str) -> None:
+    """A path the sweep may override, or a FieldProblem at `where` saying why not."""
+    problem = _RESERVED.get(path) or parameter_path_problem(path)
+    if problem:
+        raise FieldProblem(where, problem)
 
 
 def parameter_path_problem(path: str) -> str | None:
@@ -266,7 +269,7 @@ class SweepTask:
 
 
 def expand(spec: SweepSpec) -> list[SweepTask]:
-    """Every run of the sweep in grid order (scheduler, then parameters, then seed).
+    """Every run of the sweep in grid order (scheduler, variant, parameters, then seed).
 
     Each parameter combination is validated here, so a bad value stops the sweep before
     any simulation starts.
