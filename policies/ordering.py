@@ -294,12 +294,6 @@ class BestEffortFifo(_Indexed):
 
 
 # ---- dominant resource fairness -------------------------------------------------------
-def _pending_index(state: ClusterState, queue: str | None) -> Sequence[Entry]:
-    """The state's live sorted (order_key, uid) index: building keys per gang instead
-    would cost DRF more than its whole budget against FIFO (`phalanx bench engine`)."""
-    return state.pending_index(queue)
-
-
 @dataclass(slots=True)
 class _Stream:
     """A queue subtree's untried gangs in DRF order, without materialising it.
@@ -448,7 +442,7 @@ class DominantResourceFairness:
         if queue is not None:
             yield from state.pending_in_order(queue)
             return
-        rem = {q: _pending_index(state, q) for q in state.pending_queues()}
+        rem = {q: state.pending_index(q) for q in state.pending_queues()}
         ranks = self._ranks(state, rem)
         out = self._whole_order(state, rem, ranks)
         self._gone.clear()
@@ -486,7 +480,7 @@ class DominantResourceFairness:
         if memo is not None and cuts == memo.cuts:
             anchors = memo.anchors
         else:
-            anchors = _anchors(top, _pending_index(state, None))
+            anchors = _anchors(top, state.pending_index(None))
         out = list(map(_uid, _splice(anchors, top.tails if top is not None else {})))
         self._memo = _DrfMemo(state.quota.generation, ranks, leaves, tops, cuts, anchors, out)
         return out
@@ -524,11 +518,11 @@ class DominantResourceFairness:
         if not (0 < at <= len(out) and out[at - 1] == gang.uid):
             return  # not the gang just drawn from this order
         tried = set(out[:at])
-        every = [e for e in _pending_index(state, None) if e[1] not in tried]
+        every = [e for e in state.pending_index(None) if e[1] not in tried]
         rem = {
             q: kept
             for q in queues
-            if (kept := [e for e in _pending_index(state, q) if e[1] not in tried])
+            if (kept := [e for e in state.pending_index(q) if e[1] not in tried])
         }
         cycle.ranks = ranks
         self._memo = None  # its order is being rewritten
