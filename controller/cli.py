@@ -394,10 +394,15 @@ def crds(
     ] = False,
 ) -> None:
     """Write the CustomResourceDefinitions generated from the API models."""
-    from controller.api.crdgen import check_crds, write_crds
+    from controller.api.crdgen import CrdBudgetError, check_crds, write_crds
 
-    if check:
+    try:
         stale = check_crds(out)
+    except CrdBudgetError as error:
+        for problem in error.problems:
+            console.print(Text(problem, style="red"))
+        raise typer.Exit(1) from error
+    if check:
         if stale:
             console.print(
                 f"[red]stale CRDs in {out}: {', '.join(stale)}[/]; run `phalanx crds` to regenerate"

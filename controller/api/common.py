@@ -51,6 +51,24 @@ NON_NEGATIVE_QUANTITY_PATTERN = rf"^\+?{_QUANTITY_BODY}$"
 DNS_LABEL_MAX = 63
 DNS_SUBDOMAIN_MAX = 253
 QUALIFIED_NAME_MAX = DNS_SUBDOMAIN_MAX + 1 + 63
+LABEL_VALUE_MAX = 63
+
+# Bounds on every list, map and string of the CRDs. The API server needs them to estimate
+# CEL rule costs (an unbounded one is sized by the 3 MiB request limit), and they keep one
+# object from growing without end; the models enforce the same numbers.
+QUANTITY_MAX_LENGTH = 64
+"""Longer than any real quantity ('123456789012345678901234567890Gi' is 32)."""
+MAX_RESOURCE_NAMES = 64
+"""Resource names in one resource list (requests, quota usage, ...)."""
+MAX_LABELS = 64
+"""Labels in a label map, node selector or matchLabels."""
+MAX_ANNOTATIONS = 64
+ANNOTATION_VALUE_MAX = 256 * 1024
+"""Kubernetes caps all of an object's annotations together at 256 KiB."""
+MAX_SELECTOR_EXPRESSIONS = 32
+MAX_SELECTOR_VALUES = 64
+MAX_CONDITIONS = 16
+CONDITION_MESSAGE_MAX = 32768
 
 _RE_LABEL = re.compile(DNS_LABEL_PATTERN)
 _RE_SUBDOMAIN = re.compile(DNS_SUBDOMAIN_PATTERN)
@@ -176,7 +194,9 @@ QualifiedName = Annotated[
     _string_schema(maxLength=QUALIFIED_NAME_MAX, pattern=QUALIFIED_NAME_PATTERN),
 ]
 LabelValue = Annotated[
-    str, _checked(label_value_problem), _string_schema(maxLength=63, pattern=LABEL_VALUE_PATTERN)
+    str,
+    _checked(label_value_problem),
+    _string_schema(maxLength=LABEL_VALUE_MAX, pattern=LABEL_VALUE_PATTERN),
 ]
 ConditionReason = Annotated[
     str,
@@ -233,6 +253,10 @@ def _check_quantity(value: object) -> int | str:
             f"must be an integer or a quantity string such as '500m' or '4Gi' "
             f"(got {show(value)}){hint}"
         )
+    if isinstance(value, str) and len(value) > QUANTITY_MAX_LENGTH:
+        raise ValueError(
+            f"must be a quantity of at most {QUANTITY_MAX_LENGTH} characters (got {show(value)})"
+        )
     if isinstance(value, str) and not _RE_QUANTITY.match(value):
         raise ValueError(
             f"must be a Kubernetes quantity such as '2', '500m', '1.5' or '4Gi' (got {show(value)})"
@@ -248,6 +272,7 @@ Quantity = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": QUANTITY_MAX_LENGTH,
             "pattern": NON_NEGATIVE_QUANTITY_PATTERN,
             "x-kubernetes-int-or-string": True,
         }
@@ -262,8 +287,13 @@ def resource_name_problem(value: str) -> str | None:
 
 
 ResourceName = Annotated[str, _checked(resource_name_problem), _string_schema()]
-ResourceList = dict[ResourceName, Quantity]
+ResourceList = Annotated[dict[ResourceName, Quantity], Field(max_length=MAX_RESOURCE_NAMES)]
 """Resource name -> quantity, as in `resources.requests` or a queue's usage."""
+Labels = Annotated[dict[QualifiedName, LabelValue], Field(max_length=MAX_LABELS)]
+Annotations = Annotated[
+    dict[str, Annotated[str, Field(max_length=ANNOTATION_VALUE_MAX)]],
+    Field(max_length=MAX_ANNOTATIONS),
+]
 
 
 # Metadata, conditions, selectors -------------------------------------------------------
@@ -288,7 +318,7 @@ class Condition(ApiModel):
     type: QualifiedName
     status: Literal["True", "False", "Unknown"]
     reason: ConditionReason
-    message: Annotated[str, Field(max_length=32768)] = ""
+    message: Annotated[str, Field(max_length=CONDITION_MESSAGE_MAX)] = ""
     last_transition_time: Annotated[datetime, Field(strict=False)]
     observed_generation: Annotated[int | None, Field(ge=0)] = None
 
@@ -306,6 +336,7 @@ Conditions = Annotated[
     list[Condition],
     AfterValidator(_unique_condition_types),
     Field(
+        max_length=MAX_CONDITIONS,
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],
@@ -320,7 +351,7 @@ class LabelSelectorRequirement(ApiModel):
 
     key: QualifiedName
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[LabelValue] | None = None
+    values: Annotated[list[LabelValue] | None, Field(max_length=MAX_SELECTOR_VALUES)] = None
 
     @model_validator(mode="after")
     def _values_match_operator(self) -> LabelSelectorRequirement:
@@ -335,8 +366,10 @@ class LabelSelectorRequirement(ApiModel):
 class LabelSelector(ApiModel):
     """metav1.LabelSelector: every matchLabels pair and every expression must hold."""
 
-    match_labels: dict[QualifiedName, LabelValue] = {}
-    match_expressions: list[LabelSelectorRequirement] = []
+    match_labels: Labels = {}
+    match_expressions: Annotated[
+        list[LabelSelectorRequirement], Field(max_length=MAX_SELECTOR_EXPRESSIONS)
+    ] = []
 
     def matches(self, labels: dict[str, str]) -> bool:
         """Whether a set of labels satisfies the selector; the empty selector matches all."""

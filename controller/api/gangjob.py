@@ -11,15 +11,19 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from controller.api.common import (
+    DNS_LABEL_MAX,
+    DNS_SUBDOMAIN_MAX,
+    LABEL_VALUE_MAX,
+    QUALIFIED_NAME_MAX,
     SCHEDULER_NAME,
+    Annotations,
     ApiModel,
     Conditions,
     DnsLabel,
     DnsSubdomain,
     KubeModel,
-    LabelValue,
+    Labels,
     ObjectMeta,
-    QualifiedName,
     ResourceList,
     cel_rules,
     device_attribute_problem,
@@ -36,6 +40,23 @@ MAX_POD_SETS = 16
 MAX_POD_RESOURCE_CLAIMS = 32
 """Bounds the cost estimate of the per-claim CEL rule (podSets x resourceClaims)."""
 
+MAX_REPLICAS = 4096
+"""Pods in one pod set; status lists each, and the object must stay well under etcd's limit."""
+MAX_CONTAINERS = 64
+MAX_TOLERATIONS = 64
+IMAGE_MAX_LENGTH = 1024
+DEVICE_REQUEST_MAX_LENGTH = 2 * DNS_LABEL_MAX + 1
+"""A DRA request name, or `request/subrequest` for a firstAvailable alternative."""
+DRIVER_MAX_LENGTH = 63
+"""DRA driver names are DNS subdomains of at most 63 characters."""
+MAX_ALLOCATED_DEVICES = 32
+"""resource.k8s.io/v1 caps a claim's allocation results at 32 devices."""
+
+
+def _name(max_length: int, description: str | None = None) -> Any:
+    """A plain string field bounded to `max_length`, for names Phalanx itself writes."""
+    return Field(max_length=max_length, description=description)
+
 
 # Pod template --------------------------------------------------------------------------
 
@@ -44,27 +65,27 @@ class ContainerClaim(KubeModel):
     """A container's use of one of the pod's resource claims (resources.claims[])."""
 
     name: DnsLabel
-    request: str | None = None
+    request: Annotated[str | None, _name(DEVICE_REQUEST_MAX_LENGTH)] = None
 
 
 class ResourceRequirements(KubeModel):
     requests: ResourceList = {}
     limits: ResourceList = {}
-    claims: list[ContainerClaim] = []
+    claims: Annotated[list[ContainerClaim], Field(max_length=MAX_POD_RESOURCE_CLAIMS)] = []
 
 
 class Container(KubeModel):
     """A container: name, image and resources are read; everything else passes through."""
 
     name: DnsLabel
-    image: Annotated[str, Field(min_length=1)]
+    image: Annotated[str, Field(min_length=1, max_length=IMAGE_MAX_LENGTH)]
     resources: ResourceRequirements = ResourceRequirements()
 
 
 class Toleration(KubeModel):
-    key: str | None = None
+    key: Annotated[str | None, _name(QUALIFIED_NAME_MAX)] = None
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    value: Annotated[str | None, _name(LABEL_VALUE_MAX)] = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
 
@@ -104,14 +125,14 @@ class PodResourceClaim(KubeModel):
 class PodSpec(KubeModel):
     """A PodSpec; Phalanx types what it schedules with and preserves the rest untouched."""
 
-    containers: Annotated[list[Container], Field(min_length=1)]
-    init_containers: list[Container] = []
-    node_selector: dict[QualifiedName, LabelValue] = {}
-    tolerations: list[Toleration] = []
+    containers: Annotated[list[Container], Field(min_length=1, max_length=MAX_CONTAINERS)]
+    init_containers: Annotated[list[Container], Field(max_length=MAX_CONTAINERS)] = []
+    node_selector: Labels = {}
+    tolerations: Annotated[list[Toleration], Field(max_length=MAX_TOLERATIONS)] = []
     resource_claims: Annotated[
         list[PodResourceClaim], Field(max_length=MAX_POD_RESOURCE_CLAIMS)
     ] = []
-    scheduler_name: str | None = None
+    scheduler_name: Annotated[str | None, _name(DNS_SUBDOMAIN_MAX)] = None
 
     @field_validator("scheduler_name")
     @classmethod
@@ -146,8 +167,8 @@ class PodSpec(KubeModel):
 
 
 class PodTemplateMetadata(KubeModel):
-    labels: dict[QualifiedName, LabelValue] = {}
-    annotations: dict[str, str] = {}
+    labels: Labels = {}
+    annotations: Annotations = {}
 
 
 class PodTemplate(KubeModel):
@@ -162,7 +183,9 @@ class PodSet(ApiModel):
     """A group of identical pods, e.g. the PyTorch master or the workers."""
 
     name: Annotated[DnsLabel, Field(description="Unique within the job; part of pod names.")]
-    replicas: Annotated[int, Field(ge=1, description="Number of pods in this set.")]
+    replicas: Annotated[
+        int, Field(ge=1, le=MAX_REPLICAS, description="Number of pods in this set.")
+    ]
     template: PodTemplate
 
 
@@ -296,34 +319,34 @@ class GangJobSpec(ApiModel):
 class AllocatedDevice(ApiModel):
     """One device given to a claim request, named as in ResourceClaim status.allocation."""
 
-    request: str
-    driver: str
-    pool: str
-    device: str
+    request: Annotated[str, _name(DEVICE_REQUEST_MAX_LENGTH)]
+    driver: Annotated[str, _name(DRIVER_MAX_LENGTH)]
+    pool: Annotated[str, _name(DNS_SUBDOMAIN_MAX)]
+    device: Annotated[str, _name(DNS_LABEL_MAX)]
 
 
 class AdmittedClaim(ApiModel):
-    name: Annotated[str, Field(description="The claim's name in the pod spec.")]
-    devices: list[AllocatedDevice] = []
+    name: Annotated[str, _name(DNS_LABEL_MAX, "The claim's name in the pod spec.")]
+    devices: Annotated[list[AllocatedDevice], Field(max_length=MAX_ALLOCATED_DEVICES)] = []
 
 
 class AdmittedPod(ApiModel):
     index: Annotated[int, Field(ge=0)]
-    node: str
-    claims: list[AdmittedClaim] = []
+    node: Annotated[str, _name(DNS_SUBDOMAIN_MAX)]
+    claims: Annotated[list[AdmittedClaim], Field(max_length=MAX_POD_RESOURCE_CLAIMS)] = []
 
 
 class AdmittedPodSet(ApiModel):
-    name: str
-    pods: list[AdmittedPod] = []
+    name: Annotated[str, _name(DNS_LABEL_MAX)]
+    pods: Annotated[list[AdmittedPod], Field(max_length=MAX_REPLICAS)] = []
 
 
 class Admission(ApiModel):
     """The commit record: written in one patch, the controller rolls forward from it."""
 
-    admission_id: str
-    queue: str
-    pod_sets: list[AdmittedPodSet] = []
+    admission_id: Annotated[str, _name(DNS_SUBDOMAIN_MAX)]
+    queue: Annotated[str, _name(DNS_SUBDOMAIN_MAX)]
+    pod_sets: Annotated[list[AdmittedPodSet], Field(max_length=MAX_POD_SETS)] = []
     quota_charged: ResourceList = {}
     borrowed: ResourceList = {}
 

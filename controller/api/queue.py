@@ -35,6 +35,7 @@ PLURAL = "queues"
 STANDARD_QUOTA_RESOURCES = ("cpu", "memory", "pods", "ephemeral-storage")
 MAX_QUOTA_ITEMS = 64
 """Bounds the CEL uniqueness rule's cost, which the API server estimates per list size."""
+MAX_POLICY_PARAMS = 64
 
 QUOTA_RESOURCE_PATTERN = (
     rf"^({'|'.join(STANDARD_QUOTA_RESOURCES)}"
@@ -152,7 +153,11 @@ class PolicyChoice(ApiModel):
         ),
     ]
     params: Annotated[
-        dict[str, Any], Field(description="The policy's parameters; absent: its defaults.")
+        dict[str, Any],
+        Field(
+            max_length=MAX_POLICY_PARAMS,
+            description="The policy's parameters; absent: its defaults.",
+        ),
     ] = {}
 
 

@@ -193,6 +193,7 @@ def test_queue_policy_params_keep_whatever_the_policy_takes() -> None:
         assert choice["required"] == ["name"]
         assert choice["properties"]["params"] == {
             "description": "The policy's parameters; absent: its defaults.",
+            "maxProperties": 64,
             "type": "object",
             "x-kubernetes-preserve-unknown-fields": True,
         }
