@@ -49,7 +49,8 @@ ACCUMULATOR = "@result"
 
 
 class CelCostError(ValueError):
-    """A rule that cannot be estimated: it does not parse, type-check, or uses an unmodelled function."""
+    """A rule that cannot be estimated: it does not parse or type-check, or it calls a
+    function the estimator does not model."""
 
 
 # Saturating unsigned arithmetic, as cel-go does on uint64 -----------------------------
@@ -275,11 +276,11 @@ _LITERALS: dict[str, Callable[[lark.Token], tuple[str, Any]]] = {
 }
 
 
-def _children(tree: lark.Tree) -> list[Any]:
+def _children(tree: lark.Tree[Any]) -> list[Any]:
     return [c for c in tree.children if c is not None]
 
 
-def _exprs(tree: lark.Tree | None) -> list[Expr]:
+def _exprs(tree: lark.Tree[Any] | None) -> list[Expr]:
     return [] if tree is None else [_to_expr(c) for c in _children(tree)]
 
 
@@ -360,7 +361,14 @@ class Overload:
 def _overloads() -> dict[str, list[Overload]]:
     table: dict[str, list[Overload]] = {}
 
-    def add(name: str, id_: str, params: tuple[str, ...], result: DeclType | None, *, member: bool = False) -> None:
+    def add(
+        name: str,
+        id_: str,
+        params: tuple[str, ...],
+        result: DeclType | None,
+        *,
+        member: bool = False,
+    ) -> None:
         table.setdefault(name, []).append(Overload(id_, member, params, result))
 
     add("!_", "logical_not", ("bool",), BOOL)
@@ -374,13 +382,30 @@ def _overloads() -> dict[str, list[Overload]]:
     add("_!=_", "not_equals", ("A", "A"), BOOL)
     ordered = ("int", "uint", "double", "string", "bytes", "bool", "timestamp", "duration")
     suffix = {"int": "int64", "uint": "uint64"}
-    for op, word in (("_<_", "less"), ("_<=_", "less_equals"), ("_>_", "greater"), ("_>=_", "greater_equals")):
+    for op, word in (
+        ("_<_", "less"),
+        ("_<=_", "less_equals"),
+        ("_>_", "greater"),
+        ("_>=_", "greater_equals"),
+    ):
         for kind in ordered:
             add(op, f"{word}_{suffix.get(kind, kind)}", (kind, kind), BOOL)
-        for a, b in (("int", "double"), ("int", "uint"), ("uint", "double"), ("uint", "int"), ("double", "int"), ("double", "uint")):
+        for a, b in (
+            ("int", "double"),
+            ("int", "uint"),
+            ("uint", "double"),
+            ("uint", "int"),
+            ("double", "int"),
+            ("double", "uint"),
+        ):
             add(op, f"{word}_{suffix.get(a, a)}_{suffix.get(b, b)}", (a, b), BOOL)
     for kind in ("int", "uint", "double"):
-        for op, word in (("_+_", "add"), ("_-_", "subtract"), ("_*_", "multiply"), ("_/_", "divide")):
+        for op, word in (
+            ("_+_", "add"),
+            ("_-_", "subtract"),
+            ("_*_", "multiply"),
+            ("_/_", "divide"),
+        ):
             add(op, f"{word}_{suffix.get(kind, kind)}", (kind, kind), DeclType(kind))
     add("_%_", "modulo_int64", ("int", "int"), INT)
     add("_%_", "modulo_uint64", ("uint", "uint"), UINT)
@@ -670,7 +695,10 @@ class _Coster:
 
     def cost_comprehension(self, e: Comprehension) -> Range:
         total = self.cost(e.iter_range).add(self.cost(e.accu_init))
-        self.push(e.accu_var, _Var(self.path(e.accu_init), self.size(e.accu_init), self.entry(e.accu_init)))
+        self.push(
+            e.accu_var,
+            _Var(self.path(e.accu_init), self.size(e.accu_init), self.entry(e.accu_init)),
+        )
         entry = self.entry(e.iter_range)
         container = entry[0] if entry else self.types[e.iter_range].kind
         if container == "list":
@@ -726,7 +754,9 @@ class _Coster:
             self.sizes[e] = result_size
         return total.add(function_cost)
 
-    def function_cost(self, e: Call, overload: str, arg_costs: list[Range]) -> tuple[Range, Range | None]:
+    def function_cost(
+        self, e: Call, overload: str, arg_costs: list[Range]
+    ) -> tuple[Range, Range | None]:
         args_total = fixed(0)
         for c in arg_costs:
             args_total = args_total.add(c)
@@ -735,17 +765,25 @@ class _Coster:
             return kubernetes[0].add(args_total), kubernetes[1]
         args, target = e.args, e.target
         if overload in ("starts_with_string", "ends_with_string"):
-            return self.size_or_unknown(args[0]).by_factor(STRING_TRAVERSAL_COST_FACTOR).add(args_total), None
+            return self.size_or_unknown(args[0]).by_factor(STRING_TRAVERSAL_COST_FACTOR).add(
+                args_total
+            ), None
         if overload == "string_to_bytes":
             s = self.size_or_unknown(args[0])
-            return s.by_factor(STRING_TRAVERSAL_COST_FACTOR).add(args_total), Range(s.min, _mul(s.max, 4))
+            return s.by_factor(STRING_TRAVERSAL_COST_FACTOR).add(args_total), Range(
+                s.min, _mul(s.max, 4)
+            )
         if overload == "bytes_to_string":
             s = self.size_or_unknown(args[0])
-            return s.by_factor(STRING_TRAVERSAL_COST_FACTOR).add(args_total), Range(s.min // 4, s.max)
+            return s.by_factor(STRING_TRAVERSAL_COST_FACTOR).add(args_total), Range(
+                s.min // 4, s.max
+            )
         if overload == "in_list":
             return self.size_or_unknown(args[1]).by_factor(1).add(args_total), None
         if overload == "matches_string" and target is not None:
-            text = self.size_or_unknown(target).add(fixed(1)).by_factor(STRING_TRAVERSAL_COST_FACTOR)
+            text = (
+                self.size_or_unknown(target).add(fixed(1)).by_factor(STRING_TRAVERSAL_COST_FACTOR)
+            )
             regex = self.size_or_unknown(args[0]).by_factor(REGEX_STRING_LENGTH_COST_FACTOR)
             return text.times(regex).add(args_total), None
         if overload == "contains_string" and target is not None:
@@ -813,7 +851,17 @@ class _Coster:
 
 
 _UNIT_COST_FUNCTIONS = frozenset(
-    {"sign", "asInteger", "isInteger", "asApproximateFloat", "isGreaterThan", "isLessThan", "compareTo", "add", "sub"}
+    {
+        "sign",
+        "asInteger",
+        "isInteger",
+        "asApproximateFloat",
+        "isGreaterThan",
+        "isLessThan",
+        "compareTo",
+        "add",
+        "sub",
+    }
 )
 _STRING_COMPARISONS = frozenset(
     {
@@ -841,7 +889,8 @@ def _literal_size(e: Expr) -> Range | None:
 
 
 def rule_cost(rule: str, self_type: DeclType) -> int:
-    """Worst-case cost of one evaluation of `rule` with `self` of `self_type` (cel `EstimateCost().Max`)."""
+    """Worst-case cost of one evaluation of `rule` with `self` of `self_type`
+    (what cel-go's `EstimateCost(...).Max` gives the API server)."""
     expr = parse(rule)
     checker = _Checker(self_type)
     checker.check(expr)

@@ -340,7 +340,7 @@ Conditions = Annotated[
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],
-        }
+        },
     ),
 ]
 """Conditions keyed by type, so server-side apply merges them one by one."""

@@ -38,8 +38,11 @@ CRD_COST_LIMIT = 100_000_000
 """apiextensions `StaticEstimatedCRDCostLimit`: all rules of one schema together."""
 
 _CEL_RESERVED = frozenset(
-    "true false null in as break const continue else for function if import let loop "
-    "package namespace return var void while".split()
+    {
+        *("true", "false", "null", "in", "as", "break", "const", "continue", "else", "for"),
+        *("function", "if", "import", "let", "loop", "package", "namespace", "return"),
+        *("var", "void", "while"),
+    }
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ESCAPES = {"__": "__underscores__", ".": "__dot__", "-": "__dash__", "/": "__slash__"}
@@ -109,7 +112,9 @@ def schema_decl_type(schema: dict[str, Any], resource_root: bool = False) -> Dec
             max_props = schema.get("maxProperties")
             if max_props is None:
                 max_props = (MAX_REQUEST_SIZE_BYTES - 2) // (values.min_serialized_size + 6)
-            return DeclType("map", max_elements=max(max_props, 0), min_serialized_size=2, elem=values)
+            return DeclType(
+                "map", max_elements=max(max_props, 0), min_serialized_size=2, elem=values
+            )
         required = set(schema.get("required", []))
         fields: dict[str, DeclType] = {}
         min_size = 2  # {}
@@ -132,7 +137,11 @@ def _string_decl_type(schema: dict[str, Any]) -> DeclType:
     fmt = schema.get("format")
     if fmt == "byte":
         length = schema.get("maxLength")
-        return DeclType("bytes", max_elements=length if length is not None else _OPEN_STRING, min_serialized_size=2)
+        return DeclType(
+            "bytes",
+            max_elements=length if length is not None else _OPEN_STRING,
+            min_serialized_size=2,
+        )
     if fmt == "duration":
         return DeclType("duration", max_elements=32, min_serialized_size=3)
     if fmt == "date":
@@ -222,7 +231,9 @@ def _rule_costs(
     if isinstance(schema.get("items"), dict):
         yield from _rule_costs(schema["items"], f"{path}.items", below)
     if isinstance(schema.get("additionalProperties"), dict):
-        yield from _rule_costs(schema["additionalProperties"], f"{path}.additionalProperties", below)
+        yield from _rule_costs(
+            schema["additionalProperties"], f"{path}.additionalProperties", below
+        )
 
 
 def over_budget(cost: SchemaCost, share: float = 1.0) -> list[str]:

@@ -42,6 +42,7 @@ def budget_problems(name: str, schema: dict[str, Any]) -> list[str]:
     problems += list(unbounded_nodes(schema))
     return [f"{name}: {problem}" for problem in problems]
 
+
 # Keys an apiextensions.k8s.io/v1 JSONSchemaProps may carry in what we generate; anything
 # else coming out of pydantic (const, $ref, propertyNames, ...) must be translated or fail.
 _ALLOWED_KEYS = frozenset(

@@ -399,6 +399,24 @@ BAD_JOBS = [
         "and '.', starting and ending with a letter or digit (got 'Llama_Finetune')",
         id="name-not-dns-subdomain",
     ),
+    pytest.param(
+        "spec.podSets.0.replicas",
+        4097,
+        "spec.podSets[0].replicas: must be <= 4096 (got 4097)",
+        id="more-replicas-than-status-can-list",
+    ),
+    pytest.param(
+        "spec.podSets.0.template.spec.tolerations",
+        [{"key": "k", "operator": "Exists"}] * 65,
+        "spec.podSets[0].template.spec.tolerations: must have at most 64 item(s) (got 65)",
+        id="too-many-tolerations",
+    ),
+    pytest.param(
+        "spec.podSets.0.template.spec.containers.0.image",
+        "registry.example.com/" + "a" * 1024,
+        "spec.podSets[0].template.spec.containers[0].image: must be at most 1024 characters long",
+        id="image-longer-than-the-crd-allows",
+    ),
 ]
 
 

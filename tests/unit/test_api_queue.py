@@ -267,6 +267,31 @@ BAD_QUEUES = [
         "spec.cohort: unknown field (field names are camelCase; check the spelling)",
         id="unknown-field-in-spec",
     ),
+    pytest.param(
+        "spec.quota.0.nominal",
+        "1" * 40 + "." + "0" * 24,
+        "spec.quota[0].nominal: must be a quantity of at most 64 characters (got "
+        "'1111111111111111111111111111111111111111.000000000000000...)",
+        id="quantity-longer-than-the-crd-allows",
+    ),
+    pytest.param(
+        "spec.namespaceSelector.matchLabels",
+        {f"k{i}": "v" for i in range(65)},
+        "spec.namespaceSelector.matchLabels: must have at most 64 item(s) (got 65)",
+        id="too-many-match-labels",
+    ),
+    pytest.param(
+        "spec.policies.ordering.params",
+        {f"p{i}": 1 for i in range(65)},
+        "spec.policies.ordering.params: must have at most 64 item(s) (got 65)",
+        id="too-many-policy-params",
+    ),
+    pytest.param(
+        "spec.quota",
+        [{"resource": f"example.com/r{i}", "nominal": 1} for i in range(65)],
+        "spec.quota: must have at most 64 item(s) (got 65)",
+        id="too-many-quota-items",
+    ),
 ]
 
 

@@ -6,17 +6,21 @@ import copy
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import cel
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
+from typer.testing import CliRunner
 
-from controller.api.common import parse_quantity
-from controller.api.crdgen import check_crds, render_crds, write_crds
+from controller.api import crdgen
+from controller.api.common import ApiModel, cel_rules, parse_quantity
+from controller.api.crdcost import CRD_COST_LIMIT, PER_RULE_COST_LIMIT, schema_cost
+from controller.api.crdgen import CrdBudgetError, check_crds, render_crds, write_crds
 from controller.api.gangjob import GangJob
 from controller.api.queue import Queue
+from controller.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILES = ["gangjobs.phalanx.dev.yaml", "queues.phalanx.dev.yaml"]
@@ -439,3 +443,116 @@ def test_schema_patterns_are_valid_regular_expressions(name: str) -> None:
         if "pattern" in node:
             re.compile(node["pattern"])
             assert "(?" not in node["pattern"], f"{path}: RE2 in the API server lacks lookarounds"
+
+
+# What the API server will accept: bounds and CEL cost -----------------------------------
+
+
+def unbounded(path: str, node: dict[str, Any]) -> str | None:
+    """Why a list, map or string has no bound the API server can size it by, if so."""
+    if node.get("type") == "array" and "maxItems" not in node:
+        return f"{path}: list without maxItems"
+    opaque_map = node.get("x-kubernetes-preserve-unknown-fields") and "properties" not in node
+    if ("additionalProperties" in node or opaque_map) and "maxProperties" not in node:
+        return f"{path}: map without maxProperties"
+    is_string = node.get("type") == "string" or node.get("x-kubernetes-int-or-string")
+    sized = "maxLength" in node or "enum" in node or node.get("format") == "date-time"
+    if is_string and not sized:
+        return f"{path}: string without maxLength"
+    return None
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_every_list_map_and_string_is_bounded(name: str) -> None:
+    schema = schema_of(name)
+    server_owned = {".apiVersion", ".kind", ".metadata"}
+    problems = [
+        problem
+        for path, node in schema_nodes(schema)
+        if path not in server_owned and (problem := unbounded(path, node))
+    ]
+    assert problems == []
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_every_rule_costs_under_half_of_the_api_server_budgets(name: str) -> None:
+    cost = schema_cost(schema_of(name))
+    for rule in cost.rules:
+        print(f"{name} {rule.path}: {rule.cost} ({rule.factor:.5f}x of {PER_RULE_COST_LIMIT})")
+    print(f"{name} total: {cost.total} ({cost.factor:.5f}x of {CRD_COST_LIMIT})")
+
+    assert cost.rules
+    assert all(rule.cost <= PER_RULE_COST_LIMIT / 2 for rule in cost.rules)
+    assert cost.total <= CRD_COST_LIMIT / 2
+
+
+class _Item(ApiModel):
+    name: Annotated[str, Field(max_length=63)]
+
+
+class _CostlySpec(ApiModel):
+    items: Annotated[
+        list[_Item],
+        Field(
+            json_schema_extra=cel_rules(
+                ("self.all(x, self.exists_one(y, y.name == x.name))", "names must be unique")
+            )
+        ),
+    ] = []
+
+
+class _Costly(ApiModel):
+    spec: _CostlySpec
+
+
+@pytest.fixture
+def costly_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generation sees one more resource whose unbounded list makes its rule O(n^2)."""
+    resource = crdgen._Resource(_Costly, "Costly", "costlies", (), "Cluster", "x", ())
+    monkeypatch.setattr(crdgen, "RESOURCES", (*crdgen.RESOURCES, resource))
+
+
+COSTLY_RULE = "openAPIV3Schema.properties[spec].properties[items].x-kubernetes-validations[0].rule"
+
+
+@pytest.mark.usefixtures("costly_resource")
+def test_generation_refuses_a_rule_over_budget_naming_it_and_its_factor() -> None:
+    with pytest.raises(CrdBudgetError) as refused:
+        render_crds()
+
+    problems = refused.value.problems
+    assert any(
+        p.startswith(f"costlies.phalanx.dev: {COSTLY_RULE}: estimated cost ") for p in problems
+    )
+    assert any("x the per-rule limit" in p for p in problems)
+    unbounded_list = "openAPIV3Schema.properties[spec].properties[items]: list without maxItems"
+    assert f"costlies.phalanx.dev: {unbounded_list}" in problems
+
+
+@pytest.mark.usefixtures("costly_resource")
+def test_crds_check_command_fails_on_a_rule_over_budget(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["crds", "--check", "--out", str(tmp_path)], env={"COLUMNS": "400"}
+    )
+
+    assert result.exit_code == 1
+    assert COSTLY_RULE in result.output
+
+
+def test_generation_refuses_a_rule_the_server_would_accept_but_above_half_its_limit() -> None:
+    # 150000 strings of at most 100 characters, each compared once: 42 * 150000 = 63%.
+    items = {
+        "type": "string",
+        "maxLength": 100,
+        "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "immutable"}],
+    }
+    schema = {
+        "type": "object",
+        "properties": {"names": {"type": "array", "maxItems": 150000, "items": items}},
+    }
+
+    assert crdgen.budget_problems("x", schema) == [
+        "x: openAPIV3Schema.properties[names].items.x-kubernetes-validations[0].rule: "
+        "estimated cost 6300000 is 0.63x the per-rule limit 10000000 (42 per call x 150000); "
+        "allowed 0.50x"
+    ]
