@@ -453,6 +453,7 @@ def _overloads() -> dict[str, list[Overload]]:
     add("substring", "string_substring_int", ("string", "int"), None, member=True)
     add("substring", "string_substring_int_int", ("string", "int", "int"), None, member=True)
     add("split", "string_split_string", ("string", "string"), None, member=True)
+    add("format", "string_format", ("string", "list"), STRING, member=True)
     add("find", "string_find_string", ("string", "string"), STRING, member=True)
     add("findAll", "string_find_all_string", ("string", "string"), None, member=True)
     add("isSorted", "list_is_sorted", ("list",), BOOL, member=True)
@@ -764,6 +765,9 @@ class _Coster:
         if kubernetes is not None:
             return kubernetes[0].add(args_total), kubernetes[1]
         args, target = e.args, e.target
+        if overload == "string_format" and target is not None:
+            cost = self.size_or_unknown(target).by_factor(STRING_TRAVERSAL_COST_FACTOR)
+            return cost.add(args_total), None
         if overload in ("starts_with_string", "ends_with_string"):
             return self.size_or_unknown(args[0]).by_factor(STRING_TRAVERSAL_COST_FACTOR).add(
                 args_total

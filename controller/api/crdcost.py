@@ -224,6 +224,10 @@ def _rule_costs(
                 raise ValueError(f"{where}: {error}") from error
             cost = 0 if per_call == 0 else min(per_call * times, UINT64_MAX)
             yield RuleCost(where, rule["rule"], per_call, times, cost)
+            if "messageExpression" in rule:  # counted once, whatever the cardinality
+                where = f"{path}.x-kubernetes-validations[{i}].messageExpression"
+                message_cost = rule_cost(rule["messageExpression"], self_type)
+                yield RuleCost(where, rule["messageExpression"], message_cost, 1, message_cost)
     factor = _cardinality_factor(schema)
     below = None if cardinality is None or factor is None else cardinality * factor
     for name, sub in schema.get("properties", {}).items():

@@ -76,6 +76,27 @@ def test_old_gangjob_schema_is_within_both_limits_as_the_server_found() -> None:
     assert over_budget(cost) == []
 
 
+def test_recorded_widget_crd_the_server_created_is_within_both_limits() -> None:
+    doc = yaml.safe_load((FIXTURES / "widgets.tx.example.com.yaml").read_text("utf-8"))
+    cost = schema_cost(doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+    assert any(r.path.endswith("messageExpression") for r in cost.rules)
+    assert over_budget(cost) == []
+
+
+def test_message_expression_is_counted_once_whatever_the_cardinality() -> None:
+    rule = {"rule": "self == oldSelf", "messageExpression": "'was ' + oldSelf", "message": "m"}
+    items = {**STRING_100, "x-kubernetes-validations": [rule]}
+    schema = {
+        "type": "object",
+        "properties": {"names": {"type": "array", "maxItems": 8, "items": items}},
+    }
+
+    check, message = schema_cost(schema).rules
+    # 'was ' + oldSelf: ceil((4 + 400) * 0.1) for the concatenation, 1 for oldSelf.
+    assert (check.cardinality, message.cardinality, message.cost) == (8, 1, 42)
+
+
 # The cost model, case by case ------------------------------------------------------------
 
 STRING_100 = {"type": "string", "maxLength": 100}
