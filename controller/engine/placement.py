@@ -1,10 +1,11 @@
 """Gang placement: every pod gets a node and every claim its devices, or nothing is held.
 
 A placement attempt applies pods to the state one by one (so later pods see what earlier
-ones took) and undoes them all if any pod finds no room. When the first greedy attempt
-fails, a bounded search tries other attempts (other node orders, other pod-set orders,
-other topology domains) and reports how far it went. A failure explains itself in terms
-a user can act on.
+ones took) and undoes them all if any pod finds no room. When the first greedy pass
+fails, a bounded search tries other passes (the policy's retry order, other pod-set
+orders, other topology domains) and finally a backtracking search over every pod's node
+and devices, and reports how far it went. Devices come from `allocation.DeviceSearch`,
+within the queue's device quota. A failure explains itself in terms a user can act on.
 """
 
 from __future__ import annotations
