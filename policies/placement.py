@@ -97,6 +97,24 @@ class TopologyPacking:
     ) -> Iterator[str]:
         return demand.candidates(state, eligible, descending=False)
 
+    def retry_candidates(
+        self, state: ClusterState, gang: Gang, demand: PodDemand, eligible: frozenset[str]
+    ) -> list[str]:
+        """The engine's second try, still in as few domains as possible: whole domains
+        in turn, the roomiest first, each in bin-pack order (without a topology: most
+        free nodes first, as the engine's default)."""
+        topo = self.topology(gang)
+        if topo is None:
+            return list(demand.candidates(state, eligible, descending=True))
+        domain_of = _node_domains(state, topo)
+        nodes = list(self.node_candidates(state, demand, eligible))
+        room: dict[str, int] = {}
+        for n in nodes:
+            d = domain_of.get(n, "")
+            room[d] = room.get(d, 0) + _free_for(state, demand, n)
+        rank = {d: i for i, d in enumerate(sorted(room, key=lambda d: (d == "", -room[d], d)))}
+        return sorted(nodes, key=lambda n: rank[domain_of.get(n, "")])
+
     def order_domains(self, gang: Gang, domains: list[Domain], pods_needed: int) -> list[Domain]:
         need = _lead_pods(gang)
         singles = _tightest_first(domains, need)
@@ -104,6 +122,26 @@ class TopologyPacking:
         if topo is None or topo.mode is TopologyMode.REQUIRED:
             return singles
         return singles + _unions(domains, need, MAX_UNIONS)
+
+
+def _node_domains(state: ClusterState, topo: Topology) -> dict[str, str]:
+    """Each node's topology domain: its label value, or the attribute value most of its
+    devices have."""
+    if not topo.device_attribute:
+        return {v: value for value, nodes in state.label_domains(topo.key).items() for v in nodes}
+    best: dict[str, tuple[int, str]] = {}
+    for value, by_node in state.inventory.attribute_domains(topo.key).items():
+        for n, devices in by_node.items():
+            if n not in best or (-len(devices), value) < (-best[n][0], best[n][1]):
+                best[n] = (len(devices), value)
+    return {n: value for n, (_, value) in best.items()}
+
+
+def _free_for(state: ClusterState, demand: PodDemand, node: str) -> int:
+    """Free devices of the demand's primary request on `node` (free cpu without one)."""
+    if demand.primary is not None:
+        return state.inventory.match_set(demand.primary[0]).free.get(node, 0)
+    return state.nodes[node].free("cpu")
 
 
 def _unions(domains: list[Domain], need: int, limit: int) -> list[Domain]:
@@ -202,6 +240,27 @@ class FragmentationAware:
             if not ms.free.get(None, 0):
                 return self._by_devices(state, ms, demand.primary[1], eligible)
         return self._by_cpu(state, demand.requests.get("cpu", 0), eligible)
+
+    def retry_candidates(
+        self, state: ClusterState, gang: Gang, demand: PodDemand, eligible: frozenset[str]
+    ) -> list[str]:
+        """The engine's second try, still keeping whole nodes: partly used nodes most
+        free first (the other end from the first try), then whole nodes smallest first."""
+        nodes = list(self.node_candidates(state, demand, eligible))
+        whole = [n for n in nodes if self._is_whole(state, demand, n)]
+        kept = set(whole)
+        partly = [n for n in nodes if n not in kept]
+        partly.sort(key=lambda n: -_free_for(state, demand, n))
+        return partly + whole
+
+    @staticmethod
+    def _is_whole(state: ClusterState, demand: PodDemand, node: str) -> bool:
+        if demand.primary is not None:
+            ms = state.inventory.match_set(demand.primary[0])
+            if not ms.free.get(None, 0):
+                return ms.free.get(node, 0) == len(ms.by_node.get(node, ()))
+        usage = state.nodes[node]
+        return usage.free("cpu") == usage.node.allocatable.get("cpu", 0)
 
     def _by_devices(
         self, state: ClusterState, ms: MatchSet, per_pod: int, eligible: frozenset[str]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from controller.engine.model import Gang
-from controller.engine.placement import GangPlan, Placer, reservation_charge
+from controller.engine.placement import GangPlan, Placer, device_budget, reservation_charge
 
 if TYPE_CHECKING:
     from controller.engine.ledger import Ledger
@@ -62,7 +62,7 @@ class CycleContext:
         plan = self._plan(gang)
         if state.quota.check(gang.queue, plan.minimum_charge) is not None:
             return False
-        outcome = self._placer.place(plan)
+        outcome = self._placer.place(plan, device_budget(state.quota, gang.queue, plan))
         if outcome.pods is None:
             return False
         ok = state.quota.check(gang.queue, reservation_charge(outcome.pods)) is None

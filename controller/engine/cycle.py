@@ -26,7 +26,13 @@ from enum import StrEnum
 from controller.engine.context import CycleContext
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
-from controller.engine.placement import GangPlan, PlacementOutcome, Placer, reservation_charge
+from controller.engine.placement import (
+    GangPlan,
+    PlacementOutcome,
+    Placer,
+    device_budget,
+    reservation_charge,
+)
 from controller.engine.policy import (
     BinPack,
     FifoWithinPriority,
@@ -287,7 +293,7 @@ class Engine:
         short = state.quota.check(gang.queue, plan.minimum_charge)
         if short is not None:
             return self._fail("quota", gang, short.message, (short.resource, short.would_use))
-        outcome: PlacementOutcome = placer.place(plan)
+        outcome: PlacementOutcome = placer.place(plan, device_budget(state.quota, gang.queue, plan))
         result.placements_tried += 1
         if outcome.pods is None:
             if not evicted:

@@ -53,15 +53,19 @@ class MatchSet:
             yield from self.buckets[k]
 
     def pods_fitting(self, per_pod: int) -> int:
-        """How many pods needing `per_pod` devices the free node-local devices could serve
-        (an upper bound: unbounded when shareable devices match)."""
+        """How many pods needing `per_pod` devices the free devices could serve (an upper
+        bound: unbounded when shareable devices match). A pod may complete its node's
+        devices with network-attached ones, so node remainders pool with those."""
         if self.shareable:
             return 1 << 62
         if per_pod <= 0:
             return 0
         total = sum((k // per_pod) * len(nodes) for k, nodes in self.buckets.items())
-        shared = self.free.get(None, 0)
-        return total + shared // per_pod
+        network = self.free.get(None, 0)
+        if not network:
+            return total
+        rest = sum((k % per_pod) * len(nodes) for k, nodes in self.buckets.items())
+        return total + (network + rest) // per_pod
 
     def _set_free(self, node: str | None, value: int) -> None:
         old = self.free.get(node, 0)
@@ -153,6 +157,10 @@ class DeviceInventory:
             hit = (self.generation, dict(sorted(groups.items())))
             self._attr_domains[key] = hit
         return hit[1]
+
+    def memberships(self, key: DeviceKey) -> frozenset[MatchKey]:
+        """The match sets built so far that hold the device."""
+        return frozenset(self._member_of.get(key, ()))
 
     def node_device_count(self, node: str) -> int:
         return len(self._by_node.get(node, ()))

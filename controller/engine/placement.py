@@ -1,25 +1,24 @@
 """Gang placement: every pod gets a node and every claim its devices, or nothing is held.
 
 A placement attempt applies pods to the state one by one (so later pods see what earlier
-ones took) and undoes them all if any pod finds no room. When the first greedy attempt
-fails, a bounded search tries other attempts (other node orders, other pod-set orders,
-other topology domains) and reports how far it went. A failure explains itself in terms
-a user can act on.
+ones took) and undoes them all if any pod finds no room. When the first greedy pass
+fails, a bounded search tries other passes (the policy's retry order, other pod-set
+orders, other topology domains) and finally a backtracking search over every pod's node
+and devices, and reports how far it went. Devices come from `allocation.DeviceSearch`,
+within the queue's device quota. A failure explains itself in terms a user can act on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from controller.engine.allocation import DeviceFilter, DeviceSearch, match_key
 from controller.engine.devices import DeviceInventory, MatchKey
 from controller.engine.model import (
     AllocationMode,
-    ClaimSpec,
     DeviceKey,
-    DeviceSubRequest,
     Gang,
-    PodClaim,
     PodSet,
     Topology,
     TopologyMode,
@@ -27,20 +26,16 @@ from controller.engine.model import (
 )
 from controller.engine.policy import PlacementPolicy
 from controller.engine.quantity import format_canonical
-from controller.engine.reservation import ClaimAllocation, DeviceAllocation, PodPlacement
+from controller.engine.quota import QuotaTree
+from controller.engine.reservation import ClaimAllocation, PodPlacement
 from controller.engine.state import ClusterState
 
-DeviceFilter = Callable[[DeviceKey], bool]
-CLAIM_SEARCH_STEPS = 256
-"""Bound on backtracking steps for one claim's matchAttribute search on one node."""
+__all__ = ["DeviceFilter", "match_key"]
 
-
-def _any_device(_: DeviceKey) -> bool:
-    return True
-
-
-def match_key(sub: DeviceSubRequest) -> MatchKey:
-    return (sub.device_class, sub.selectors)
+GANG_SEARCH_STEPS = 512
+"""Bound on (pod, node, allocation) choices of the exhaustive gang search."""
+SHAREABLE_ROOM = 1 << 30
+"""Pods a shareable device could serve: bounded by nothing a device count can tell."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +113,11 @@ class GangPlan:
     demands: list[PodDemand]
     shape_id: int
     minimum_charge: dict[str, int]
+    device_keys: tuple[MatchKey, ...] = ()
+    """Every (class, selectors) the gang's claims can use."""
+    device_classes: tuple[str, ...] = ()
+    constrained: tuple[str, ...] = ()
+    """Every attribute a matchAttribute constraint of the gang names."""
 
     @staticmethod
     def shape_of(gang: Gang) -> tuple[object, ...]:
@@ -141,7 +141,32 @@ class GangPlan:
             (PodDemand.of(ps) for ps in gang.pod_sets),
             key=lambda d: (-(d.primary[1] if d.primary else 0), -d.requests.get("cpu", 0)),
         )
-        return GangPlan(gang, demands, shape_id, minimum_charge(gang))
+        subs = [
+            sub
+            for ps in gang.pod_sets
+            for claim in ps.claims
+            for req in claim.spec.requests
+            for sub in req.alternatives
+        ]
+        attributes = {
+            c.attribute for ps in gang.pod_sets for cl in ps.claims for c in cl.spec.constraints
+        }
+        return GangPlan(
+            gang,
+            demands,
+            shape_id,
+            minimum_charge(gang),
+            tuple(sorted({match_key(s) for s in subs})),
+            tuple(sorted({s.device_class for s in subs})),
+            tuple(sorted(attributes)),
+        )
+
+    def device_search(
+        self, inv: DeviceInventory, domain: Domain | None, budget: Mapping[str, int] | None
+    ) -> DeviceSearch:
+        """A device search over the gang's keys, inside `domain`'s devices if it has any."""
+        device_ok = domain.device_filter if domain is not None else None
+        return DeviceSearch(inv, self.device_keys, self.constrained, device_ok, budget)
 
 
 def minimum_charge(gang: Gang) -> dict[str, int]:
@@ -175,106 +200,17 @@ class _Failure:
     placed: int
     total: int
     domain: Domain | None = None
+    note: str | None = None
+    """Why the failure is not proven (a search budget ran out), if so."""
 
     def text(self) -> str:
         ps = self.demand.pod_set.name
         where = f" in {self.domain.value}" if self.domain is not None else ""
+        note = f"; {self.note}" if self.note else ""
         return (
             f"pod set {ps}: placed {self.placed} of {self.total} pods{where}, "
-            f"no node has room for the next ({self.demand.describe()})"
+            f"no node has room for the next ({self.demand.describe()}){note}"
         )
-
-
-def allocate_claims(
-    inv: DeviceInventory,
-    node: str,
-    claims: tuple[PodClaim, ...],
-    device_ok: DeviceFilter,
-) -> tuple[ClaimAllocation, ...] | None:
-    """Devices for every claim of one pod on `node`, or None; nothing is allocated here."""
-    taken: set[DeviceKey] = set()
-    out = []
-    for claim in claims:
-        budget = [CLAIM_SEARCH_STEPS]
-        picks = _solve(inv, node, claim.spec, 0, {}, taken, device_ok, budget)
-        if picks is None:
-            return None
-        taken.update(da.device for da in picks)
-        out.append(ClaimAllocation(claim.name, tuple(picks)))
-    return tuple(out)
-
-
-def _candidates(
-    inv: DeviceInventory, node: str, sub: DeviceSubRequest, device_ok: DeviceFilter
-) -> tuple[list[DeviceKey], list[DeviceKey]]:
-    """(usable devices, all matching devices) on the node and reachable from everywhere."""
-    ms = inv.match_set(match_key(sub))
-    matching = ms.by_node.get(node, []) + ms.by_node.get(None, [])
-    usable = [dk for dk in matching if inv.is_free(dk) and device_ok(dk)]
-    return usable, matching
-
-
-def _solve(
-    inv: DeviceInventory,
-    node: str,
-    spec: ClaimSpec,
-    i: int,
-    bound: dict[str, object],
-    taken: set[DeviceKey],
-    device_ok: DeviceFilter,
-    budget: list[int],
-) -> list[DeviceAllocation] | None:
-    if i == len(spec.requests):
-        return []
-    budget[0] -= 1
-    if budget[0] < 0:
-        return None
-    req = spec.requests[i]
-    attrs = [c.attribute for c in spec.constraints if not c.requests or req.name in c.requests]
-    for sub in req.alternatives:
-        usable, matching = _candidates(inv, node, sub, device_ok)
-        usable = [dk for dk in usable if dk not in taken]
-        groups = _group(inv, usable, attrs, bound)
-        for values, group in groups:
-            if sub.mode is AllocationMode.ALL:
-                if not matching or len(group) != len(matching):
-                    continue
-                picks = group
-            else:
-                if len(group) < sub.count:
-                    continue
-                picks = group[: sub.count]
-            name = f"{req.name}/{sub.name}" if req.first_available else req.name
-            rest = _solve(
-                inv, node, spec, i + 1, {**bound, **values}, taken | set(picks), device_ok, budget
-            )
-            if rest is not None:
-                return [
-                    DeviceAllocation(name, dk, sub.device_class, inv.is_shareable(dk))
-                    for dk in picks
-                ] + rest
-    return None
-
-
-def _group(
-    inv: DeviceInventory, devices: list[DeviceKey], attrs: list[str], bound: dict[str, object]
-) -> list[tuple[dict[str, object], list[DeviceKey]]]:
-    """Split devices by the values of constrained attributes (respecting bound ones)."""
-    if not attrs:
-        return [({}, devices)]
-    groups: dict[tuple[object, ...], list[DeviceKey]] = {}
-    for dk in devices:
-        d = inv.devices.get(dk, None)
-        if d is None:
-            continue
-        values = tuple(d.attributes.get(a) for a in attrs)
-        if any(v is None for v in values):
-            continue
-        if any(a in bound and bound[a] != v for a, v in zip(attrs, values, strict=True)):
-            continue
-        groups.setdefault(values, []).append(dk)
-    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), repr(kv[0])))
-    return [(dict(zip(attrs, k, strict=True)), v) for k, v in ordered]
 
 
 class Placer:
@@ -286,28 +222,42 @@ class Placer:
         self._active = policy
         self.search_bound = max(1, search_bound)
 
-    def place(self, plan: GangPlan) -> PlacementOutcome:
-        """Place every pod or none; on success the pods are applied to the state."""
+    def place(self, plan: GangPlan, budget: Mapping[str, int] | None = None) -> PlacementOutcome:
+        """Place every pod or none; on success the pods are applied to the state.
+
+        `budget` maps a DeviceClass to the devices the gang may take of it (its quota
+        headroom); alternatives beyond it are not chosen.
+        """
         precheck = self._precheck(plan)
         if precheck is not None:
             return PlacementOutcome(None, 0, precheck)
         self._active = policy = self.policy.for_gang(plan.gang)
         topo = policy.topology(plan.gang)
         if topo is None:
-            return self._search_unconstrained(plan, 0, None)
+            return self._search_unconstrained(plan, budget, 0, None)
         domains = self._domains(plan, topo)
         needed = sum(d.pod_set.count for d in plan.demands)
         lead_pods = plan.demands[0].pod_set.count
         ordered = policy.order_domains(plan.gang, domains, needed)
         viable = [d for d in ordered if d.pods_fitting >= lead_pods]
         attempts = 0
-        for dom in viable[: self.search_bound]:
-            attempts += 1
-            pods, _ = self._attempt(plan, dom, False, plan.demands)
-            if pods is not None:
-                return PlacementOutcome(pods, attempts)
+        notes: list[str] = []
+        for exhaustive in (False, True):
+            for dom in viable:
+                if attempts >= self.search_bound:
+                    break
+                attempts += 1
+                if exhaustive:
+                    pods, fail = self._exhaustive(plan, dom, plan.demands, budget)
+                else:
+                    pods, fail = self._attempt(plan, dom, "policy", plan.demands, budget)
+                if pods is not None:
+                    return PlacementOutcome(pods, attempts)
+                if fail is not None and fail.note and fail.note not in notes:
+                    notes.append(fail.note)
         kind = "device attribute" if topo.device_attribute else "node label"
         best = min(ordered, key=lambda d: (-d.pods_fitting, d.value), default=None)
+        tried = f"tried {attempts} attempts on {len(viable)} domains with room for pod set"
         summary = (
             f"needs {needed} pods in one domain of {kind} {topo.key}; "
             + (
@@ -316,92 +266,185 @@ class Placer:
                 else "no eligible node or device has that key"
             )
             + (
-                f" (tried {attempts} of {len(viable)} domains with room for pod set "
-                f"{plan.demands[0].pod_set.name}, search bound {self.search_bound})"
+                f" ({tried} {plan.demands[0].pod_set.name}, search bound {self.search_bound})"
                 if viable
                 else f" (none of {len(ordered)} domains has room for pod set "
                 f"{plan.demands[0].pod_set.name})"
             )
+            + "".join(f"; {n}" for n in notes)
         )
         if topo.mode is TopologyMode.PREFERRED:
-            return self._search_unconstrained(plan, attempts, summary)
+            return self._search_unconstrained(plan, budget, attempts, summary)
         return PlacementOutcome(None, attempts, summary)
 
     # ---- search ----------------------------------------------------------------------
     def _search_unconstrained(
-        self, plan: GangPlan, used: int, prefix: str | None
+        self, plan: GangPlan, budget: Mapping[str, int] | None, used: int, prefix: str | None
     ) -> PlacementOutcome:
-        variants: list[tuple[bool, list[PodDemand]]] = [
-            (False, plan.demands),
-            (True, plan.demands),
-            (False, list(reversed(plan.demands))),
+        """Greedy passes (the policy's order, its retry order, pod sets reversed), then an
+        exhaustive search, each counting against the search bound."""
+        variants: list[tuple[str, list[PodDemand]]] = [
+            ("policy", plan.demands),
+            ("retry", plan.demands),
+            ("policy", list(reversed(plan.demands))),
+            ("exhaustive", plan.demands),
         ]
         if len(plan.demands) == 1:
-            variants.pop()
+            del variants[2]
         attempts = used
         first: _Failure | None = None
-        for descending, demands in variants:
+        note: str | None = None
+        for order, demands in variants:
             if attempts >= self.search_bound and attempts > used:
                 break
             attempts += 1
-            pods, fail = self._attempt(plan, None, descending, demands)
+            if order == "exhaustive":
+                pods, fail = self._exhaustive(plan, None, demands, budget)
+            else:
+                pods, fail = self._attempt(plan, None, order, demands, budget)
             if pods is not None:
                 return PlacementOutcome(pods, attempts)
             first = first or fail
+            if fail is not None and fail.note:
+                note = fail.note
         reason = first.text() if first is not None else "search bound reached"
+        if note and (first is None or first.note != note):
+            reason += f"; {note}"
         if attempts > 1:
             reason += f" (tried {attempts} placements, search bound {self.search_bound})"
         if prefix:
             reason = f"{prefix}; anywhere: {reason}"
         return PlacementOutcome(None, attempts, reason)
 
+    def _eligible(self, demand: PodDemand, domain: Domain | None) -> frozenset[str]:
+        ps = demand.pod_set
+        eligible = self.state.eligible_nodes(ps.node_selector, ps.tolerations)
+        return eligible & domain.nodes if domain is not None else eligible
+
     def _attempt(
-        self, plan: GangPlan, domain: Domain | None, descending: bool, demands: list[PodDemand]
+        self,
+        plan: GangPlan,
+        domain: Domain | None,
+        order: str,
+        demands: list[PodDemand],
+        budget: Mapping[str, int] | None,
     ) -> tuple[tuple[PodPlacement, ...] | None, _Failure | None]:
+        """One greedy pass: each pod on the first node (in `order`) that can host it."""
         state = self.state
         uid = plan.gang.uid
-        device_ok = domain.device_filter if domain and domain.device_filter else _any_device
+        search = plan.device_search(state.inventory, domain, budget)
         placed: list[PodPlacement] = []
         for demand in demands:
             ps = demand.pod_set
-            eligible = state.eligible_nodes(ps.node_selector, ps.tolerations)
-            if domain is not None:
-                eligible = eligible & domain.nodes
+            eligible = self._eligible(demand, domain)
             for index in range(ps.count):
-                pod = self._place_pod(demand, index, eligible, descending, device_ok)
+                pod = self._place_pod(plan.gang, demand, index, eligible, order, search)
                 if pod is None:
                     for p in reversed(placed):
                         state.release_pod(uid, p)
-                    return None, _Failure(demand, index, ps.count, domain)
+                    return None, _Failure(demand, index, ps.count, domain, search.exhausted)
                 state.apply_pod(uid, pod)
+                search.charge(pod.claims, -1)
                 placed.append(pod)
         return tuple(placed), None
 
     def _place_pod(
         self,
+        gang: Gang,
         demand: PodDemand,
         index: int,
         eligible: frozenset[str],
-        descending: bool,
-        device_ok: DeviceFilter,
+        order: str,
+        search: DeviceSearch,
     ) -> PodPlacement | None:
         state = self.state
         ps = demand.pod_set
-        if descending:
-            candidates: Iterator[str] = demand.candidates(state, eligible, True)
-        else:
-            candidates = iter(self._active.node_candidates(state, demand, eligible))
-        for node in candidates:
+        for node in self._candidates(gang, demand, eligible, order):
             if not state.nodes[node].fits(demand.requests):
                 continue
             claims: tuple[ClaimAllocation, ...] = ()
             if ps.claims:
-                found = allocate_claims(state.inventory, node, ps.claims, device_ok)
+                found = search.allocate(node, ps.claims)
                 if found is None:
                     continue
                 claims = found
             return PodPlacement(ps.name, index, node, demand.requests, claims)
         return None
+
+    def _candidates(
+        self, gang: Gang, demand: PodDemand, eligible: frozenset[str], order: str
+    ) -> Iterable[str]:
+        """Nodes in the policy's order, or in its retry order: the policy's own
+        `retry_candidates` if it has one, else most free first."""
+        policy = self._active
+        if order == "retry":
+            retry = getattr(policy, "retry_candidates", None)
+            if retry is not None:
+                nodes: Iterable[str] = retry(self.state, gang, demand, eligible)
+                return nodes
+            return demand.candidates(self.state, eligible, True)
+        return policy.node_candidates(self.state, demand, eligible)
+
+    def _exhaustive(
+        self,
+        plan: GangPlan,
+        domain: Domain | None,
+        demands: list[PodDemand],
+        budget: Mapping[str, int] | None,
+    ) -> tuple[tuple[PodPlacement, ...] | None, _Failure | None]:
+        """Backtracking over every pod's node and devices (up to interchangeable devices,
+        and with the pods of a pod set on nodes in non-decreasing order, since they are
+        alike), nodes in the policy's order; bounded by GANG_SEARCH_STEPS."""
+        state = self.state
+        uid = plan.gang.uid
+        search = plan.device_search(state.inventory, domain, budget)
+        pods = [(d, i) for d in demands for i in range(d.pod_set.count)]
+        orders: dict[str, list[str]] = {}
+        for d in demands:
+            eligible = self._eligible(d, domain)
+            first = [n for n in self._active.node_candidates(state, d, eligible)]
+            seen = set(first)
+            orders[d.pod_set.name] = first + sorted(n for n in eligible if n not in seen)
+        placed: list[PodPlacement] = []
+        steps = [GANG_SEARCH_STEPS]
+        deepest = [0]
+
+        def solve(k: int, start: int) -> bool:
+            if k == len(pods):
+                return True
+            deepest[0] = max(deepest[0], k)
+            demand, index = pods[k]
+            ps = demand.pod_set
+            order = orders[ps.name]
+            for pos in range(start, len(order)):
+                node = order[pos]
+                if not state.nodes[node].fits(demand.requests):
+                    continue
+                for claims in search.allocations(node, ps.claims):
+                    steps[0] -= 1
+                    if steps[0] < 0:
+                        return False
+                    pod = PodPlacement(ps.name, index, node, demand.requests, claims)
+                    state.apply_pod(uid, pod)
+                    search.charge(claims, -1)
+                    placed.append(pod)
+                    nxt = pos if k + 1 < len(pods) and pods[k + 1][0] is demand else 0
+                    if solve(k + 1, nxt):
+                        return True
+                    placed.pop()
+                    search.charge(claims, +1)
+                    state.release_pod(uid, pod)
+                    if steps[0] < 0:
+                        return False
+            return False
+
+        if solve(0, 0):
+            return tuple(placed), None
+        demand, index = pods[deepest[0]]
+        note = search.exhausted
+        if steps[0] < 0:
+            note = f"placement search budget of {GANG_SEARCH_STEPS} steps exhausted"
+        return None, _Failure(demand, index, demand.pod_set.count, domain, note)
 
     # ---- cheap necessary conditions and domains --------------------------------------
     def _precheck(self, plan: GangPlan) -> str | None:
@@ -483,20 +526,56 @@ class Placer:
         inv = state.inventory
         ms = inv.match_set(mk)
         free = ms.free
+        network = free.get(None, 0) if partial is None else 0
+        rest = 0
         for n in nodes:
             if partial and n in partial:
                 members = set(ms.by_node.get(n, ()))
                 mine = [dk for dk in partial[n] if dk in members]
-                count = sum(1 for dk in mine if inv.is_free(dk))
-                size = len(mine)
+                usable = [dk for dk in mine if inv.is_free(dk)]
+                count, size = len(usable), len(mine)
+                shared = sum(1 for dk in usable if inv.is_shareable(dk)) if ms.shareable else 0
             else:
                 count = free.get(n, 0)
                 size = len(ms.by_node.get(n, ()))
-            total += count // per_pod
+                shared = (
+                    sum(1 for dk in ms.by_node.get(n, ()) if inv.is_shareable(dk))
+                    if ms.shareable
+                    else 0
+                )
+            pods = _pods_per_node(count, shared, per_pod)
+            if shared and network:
+                pods = SHAREABLE_ROOM
+            rest += count - pods * per_pod if pods < SHAREABLE_ROOM and not shared else 0
+            total += pods
             if count and count == size:
                 whole_nodes += 1
-                whole_pods += count // per_pod
+                whole_pods += pods
+        if network:
+            total += (network + rest) // per_pod
         return total, whole_nodes, whole_pods
+
+
+def _pods_per_node(free: int, shareable: int, per_pod: int) -> int:
+    """Pods needing `per_pod` distinct devices that `free` devices, `shareable` of which
+    serve any number of pods, could host (each pod uses a device at most once)."""
+    if shareable >= per_pod:
+        return SHAREABLE_ROOM
+    if shareable:
+        return (free - shareable) // (per_pod - shareable)
+    return free // per_pod
+
+
+def device_budget(quota: QuotaTree, queue: str, plan: GangPlan) -> dict[str, int]:
+    """Devices per DeviceClass the gang may take in `queue` now (quota headroom of each
+    `devices/<class>` it can use; unlimited classes are left out). Placement keeps within
+    it, so the exact charge check after placement holds for devices."""
+    budget: dict[str, int] = {}
+    for cls in plan.device_classes:
+        room, _ = quota.headroom(queue, device_quota_resource(cls))
+        if room is not None:
+            budget[cls] = room
+    return budget
 
 
 def reservation_charge(pods: tuple[PodPlacement, ...]) -> dict[str, int]:

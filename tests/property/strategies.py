@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from hypothesis import strategies as st
 
 from controller.engine.model import (
+    AllocationMode,
     ClaimSpec,
     Device,
     DeviceClass,
@@ -332,3 +333,102 @@ def quota_charges(
         st.integers(0, 3).map(lambda v: v == 0),
     )
     return draw(st.lists(step, max_size=max_size))
+
+
+# ---- small DRA instances (brute-force comparison) ---------------------------------------
+NET_DRIVER = "net.example.com"
+FLAG = f"{DRIVER}/flag"
+"""A typed attribute for matchAttribute: bool, int and string values that Python's ==
+confuses (True == 1)."""
+SMALL_CLASSES = {
+    GPU: f'device.driver == "{DRIVER}"',
+    "model-a": f'device.attributes["{DRIVER}"].model == "a"',
+    "any": f'device.driver == "{DRIVER}" || device.driver == "{NET_DRIVER}"',
+}
+MODEL_A = f'device.attributes["{DRIVER}"].model == "a"'
+MODEL_B = f'device.attributes["{DRIVER}"].model == "b"'
+
+
+@dataclass(frozen=True)
+class DeviceWorld:
+    """Devices of a few nodes (node None: network-attached), foreign holders, and quota
+    budgets per DeviceClass."""
+
+    nodes: tuple[Node, ...]
+    devices: tuple[Device, ...]
+    held: tuple[int, ...]
+    budget: tuple[tuple[str, int], ...]
+
+
+@st.composite
+def small_devices(draw: st.DrawFn, node: str | None, prefix: str) -> tuple[Device, ...]:
+    """1-5 devices (0-2 network-attached) with drawn typed attributes; about one in four
+    shareable."""
+    count = draw(st.integers(1, 5) if node is not None else st.integers(0, 2))
+    driver = draw(st.sampled_from([DRIVER, DRIVER, NET_DRIVER])) if node is None else DRIVER
+    out = []
+    for i in range(count):
+        attrs: dict[str, object] = {f"{DRIVER}/model": draw(st.sampled_from(["a", "b"]))}
+        if draw(st.integers(0, 5)):
+            attrs[FLAG] = draw(st.sampled_from([0, 1, True, False, "1", 1, 0]))
+        out.append(
+            Device(
+                driver,
+                prefix,
+                f"d{i}",
+                node,
+                attributes=attrs,  # type: ignore[arg-type]
+                shareable=draw(st.integers(0, 3)) == 0,
+            )
+        )
+    return tuple(out)
+
+
+@st.composite
+def device_worlds(draw: st.DrawFn, max_nodes: int = 1) -> DeviceWorld:
+    nodes = []
+    devices: list[Device] = []
+    for i in range(draw(st.integers(1, max_nodes))):
+        name = f"n{i}"
+        nodes.append(Node(name, {"cpu": draw(st.sampled_from([2, 4])) * 1000, "pods": 8}))
+        devices += draw(small_devices(name, name))
+    devices += draw(small_devices(None, "fabric"))
+    held = tuple(sorted(set(draw(st.lists(st.integers(0, 15), max_size=2)))))
+    budget = tuple(
+        (cls, draw(st.integers(0, 3))) for cls in SMALL_CLASSES if draw(st.integers(0, 3)) == 0
+    )
+    return DeviceWorld(tuple(nodes), tuple(devices), held, budget)
+
+
+@st.composite
+def small_subrequests(draw: st.DrawFn, name: str) -> DeviceSubRequest:
+    cls = draw(st.sampled_from(sorted(SMALL_CLASSES)))
+    selectors = draw(st.sampled_from([(), (), (MODEL_A,), (MODEL_B,)]))
+    if cls != GPU:
+        selectors = ()
+    if draw(st.integers(0, 5)) == 0:
+        return DeviceSubRequest(name, cls, selectors, AllocationMode.ALL)
+    return DeviceSubRequest(name, cls, selectors, count=draw(st.integers(1, 2)))
+
+
+@st.composite
+def small_claims(draw: st.DrawFn, prefix: str = "c") -> tuple[PodClaim, ...]:
+    """1-2 claims of 1-3 requests: exactly or firstAvailable (2 alternatives), All mode,
+    selectors, and matchAttribute over the typed flag (all requests or two of them)."""
+    claims = []
+    for ci in range(draw(st.integers(1, 2))):
+        requests = []
+        for ri in range(draw(st.integers(1, 3))):
+            rname = f"r{ri}"
+            if draw(st.integers(0, 2)) == 0:
+                alts = (draw(small_subrequests("x")), draw(small_subrequests("y")))
+                requests.append(DeviceRequest(rname, alts, first_available=True))
+            else:
+                requests.append(DeviceRequest(rname, (draw(small_subrequests(rname)),)))
+        constraints: tuple[MatchAttribute, ...] = ()
+        if draw(st.integers(0, 2)) == 0:
+            names = [r.name for r in requests]
+            scope = () if len(names) < 3 or draw(st.booleans()) else tuple(names[:2])
+            constraints = (MatchAttribute(FLAG, scope),)
+        claims.append(PodClaim(f"{prefix}{ci}", ClaimSpec(tuple(requests), constraints)))
+    return tuple(claims)
