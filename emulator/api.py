@@ -439,6 +439,8 @@ class Api:
         if "managedFields" in old_meta and "managedFields" not in meta:
             meta["managedFields"] = old_meta["managedFields"]
         self._defaults(rt, new, creating=False)
+        if not rt.custom:
+            _omit_empty_lists(new.get("spec"))
         self._validate(rt, new, old, namespace, subresource)
         if track:
             ssa.record_update(new, old, manager, rt.api_version, subresource)
@@ -576,6 +578,18 @@ class Api:
         if initial:
             return None, True
         return _parse_rv(rv_text), False
+
+
+def _omit_empty_lists(value: Any) -> None:
+    """Built-in types serialise empty lists as absent (Go's omitempty)."""
+    if isinstance(value, dict):
+        for key in [k for k, v in value.items() if v == []]:
+            del value[key]
+        for item in value.values():
+            _omit_empty_lists(item)
+    elif isinstance(value, list):
+        for item in value:
+            _omit_empty_lists(item)
 
 
 def _same(new: Obj, old: Obj) -> bool:

@@ -110,19 +110,25 @@ def record_update(new: Obj, old: Obj | None, manager: str, api_version: str, sub
     removed = {p for p in before if p not in after}
     entries = [] if old is None else _owned(old)
     kept: list[Obj] = []
+    mine_at: int | None = None
     mine: set[Path] = set()
     for entry, paths in entries:
         remaining = {p for p in paths if not _covers(changed | removed, p)}
         if entry["manager"] == manager and entry["operation"] == "Update" and entry.get("subresource", "") == subresource:
-            mine = remaining
+            mine, mine_at = remaining | changed, len(kept)
+            if mine == paths:
+                kept.append(entry)
+            elif mine:
+                kept.append(_entry(manager, "Update", api_version, mine))
+                if subresource:
+                    kept[-1]["subresource"] = subresource
             continue
         if remaining != paths:
             entry = {**entry, "fieldsV1": to_fields_v1(sorted(remaining))}
         if remaining:
             kept.append(entry)
-    mine |= changed
-    if mine:
-        entry = _entry(manager, "Update", api_version, mine)
+    if mine_at is None and changed:
+        entry = _entry(manager, "Update", api_version, changed)
         if subresource:
             entry["subresource"] = subresource
         kept.append(entry)

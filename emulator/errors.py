@@ -121,7 +121,7 @@ def invalid(
     kind = kind if kind is not None else (rt.kind if rt else "")
     group = group if group is not None else (rt.group if rt else "")
     qualified = f"{kind}.{group}" if group else kind
-    parts = [f"{c['field']}: {c['message']}" for c in causes]
+    parts = list(dict.fromkeys(f"{c['field']}: {c['message']}" for c in causes))
     joined = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
     details: dict[str, Any] = {}
     if name:
