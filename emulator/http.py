@@ -104,6 +104,34 @@ class Routes:
             return VERSION_INFO
         return None
 
+    def _openapi_v3(self, rest: list[str]) -> Obj | None:
+        """Just enough OpenAPI v3 for kubectl to see that the server validates fields itself.
+
+        kubectl looks for a PATCH operation tagged with the kind that takes `fieldValidation`;
+        finding it, it leaves validation to the server instead of downloading full schemas.
+        """
+        versions = [("", "v1")] + [(g, v) for g, vs in self.registry.group_versions().items() for v in vs]
+
+        def prefix(group: str, version: str) -> str:
+            return f"api/{version}" if not group else f"apis/{group}/{version}"
+
+        if not rest:
+            return {"paths": {prefix(g, v): {"serverRelativeURL": f"/openapi/v3/{prefix(g, v)}?hash=emulator"} for g, v in versions}}
+        wanted = "/".join(rest)
+        for group, version in versions:
+            if prefix(group, version) != wanted:
+                continue
+            paths: Obj = {}
+            for rt in self.registry.in_group_version(group, version):
+                scope = "/namespaces/{namespace}" if rt.namespaced else ""
+                paths[f"/{wanted}{scope}/{rt.plural}/{{name}}"] = {"patch": {
+                    "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": rt.kind},
+                    "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {},
+                }}
+            return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.36.2"}, "paths": paths, "components": {"schemas": {}}}
+        return None
+
     def resolve(self, parts: list[str]) -> tuple[ResourceType, str | None, str, str]:
         if parts[:2] == ["api", "v1"]:
             group, version, rest = "", "v1", parts[2:]
@@ -142,8 +170,10 @@ class Routes:
                     return _json(found)
                 if parts and parts[0] in ("healthz", "livez", "readyz"):
                     return web.Response(text="ok")
-                if parts and parts[0] == "openapi":
-                    return _json({"paths": {}} if parts[1:2] == ["v3"] else {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.36.2"}, "paths": {}, "definitions": {}})
+                if parts[:2] == ["openapi", "v3"]:
+                    found = self._openapi_v3(parts[2:])
+                    if found is not None:
+                        return _json(found)
             rt, namespace, name, sub = self.resolve(parts)
             return await self._dispatch(request, rt, namespace, name, sub)
         except ApiError as exc:
@@ -246,8 +276,14 @@ class Routes:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
 
-        async def send(kind: str, obj: Obj) -> None:
+        sent = 0
+
+        async def send(kind: str, obj: Obj) -> bool:
+            """Write one event; False once a drop-watch fault says the stream ends here."""
+            nonlocal sent
             await response.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
+            sent += kind != "BOOKMARK"
+            return drop_after is None or sent < drop_after
 
         try:
             watcher = store.watch(rt.key, namespace, match, min(since, store.rv) if since is not None else None)
@@ -258,13 +294,13 @@ class Routes:
             return response
         await response.prepare(request)
         floor = since if since is not None else 0
-        sent = 0
         try:
             if initial:
                 for obj in list(store.items(rt.key, namespace)):
-                    if match(obj):
-                        await send("ADDED", self.api.present(rt, obj))
-                if bookmarks:
+                    if match(obj) and not await send("ADDED", self.api.present(rt, obj)):
+                        deadline = loop.time()
+                        break
+                if bookmarks and loop.time() < deadline:
                     await send("BOOKMARK", self._bookmark(rt, store.rv, initial_end=True))
             next_bookmark = loop.time() + BOOKMARK_INTERVAL
             while True:
@@ -284,9 +320,7 @@ class Routes:
                 kind, obj = item
                 if int(obj["metadata"]["resourceVersion"]) <= floor:
                     continue
-                await send(kind, self.api.present(rt, obj))
-                sent += 1
-                if drop_after is not None and sent >= drop_after:
+                if not await send(kind, self.api.present(rt, obj)):
                     break
         except (ConnectionResetError, asyncio.CancelledError):
             store.unwatch(watcher)

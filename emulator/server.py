@@ -13,6 +13,7 @@ import yaml
 from aiohttp import web
 
 from emulator.api import Api
+from emulator.controllers import ServiceAccounts, bootstrap
 from emulator.faults import Fault, Faults
 from emulator.http import make_app
 from emulator.resources import Registry
@@ -32,6 +33,7 @@ class Emulator:
         token: str | None = None,
         workdir: Path | None = None,
         service_account_admission: bool = True,
+        controllers: bool = False,
         window_seconds: float = 75.0,
     ) -> None:
         self.host = host
@@ -43,6 +45,9 @@ class Emulator:
         self.registry = Registry()
         self.faults = Faults()
         self.api = Api(self.store, self.registry, self.faults, service_account_admission=service_account_admission)
+        if controllers:
+            ServiceAccounts(self.api)
+            bootstrap(self.api)
         self._cert: ServerCert | None = make_cert(host) if tls else None
         self._runner: web.AppRunner | None = None
 
@@ -55,7 +60,7 @@ class Emulator:
         return self.workdir / "kubeconfig"
 
     async def start(self) -> Emulator:
-        self._runner = web.AppRunner(make_app(self.api, self.token), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(make_app(self.api, self.token), access_log=None, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
         context = None
         if self._cert is not None:
@@ -64,7 +69,7 @@ class Emulator:
             key_file.write_bytes(self._cert.key_pem)
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(cert_file, key_file)
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=context, shutdown_timeout=0.1)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=context)
         await site.start()
         server = site._server
         assert server is not None
@@ -83,6 +88,21 @@ class Emulator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def load(self, manifest: Path) -> list[str]:
+        """Create the objects of a YAML manifest (e.g. our crds/*.yaml); returns their names."""
+        names = []
+        for doc in yaml.safe_load_all(manifest.read_text()):
+            if not doc:
+                continue
+            group, _, version = doc["apiVersion"].rpartition("/")
+            rt = self.registry.by_kind(group, doc["kind"])
+            if rt is None:
+                raise ValueError(f"{manifest}: kind {doc['kind']!r} of {doc['apiVersion']!r} is not served")
+            namespace = doc.get("metadata", {}).get("namespace", "default") if rt.namespaced else ""
+            created = await self.api.create(rt, namespace, doc, {}, "phalanx-emulator", [])
+            names.append(created["metadata"]["name"])
+        return names
 
     def write_kubeconfig(self) -> Path:
         cluster: dict[str, object] = {"server": self.url}
