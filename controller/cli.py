@@ -389,23 +389,29 @@ def policies_command(
 @app.command("emulator")
 def emulator_command(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 0,
-    tls: Annotated[bool, typer.Option(help="Serve HTTPS with a throwaway CA (kubectl sends tokens only over HTTPS).")] = True,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            help="Serve HTTPS with a throwaway CA (kubectl sends tokens only over HTTPS)."
+        ),
+    ] = True,
     load: Annotated[
         list[Path] | None, typer.Option(help="YAML manifests (files or directories) to create.")
     ] = None,
 ) -> None:
     """Run the in-process Kubernetes API emulator; prints the kubeconfig path."""
     import asyncio
+    import contextlib
 
     from emulator.cli import manifests_in, serve
 
     def announce(line: str) -> None:
         print(line, flush=True)
 
-    try:
-        asyncio.run(serve(port=port, tls=tls, manifests=manifests_in(load or []), announce=announce))
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve(port=port, tls=tls, manifests=manifests_in(load or []), announce=announce)
+        )
 
 
 @app.command("crds")

@@ -55,7 +55,15 @@ APPLY = "application/apply-patch+yaml"
 
 _STRICT_SPEC_FIELDS: dict[tuple[str, str], frozenset[str]] = {
     ("scheduling.k8s.io", "PodGroup"): frozenset(
-        {"podGroupTemplateRef", "schedulingPolicy", "schedulingConstraints", "resourceClaims", "disruptionMode", "priorityClassName", "priority"}
+        {
+            "podGroupTemplateRef",
+            "schedulingPolicy",
+            "schedulingConstraints",
+            "resourceClaims",
+            "disruptionMode",
+            "priorityClassName",
+            "priority",
+        }
     ),
 }
 
@@ -108,9 +116,17 @@ class Api:
             raise namespace_not_found(namespace)
         if ns["metadata"].get("deletionTimestamp"):
             raise forbidden(
-                rt, name,
-                f"unable to create new content in namespace {namespace} because it is being terminated",
-                [cause("NamespaceTerminating", f"namespace {namespace} is being terminated", "metadata.namespace")],
+                rt,
+                name,
+                f"unable to create new content in namespace {namespace} "
+                "because it is being terminated",
+                [
+                    cause(
+                        "NamespaceTerminating",
+                        f"namespace {namespace} is being terminated",
+                        "metadata.namespace",
+                    )
+                ],
             )
 
     def _existing(self, rt: ResourceType, namespace: str, name: str) -> Obj:
@@ -119,7 +135,9 @@ class Api:
             raise not_found(rt, name)
         return obj
 
-    def _decode(self, rt: ResourceType, body: Any, query: dict[str, str], warnings: list[str]) -> Obj:
+    def _decode(
+        self, rt: ResourceType, body: Any, query: dict[str, str], warnings: list[str]
+    ) -> Obj:
         if not isinstance(body, dict):
             raise bad_request(f"Object '{rt.kind}' is invalid: not a JSON object")
         body = copy.deepcopy(body)
@@ -162,7 +180,9 @@ class Api:
         crd = self.crds.get(f"{rt.plural}.{rt.group}")
         return schema.version_schema(crd, rt.version) if crd else {}
 
-    def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None, namespace: str, subresource: str = "") -> None:
+    def _validate(
+        self, rt: ResourceType, obj: Obj, old: Obj | None, namespace: str, subresource: str = ""
+    ) -> None:
         causes = self._causes(rt, obj, old, namespace, subresource)
         if causes:
             name = obj["metadata"].get("name", "")
@@ -170,7 +190,9 @@ class Api:
                 raise invalid(None, name, causes, kind="Event", group="")
             raise invalid(rt, name, causes)
 
-    def _causes(self, rt: ResourceType, obj: Obj, old: Obj | None, namespace: str, subresource: str) -> list[dict[str, str]]:
+    def _causes(
+        self, rt: ResourceType, obj: Obj, old: Obj | None, namespace: str, subresource: str
+    ) -> list[dict[str, str]]:
         kind = (rt.group, rt.kind)
         if rt.custom:
             only = "status" if subresource == "status" else None
@@ -186,7 +208,9 @@ class Api:
         if kind == ("coordination.k8s.io", "Lease"):
             return validation.lease(obj)
         if kind == ("scheduling.k8s.io", "PodGroup"):
-            return validation.pod_group(obj) if old is None else validation.pod_group_update(obj, old)
+            return (
+                validation.pod_group(obj) if old is None else validation.pod_group_update(obj, old)
+            )
         if kind == ("scheduling.k8s.io", "Workload"):
             return validation.workload(obj)
         if kind == ("resource.k8s.io", "DeviceClass"):
@@ -210,7 +234,15 @@ class Api:
 
     # --- create ----------------------------------------------------------------------------
 
-    async def create(self, rt: ResourceType, namespace: str, body: Any, query: dict[str, str], manager: str, warnings: list[str]) -> Obj:
+    async def create(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        body: Any,
+        query: dict[str, str],
+        manager: str,
+        warnings: list[str],
+    ) -> Obj:
         obj = self._decode(rt, body, query, warnings)
         meta = obj["metadata"]
         name = meta.get("name") or ""
@@ -229,8 +261,10 @@ class Api:
             if self.store.peek(_SA_KEY, (namespace, account)) is None:
                 await asyncio.sleep(self.forbidden_delay)
                 raise forbidden(
-                    rt, name,
-                    f'error looking up service account {namespace}/{account}: serviceaccount "{account}" not found',
+                    rt,
+                    name,
+                    f"error looking up service account {namespace}/{account}: "
+                    f'serviceaccount "{account}" not found',
                 )
         if rt.custom and rt.has_status:
             obj.pop("status", None)
@@ -282,8 +316,20 @@ class Api:
         names = established["spec"]["names"]
         established["status"] = {
             "conditions": [
-                {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now_time(), "reason": "NoConflicts", "message": "no conflicts found"},
-                {"type": "Established", "status": "True", "lastTransitionTime": now_time(), "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+                {
+                    "type": "NamesAccepted",
+                    "status": "True",
+                    "lastTransitionTime": now_time(),
+                    "reason": "NoConflicts",
+                    "message": "no conflicts found",
+                },
+                {
+                    "type": "Established",
+                    "status": "True",
+                    "lastTransitionTime": now_time(),
+                    "reason": "InitialNamesAccepted",
+                    "message": "the initial names have been accepted",
+                },
             ],
             "acceptedNames": copy.deepcopy(names),
             "storedVersions": crd["status"]["storedVersions"],
@@ -308,7 +354,9 @@ class Api:
     def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
         return self.present(rt, self._existing(rt, namespace, name))
 
-    async def list(self, rt: ResourceType, namespace: str | None, query: dict[str, str]) -> tuple[list[Obj], dict[str, Any]]:
+    async def list_objects(
+        self, rt: ResourceType, namespace: str | None, query: dict[str, str]
+    ) -> tuple[list[Obj], dict[str, Any]]:
         """Items (presented) and the list metadata, after selectors, rv semantics and paging."""
         match = self.matcher(rt, query)
         rv_text = query.get("resourceVersion", "")
@@ -325,15 +373,28 @@ class Api:
                 try:
                     source = self.store.items_at(rt.key, wanted, namespace)
                 except TooOld as exc:
-                    raise error(410, "The resourceVersion for the provided list is too old.", "Expired") from exc
+                    raise error(
+                        410, "The resourceVersion for the provided list is too old.", "Expired"
+                    ) from exc
                 list_rv = wanted
             else:
                 if wanted > self.store.rv:
                     await asyncio.sleep(self.too_new_wait)
                     if wanted > self.store.rv:
                         raise error(
-                            504, f"Timeout: Too large resource version: {wanted}, current: {self.store.rv}", "Timeout",
-                            {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1},
+                            504,
+                            f"Timeout: Too large resource version: {wanted}, "
+                            f"current: {self.store.rv}",
+                            "Timeout",
+                            {
+                                "causes": [
+                                    {
+                                        "reason": "ResourceVersionTooLarge",
+                                        "message": "Too large resource version",
+                                    }
+                                ],
+                                "retryAfterSeconds": 1,
+                            },
                         )
                 source = list(self.store.items(rt.key, namespace))
         else:
@@ -352,21 +413,45 @@ class Api:
 
     def matcher(self, rt: ResourceType, query: dict[str, str]) -> Callable[[Obj], bool]:
         supported = () if rt.custom else rt.field_selectors
-        return combine(label_matcher(query.get("labelSelector")), field_matcher(query.get("fieldSelector"), supported))
+        return combine(
+            label_matcher(query.get("labelSelector")),
+            field_matcher(query.get("fieldSelector"), supported),
+        )
 
     # --- update and patch ------------------------------------------------------------------
 
-    async def update(self, rt: ResourceType, namespace: str, name: str, body: Any, query: dict[str, str], subresource: str, manager: str, warnings: list[str]) -> Obj:
+    async def update(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        body: Any,
+        query: dict[str, str],
+        subresource: str,
+        manager: str,
+        warnings: list[str],
+    ) -> Obj:
         old = self._existing(rt, namespace, name)
         new = self._decode(rt, body, query, warnings)
         return self._write(rt, namespace, old, new, subresource, manager, "update")
 
-    async def patch(self, rt: ResourceType, namespace: str, name: str, patch_type: str, body: Any, query: dict[str, str], subresource: str, manager: str | None, warnings: list[str]) -> tuple[int, Obj]:
+    async def patch(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        patch_type: str,
+        body: Any,
+        query: dict[str, str],
+        subresource: str,
+        manager: str | None,
+        warnings: list[str],
+    ) -> tuple[int, Obj]:
         if rt.custom and patch_type == STRATEGIC:
             raise error(
                 415,
                 "the body of the request was in an unknown format - accepted media types include: "
-                "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                f"{JSON_PATCH}, {MERGE}, {APPLY}",
                 "UnsupportedMediaType",
             )
         if patch_type == APPLY:
@@ -380,21 +465,49 @@ class Api:
         elif patch_type == STRATEGIC:
             patched = strategic_merge_patch(current, body)
         else:
-            raise error(415, f"the body of the request was in an unknown format - accepted media types include: {JSON_PATCH}, {MERGE}, {APPLY}, {STRATEGIC}", "UnsupportedMediaType")
+            raise error(
+                415,
+                "the body of the request was in an unknown format - accepted media types "
+                f"include: {JSON_PATCH}, {MERGE}, {APPLY}, {STRATEGIC}",
+                "UnsupportedMediaType",
+            )
         new = self._decode(rt, patched, query, warnings)
         return 200, self._write(rt, namespace, old, new, subresource, manager or "unknown", "patch")
 
-    async def _apply(self, rt: ResourceType, namespace: str, name: str, body: Any, query: dict[str, str], manager: str | None) -> tuple[int, Obj]:
+    async def _apply(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        body: Any,
+        query: dict[str, str],
+        manager: str | None,
+    ) -> tuple[int, Obj]:
         if not manager:
             raise error(
-                422, 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch', "Invalid",
-                {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [cause("FieldValueRequired", "Required value: is required for apply patch", "fieldManager")]},
+                422,
+                'PatchOptions.meta.k8s.io "" is invalid: '
+                "fieldManager: Required value: is required for apply patch",
+                "Invalid",
+                {
+                    "group": "meta.k8s.io",
+                    "kind": "PatchOptions",
+                    "causes": [
+                        cause(
+                            "FieldValueRequired",
+                            "Required value: is required for apply patch",
+                            "fieldManager",
+                        )
+                    ],
+                },
             )
         if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
             config = body if isinstance(body, dict) else {}
             group_version = str(config.get("apiVersion", ""))
             group, _, version = group_version.rpartition("/")
-            raise bad_request(f"invalid object type: {group}/{version}, Kind={config.get('kind', '')}")
+            raise bad_request(
+                f"invalid object type: {group}/{version}, Kind={config.get('kind', '')}"
+            )
         key = (namespace if rt.namespaced else "", name)
         live = self.store.get(rt.key, key)
         force = truthy(query.get("force"))
@@ -414,14 +527,28 @@ class Api:
         new = self._decode(rt, merged, query, [])
         return 200, self._write(rt, namespace, live, new, "", manager, "apply", track=False)
 
-    def _write(self, rt: ResourceType, namespace: str, old: Obj, new: Obj, subresource: str, manager: str, verb: str, *, track: bool = True) -> Obj:
+    def _write(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        old: Obj,
+        new: Obj,
+        subresource: str,
+        manager: str,
+        verb: str,
+        *,
+        track: bool = True,
+    ) -> Obj:
         """The shared update path: conflicts, status split, defaults, validation, no-ops."""
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
         wanted_rv = meta.get("resourceVersion")
         if wanted_rv and wanted_rv != old_meta["resourceVersion"]:
             raise conflict(rt, old_meta["name"])
         if meta.get("name", old_meta["name"]) != old_meta["name"]:
-            raise bad_request(f'the name of the object ({meta.get("name")}) does not match the name on the URL ({old_meta["name"]})')
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match "
+                f"the name on the URL ({old_meta['name']})"
+            )
         if subresource == "status":
             new = self._status_write(rt, old, new)
             meta = new["metadata"]
@@ -430,7 +557,14 @@ class Api:
                 new["status"] = copy.deepcopy(old["status"])
             else:
                 new.pop("status", None)
-        for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"):
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+        ):
             if key in old_meta:
                 meta[key] = old_meta[key]
             else:
@@ -448,7 +582,11 @@ class Api:
             return self.present(rt, old)
         if rt.has_generation and _spec_changed(new, old):
             meta["generation"] = old_meta.get("generation", 1) + 1
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not meta.get("deletionGracePeriodSeconds"):
+        if (
+            meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and not meta.get("deletionGracePeriodSeconds")
+        ):
             self._commit_delete(rt, obj_key(new))
             return self.present(rt, new)
         return self.present(rt, self._commit_update(rt, new, verb))
@@ -471,19 +609,29 @@ class Api:
 
     # --- delete ----------------------------------------------------------------------------
 
-    async def delete(self, rt: ResourceType, namespace: str, name: str, options: Obj, query: dict[str, str]) -> Obj:
+    async def delete(
+        self, rt: ResourceType, namespace: str, name: str, options: Obj, query: dict[str, str]
+    ) -> Obj:
         old = self._existing(rt, namespace, name)
         meta = old["metadata"]
         preconditions = options.get("preconditions") or {}
         if preconditions.get("uid") and preconditions["uid"] != meta["uid"]:
             raise precondition_conflict(
-                rt, name,
-                f"the UID in the precondition ({preconditions['uid']}) does not match the UID in record ({meta['uid']}). The object might have been deleted and then recreated",
+                rt,
+                name,
+                f"the UID in the precondition ({preconditions['uid']}) does not match the UID "
+                f"in record ({meta['uid']}). The object might have been deleted and then recreated",
             )
-        if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != meta["resourceVersion"]:
+        if (
+            preconditions.get("resourceVersion")
+            and preconditions["resourceVersion"] != meta["resourceVersion"]
+        ):
             raise precondition_conflict(
-                rt, name,
-                f"the ResourceVersion in the precondition ({preconditions['resourceVersion']}) does not match the ResourceVersion in record ({meta['resourceVersion']}). The object might have been modified",
+                rt,
+                name,
+                f"the ResourceVersion in the precondition ({preconditions['resourceVersion']}) "
+                f"does not match the ResourceVersion in record ({meta['resourceVersion']}). "
+                "The object might have been modified",
             )
         grace = self._grace(rt, old, options, query)
         finalizers = bool(meta.get("finalizers"))
@@ -505,7 +653,11 @@ class Api:
             return None
         requested = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        grace = int(requested) if requested is not None else int(spec.get("terminationGracePeriodSeconds", 30))
+        grace = (
+            int(requested)
+            if requested is not None
+            else int(spec.get("terminationGracePeriodSeconds", 30))
+        )
         if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
             grace = 0
         return max(grace, 0)
@@ -538,7 +690,13 @@ class Api:
             details["group"] = rt.group
         details["kind"] = rt.plural
         details["uid"] = gone["metadata"]["uid"]
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": details,
+        }
 
     # --- binding ---------------------------------------------------------------------------
 
@@ -550,7 +708,9 @@ class Api:
 
         def refuse(why: str) -> ApiError:
             return error(
-                409, f'Operation cannot be fulfilled on pods/binding "{name}": {why}', "Conflict",
+                409,
+                f'Operation cannot be fulfilled on pods/binding "{name}": {why}',
+                "Conflict",
                 {"name": name, "kind": "pods/binding"},
             )
 
@@ -564,10 +724,24 @@ class Api:
         spec["nodeName"] = target["name"]
         status = pod.setdefault("status", {})
         conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
-        conditions.insert(0, {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_time()})
+        conditions.insert(
+            0,
+            {
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": now_time(),
+            },
+        )
         status["conditions"] = conditions
         self._commit_update(rt, pod, "bind")
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "code": 201,
+        }
 
     # --- watch -----------------------------------------------------------------------------
 
@@ -608,7 +782,9 @@ def _same(new: Obj, old: Obj) -> bool:
 
 def _spec_changed(new: Obj, old: Obj) -> bool:
     ignore = ("metadata", "status", "apiVersion", "kind")
-    return {k: v for k, v in new.items() if k not in ignore} != {k: v for k, v in old.items() if k not in ignore}
+    return {k: v for k, v in new.items() if k not in ignore} != {
+        k: v for k, v in old.items() if k not in ignore
+    }
 
 
 def _sort_key(obj: Obj) -> str:
@@ -624,7 +800,9 @@ def _parse_rv(text: str) -> int:
 
 
 def _make_continue(rv: int, start: str) -> str:
-    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start + "\x00"}, separators=(",", ":"))
+    raw = json.dumps(
+        {"v": "meta.k8s.io/v1", "rv": rv, "start": start + "\x00"}, separators=(",", ":")
+    )
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -649,8 +827,15 @@ def _parse_continue(token: str) -> tuple[int, str]:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         first = next((b for b in raw if b not in b" \t\r\n"), None)
-        what = "unexpected end of JSON input" if first is None else f"invalid character {_go_char(first)} looking for beginning of value"
+        what = (
+            "unexpected end of JSON input"
+            if first is None
+            else f"invalid character {_go_char(first)} looking for beginning of value"
+        )
         raise fail(f"continue key is not valid: {what}") from exc
     if not isinstance(data, dict) or data.get("v") != "meta.k8s.io/v1":
-        raise fail("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+        raise fail(
+            "continue key is not valid: "
+            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)"
+        )
     return int(data.get("rv", 0)), str(data.get("start", "")).rstrip("\x00")

@@ -71,7 +71,9 @@ def from_fields_v1(fields: Obj) -> set[Path]:
     return paths
 
 
-def _entry(manager: str, operation: str, api_version: str, paths: set[Path], time: str | None = None) -> Obj:
+def _entry(
+    manager: str, operation: str, api_version: str, paths: set[Path], time: str | None = None
+) -> Obj:
     entry: Obj = {
         "manager": manager,
         "operation": operation,
@@ -84,7 +86,10 @@ def _entry(manager: str, operation: str, api_version: str, paths: set[Path], tim
 
 
 def _owned(obj: Obj) -> list[tuple[Obj, set[Path]]]:
-    return [(e, from_fields_v1(e.get("fieldsV1") or {})) for e in obj["metadata"].get("managedFields") or []]
+    return [
+        (e, from_fields_v1(e.get("fieldsV1") or {}))
+        for e in obj["metadata"].get("managedFields") or []
+    ]
 
 
 def _get(obj: Any, path: Path) -> Any:
@@ -102,7 +107,9 @@ def _covers(owned: set[Path], path: Path) -> bool:
     return any(path[: len(p)] == p or p[: len(path)] == path for p in owned)
 
 
-def record_update(new: Obj, old: Obj | None, manager: str, api_version: str, subresource: str = "") -> None:
+def record_update(
+    new: Obj, old: Obj | None, manager: str, api_version: str, subresource: str = ""
+) -> None:
     """Give `manager` (operation Update) the fields this write changed; drop removed ones."""
     before = leaves(old, include_status=bool(subresource)) if old else {}
     after = leaves(new, include_status=bool(subresource))
@@ -114,7 +121,11 @@ def record_update(new: Obj, old: Obj | None, manager: str, api_version: str, sub
     mine: set[Path] = set()
     for entry, paths in entries:
         remaining = {p for p in paths if not _covers(changed | removed, p)}
-        if entry["manager"] == manager and entry["operation"] == "Update" and entry.get("subresource", "") == subresource:
+        if (
+            entry["manager"] == manager
+            and entry["operation"] == "Update"
+            and entry.get("subresource", "") == subresource
+        ):
             mine, mine_at = remaining | changed, len(kept)
             if mine == paths:
                 kept.append(entry)
@@ -167,7 +178,13 @@ def apply(live: Obj | None, config: Obj, manager: str, force: bool, api_version:
             entry = {**entry, "fieldsV1": to_fields_v1(sorted(remaining))}
         if remaining:
             result_entries.append(entry)
-    others = set().union(*(from_fields_v1(e["fieldsV1"]) for e in result_entries if not (e["manager"] == manager and e["operation"] == "Apply")))
+    others = set().union(
+        *(
+            from_fields_v1(e["fieldsV1"])
+            for e in result_entries
+            if not (e["manager"] == manager and e["operation"] == "Apply")
+        )
+    )
     merged = merge_patch(base, {k: v for k, v in config.items() if k != "metadata"})
     meta_patch = {k: v for k, v in (config.get("metadata") or {}).items() if k in _META_OWNED}
     merged["metadata"] = merge_patch(merged.get("metadata") or {}, meta_patch)
@@ -184,11 +201,12 @@ def apply(live: Obj | None, config: Obj, manager: str, force: bool, api_version:
     else:
         result_entries.append(own)
     merged["metadata"]["managedFields"] = result_entries
-    return merged
+    result: Obj = merged
+    return result
 
 
 def _remove(obj: Obj, path: Path) -> None:
-    node = obj
+    node: Any = obj
     for part in path[:-1]:
         node = node.get(part)
         if not isinstance(node, dict):
@@ -209,5 +227,6 @@ def _conflict_error(conflicts: list[tuple[str, str, Path]]) -> Exception:
         message = f"Apply failed with 1 conflict: conflict with {who}: {dotted(path)}"
     else:
         lines = "".join(f"\n- {dotted(path)}" for _, _, path in conflicts)
-        message = f"Apply failed with {len(conflicts)} conflicts: conflicts with {conflicts[0][0]}:{lines}"
+        count = len(conflicts)
+        message = f"Apply failed with {count} conflicts: conflicts with {conflicts[0][0]}:{lines}"
     return error(409, message, "Conflict", {"causes": causes})

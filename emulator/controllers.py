@@ -36,7 +36,9 @@ class ServiceAccounts:
             return
         namespace = obj["metadata"]["name"]
         if self.api.store.peek("serviceaccounts", (namespace, "default")) is None:
-            self.api.store.create("serviceaccounts", _new("v1", "ServiceAccount", "default", namespace))
+            self.api.store.create(
+                "serviceaccounts", _new("v1", "ServiceAccount", "default", namespace)
+            )
 
 
 def bootstrap(api: Api) -> None:

@@ -10,8 +10,18 @@ from emulator.clock import now_time
 Obj = dict[str, Any]
 
 _DEFAULT_TOLERATIONS = (
-    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+    {
+        "key": "node.kubernetes.io/not-ready",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
+    {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
 )
 NOT_READY_TAINT = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
 
@@ -48,7 +58,10 @@ def pod_create(pod: Obj) -> None:
     pod_spec(spec)
     tolerations = spec.setdefault("tolerations", [])
     for toleration in _DEFAULT_TOLERATIONS:
-        if not any(t.get("key") == toleration["key"] and t.get("effect") in (None, "", "NoExecute") for t in tolerations):
+        if not any(
+            t.get("key") == toleration["key"] and t.get("effect") in (None, "", "NoExecute")
+            for t in tolerations
+        ):
             tolerations.append(dict(toleration))
     status: Obj = {"phase": "Pending"}
     if spec.get("schedulingGates"):
@@ -92,20 +105,36 @@ def node(obj: Obj, creating: bool) -> None:
     spec = obj.setdefault("spec", {})
     if spec.get("podCIDR") and not spec.get("podCIDRs"):
         spec["podCIDRs"] = [spec["podCIDR"]]
-    if creating and not any(t.get("key") == NOT_READY_TAINT["key"] for t in spec.get("taints") or []):
+    if creating and not any(
+        t.get("key") == NOT_READY_TAINT["key"] for t in spec.get("taints") or []
+    ):
         spec.setdefault("taints", []).append(dict(NOT_READY_TAINT))
     status = obj.setdefault("status", {})
     status.setdefault("daemonEndpoints", {"kubeletEndpoint": {"Port": 0}})
     status.setdefault(
         "nodeInfo",
-        {k: "" for k in ("machineID", "systemUUID", "bootID", "kernelVersion", "osImage",
-                         "containerRuntimeVersion", "kubeletVersion", "kubeProxyVersion",
-                         "operatingSystem", "architecture")},
+        {
+            k: ""
+            for k in (
+                "machineID",
+                "systemUUID",
+                "bootID",
+                "kernelVersion",
+                "osImage",
+                "containerRuntimeVersion",
+                "kubeletVersion",
+                "kubeProxyVersion",
+                "operatingSystem",
+                "architecture",
+            )
+        },
     )
 
 
 def namespace(obj: Obj) -> None:
-    obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+    obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"][
+        "name"
+    ]
     obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
     obj.setdefault("status", {}).setdefault("phase", "Active")
 
@@ -151,7 +180,7 @@ def pod_group(obj: Obj, creating: bool) -> None:
 
 
 def workload(obj: Obj, creating: bool) -> None:
-    for template in (obj.setdefault("spec", {}).get("podGroupTemplates") or []):
+    for template in obj.setdefault("spec", {}).get("podGroupTemplates") or []:
         if isinstance(template, dict):
             template.setdefault("schedulingConstraints", None)
 

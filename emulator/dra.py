@@ -79,9 +79,16 @@ def resource_slice(obj: Obj) -> Causes:
         for name in ("nodeName", "nodeSelector", "allNodes", "perDeviceNodeSelection")
         if spec.get(name) not in (None, "", False)
     ]
-    rule = "exactly one of `nodeName`, `nodeSelector`, `allNodes`, `perDeviceNodeSelection` is required"
+    rule = (
+        "exactly one of `nodeName`, `nodeSelector`, `allNodes`, `perDeviceNodeSelection` "
+        "is required"
+    )
     if len(set_fields) > 1:
-        causes.append(invalid_cause("spec", "{" + ", ".join(set_fields) + "}", rule + ", but multiple fields are set"))
+        causes.append(
+            invalid_cause(
+                "spec", "{" + ", ".join(set_fields) + "}", rule + ", but multiple fields are set"
+            )
+        )
     elif not set_fields:
         causes.append(required("spec", rule))
     return causes
@@ -97,7 +104,10 @@ def _request_names(spec: Obj) -> set[str]:
     return names
 
 
-_REQUEST_REF = "must be the name of a request in the claim or the name of a request and a subrequest separated by '/'"
+_REQUEST_REF = (
+    "must be the name of a request in the claim or the name of a request and a subrequest "
+    "separated by '/'"
+)
 
 
 def _exact(request: Obj, field: str) -> Causes:
@@ -106,9 +116,17 @@ def _exact(request: Obj, field: str) -> Causes:
         causes.append(required(f"{field}.deviceClassName"))
     mode = request.get("allocationMode")
     if mode == "All" and "count" in request:
-        causes.append(invalid_cause(f"{field}.count", request["count"], "must not be specified when allocationMode is 'All'"))
+        causes.append(
+            invalid_cause(
+                f"{field}.count",
+                request["count"],
+                "must not be specified when allocationMode is 'All'",
+            )
+        )
     elif mode == "ExactCount" and request.get("count", 1) <= 0:
-        causes.append(invalid_cause(f"{field}.count", request.get("count"), "must be greater than zero"))
+        causes.append(
+            invalid_cause(f"{field}.count", request.get("count"), "must be greater than zero")
+        )
     return causes + _selectors(request.get("selectors"), f"{field}.selectors")
 
 
@@ -117,11 +135,25 @@ def claim_spec(spec: Obj, field: str) -> Causes:
     devices = spec.get("devices") or {}
     for i, request in enumerate(devices.get("requests") or []):
         where = f"{field}.devices.requests[{i}]"
-        has_exact, has_first = request.get("exactly") is not None, request.get("firstAvailable") is not None
+        has_exact, has_first = (
+            request.get("exactly") is not None,
+            request.get("firstAvailable") is not None,
+        )
         if has_exact and has_first:
-            causes.append(invalid_cause(where, None, "exactly one of `exactly` or `firstAvailable` is required, but multiple fields are set"))
+            causes.append(
+                invalid_cause(
+                    where,
+                    None,
+                    "exactly one of `exactly` or `firstAvailable` is required, "
+                    "but multiple fields are set",
+                )
+            )
         elif not has_exact and not has_first:
-            causes.append(invalid_cause(where, None, "exactly one of `exactly` or `firstAvailable` is required"))
+            causes.append(
+                invalid_cause(
+                    where, None, "exactly one of `exactly` or `firstAvailable` is required"
+                )
+            )
         elif has_exact:
             causes += _exact(request["exactly"], f"{where}.exactly")
         else:
@@ -135,7 +167,13 @@ def claim_spec(spec: Obj, field: str) -> Causes:
                 causes.append(invalid_cause(f"{where}.requests[{j}]", name, _REQUEST_REF))
         attribute = constraint.get("matchAttribute")
         if attribute is not None and "/" not in attribute:
-            causes.append(invalid_cause(f"{where}.matchAttribute", attribute, "a fully qualified name must be a domain and a name separated by a slash"))
+            causes.append(
+                invalid_cause(
+                    f"{where}.matchAttribute",
+                    attribute,
+                    "a fully qualified name must be a domain and a name separated by a slash",
+                )
+            )
     return causes
 
 
@@ -164,7 +202,13 @@ def _node_selector(selector: Any, field: str) -> Causes:
             for j, requirement in enumerate((term or {}).get(kind) or []):
                 where = f"{field}.nodeSelectorTerms[{i}].{kind}[{j}]"
                 if requirement.get("operator") not in _OPERATORS:
-                    causes.append(invalid_cause(f"{where}.operator", requirement.get("operator"), "not a valid selector operator"))
+                    causes.append(
+                        invalid_cause(
+                            f"{where}.operator",
+                            requirement.get("operator"),
+                            "not a valid selector operator",
+                        )
+                    )
     return causes
 
 
@@ -178,7 +222,9 @@ def claim_status(new: Obj, old: Obj) -> Causes:
         for i, result in enumerate((allocation.get("devices") or {}).get("results") or []):
             where = f"status.allocation.devices.results[{i}]"
             if result.get("request") not in names:
-                causes.append(invalid_cause(f"{where}.request", result.get("request"), _REQUEST_REF))
+                causes.append(
+                    invalid_cause(f"{where}.request", result.get("request"), _REQUEST_REF)
+                )
             for name in ("driver", "pool", "device"):
                 if not result.get(name):
                     causes.append(required(f"{where}.{name}"))
@@ -188,7 +234,11 @@ def claim_status(new: Obj, old: Obj) -> Causes:
         if previous is not None and previous != allocation:
             causes.append(immutable("status.allocation", _GoDump(ALLOCATION)(allocation)))
     if status.get("reservedFor") and allocation is None:
-        causes.append(forbidden_cause("status.reservedFor", "may not be specified when `allocated` is not set"))
+        causes.append(
+            forbidden_cause(
+                "status.reservedFor", "may not be specified when `allocated` is not set"
+            )
+        )
     return causes
 
 
@@ -212,24 +262,50 @@ def _list(schema: Schema) -> tuple[str, Schema]:
 
 _SELECTOR = _struct(("CEL", _ptr(_struct(("Expression", _STR)))))
 _EXACT = _struct(
-    ("DeviceClassName", _STR), ("Selectors", _list(_SELECTOR)), ("AllocationMode", _STR),
-    ("Count", _INT), ("AdminAccess", _PTR), ("Tolerations", _list(_PTR)), ("Capacity", _PTR),
+    ("DeviceClassName", _STR),
+    ("Selectors", _list(_SELECTOR)),
+    ("AllocationMode", _STR),
+    ("Count", _INT),
+    ("AdminAccess", _PTR),
+    ("Tolerations", _list(_PTR)),
+    ("Capacity", _PTR),
 )
 _SUB = _struct(
-    ("Name", _STR), ("DeviceClassName", _STR), ("Selectors", _list(_SELECTOR)),
-    ("AllocationMode", _STR), ("Count", _INT), ("Tolerations", _list(_PTR)), ("Capacity", _PTR),
+    ("Name", _STR),
+    ("DeviceClassName", _STR),
+    ("Selectors", _list(_SELECTOR)),
+    ("AllocationMode", _STR),
+    ("Count", _INT),
+    ("Tolerations", _list(_PTR)),
+    ("Capacity", _PTR),
 )
 _REQUEST = _struct(("Name", _STR), ("Exactly", _ptr(_EXACT)), ("FirstAvailable", _list(_SUB)))
-_CONSTRAINT = _struct(("Requests", _list(_STR)), ("MatchAttribute", _PTR), ("DistinctAttribute", _PTR))
+_CONSTRAINT = _struct(
+    ("Requests", _list(_STR)), ("MatchAttribute", _PTR), ("DistinctAttribute", _PTR)
+)
 CLAIM_SPEC = _struct(
-    ("Devices", _struct(("Requests", _list(_REQUEST)), ("Constraints", _list(_CONSTRAINT)), ("Config", _list(_PTR))))
+    (
+        "Devices",
+        _struct(
+            ("Requests", _list(_REQUEST)),
+            ("Constraints", _list(_CONSTRAINT)),
+            ("Config", _list(_PTR)),
+        ),
+    )
 )
 _REQUIREMENT = _struct(("Key", _STR), ("Operator", _STR), ("Values", _list(_STR)))
 _TERM = _struct(("MatchExpressions", _list(_REQUIREMENT)), ("MatchFields", _list(_REQUIREMENT)))
 _RESULT = _struct(
-    ("Request", _STR), ("Driver", _STR), ("Pool", _STR), ("Device", _STR), ("AdminAccess", _PTR),
-    ("Tolerations", _list(_PTR)), ("BindingConditions", _list(_STR)),
-    ("BindingFailureConditions", _list(_STR)), ("ShareID", _PTR), ("ConsumedCapacity", _PTR),
+    ("Request", _STR),
+    ("Driver", _STR),
+    ("Pool", _STR),
+    ("Device", _STR),
+    ("AdminAccess", _PTR),
+    ("Tolerations", _list(_PTR)),
+    ("BindingConditions", _list(_STR)),
+    ("BindingFailureConditions", _list(_STR)),
+    ("ShareID", _PTR),
+    ("ConsumedCapacity", _PTR),
 )
 ALLOCATION = _struct(
     ("Devices", _struct(("Results", _list(_RESULT)), ("Config", _list(_PTR)))),
@@ -265,4 +341,14 @@ def _go(schema: Schema, value: Any) -> Any:
     if tag == "list":
         return None if value is None else [_go(inner, v) for v in value]
     source = value if isinstance(value, dict) else {}
-    return {name: _go(sub, source.get(name[0].lower() + name[1:] if name not in ("CEL", "ShareID") else {"CEL": "cel", "ShareID": "shareID"}[name])) for name, sub in inner}
+    return {
+        name: _go(
+            sub,
+            source.get(
+                name[0].lower() + name[1:]
+                if name not in ("CEL", "ShareID")
+                else {"CEL": "cel", "ShareID": "shareID"}[name]
+            ),
+        )
+        for name, sub in inner
+    }

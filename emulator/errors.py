@@ -133,7 +133,9 @@ def invalid(
     return error(422, f'{qualified} "{name}" is invalid: {joined}', "Invalid", details)
 
 
-def forbidden(rt: ResourceType, name: str, why: str, causes: list[dict[str, str]] | None = None) -> ApiError:
+def forbidden(
+    rt: ResourceType, name: str, why: str, causes: list[dict[str, str]] | None = None
+) -> ApiError:
     details = _details(rt, name)
     if causes:
         details["causes"] = causes

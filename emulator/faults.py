@@ -58,11 +58,33 @@ class Faults:
         if self.writes_left is None:
             return
         if self.writes_left <= 0:
-            raise ApiError(503, status_body(503, "the server is currently unable to handle the request (fail-stop)", "ServiceUnavailable"))
+            raise ApiError(
+                503,
+                status_body(
+                    503,
+                    "the server is currently unable to handle the request (fail-stop)",
+                    "ServiceUnavailable",
+                ),
+            )
         self.writes_left -= 1
 
 
 def fault_error(fault: Fault) -> ApiError:
-    reasons = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 410: "Expired",
-               422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
-    return ApiError(fault.code, status_body(fault.code, f"injected fault ({fault.verb} {fault.resource})", reasons.get(fault.code)))
+    reasons = {
+        400: "BadRequest",
+        403: "Forbidden",
+        404: "NotFound",
+        409: "Conflict",
+        410: "Expired",
+        422: "Invalid",
+        429: "TooManyRequests",
+        500: "InternalError",
+        503: "ServiceUnavailable",
+        504: "Timeout",
+    }
+    return ApiError(
+        fault.code,
+        status_body(
+            fault.code, f"injected fault ({fault.verb} {fault.resource})", reasons.get(fault.code)
+        ),
+    )

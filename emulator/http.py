@@ -24,10 +24,19 @@ from emulator.store import TooOld
 Obj = dict[str, Any]
 
 VERSION_INFO = {
-    "major": "1", "minor": "36", "emulationMajor": "1", "emulationMinor": "36",
-    "minCompatibilityMajor": "1", "minCompatibilityMinor": "35", "gitVersion": "v1.36.2",
-    "gitCommit": "phalanx-emulator", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
-    "goVersion": "go1.25", "compiler": "gc", "platform": "linux/amd64",
+    "major": "1",
+    "minor": "36",
+    "emulationMajor": "1",
+    "emulationMinor": "36",
+    "minCompatibilityMajor": "1",
+    "minCompatibilityMinor": "35",
+    "gitVersion": "v1.36.2",
+    "gitCommit": "phalanx-emulator",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.25",
+    "compiler": "gc",
+    "platform": "linux/amd64",
 }
 _NAME_DESCRIPTION = (
     "Name must be unique within a namespace. Is required when creating resources, although some "
@@ -40,10 +49,10 @@ BOOKMARK_INTERVAL = 60.0
 
 
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    headers = {}
     response = web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(), status=status,
-        content_type="application/json", headers=headers,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
     )
     for warning in warnings or []:
         response.headers.add("Warning", "299 - " + json.dumps(warning))
@@ -64,8 +73,11 @@ class Routes:
         resources: list[Obj] = []
         for rt in sorted(self.registry.in_group_version(group, version), key=lambda r: r.plural):
             entry: Obj = {
-                "name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
-                "kind": rt.kind, "verbs": list(ALL_VERBS),
+                "name": rt.plural,
+                "singularName": rt.singular,
+                "namespaced": rt.namespaced,
+                "kind": rt.kind,
+                "verbs": list(ALL_VERBS),
             }
             if rt.short_names:
                 entry["shortNames"] = list(rt.short_names)
@@ -75,9 +87,22 @@ class Routes:
             for sub in rt.subresources:
                 verbs = ["create"] if sub == "binding" else ["get", "patch", "update"]
                 kind = "Binding" if sub == "binding" else rt.kind
-                resources.append({"name": f"{rt.plural}/{sub}", "singularName": "", "namespaced": rt.namespaced, "kind": kind, "verbs": verbs})
+                resources.append(
+                    {
+                        "name": f"{rt.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": rt.namespaced,
+                        "kind": kind,
+                        "verbs": verbs,
+                    }
+                )
         group_version = f"{group}/{version}" if group else version
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": group_version,
+            "resources": resources,
+        }
 
     def _groups(self) -> Obj:
         groups = []
@@ -88,7 +113,13 @@ class Routes:
 
     def discovery(self, parts: list[str]) -> Obj | None:
         if parts == ["api"]:
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}
+                ],
+            }
         if parts == ["api", "v1"]:
             return self._resource_list("", "v1")
         if parts == ["apis"]:
@@ -97,8 +128,18 @@ class Routes:
             versions = self.registry.group_versions().get(parts[1])
             if versions:
                 entries = [{"groupVersion": f"{parts[1]}/{v}", "version": v} for v in versions]
-                return {"kind": "APIGroup", "apiVersion": "v1", "name": parts[1], "versions": entries, "preferredVersion": entries[0]}
-        if len(parts) == 3 and parts[0] == "apis" and self.registry.in_group_version(parts[1], parts[2]):
+                return {
+                    "kind": "APIGroup",
+                    "apiVersion": "v1",
+                    "name": parts[1],
+                    "versions": entries,
+                    "preferredVersion": entries[0],
+                }
+        if (
+            len(parts) == 3
+            and parts[0] == "apis"
+            and self.registry.in_group_version(parts[1], parts[2])
+        ):
             return self._resource_list(parts[1], parts[2])
         if parts == ["version"]:
             return VERSION_INFO
@@ -110,13 +151,20 @@ class Routes:
         kubectl looks for a PATCH operation tagged with the kind that takes `fieldValidation`;
         finding it, it leaves validation to the server instead of downloading full schemas.
         """
-        versions = [("", "v1")] + [(g, v) for g, vs in self.registry.group_versions().items() for v in vs]
+        versions = [("", "v1")] + [
+            (g, v) for g, vs in self.registry.group_versions().items() for v in vs
+        ]
 
         def prefix(group: str, version: str) -> str:
             return f"api/{version}" if not group else f"apis/{group}/{version}"
 
         if not rest:
-            return {"paths": {prefix(g, v): {"serverRelativeURL": f"/openapi/v3/{prefix(g, v)}?hash=emulator"} for g, v in versions}}
+            return {
+                "paths": {
+                    prefix(g, v): {"serverRelativeURL": f"/openapi/v3/{prefix(g, v)}?hash=emulator"}
+                    for g, v in versions
+                }
+            }
         wanted = "/".join(rest)
         for group, version in versions:
             if prefix(group, version) != wanted:
@@ -124,12 +172,25 @@ class Routes:
             paths: Obj = {}
             for rt in self.registry.in_group_version(group, version):
                 scope = "/namespaces/{namespace}" if rt.namespaced else ""
-                paths[f"/{wanted}{scope}/{rt.plural}/{{name}}"] = {"patch": {
-                    "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": rt.kind},
-                    "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {},
-                }}
-            return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.36.2"}, "paths": paths, "components": {"schemas": {}}}
+                paths[f"/{wanted}{scope}/{rt.plural}/{{name}}"] = {
+                    "patch": {
+                        "x-kubernetes-group-version-kind": {
+                            "group": group,
+                            "version": version,
+                            "kind": rt.kind,
+                        },
+                        "parameters": [
+                            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}
+                        ],
+                        "responses": {},
+                    }
+                }
+            return {
+                "openapi": "3.0.0",
+                "info": {"title": "Kubernetes", "version": "v1.36.2"},
+                "paths": paths,
+                "components": {"schemas": {}},
+            }
         return None
 
     def resolve(self, parts: list[str]) -> tuple[ResourceType, str | None, str, str]:
@@ -140,7 +201,11 @@ class Routes:
         else:
             raise no_route()
         namespace: str | None = None
-        if len(rest) >= 3 and rest[0] == "namespaces" and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+        if (
+            len(rest) >= 3
+            and rest[0] == "namespaces"
+            and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+        ):
             namespace, rest = rest[1], rest[2:]
         if not rest or len(rest) > 3:
             raise no_route()
@@ -161,8 +226,22 @@ class Routes:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
-                return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}, 401)
+            if (
+                self.token is not None
+                and request.headers.get("Authorization") != f"Bearer {self.token}"
+            ):
+                return _json(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Failure",
+                        "message": "Unauthorized",
+                        "reason": "Unauthorized",
+                        "code": 401,
+                    },
+                    401,
+                )
             parts = [p for p in request.path.split("/") if p]
             if request.method == "GET":
                 found = self.discovery(parts)
@@ -179,11 +258,15 @@ class Routes:
         except ApiError as exc:
             return _json(exc.body, exc.code)
 
-    async def _dispatch(self, request: web.Request, rt: ResourceType, namespace: str | None, name: str, sub: str) -> web.StreamResponse:
+    async def _dispatch(
+        self, request: web.Request, rt: ResourceType, namespace: str | None, name: str, sub: str
+    ) -> web.StreamResponse:
         query = {k: request.query.getone(k) for k in request.query}
         method = request.method
         warnings: list[str] = []
-        manager = query.get("fieldManager") or request.headers.get("User-Agent", "unknown").split("/")[0]
+        manager = (
+            query.get("fieldManager") or request.headers.get("User-Agent", "unknown").split("/")[0]
+        )
         verb = _verb(method, name, sub, query)
         fault = self.api.faults.take(verb, rt)
         if fault is not None:
@@ -193,15 +276,26 @@ class Routes:
                 raise fault_error(fault)
         if method == "GET" and not name:
             if truthy(query.get("watch")):
-                return await self._watch(request, rt, namespace, query, fault.drop_watch_after if fault else None)
-            items, meta = await self.api.list(rt, namespace, query)
+                return await self._watch(
+                    request, rt, namespace, query, fault.drop_watch_after if fault else None
+                )
+            items, meta = await self.api.list_objects(rt, namespace, query)
             if "as=Table" in request.headers.get("Accept", ""):
                 return _json(self._table(rt, items, meta))
-            return _json({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta, "items": [_strip_type(o) for o in items]})
+            return _json(
+                {
+                    "kind": rt.list_kind,
+                    "apiVersion": rt.api_version,
+                    "metadata": meta,
+                    "items": [_strip_type(o) for o in items],
+                }
+            )
         if method == "GET":
             obj = self.api.get(rt, namespace or "", name)
             if "as=Table" in request.headers.get("Accept", ""):
-                return _json(self._table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}))
+                return _json(
+                    self._table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]})
+                )
             return _json(obj)
         body = await self._body(request)
         if method == "POST" and not name:
@@ -210,15 +304,36 @@ class Routes:
         if method == "POST" and sub == "binding":
             return _json(await self.api.bind(rt, namespace or "", name, body), 201)
         if method == "PUT" and name:
-            return _json(await self.api.update(rt, namespace or "", name, body, query, sub, manager, warnings), 200, warnings)
+            return _json(
+                await self.api.update(
+                    rt, namespace or "", name, body, query, sub, manager, warnings
+                ),
+                200,
+                warnings,
+            )
         if method == "PATCH" and name:
             patch_type = request.content_type
-            status, obj = await self.api.patch(rt, namespace or "", name, patch_type, body, query, sub, query.get("fieldManager") or (None if patch_type == APPLY else manager), warnings)
+            status, obj = await self.api.patch(
+                rt,
+                namespace or "",
+                name,
+                patch_type,
+                body,
+                query,
+                sub,
+                query.get("fieldManager") or (None if patch_type == APPLY else manager),
+                warnings,
+            )
             return _json(obj, status, warnings)
         if method == "DELETE" and name:
             options = body if isinstance(body, dict) else {}
             return _json(await self.api.delete(rt, namespace or "", name, options, query))
-        raise error(405, f"the server does not allow this method on the requested resource", "MethodNotAllowed", {})
+        raise error(
+            405,
+            "the server does not allow this method on the requested resource",
+            "MethodNotAllowed",
+            {},
+        )
 
     async def _body(self, request: web.Request) -> Any:
         if not request.can_read_body:
@@ -234,7 +349,15 @@ class Routes:
             raise error(400, f"error decoding request body: {exc}", "BadRequest") from exc
 
     def _table(self, rt: ResourceType, items: list[Obj], meta: Obj) -> Obj:
-        columns = [{"name": "Name", "type": "string", "format": "name", "description": _NAME_DESCRIPTION, "priority": 0}]
+        columns = [
+            {
+                "name": "Name",
+                "type": "string",
+                "format": "name",
+                "description": _NAME_DESCRIPTION,
+                "priority": 0,
+            }
+        ]
         extra: list[Obj] = []
         if rt.custom:
             crd = self.api.crds.get(f"{rt.plural}.{rt.group}")
@@ -242,12 +365,34 @@ class Routes:
 
             extra = printer_columns(crd, rt.version) if crd else []
         if not extra:
-            extra = [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "description": "", "builtin": True}]
+            extra = [
+                {
+                    "name": "Age",
+                    "type": "date",
+                    "jsonPath": ".metadata.creationTimestamp",
+                    "description": "",
+                    "builtin": True,
+                }
+            ]
         for column in extra:
-            description = column.get("description") or f"Custom resource definition column (in JSONPath format): {column['jsonPath']}"
+            description = (
+                column.get("description")
+                or f"Custom resource definition column (in JSONPath format): {column['jsonPath']}"
+            )
             if column.get("builtin"):
-                description = "CreationTimestamp is a timestamp representing the server time when this object was created."
-            columns.append({"name": column["name"], "type": column["type"], "format": column.get("format", ""), "description": description, "priority": column.get("priority", 0)})
+                description = (
+                    "CreationTimestamp is a timestamp representing the server time "
+                    "when this object was created."
+                )
+            columns.append(
+                {
+                    "name": column["name"],
+                    "type": column["type"],
+                    "format": column.get("format", ""),
+                    "description": description,
+                    "priority": column.get("priority", 0),
+                }
+            )
         rows = []
         for obj in items:
             cells: list[Any] = [obj["metadata"]["name"]]
@@ -256,23 +401,59 @@ class Routes:
                 if column["type"] == "date" and isinstance(value, str):
                     value = _age(value)
                 cells.append(value)
-            partial = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"}}
+            partial = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"},
+            }
             rows.append({"cells": cells, "object": partial})
-        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows}
+        return {
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+            "columnDefinitions": columns,
+            "rows": rows,
+        }
 
-    async def _watch(self, request: web.Request, rt: ResourceType, namespace: str | None, query: dict[str, str], drop_after: int | None) -> web.StreamResponse:
-        if truthy(query.get("sendInitialEvents")) and query.get("resourceVersionMatch") != "NotOlderThan":
-            message = "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+    async def _watch(
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        namespace: str | None,
+        query: dict[str, str],
+        drop_after: int | None,
+    ) -> web.StreamResponse:
+        if (
+            truthy(query.get("sendInitialEvents"))
+            and query.get("resourceVersionMatch") != "NotOlderThan"
+        ):
+            message = (
+                "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+            )
             raise error(
-                422, f'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: {message}', "Invalid",
-                {"group": "meta.k8s.io", "kind": "ListOptions", "causes": [{"reason": "FieldValueForbidden", "message": message, "field": "resourceVersionMatch"}]},
+                422,
+                f'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: {message}',
+                "Invalid",
+                {
+                    "group": "meta.k8s.io",
+                    "kind": "ListOptions",
+                    "causes": [
+                        {
+                            "reason": "FieldValueForbidden",
+                            "message": message,
+                            "field": "resourceVersionMatch",
+                        }
+                    ],
+                },
             )
         match = self.api.matcher(rt, query)
         store = self.api.store
         since, initial = self.api.watch_since(query)
         bookmarks = truthy(query.get("allowWatchBookmarks"))
         timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
-        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
 
@@ -281,15 +462,24 @@ class Routes:
         async def send(kind: str, obj: Obj) -> bool:
             """Write one event; False once a drop-watch fault says the stream ends here."""
             nonlocal sent
-            await response.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
+            await response.write(
+                json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+            )
             sent += kind != "BOOKMARK"
             return drop_after is None or sent < drop_after
 
         try:
-            watcher = store.watch(rt.key, namespace, match, min(since, store.rv) if since is not None else None)
+            watcher = store.watch(
+                rt.key, namespace, match, min(since, store.rv) if since is not None else None
+            )
         except TooOld as exc:
             await response.prepare(request)
-            await send("ERROR", status_body(410, f"too old resource version: {exc.requested} ({exc.oldest})", "Expired"))
+            await send(
+                "ERROR",
+                status_body(
+                    410, f"too old resource version: {exc.requested} ({exc.oldest})", "Expired"
+                ),
+            )
             await response.write_eof()
             return response
         await response.prepare(request)
@@ -341,7 +531,9 @@ def _verb(method: str, name: str, sub: str, query: dict[str, str]) -> str:
         return "bind"
     if method == "GET":
         return "get" if name else ("watch" if truthy(query.get("watch")) else "list")
-    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+        method, method.lower()
+    )
 
 
 def _strip_type(obj: Obj) -> Obj:

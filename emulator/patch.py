@@ -77,7 +77,11 @@ def _merge_list(current: list[Any], patch: list[Any], merge_key: str) -> list[An
             merged.append(copy.deepcopy(item))
             continue
         at = next(
-            (i for i, old in enumerate(merged) if isinstance(old, dict) and old.get(merge_key) == item[merge_key]),
+            (
+                i
+                for i, old in enumerate(merged)
+                if isinstance(old, dict) and old.get(merge_key) == item[merge_key]
+            ),
             None,
         )
         if item.get("$patch") == "delete":

@@ -23,17 +23,30 @@ from emulator.validation import Causes, go_value
 Obj = dict[str, Any]
 Schema = dict[str, Any]
 
-_TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
+_TYPE_NAMES = {
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    list: "array",
+    dict: "object",
+}
 
 
 def resource_type(crd: Obj, version: Obj) -> ResourceType:
     spec = crd["spec"]
     names = spec["names"]
     return ResourceType(
-        spec["group"], version["name"], names["kind"], names["plural"],
-        spec.get("scope", "Namespaced") == "Namespaced", names.get("singular", ""),
-        tuple(names.get("shortNames") or ()), tuple((version.get("subresources") or {}).keys()),
-        has_generation=True, custom=True,
+        spec["group"],
+        version["name"],
+        names["kind"],
+        names["plural"],
+        spec.get("scope", "Namespaced") == "Namespaced",
+        names.get("singular", ""),
+        tuple(names.get("shortNames") or ()),
+        tuple((version.get("subresources") or {}).keys()),
+        has_generation=True,
+        custom=True,
     )
 
 
@@ -58,6 +71,7 @@ def _value_type(value: Any) -> str:
 
 
 # --- pruning and defaults --------------------------------------------------------------------
+
 
 def prune(value: Any, schema: Schema, path: str, unknown: list[str]) -> Any:
     if schema.get("x-kubernetes-preserve-unknown-fields"):
@@ -123,36 +137,78 @@ def default_object(obj: Obj, schema: Schema) -> None:
 
 # --- validation --------------------------------------------------------------------------------
 
+
 def _check(value: Any, schema: Schema, path: str, body: str, causes: Causes) -> None:
     expected = schema.get("type")
     actual = _value_type(value)
     if value is None and schema.get("nullable"):
         return
     if expected and not (actual == expected or (expected == "number" and actual == "integer")):
-        causes.append(cause(
-            "FieldValueTypeInvalid",
-            f"Invalid value: {json.dumps(actual)}: {body} in body must be of type {expected}: {json.dumps(actual)}",
-            path,
-        ))
+        causes.append(
+            cause(
+                "FieldValueTypeInvalid",
+                f"Invalid value: {json.dumps(actual)}: "
+                f"{body} in body must be of type {expected}: {json.dumps(actual)}",
+                path,
+            )
+        )
         return
     if "enum" in schema and value not in schema["enum"]:
         supported = ", ".join(go_value(v) for v in schema["enum"])
-        causes.append(cause("FieldValueNotSupported", f"Unsupported value: {go_value(value)}: supported values: {supported}", path))
+        causes.append(
+            cause(
+                "FieldValueNotSupported",
+                f"Unsupported value: {go_value(value)}: supported values: {supported}",
+                path,
+            )
+        )
     if actual in ("integer", "number"):
         if "maximum" in schema and value > schema["maximum"]:
-            causes.append(cause("FieldValueInvalid", f"Invalid value: {go_value(value)}: {body} in body should be less than or equal to {schema['maximum']}", path))
+            causes.append(
+                cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {go_value(value)}: "
+                    f"{body} in body should be less than or equal to {schema['maximum']}",
+                    path,
+                )
+            )
         if "minimum" in schema and value < schema["minimum"]:
-            causes.append(cause("FieldValueInvalid", f"Invalid value: {go_value(value)}: {body} in body should be greater than or equal to {schema['minimum']}", path))
+            causes.append(
+                cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {go_value(value)}: "
+                    f"{body} in body should be greater than or equal to {schema['minimum']}",
+                    path,
+                )
+            )
     if actual == "string" and "maxLength" in schema and len(value) > schema["maxLength"]:
-        causes.append(cause("FieldValueTooLong", f"Too long: may not be more than {schema['maxLength']} bytes", path))
+        causes.append(
+            cause(
+                "FieldValueTooLong",
+                f"Too long: may not be more than {schema['maxLength']} bytes",
+                path,
+            )
+        )
     if actual == "array":
         if "maxItems" in schema and len(value) > schema["maxItems"]:
-            causes.append(cause("FieldValueTooMany", f"Too many: {len(value)}: must have at most {schema['maxItems']} items", path))
+            causes.append(
+                cause(
+                    "FieldValueTooMany",
+                    f"Too many: {len(value)}: must have at most {schema['maxItems']} items",
+                    path,
+                )
+            )
         if schema.get("x-kubernetes-list-type") == "set":
             seen: list[Any] = []
             for i, item in enumerate(value):
                 if item in seen:
-                    causes.append(cause("FieldValueDuplicate", f"Duplicate value: {go_value(item)}", f"{path}[{i}]"))
+                    causes.append(
+                        cause(
+                            "FieldValueDuplicate",
+                            f"Duplicate value: {go_value(item)}",
+                            f"{path}[{i}]",
+                        )
+                    )
                 seen.append(item)
         for i, item in enumerate(value):
             if isinstance(schema.get("items"), dict):
@@ -171,7 +227,9 @@ def _has_rules(schema: Any) -> bool:
         return False
     if schema.get("x-kubernetes-validations"):
         return True
-    return any(_has_rules(v) for v in (schema.get("properties") or {}).values()) or _has_rules(schema.get("items"))
+    return any(_has_rules(v) for v in (schema.get("properties") or {}).values()) or _has_rules(
+        schema.get("items")
+    )
 
 
 _FORMAT = re.compile(r"^\s*'((?:[^'\\]|\\.)*)'\.format\(\s*(\[.*\])\s*\)\s*$", re.S)
@@ -199,7 +257,9 @@ def _rules(value: Any, old: Any, schema: Schema, path: str, causes: Causes) -> N
         try:
             ok = cel.evaluate(rule["rule"], context)
         except Exception as exc:  # an evaluation error fails the rule, as in the server
-            causes.append(cause("FieldValueInvalid", f"Invalid value: {go_value(value)}: {exc}", path))
+            causes.append(
+                cause("FieldValueInvalid", f"Invalid value: {go_value(value)}: {exc}", path)
+            )
             continue
         if ok is True:
             continue
@@ -220,7 +280,13 @@ def _rules(value: Any, old: Any, schema: Schema, path: str, causes: Causes) -> N
     if isinstance(value, dict):
         for key, child in (schema.get("properties") or {}).items():
             if key in value:
-                _rules(value[key], old.get(key) if isinstance(old, dict) else None, child, f"{path}.{key}", causes)
+                _rules(
+                    value[key],
+                    old.get(key) if isinstance(old, dict) else None,
+                    child,
+                    f"{path}.{key}",
+                    causes,
+                )
 
 
 def validate(obj: Obj, old: Obj | None, schema: Schema, only: str | None = None) -> Causes:
@@ -235,11 +301,14 @@ def validate(obj: Obj, old: Obj | None, schema: Schema, only: str | None = None)
         _check(obj[key], child, key, "" if only else key, causes)
     if causes:
         if _has_rules(schema):
-            causes.append(cause(
-                "FieldValueInvalid",
-                "Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
-                "<nil>",
-            ))
+            causes.append(
+                cause(
+                    "FieldValueInvalid",
+                    "Invalid value: null: some validation rules were not checked because the "
+                    "object was invalid; correct the existing errors to complete validation",
+                    "<nil>",
+                )
+            )
         return causes
     for key, child in properties.items():
         if key in obj and key not in ("metadata", "apiVersion", "kind"):

@@ -44,7 +44,12 @@ class Emulator:
         self.store = Store(window_seconds=window_seconds)
         self.registry = Registry()
         self.faults = Faults()
-        self.api = Api(self.store, self.registry, self.faults, service_account_admission=service_account_admission)
+        self.api = Api(
+            self.store,
+            self.registry,
+            self.faults,
+            service_account_admission=service_account_admission,
+        )
         if controllers:
             ServiceAccounts(self.api)
             bootstrap(self.api)
@@ -60,7 +65,12 @@ class Emulator:
         return self.workdir / "kubeconfig"
 
     async def start(self) -> Emulator:
-        self._runner = web.AppRunner(make_app(self.api, self.token), access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        self._runner = web.AppRunner(
+            make_app(self.api, self.token),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.1,
+        )
         await self._runner.setup()
         context = None
         if self._cert is not None:
@@ -71,9 +81,7 @@ class Emulator:
             context.load_cert_chain(cert_file, key_file)
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=context)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         self.write_kubeconfig()
         return self
 
@@ -95,10 +103,12 @@ class Emulator:
         for doc in yaml.safe_load_all(manifest.read_text()):
             if not doc:
                 continue
-            group, _, version = doc["apiVersion"].rpartition("/")
+            group = doc["apiVersion"].rpartition("/")[0]
             rt = self.registry.by_kind(group, doc["kind"])
             if rt is None:
-                raise ValueError(f"{manifest}: kind {doc['kind']!r} of {doc['apiVersion']!r} is not served")
+                raise ValueError(
+                    f"{manifest}: kind {doc['kind']!r} of {doc['apiVersion']!r} is not served"
+                )
             namespace = doc.get("metadata", {}).get("namespace", "default") if rt.namespaced else ""
             created = await self.api.create(rt, namespace, doc, {}, "phalanx-emulator", [])
             names.append(created["metadata"]["name"])
@@ -113,7 +123,9 @@ class Emulator:
             "kind": "Config",
             "clusters": [{"name": "emulator", "cluster": cluster}],
             "users": [{"name": "emulator", "user": {"token": self.token}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}],
+            "contexts": [
+                {"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}
+            ],
             "current-context": "emulator",
         }
         self.kubeconfig_path.write_text(yaml.safe_dump(config))

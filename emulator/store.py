@@ -148,9 +148,7 @@ class Store:
                 table.pop(key, None)
             elif event.prev is not None:
                 table[key] = event.prev
-        return [
-            table[key] for key in sorted(table) if namespace is None or key[0] == namespace
-        ]
+        return [table[key] for key in sorted(table) if namespace is None or key[0] == namespace]
 
     # --- writes ------------------------------------------------------------------------
 

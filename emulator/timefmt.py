@@ -16,13 +16,16 @@ class MicroTimeError(ValueError):
 
 def parse_microtime(text: str) -> str:
     """The value normalised to UTC with 6 digits; errors use Go's time.Parse wording."""
+
     def fail(rest: str, element: str) -> MicroTimeError:
-        return MicroTimeError(f'parsing time "{text}" as "{_LAYOUT}": cannot parse "{rest}" as "{element}"')
+        return MicroTimeError(
+            f'parsing time "{text}" as "{_LAYOUT}": cannot parse "{rest}" as "{element}"'
+        )
 
     head = _HEAD.match(text)
     if head is None:
         raise fail(text, "2006")
-    rest = text[head.end():]
+    rest = text[head.end() :]
     fraction = re.match(r"\.\d{6}", rest)
     if fraction is None:
         raise fail(rest, ".000000")

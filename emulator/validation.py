@@ -92,7 +92,10 @@ def finalizers_update(new: Obj, old: Obj, repeat: int = 2) -> Causes:
     if not added:
         return []
     listed = ", ".join(json.dumps(f) for f in added)
-    detail = f"no new finalizers can be added if the object is being deleted, found new finalizers []string{{{listed}}}"
+    detail = (
+        "no new finalizers can be added if the object is being deleted, "
+        f"found new finalizers []string{{{listed}}}"
+    )
     return [forbidden_cause("metadata.finalizers", detail)] * repeat
 
 
@@ -123,7 +126,9 @@ def pod(obj: Obj) -> Causes:
     group = spec.get("schedulingGroup")
     if isinstance(group, dict) and not group.get("podGroupName"):
         causes.append(
-            invalid_cause("spec.schedulingGroup.podGroupName", None, "must specify one of: `podGroupName`")
+            invalid_cause(
+                "spec.schedulingGroup.podGroupName", None, "must specify one of: `podGroupName`"
+            )
         )
     return causes
 
@@ -145,7 +150,9 @@ def pod_update(new: Obj, old: Obj) -> Causes:
     a, b = dict(old.get("spec") or {}), dict(new.get("spec") or {})
     for spec in (a, b):
         for field in ("containers", "initContainers"):
-            spec[field] = [{k: v for k, v in c.items() if k != "image"} for c in spec.get(field) or []]
+            spec[field] = [
+                {k: v for k, v in c.items() if k != "image"} for c in spec.get(field) or []
+            ]
         spec.pop("activeDeadlineSeconds", None)
         spec.pop("terminationGracePeriodSeconds", None)
     old_tolerations = a.pop("tolerations", None) or []
@@ -157,7 +164,11 @@ def pod_update(new: Obj, old: Obj) -> Causes:
     if a != b or not tolerations_ok:
         causes.append(forbidden_cause("spec", _POD_MUTABLE))
     if not gates_ok:
-        causes.append(forbidden_cause("spec.schedulingGates", "only deletion is allowed, but found new scheduling gate"))
+        causes.append(
+            forbidden_cause(
+                "spec.schedulingGates", "only deletion is allowed, but found new scheduling gate"
+            )
+        )
     return causes
 
 
@@ -172,12 +183,24 @@ def event(obj: Obj, namespace: str, strict: bool) -> Causes:
     if not obj.get("eventTime"):
         if involved_ns:
             if namespace != involved_ns:
-                causes.append(invalid_cause("involvedObject.namespace", involved_ns, "does not match event.namespace"))
+                causes.append(
+                    invalid_cause(
+                        "involvedObject.namespace", involved_ns, "does not match event.namespace"
+                    )
+                )
         elif namespace not in ("", "default"):
-            causes.append(invalid_cause("involvedObject.namespace", involved_ns, "does not match event.namespace"))
+            causes.append(
+                invalid_cause(
+                    "involvedObject.namespace", involved_ns, "does not match event.namespace"
+                )
+            )
     else:
         if not involved_ns and namespace not in ("default", "kube-system"):
-            causes.append(invalid_cause("involvedObject.namespace", involved_ns, "does not match event.namespace"))
+            causes.append(
+                invalid_cause(
+                    "involvedObject.namespace", involved_ns, "does not match event.namespace"
+                )
+            )
         controller = obj.get("reportingComponent", "")
         if not controller:
             causes.append(required(controller_field))
@@ -192,7 +215,11 @@ def event(obj: Obj, namespace: str, strict: bool) -> Causes:
     kind = obj.get("type", "")
     if kind not in ("Normal", "Warning"):
         causes.append(invalid_cause("type", "", f"has invalid value: {kind}"))
-    for field, value in (("firstTimestamp", obj.get("firstTimestamp")), ("lastTimestamp", obj.get("lastTimestamp")), ("count", obj.get("count"))):
+    for field, value in (
+        ("firstTimestamp", obj.get("firstTimestamp")),
+        ("lastTimestamp", obj.get("lastTimestamp")),
+        ("count", obj.get("count")),
+    ):
         if value:
             causes.append(invalid_cause(field, "", "needs to be unset"))
     source = obj.get("source") or {}
@@ -209,10 +236,16 @@ def lease(obj: Obj) -> Causes:
     spec = obj.get("spec") or {}
     duration = spec.get("leaseDurationSeconds")
     if duration is not None and duration <= 0:
-        causes.append(invalid_cause("spec.leaseDurationSeconds", duration, "must be greater than 0"))
+        causes.append(
+            invalid_cause("spec.leaseDurationSeconds", duration, "must be greater than 0")
+        )
     transitions = spec.get("leaseTransitions")
     if transitions is not None and transitions < 0:
-        causes.append(invalid_cause("spec.leaseTransitions", transitions, "must be greater than or equal to 0"))
+        causes.append(
+            invalid_cause(
+                "spec.leaseTransitions", transitions, "must be greater than or equal to 0"
+            )
+        )
     return causes
 
 
@@ -221,13 +254,23 @@ def _scheduling_policy(policy: Any, field: str) -> Causes:
         return [invalid_cause(field, "", "must specify one of: `basic`, `gang`")]
     present = sorted(k for k in ("basic", "gang") if k in policy)
     if len(present) > 1:
-        return [invalid_cause(field, "{" + ", ".join(present) + "}", "must specify exactly one of: `basic`, `gang`")]
+        return [
+            invalid_cause(
+                field,
+                "{" + ", ".join(present) + "}",
+                "must specify exactly one of: `basic`, `gang`",
+            )
+        ]
     if "gang" in policy:
         gang = policy["gang"] or {}
         if not gang.get("minCount"):
             return [required(f"{field}.gang.minCount")]
         if gang["minCount"] < 0:
-            return [invalid_cause(f"{field}.gang.minCount", gang["minCount"], "must be greater than or equal to 0")]
+            return [
+                invalid_cause(
+                    f"{field}.gang.minCount", gang["minCount"], "must be greater than or equal to 0"
+                )
+            ]
     if not present:
         return [invalid_cause(field, "", "must specify one of: `basic`, `gang`")]
     return []
@@ -252,6 +295,7 @@ def workload(obj: Obj) -> Causes:
     causes = metadata(obj)
     for i, template in enumerate((obj.get("spec") or {}).get("podGroupTemplates") or []):
         causes += _scheduling_policy(
-            (template or {}).get("schedulingPolicy"), f"spec.podGroupTemplates[{i}].schedulingPolicy"
+            (template or {}).get("schedulingPolicy"),
+            f"spec.podGroupTemplates[{i}].schedulingPolicy",
         )
     return causes

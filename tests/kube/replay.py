@@ -14,7 +14,6 @@ cache evicting and etcd compacting) is replayed from `SETUP`, each entry saying 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -63,7 +62,7 @@ class Bindings:
     def match(self, expected: str, actual: str) -> str | None:
         pieces, kinds, last = [], [], 0
         for found in _PLACEHOLDER.finditer(expected):
-            pieces.append(re.escape(expected[last:found.start()]))
+            pieces.append(re.escape(expected[last : found.start()]))
             if found.group(1):
                 pieces.append(_FORMATS[found.group(1)])
                 kinds.append((found.group(1), found.group(2)))
@@ -83,7 +82,9 @@ class Bindings:
         return None
 
 
-def compare(expected: Any, actual: Any, b: Bindings, path: str = "", subset: bool = False) -> list[str]:
+def compare(
+    expected: Any, actual: Any, b: Bindings, path: str = "", subset: bool = False
+) -> list[str]:
     if isinstance(expected, str) and isinstance(actual, str):
         problem = b.match(expected, actual)
         return [f"{path}: {problem}"] if problem else []
@@ -101,7 +102,10 @@ def compare(expected: Any, actual: Any, b: Bindings, path: str = "", subset: boo
         return diffs
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
-            return [f"{path}: {len(expected)} items expected, got {len(actual)}: {json.dumps(actual)[:600]}"]
+            return [
+                f"{path}: {len(expected)} items expected, got {len(actual)}: "
+                f"{json.dumps(actual)[:600]}"
+            ]
         diffs = []
         for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
             diffs += compare(e, a, b, f"{path}[{i}]", subset)
@@ -141,13 +145,21 @@ def _as_set(expected: dict[str, Any], actual: Any, b: Bindings) -> list[str]:
 Action = Callable[["Replay"], Awaitable[None]]
 
 
-def _pod(name: str, labels: dict[str, str] | None = None, node: str | None = None, finalizers: list[str] | None = None) -> dict[str, Any]:
+def _pod(
+    name: str,
+    labels: dict[str, str] | None = None,
+    node: str | None = None,
+    finalizers: list[str] | None = None,
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if labels:
         meta["labels"] = labels
     if finalizers:
         meta["finalizers"] = finalizers
-    spec: dict[str, Any] = {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}], "automountServiceAccountToken": False}
+    spec: dict[str, Any] = {
+        "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+        "automountServiceAccountToken": False,
+    }
     if node:
         spec["nodeName"] = node
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
@@ -157,6 +169,7 @@ def create(path: str, body: dict[str, Any]) -> Action:
     async def run(replay: Replay) -> None:
         status, answer = await replay.call("POST", path, body=body)
         assert status == 201, (path, status, answer)
+
     return run
 
 
@@ -164,47 +177,68 @@ def delete(path: str) -> Action:
     async def run(replay: Replay) -> None:
         status, answer = await replay.call("DELETE", path)
         assert status == 200, (path, status, answer)
+
     return run
 
 
 def namespace(name: str, account: bool) -> list[Action]:
-    steps = [create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})]
+    steps = [
+        create(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+    ]
     if account:
-        steps.append(create(f"/api/v1/namespaces/{name}/serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}))
+        steps.append(
+            create(
+                f"/api/v1/namespaces/{name}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
+            )
+        )
     return steps
 
 
 def elsewhere() -> Action:
     """A write the real server made on its own (its lease renewals) while a watch ran."""
+
     async def run(replay: Replay) -> None:
         replay.emulator.store.next_rv()
+
     return run
 
 
 def evict_window_before(placeholder: str) -> Action:
     """The watch cache dropped everything up to this resourceVersion (>75 s and many writes)."""
+
     async def run(replay: Replay) -> None:
         replay.emulator.forget_watch_window(int(replay.bindings.values[("rv", placeholder)]))
+
     return run
 
 
 def remember_rv(placeholder: str) -> Action:
     """The recorder read the current resourceVersion here (an unrecorded list)."""
+
     async def run(replay: Replay) -> None:
         replay.bindings.bind("rv", placeholder, str(replay.emulator.store.rv))
+
     return run
 
 
 def patch_status(path: str, body: dict[str, Any]) -> Action:
     async def run(replay: Replay) -> None:
-        status, answer = await replay.call("PATCH", path, body=body, content_type="application/merge-patch+json")
+        status, answer = await replay.call(
+            "PATCH", path, body=body, content_type="application/merge-patch+json"
+        )
         assert status == 200, (path, status, answer)
+
     return run
 
 
 def compact() -> Action:
     async def run(replay: Replay) -> None:
         replay.emulator.compact()
+
     return run
 
 
@@ -219,18 +253,29 @@ SETUP: dict[str, dict[str, list[Action]]] = {
     "binding.json": {
         "": [
             *namespace("tx-binding", True),
-            create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "tx-binding-n1"}}),
+            create(
+                "/api/v1/nodes",
+                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "tx-binding-n1"}},
+            ),
             create("/api/v1/namespaces/tx-binding/pods", _pod("p2")),
             create("/api/v1/namespaces/tx-binding/pods", _pod("p3", node="tx-binding-n1")),
-            create("/api/v1/namespaces/tx-binding/pods", _pod("p5", finalizers=["example.com/hold"])),
+            create(
+                "/api/v1/namespaces/tx-binding/pods", _pod("p5", finalizers=["example.com/hold"])
+            ),
             delete("/api/v1/namespaces/tx-binding/pods/p5"),
             create("/api/v1/namespaces/tx-binding/pods", _pod("p6")),
         ],
     },
     "core-crud.json": {
         "list-label-eq": [
-            create("/api/v1/namespaces/tx-core/pods", _pod("sel-a", {"app": "web", "sel": "yes", "tier": "fe"}, node="tx-core-n1")),
-            create("/api/v1/namespaces/tx-core/pods", _pod("sel-b", {"app": "web", "sel": "yes"}, node="tx-core-n2")),
+            create(
+                "/api/v1/namespaces/tx-core/pods",
+                _pod("sel-a", {"app": "web", "sel": "yes", "tier": "fe"}, node="tx-core-n1"),
+            ),
+            create(
+                "/api/v1/namespaces/tx-core/pods",
+                _pod("sel-b", {"app": "web", "sel": "yes"}, node="tx-core-n2"),
+            ),
             create("/api/v1/namespaces/tx-core/pods", _pod("sel-c", {"app": "db", "sel": "yes"})),
         ],
         "ns-delete": namespace("tx-core-doomed", False),
@@ -239,16 +284,55 @@ SETUP: dict[str, dict[str, list[Action]]] = {
     "dra.json": {
         "": namespace("tx-dra", True),
         "status-missing-driver": [
-            create("/apis/resource.k8s.io/v1/namespaces/tx-dra/resourceclaims", {
-                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "c-bad-alloc"},
-                "spec": {"devices": {"requests": [{"name": "r", "exactly": {"deviceClassName": "tx-gpu.example.com"}}]}},
-            }),
+            create(
+                "/apis/resource.k8s.io/v1/namespaces/tx-dra/resourceclaims",
+                {
+                    "apiVersion": "resource.k8s.io/v1",
+                    "kind": "ResourceClaim",
+                    "metadata": {"name": "c-bad-alloc"},
+                    "spec": {
+                        "devices": {
+                            "requests": [
+                                {"name": "r", "exactly": {"deviceClassName": "tx-gpu.example.com"}}
+                            ]
+                        }
+                    },
+                },
+            ),
         ],
         "status-double-allocation": [
-            patch_status("/apis/resource.k8s.io/v1/namespaces/tx-dra/resourceclaims/c-noclass/status", {"status": {"allocation": {
-                "devices": {"results": [{"request": "x", "driver": "gpu.example.com", "pool": "tx-dra-n1", "device": "gpu-0"}]},
-                "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["tx-dra-n1"]}]}]},
-            }}}),
+            patch_status(
+                "/apis/resource.k8s.io/v1/namespaces/tx-dra/resourceclaims/c-noclass/status",
+                {
+                    "status": {
+                        "allocation": {
+                            "devices": {
+                                "results": [
+                                    {
+                                        "request": "x",
+                                        "driver": "gpu.example.com",
+                                        "pool": "tx-dra-n1",
+                                        "device": "gpu-0",
+                                    }
+                                ]
+                            },
+                            "nodeSelector": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchFields": [
+                                            {
+                                                "key": "metadata.name",
+                                                "operator": "In",
+                                                "values": ["tx-dra-n1"],
+                                            }
+                                        ]
+                                    }
+                                ]
+                            },
+                        }
+                    }
+                },
+            ),
         ],
         "claim-list-after-template": [elsewhere()],
     },
@@ -258,7 +342,10 @@ SETUP: dict[str, dict[str, list[Action]]] = {
     "server-side-apply.json": {"": namespace("tx-ssa", False)},
     "status-subresource.json": {"": namespace("tx-status", True)},
     "watches.json": {
-        "": [*namespace("tx-watch", True), create("/api/v1/namespaces/tx-watch/pods", _pod("w-a", {"app": "web"}))],
+        "": [
+            *namespace("tx-watch", True),
+            create("/api/v1/namespaces/tx-watch/pods", _pod("w-a", {"app": "web"})),
+        ],
         "watch-bookmarks-idle": [elsewhere()],
         "watch-initial-events": [elsewhere()],
         "watch-rv0-bookmarks": [elsewhere()],
@@ -286,6 +373,7 @@ class Replay:
 
     def substitute(self, value: Any) -> Any:
         if isinstance(value, str):
+
             def replace(found: re.Match[str]) -> str:
                 kind = found.group(1) or found.group(3)
                 if kind == "time":
@@ -296,6 +384,7 @@ class Replay:
                 if key not in self.bindings.values and kind == "rv":
                     self.bindings.bind("rv", found.group(2), str(self.emulator.store.rv))
                 return self.bindings.values[key]
+
             return _PLACEHOLDER.sub(replace, value)
         if isinstance(value, dict):
             return {k: self.substitute(v) for k, v in value.items()}
@@ -303,13 +392,31 @@ class Replay:
             return [self.substitute(v) for v in value]
         return value
 
-    async def call(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
-                   content_type: str = "application/json", accept: str | None = None) -> tuple[int, Any]:
-        status, answer, _ = await self.request(method, path, query=query, body=body, content_type=content_type, accept=accept)
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str | None = None,
+    ) -> tuple[int, Any]:
+        status, answer, _ = await self.request(
+            method, path, query=query, body=body, content_type=content_type, accept=accept
+        )
         return status, answer
 
-    async def request(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
-                      content_type: str | None = "application/json", accept: str | None = None) -> tuple[int, Any, list[str]]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = "application/json",
+        accept: str | None = None,
+    ) -> tuple[int, Any, list[str]]:
         headers = {}
         data = None
         if body is not None:
@@ -317,7 +424,9 @@ class Replay:
             headers["Content-Type"] = content_type or "application/json"
         if accept:
             headers["Accept"] = accept
-        async with self.session.request(method, self.emulator.url + path, params=query or {}, data=data, headers=headers) as response:
+        async with self.session.request(
+            method, self.emulator.url + path, params=query or {}, data=data, headers=headers
+        ) as response:
             text = await response.text()
             try:
                 answer = json.loads(text)
@@ -327,10 +436,16 @@ class Replay:
 
     async def open_watch(self, watch: dict[str, Any]) -> aiohttp.ClientResponse:
         query = self.substitute(watch["query"])
-        response = await self.session.get(self.emulator.url + watch["path"], params=query, timeout=aiohttp.ClientTimeout(total=None))
+        response = await self.session.get(
+            self.emulator.url + watch["path"],
+            params=query,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
         return response
 
-    async def read_watch(self, response: aiohttp.ClientResponse) -> tuple[int, list[dict[str, Any]]]:
+    async def read_watch(
+        self, response: aiohttp.ClientResponse
+    ) -> tuple[int, list[dict[str, Any]]]:
         events = []
         async for line in response.content:
             if line.strip():
@@ -338,9 +453,15 @@ class Replay:
         response.release()
         return response.status, events
 
-    def check_request(self, step: dict[str, Any], status: int, answer: Any, warnings: list[str]) -> list[str]:
+    def check_request(
+        self, step: dict[str, Any], status: int, answer: Any, warnings: list[str]
+    ) -> list[str]:
         expected = step["response"]
-        diffs = [] if status == expected["status"] else [f"status {status}, expected {expected['status']}"]
+        diffs = (
+            []
+            if status == expected["status"]
+            else [f"status {status}, expected {expected['status']}"]
+        )
         if self.name != "server-side-apply.json":
             answer = drop_managed_fields(answer)
         if "as a set" in step["note"] and isinstance(expected["body"], dict):
@@ -352,8 +473,14 @@ class Replay:
             diffs.append(f"warnings {warnings}, expected {want_warnings}")
         return diffs
 
-    def check_watch(self, step: dict[str, Any], status: int, events: list[dict[str, Any]]) -> list[str]:
-        diffs = [] if status == step["httpStatus"] else [f"HTTP {status}, expected {step['httpStatus']}"]
+    def check_watch(
+        self, step: dict[str, Any], status: int, events: list[dict[str, Any]]
+    ) -> list[str]:
+        diffs = (
+            []
+            if status == step["httpStatus"]
+            else [f"HTTP {status}, expected {step['httpStatus']}"]
+        )
         got_types = [e["type"] for e in events]
         want_types = [e["type"] for e in step["events"]]
         if got_types != want_types:
@@ -361,7 +488,9 @@ class Replay:
         for i, (want, got) in enumerate(zip(step["events"], events, strict=True)):
             complete = want["type"] in ("BOOKMARK", "ERROR")
             obj = drop_managed_fields(got["object"])
-            diffs += compare(want["object"], obj, self.bindings, f"events[{i}]", subset=not complete)
+            diffs += compare(
+                want["object"], obj, self.bindings, f"events[{i}]", subset=not complete
+            )
         return diffs
 
 
@@ -370,7 +499,10 @@ async def _run(name: str) -> dict[str, list[str]]:
     steps = transcript["steps"]
     opener = {action: s for s in steps if "watch" in s for action in s.get("actions", [])}
     setup = SETUP.get(name, {})
-    async with Emulator() as emulator, aiohttp.ClientSession(headers={"Authorization": f"Bearer {emulator.token}"}) as session:
+    async with (
+        Emulator() as emulator,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {emulator.token}"}) as session,
+    ):
         replay = Replay(name, emulator, session)
         for action in setup.get("", []):
             await action(replay)
@@ -393,10 +525,16 @@ async def _run(name: str) -> dict[str, list[str]]:
                 if fix is not None:
                     body = {**body, fix[0]: {**body[fix[0]], fix[1]: fix[2]}}
                 status, answer, warnings = await replay.request(
-                    request["method"], replay.substitute(request["path"]), query=replay.substitute(request.get("query") or {}),
-                    body=replay.substitute(body), content_type=request.get("contentType"), accept=request.get("accept"),
+                    request["method"],
+                    replay.substitute(request["path"]),
+                    query=replay.substitute(request.get("query") or {}),
+                    body=replay.substitute(body),
+                    content_type=request.get("contentType"),
+                    accept=request.get("accept"),
                 )
-                replay.results[sid] = replay.check_request(step, status, answer, [_warning_text(w) for w in warnings])
+                replay.results[sid] = replay.check_request(
+                    step, status, answer, [_warning_text(w) for w in warnings]
+                )
             except Exception as exc:  # a broken step must not hide the others
                 replay.results[sid] = [f"replay error: {type(exc).__name__}: {exc}"]
         return replay.results

@@ -22,7 +22,9 @@ async def emulator() -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def core(emulator: Emulator) -> AsyncIterator[client.CoreV1Api]:
     configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(emulator.kubeconfig_path), client_configuration=configuration)
+    await config.load_kube_config(
+        config_file=str(emulator.kubeconfig_path), client_configuration=configuration
+    )
     async with client.ApiClient(configuration) as api_client:
         yield client.CoreV1Api(api_client)
 
@@ -30,7 +32,9 @@ async def core(emulator: Emulator) -> AsyncIterator[client.CoreV1Api]:
 def _pod(name: str) -> client.V1Pod:
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels={"app": "demo"}),
-        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="registry.k8s.io/pause:3.10")]),
+        spec=client.V1PodSpec(
+            containers=[client.V1Container(name="c", image="registry.k8s.io/pause:3.10")]
+        ),
     )
 
 
@@ -48,7 +52,10 @@ async def test_kubernetes_asyncio_watch_sees_a_created_pod(core: client.CoreV1Ap
     async def follow() -> None:
         async with watch.Watch() as stream:
             async for event in stream.stream(
-                core.list_namespaced_pod, "default", resource_version=listed.metadata.resource_version, timeout_seconds=5
+                core.list_namespaced_pod,
+                "default",
+                resource_version=listed.metadata.resource_version,
+                timeout_seconds=5,
             ):
                 seen.append((event["type"], event["object"].metadata.name))
                 return
@@ -70,13 +77,26 @@ async def test_kubernetes_asyncio_gets_not_found_as_api_exception(core: client.C
 async def test_kubectl_get_nodes_works(emulator: Emulator) -> None:
     kubeconfig = str(emulator.kubeconfig_path)
     create = await asyncio.create_subprocess_exec(
-        "kubectl", "--kubeconfig", kubeconfig, "create", "-f", "-",
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        "kubectl",
+        "--kubeconfig",
+        kubeconfig,
+        "create",
+        "-f",
+        "-",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     _, err = await create.communicate(b"apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n")
     assert create.returncode == 0, err.decode()
     get = await asyncio.create_subprocess_exec(
-        "kubectl", "--kubeconfig", kubeconfig, "get", "nodes", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        "kubectl",
+        "--kubeconfig",
+        kubeconfig,
+        "get",
+        "nodes",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     out, err = await get.communicate()
     assert get.returncode == 0, err.decode()
