@@ -101,3 +101,27 @@ async def test_kubectl_get_nodes_works(emulator: Emulator) -> None:
     out, err = await get.communicate()
     assert get.returncode == 0, err.decode()
     assert "n1" in out.decode()
+
+
+async def test_phalanx_emulator_announces_a_kubeconfig_and_loads_our_crds() -> None:
+    from pathlib import Path
+
+    from emulator.cli import manifests_in, serve
+
+    lines: list[str] = []
+    stop = asyncio.Event()
+    crds = manifests_in([Path(__file__).parents[2] / "crds"])
+
+    def announce(line: str) -> None:
+        lines.append(line)
+        if line.endswith("kubeconfig"):
+            stop.set()
+
+    await asyncio.wait_for(
+        serve(port=0, tls=True, manifests=crds, announce=announce, stop=stop), 30
+    )
+    assert lines[-1].endswith("kubeconfig") and Path(lines[-1]).exists()
+    assert [line.split()[1] for line in lines[:-1]] == [
+        "gangjobs.phalanx.dev",
+        "queues.phalanx.dev",
+    ]
