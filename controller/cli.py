@@ -386,6 +386,34 @@ def policies_command(
         console.print(Text(f"plug-in {name} is unusable: ", style="red") + Text(problem))
 
 
+@app.command("emulator")
+def emulator_command(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 0,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            help="Serve HTTPS with a throwaway CA (kubectl sends tokens only over HTTPS)."
+        ),
+    ] = True,
+    load: Annotated[
+        list[Path] | None, typer.Option(help="YAML manifests (files or directories) to create.")
+    ] = None,
+) -> None:
+    """Run the in-process Kubernetes API emulator; prints the kubeconfig path."""
+    import asyncio
+    import contextlib
+
+    from emulator.cli import manifests_in, serve
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve(port=port, tls=tls, manifests=manifests_in(load or []), announce=announce)
+        )
+
+
 @app.command("crds")
 def crds(
     out: Annotated[Path, typer.Option(help="Directory for the CRD manifests.")] = Path("crds"),

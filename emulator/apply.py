@@ -1,0 +1,232 @@
+"""Field ownership (`metadata.managedFields`) and server-side apply.
+
+Simplified to what clients meet: ownership is tracked per map key path; lists are atomic
+(owned as a whole). An Update takes the fields it changes; an Apply owns exactly the fields
+of its configuration, conflicts with other owners of a field whose value it would change
+(unless forced), shares fields set to the same value, and removes fields it dropped that
+nobody else owns.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from emulator.clock import now_time
+from emulator.errors import error
+from emulator.patch import merge_patch
+
+Obj = dict[str, Any]
+Path = tuple[str, ...]
+
+_SKIP_TOP = ("apiVersion", "kind", "status")
+_META_OWNED = ("labels", "annotations", "finalizers", "ownerReferences")
+
+
+def leaves(obj: Obj, *, include_status: bool = False) -> dict[Path, Any]:
+    """Owned paths -> values: map keys recursively, lists and scalars (and {}) as leaves."""
+    result: dict[Path, Any] = {}
+
+    def walk(value: Any, path: Path) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(item, (*path, key))
+        else:
+            result[path] = value
+
+    for key, value in obj.items():
+        if key in ("apiVersion", "kind") or (key == "status" and not include_status):
+            continue
+        if key == "metadata":
+            for meta_key in _META_OWNED:
+                if meta_key in value:
+                    walk(value[meta_key], ("metadata", meta_key))
+            continue
+        walk(value, (key,))
+    return result
+
+
+def to_fields_v1(paths: list[Path]) -> Obj:
+    root: Obj = {}
+    for path in paths:
+        node = root
+        for part in path:
+            node = node.setdefault(f"f:{part}", {})
+    return root
+
+
+def from_fields_v1(fields: Obj) -> set[Path]:
+    paths: set[Path] = set()
+
+    def walk(node: Obj, path: Path) -> None:
+        if not node and path:
+            paths.add(path)
+        for key, child in node.items():
+            if key.startswith("f:"):
+                walk(child, (*path, key[2:]))
+            elif key == ".":
+                paths.add(path)
+
+    walk(fields, ())
+    return paths
+
+
+def _entry(
+    manager: str, operation: str, api_version: str, paths: set[Path], time: str | None = None
+) -> Obj:
+    entry: Obj = {
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version,
+        "time": time or now_time(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(sorted(paths)),
+    }
+    return entry
+
+
+def _owned(obj: Obj) -> list[tuple[Obj, set[Path]]]:
+    return [
+        (e, from_fields_v1(e.get("fieldsV1") or {}))
+        for e in obj["metadata"].get("managedFields") or []
+    ]
+
+
+def _get(obj: Any, path: Path) -> Any:
+    for part in path:
+        if not isinstance(obj, dict) or part not in obj:
+            return _ABSENT
+        obj = obj[part]
+    return obj
+
+
+_ABSENT = object()
+
+
+def _covers(owned: set[Path], path: Path) -> bool:
+    return any(path[: len(p)] == p or p[: len(path)] == path for p in owned)
+
+
+def record_update(
+    new: Obj, old: Obj | None, manager: str, api_version: str, subresource: str = ""
+) -> None:
+    """Give `manager` (operation Update) the fields this write changed; drop removed ones."""
+    before = leaves(old, include_status=bool(subresource)) if old else {}
+    after = leaves(new, include_status=bool(subresource))
+    changed = {p for p, v in after.items() if before.get(p, _ABSENT) != v}
+    removed = {p for p in before if p not in after}
+    entries = [] if old is None else _owned(old)
+    kept: list[Obj] = []
+    mine_at: int | None = None
+    mine: set[Path] = set()
+    for entry, paths in entries:
+        remaining = {p for p in paths if not _covers(changed | removed, p)}
+        if (
+            entry["manager"] == manager
+            and entry["operation"] == "Update"
+            and entry.get("subresource", "") == subresource
+        ):
+            mine, mine_at = remaining | changed, len(kept)
+            if mine == paths:
+                kept.append(entry)
+            elif mine:
+                kept.append(_entry(manager, "Update", api_version, mine))
+                if subresource:
+                    kept[-1]["subresource"] = subresource
+            continue
+        if remaining != paths:
+            entry = {**entry, "fieldsV1": to_fields_v1(sorted(remaining))}
+        if remaining:
+            kept.append(entry)
+    if mine_at is None and changed:
+        entry = _entry(manager, "Update", api_version, changed)
+        if subresource:
+            entry["subresource"] = subresource
+        kept.append(entry)
+    if kept or new["metadata"].get("managedFields") is not None:
+        new["metadata"]["managedFields"] = kept
+
+
+def apply(live: Obj | None, config: Obj, manager: str, force: bool, api_version: str) -> Obj:
+    """The object after `manager` applies `config`; 409 on conflicts unless forced."""
+    wanted = leaves(config)
+    wanted_paths = set(wanted)
+    base: Obj = copy.deepcopy(live) if live is not None else {"metadata": {}}
+    entries = _owned(base) if live is not None else []
+    conflicts: list[tuple[str, str, Path]] = []
+    for entry, paths in entries:
+        if entry["manager"] == manager and entry["operation"] == "Apply":
+            continue
+        for path in sorted(paths & wanted_paths):
+            if _get(base, path) != wanted[path]:
+                who = f'"{entry["manager"]}"'
+                if entry["operation"] == "Update":
+                    who += f" using {entry['apiVersion']}"
+                conflicts.append((who, entry["manager"], path))
+    if conflicts and not force:
+        raise _conflict_error(conflicts)
+    previous: set[Path] = set()
+    result_entries: list[Obj] = []
+    taken = {path for _, _, path in conflicts}
+    for entry, paths in entries:
+        if entry["manager"] == manager and entry["operation"] == "Apply":
+            previous = paths
+            result_entries.append(entry)
+            continue
+        remaining = paths - taken
+        if remaining != paths:
+            entry = {**entry, "fieldsV1": to_fields_v1(sorted(remaining))}
+        if remaining:
+            result_entries.append(entry)
+    others = set().union(
+        *(
+            from_fields_v1(e["fieldsV1"])
+            for e in result_entries
+            if not (e["manager"] == manager and e["operation"] == "Apply")
+        )
+    )
+    merged = merge_patch(base, {k: v for k, v in config.items() if k != "metadata"})
+    meta_patch = {k: v for k, v in (config.get("metadata") or {}).items() if k in _META_OWNED}
+    merged["metadata"] = merge_patch(merged.get("metadata") or {}, meta_patch)
+    for path in previous - wanted_paths:
+        if path not in others and not any(p[: len(path)] == path for p in wanted_paths):
+            _remove(merged, path)
+    own = _entry(manager, "Apply", api_version, wanted_paths)
+    for i, entry in enumerate(result_entries):
+        if entry["manager"] == manager and entry["operation"] == "Apply":
+            if from_fields_v1(entry["fieldsV1"]) == wanted_paths:
+                own["time"] = entry["time"]
+            result_entries[i] = own
+            break
+    else:
+        result_entries.append(own)
+    merged["metadata"]["managedFields"] = result_entries
+    result: Obj = merged
+    return result
+
+
+def _remove(obj: Obj, path: Path) -> None:
+    node: Any = obj
+    for part in path[:-1]:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+    node.pop(path[-1], None)
+
+
+def _conflict_error(conflicts: list[tuple[str, str, Path]]) -> Exception:
+    def dotted(path: Path) -> str:
+        return "".join(f".{p}" for p in path)
+
+    causes = [
+        {"reason": "FieldManagerConflict", "message": f"conflict with {who}", "field": dotted(path)}
+        for who, _, path in conflicts
+    ]
+    if len(conflicts) == 1:
+        who, _, path = conflicts[0]
+        message = f"Apply failed with 1 conflict: conflict with {who}: {dotted(path)}"
+    else:
+        lines = "".join(f"\n- {dotted(path)}" for _, _, path in conflicts)
+        count = len(conflicts)
+        message = f"Apply failed with {count} conflicts: conflicts with {conflicts[0][0]}:{lines}"
+    return error(409, message, "Conflict", {"causes": causes})
