@@ -362,19 +362,25 @@ class Placer:
         uid = plan.gang.uid
         device_ok = domain.device_filter if domain and domain.device_filter else _any_device
         placed: list[PodPlacement] = []
-        for demand in demands:
-            ps = demand.pod_set
-            eligible = state.eligible_nodes(ps.node_selector, ps.tolerations)
-            if domain is not None:
-                eligible = eligible & domain.nodes
-            for index in range(ps.count):
-                pod = self._place_pod(demand, index, eligible, descending, device_ok)
-                if pod is None:
-                    for p in reversed(placed):
-                        state.release_pod(uid, p)
-                    return None, _Failure(demand, index, ps.count, domain)
-                state.apply_pod(uid, pod)
-                placed.append(pod)
+        try:
+            for demand in demands:
+                ps = demand.pod_set
+                eligible = state.eligible_nodes(ps.node_selector, ps.tolerations)
+                if domain is not None:
+                    eligible = eligible & domain.nodes
+                for index in range(ps.count):
+                    pod = self._place_pod(demand, index, eligible, descending, device_ok)
+                    if pod is None:
+                        for p in reversed(placed):
+                            state.release_pod(uid, p)
+                        return None, _Failure(demand, index, ps.count, domain)
+                    state.apply_pod(uid, pod)
+                    placed.append(pod)
+        except BaseException:
+            # A plug-in fault or a selector error mid-way: leave nothing of this attempt.
+            for p in reversed(placed):
+                state.release_pod(uid, p)
+            raise
         return tuple(placed), None
 
     def _place_pod(
