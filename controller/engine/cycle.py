@@ -144,7 +144,7 @@ class Engine:
             if uid in ledger.evicted or uid not in state.pending:
                 continue
             result.considered += 1
-            decision = self._guard.decide(ledger, self._consider, gang, placer, ctx, result)
+            decision = self._guard.decide(ledger, gang, self._consider, placer, ctx, result)
             if decision is None:
                 observe(gang, False)
                 continue

@@ -7,8 +7,8 @@ Two layers:
   not offered), becomes a `PolicyFault` naming the policy. An ordering policy that fails
   is not asked again in that cycle: the remaining pending gangs follow the built-in order
   (priority, then age, then uid), and the fault is reported in `CycleResult.faults`.
-- Each gang is decided under `Guard.decide`: whatever raises (a fault, a request selector
-  that does not compile) leaves that one gang pending with the reason, after undoing
+- Each gang is decided under `Guard.decide`: a request selector that does not compile, or
+  whatever raises (a fault), leaves that one gang pending with the reason, after undoing
   exactly what its decision had applied (its admission, victims it evicted; pods placed
   by an unfinished placement attempt are released by the placer itself). Gangs admitted
   earlier in the cycle stay in the ledger to be committed or rolled back.
@@ -20,8 +20,9 @@ import math
 import reprlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
+from controller.engine.cel import SelectorError, compile_selector
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang, Topology
 from controller.engine.placement import Domain
@@ -43,6 +44,8 @@ _short.maxother = 60
 _CACHE_LIMIT = 1024
 """Guarded stand-ins kept per engine; a plug-in that makes new policies on every call
 gets its cache dropped rather than grown forever."""
+_SELECTOR_MEMO_LIMIT = 1 << 16
+"""Gangs whose selectors were checked; dropped wholesale when full (cheap to redo)."""
 
 
 class PolicyFault(Exception):
@@ -265,6 +268,23 @@ def _fault(kind: str, policy: object, method: str, exc: Exception) -> PolicyFaul
     return PolicyFault(kind, policy, f"{method} raised {describe(exc)}")
 
 
+def _selector_problem(gang: Gang) -> str | None:
+    for ps in gang.pod_sets:
+        for claim in ps.claims:
+            for req in claim.spec.requests:
+                for sub in req.alternatives:
+                    name = f"{req.name}/{sub.name}" if req.first_available else req.name
+                    for i, expr in enumerate(sub.selectors):
+                        where = (
+                            f"pod set {ps.name}: claim {claim.name}: request {name}: selectors[{i}]"
+                        )
+                        try:
+                            compile_selector(expr, where=where)
+                        except SelectorError as err:
+                            return " ".join(str(err).split())
+    return None
+
+
 class Guard:
     """An engine's guarded stand-ins (kept, so plans built in one cycle stay valid in the
     next) and the per-gang decision guard."""
@@ -272,6 +292,16 @@ class Guard:
     def __init__(self) -> None:
         self._placements: dict[int, tuple[PlacementPolicy, SafePlacement]] = {}
         self._preemptions: dict[int, tuple[PreemptionPolicy, SafePreemption]] = {}
+        self._selectors: dict[str, tuple[Gang, str | None]] = {}
+
+    def selector_problem(self, gang: Gang) -> str | None:
+        """Why a request selector of `gang` cannot be compiled, or None (remembered)."""
+        hit = self._selectors.get(gang.uid)
+        if hit is None or hit[0] is not gang:
+            if len(self._selectors) >= _SELECTOR_MEMO_LIMIT:
+                self._selectors.clear()
+            hit = self._selectors[gang.uid] = (gang, _selector_problem(gang))
+        return hit[1]
 
     def placement(self, inner: PlacementPolicy) -> SafePlacement:
         if isinstance(inner, SafePlacement):
@@ -304,18 +334,29 @@ class Guard:
         finally:
             engine.ordering, engine.preemption, engine.placement = ordering, preemption, placement
 
-    @staticmethod
-    def decide(ledger: Ledger, run: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | str:
-        """`run(...)`, or, if it raises, the reason the gang stays pending after what it had
-        applied is undone: its admission rolled back, victims it evicted restored."""
+    def decide(
+        self,
+        ledger: Ledger,
+        gang: Gang,
+        run: Callable[Concatenate[Gang, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T | str:
+        """`run(gang, ...)`, or the reason the gang stays pending: a request selector that
+        does not compile (checked first, once per gang), or whatever `run` raised, after
+        what it had applied is undone (its admission rolled back, its victims restored)."""
+        problem = self.selector_problem(gang)
+        if problem is not None:
+            return problem
         mark = ledger.open_count()
         try:
-            return run(*args, **kwargs)
+            return run(gang, *args, **kwargs)
         except Exception as exc:
             for uid in reversed(ledger.opened_since(mark)):
                 if ledger.is_open(uid):
                     ledger.rollback(uid)
             ledger.restore_loose()
-            if isinstance(exc, PolicyFault | InvalidInput):
-                return str(exc)
-            return f"could not be decided: {describe(exc)}"
+            reason = str(exc) if isinstance(exc, PolicyFault | InvalidInput) else describe(exc)
+            if not isinstance(exc, PolicyFault | InvalidInput):
+                reason = f"could not be decided: {reason}"
+            return " ".join(reason.split())  # one line (CEL parse errors span several)

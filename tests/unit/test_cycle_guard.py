@@ -42,7 +42,10 @@ def test_a_request_selector_that_does_not_compile_leaves_only_that_gang_pending(
     result = Engine(state).cycle(now=0)
     kind, reason = outcome(result, "bad")
     assert kind is Outcome.PENDING
-    assert "CEL expression does not compile" in reason
+    assert reason.startswith(
+        "pod set worker: claim gpu: request gpus: selectors[0]: CEL expression does not compile"
+    )
+    assert "\n" not in reason
     assert admitted(result) == ["ok"]
     assert state.violations() == []
 
