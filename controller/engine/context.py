@@ -12,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from controller.engine.cel import SelectorError
+from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang
 from controller.engine.placement import GangPlan, Placer, device_budget, reservation_charge
+from controller.engine.reservation import Reservation
 
 if TYPE_CHECKING:
     from controller.engine.ledger import Ledger
@@ -43,15 +46,21 @@ class CycleContext:
 
     def fits(self, gang: Gang, without: Sequence[str] = ()) -> bool:
         """Would `gang` pass queue, quota and placement with `without` evicted? Changes
-        nothing."""
+        nothing, even when it raises (`without` naming a gang that is not admitted)."""
         state = self.state
         self.probes += 1
         if state.queue_blocker(gang) is not None:
             return False
         stamp = (state.capacity_epoch, state.admission_generation)
-        released = [(state.admitted_gangs[uid], state.release(uid)) for uid in without]
+        released: list[tuple[Gang, Reservation]] = []
         try:
+            for uid in without:
+                if uid not in state.admitted:
+                    raise InvalidInput("fits", f"{uid!r} is not an admitted gang")
+                released.append((state.admitted_gangs[uid], state.release(uid)))
             return self._fits_now(gang)
+        except SelectorError:
+            return False  # a request selector that does not compile: the gang never fits
         finally:
             for victim, res in reversed(released):
                 state.restore(victim, res)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from controller.engine.context import CycleContext
+from controller.engine.guard import Guard
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
 from controller.engine.placement import (
@@ -75,6 +76,9 @@ class CycleResult:
     wake_at: float | None = None
     """When a preemption refused now may succeed with no other change (a victim's
     protection ends): the driver should run a cycle then."""
+    faults: list[str] = field(default_factory=list)
+    """Plug-in faults that belong to no one gang (an ordering policy that failed), one
+    line each; a fault while deciding a gang is that gang's pending reason instead."""
 
     @property
     def admitted(self) -> list[Decision]:
@@ -107,6 +111,7 @@ class Engine:
     _failed_gangs: dict[str, _Memo] = field(default_factory=dict)
     _failed_preemption: dict[str, _Memo] = field(default_factory=dict)
     _searched_queues: set[str] = field(default_factory=set)
+    _guard: Guard = field(default_factory=Guard)
 
     def plan(self, gang: Gang) -> GangPlan:
         plan = self._plans.get(gang.uid)
@@ -120,8 +125,16 @@ class Engine:
     def cycle(self, now: float | None = None) -> CycleResult:
         """Try every pending gang once, in policy order; decisions are deterministic.
 
-        `now` sets the state's clock first (waiting times, attained service).
+        `now` sets the state's clock first (waiting times, attained service). Always
+        returns: a plug-in fault or a bad gang leaves that gang pending with the reason
+        (see `guard`), and the cycle goes on.
         """
+        with self._guard.guarding(self) as faults:
+            result = self._cycle(now)
+        result.faults = faults
+        return result
+
+    def _cycle(self, now: float | None) -> CycleResult:
         state = self.state
         if now is not None:
             state.now = now
@@ -131,23 +144,18 @@ class Engine:
         result = CycleResult([], ledger)
         failed = self._failed_gangs
         observe = self.ordering.observe
-        could_help = self.preemption.could_help
         self._searched_queues.clear()
         for gang in self.ordering.order(ctx):
             uid = gang.uid
             if uid in ledger.evicted or uid not in state.pending:
                 continue
             result.considered += 1
-            memo = failed.get(uid)
-            if memo is not None and self._still_fails(memo, gang):
-                if memo.kind == "queue" or not could_help(state, gang):
-                    result.skipped += 1
-                    observe(gang, False)
-                    continue
-                first = Decision(uid, Outcome.PENDING, memo.reason)
-                decision = self._preempt(gang, self.plan(gang), placer, ctx, result, first)
-            else:
-                decision = self._decide(gang, placer, ctx, result)
+            decision = self._guard.decide(ledger, gang, self._consider, placer, ctx, result)
+            if decision is None:
+                observe(gang, False)
+                continue
+            if isinstance(decision, str):
+                decision = Decision(uid, Outcome.PENDING, decision)
             observe(gang, decision.outcome is Outcome.ADMITTED)
             if decision.outcome is Outcome.ADMITTED:
                 self.reasons.pop(uid, None)
@@ -158,6 +166,19 @@ class Engine:
                 result.decisions.append(decision)
         self._forget_gone(len(state.pending))
         return result
+
+    def _consider(
+        self, gang: Gang, placer: Placer, ctx: CycleContext, result: CycleResult
+    ) -> Decision | None:
+        """Decide one gang, or None when a recorded failure still holds (skipped)."""
+        memo = self._failed_gangs.get(gang.uid)
+        if memo is not None and self._still_fails(memo, gang):
+            if memo.kind == "queue" or not self.preemption.could_help(self.state, gang):
+                result.skipped += 1
+                return None
+            first = Decision(gang.uid, Outcome.PENDING, memo.reason)
+            return self._preempt(gang, self.plan(gang), placer, ctx, result, first)
+        return self._decide(gang, placer, ctx, result)
 
     def _forget_gone(self, pending: int) -> None:
         """Keep memo tables proportional to the backlog: drop what no pending gang needs."""

@@ -34,14 +34,21 @@ class Ledger:
         self.unrestorable: list[str] = []
         """Victims whose eviction was undone but whose reservation no longer held: still
         running in the cluster, pending here; the controller must evict them for real."""
+        self._loose: dict[str, tuple[Gang, Reservation]] = {}
+        """Evicted, but neither restored nor attached to an admission yet."""
 
     def evict(self, victims: list[str]) -> list[tuple[Gang, Reservation]]:
-        """Tentatively release whole admitted gangs; they go back to pending."""
+        """Tentatively release whole admitted gangs; they go back to pending. Refuses,
+        changing nothing, a list naming a gang that is not admitted or one twice."""
+        admitted = self.state.admitted_gangs
+        if len(set(victims)) != len(victims) or not all(uid in admitted for uid in victims):
+            raise InvalidInput("eviction", f"victims must be distinct admitted gangs: {victims}")
         out = []
         for uid in victims:
-            gang = self.state.admitted_gangs[uid]
+            gang = admitted[uid]
             out.append((gang, self.state.release(uid, requeue=True)))
             self.evicted.add(uid)
+            self._loose[uid] = out[-1]
         return out
 
     def restore(self, evicted: list[tuple[Gang, Reservation]]) -> list[str]:
@@ -49,12 +56,17 @@ class Ledger:
         changed meanwhile) stays pending. Returns those victims."""
         lost: list[str] = []
         for gang, res in reversed(evicted):
+            self._loose.pop(gang.uid, None)
             try:
                 self.state.restore(gang, res, undo=True)
             except ReservationConflict:
                 lost.append(gang.uid)
             self.evicted.discard(gang.uid)
         return lost
+
+    def restore_loose(self) -> None:
+        """Undo evictions that no admission took over (a decision that did not finish)."""
+        self.unrestorable.extend(self.restore(list(self._loose.values())))
 
     def admit(
         self,
@@ -67,16 +79,25 @@ class Ledger:
         reservation = Reservation(gang.uid, gang.queue, pods, charge, admitted_at=self.state.now)
         since = self.state.pending_since.get(gang.uid)
         self.state.admit(gang, reservation)
+        entry = self._open[gang.uid] = _Entry(gang, reservation, list(evicted or ()), since)
+        for victim, _ in entry.evicted:
+            self._loose.pop(victim.uid, None)
         quota = self.state.quota
         borrowed = {r: b for r in sorted(charge) if (b := quota.borrowed(gang.queue, r))}
         if borrowed:
-            reservation = replace(reservation, borrowed=borrowed)
+            reservation = entry.reservation = replace(reservation, borrowed=borrowed)
             self.state.admitted[gang.uid] = reservation
-        self._open[gang.uid] = _Entry(gang, reservation, list(evicted or ()), since)
         return reservation
 
     def open_uids(self) -> list[str]:
         return list(self._open)
+
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def opened_since(self, count: int) -> list[str]:
+        """Reservations made after `open_count()` returned `count`, oldest first."""
+        return list(self._open)[count:]
 
     def is_open(self, uid: str) -> bool:
         """Admitted in this cycle and not yet committed: never a preemption victim."""

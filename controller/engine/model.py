@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from controller.engine import validation as check
 from controller.engine.errors import InvalidInput
+from controller.engine.quantity import parse_quantity
 
 Resources = Mapping[str, int]
 """Resource name -> integer amount in canonical units."""
@@ -32,21 +34,6 @@ def device_quota_resource(device_class: str) -> str:
     return DEVICE_QUOTA_PREFIX + device_class
 
 
-def _check_name(value: str, where: str) -> None:
-    if not value:
-        raise InvalidInput(where, "must not be empty")
-
-
-def _check_resources(res: Resources, where: str) -> None:
-    for name, amount in res.items():
-        if not name:
-            raise InvalidInput(where, "resource name must not be empty")
-        if not isinstance(amount, int) or isinstance(amount, bool):
-            raise InvalidInput(f"{where}[{name}]", f"must be an integer, got {amount!r}")
-        if amount < 0:
-            raise InvalidInput(f"{where}[{name}]", f"must not be negative, got {amount}")
-
-
 def qualify(name: str, driver: str) -> str:
     """Qualify an attribute or capacity name with the driver's domain, as DRA does."""
     return name if "/" in name else f"{driver}/{name}"
@@ -58,20 +45,59 @@ class Version:
 
     text: str
 
+    def __post_init__(self) -> None:
+        check.name(self.text, "version")
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class TolerationOperator(StrEnum):
+    EQUAL = "Equal"
+    EXISTS = "Exists"
+
 
 @dataclass(frozen=True, slots=True)
 class Taint:
     key: str
     value: str = ""
-    effect: str = "NoSchedule"
+    effect: TaintEffect = TaintEffect.NO_SCHEDULE
+
+    def __post_init__(self) -> None:
+        check.name(self.key, "taint.key")
+        check.text(self.value, f"taint {self.key}: value")
+        effect = check.choice(TaintEffect, self.effect, f"taint {self.key}: effect")
+        object.__setattr__(self, "effect", effect)
 
 
 @dataclass(frozen=True, slots=True)
 class Toleration:
+    """Kubernetes rules: Exists takes no value; an empty key needs Exists; an empty effect
+    matches every effect."""
+
     key: str = ""
-    operator: str = "Equal"
+    operator: TolerationOperator = TolerationOperator.EQUAL
     value: str = ""
-    effect: str = ""
+    effect: TaintEffect | str = ""
+
+    def __post_init__(self) -> None:
+        where = f"toleration {self.key!r}"
+        check.text(self.key, f"{where}: key")
+        check.text(self.value, f"{where}: value")
+        op = check.choice(TolerationOperator, self.operator, f"{where}: operator")
+        object.__setattr__(self, "operator", op)
+        if self.effect != "":
+            effect = check.choice(TaintEffect, self.effect, f"{where}: effect")
+            object.__setattr__(self, "effect", effect)
+        if op is TolerationOperator.EXISTS and self.value:
+            raise InvalidInput(
+                f"{where}: value", f"must be empty with operator Exists, got {self.value!r}"
+            )
+        if not self.key and op is not TolerationOperator.EXISTS:
+            raise InvalidInput(f"{where}: operator", "must be Exists when the key is empty")
 
     def tolerates(self, taint: Taint) -> bool:
         """Kubernetes toleration matching: empty key with Exists tolerates everything."""
@@ -93,8 +119,12 @@ class Node:
     unschedulable: bool = False
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "node.name")
-        _check_resources(self.allocatable, f"node {self.name}: allocatable")
+        check.name(self.name, "node.name")
+        where = f"node {self.name}"
+        check.resources(self.allocatable, f"{where}: allocatable")
+        check.labels(self.labels, f"{where}: labels")
+        check.tuple_of(Taint, self.taints, f"{where}: taints")
+        check.flag(self.unschedulable, f"{where}: unschedulable")
 
     def blocking_taints(self, tolerations: tuple[Toleration, ...]) -> list[Taint]:
         """Taints with a scheduling effect that no toleration covers."""
@@ -123,15 +153,30 @@ class Device:
     shareable: bool = False
 
     def __post_init__(self) -> None:
-        _check_name(self.driver, "device.driver")
-        _check_name(self.pool, f"device {self.driver}: pool")
-        _check_name(self.name, f"device {self.driver}/{self.pool}: name")
-        for key in (*self.attributes, *self.capacity):
-            if "/" not in key or not _QUALIFIED.match(key):
+        check.name(self.driver, "device.driver")
+        check.name(self.pool, f"device {self.driver}: pool")
+        check.name(self.name, f"device {self.driver}/{self.pool}: name")
+        where = f"device {self.key_text}"
+        check.optional_name(self.node, f"{where}: node")
+        check.flag(self.shareable, f"{where}: shareable")
+        for fname in ("attributes", "capacity"):
+            if not isinstance(getattr(self, fname), Mapping):
                 raise InvalidInput(
-                    f"device {self.key_text}",
-                    f"attribute/capacity name {key!r} must be qualified as domain/name",
+                    f"{where}: {fname}", f"must be a map, got {getattr(self, fname)!r}"
                 )
+        for key in (*self.attributes, *self.capacity):
+            if not isinstance(key, str) or "/" not in key or not _QUALIFIED.match(key):
+                raise InvalidInput(
+                    where, f"attribute/capacity name {key!r} must be qualified as domain/name"
+                )
+        for key, value in self.attributes.items():
+            if not isinstance(value, bool | int | str | Version):
+                raise InvalidInput(
+                    f"{where}: attributes[{key}]",
+                    f"must be a bool, int, string or Version, got {value!r}",
+                )
+        for key, amount in self.capacity.items():
+            parse_quantity(amount, where=f"{where}: capacity[{key}]")
 
     @property
     def key(self) -> DeviceKey:
@@ -181,7 +226,12 @@ class ResourceSlice:
         return ResourceSlice(name, driver, node, node, devices)
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "resourceSlice.name")
+        check.name(self.name, "resourceSlice.name")
+        where = f"resourceSlice {self.name}"
+        check.name(self.driver, f"{where}: driver")
+        check.name(self.pool, f"{where}: pool")
+        check.optional_name(self.node, f"{where}: node")
+        check.tuple_of(Device, self.devices, f"{where}: devices")
         seen: set[str] = set()
         for d in self.devices:
             if d.driver != self.driver or d.pool != self.pool or d.node != self.node:
@@ -204,7 +254,8 @@ class DeviceClass:
     selectors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "deviceClass.name")
+        check.name(self.name, "deviceClass.name")
+        check.tuple_of(str, self.selectors, f"deviceClass {self.name}: selectors")
 
 
 class AllocationMode(StrEnum):
@@ -223,10 +274,14 @@ class DeviceSubRequest:
     count: int = 1
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "request.name")
-        _check_name(self.device_class, f"request {self.name}: deviceClassName")
-        if self.mode is AllocationMode.EXACT_COUNT and self.count < 1:
-            raise InvalidInput(f"request {self.name}: count", f"must be >= 1, got {self.count}")
+        check.name(self.name, "request.name")
+        where = f"request {self.name}"
+        check.name(self.device_class, f"{where}: deviceClassName")
+        check.tuple_of(str, self.selectors, f"{where}: selectors")
+        mode = check.choice(AllocationMode, self.mode, f"{where}: allocationMode")
+        object.__setattr__(self, "mode", mode)
+        least = 1 if mode is AllocationMode.EXACT_COUNT else 0
+        check.integer(self.count, f"{where}: count", least, check.INT32_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +293,9 @@ class DeviceRequest:
     first_available: bool = False
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "request.name")
+        check.name(self.name, "request.name")
+        check.tuple_of(DeviceSubRequest, self.alternatives, f"request {self.name}: alternatives")
+        check.flag(self.first_available, f"request {self.name}: firstAvailable")
         if not self.alternatives:
             raise InvalidInput(f"request {self.name}", "needs `exactly` or `firstAvailable`")
         if not self.first_available and len(self.alternatives) != 1:
@@ -264,6 +321,10 @@ class MatchAttribute:
     attribute: str
     requests: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        check.name(self.attribute, "claim.constraints.matchAttribute")
+        check.tuple_of(str, self.requests, "claim.constraints.requests")
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimSpec:
@@ -273,6 +334,8 @@ class ClaimSpec:
     constraints: tuple[MatchAttribute, ...] = ()
 
     def __post_init__(self) -> None:
+        check.tuple_of(DeviceRequest, self.requests, "claim.requests")
+        check.tuple_of(MatchAttribute, self.constraints, "claim.constraints")
         names = [r.name for r in self.requests]
         if len(set(names)) != len(names):
             raise InvalidInput("claim.requests", f"request names must be unique, got {names}")
@@ -296,6 +359,13 @@ class PodClaim:
     name: str
     spec: ClaimSpec
 
+    def __post_init__(self) -> None:
+        check.name(self.name, "claim.name")
+        if not isinstance(self.spec, ClaimSpec):
+            raise InvalidInput(
+                f"claim {self.name}: spec", f"must be a ClaimSpec, got {self.spec!r}"
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class PodSet:
@@ -309,10 +379,13 @@ class PodSet:
     tolerations: tuple[Toleration, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "podSet.name")
-        if self.count < 1:
-            raise InvalidInput(f"podSet {self.name}: count", f"must be >= 1, got {self.count}")
-        _check_resources(self.requests, f"podSet {self.name}: requests")
+        check.name(self.name, "podSet.name")
+        where = f"podSet {self.name}"
+        check.integer(self.count, f"{where}: count", 1, check.INT32_MAX)
+        check.resources(self.requests, f"{where}: requests")
+        check.tuple_of(PodClaim, self.claims, f"{where}: claims")
+        check.labels(self.node_selector, f"{where}: nodeSelector")
+        check.tuple_of(Toleration, self.tolerations, f"{where}: tolerations")
         claim_names = [c.name for c in self.claims]
         if len(set(claim_names)) != len(claim_names):
             raise InvalidInput(f"podSet {self.name}: claims", "claim names must be unique")
@@ -332,7 +405,10 @@ class Topology:
     device_attribute: bool = False
 
     def __post_init__(self) -> None:
-        _check_name(self.key, "topology.key")
+        check.name(self.key, "topology.key")
+        mode = check.choice(TopologyMode, self.mode, f"topology {self.key}: mode")
+        object.__setattr__(self, "mode", mode)
+        check.flag(self.device_attribute, f"topology {self.key}: deviceAttribute")
         if self.device_attribute and "/" not in self.key:
             raise InvalidInput("topology.key", "a device attribute must be qualified domain/name")
 
@@ -357,14 +433,20 @@ class Gang:
 
     def __post_init__(self) -> None:
         where = f"gang {self.namespace}/{self.name}"
-        _check_name(self.uid, f"{where}: uid")
-        for fname in ("runtime_estimate", "min_runtime", "checkpoint_interval"):
-            v = getattr(self, fname)
-            if v is not None and not v >= 0:
-                raise InvalidInput(f"{where}: {fname}", f"must be >= 0, got {v}")
-        if self.checkpoint_interval == 0:
-            raise InvalidInput(f"{where}: checkpoint_interval", "must be > 0 when set")
-        _check_name(self.queue, f"{where}: queue")
+        check.name(self.uid, f"{where}: uid")
+        check.name(self.name, f"gang {self.uid}: name")
+        check.name(self.namespace, f"gang {self.uid}: namespace")
+        check.name(self.queue, f"{where}: queue")
+        check.integer(self.priority, f"{where}: priority", -check.INT32_MAX - 1, check.INT32_MAX)
+        check.number(self.created, f"{where}: created")
+        check.optional_number(self.runtime_estimate, f"{where}: runtime_estimate", 0)
+        check.number(self.min_runtime, f"{where}: min_runtime", 0)
+        check.optional_number(
+            self.checkpoint_interval, f"{where}: checkpoint_interval", positive=True
+        )
+        if self.topology is not None and not isinstance(self.topology, Topology):
+            raise InvalidInput(f"{where}: topology", f"must be a Topology, got {self.topology!r}")
+        check.tuple_of(PodSet, self.pod_sets, f"{where}: podSets")
         if not self.pod_sets:
             raise InvalidInput(f"{where}: podSets", "needs at least one pod set")
         names = [p.name for p in self.pod_sets]
@@ -390,28 +472,50 @@ class QuotaLimit:
     lending_limit: int | None = None
 
     def __post_init__(self) -> None:
-        for fname in ("nominal", "borrowing_limit", "lending_limit"):
+        check.integer(self.nominal, "quota.nominal", 0)
+        for fname in ("borrowing_limit", "lending_limit"):
             v = getattr(self, fname)
-            if v is not None and v < 0:
-                raise InvalidInput(f"quota.{fname}", f"must not be negative, got {v}")
+            if v is not None:
+                check.integer(v, f"quota.{fname}", 0)
+
+
+class LabelOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
 
 
 @dataclass(frozen=True, slots=True)
 class LabelRequirement:
+    """Kubernetes rules: In and NotIn need values, Exists and DoesNotExist take none."""
+
     key: str
-    operator: str
+    operator: LabelOperator
     values: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        where = "labelSelector.matchExpressions"
+        check.name(self.key, f"{where}: key")
+        op = check.choice(LabelOperator, self.operator, f"{where}[{self.key}]: operator")
+        object.__setattr__(self, "operator", op)
+        check.tuple_of(str, self.values, f"{where}[{self.key}]: values")
+        if op in (LabelOperator.IN, LabelOperator.NOT_IN) and not self.values:
+            raise InvalidInput(f"{where}[{self.key}]: values", f"must not be empty with {op}")
+        if op in (LabelOperator.EXISTS, LabelOperator.DOES_NOT_EXIST) and self.values:
+            raise InvalidInput(
+                f"{where}[{self.key}]: values", f"must be empty with {op}, got {self.values!r}"
+            )
+
     def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.operator == "In":
+        op = self.operator
+        if op is LabelOperator.IN:
             return labels.get(self.key) in self.values
-        if self.operator == "NotIn":
+        if op is LabelOperator.NOT_IN:
             return labels.get(self.key) not in self.values
-        if self.operator == "Exists":
+        if op is LabelOperator.EXISTS:
             return self.key in labels
-        if self.operator == "DoesNotExist":
-            return self.key not in labels
-        raise InvalidInput("labelSelector.matchExpressions", f"unknown operator {self.operator!r}")
+        return self.key not in labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,6 +524,10 @@ class LabelSelector:
 
     match_labels: Mapping[str, str] = field(default_factory=dict)
     match_expressions: tuple[LabelRequirement, ...] = ()
+
+    def __post_init__(self) -> None:
+        check.labels(self.match_labels, "labelSelector.matchLabels")
+        check.tuple_of(LabelRequirement, self.match_expressions, "labelSelector.matchExpressions")
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
@@ -438,8 +546,24 @@ class Queue:
     namespace_selector: LabelSelector | None = None
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "queue.name")
+        check.name(self.name, "queue.name")
+        where = f"queue {self.name}"
+        check.optional_name(self.parent, f"{where}: parent")
         if self.parent == self.name:
-            raise InvalidInput(f"queue {self.name}: parent", "a queue cannot be its own parent")
-        if self.weight < 0:
-            raise InvalidInput(f"queue {self.name}: weight", f"must be >= 0, got {self.weight}")
+            raise InvalidInput(f"{where}: parent", "a queue cannot be its own parent")
+        if not isinstance(self.quota, Mapping):
+            raise InvalidInput(f"{where}: quota", f"must be a map, got {self.quota!r}")
+        for resource, limit in self.quota.items():
+            check.name(resource, f"{where}: quota resource")
+            if not isinstance(limit, QuotaLimit):
+                raise InvalidInput(
+                    f"{where}: quota[{resource}]", f"must be a QuotaLimit, got {limit!r}"
+                )
+        check.number(self.weight, f"{where}: weight", 0)
+        if self.namespace_selector is not None and not isinstance(
+            self.namespace_selector, LabelSelector
+        ):
+            raise InvalidInput(
+                f"{where}: namespaceSelector",
+                f"must be a LabelSelector, got {self.namespace_selector!r}",
+            )

@@ -334,18 +334,24 @@ class Placer:
         uid = plan.gang.uid
         search = plan.device_search(state.inventory, domain, budget)
         placed: list[PodPlacement] = []
-        for demand in demands:
-            ps = demand.pod_set
-            eligible = self._eligible(demand, domain)
-            for index in range(ps.count):
-                pod = self._place_pod(plan.gang, demand, index, eligible, order, search)
-                if pod is None:
-                    for p in reversed(placed):
-                        state.release_pod(uid, p)
-                    return None, _Failure(demand, index, ps.count, domain, search.exhausted)
-                state.apply_pod(uid, pod)
-                search.charge(pod.claims, -1)
-                placed.append(pod)
+        try:
+            for demand in demands:
+                ps = demand.pod_set
+                eligible = self._eligible(demand, domain)
+                for index in range(ps.count):
+                    pod = self._place_pod(plan.gang, demand, index, eligible, order, search)
+                    if pod is None:
+                        for p in reversed(placed):
+                            state.release_pod(uid, p)
+                        return None, _Failure(demand, index, ps.count, domain, search.exhausted)
+                    state.apply_pod(uid, pod)
+                    search.charge(pod.claims, -1)
+                    placed.append(pod)
+        except BaseException:
+            # A plug-in fault or a selector error mid-way: leave nothing of this attempt.
+            for p in reversed(placed):
+                state.release_pod(uid, p)
+            raise
         return tuple(placed), None
 
     def _place_pod(
@@ -438,7 +444,13 @@ class Placer:
                         return False
             return False
 
-        if solve(0, 0):
+        try:
+            found = solve(0, 0)
+        except BaseException:
+            for p in reversed(placed):
+                state.release_pod(uid, p)
+            raise
+        if found:
             return tuple(placed), None
         demand, index = pods[deepest[0]]
         note = search.exhausted

@@ -52,7 +52,13 @@ class PreemptionPolicy(Protocol):
 
 
 class PlacementPolicy(Protocol):
-    """How to choose nodes (and so devices) for each pod, and domains for a gang."""
+    """How to choose nodes (and so devices) for each pod, and domains for a gang.
+
+    Optional: `retry_candidates(state, gang, demand, eligible) -> Iterable[str]`, the node
+    order of the engine's second greedy pass; without it that pass takes the most free
+    nodes first. A policy that keeps whole nodes or domains should define it, or the
+    retry may break what its first pass kept.
+    """
 
     name: str
 

@@ -47,6 +47,8 @@ _MAX_EXPONENT = 1000
 """Bound on decimal exponents, so "1e999999999" cannot make us build a gigantic integer."""
 
 _NANO = 10**9
+_MAX_CANONICAL = 2**63 - 1
+"""Engine amounts are Kubernetes int64 values: larger quantities cannot be allocatable."""
 
 _MEMORY_LIKE_PREFIXES = ("hugepages-",)
 _MEMORY_LIKE = frozenset({"memory", "ephemeral-storage"})
@@ -119,7 +121,8 @@ def is_memory_like(resource: str) -> bool:
 
 
 def to_canonical(resource: str, value: str | int | float, *, where: str) -> int:
-    """Convert to engine units: cpu in millicores, everything else in base units.
+    """Convert to engine units: cpu in millicores, everything else in base units; refuses
+    negative amounts and amounts beyond int64.
 
     Rounds up, as Kubernetes does for requests: asking for a sliver of a resource must
     reserve some of it, never none.
@@ -129,7 +132,11 @@ def to_canonical(resource: str, value: str | int | float, *, where: str) -> int:
         raise InvalidInput(where, f"must not be negative, got {value!r}")
     if resource == "cpu":
         amount *= 1000
-    return math.ceil(amount)
+    canonical = math.ceil(amount)
+    if canonical > _MAX_CANONICAL:
+        unit = "millicores" if resource == "cpu" else "units"
+        raise InvalidInput(where, f"{value!r} is out of range (at most 2^63-1 {unit})")
+    return canonical
 
 
 def format_canonical(resource: str, amount: int) -> str:

@@ -3,12 +3,18 @@
 A Reservation is the unit the ledger commits or rolls back and the exact thing a
 release gives back, which is what makes invariant 5 (release returns exactly what was
 reserved) hold by construction.
+
+A Reservation checks itself and everything it holds when built (the controller rebuilds
+them from admission records at start-up); the parts are not checked on their own, since
+placement builds them by the thousand while searching.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from controller.engine import validation as check
+from controller.engine.errors import InvalidInput
 from controller.engine.model import DeviceKey, Resources
 
 
@@ -58,5 +64,43 @@ class Reservation:
     borrowed: Resources = field(default_factory=dict)
     admitted_at: float = 0.0
 
+    def __post_init__(self) -> None:
+        check.name(self.gang_uid, "reservation.gang_uid")
+        where = f"reservation of gang {self.gang_uid}"
+        check.name(self.queue, f"{where}: queue")
+        check.tuple_of(PodPlacement, self.pods, f"{where}: pods")
+        check.resources(self.charge, f"{where}: charge")
+        check.resources(self.borrowed, f"{where}: borrowed")
+        check.number(self.admitted_at, f"{where}: admitted_at")
+        seen: set[tuple[str, int]] = set()
+        for pod in self.pods:
+            _check_pod(pod, where)
+            if (pod.pod_set, pod.index) in seen:
+                raise InvalidInput(where, f"pod {pod.pod_set}-{pod.index} appears twice")
+            seen.add((pod.pod_set, pod.index))
+
     def device_count(self) -> int:
         return sum(len(c.devices) for p in self.pods for c in p.claims)
+
+
+def _check_pod(pod: PodPlacement, where: str) -> None:
+    check.name(pod.pod_set, f"{where}: pod set")
+    where = f"{where}: pod {pod.pod_set}"
+    check.integer(pod.index, f"{where}: index", 0)
+    where = f"{where}-{pod.index}"
+    check.name(pod.node, f"{where}: node")
+    check.resources(pod.requests, f"{where}: requests")
+    check.tuple_of(ClaimAllocation, pod.claims, f"{where}: claims")
+    for claim in pod.claims:
+        check.name(claim.claim, f"{where}: claim")
+        cw = f"{where}: claim {claim.claim}"
+        check.tuple_of(DeviceAllocation, claim.devices, f"{cw}: devices")
+        for da in claim.devices:
+            check.name(da.request, f"{cw}: request")
+            check.name(da.device_class, f"{cw}: device class")
+            check.flag(da.shared, f"{cw}: shared")
+            key = da.device
+            if not (isinstance(key, tuple) and len(key) == 3):
+                raise InvalidInput(f"{cw}: device", f"must be (driver, pool, name), got {key!r}")
+            for part in key:
+                check.name(part, f"{cw}: device {key!r}")

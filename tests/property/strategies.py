@@ -432,3 +432,72 @@ def small_claims(draw: st.DrawFn, prefix: str = "c") -> tuple[PodClaim, ...]:
             constraints = (MatchAttribute(FLAG, scope),)
         claims.append(PodClaim(f"{prefix}{ci}", ClaimSpec(tuple(requests), constraints)))
     return tuple(claims)
+
+# ---- faults: bad gangs and misbehaving plug-ins -----------------------------------------
+BAD_SELECTORS = (
+    'device.attributes["gpu.example.com"].model ==',  # does not parse
+    "nope == 1",  # undeclared name
+    '"not a bool"',  # not a bool (found by the probe evaluation)
+    "device.driver",  # not a bool
+)
+"""Request selectors that cannot be compiled against the cluster's device attributes."""
+
+FAULTS: dict[str, tuple[str, ...]] = {
+    "ordering": ("raise", "not-gang", "unknown-gang", "duplicate", "observe"),
+    "preemption": ("raise", "duplicate", "self", "not-admitted", "non-string", "could-help"),
+    "placement": ("raise", "unknown-node", "ineligible-node", "foreign-domain", "topology"),
+}
+"""What a faulty plug-in of each kind does wrong (see tests/property/faulty.py)."""
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Plug-in `kind` misbehaves as `fault` from its `at`-th call on (or only then)."""
+
+    kind: str
+    fault: str
+    at: int
+    once: bool
+
+
+fault_plans = st.sampled_from(sorted(FAULTS)).flatmap(
+    lambda kind: st.builds(
+        FaultPlan,
+        kind=st.just(kind),
+        fault=st.sampled_from(FAULTS[kind]),
+        at=st.integers(1, 12),
+        once=st.booleans(),
+    )
+)
+
+
+@st.composite
+def bad_gangs(draw: st.DrawFn, leaves: Sequence[str]) -> Gang:
+    """A gang whose first pod set's device request has a selector that does not compile."""
+    gang = draw(gangs(leaves))
+    first = gang.pod_sets[0]
+    request = DeviceRequest.exactly("gpus", GPU, 1, (draw(st.sampled_from(BAD_SELECTORS)),))
+    claims = (PodClaim("bad", ClaimSpec((request,))), *first.claims)
+    return replace(gang, pod_sets=(replace(first, claims=claims), *gang.pod_sets[1:]))
+
+
+@dataclass(frozen=True)
+class FaultScenario:
+    scenario: Scenario
+    plan: FaultPlan
+
+
+@st.composite
+def fault_scenarios(draw: st.DrawFn, max_ops: int = 16) -> FaultScenario:
+    """A random scenario where some added gangs are bad and one plug-in is faulty."""
+    sc = draw(scenarios(max_ops))
+    ops = list(sc.ops)
+    for i, op in enumerate(ops):
+        if op[0] == "add" and draw(st.integers(0, 3)) == 0:
+            gang = op[1]
+            assert isinstance(gang, Gang)
+            bad = draw(bad_gangs(sc.spec.leaves))
+            ops[i] = ("add", replace(bad, uid=gang.uid, name=gang.name))
+    plan = draw(fault_plans)
+    preempt = "lower" if plan.kind == "preemption" and sc.preempt == "none" else sc.preempt
+    return FaultScenario(replace(sc, ops=tuple(ops), preempt=preempt), plan)

@@ -365,14 +365,10 @@ def test_activation_is_not_shared_between_bool_and_int_attributes() -> None:
     assert evaluate(f"{ATTR}.x == true", as_int) == MatchResult(False)
 
 
-def test_unparseable_capacity_is_reported_for_the_device() -> None:
-    device = gpu(name="bad-0", capacity={f"{DOMAIN}/memory": "12Qi"})
-    result = evaluate(f'device.driver == "{DOMAIN}"', device)
-    assert not result.matched
-    assert result.error is not None
-    assert result.error.startswith(f"device {DOMAIN}/pool-a/bad-0: capacity[{DOMAIN}/memory]")
-    with pytest.raises(InvalidInput, match="12Qi"):
-        device_activation(device)
+def test_unparseable_capacity_is_refused_when_the_device_is_built() -> None:
+    with pytest.raises(InvalidInput, match="12Qi") as err:
+        gpu(name="bad-0", capacity={f"{DOMAIN}/memory": "12Qi"})
+    assert err.value.where == f"device {DOMAIN}/pool-a/bad-0: capacity[{DOMAIN}/memory]"
 
 
 def test_invalid_version_attribute_is_reported_for_the_device() -> None:

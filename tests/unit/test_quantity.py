@@ -125,6 +125,37 @@ def test_to_canonical_rejects_negative_amounts() -> None:
     assert info.value.where == "podSet a: requests[cpu]"
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (float("nan"), "nan is not a Kubernetes quantity"),
+        (float("inf"), "inf is not a Kubernetes quantity"),
+        (float("-inf"), "-inf is not a Kubernetes quantity"),
+        (1e400, "inf is not a Kubernetes quantity"),
+        ("1e400", "'1e400' is out of range (at most 2^63-1 millicores)"),
+        ("9223372036854775807", "is out of range (at most 2^63-1 millicores)"),
+        (2**63, "is out of range (at most 2^63-1 millicores)"),
+        ("-1", "must not be negative, got '-1'"),
+        (-0.5, "must not be negative, got -0.5"),
+        ("1.5.3Gi", "'1.5.3Gi' is not a Kubernetes quantity"),
+        ("", "'' is not a Kubernetes quantity"),
+        (" 1", "' 1' is not a Kubernetes quantity"),
+        ("1Gib", "'1Gib' is not a Kubernetes quantity"),
+        ("NaN", "'NaN' is not a Kubernetes quantity"),
+        ("inf", "'inf' is not a Kubernetes quantity"),
+    ],
+)
+def test_to_canonical_refuses_what_no_resource_can_be(value: object, message: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        to_canonical("cpu", value, where="podSet a: requests[cpu]")  # type: ignore[arg-type]
+    assert info.value.where == "podSet a: requests[cpu]"
+    assert message in info.value.what
+
+
+def test_to_canonical_accepts_the_largest_int64_amount() -> None:
+    assert to_canonical("memory", str(2**63 - 1), where="test") == 2**63 - 1
+
+
 def test_to_canonical_passes_where_to_parse_errors() -> None:
     with pytest.raises(InvalidInput) as info:
         to_canonical("memory", "12Qi", where="node n1: allocatable[memory]")
