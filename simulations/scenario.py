@@ -142,7 +142,7 @@ class PolicySpec(_Model):
 class QueueSpec(_Model):
     name: str = Field(min_length=1)
     parent: str | None = None
-    quota: dict[str, QuotaSpec] = {}
+    quota: dict[Annotated[str, Field(min_length=1)], QuotaSpec] = {}
     weight: float = Field(1.0, ge=0)
     policies: PolicySpec | None = None
 
@@ -511,10 +511,14 @@ class Scenario(_Model):
         out: list[tuple[FieldPath, str]] = []
         names = {q.name for q in self.queues}
         known = f"(defined: {', '.join(sorted(names))})"
+        out.extend(self._queue_tree_problems(known))
+        parents = {q.parent for q in self.queues}
 
         def queue(path: FieldPath, name: str) -> None:
             if name not in names:
                 out.append((path, f"queue {name!r} is not defined in queues {known}"))
+            elif name in parents:
+                out.append((path, f"queue {name!r} has child queues; only leaf queues take jobs"))
 
         wl = self.workload
         for i, job in enumerate(wl.jobs or ()):
@@ -531,7 +535,11 @@ class Scenario(_Model):
         for i, q in enumerate(self.queues):
             if q.policies is not None:
                 out.extend(q.policies.problems(("queues", i, "policies")))
-        groups = {g.name: g for g in self.cluster}
+        groups: dict[str, NodeGroup] = {}
+        for i, g in enumerate(self.cluster):
+            if g.name in groups:
+                out.append((("cluster", i, "name"), f"node group {g.name!r} is defined twice"))
+            groups.setdefault(g.name, g)
         for what, total, bound in (
             ("nodes", sum(g.count for g in self.cluster), MAX_NODES),
             ("GPUs", sum(g.count * g.gpus for g in self.cluster), MAX_GPUS),
@@ -561,6 +569,29 @@ class Scenario(_Model):
                         "random failures never stop on their own: give the scenario a horizon",
                     )
                 )
+        return out
+
+
+    def _queue_tree_problems(self, known: str) -> list[tuple[FieldPath, str]]:
+        """Queue names are unique, parents exist, and following parents never loops."""
+        out: list[tuple[FieldPath, str]] = []
+        specs: dict[str, QueueSpec] = {}
+        for i, q in enumerate(self.queues):
+            if q.name in specs:
+                out.append((("queues", i, "name"), f"queue {q.name!r} is defined twice"))
+            specs.setdefault(q.name, q)
+        for i, q in enumerate(self.queues):
+            if q.parent is not None and q.parent not in specs:
+                out.append((("queues", i, "parent"), f"queue {q.parent!r} is not defined {known}"))
+                continue
+            path = [q.name]
+            parent = q.parent
+            while parent is not None and parent in specs and parent not in path:
+                path.append(parent)
+                parent = specs[parent].parent
+            if parent == q.name:
+                cycle = " -> ".join([*path, q.name])
+                out.append((("queues", i, "parent"), f"queue parents form a cycle: {cycle}"))
         return out
 
 
