@@ -265,6 +265,10 @@ def sweep(
 
     try:
         spec = load_sweep(spec_path)
+    except (SweepError, ScenarioError) as err:
+        _error(err)
+        raise typer.Exit(2) from None
+    try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("sweeping", total=None)
             result = run_sweep(
@@ -273,8 +277,11 @@ def sweep(
                 ray_address=ray_address,
                 progress=_advance(bar, task),
             )
-    except (SweepError, ScenarioError) as err:
+    except ScenarioError as err:
         _error(err)
+        raise typer.Exit(2) from None
+    except SweepError as err:  # the grid, checked once the scenario is read
+        _error("\n".join(f"{spec_path}: {line}" for line in str(err).splitlines()))
         raise typer.Exit(2) from None
     rows = result.table()
     axes = [

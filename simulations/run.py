@@ -536,9 +536,11 @@ class Simulation:
 
     def _node_down(self, now: float, key: tuple[str, int]) -> None:
         name, i = key
-        if self._finished + len(self.never_fit) == len(self.jobs):
-            return  # nothing is left that a failure and its repair could change
         f = self.scenario.failures[i]
+        if self._finished == len(self.jobs) or (
+            f.random and self._finished + len(self.never_fit) == len(self.jobs)
+        ):
+            return  # nothing is left to run: end the endless chain of random failures
         down_for = f.repair_seconds if f.random else f.down_for
         assert down_for is not None
         self.kernel.schedule(now + down_for, "node-up", key)

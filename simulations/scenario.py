@@ -321,6 +321,7 @@ class SyntheticWorkload(_Model):
             ("gpus", self.gpus, MAX_PODS_PER_JOB),
             ("pods", self.pods, MAX_PODS_PER_JOB),
             ("gpusPerPod", self.gpus_per_pod, MAX_GPUS_PER_NODE),
+            ("priority", self.priority, 2**31 - 1),
         ):
             if dist is not None and dist.highest() >= bound + 0.5:
                 raise FieldProblem(
@@ -570,7 +571,6 @@ class Scenario(_Model):
                     )
                 )
         return out
-
 
     def _queue_tree_problems(self, known: str) -> list[tuple[FieldPath, str]]:
         """Queue names are unique, parents exist, and following parents never loops."""

@@ -309,4 +309,3 @@ def _describe(mk: MatchKey) -> str:
     class_name, selectors = mk
     where = f" with selectors {' && '.join(selectors)}" if selectors else ""
     return f"of DeviceClass {class_name}{where}"
-
