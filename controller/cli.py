@@ -178,8 +178,6 @@ def simulate(
     except ScenarioError as err:
         _error(err)
         raise typer.Exit(2) from None
-    for warning in never_fit_warnings(sc):
-        console.print(Text(warning, style="yellow"), soft_wrap=True)
     names = scheduler or list(sc.schedulers)
     unknown = sorted(set(names) - {"phalanx", "per-pod", "gang-timeout"})
     if unknown:
@@ -189,10 +187,14 @@ def simulate(
         raise typer.Exit(2)
     rows = []
     results = []
-    for name in names:
+    for i, name in enumerate(names):
+        sim = Simulation(sc, name, check=check)
+        if i == 0:  # the same jobs under every scheduler: warn once, before any run
+            for warning in never_fit_warnings(sim.never_fit):
+                console.print(Text(warning, style="yellow"), soft_wrap=True)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"{sc.name} under {name}", total=None)
-            result = Simulation(sc, name, check=check).run(progress=_advance(bar, task))
+            result = sim.run(progress=_advance(bar, task))
         if result.violations:
             _error(f"invariant violated under {name}: {result.violations[0]}")
             raise typer.Exit(1)

@@ -134,9 +134,9 @@ def build_state_objects(scenario: Scenario) -> tuple[list[Node], list[ResourceSl
     return nodes, slices, gpus
 
 
-def never_fit_warnings(scenario: Scenario, shown: int = 5) -> list[str]:
-    """One line per job that can never fit (the first `shown` of them, then a count)."""
-    never = Simulation(scenario, "phalanx").never_fit
+def never_fit_warnings(never: dict[str, str], shown: int = 5) -> list[str]:
+    """One line per job that can never fit (the first `shown` of them, then a count), from
+    a simulation's `never_fit`: what the CLI prints before running."""
     lines = [f"warning: job {name} {reason}" for name, reason in list(never.items())[:shown]]
     if len(never) > shown:
         lines.append(f"warning: and {len(never) - shown} more jobs that can never fit")

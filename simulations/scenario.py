@@ -12,6 +12,7 @@ traceback (`ScenarioError`).
 
 from __future__ import annotations
 
+import functools
 import math
 from importlib import resources
 from pathlib import Path
@@ -58,15 +59,24 @@ def _quantity(value: object) -> object:
     """A Kubernetes quantity (`"1.5Gi"`, `4`, `"500m"`), finite and not negative."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"must be a quantity such as 500m, 2 or 16Gi (got {value!r})")
+    problem = _quantity_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _quantity_problem(value: int | float | str) -> str | None:
+    """What is wrong with a quantity, if anything (cached: generated jobs repeat a few)."""
     try:
         amount = parse_quantity(value)
     except InvalidInput as err:
-        raise ValueError(err.what) from None
+        return err.what
     if amount < 0:
-        raise ValueError(f"must not be negative (got {value!r})")
+        return f"must not be negative (got {value!r})"
     if amount > MAX_QUANTITY:
-        raise ValueError(f"{value!r} is too large (at most 1E = 10^18)")
-    return value
+        return f"{value!r} is too large (at most 1E = 10^18)"
+    return None
 
 
 Quantity = Annotated[int | float | str, BeforeValidator(_quantity)]

@@ -78,7 +78,7 @@ def test_a_malformed_job_field_is_one_line(tmp_path, job, field, value):
         ("count: 40000, gpus: 100", "cluster", "4000000 GPUs in all, over the bound 200000"),
     ],
 )
-def test_a_cluster_beyond_the_size_bounds_is_refused_naming_the_bound(tmp_path, group, field, bound):
+def test_a_cluster_too_large_is_refused_naming_the_bound(tmp_path, group, field, bound):
     path = scenario_file(tmp_path, group=group)
     out = CliRunner().invoke(app, ["simulate", str(path)])
     assert out.exit_code == 2

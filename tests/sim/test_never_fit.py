@@ -72,7 +72,7 @@ def test_a_job_beyond_its_queues_borrowing_limit_can_never_fit():
         "  - {name: b, parent: org, quota: {devices/gpu: {nominal: 12}}}\n"
     )
     sc = scenario("[{name: wide, pods: 2, gpusPerPod: 8, duration: 100, queue: a}]", queues)
-    assert never_fit_warnings(sc) == [
+    assert never_fit_warnings(Simulation(sc, "phalanx").never_fit) == [
         "warning: job wide can never fit: needs 16 devices/gpu; "
         "queue a may use at most 8 (nominal 4 + borrowing limit 4)"
     ]
@@ -85,15 +85,13 @@ def test_a_job_that_fits_only_by_borrowing_is_not_warned_about():
         "  - {name: b, parent: org, quota: {devices/gpu: {nominal: 12}}}\n"
     )
     sc = scenario("[{name: wide, pods: 2, gpusPerPod: 8, duration: 100, queue: a}]", queues)
-    assert never_fit_warnings(sc) == []
+    assert never_fit_warnings(Simulation(sc, "phalanx").never_fit) == []
     assert Simulation(sc, "phalanx").run().jobs[0].end == 100
 
 
 def test_many_never_fitting_jobs_are_summarised_after_the_first_few():
-    jobs = ", ".join(
-        f"{{name: huge-{i}, pods: 3, gpusPerPod: 8, duration: 100}}" for i in range(7)
-    )
-    lines = never_fit_warnings(scenario(f"[{jobs}]"))
+    jobs = ", ".join(f"{{name: huge-{i}, pods: 3, gpusPerPod: 8, duration: 100}}" for i in range(7))
+    lines = never_fit_warnings(Simulation(scenario(f"[{jobs}]"), "phalanx").never_fit)
     assert len(lines) == 6
     assert lines[-1] == "warning: and 2 more jobs that can never fit"
 
