@@ -29,70 +29,70 @@ def one_line(output: str) -> str:
     return lines[0]
 
 
+def group(fields: str) -> tuple[str, str]:
+    return GROUP + fields, "priority: 0"
+
+
+def job(fields: str) -> tuple[str, str]:
+    return GROUP + "cpu: '8'", fields
+
+
 @pytest.mark.parametrize(
-    ("group", "field", "value"),
+    ("case", "field", "message"),
     [
-        ('cpu: "1.5.3Gi"', "cluster[0].cpu", "'1.5.3Gi' is not a Kubernetes quantity"),
-        ('cpu: "-1"', "cluster[0].cpu", "must not be negative (got '-1')"),
-        ("memory: -64Gi", "cluster[0].memory", "must not be negative (got '-64Gi')"),
-        ("cpu: .nan", "cluster[0].cpu", "nan is not a Kubernetes quantity"),
-        ("gpuMemory: .inf", "cluster[0].gpuMemory", "inf is not a Kubernetes quantity"),
-        ('cpu: "1e400"', "cluster[0].cpu", "'1e400' is too large"),
-        ("cpu: true", "cluster[0].cpu", "(got True)"),
-        ("count: 1.5", "cluster[0].count", "must be an integer (got 1.5)"),
-        ("pods: '110'", "cluster[0].pods", "must be an integer (got '110')"),
-        ("gpuz: 2", "cluster[0].gpuz", "unknown field"),
+        (group('cpu: "1.5.3Gi"'), "cluster[0].cpu", "'1.5.3Gi' is not a Kubernetes quantity"),
+        (group('cpu: "-1"'), "cluster[0].cpu", "must not be negative (got '-1')"),
+        (group("memory: -64Gi"), "cluster[0].memory", "must not be negative (got '-64Gi')"),
+        (group("cpu: .nan"), "cluster[0].cpu", "nan is not a Kubernetes quantity"),
+        (group("gpuMemory: .inf"), "cluster[0].gpuMemory", "inf is not a Kubernetes quantity"),
+        (group('cpu: "1e400"'), "cluster[0].cpu", "'1e400' is too large"),
+        (group("cpu: true"), "cluster[0].cpu", "(got True)"),
+        (group("count: 1.5"), "cluster[0].count", "must be an integer (got 1.5)"),
+        (group("pods: '110'"), "cluster[0].pods", "must be an integer (got '110')"),
+        (group("gpuz: 2"), "cluster[0].gpuz", "unknown field"),
+        (job("duration: .nan"), "workload.jobs[0].duration", "must be a finite number (got NaN)"),
+        (job("submit: -5"), "workload.jobs[0].submit", "must be >= 0 (got -5)"),
+        (job("priority: 4294967296"), "workload.jobs[0].priority", "(got 4294967296)"),
+        (job("cpuPerPod: 2x"), "workload.jobs[0].cpuPerPod", "'2x' is not a Kubernetes quantity"),
+        (job("queue: nope"), "workload.jobs[0].queue", "queue 'nope' is not defined"),
     ],
 )
-def test_a_malformed_node_group_field_is_one_line(tmp_path, group, field, value):
-    path = scenario_file(tmp_path, group=GROUP + group)
+def test_a_malformed_field_is_one_line_naming_file_field_and_value(tmp_path, case, field, message):
+    path = scenario_file(tmp_path, *case)
     out = CliRunner().invoke(app, ["simulate", str(path)])
     assert out.exit_code == 2
     line = one_line(out.output)
-    assert line.startswith(f"{path}: {field}: ") and value in line
+    assert line.startswith(f"{path}: {field}: ") and message in line
 
 
 @pytest.mark.parametrize(
-    ("job", "field", "value"),
-    [
-        ("duration: .nan", "workload.jobs[0].duration", "must be a finite number (got NaN)"),
-        ("submit: -5", "workload.jobs[0].submit", "must be >= 0 (got -5)"),
-        ("priority: 4294967296", "workload.jobs[0].priority", "(got 4294967296)"),
-        ("cpuPerPod: 2x", "workload.jobs[0].cpuPerPod", "'2x' is not a Kubernetes quantity"),
-        ("queue: nope", "workload.jobs[0].queue", "queue 'nope' is not defined"),
-    ],
-)
-def test_a_malformed_job_field_is_one_line(tmp_path, job, field, value):
-    path = scenario_file(tmp_path, job=job)
-    out = CliRunner().invoke(app, ["simulate", str(path)])
-    assert out.exit_code == 2
-    line = one_line(out.output)
-    assert line.startswith(f"{path}: {field}: ") and value in line
-
-
-@pytest.mark.parametrize(
-    ("group", "field", "bound"),
+    ("fields", "field", "bound"),
     [
         ("count: 2, gpus: 100000000", "cluster[0].gpus", "must be <= 128 (got 100000000)"),
         ("count: 10000000", "cluster[0].count", "must be <= 50000 (got 10000000)"),
         ("count: 40000, gpus: 100", "cluster", "4000000 GPUs in all, over the bound 200000"),
     ],
 )
-def test_a_cluster_too_large_is_refused_naming_the_bound(tmp_path, group, field, bound):
-    path = scenario_file(tmp_path, group=group)
+def test_a_cluster_too_large_is_refused_naming_the_bound(tmp_path, fields, field, bound):
+    path = scenario_file(tmp_path, group=fields)
     out = CliRunner().invoke(app, ["simulate", str(path)])
     assert out.exit_code == 2
     assert one_line(out.output) == f"{path}: {field}: {bound}"
 
 
+def simulate(tmp_path: Path, text: str):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(text)
+    return path, CliRunner().invoke(app, ["simulate", str(path)])
+
+
 def test_a_synthetic_size_without_an_upper_bound_is_refused(tmp_path):
-    path = tmp_path / "tail.yaml"
-    path.write_text(
+    path, out = simulate(
+        tmp_path,
         "name: t\ncluster: [{name: gpu, count: 1, gpus: 8}]\n"
         "workload:\n  synthetic:\n    jobs: 10\n    arrivalRate: 1\n"
-        "    gpus: {pareto: {scale: 1, shape: 1.5}}\n    duration: 60\n"
+        "    gpus: {pareto: {scale: 1, shape: 1.5}}\n    duration: 60\n",
     )
-    out = CliRunner().invoke(app, ["simulate", str(path)])
     assert out.exit_code == 2
     assert one_line(out.output) == (
         f"{path}: workload.synthetic.gpus: draws can reach inf, over the bound 65536: set max"
@@ -100,13 +100,12 @@ def test_a_synthetic_size_without_an_upper_bound_is_refused(tmp_path):
 
 
 def test_a_queue_cycle_is_one_line_per_queue_not_a_traceback(tmp_path):
-    path = tmp_path / "cycle.yaml"
-    path.write_text(
+    path, out = simulate(
+        tmp_path,
         "name: c\ncluster: [{name: gpu, count: 1}]\n"
         "queues: [{name: a, parent: b}, {name: b, parent: a}, {name: default}]\n"
-        "workload: {jobs: [{name: j, pods: 1, duration: 1}]}\n"
+        "workload: {jobs: [{name: j, pods: 1, duration: 1}]}\n",
     )
-    out = CliRunner().invoke(app, ["simulate", str(path)])
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert out.output.splitlines() == [
         f"{path}: queues[0].parent: queue parents form a cycle: a -> b -> a",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from controller.engine.cycle import Outcome
 from controller.engine.feasibility import NeverFit, is_never_fit, quota_ceiling
 from controller.engine.model import (
@@ -36,21 +38,18 @@ def team_queues(nominal: int, borrowing: int | None) -> tuple[Queue, ...]:
     )
 
 
-def test_more_devices_than_the_cluster_and_the_queue_allow_names_both():
+@pytest.mark.parametrize(
+    ("pods", "numbers"),
+    [
+        (64, "needs 512 devices/gpu; the cluster has 256 and queue team-a"),
+        (24, "needs 192 devices/gpu; queue team-a"),
+    ],
+)
+def test_more_devices_than_the_cluster_or_the_queue_allows_names_the_numbers(pods, numbers):
     state = cluster(nodes=32, queues=team_queues(64, 64))
-    found = reason(state, gang("big", pods=64, gpus=8))
+    found = reason(state, gang("big", pods=pods, gpus=8))
     assert found == (
-        "can never fit: needs 512 devices/gpu; the cluster has 256 and queue team-a "
-        "may use at most 128 (nominal 64 + borrowing limit 64)"
-    )
-
-
-def test_more_devices_than_the_queue_may_ever_borrow():
-    state = cluster(nodes=32, queues=team_queues(64, 64))
-    found = reason(state, gang("big", pods=24, gpus=8))
-    assert found == (
-        "can never fit: needs 192 devices/gpu; "
-        "queue team-a may use at most 128 (nominal 64 + borrowing limit 64)"
+        f"can never fit: {numbers} may use at most 128 (nominal 64 + borrowing limit 64)"
     )
 
 
