@@ -105,7 +105,7 @@ class NeverFit:
         self._stamp: tuple[int, ...] = ()
         self._state_id = 0
         self._gangs: dict[tuple[object, str], str | None] = {}
-        self._nodes: dict[tuple[object, ...], _Nodes] = {}
+        self._nodes: dict[tuple[object, ...] | None, _Nodes] = {}
         self._hostable: dict[tuple[object, ...], int] = {}
 
     def reason(self, state: ClusterState, gang: Gang) -> str | None:
@@ -177,7 +177,7 @@ class NeverFit:
         if resource.startswith(prefix):
             ms = state.inventory.match_set((resource[len(prefix) :], ()))
             return None if ms.shareable else _devices(ms)
-        return self._eligible(state, {}, ()).total.get(resource, 0)
+        return self._eligible(state, None).total.get(resource, 0)
 
     # ---- one pod set at a time -------------------------------------------------------
     def _one_pod(self, state: ClusterState, gang: Gang) -> str | None:
@@ -231,12 +231,20 @@ class NeverFit:
         return None
 
     def _eligible(
-        self, state: ClusterState, selector: Mapping[str, str], tolerations: tuple[Toleration, ...]
+        self,
+        state: ClusterState,
+        selector: Mapping[str, str] | None,
+        tolerations: tuple[Toleration, ...] = (),
     ) -> _Nodes:
-        key = (tuple(sorted(selector.items())), tolerations)
+        """Nodes a pod set with this selector and tolerations may use; `None`: every
+        schedulable node, whatever its taints (what some pod set of a gang might use)."""
+        key = None if selector is None else (tuple(sorted(selector.items())), tolerations)
         hit = self._nodes.get(key)
         if hit is None:
-            names = state.eligible_nodes(selector, tolerations)
+            if selector is None:
+                names = frozenset(n for n, u in state.nodes.items() if not u.node.unschedulable)
+            else:
+                names = state.eligible_nodes(selector, tolerations)
             largest: dict[str, int] = {}
             total: dict[str, int] = {}
             for name in names:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from controller.engine.cycle import Outcome
@@ -12,6 +14,8 @@ from controller.engine.model import (
     DeviceSubRequest,
     PodClaim,
     Queue,
+    Taint,
+    Toleration,
 )
 from tests.builders import (
     GPU,
@@ -178,3 +182,11 @@ def test_raising_the_borrowing_limit_clears_the_reason():
     assert checker.reason(state, big) is not None
     state.upsert_queue(Queue("team-a", "org", gpu_quota(64, 192)))
     assert checker.reason(state, big) is None
+
+
+def test_tainted_nodes_count_for_a_gang_that_tolerates_their_taint():
+    state = cluster(nodes=1)
+    tainted = node("n1", cpu=256)
+    state.upsert_node(replace(tainted, taints=(Taint("pool", "big", "NoSchedule"),)))
+    ps = pod_set(2, cpu=100, tolerations=(Toleration("pool", "Equal", "big", "NoSchedule"),))
+    assert reason(state, gang("g", pod_sets=(ps,))) is None
