@@ -32,6 +32,11 @@ PolicyOption = Annotated[
 ]
 
 
+def _error(message: object) -> None:
+    """A user mistake in red, each line as one line: no markup, no wrapping."""
+    console.print(Text(str(message), style="red"), soft_wrap=True)
+
+
 def _settings(**chosen: str | None) -> Settings:
     """Controller settings (PHALANX_* env) with the options given; errors end the command."""
     from controller.settings import Settings, SettingsError
@@ -165,13 +170,13 @@ def simulate(
     """Run a scenario under each of its schedulers on virtual time and compare them."""
     from simulations.metrics import summarize
     from simulations.report import write_outputs
-    from simulations.run import Simulation
+    from simulations.run import Simulation, never_fit_warnings
     from simulations.scenario import ScenarioError, load_scenario, shipped_scenario
 
     try:
         sc = load_scenario(scenario) if scenario is not None else shipped_scenario("default")
     except ScenarioError as err:
-        console.print(f"[red]{err}[/]")
+        _error(err)
         raise typer.Exit(2) from None
     names = scheduler or list(sc.schedulers)
     unknown = sorted(set(names) - {"phalanx", "per-pod", "gang-timeout"})
@@ -182,12 +187,16 @@ def simulate(
         raise typer.Exit(2)
     rows = []
     results = []
-    for name in names:
+    for i, name in enumerate(names):
+        sim = Simulation(sc, name, check=check)
+        if i == 0:  # the same jobs under every scheduler: warn once, before any run
+            for warning in never_fit_warnings(sim.never_fit):
+                console.print(Text(warning, style="yellow"), soft_wrap=True)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"{sc.name} under {name}", total=None)
-            result = Simulation(sc, name, check=check).run(progress=_advance(bar, task))
+            result = sim.run(progress=_advance(bar, task))
         if result.violations:
-            console.print(f"[red]invariant violated under {name}: {result.violations[0]}[/]")
+            _error(f"invariant violated under {name}: {result.violations[0]}")
             raise typer.Exit(1)
         results.append(result)
         rows.append(summarize(result))
@@ -212,6 +221,11 @@ def simulate(
             console.print(
                 f"{row['scheduler']}: deadlocked at t={row['deadlock_at_s']} s with "
                 f"{row['stuck']} jobs stuck, holding {row['idle_held_gpu_h']} GPU-hours idle"
+            )
+        if row["never_fit"]:
+            console.print(
+                f"{row['scheduler']}: {row['never_fit']} jobs can never fit "
+                "(see the warnings above)"
             )
     if json_out is not None:
         json_out.write_text(json.dumps(rows, indent=2) + "\n")
@@ -253,6 +267,10 @@ def sweep(
 
     try:
         spec = load_sweep(spec_path)
+    except (SweepError, ScenarioError) as err:
+        _error(err)
+        raise typer.Exit(2) from None
+    try:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("sweeping", total=None)
             result = run_sweep(
@@ -261,8 +279,11 @@ def sweep(
                 ray_address=ray_address,
                 progress=_advance(bar, task),
             )
-    except (SweepError, ScenarioError) as err:
-        console.print(f"[red]{err}[/]")
+    except ScenarioError as err:
+        _error(err)
+        raise typer.Exit(2) from None
+    except SweepError as err:  # the grid, checked once the scenario is read
+        _error("\n".join(f"{spec_path}: {line}" for line in str(err).splitlines()))
         raise typer.Exit(2) from None
     rows = result.table()
     axes = [
@@ -301,7 +322,7 @@ def sweep(
         csv_out.write_text(result.to_csv())
     failures = result.failures()
     for failure in failures:
-        console.print(f"[red]{failure}[/]")
+        _error(failure)
     if failures:
         raise typer.Exit(1)
 

@@ -40,7 +40,8 @@ def job_state(job: JobRecord, end_time: float) -> str:
     """Where a job ended up when the run stopped.
 
     `partial` means some pods hold resources but the job never started (the deadlock
-    symptom); `not-submitted` means the run stopped before the job's submit time.
+    symptom); `not-submitted` means the run stopped before the job's submit time;
+    `never-fit` that the cluster or the job's queue is too small for it.
     """
     if job.end is not None:
         return "done"
@@ -48,6 +49,8 @@ def job_state(job: JobRecord, end_time: float) -> str:
         return "running"
     if job.submit > end_time:
         return "not-submitted"
+    if getattr(job, "never_fit", None):
+        return "never-fit"
     return "partial" if job.placed else "waiting"
 
 
@@ -184,6 +187,7 @@ def summarize(result: RunResult) -> Row:
         "jobs": len(result.jobs),
         "completed": len(done),
         "stuck": len(result.jobs) - len(done),
+        "never_fit": sum(1 for j in result.jobs if getattr(j, "never_fit", None)),
         "deadlock_at_s": result.deadlock_at,
         "jct_mean_s": round(statistics.fmean(jct), 1) if jct else None,
         "jct_p50_s": round(percentile(jct, 0.50), 1) if jct else None,

@@ -15,6 +15,12 @@ The scenario's policies (ordering, preemption, placement; per queue too) are bui
 name through the policy registry. Preemption applies to `phalanx` only: the baselines
 place single pods, and evicting single pods is what leaves partial gangs behind.
 
+A job the engine says can never fit (more GPUs than the cluster or its queue may ever
+have, a pod larger than every node) is known before the run starts (`never_fit`): it is
+still submitted, but gang-timeout does not retry it, random failures stop once only such
+jobs are left, and its record says why. So every run ends: nothing is left that any
+future event could admit.
+
 A node failure removes the node and its ResourceSlice from the engine's state; every job
 with a pod there is killed (`restarts` grows) and resubmitted; the node and its slice
 come back after the repair time. A preempted job goes back to pending (`preemptions`
@@ -80,6 +86,8 @@ class JobRecord:
     runtime_estimate: float | None = None
     interrupted: list[tuple[float, float]] = field(default_factory=list)
     """(start, stop) of runs cut short by preemption or a node failure."""
+    never_fit: str | None = None
+    """Why the job can never fit on the scenario's cluster and quotas (None: it can)."""
 
 
 @dataclass
@@ -124,6 +132,15 @@ def build_state_objects(scenario: Scenario) -> tuple[list[Node], list[ResourceSl
                 )
                 gpus += group.gpus
     return nodes, slices, gpus
+
+
+def never_fit_warnings(never: dict[str, str], shown: int = 5) -> list[str]:
+    """One line per job that can never fit (the first `shown` of them, then a count), from
+    a simulation's `never_fit`: what the CLI prints before running."""
+    lines = [f"warning: job {name} {reason}" for name, reason in list(never.items())[:shown]]
+    if len(never) > shown:
+        lines.append(f"warning: and {len(never) - shown} more jobs that can never fit")
+    return lines
 
 
 def build_queues(scenario: Scenario) -> list[Queue]:
@@ -211,8 +228,9 @@ class Simulation:
             for j in specs
         }
         self._estimate(specs)
-        self._arrivals = sorted(specs, key=lambda j: (j.submit, j.name))
         self._shapes: dict[tuple[int, int, str], tuple[PodSet, ...]] = {}
+        self.never_fit = self._never_fit(specs)
+        self._arrivals = sorted(specs, key=lambda j: (j.submit, j.name))
         self._cycle_due = False
         self._last_cycle = -float("inf")
         self.cycles = 0
@@ -256,6 +274,21 @@ class Simulation:
             min_runtime=job.min_runtime if job.min_runtime is not None else sc.min_runtime,
             checkpoint_interval=self._checkpoint_interval(job.name),
         )
+
+    def _never_fit(self, specs: list[JobSpec]) -> dict[str, str]:
+        """Each job that can never fit as a whole gang (whatever the scheduler), and why;
+        asked of the engine on the full cluster, once per job shape and queue."""
+        state = self.engine.state
+        seen: dict[tuple[int, int, str, str], str | None] = {}
+        out = {}
+        for j in specs:
+            key = (j.pods, j.gpus_per_pod, str(j.cpu_per_pod), j.queue)
+            if key not in seen:
+                seen[key] = self.engine.never_fit.reason(state, self._gang(j, j.name, j.pods, 0))
+            reason = seen[key]
+            if reason is not None:
+                out[j.name] = self.jobs[j.name].never_fit = reason
+        return out
 
     def _checkpoint_interval(self, name: str) -> float | None:
         own = self.specs[name].checkpoint_interval
@@ -464,9 +497,12 @@ class Simulation:
         self._release(name)
         job.placed = 0
         job.first_placed_at = None
-        timeouts = attempt - job.restarts
-        backoff = min(self.scenario.backoff_max, self.scenario.backoff_base * 2 ** (timeouts - 1))
-        self.kernel.schedule(now + backoff, "retry", key)
+        if name not in self.never_fit:  # retrying a job that can never fit cannot help
+            timeouts = attempt - job.restarts
+            backoff = min(
+                self.scenario.backoff_max, self.scenario.backoff_base * 2 ** (timeouts - 1)
+            )
+            self.kernel.schedule(now + backoff, "retry", key)
         self._want_cycle()
 
     def _retry(self, now: float, key: tuple[str, int]) -> None:
@@ -500,9 +536,11 @@ class Simulation:
 
     def _node_down(self, now: float, key: tuple[str, int]) -> None:
         name, i = key
-        if self._finished == len(self.jobs):
-            return
         f = self.scenario.failures[i]
+        if self._finished == len(self.jobs) or (
+            f.random and self._finished + len(self.never_fit) == len(self.jobs)
+        ):
+            return  # nothing is left to run: end the endless chain of random failures
         down_for = f.repair_seconds if f.random else f.down_for
         assert down_for is not None
         self.kernel.schedule(now + down_for, "node-up", key)

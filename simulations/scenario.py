@@ -12,6 +12,7 @@ traceback (`ScenarioError`).
 
 from __future__ import annotations
 
+import functools
 import math
 from importlib import resources
 from pathlib import Path
@@ -19,36 +20,84 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     model_validator,
 )
 
 from controller.api.errors import FieldProblem, format_path, format_validation_error
 from controller.engine.errors import InvalidInput
+from controller.engine.quantity import parse_quantity
 from policies.registry import CREATORS, KINDS, PolicyRef
 from policies.routing import PolicySelection
 from simulations.yamlfile import read_text, yaml_mapping
 
 SchedulerName = Literal["phalanx", "per-pod", "gang-timeout"]
-Quantity = int | str
 FieldPath = tuple[str | int, ...]
+
+# Sizes beyond these are refused at load, naming the bound, rather than run: the
+# simulator builds every node, device and pod it is given, so one stray digit in a file
+# would otherwise cost minutes and gigabytes before anything is decided.
+MAX_NODES = 50_000
+"""Nodes in the whole cluster (Kubernetes itself is tested up to 5,000 per cluster)."""
+MAX_GPUS_PER_NODE = 128
+"""GPUs per node and per pod: DRA's limit of devices in one ResourceSlice."""
+MAX_GPUS = 200_000
+"""GPUs in the whole cluster."""
+MAX_JOBS = 1_000_000
+"""Jobs in one workload (listed, generated or replayed)."""
+MAX_PODS_PER_JOB = 65_536
+"""Pods of one job, and GPUs of one job (one GPU per pod is the smallest split)."""
+MAX_QUANTITY = 10**18
+"""Largest resource amount in base units (1E: cores, bytes, devices)."""
+
+
+def _quantity(value: object) -> object:
+    """A Kubernetes quantity (`"1.5Gi"`, `4`, `"500m"`), finite and not negative."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"must be a quantity such as 500m, 2 or 16Gi (got {value!r})")
+    problem = _quantity_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _quantity_problem(value: int | float | str) -> str | None:
+    """What is wrong with a quantity, if anything (cached: generated jobs repeat a few)."""
+    try:
+        amount = parse_quantity(value)
+    except InvalidInput as err:
+        return err.what
+    if amount < 0:
+        return f"must not be negative (got {value!r})"
+    if amount > MAX_QUANTITY:
+        return f"{value!r} is too large (at most 1E = 10^18)"
+    return None
+
+
+Quantity = Annotated[int | float | str, BeforeValidator(_quantity)]
+Int = Annotated[int, Strict()]
+"""An integer as written (YAML `2`): `2.5`, `"2"` and `true` are refused, not coerced."""
+Priority = Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class NodeGroup(_Model):
     """`count` identical nodes named `<name>-<i>`, each with `gpus` DRA GPUs."""
 
     name: str = Field(min_length=1)
-    count: int = Field(ge=1)
+    count: Int = Field(ge=1, le=MAX_NODES)
     cpu: Quantity = "64"
     memory: Quantity = "512Gi"
-    pods: int = Field(110, ge=1)
-    gpus: int = Field(0, ge=0)
+    pods: Int = Field(110, ge=1, le=MAX_PODS_PER_JOB)
+    gpus: Int = Field(0, ge=0, le=MAX_GPUS_PER_NODE)
     gpu_memory: Quantity = Field("80Gi", alias="gpuMemory")
     labels: dict[str, str] = {}
 
@@ -103,7 +152,7 @@ class PolicySpec(_Model):
 class QueueSpec(_Model):
     name: str = Field(min_length=1)
     parent: str | None = None
-    quota: dict[str, QuotaSpec] = {}
+    quota: dict[Annotated[str, Field(min_length=1)], QuotaSpec] = {}
     weight: float = Field(1.0, ge=0)
     policies: PolicySpec | None = None
 
@@ -113,12 +162,12 @@ class JobSpec(_Model):
 
     name: str = Field(min_length=1)
     submit: float = Field(0.0, ge=0)
-    pods: int = Field(ge=1)
-    gpus_per_pod: int = Field(0, ge=0, alias="gpusPerPod")
+    pods: Int = Field(ge=1, le=MAX_PODS_PER_JOB)
+    gpus_per_pod: Int = Field(0, ge=0, le=MAX_GPUS_PER_NODE, alias="gpusPerPod")
     cpu_per_pod: Quantity = Field("1", alias="cpuPerPod")
     duration: float = Field(gt=0)
     queue: str = "default"
-    priority: int = 0
+    priority: Priority = 0
     runtime_estimate: float | None = Field(default=None, ge=0, alias="runtimeEstimate")
     min_runtime: float | None = Field(default=None, ge=0, alias="minRuntime")
     checkpoint_interval: float | None = Field(default=None, gt=0, alias="checkpointInterval")
@@ -198,26 +247,36 @@ class Distribution(_Model):
     def lowest(self) -> float:
         """A lower bound of every draw, after clamping (lognormal and Pareto draws are
         positive: their bound is the smallest positive float)."""
-        low = self._low()
-        if self.min is not None:
-            low = max(low, self.min)
-        if self.max is not None:
-            low = min(low, self.max)
-        return low
+        return self.bounds()[0]
 
-    def _low(self) -> float:
+    def highest(self) -> float:
+        """An upper bound of every draw, after clamping (inf for a lognormal or Pareto
+        tail that no `max` cuts)."""
+        return self.bounds()[1]
+
+    def bounds(self) -> tuple[float, float]:
+        low, high = self._unclamped()
+        if self.min is not None:
+            low, high = max(low, self.min), max(high, self.min)
+        if self.max is not None:
+            low, high = min(low, self.max), min(high, self.max)
+        return low, high
+
+    def _unclamped(self) -> tuple[float, float]:
         if self.value is not None:
-            return self.value
+            return self.value, self.value
         if self.choices is not None:
-            return min(v for v, w in self.choices.items() if w > 0)
+            drawn = [v for v, w in self.choices.items() if w > 0]
+            return min(drawn), max(drawn)
         if self.uniform is not None:
-            return self.uniform.low
+            return self.uniform.low, self.uniform.high
         if self.lognormal is not None:
-            return math.ulp(0.0)
+            return math.ulp(0.0), math.inf
         if self.pareto is not None:
-            return self.pareto.scale
+            return self.pareto.scale, math.inf
         assert self.mixture is not None
-        return min(c.lowest() for c in self.mixture)
+        parts = [c.bounds() for c in self.mixture]
+        return min(lo for lo, _ in parts), max(hi for _, hi in parts)
 
 
 class Component(Distribution):
@@ -238,11 +297,11 @@ class SyntheticWorkload(_Model):
     `queues` maps queue names to weights (the share of jobs each receives).
     """
 
-    jobs: int = Field(ge=1)
+    jobs: Int = Field(ge=1, le=MAX_JOBS)
     arrival_rate: float = Field(gt=0, alias="arrivalRate")
     start: float = Field(0.0, ge=0)
     gpus: Distribution | None = None
-    gpus_per_pod_max: int = Field(8, ge=1, alias="gpusPerPodMax")
+    gpus_per_pod_max: Int = Field(8, ge=1, le=MAX_GPUS_PER_NODE, alias="gpusPerPodMax")
     pods: Distribution | None = None
     gpus_per_pod: Distribution | None = Field(None, alias="gpusPerPod")
     duration: Distribution
@@ -268,6 +327,16 @@ class SyntheticWorkload(_Model):
                 raise FieldProblem((name,), "draws must be >= 0: set min: 0")
         if not self.duration.always_positive():
             raise FieldProblem(("duration",), "draws must be > 0 seconds: set min")
+        for name, dist, bound in (
+            ("gpus", self.gpus, MAX_PODS_PER_JOB),
+            ("pods", self.pods, MAX_PODS_PER_JOB),
+            ("gpusPerPod", self.gpus_per_pod, MAX_GPUS_PER_NODE),
+            ("priority", self.priority, 2**31 - 1),
+        ):
+            if dist is not None and dist.highest() >= bound + 0.5:
+                raise FieldProblem(
+                    (name,), f"draws can reach {dist.highest():g}, over the bound {bound}: set max"
+                )
         return self
 
 
@@ -307,8 +376,8 @@ class TraceWorkload(_Model):
     columns: TraceColumns
     time_unit: Literal["s", "ms", "min", "h"] = Field("s", alias="timeUnit")
     rebase: bool = True
-    gpus_per_pod_max: int = Field(8, ge=1, alias="gpusPerPodMax")
-    limit: int | None = Field(None, ge=1)
+    gpus_per_pod_max: Int = Field(8, ge=1, le=MAX_GPUS_PER_NODE, alias="gpusPerPodMax")
+    limit: Int | None = Field(None, ge=1, le=MAX_JOBS)
     queue: str = "default"
     tenant_queues: dict[str, str] = Field({}, alias="tenantQueues")
     cpu_per_pod: Quantity = Field("1", alias="cpuPerPod")
@@ -317,7 +386,7 @@ class TraceWorkload(_Model):
 class Workload(_Model):
     """Exactly one of `jobs`, `synthetic` or `trace`."""
 
-    jobs: list[JobSpec] | None = Field(None, min_length=1)
+    jobs: list[JobSpec] | None = Field(None, min_length=1, max_length=MAX_JOBS)
     synthetic: SyntheticWorkload | None = None
     trace: TraceWorkload | None = None
 
@@ -420,7 +489,7 @@ class Scenario(_Model):
 
     name: str = Field(min_length=1)
     description: str = ""
-    seed: int = 0
+    seed: Int = 0
     horizon: float | None = Field(None, gt=0)
     schedulers: Annotated[list[SchedulerName], Field(min_length=1)] = ["phalanx"]
     cycle_interval: float = Field(1.0, ge=0, alias="cycleInterval")
@@ -453,10 +522,14 @@ class Scenario(_Model):
         out: list[tuple[FieldPath, str]] = []
         names = {q.name for q in self.queues}
         known = f"(defined: {', '.join(sorted(names))})"
+        out.extend(self._queue_tree_problems(known))
+        parents = {q.parent for q in self.queues}
 
         def queue(path: FieldPath, name: str) -> None:
             if name not in names:
                 out.append((path, f"queue {name!r} is not defined in queues {known}"))
+            elif name in parents:
+                out.append((path, f"queue {name!r} has child queues; only leaf queues take jobs"))
 
         wl = self.workload
         for i, job in enumerate(wl.jobs or ()):
@@ -473,7 +546,17 @@ class Scenario(_Model):
         for i, q in enumerate(self.queues):
             if q.policies is not None:
                 out.extend(q.policies.problems(("queues", i, "policies")))
-        groups = {g.name: g for g in self.cluster}
+        groups: dict[str, NodeGroup] = {}
+        for i, g in enumerate(self.cluster):
+            if g.name in groups:
+                out.append((("cluster", i, "name"), f"node group {g.name!r} is defined twice"))
+            groups.setdefault(g.name, g)
+        for what, total, bound in (
+            ("nodes", sum(g.count for g in self.cluster), MAX_NODES),
+            ("GPUs", sum(g.count * g.gpus for g in self.cluster), MAX_GPUS),
+        ):
+            if total > bound:
+                out.append((("cluster",), f"{total} {what} in all, over the bound {bound}"))
         for i, f in enumerate(self.failures):
             if f.node is not None and not _node_exists(groups, f.node):
                 out.append(
@@ -497,6 +580,28 @@ class Scenario(_Model):
                         "random failures never stop on their own: give the scenario a horizon",
                     )
                 )
+        return out
+
+    def _queue_tree_problems(self, known: str) -> list[tuple[FieldPath, str]]:
+        """Queue names are unique, parents exist, and following parents never loops."""
+        out: list[tuple[FieldPath, str]] = []
+        specs: dict[str, QueueSpec] = {}
+        for i, q in enumerate(self.queues):
+            if q.name in specs:
+                out.append((("queues", i, "name"), f"queue {q.name!r} is defined twice"))
+            specs.setdefault(q.name, q)
+        for i, q in enumerate(self.queues):
+            if q.parent is not None and q.parent not in specs:
+                out.append((("queues", i, "parent"), f"queue {q.parent!r} is not defined {known}"))
+                continue
+            path = [q.name]
+            parent = q.parent
+            while parent is not None and parent in specs and parent not in path:
+                path.append(parent)
+                parent = specs[parent].parent
+            if parent == q.name:
+                cycle = " -> ".join([*path, q.name])
+                out.append((("queues", i, "parent"), f"queue parents form a cycle: {cycle}"))
         return out
 
 

@@ -51,6 +51,11 @@ _RESERVED = {
 }
 
 
+MAX_RUNS = 100_000
+"""Runs in one sweep (schedulers x variants x parameter values x seeds); more is refused
+before anything is built."""
+
+
 class SweepError(ValueError):
     """A sweep that cannot run as written; one line per problem, never a traceback."""
 
@@ -277,6 +282,11 @@ def expand(spec: SweepSpec) -> list[SweepTask]:
     base = spec.base_scenario()
     base_dict = base.model_dump(mode="json", by_alias=True)
     schedulers = list(spec.schedulers or base.schedulers)
+    seed_count = spec.seeds if isinstance(spec.seeds, int) else len(spec.seeds)
+    runs = len(schedulers) * max(1, len(spec.variants)) * seed_count
+    runs *= math.prod(len(values) for values in spec.parameters.values())
+    if runs > MAX_RUNS:
+        raise SweepError(f"the sweep has {runs} runs, over the bound {MAX_RUNS}")
     seeds = spec.seed_list(base)
     paths = list(spec.parameters)
     combos = [

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import NamedTuple, Protocol, TypeVar
 
 from simulations.scenario import (
+    MAX_GPUS_PER_NODE,
+    MAX_JOBS,
+    MAX_PODS_PER_JOB,
     TIME_UNITS,
     Distribution,
     JobSpec,
@@ -234,13 +237,15 @@ def _number(text: str) -> float:
     return value
 
 
-def _whole(text: str, minimum: int) -> int:
+def _whole(text: str, minimum: int, maximum: int) -> int:
     try:
         value = float(text)
     except ValueError:
         raise _BadValue(f"must be a whole number >= {minimum}") from None
     if not value.is_integer() or value < minimum:
         raise _BadValue(f"must be a whole number >= {minimum}")
+    if value > maximum:
+        raise _BadValue(f"must be at most {maximum}")
     return int(value)
 
 
@@ -301,6 +306,9 @@ class _TraceReader:
         names: dict[str, int] = {}
         limit = self.spec.limit
         while limit is None or len(rows) < limit:
+            if len(rows) == MAX_JOBS:
+                self.problem(reader.line_num, f"more than {MAX_JOBS} jobs: set limit")
+                break
             try:
                 cells = next(reader, None)
             except csv.Error as err:
@@ -366,9 +374,9 @@ class _TraceReader:
 
         submit = field("submit", self._time, 0.0)
         duration = field("duration", self._duration, 0.0)
-        gpus = field("gpus", lambda t: _whole(t, 0), 0)
-        pods = field("pods", lambda t: _whole(t, 1), 1)
-        per_pod = field("gpusPerPod", lambda t: _whole(t, 0), 0)
+        gpus = field("gpus", lambda t: _whole(t, 0, MAX_PODS_PER_JOB), 0)
+        pods = field("pods", lambda t: _whole(t, 1, MAX_PODS_PER_JOB), 1)
+        per_pod = field("gpusPerPod", lambda t: _whole(t, 0, MAX_GPUS_PER_NODE), 0)
         tenant = field("tenant", _text, "")
         name = field("name", _text, f"{self.path.stem}-{line}")
         priority = field("priority", _integer_text, 0)
@@ -434,6 +442,9 @@ def _text(text: str) -> str:
 
 def _integer_text(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise _BadValue("must be an integer") from None
+    if not -(2**31) <= value < 2**31:
+        raise _BadValue("must be a 32-bit integer (a Kubernetes priority)")
+    return value

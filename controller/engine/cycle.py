@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from controller.engine.context import CycleContext
+from controller.engine.feasibility import NeverFit
 from controller.engine.guard import Guard
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
@@ -105,6 +106,7 @@ class Engine:
     placement: PlacementPolicy = field(default_factory=BinPack)
     search_bound: int = 8
     reasons: dict[str, str] = field(default_factory=dict)
+    never_fit: NeverFit = field(default_factory=NeverFit)
     _plans: dict[str, GangPlan] = field(default_factory=dict)
     _shape_ids: dict[object, int] = field(default_factory=dict)
     _failed_shapes: dict[int, _Memo] = field(default_factory=dict)
@@ -173,7 +175,7 @@ class Engine:
         """Decide one gang, or None when a recorded failure still holds (skipped)."""
         memo = self._failed_gangs.get(gang.uid)
         if memo is not None and self._still_fails(memo, gang):
-            if memo.kind == "queue" or not self.preemption.could_help(self.state, gang):
+            if memo.kind in ("queue", "never") or not self.preemption.could_help(self.state, gang):
                 result.skipped += 1
                 return None
             first = Decision(gang.uid, Outcome.PENDING, memo.reason)
@@ -222,7 +224,7 @@ class Engine:
         state = self.state
         if kind == "queue":
             stamp = (state.quota.generation, state.namespace_generation)
-        elif kind == "placement":
+        elif kind in ("placement", "never"):
             stamp = self._placement_stamp()
         self._failed_gangs[gang.uid] = _Memo(kind, stamp, gang, reason)
         return Decision(gang.uid, Outcome.PENDING, reason, attempts=attempts)
@@ -246,6 +248,8 @@ class Engine:
             first = self._try(gang, plan, placer, ctx.ledger, result, [])
             if first.outcome is Outcome.ADMITTED:
                 return first
+        if (never := self.never_fit.reason(state, gang)) is not None:
+            return self._fail("never", gang, never)
         if not self.preemption.could_help(state, gang):
             return first
         return self._preempt(gang, plan, placer, ctx, result, first)

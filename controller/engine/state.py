@@ -5,6 +5,7 @@ rebuilds the state. Indexes kept alongside: node usage, free cpu per node, node
 eligibility per (selector, tolerations), device match sets (in DeviceInventory), queue
 usage (in QuotaTree), and pending gangs in a stable order.
 
+`node_generation` grows whenever a node is added, changed or removed.
 `capacity_epoch` grows whenever something may make a gang fit that did not before
 (capacity freed or added, limits raised); the cycle uses it to skip gangs whose last
 failure cannot have changed. `admission_generation` grows on every admission or release,
@@ -81,6 +82,7 @@ class ClusterState:
         self._free_cpu: SortedList[tuple[int, str]] = SortedList()
         self._eligible: dict[EligibilityKey, frozenset[str]] = {}
         self.capacity_epoch = 0
+        self.node_generation = 0
         self.namespace_generation = 0
         self._blockers: dict[tuple[str, str], str | None] = {}
         self._blockers_stamp: tuple[int, int] = (-1, -1)
@@ -115,6 +117,7 @@ class ClusterState:
         self._free_cpu.add((self.nodes[node.name].free("cpu"), node.name))
         self._eligible.clear()
         self._label_domains.clear()
+        self.node_generation += 1
         self._grow()
 
     def remove_node(self, name: str) -> list[str]:
@@ -129,6 +132,7 @@ class ClusterState:
         self._free_cpu.discard((usage.free("cpu"), name))
         self._eligible.clear()
         self._label_domains.clear()
+        self.node_generation += 1
         return sorted(
             uid for uid, res in self.admitted.items() if any(p.node == name for p in res.pods)
         )

@@ -433,6 +433,7 @@ def small_claims(draw: st.DrawFn, prefix: str = "c") -> tuple[PodClaim, ...]:
         claims.append(PodClaim(f"{prefix}{ci}", ClaimSpec(tuple(requests), constraints)))
     return tuple(claims)
 
+
 # ---- faults: bad gangs and misbehaving plug-ins -----------------------------------------
 BAD_SELECTORS = (
     'device.attributes["gpu.example.com"].model ==',  # does not parse

@@ -35,7 +35,7 @@ def test_a_gang_too_big_for_the_cluster_holds_nothing_and_says_why():
     result = admit_all(Engine(state))
     d = decision_for(result, "g")
     assert d.outcome is Outcome.PENDING
-    assert "needs 5 pods x 4 gpu devices; free devices can host only 4 such pods" in d.reason
+    assert d.reason == "can never fit: needs 20 devices/gpu; the cluster has 16"
     assert not state.inventory.owners
     assert all(not u.used for u in state.nodes.values())
 
@@ -65,8 +65,9 @@ def test_smaller_gang_behind_a_blocked_one_is_admitted():
 
 
 def test_quota_refusal_names_the_queue_and_the_room_left():
-    state = cluster(nodes=2, queues=(Queue("team-a", quota=gpu_quota(4)),))
-    state.add_gang(gang("g", pods=2, gpus=4))
+    state = cluster(nodes=2, queues=(Queue("team-a", quota=gpu_quota(8)),))
+    state.add_gang(gang("running", pods=1, gpus=4, created=0))
+    state.add_gang(gang("g", pods=2, gpus=4, created=1))
     d = decision_for(admit_all(Engine(state)), "g")
     assert d.outcome is Outcome.PENDING
     assert d.reason == "queue team-a: needs 8 devices/gpu, quota leaves room for 4"
@@ -117,9 +118,10 @@ def test_a_pending_reason_is_reported_once_until_it_changes():
 
 
 def test_gangs_of_one_shape_share_the_failure_of_the_first():
-    state = cluster(nodes=1)
-    state.add_gang(gang("a", pods=2, gpus=8, created=0))
-    state.add_gang(gang("b", pods=2, gpus=8, created=1))
+    state = cluster(nodes=2)
+    state.add_gang(gang("running", pods=1, gpus=8, created=0))
+    state.add_gang(gang("a", pods=2, gpus=8, created=1))
+    state.add_gang(gang("b", pods=2, gpus=8, created=2))
     result = admit_all(Engine(state))
     assert decision_for(result, "b").reason.endswith("(same shape as gang a)")
 
@@ -136,8 +138,9 @@ def test_freed_capacity_lets_a_skipped_gang_be_tried_again():
 
 
 def test_cpu_only_gangs_are_placed_by_free_cpu():
-    state = cluster(nodes=2, gpus_per_node=0)
-    state.add_gang(gang("g", pods=3, cpu=40))
+    state = cluster(nodes=3, gpus_per_node=0)
+    state.add_gang(gang("running", pods=1, cpu=40, created=0))
+    state.add_gang(gang("g", pods=3, cpu=40, created=1))
     d = decision_for(admit_all(Engine(state)), "g")
     assert d.outcome is Outcome.PENDING
     assert "placed 2 of 3 pods" in d.reason and "cpu 40" in d.reason

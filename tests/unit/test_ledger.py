@@ -100,7 +100,11 @@ def test_rolling_back_a_preemptor_restores_its_victims():
 
 
 def test_useless_evictions_are_undone():
-    state, engine = with_low_priority_gang(pods=1)
+    state = cluster(nodes=2)
+    state.add_gang(gang("low", gpus=4))
+    state.add_gang(gang("keeper", gpus=8, priority=9))  # not evictable by priority 5
+    engine = Engine(state, preemption=EvictLowerPriority())
+    engine.cycle().ledger.commit_all()
     state.add_gang(gang("huge", pods=2, gpus=8, priority=5))
     result = engine.cycle()
     d = next(d for d in result.decisions if d.gang_uid == "huge")
