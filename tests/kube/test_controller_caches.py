@@ -15,14 +15,23 @@ from controller.kube import resources as r
 from controller.kube.caches import ClusterCaches, served
 from controller.kube.rest import Obj, Rest
 from emulator import Emulator, Fault
-from tests.kube.controller_env import create, emulator, rest
+from tests.kube.controller_env import (
+    GANG_API,
+    create,
+    emulator,
+    gangjob,
+    node,
+    owned_by,
+    pod,
+    record_for,
+    rest,
+)
 
 __all__ = ["emulator", "rest"]
 
 pytestmark = pytest.mark.looptime
 
 CRDS = Path(__file__).parents[2] / "crds"
-GANG_API = "phalanx.dev/v1alpha1"
 
 
 @pytest.fixture
@@ -72,18 +81,6 @@ async def cluster(emulator: Emulator, rest: Rest) -> Rest:
     return rest
 
 
-def node(name: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-        "status": {
-            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
-
-
 def gpu_slice(node_name: str) -> Obj:
     return {
         "apiVersion": "resource.k8s.io/v1",
@@ -95,44 +92,6 @@ def gpu_slice(node_name: str) -> Obj:
             "pool": {"name": node_name, "generation": 1, "resourceSliceCount": 1},
             "devices": [{"name": f"gpu-{i}"} for i in range(2)],
         },
-    }
-
-
-def gangjob(name: str, replicas: int = 2) -> Obj:
-    pod_spec = {
-        "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1"}}}],
-        "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": "one-gpu"}],
-    }
-    return {
-        "apiVersion": GANG_API,
-        "kind": "GangJob",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "queueName": "q",
-            "podSets": [{"name": "w", "replicas": replicas, "template": {"spec": pod_spec}}],
-        },
-    }
-
-
-def pod(name: str, node_name: str | None, owner: Obj | None = None, cpu: str = "1") -> Obj:
-    meta: dict[str, Any] = {"name": name, "namespace": "default"}
-    if owner is not None:
-        meta["ownerReferences"] = [owned_by(owner)]
-    spec: dict[str, Any] = {
-        "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu}}}]
-    }
-    if node_name:
-        spec["nodeName"] = node_name
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
-
-
-def owned_by(job: Obj) -> dict[str, Any]:
-    return {
-        "apiVersion": GANG_API,
-        "kind": "GangJob",
-        "name": job["metadata"]["name"],
-        "uid": job["metadata"]["uid"],
-        "controller": True,
     }
 
 
@@ -163,40 +122,6 @@ async def record_admission(rest: Rest, job: Obj, record: Obj) -> Obj:
     job["status"] = {"admission": record}
     path = r.GANG_JOBS.path("default", job["metadata"]["name"], "status")
     return await rest.request("PUT", path, body=job)
-
-
-def record_for(pods: list[tuple[str, str]]) -> Obj:
-    """An admission record of gang `w` pods on (node, device) each."""
-    return {
-        "admissionId": "a1",
-        "queue": "q",
-        "podSets": [
-            {
-                "name": "w",
-                "pods": [
-                    {
-                        "index": i,
-                        "node": node_name,
-                        "claims": [
-                            {
-                                "name": "gpu",
-                                "devices": [
-                                    {
-                                        "request": "gpu",
-                                        "driver": "gpu.io",
-                                        "pool": node_name,
-                                        "device": device,
-                                    }
-                                ],
-                            }
-                        ],
-                    }
-                    for i, (node_name, device) in enumerate(pods)
-                ],
-            }
-        ],
-        "quotaCharged": {"cpu": "2", "pods": "2", "devices/gpu": "2"},
-    }
 
 
 @pytest.fixture
