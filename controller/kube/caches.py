@@ -89,10 +89,19 @@ class ClusterCaches:
         self.informers = {res.plural: Informer(rest, res, **informer_options) for res in watched}
         self._handlers: dict[str, Handler] = {
             "namespaces": self._on_namespace,
-            "nodes": self._on_node,
-            "deviceclasses": self._on_device_class,
-            "resourceslices": self._on_slice,
-            "queues": self._on_queue,
+            "nodes": self._mirror("Node", translate.node, state.upsert_node, state.remove_node),
+            "deviceclasses": self._mirror(
+                "DeviceClass",
+                translate.device_class,
+                state.upsert_device_class,
+                state.remove_device_class,
+            ),
+            "resourceslices": self._mirror(
+                "ResourceSlice", translate.resource_slice, state.upsert_slice, state.remove_slice
+            ),
+            "queues": self._mirror(
+                "Queue", translate.queue, state.upsert_queue, state.remove_queue
+            ),
             "resourceclaimtemplates": self._on_template,
             "gangjobs": self._on_gang_job,
             "resourceclaims": self._on_claim,
@@ -134,7 +143,7 @@ class ClusterCaches:
         for obj in classes.cache.values() if classes is not None else ():
             self._take_priority_class(obj, deleted=False)
         for obj in self.cache("queues").values():
-            self._on_queue("ADDED", None, obj)
+            self._handlers["queues"]("ADDED", None, obj)
         recorded = {
             str(_meta(g).get("uid"))
             for g in self.cache("gangjobs").values()
@@ -175,49 +184,30 @@ class ClusterCaches:
         name, labels = translate.namespace_labels(new)
         self.state.set_namespace(name, {} if kind == DELETED else labels)
 
-    def _on_node(self, kind: str, old: Obj | None, new: Obj) -> None:
-        if kind == DELETED:
-            affected = self.state.remove_node(str(_meta(new).get("name")))
-            if affected:
-                log.warning(
-                    "node gone under admitted gangs", node=_meta(new).get("name"), gangs=affected
-                )
-            return
-        try:
-            self.state.upsert_node(translate.node(new))
-            self._problem("Node", new, None)
-        except InvalidInput as exc:
-            self._problem("Node", new, exc)
+    def _mirror(
+        self,
+        kind: str,
+        build: Callable[[Obj], Any],
+        upsert: Callable[[Any], None],
+        remove: Callable[[str], object],
+    ) -> Handler:
+        """A handler keeping one cluster-scoped kind in the state by name."""
 
-    def _on_device_class(self, kind: str, old: Obj | None, new: Obj) -> None:
-        if kind == DELETED:
-            self.state.remove_device_class(str(_meta(new).get("name")))
-            return
-        try:
-            self.state.upsert_device_class(translate.device_class(new))
-            self._problem("DeviceClass", new, None)
-        except InvalidInput as exc:
-            self._problem("DeviceClass", new, exc)
+        def on_event(event: str, old: Obj | None, new: Obj) -> None:
+            name = str(_meta(new).get("name"))
+            if event == DELETED:
+                affected = remove(name)
+                if affected:  # a node's removal names the admitted gangs it had
+                    log.warning("removed under admitted gangs", object=name, gangs=affected)
+                self._problem(kind, new, None)
+                return
+            try:
+                upsert(build(new))
+                self._problem(kind, new, None)
+            except InvalidInput as exc:
+                self._problem(kind, new, exc)
 
-    def _on_slice(self, kind: str, old: Obj | None, new: Obj) -> None:
-        if kind == DELETED:
-            self.state.remove_slice(str(_meta(new).get("name")))
-            return
-        try:
-            self.state.upsert_slice(translate.resource_slice(new))
-            self._problem("ResourceSlice", new, None)
-        except InvalidInput as exc:
-            self._problem("ResourceSlice", new, exc)
-
-    def _on_queue(self, kind: str, old: Obj | None, new: Obj) -> None:
-        if kind == DELETED:
-            self.state.remove_queue(str(_meta(new).get("name")))
-            return
-        try:
-            self.state.upsert_queue(translate.queue(new))
-            self._problem("Queue", new, None)
-        except InvalidInput as exc:
-            self._problem("Queue", new, exc)
+        return on_event
 
     # ---- what gangs are made of -------------------------------------------------------
     def _take_priority_class(self, obj: Obj, *, deleted: bool) -> None:

@@ -6,6 +6,7 @@ Test modules import the fixtures they use (`from tests.kube.controller_env impor
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from emulator import Emulator
 
 CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap", True)
 GANG_API = "phalanx.dev/v1alpha1"
+CRDS = Path(__file__).parents[2] / "crds"
 
 
 @pytest.fixture
@@ -33,6 +35,11 @@ async def rest(emulator: Emulator) -> AsyncIterator[Rest]:
     )
     async with client.ApiClient(configuration) as api_client:
         yield Rest(api_client)
+
+
+async def load_crds(emulator: Emulator) -> None:
+    for manifest in sorted(CRDS.glob("*.yaml")):
+        await emulator.load(manifest)
 
 
 def config_map(name: str, namespace: str = "default", **data: str) -> Obj:

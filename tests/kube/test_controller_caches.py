@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from tests.kube.controller_env import (
     create,
     emulator,
     gangjob,
+    load_crds,
     node,
     owned_by,
     pod,
@@ -31,13 +31,10 @@ __all__ = ["emulator", "rest"]
 
 pytestmark = pytest.mark.looptime
 
-CRDS = Path(__file__).parents[2] / "crds"
-
 
 @pytest.fixture
 async def cluster(emulator: Emulator, rest: Rest) -> Rest:
-    for manifest in sorted(CRDS.glob("*.yaml")):
-        await emulator.load(manifest)
+    await load_crds(emulator)
     for name in ("n1", "n2"):
         await create(rest, r.NODES, node(name))
     await create(

@@ -3,7 +3,6 @@ idempotent steps, and roll-forward after a fail-stop at every write in turn."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from tests.kube.controller_env import (
     create,
     emulator,
     gangjob,
+    load_crds,
     node,
     owned_by,
     pod,
@@ -35,7 +35,6 @@ __all__ = ["emulator", "rest"]
 
 pytestmark = pytest.mark.looptime
 
-CRDS = Path(__file__).parents[2] / "crds"
 PLACES = [("n1", "gpu-0"), ("n2", "gpu-0")]
 WRITES = 1 + 3 * len(PLACES)
 """The record, then per pod: claim finalizer, claim status, binding."""
@@ -43,8 +42,7 @@ WRITES = 1 + 3 * len(PLACES)
 
 @pytest.fixture
 async def job(emulator: Emulator, rest: Rest) -> Obj:
-    for manifest in sorted(CRDS.glob("*.yaml")):
-        await emulator.load(manifest)
+    await load_crds(emulator)
     for name in ("n1", "n2"):
         await create(rest, r.NODES, node(name))
     created = await create(rest, r.GANG_JOBS, gangjob("train"))
