@@ -1,0 +1,360 @@
+"""Every informer the controller needs, feeding one ClusterState through translate.py.
+
+Nothing reaches the engine before every cache has synced once: the first full state is
+then applied in one step, in an order that makes restoring admissions trustworthy:
+
+1. cluster shape: namespaces, nodes, device classes, slices, priority classes, queues;
+2. usage by others: bound pods and allocated claims that no admission record covers;
+3. GangJobs: a recorded admission is restored (and refused if it no longer holds: a
+   node gone or full, a device gone or held by someone else), others wait as pending;
+4. pods and claims of recorded gangs: ours if their gang's admission was restored,
+   otherwise usage by others (they still hold what they hold until rolled back).
+
+After that each watch event updates the state incrementally. "Ours" means controlled by
+a GangJob whose reservation the state holds; everything else bound or allocated is
+foreign usage (`add_foreign_pod`, `add_foreign_claim`), so nothing is handed out twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import structlog
+
+from controller.engine.errors import InvalidInput
+from controller.engine.state import ClusterState
+from controller.kube import resources as r
+from controller.kube import translate
+from controller.kube.informer import DELETED, Handler, Informer
+from controller.kube.resources import Resource
+from controller.kube.rest import KubeError, Obj, Rest
+
+log = structlog.get_logger("phalanx.caches")
+
+OPTIONAL = (r.PRIORITY_CLASSES, r.POD_GROUPS)
+"""Watched only where discovery finds them."""
+
+
+async def served(rest: Rest, resource: Resource) -> bool:
+    """Whether the API server serves `resource` (discovery of its group/version)."""
+    try:
+        found = await rest.get(f"/apis/{resource.group_version}")
+    except KubeError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return any(res.get("name") == resource.plural for res in found.get("resources") or ())
+
+
+def _meta(obj: Obj) -> dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+class ClusterCaches:
+    """List+watch caches of the cluster, and the ClusterState they keep current."""
+
+    def __init__(
+        self,
+        rest: Rest,
+        state: ClusterState,
+        *,
+        optional: tuple[Resource, ...] = (),
+        **informer_options: Any,
+    ) -> None:
+        self.state = state
+        self.ready = anyio.Event()
+        """Set once every cache has synced and the state was built from them."""
+        self.problems: dict[str, str] = {}
+        """Objects the engine cannot take, by `Kind key`: one line saying what is wrong."""
+        self.unrestorable: dict[str, str] = {}
+        """GangJobs (by uid) whose recorded admission no longer holds: roll them back."""
+        self.priorities: dict[str, int] = {}
+        self.default_priority = 0
+        self._pods_of: dict[str, set[str]] = {}
+        self._claims_of: dict[str, set[str]] = {}
+        watched = [
+            r.NAMESPACES,
+            r.NODES,
+            r.DEVICE_CLASSES,
+            r.RESOURCE_SLICES,
+            r.QUEUES,
+            r.CLAIM_TEMPLATES,
+            r.GANG_JOBS,
+            r.RESOURCE_CLAIMS,
+            r.PODS,
+            *optional,
+        ]
+        self.informers = {res.plural: Informer(rest, res, **informer_options) for res in watched}
+        self._handlers: dict[str, Handler] = {
+            "namespaces": self._on_namespace,
+            "nodes": self._mirror("Node", translate.node, state.upsert_node, state.remove_node),
+            "deviceclasses": self._mirror(
+                "DeviceClass",
+                translate.device_class,
+                state.upsert_device_class,
+                state.remove_device_class,
+            ),
+            "resourceslices": self._mirror(
+                "ResourceSlice", translate.resource_slice, state.upsert_slice, state.remove_slice
+            ),
+            "queues": self._mirror(
+                "Queue", translate.queue, state.upsert_queue, state.remove_queue
+            ),
+            "resourceclaimtemplates": self._on_template,
+            "gangjobs": self._on_gang_job,
+            "resourceclaims": self._on_claim,
+            "pods": self._on_pod,
+        }
+        if r.PRIORITY_CLASSES in optional:
+            self._handlers["priorityclasses"] = self._on_priority_class
+        for plural, handler in self._handlers.items():
+            self.informers[plural].add_handler(self._live(handler))
+
+    @classmethod
+    async def discover(cls, rest: Rest, state: ClusterState, **options: Any) -> ClusterCaches:
+        """Caches for what this server serves: PodGroups only where the 1.36 gang API is
+        on; PriorityClasses everywhere but in the API emulator, which lacks them."""
+        optional = tuple([res for res in OPTIONAL if await served(rest, res)])
+        return cls(rest, state, optional=optional, **options)
+
+    async def run(self) -> None:
+        """Run every informer; build the state once all have synced; run until cancelled."""
+        async with anyio.create_task_group() as tasks:
+            for informer in self.informers.values():
+                tasks.start_soon(informer.run)
+            for informer in self.informers.values():
+                await informer.synced.wait()
+            self._build()
+            self.ready.set()
+            log.info("caches synced", **{k: len(i.cache) for k, i in self.informers.items()})
+
+    def cache(self, plural: str) -> dict[str, Obj]:
+        return self.informers[plural].cache
+
+    # ---- the first full state ---------------------------------------------------------
+    def _build(self) -> None:
+        for plural in ("namespaces", "nodes", "deviceclasses", "resourceslices"):
+            handler = self._handlers[plural]
+            for obj in list(self.cache(plural).values()):
+                handler("ADDED", None, obj)
+        classes = self.informers.get("priorityclasses")
+        for obj in classes.cache.values() if classes is not None else ():
+            self._take_priority_class(obj, deleted=False)
+        for obj in self.cache("queues").values():
+            self._handlers["queues"]("ADDED", None, obj)
+        recorded = {
+            str(_meta(g).get("uid"))
+            for g in self.cache("gangjobs").values()
+            if (g.get("status") or {}).get("admission")
+        }
+        later: list[tuple[Handler, Obj]] = []
+        for plural, handler in (("resourceclaims", self._on_claim), ("pods", self._on_pod)):
+            for obj in self.cache(plural).values():
+                if translate.owner_gang(obj) in recorded:
+                    later.append((handler, obj))
+                else:
+                    handler("ADDED", None, obj)
+        for obj in self.cache("gangjobs").values():
+            self._sync_gang(obj)
+        for handler, obj in later:
+            handler("ADDED", None, obj)
+
+    def _live(self, handler: Handler) -> Handler:
+        """Events before the first build are left in the informer's cache, which the
+        build reads; after it they go to the state one by one."""
+
+        def on_event(kind: str, old: Obj | None, new: Obj) -> None:
+            if self.ready.is_set():
+                handler(kind, old, new)
+
+        return on_event
+
+    def _problem(self, kind: str, obj: Obj, error: InvalidInput | None) -> None:
+        key = translate.describe(kind, obj)
+        if error is None:
+            self.problems.pop(key, None)
+        else:
+            self.problems[key] = str(error)
+            log.warning("object not usable", object=key, problem=str(error))
+
+    # ---- cluster shape ----------------------------------------------------------------
+    def _on_namespace(self, kind: str, old: Obj | None, new: Obj) -> None:
+        name, labels = translate.namespace_labels(new)
+        self.state.set_namespace(name, {} if kind == DELETED else labels)
+
+    def _mirror(
+        self,
+        kind: str,
+        build: Callable[[Obj], Any],
+        upsert: Callable[[Any], None],
+        remove: Callable[[str], object],
+    ) -> Handler:
+        """A handler keeping one cluster-scoped kind in the state by name."""
+
+        def on_event(event: str, old: Obj | None, new: Obj) -> None:
+            name = str(_meta(new).get("name"))
+            if event == DELETED:
+                affected = remove(name)
+                if affected:  # a node's removal names the admitted gangs it had
+                    log.warning("removed under admitted gangs", object=name, gangs=affected)
+                self._problem(kind, new, None)
+                return
+            try:
+                upsert(build(new))
+                self._problem(kind, new, None)
+            except InvalidInput as exc:
+                self._problem(kind, new, exc)
+
+        return on_event
+
+    # ---- what gangs are made of -------------------------------------------------------
+    def _take_priority_class(self, obj: Obj, *, deleted: bool) -> None:
+        try:
+            name, value, default = translate.priority_class(obj)
+        except InvalidInput as exc:
+            self._problem("PriorityClass", obj, exc)
+            return
+        if deleted:
+            self.priorities.pop(name, None)
+        else:
+            self.priorities[name] = value
+        if default:
+            self.default_priority = 0 if deleted else value
+
+    def _on_priority_class(self, kind: str, old: Obj | None, new: Obj) -> None:
+        self._take_priority_class(new, deleted=kind == DELETED)
+        self._resync_pending(lambda g: True)
+
+    def _on_template(self, kind: str, old: Obj | None, new: Obj) -> None:
+        namespace = _meta(new).get("namespace")
+        self._resync_pending(lambda g: _meta(g).get("namespace") == namespace)
+
+    def _resync_pending(self, which: Callable[[Obj], bool]) -> None:
+        """Translate again the GangJobs not admitted (their templates or priority moved)."""
+        for obj in list(self.cache("gangjobs").values()):
+            if str(_meta(obj).get("uid")) not in self.state.admitted and which(obj):
+                self._sync_gang(obj)
+
+    def _on_gang_job(self, kind: str, old: Obj | None, new: Obj) -> None:
+        if kind == DELETED:
+            uid = str(_meta(new).get("uid"))
+            self.state.remove_gang(uid)
+            self.unrestorable.pop(uid, None)
+            self._problem("GangJob", new, None)
+            self.refresh_gang(uid)
+            return
+        if old is not None and _status_only_change(old, new, self.state):
+            return
+        self._sync_gang(new)
+
+    def _sync_gang(self, obj: Obj) -> None:
+        """Put a GangJob where it belongs: restored, pending, or out of the queue."""
+        uid = str(_meta(obj).get("uid"))
+        status = obj.get("status") or {}
+        record = status.get("admission")
+        if uid in self.state.admitted:
+            if record:
+                return
+            self.state.release(uid)  # released through the API: give back what it held
+            self.refresh_gang(uid)
+        try:
+            gang = translate.gang(
+                obj, self.cache("resourceclaimtemplates"), self.priorities, self.default_priority
+            )
+        except InvalidInput as exc:
+            self.state.remove_gang(uid)
+            self._problem("GangJob", obj, exc)
+            return
+        self._problem("GangJob", obj, None)
+        if record:
+            try:
+                reservation = translate.reservation_from_record(gang, record, self.state.now)
+                self.state.restore(gang, reservation)
+            except InvalidInput as exc:
+                self.unrestorable[uid] = str(exc)
+                log.warning("recorded admission does not hold", gang=uid, problem=str(exc))
+                return
+            self.unrestorable.pop(uid, None)
+            self.refresh_gang(uid)
+            return
+        if (obj.get("spec") or {}).get("suspend") or status.get("phase") in (
+            "Succeeded",
+            "Failed",
+        ):
+            self.state.remove_gang(uid)
+            return
+        self.state.add_gang(gang)
+
+    # ---- usage ------------------------------------------------------------------------
+    def refresh_gang(self, uid: str) -> None:
+        """Re-decide whether the gang's pods and claims are ours or foreign usage (call
+        after the gang was admitted or released)."""
+        for key in list(self._pods_of.get(uid, ())):
+            obj = self.cache("pods").get(key)
+            if obj is not None:
+                self._on_pod("MODIFIED", None, obj)
+        for key in list(self._claims_of.get(uid, ())):
+            obj = self.cache("resourceclaims").get(key)
+            if obj is not None:
+                self._on_claim("MODIFIED", None, obj)
+
+    def _owner(self, index: dict[str, set[str]], key: str, obj: Obj, deleted: bool) -> str | None:
+        owner = translate.owner_gang(obj)
+        if owner is not None:
+            keys = index.setdefault(owner, set())
+            if deleted:
+                keys.discard(key)
+                if not keys:
+                    del index[owner]
+            else:
+                keys.add(key)
+        return owner
+
+    def _on_pod(self, kind: str, old: Obj | None, new: Obj) -> None:
+        key = r.PODS.key(new)
+        owner = self._owner(self._pods_of, key, new, kind == DELETED)
+        if kind == DELETED or owner in self.state.admitted:
+            self.state.remove_foreign_pod(key)
+            return
+        try:
+            usage = translate.pod_usage(new)
+        except InvalidInput as exc:
+            self._problem("Pod", new, exc)
+            return
+        if usage is None:
+            self.state.remove_foreign_pod(key)
+        else:
+            self.state.add_foreign_pod(key, *usage)
+
+    def _on_claim(self, kind: str, old: Obj | None, new: Obj) -> None:
+        key = r.RESOURCE_CLAIMS.key(new)
+        owner = self._owner(self._claims_of, key, new, kind == DELETED)
+        if kind == DELETED or owner in self.state.admitted:
+            self.state.remove_foreign_claim(key)
+            return
+        try:
+            devices = translate.claim_devices(new)
+        except InvalidInput as exc:
+            self._problem("ResourceClaim", new, exc)
+            return
+        if devices:
+            self.state.add_foreign_claim(key, devices)
+        else:
+            self.state.remove_foreign_claim(key)
+
+
+def _status_only_change(old: Obj, new: Obj, state: ClusterState) -> bool:
+    """A status write that leaves a known GangJob's spec, record and phase as they were
+    changes nothing for the engine; skipping it saves a translation per status write."""
+    old_status, new_status = old.get("status") or {}, new.get("status") or {}
+    generation = _meta(new).get("generation")
+    uid = str(_meta(new).get("uid"))
+    return (
+        generation is not None
+        and _meta(old).get("generation") == generation
+        and old_status.get("admission") == new_status.get("admission")
+        and old_status.get("phase") == new_status.get("phase")
+        and (uid in state.pending or uid in state.admitted)
+    )

@@ -1,0 +1,176 @@
+"""JSON over the Kubernetes API through kubernetes-asyncio, as plain dicts.
+
+Why plain dicts and not the client's generated models: the controller reads custom
+resources (dicts in kubernetes-asyncio anyway), new API fields the pinned client may not
+know yet (resource.k8s.io/v1, `spec.schedulingGroup`) are kept instead of dropped, one
+shape serves every resource (one informer, one translator), and deserializing thousands
+of pods into models costs CPU the admission loop needs. Requests still go through
+`ApiClient.call_api` with `_preload_content=False`, so configuration, TLS, bearer-token
+refresh and exec plugins are the client library's own.
+
+Watch streams are split into lines here rather than with aiohttp's `readline`, which
+refuses lines over 128 KiB (a large GangJob status is bigger).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient
+
+Obj = dict[str, Any]
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeError(Exception):
+    """A non-2xx answer (or an ERROR watch event): HTTP status, reason and message."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str = "",
+        message: str = "",
+        *,
+        retry_after: float | None = None,
+        body: Obj | None = None,
+    ) -> None:
+        super().__init__(f"{status} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+        self.body = body or {}
+
+    @staticmethod
+    def from_status(status: Obj, http_status: int | None = None) -> KubeError:
+        """From a metav1.Status body (an error answer or an ERROR watch event)."""
+        code = status.get("code") or http_status or 500
+        return KubeError(
+            int(code), str(status.get("reason", "")), str(status.get("message", "")), body=status
+        )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _query(query: Mapping[str, object] | None) -> list[tuple[str, str]]:
+    """Booleans as `true`/`false` (what kubectl sends), None values left out."""
+    out: list[tuple[str, str]] = []
+    for key, value in (query or {}).items():
+        if value is None:
+            continue
+        out.append((key, ("true" if value else "false") if isinstance(value, bool) else str(value)))
+    return out
+
+
+class Rest:
+    """The few verbs the controller needs, on any resource path."""
+
+    def __init__(self, api_client: ApiClient) -> None:
+        self.api_client = api_client
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, object] | None,
+        body: object,
+        content_type: str,
+        timeout: float | aiohttp.ClientTimeout | None,
+    ) -> aiohttp.ClientResponse:
+        response: aiohttp.ClientResponse = await self.api_client.call_api(
+            path,
+            method,
+            query_params=_query(query),
+            header_params={"Accept": JSON, "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+        if response.status >= 400:
+            try:
+                text = await response.text()
+            finally:
+                response.release()
+            try:
+                status = json.loads(text)
+            except json.JSONDecodeError:
+                status = {"message": text[:200]}
+            error = KubeError.from_status(
+                status if isinstance(status, dict) else {}, response.status
+            )
+            error.status = response.status
+            error.retry_after = _retry_after(response.headers)
+            raise error
+        return response
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, object] | None = None,
+        body: object = None,
+        content_type: str = JSON,
+        timeout: float | None = 60.0,
+    ) -> Obj:
+        """One request; the answer's JSON body, or KubeError."""
+        response = await self._send(method, path, query, body, content_type, timeout)
+        try:
+            data = await response.read()
+        finally:
+            response.release()
+        parsed = json.loads(data) if data else {}
+        return parsed if isinstance(parsed, dict) else {"items": parsed}
+
+    async def get(self, path: str, query: Mapping[str, object] | None = None) -> Obj:
+        return await self.request("GET", path, query=query)
+
+    @asynccontextmanager
+    async def watch(
+        self, path: str, query: Mapping[str, object]
+    ) -> AsyncIterator[AsyncIterator[Obj]]:
+        """A watch stream: yields its events (`{type, object}`) until the server ends it."""
+        response = await self._send(
+            "GET",
+            path,
+            {**query, "watch": True},
+            None,
+            JSON,
+            aiohttp.ClientTimeout(total=None, sock_read=None),
+        )
+        try:
+            yield _events(response)
+        finally:
+            response.close()
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[Obj]:
+    pending: list[bytes] = []
+    async for chunk in response.content.iter_any():
+        *complete, rest = chunk.split(b"\n")
+        for i, piece in enumerate(complete):
+            line = b"".join([*pending, piece]) if i == 0 and pending else piece
+            if line.strip():
+                yield json.loads(line)
+        if complete:
+            pending.clear()
+        if rest:
+            pending.append(rest)
+    tail = b"".join(pending)
+    if tail.strip():
+        yield json.loads(tail)
