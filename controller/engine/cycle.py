@@ -20,9 +20,12 @@ cycle's cost bounded by the number of queues rather than the backlog.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from controller.engine.backlog import Backlog, charge_is_exact
 from controller.engine.context import CycleContext
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
@@ -36,7 +39,7 @@ from controller.engine.policy import (
     PreemptionPolicy,
 )
 from controller.engine.reservation import Reservation
-from controller.engine.state import ClusterState
+from controller.engine.state import ClusterState, PendingJournal
 
 
 class Outcome(StrEnum):
@@ -101,6 +104,13 @@ class Engine:
     _failed_gangs: dict[str, _Memo] = field(default_factory=dict)
     _failed_preemption: dict[str, _Memo] = field(default_factory=dict)
     _searched_queues: set[str] = field(default_factory=set)
+    walk_all: bool = False
+    """Walk the ordering's whole order every cycle, never the group index: the reference
+    the lazy walk is tested against."""
+    _exact_charge: dict[int, bool] = field(default_factory=dict)
+    _journal: PendingJournal | None = None
+    _journal_state: ClusterState | None = None
+    _backlog: Backlog | None = None
 
     def plan(self, gang: Gang) -> GangPlan:
         plan = self._plans.get(gang.uid)
@@ -123,47 +133,145 @@ class Engine:
         placer = Placer(state, self.placement, self.search_bound)
         ctx = CycleContext(state, ledger, placer, self.plan)
         result = CycleResult([], ledger)
-        failed = self._failed_gangs
-        observe = self.ordering.observe
-        could_help = self.preemption.could_help
         self._searched_queues.clear()
-        for gang in self.ordering.order(ctx):
-            uid = gang.uid
-            if uid in ledger.evicted or uid not in state.pending:
-                continue
-            result.considered += 1
-            memo = failed.get(uid)
-            if memo is not None and self._still_fails(memo, gang):
-                if memo.kind == "queue" or not could_help(state, gang):
-                    result.skipped += 1
-                    observe(gang, False)
-                    continue
-                first = Decision(uid, Outcome.PENDING, memo.reason)
-                decision = self._preempt(gang, self.plan(gang), placer, ctx, result, first)
-            else:
-                decision = self._decide(gang, placer, ctx, result)
-            observe(gang, decision.outcome is Outcome.ADMITTED)
-            if decision.outcome is Outcome.ADMITTED:
-                self.reasons.pop(uid, None)
-                failed.pop(uid, None)
-                result.decisions.append(decision)
-            elif self.reasons.get(uid) != decision.reason:
-                self.reasons[uid] = decision.reason
-                result.decisions.append(decision)
-        self._forget_gone(len(state.pending))
+        changed = self._follow_pending()
+        backlog = self._backlog_for(changed)
+        if backlog is None:
+            for gang in self.ordering.order(ctx):
+                self._visit(gang, placer, ctx, result)
+        else:
+            self._walk_groups(backlog, placer, ctx, result)
+        self._forget_gone(changed)
         return result
 
-    def _forget_gone(self, pending: int) -> None:
+    def _visit(self, gang: Gang, placer: Placer, ctx: CycleContext, result: CycleResult) -> None:
+        """Decide one gang drawn from the order (or skip it on a memo that still holds)."""
+        state = self.state
+        uid = gang.uid
+        if uid in ctx.ledger.evicted or uid not in state.pending:
+            return
+        result.considered += 1
+        memo = self._failed_gangs.get(uid)
+        if memo is not None and self._still_fails(memo, gang):
+            if memo.kind == "queue" or not self.preemption.could_help(state, gang):
+                result.skipped += 1
+                self.ordering.observe(gang, False)
+                return
+            first = Decision(uid, Outcome.PENDING, memo.reason)
+            decision = self._preempt(gang, self.plan(gang), placer, ctx, result, first)
+        else:
+            decision = self._decide(gang, placer, ctx, result)
+        self.ordering.observe(gang, decision.outcome is Outcome.ADMITTED)
+        if decision.outcome is Outcome.ADMITTED:
+            self.reasons.pop(uid, None)
+            self._failed_gangs.pop(uid, None)
+            result.decisions.append(decision)
+        elif self.reasons.get(uid) != decision.reason:
+            self.reasons[uid] = decision.reason
+            result.decisions.append(decision)
+
+    # ---- the lazy walk over groups of alike gangs (see backlog.py) ---------------------
+    def _follow_pending(self) -> set[str]:
+        """Uids whose pending entry changed since the last cycle."""
+        if self._journal is None or self._journal_state is not self.state:
+            self._journal = self.state.pending_journal()
+            self._journal_state = self.state
+            self._backlog = None
+        return self._journal.drain()
+
+    def _backlog_for(self, changed: set[str]) -> Backlog | None:
+        """The group index when the walk may be lazy: the ordering is a sort by a key of
+        the gang alone (`KeyedOrdering`) and no preemption can change what a failure
+        implies. None: walk the ordering's whole order."""
+        key = getattr(self.ordering, "static_key", None)
+        if self.walk_all or key is None or not isinstance(self.preemption, NoPreemption):
+            self._backlog = None
+            return None
+        backlog = self._backlog
+        if backlog is None or backlog.owner is not self.ordering:
+            backlog = self._backlog = Backlog(self.state, self.ordering, key, self._group_of)
+            backlog.sync(self.state.pending)
+        else:
+            backlog.sync(changed)
+        return backlog
+
+    def _group_of(self, gang: Gang) -> tuple[str, str, int]:
+        return (gang.queue, gang.namespace, self.plan(gang).shape_id)
+
+    def _walk_groups(
+        self, backlog: Backlog, placer: Placer, ctx: CycleContext, result: CycleResult
+    ) -> None:
+        """The order's gangs, group heads merged by key; a group whose gang failed for a
+        reason the whole group shares (queue, quota lower bound, placement) is not walked
+        further this cycle. Newcomers left unwalked are told their group's reason."""
+        state = self.state
+        heap = backlog.heads()
+        heapq.heapify(heap)
+        stopped: dict[Hashable, Gang] = {}
+        visited: set[str] = set()
+        while heap:
+            entry, where = heapq.heappop(heap)
+            gang = state.pending.get(entry[1])
+            if gang is not None:
+                visited.add(gang.uid)
+                self._visit(gang, placer, ctx, result)
+                if gang.uid in state.pending and self._fails_for_group(gang):
+                    stopped[where] = gang
+                    continue
+            following = backlog.after(where, entry)
+            if following is not None:
+                heapq.heappush(heap, (following, where))
+        for uid in sorted(backlog.fresh - visited):
+            head = stopped.get(backlog.place[uid][0])
+            member = state.pending.get(uid)
+            if head is None or member is None:
+                continue
+            reason = self._group_reason(member, head)
+            if self.reasons.get(uid) != reason:
+                self.reasons[uid] = reason
+                result.decisions.append(Decision(uid, Outcome.PENDING, reason))
+        backlog.fresh.clear()
+
+    def _fails_for_group(self, gang: Gang) -> bool:
+        """Whether the pending gang's recorded failure holds for its whole group now."""
+        memo = self._failed_gangs.get(gang.uid)
+        if memo is None or memo.gang is not gang:
+            return False
+        if memo.kind == "quota":
+            shape = self.plan(gang).shape_id
+            exact = self._exact_charge.get(shape)
+            if exact is None:
+                exact = self._exact_charge[shape] = charge_is_exact(gang)
+            return exact
+        return memo.kind in ("queue", "placement")
+
+    def _group_reason(self, member: Gang, head: Gang) -> str:
+        """What deciding `member` after its group's `head` failed would have said."""
+        memo = self._failed_gangs[head.uid]
+        shape = self._failed_shapes.get(self.plan(member).shape_id)
+        if memo.kind != "placement" or shape is None or shape.stamp != self._placement_stamp():
+            return memo.reason
+        return f"{shape.reason} (same shape as gang {shape.gang.uid})"
+
+    def _forget_gone(self, changed: set[str]) -> None:
         """Keep memo tables proportional to the backlog: drop what no pending gang needs."""
         state = self.state
-        for table in (self._plans, self.reasons, self._failed_gangs, self._failed_preemption):
-            if len(table) > pending:
+        tables = (self._plans, self.reasons, self._failed_gangs, self._failed_preemption)
+        for uid in changed:
+            if uid not in state.pending:
+                for table in tables:
+                    table.pop(uid, None)
+        pending = len(state.pending)
+        for table in tables:
+            if len(table) > 2 * pending + 1024:  # entries not made for pending gangs
                 for uid in [u for u in table if u not in state.pending]:
                     del table[uid]
         if len(self._shape_ids) > 2 * pending + 1024:
             self._shape_ids.clear()
             self._failed_shapes.clear()
+            self._exact_charge.clear()
             self._plans.clear()
+            self._backlog = None  # its groups are keyed by shape ids
 
     def _still_fails(self, memo: _Memo, gang: Gang) -> bool:
         """True while nothing changed that could let the recorded failure pass.

@@ -250,10 +250,14 @@ Op = tuple[object, ...]
 Indices are taken modulo what exists when the operation runs."""
 
 
-def operations(spec: ClusterSpec, max_ops: int = 20) -> st.SearchStrategy[list[Op]]:
-    """A random interleaving of cluster events and admission cycles; gangs get uids g00.."""
+def operations(
+    spec: ClusterSpec, max_ops: int = 20, copies: int = 0
+) -> st.SearchStrategy[list[Op]]:
+    """A random interleaving of cluster events and admission cycles; gangs get uids g00..
+    With `copies`, gangs are also added in batches of up to that many of one shape (a
+    backlog of repeated shapes)."""
     index = st.integers(0, 63)
-    kinds = {
+    kinds: dict[str, st.SearchStrategy[Op]] = {
         "add": st.tuples(st.just("add"), gangs(spec.leaves)),
         "commit": st.tuples(st.just("cycle"), st.just("commit")),
         "rollback": st.tuples(st.just("cycle"), st.just("rollback")),
@@ -271,6 +275,9 @@ def operations(spec: ClusterSpec, max_ops: int = 20) -> st.SearchStrategy[list[O
         "add_queue": st.tuples(st.just("add_queue"), index, queue_quota()),
     }
     weights = {"add": 6, "commit": 5, "rollback": 2, "mixed": 2, "release": 2}
+    if copies:
+        kinds["copies"] = st.tuples(st.just("add"), gangs(spec.leaves), st.integers(2, copies))
+        weights["copies"] = 4
     names = [k for k in kinds for _ in range(weights.get(k, 1))]
     op = st.sampled_from(names).flatmap(kinds.__getitem__)
     # Always start with a gang and end with a committed cycle, so every run decides something.
@@ -281,16 +288,24 @@ def operations(spec: ClusterSpec, max_ops: int = 20) -> st.SearchStrategy[list[O
 
 
 def _number_gangs(ops: list[Op]) -> list[Op]:
+    """Uids g00, g01.. in order; ("add", gang, k) becomes k adds of that shape, created
+    one after another, with priorities taking turns (one group, interleaved keys)."""
     out: list[Op] = []
     n = 0
     for op in ops:
-        if op[0] == "add":
-            gang = op[1]
-            assert isinstance(gang, Gang)
+        if op[0] != "add":
+            out.append(op)
+            continue
+        gang = op[1]
+        assert isinstance(gang, Gang)
+        count = op[2] if len(op) > 2 else 1
+        assert isinstance(count, int)
+        for i in range(count):
             uid = f"g{n:02d}"
-            op = ("add", replace(gang, uid=uid, name=uid))
+            priority = gang.priority if i == 0 else (gang.priority + i) % 3
+            copy = replace(gang, uid=uid, name=uid, created=gang.created + i, priority=priority)
+            out.append(("add", copy))
             n += 1
-        out.append(op)
     return out
 
 
@@ -305,13 +320,21 @@ class Scenario:
     """A shipped ordering policy by name."""
 
 
+ORDERINGS = ("priority", "strict-fifo", "best-effort-fifo", "drf", "las", "sjf")
+
+
 @st.composite
-def scenarios(draw: st.DrawFn, max_ops: int = 20, preemption: bool = True) -> Scenario:
+def scenarios(
+    draw: st.DrawFn,
+    max_ops: int = 20,
+    preemption: bool = True,
+    copies: int = 0,
+    orderings: Sequence[str] = ORDERINGS,
+) -> Scenario:
     spec = draw(cluster_specs())
-    ops = draw(operations(spec, max_ops))
+    ops = draw(operations(spec, max_ops, copies))
     kinds = ["none", "lower", "lower-or-equal", "priority", "reclaim", "fair-share", "cost-aware"]
     preempt = draw(st.sampled_from(kinds)) if preemption else "none"
-    orderings = ["priority", "strict-fifo", "best-effort-fifo", "drf", "las", "sjf"]
     return Scenario(spec, tuple(ops), preempt, draw(st.sampled_from(orderings)))
 
 
