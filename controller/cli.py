@@ -49,6 +49,10 @@ def bench_engine(
     gangs: Annotated[int, typer.Option(min=1, help="Pending gangs in the backlog.")] = 5000,
     incremental: Annotated[int, typer.Option(min=0, help="Incremental cycles to time.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic backlog.")] = 7,
+    backlog: Annotated[
+        list[int] | None,
+        typer.Option(min=1, help="Backlog sizes to time an incremental cycle at (repeat)."),
+    ] = None,
     ordering: PolicyOption = None,
     preemption: PolicyOption = None,
     placement: PolicyOption = None,
@@ -57,17 +61,25 @@ def bench_engine(
     ] = None,
 ) -> None:
     """Fill a synthetic DRA GPU cluster from a gang backlog, then time incremental cycles."""
-    from controller.bench.engine import TARGETS, run
+    from controller.bench.engine import BACKLOGS, TARGETS, backlog_scaling, run
     from controller.bench.synthetic import ClusterShape
 
     chosen = _settings(ordering=ordering, preemption=preemption, placement=placement)
+    shape = ClusterShape(nodes=nodes, gangs=gangs, seed=seed)
     with console.status("filling the synthetic cluster..."):
-        figures = run(
-            ClusterShape(nodes=nodes, gangs=gangs, seed=seed),
-            incremental,
-            chosen.policy_selection(),
+        figures = run(shape, incremental, chosen.policy_selection())
+    sizes = tuple(sorted(backlog or BACKLOGS))
+    with console.status(f"timing incremental cycles at backlogs of {sizes}..."):
+        scaling, targets, met = backlog_scaling(
+            shape, incremental, chosen.policy_selection(), sizes
         )
-    _print_bench("phalanx bench engine", figures.as_dict(), TARGETS, figures.verdicts(), json_out)
+    _print_bench(
+        "phalanx bench engine",
+        {**figures.as_dict(), **scaling},
+        {**TARGETS, **targets},
+        {**figures.verdicts(), **met},
+        json_out,
+    )
 
 
 @bench_app.command("policies")

@@ -21,11 +21,10 @@ cycle's cost bounded by the number of queues rather than the backlog.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from controller.engine.backlog import Backlog, charge_is_exact
+from controller.engine.backlog import Backlog, GroupKey, charge_is_exact, shortfall
 from controller.engine.context import CycleContext
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
@@ -193,6 +192,7 @@ class Engine:
             backlog.sync(self.state.pending)
         else:
             backlog.sync(changed)
+        backlog.wake(self.state.inventory)
         return backlog
 
     def _group_of(self, gang: Gang) -> tuple[str, str, int]:
@@ -201,13 +201,14 @@ class Engine:
     def _walk_groups(
         self, backlog: Backlog, placer: Placer, ctx: CycleContext, result: CycleResult
     ) -> None:
-        """The order's gangs, group heads merged by key; a group whose gang failed for a
-        reason the whole group shares (queue, quota lower bound, placement) is not walked
-        further this cycle. Newcomers left unwalked are told their group's reason."""
+        """The order's gangs, awake group heads merged by key; a group whose gang failed
+        for a reason the whole group shares (queue, quota lower bound, placement) is not
+        walked further this cycle, and sleeps if its shape needs devices not free.
+        Newcomers left unwalked are told their group's reason."""
         state = self.state
         heap = backlog.heads()
         heapq.heapify(heap)
-        stopped: dict[Hashable, Gang] = {}
+        stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
         while heap:
             entry, where = heapq.heappop(heap)
@@ -217,17 +218,20 @@ class Engine:
                 self._visit(gang, placer, ctx, result)
                 if gang.uid in state.pending and self._fails_for_group(gang):
                     stopped[where] = gang
+                    if self._failed_gangs[gang.uid].kind == "placement":
+                        short = shortfall(state.inventory, self.plan(gang))
+                        if short is not None:
+                            backlog.sleep(where[2], *short)
                     continue
             following = backlog.after(where, entry)
             if following is not None:
                 heapq.heappush(heap, (following, where))
         for uid in sorted(backlog.fresh - visited):
-            head = stopped.get(backlog.place[uid][0])
             member = state.pending.get(uid)
-            if head is None or member is None:
+            if member is None:
                 continue
-            reason = self._group_reason(member, head)
-            if self.reasons.get(uid) != reason:
+            reason = self._group_reason(member, stopped.get(backlog.place[uid][0]))
+            if reason is not None and self.reasons.get(uid) != reason:
                 self.reasons[uid] = reason
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
@@ -245,12 +249,17 @@ class Engine:
             return exact
         return memo.kind in ("queue", "placement")
 
-    def _group_reason(self, member: Gang, head: Gang) -> str:
-        """What deciding `member` after its group's `head` failed would have said."""
-        memo = self._failed_gangs[head.uid]
-        shape = self._failed_shapes.get(self.plan(member).shape_id)
-        if memo.kind != "placement" or shape is None or shape.stamp != self._placement_stamp():
+    def _group_reason(self, member: Gang, head: Gang | None) -> str | None:
+        """What deciding `member` would have said: its group's `head` failed this cycle
+        (None: its shape sleeps, it failed placement earlier)."""
+        memo = self._failed_gangs.get(head.uid) if head is not None else None
+        if memo is not None and memo.kind != "placement":
             return memo.reason
+        shape = self._failed_shapes.get(self.plan(member).shape_id)
+        if shape is None:
+            return memo.reason if memo is not None else None
+        if shape.gang.uid == member.uid:
+            return shape.reason
         return f"{shape.reason} (same shape as gang {shape.gang.uid})"
 
     def _forget_gone(self, changed: set[str]) -> None:

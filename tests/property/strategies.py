@@ -53,8 +53,9 @@ class ClusterSpec:
 
 
 @st.composite
-def gpu_devices(draw: st.DrawFn, node: str) -> tuple[Device, ...]:
-    """0-8 GPUs with mixed models and NVLink domains; about one in four is shareable."""
+def gpu_devices(draw: st.DrawFn, node: str, shareable: bool = True) -> tuple[Device, ...]:
+    """0-8 GPUs with mixed models and NVLink domains; about one in four is shareable
+    (unless not `shareable`)."""
     count = draw(st.sampled_from([0, 1, 2, 4, 6, 8, 8, 8]))
     return tuple(
         Device(
@@ -68,7 +69,7 @@ def gpu_devices(draw: st.DrawFn, node: str) -> tuple[Device, ...]:
                 INDEX: i,
             },
             capacity={f"{DRIVER}/memory": "80Gi"},
-            shareable=draw(st.integers(0, 3)) == 0,
+            shareable=shareable and draw(st.integers(0, 3)) == 0,
         )
         for i in range(count)
     )
@@ -76,7 +77,7 @@ def gpu_devices(draw: st.DrawFn, node: str) -> tuple[Device, ...]:
 
 @st.composite
 def nodes_and_slices(
-    draw: st.DrawFn,
+    draw: st.DrawFn, shareable: bool = True
 ) -> tuple[tuple[Node, ...], tuple[ResourceSlice, ...]]:
     """1-6 nodes, some labelled rack=r0/r1, each with 0-8 GPUs in one slice."""
     n = draw(st.integers(1, 6))
@@ -88,7 +89,7 @@ def nodes_and_slices(
         cpu = draw(st.sampled_from([16, 32, 64, 128])) * 1000
         pods = draw(st.sampled_from([110, 110, 8, 4]))
         nodes.append(Node(name, {"cpu": cpu, "memory": 512 * GIB, "pods": pods}, labels))
-        devices = draw(gpu_devices(name))
+        devices = draw(gpu_devices(name, shareable))
         if devices:
             slices.append(ResourceSlice(f"{name}-gpus", DRIVER, name, name, devices))
     return tuple(nodes), tuple(slices)
@@ -138,8 +139,8 @@ def queue_trees(draw: st.DrawFn, max_leaves: int = 5) -> tuple[tuple[Queue, ...]
 
 
 @st.composite
-def cluster_specs(draw: st.DrawFn) -> ClusterSpec:
-    nodes, slices = draw(nodes_and_slices())
+def cluster_specs(draw: st.DrawFn, shareable: bool = True) -> ClusterSpec:
+    nodes, slices = draw(nodes_and_slices(shareable))
     queues, leaves = draw(queue_trees())
     return ClusterSpec(nodes, slices, queues, leaves)
 
@@ -277,7 +278,7 @@ def operations(
     weights = {"add": 6, "commit": 5, "rollback": 2, "mixed": 2, "release": 2}
     if copies:
         kinds["copies"] = st.tuples(st.just("add"), gangs(spec.leaves), st.integers(2, copies))
-        weights["copies"] = 4
+        weights.update(copies=4, release=4)
     names = [k for k in kinds for _ in range(weights.get(k, 1))]
     op = st.sampled_from(names).flatmap(kinds.__getitem__)
     # Always start with a gang and end with a committed cycle, so every run decides something.
@@ -330,8 +331,11 @@ def scenarios(
     preemption: bool = True,
     copies: int = 0,
     orderings: Sequence[str] = ORDERINGS,
+    exclusive: bool = False,
 ) -> Scenario:
-    spec = draw(cluster_specs())
+    """With `exclusive`, half the clusters have no shareable device (counts of free
+    devices then bound what fits)."""
+    spec = draw(cluster_specs(not (exclusive and draw(st.booleans()))))
     ops = draw(operations(spec, max_ops, copies))
     kinds = ["none", "lower", "lower-or-equal", "priority", "reclaim", "fair-share", "cost-aware"]
     preempt = draw(st.sampled_from(kinds)) if preemption else "none"
