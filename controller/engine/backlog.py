@@ -12,8 +12,11 @@ from a `PendingJournal`), so keeping them costs O(changed), not O(backlog).
 A shape some pod set of which needs more pods of `k` devices than the free devices of
 its match set can host (`MatchSet.pods_fitting`) cannot be placed, whatever else is
 free: its groups sleep, indexed by (match set, k) and that pod count, and wake only
-when the free devices could host that many pods. A cycle after one gang finished thus
-looks at the groups that could use what it freed, not at every group.
+when the free devices could host that many pods. Likewise a group refused quota for a
+charge it needs whatever it gets sleeps, indexed by (queue, resource) and the amount,
+until the queue's headroom for that resource reaches the amount (or the queue tree or
+namespaces change). A cycle after one gang finished thus looks at the groups that could
+use what it freed, not at every group.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ GroupKey = tuple[str, str, int]
 """(leaf queue, namespace, shape id)."""
 Need = tuple[MatchKey, int]
 """(match set, devices per pod) of a pod set's largest device request."""
+Room = tuple[str, str]
+"""(leaf queue, resource) whose quota headroom a group waits for."""
 
 
 class Backlog:
@@ -61,6 +66,9 @@ class Backlog:
         self.asleep: dict[int, tuple[Need, int]] = {}
         """Sleeping shapes: the need they wait for and how many pods of it."""
         self._sleepers: dict[Need, SortedList[tuple[int, int]]] = {}
+        self.short_of_quota: dict[GroupKey, tuple[Room, int]] = {}
+        self._quota_sleepers: dict[Room, SortedList[tuple[int, GroupKey]]] = {}
+        self._queues_seen = (-1, -1)
 
     def sync(self, changed: Iterable[str]) -> None:
         """Follow pending gangs added, replaced or removed (`changed`, all of them since
@@ -81,8 +89,7 @@ class Backlog:
             if group is None:
                 group = self.groups[where] = SortedList()
                 self._of_shape.setdefault(where[2], set()).add(where)
-                if where[2] not in self.asleep:
-                    self.awake.add(where)
+                self._rouse(where)
             group.add(entry)
             self.fresh.add(uid)
 
@@ -93,6 +100,9 @@ class Backlog:
             return
         del self.groups[where]
         self.awake.discard(where)
+        slept_on = self.short_of_quota.pop(where, None)
+        if slept_on is not None:
+            self._quota_sleepers[slept_on[0]].remove((slept_on[1], where))
         shape = where[2]
         groups = self._of_shape[shape]
         groups.discard(where)
@@ -122,14 +132,39 @@ class Backlog:
         self._sleepers.setdefault(need, SortedList()).add((pods, shape))
         self.awake.difference_update(self._of_shape[shape])
 
-    def wake(self, inventory: DeviceInventory) -> None:
-        """Wake every sleeping shape whose pods the free devices could host now."""
+    def sleep_on_quota(self, where: GroupKey, room: Room, amount: int) -> None:
+        """Leave the group out until its queue has room for `amount` of the resource."""
+        if where in self.short_of_quota or where not in self.groups:
+            return
+        self.short_of_quota[where] = (room, amount)
+        self._quota_sleepers.setdefault(room, SortedList()).add((amount, where))
+        self.awake.discard(where)
+
+    def _rouse(self, where: GroupKey) -> None:
+        if where[2] not in self.asleep and where not in self.short_of_quota:
+            self.awake.add(where)
+
+    def wake(self) -> None:
+        """Wake every sleeper whose wait is over: shapes whose pods the free devices
+        could host, groups whose queue has the room (all of them after a change to the
+        queue tree or namespaces)."""
+        inventory = self.state.inventory
         for need, waiting in self._sleepers.items():
             fitting = _pods_fitting(inventory, need)
             while waiting and (fitting is None or waiting[0][0] <= fitting):
                 _, shape = waiting.pop(0)
                 del self.asleep[shape]
-                self.awake.update(self._of_shape.get(shape, ()))
+                for where in self._of_shape.get(shape, ()):
+                    self._rouse(where)
+        quota = self.state.quota
+        seen = (quota.generation, self.state.namespace_generation)
+        changed, self._queues_seen = seen != self._queues_seen, seen
+        for (queue, resource), groups in self._quota_sleepers.items():
+            room = None if changed else quota.headroom(queue, resource)[0]
+            while groups and (room is None or groups[0][0] <= room):
+                _, group = groups.pop(0)
+                del self.short_of_quota[group]
+                self._rouse(group)
 
 
 def _pods_fitting(inventory: DeviceInventory, need: Need) -> int | None:

@@ -192,7 +192,7 @@ class Engine:
             backlog.sync(self.state.pending)
         else:
             backlog.sync(changed)
-        backlog.wake(self.state.inventory)
+        backlog.wake()
         return backlog
 
     def _group_of(self, gang: Gang) -> tuple[str, str, int]:
@@ -218,10 +218,7 @@ class Engine:
                 self._visit(gang, placer, ctx, result)
                 if gang.uid in state.pending and self._fails_for_group(gang):
                     stopped[where] = gang
-                    if self._failed_gangs[gang.uid].kind == "placement":
-                        short = shortfall(state.inventory, self.plan(gang))
-                        if short is not None:
-                            backlog.sleep(where[2], *short)
+                    self._sleep(backlog, where, gang)
                     continue
             following = backlog.after(where, entry)
             if following is not None:
@@ -235,6 +232,19 @@ class Engine:
                 self.reasons[uid] = reason
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
+
+    def _sleep(self, backlog: Backlog, where: GroupKey, gang: Gang) -> None:
+        """Put the group (or its whole shape) to sleep if its failure waits for a known
+        amount: free devices to host its pods, or quota headroom."""
+        memo = self._failed_gangs[gang.uid]
+        if memo.kind == "placement":
+            short = shortfall(self.state.inventory, self.plan(gang))
+            if short is not None:
+                backlog.sleep(where[2], *short)
+        elif memo.kind == "quota":
+            assert isinstance(memo.stamp, tuple)
+            resource, amount = memo.stamp
+            backlog.sleep_on_quota(where, (gang.queue, str(resource)), int(amount))
 
     def _fails_for_group(self, gang: Gang) -> bool:
         """Whether the pending gang's recorded failure holds for its whole group now."""
