@@ -115,20 +115,24 @@ def bench_policies(
 
 @bench_app.command("sim")
 def bench_sim_command(
-    scenario: Annotated[str, typer.Option(help="Shipped scenario to run.")] = "philly-like",
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="Shipped scenario to run (repeat; default: philly-like and busy)."),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures here.")
     ] = None,
 ) -> None:
-    """Run a large shipped scenario under phalanx, then time the bare event kernel."""
-    from simulations.bench import bench_sim
+    """Run large shipped scenarios under phalanx, then time the bare event kernel."""
+    from simulations.bench import SCENARIOS, bench_sim
 
-    with console.status(f"simulating {scenario}..."):
-        figures = bench_sim(scenario)
+    names = tuple(scenario or SCENARIOS)
+    with console.status(f"simulating {', '.join(names)}..."):
+        figures = bench_sim(names)
     targets = figures.pop("targets")
     met = figures.pop("met")
     assert isinstance(targets, dict) and isinstance(met, dict)
-    _print_bench(f"phalanx bench sim ({scenario})", figures, targets, met, json_out)
+    _print_bench(f"phalanx bench sim ({', '.join(names)})", figures, targets, met, json_out)
 
 
 def _print_bench(
