@@ -69,6 +69,7 @@ class Backlog:
         self.short_of_quota: dict[GroupKey, tuple[Room, int]] = {}
         self._quota_sleepers: dict[Room, SortedList[tuple[int, GroupKey]]] = {}
         self._queues_seen = (-1, -1)
+        self._epoch_seen = -1
 
     def sync(self, changed: Iterable[str]) -> None:
         """Follow pending gangs added, replaced or removed (`changed`, all of them since
@@ -147,8 +148,16 @@ class Backlog:
     def wake(self) -> None:
         """Wake every sleeper whose wait is over: shapes whose pods the free devices
         could host, groups whose queue has the room (all of them after a change to the
-        queue tree or namespaces)."""
-        inventory = self.state.inventory
+        queue tree or namespaces). Free devices and headroom grow only with the state's
+        capacity epoch, so nothing wakes while it stands still."""
+        state = self.state
+        quota = state.quota
+        seen = (quota.generation, state.namespace_generation)
+        changed, self._queues_seen = seen != self._queues_seen, seen
+        if not changed and state.capacity_epoch == self._epoch_seen:
+            return
+        self._epoch_seen = state.capacity_epoch
+        inventory = state.inventory
         for need, waiting in self._sleepers.items():
             fitting = _pods_fitting(inventory, need)
             while waiting and (fitting is None or waiting[0][0] <= fitting):
@@ -156,9 +165,6 @@ class Backlog:
                 del self.asleep[shape]
                 for where in self._of_shape.get(shape, ()):
                     self._rouse(where)
-        quota = self.state.quota
-        seen = (quota.generation, self.state.namespace_generation)
-        changed, self._queues_seen = seen != self._queues_seen, seen
         for (queue, resource), groups in self._quota_sleepers.items():
             room = None if changed else quota.headroom(queue, resource)[0]
             while groups and (room is None or groups[0][0] <= room):
