@@ -106,6 +106,10 @@ class Engine:
     walk_all: bool = False
     """Walk the ordering's whole order every cycle, never the group index: the reference
     the lazy walk is tested against."""
+    lazy_from: int = 256
+    lazy_below: int = 64
+    """The group index is built once `lazy_from` gangs wait and dropped below
+    `lazy_below`: a short backlog is walked whole, cheaper than keeping the index."""
     _exact_charge: dict[int, bool] = field(default_factory=dict)
     _journal: PendingJournal | None = None
     _journal_state: ClusterState | None = None
@@ -183,7 +187,14 @@ class Engine:
         the gang alone (`KeyedOrdering`) and no preemption can change what a failure
         implies. None: walk the ordering's whole order."""
         key = getattr(self.ordering, "static_key", None)
-        if self.walk_all or key is None or not isinstance(self.preemption, NoPreemption):
+        pending = len(self.state.pending)
+        if (
+            self.walk_all
+            or key is None
+            or not isinstance(self.preemption, NoPreemption)
+            or pending < self.lazy_below
+            or (self._backlog is None and pending < self.lazy_from)
+        ):
             self._backlog = None
             return None
         backlog = self._backlog

@@ -19,6 +19,7 @@ def admissions(result: CycleResult) -> list[tuple[str, object]]:
 
 def check_memo(sc: Scenario) -> None:
     driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
+    driver.engine.lazy_from = driver.engine.lazy_below = 0  # the group index from the start
     problems: list[str] = []
     fresh_admissions: list[tuple[str, object]] = []
 
@@ -96,7 +97,7 @@ def test_shapes_asleep_wake_up_when_enough_devices_are_free(
     admits what a fresh engine trying every pending gang admits, before every cycle."""
     nodes, gpus, steps = backlog
     state = cluster(nodes, gpus)
-    engine = Engine(state)
+    engine = Engine(state, lazy_from=0, lazy_below=0)
     added = 0
     for step in steps:
         if step[0] == "add":
