@@ -54,6 +54,10 @@ def bench_engine(
     gangs: Annotated[int, typer.Option(min=1, help="Pending gangs in the backlog.")] = 5000,
     incremental: Annotated[int, typer.Option(min=0, help="Incremental cycles to time.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic backlog.")] = 7,
+    backlog: Annotated[
+        list[int] | None,
+        typer.Option(min=1, help="Backlog sizes to time an incremental cycle at (repeat)."),
+    ] = None,
     ordering: PolicyOption = None,
     preemption: PolicyOption = None,
     placement: PolicyOption = None,
@@ -62,17 +66,25 @@ def bench_engine(
     ] = None,
 ) -> None:
     """Fill a synthetic DRA GPU cluster from a gang backlog, then time incremental cycles."""
-    from controller.bench.engine import TARGETS, run
+    from controller.bench.engine import BACKLOGS, TARGETS, backlog_scaling, run
     from controller.bench.synthetic import ClusterShape
 
     chosen = _settings(ordering=ordering, preemption=preemption, placement=placement)
+    shape = ClusterShape(nodes=nodes, gangs=gangs, seed=seed)
     with console.status("filling the synthetic cluster..."):
-        figures = run(
-            ClusterShape(nodes=nodes, gangs=gangs, seed=seed),
-            incremental,
-            chosen.policy_selection(),
+        figures = run(shape, incremental, chosen.policy_selection())
+    sizes = tuple(sorted(backlog or BACKLOGS))
+    with console.status(f"timing incremental cycles at backlogs of {sizes}..."):
+        scaling, targets, met = backlog_scaling(
+            shape, incremental, chosen.policy_selection(), sizes
         )
-    _print_bench("phalanx bench engine", figures.as_dict(), TARGETS, figures.verdicts(), json_out)
+    _print_bench(
+        "phalanx bench engine",
+        {**figures.as_dict(), **scaling},
+        {**TARGETS, **targets},
+        {**figures.verdicts(), **met},
+        json_out,
+    )
 
 
 @bench_app.command("policies")
@@ -108,20 +120,24 @@ def bench_policies(
 
 @bench_app.command("sim")
 def bench_sim_command(
-    scenario: Annotated[str, typer.Option(help="Shipped scenario to run.")] = "philly-like",
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="Shipped scenario to run (repeat; default: philly-like and busy)."),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures here.")
     ] = None,
 ) -> None:
-    """Run a large shipped scenario under phalanx, then time the bare event kernel."""
-    from simulations.bench import bench_sim
+    """Run large shipped scenarios under phalanx, then time the bare event kernel."""
+    from simulations.bench import SCENARIOS, bench_sim
 
-    with console.status(f"simulating {scenario}..."):
-        figures = bench_sim(scenario)
+    names = tuple(scenario or SCENARIOS)
+    with console.status(f"simulating {', '.join(names)}..."):
+        figures = bench_sim(names)
     targets = figures.pop("targets")
     met = figures.pop("met")
     assert isinstance(targets, dict) and isinstance(met, dict)
-    _print_bench(f"phalanx bench sim ({scenario})", figures, targets, met, json_out)
+    _print_bench(f"phalanx bench sim ({', '.join(names)})", figures, targets, met, json_out)
 
 
 def _print_bench(

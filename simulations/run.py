@@ -105,6 +105,8 @@ class RunResult:
     cycles: int = 0
     fragmentation: float = 0.0
     """Time-weighted mean share of free GPUs stranded on partly used nodes."""
+    peak_backlog: int = 0
+    """Most gangs pending at the start of a cycle."""
 
 
 def build_state_objects(scenario: Scenario) -> tuple[list[Node], list[ResourceSlice], int]:
@@ -234,6 +236,7 @@ class Simulation:
         self._cycle_due = False
         self._last_cycle = -float("inf")
         self.cycles = 0
+        self.peak_backlog = 0
         self._running = 0
         self._partial = 0
         self._finished = 0
@@ -336,6 +339,7 @@ class Simulation:
             self.node_failures,
             self.cycles,
             self._frag_area / self.kernel.now if self.kernel.now else 0.0,
+            self.peak_backlog,
         )
 
     def _want_cycle(self) -> None:
@@ -378,6 +382,7 @@ class Simulation:
         self._cycle_due = False
         self._last_cycle = now
         self.cycles += 1
+        self.peak_backlog = max(self.peak_backlog, len(self.engine.state.pending))
         result = self.engine.cycle(now)
         result.ledger.commit_all()
         if result.wake_at is not None and result.wake_at > now:

@@ -1,4 +1,5 @@
-"""`phalanx bench engine`: first fill, incremental cycles, cost per admitted pod, peak RSS."""
+"""`phalanx bench engine`: first fill, incremental cycles, cost per admitted pod, peak RSS,
+and the incremental cycle at growing backlogs (it must stay nearly flat)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from controller.bench.synthetic import ClusterShape, backlog, build_state
 from controller.engine.cycle import Engine
@@ -17,6 +18,9 @@ from policies.routing import PolicySelection, build
 
 TARGETS = {"first_fill_s": 3.0, "incremental_p95_ms": 20.0, "peak_rss_mib": 1024.0}
 ORDERING_SLOWDOWN_TARGETS = {"drf": 1.2}
+BACKLOGS = (1000, 5000, 20000)
+BACKLOG_GROWTH_TARGET = 2.0
+"""The incremental cycle at the largest backlog, relative to the smallest (issue 8)."""
 """Engine time (first fill + incremental cycles) relative to priority FIFO (issue 4)."""
 
 
@@ -38,6 +42,8 @@ class EngineFigures:
     incremental_p95_ms: float
     incremental_max_ms: float
     incremental_mean_ms: float
+    incremental_considered_mean: float
+    """Pending gangs the incremental cycles looked at, on average (work, not time)."""
     peak_rss_mib: float
 
     def as_dict(self) -> dict[str, float | int]:
@@ -89,6 +95,7 @@ def run(
 
     rng = random.Random(shape.seed + 1)
     timings = []
+    considered = 0
     for _ in range(incremental):
         if not state.admitted:
             break
@@ -99,6 +106,7 @@ def run(
         result = engine.cycle(now=state.now + 60.0)
         result.ledger.commit_all()
         timings.append((time.perf_counter() - t) * 1000)
+        considered += result.considered
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return EngineFigures(
         policies=" / ".join(p.name for p in (engine.ordering, engine.preemption, engine.placement)),
@@ -117,6 +125,7 @@ def run(
         incremental_p95_ms=round(_percentile(timings, 0.95), 3) if timings else 0.0,
         incremental_max_ms=round(max(timings), 3) if timings else 0.0,
         incremental_mean_ms=round(statistics.fmean(timings), 3) if timings else 0.0,
+        incremental_considered_mean=round(considered / max(1, len(timings)), 1),
         peak_rss_mib=round(rss, 1),
     )
 
@@ -157,3 +166,28 @@ def compare_orderings(
         out[f"{name}_admitted_pods"] = fig.admitted_pods
         out[f"{name}_slowdown"] = round(total / base, 3)
     return out
+
+
+def backlog_scaling(
+    shape: ClusterShape,
+    incremental: int,
+    policies: PolicySelection | None = None,
+    backlogs: tuple[int, ...] = BACKLOGS,
+) -> tuple[dict[str, float | int], dict[str, float], dict[str, bool]]:
+    """The incremental cycle (after one gang finishes) at each backlog size, each in a
+    fresh process; figures, targets and verdicts. The cluster is the same at every size
+    (filled from the backlog first), so what grows is only the number of gangs waiting."""
+    figures: dict[str, float | int] = {}
+    spawn = multiprocessing.get_context("spawn")
+    for gangs in backlogs:
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            fig = pool.submit(run, replace(shape, gangs=gangs), incremental, policies).result()
+        figures[f"backlog_{gangs}_pending"] = gangs - fig.admitted_gangs
+        figures[f"backlog_{gangs}_p50_ms"] = fig.incremental_p50_ms
+        figures[f"backlog_{gangs}_considered_mean"] = fig.incremental_considered_mean
+    if len(backlogs) < 2:
+        return figures, {}, {}
+    low, high = figures[f"backlog_{backlogs[0]}_p50_ms"], figures[f"backlog_{backlogs[-1]}_p50_ms"]
+    key = f"backlog_{backlogs[-1]}_vs_{backlogs[0]}"
+    figures[key] = round(high / low, 2) if low else 0.0
+    return figures, {key: BACKLOG_GROWTH_TARGET}, {key: figures[key] <= BACKLOG_GROWTH_TARGET}

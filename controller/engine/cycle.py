@@ -20,12 +20,14 @@ cycle's cost bounded by the number of queues rather than the backlog.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from controller.engine.backlog import Backlog, GroupKey, charge_is_exact, shortfall
 from controller.engine.context import CycleContext
 from controller.engine.feasibility import NeverFit
-from controller.engine.guard import Guard
+from controller.engine.guard import Guard, SafeOrdering, describe
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
 from controller.engine.placement import (
@@ -44,7 +46,7 @@ from controller.engine.policy import (
     PreemptionPolicy,
 )
 from controller.engine.reservation import Reservation
-from controller.engine.state import ClusterState
+from controller.engine.state import ClusterState, PendingJournal
 
 
 class Outcome(StrEnum):
@@ -114,6 +116,18 @@ class Engine:
     _failed_preemption: dict[str, _Memo] = field(default_factory=dict)
     _searched_queues: set[str] = field(default_factory=set)
     _guard: Guard = field(default_factory=Guard)
+    walk_all: bool = False
+    """Walk the ordering's whole order every cycle, never the group index: the reference
+    the lazy walk is tested against."""
+    lazy_from: int = 256
+    lazy_below: int = 64
+    """The group index is built once `lazy_from` gangs wait and dropped below
+    `lazy_below`: a short backlog is walked whole, cheaper than keeping the index."""
+    _exact_charge: dict[int, bool] = field(default_factory=dict)
+    _journal: PendingJournal | None = None
+    _journal_state: ClusterState | None = None
+    _backlog: Backlog | None = None
+    _raw: tuple[OrderingPolicy, PreemptionPolicy] | None = None
 
     def plan(self, gang: Gang) -> GangPlan:
         plan = self._plans.get(gang.uid)
@@ -131,6 +145,7 @@ class Engine:
         returns: a plug-in fault or a bad gang leaves that gang pending with the reason
         (see `guard`), and the cycle goes on.
         """
+        self._raw = (self.ordering, self.preemption)
         with self._guard.guarding(self) as faults:
             result = self._cycle(now)
         result.faults = faults
@@ -144,30 +159,45 @@ class Engine:
         placer = Placer(state, self.placement, self.search_bound)
         ctx = CycleContext(state, ledger, placer, self.plan)
         result = CycleResult([], ledger)
-        failed = self._failed_gangs
-        observe = self.ordering.observe
         self._searched_queues.clear()
-        for gang in self.ordering.order(ctx):
-            uid = gang.uid
-            if uid in ledger.evicted or uid not in state.pending:
-                continue
-            result.considered += 1
-            decision = self._guard.decide(ledger, gang, self._consider, placer, ctx, result)
-            if decision is None:
-                observe(gang, False)
-                continue
-            if isinstance(decision, str):
-                decision = Decision(uid, Outcome.PENDING, decision)
-            observe(gang, decision.outcome is Outcome.ADMITTED)
-            if decision.outcome is Outcome.ADMITTED:
-                self.reasons.pop(uid, None)
-                failed.pop(uid, None)
-                result.decisions.append(decision)
-            elif self.reasons.get(uid) != decision.reason:
-                self.reasons[uid] = decision.reason
-                result.decisions.append(decision)
-        self._forget_gone(len(state.pending))
+        changed = self._follow_pending()
+        try:
+            backlog = self._backlog_for(changed)
+            if backlog is not None:
+                self._walk_groups(backlog, placer, ctx, result)
+        except Exception as exc:  # the ordering's key raised: walk its order instead
+            self._backlog = backlog = None
+            ordering = self.ordering
+            if isinstance(ordering, SafeOrdering):
+                ordering.fail(f"static_key raised {describe(exc)}")
+        if backlog is None:
+            for gang in self.ordering.order(ctx):
+                self._visit(gang, placer, ctx, result)
+        self._forget_gone(changed)
         return result
+
+    def _visit(self, gang: Gang, placer: Placer, ctx: CycleContext, result: CycleResult) -> None:
+        """Decide one gang drawn from the order (or skip it on a memo that still holds),
+        through the guard: a fault of this gang or a plug-in leaves it pending."""
+        state = self.state
+        uid = gang.uid
+        if uid in ctx.ledger.evicted or uid not in state.pending:
+            return
+        result.considered += 1
+        decision = self._guard.decide(ctx.ledger, gang, self._consider, placer, ctx, result)
+        if decision is None:
+            self.ordering.observe(gang, False)
+            return
+        if isinstance(decision, str):
+            decision = Decision(uid, Outcome.PENDING, decision)
+        self.ordering.observe(gang, decision.outcome is Outcome.ADMITTED)
+        if decision.outcome is Outcome.ADMITTED:
+            self.reasons.pop(uid, None)
+            self._failed_gangs.pop(uid, None)
+            result.decisions.append(decision)
+        elif self.reasons.get(uid) != decision.reason:
+            self.reasons[uid] = decision.reason
+            result.decisions.append(decision)
 
     def _consider(
         self, gang: Gang, placer: Placer, ctx: CycleContext, result: CycleResult
@@ -182,17 +212,137 @@ class Engine:
             return self._preempt(gang, self.plan(gang), placer, ctx, result, first)
         return self._decide(gang, placer, ctx, result)
 
-    def _forget_gone(self, pending: int) -> None:
+    # ---- the lazy walk over groups of alike gangs (see backlog.py) ---------------------
+    def _follow_pending(self) -> set[str]:
+        """Uids whose pending entry changed since the last cycle."""
+        if self._journal is None or self._journal_state is not self.state:
+            self._journal = self.state.pending_journal()
+            self._journal_state = self.state
+            self._backlog = None
+        return self._journal.drain()
+
+    def _backlog_for(self, changed: set[str]) -> Backlog | None:
+        """The group index when the walk may be lazy: the ordering is a sort by a key of
+        the gang alone (`KeyedOrdering`) and no preemption can change what a failure
+        implies. None: walk the ordering's whole order."""
+        assert self._raw is not None
+        ordering, preemption = self._raw  # the policies themselves, not guarded stand-ins
+        key = getattr(ordering, "static_key", None)
+        pending = len(self.state.pending)
+        if (
+            self.walk_all
+            or key is None
+            or not isinstance(preemption, NoPreemption)
+            or pending < self.lazy_below
+            or (self._backlog is None and pending < self.lazy_from)
+        ):
+            self._backlog = None
+            return None
+        backlog = self._backlog
+        if backlog is None or backlog.owner is not ordering:
+            backlog = self._backlog = Backlog(self.state, ordering, key, self._group_of)
+            backlog.sync(self.state.pending)
+        else:
+            backlog.sync(changed)
+        backlog.wake()
+        return backlog
+
+    def _group_of(self, gang: Gang) -> tuple[str, str, int]:
+        return (gang.queue, gang.namespace, self.plan(gang).shape_id)
+
+    def _walk_groups(
+        self, backlog: Backlog, placer: Placer, ctx: CycleContext, result: CycleResult
+    ) -> None:
+        """The order's gangs, awake group heads merged by key; a group whose gang failed
+        for a reason the whole group shares (queue, quota lower bound, placement) is not
+        walked further this cycle, and sleeps if its shape needs devices not free.
+        Newcomers left unwalked are told their group's reason."""
+        state = self.state
+        heap = backlog.heads()
+        heapq.heapify(heap)
+        stopped: dict[GroupKey, Gang] = {}
+        visited: set[str] = set()
+        while heap:
+            entry, where = heapq.heappop(heap)
+            gang = state.pending.get(entry[1])
+            if gang is not None:
+                visited.add(gang.uid)
+                self._visit(gang, placer, ctx, result)
+                if gang.uid in state.pending and self._fails_for_group(gang):
+                    stopped[where] = gang
+                    self._sleep(backlog, where, gang)
+                    continue
+            following = backlog.after(where, entry)
+            if following is not None:
+                heapq.heappush(heap, (following, where))
+        for uid in sorted(backlog.fresh - visited):
+            member = state.pending.get(uid)
+            if member is None:
+                continue
+            reason = self._group_reason(member, stopped.get(backlog.place[uid][0]))
+            if reason is not None and self.reasons.get(uid) != reason:
+                self.reasons[uid] = reason
+                result.decisions.append(Decision(uid, Outcome.PENDING, reason))
+        backlog.fresh.clear()
+
+    def _sleep(self, backlog: Backlog, where: GroupKey, gang: Gang) -> None:
+        """Put the group (or its whole shape) to sleep if its failure waits for a known
+        amount: free devices to host its pods, or quota headroom."""
+        memo = self._failed_gangs[gang.uid]
+        if memo.kind == "placement":
+            short = shortfall(self.state.inventory, self.plan(gang))
+            if short is not None:
+                backlog.sleep(where[2], *short)
+        elif memo.kind == "quota":
+            assert isinstance(memo.stamp, tuple)
+            resource, amount = memo.stamp
+            backlog.sleep_on_quota(where, (gang.queue, str(resource)), int(amount))
+
+    def _fails_for_group(self, gang: Gang) -> bool:
+        """Whether the pending gang's recorded failure holds for its whole group now."""
+        memo = self._failed_gangs.get(gang.uid)
+        if memo is None or memo.gang is not gang:
+            return False
+        if memo.kind == "quota":
+            shape = self.plan(gang).shape_id
+            exact = self._exact_charge.get(shape)
+            if exact is None:
+                exact = self._exact_charge[shape] = charge_is_exact(gang)
+            return exact
+        return memo.kind in ("queue", "placement", "never")
+
+    def _group_reason(self, member: Gang, head: Gang | None) -> str | None:
+        """What deciding `member` would have said: its group's `head` failed this cycle
+        (None: its shape sleeps, it failed placement earlier)."""
+        memo = self._failed_gangs.get(head.uid) if head is not None else None
+        if memo is not None and memo.kind != "placement":
+            return memo.reason
+        shape = self._failed_shapes.get(self.plan(member).shape_id)
+        if shape is None:
+            return memo.reason if memo is not None else None
+        if shape.gang.uid == member.uid:
+            return shape.reason
+        return f"{shape.reason} (same shape as gang {shape.gang.uid})"
+
+    def _forget_gone(self, changed: set[str]) -> None:
         """Keep memo tables proportional to the backlog: drop what no pending gang needs."""
         state = self.state
-        for table in (self._plans, self.reasons, self._failed_gangs, self._failed_preemption):
-            if len(table) > pending:
+        tables = (self._plans, self.reasons, self._failed_gangs, self._failed_preemption)
+        for uid in changed:
+            if uid not in state.pending:
+                for table in tables:
+                    table.pop(uid, None)
+        pending = len(state.pending)
+        for table in tables:
+            if len(table) > 2 * pending + 1024:  # entries not made for pending gangs
                 for uid in [u for u in table if u not in state.pending]:
                     del table[uid]
         if len(self._shape_ids) > 2 * pending + 1024:
             self._shape_ids.clear()
             self._failed_shapes.clear()
+            self._exact_charge.clear()
             self._plans.clear()
+            self._backlog = None  # its groups are keyed by shape ids
 
     def _still_fails(self, memo: _Memo, gang: Gang) -> bool:
         """True while nothing changed that could let the recorded failure pass.

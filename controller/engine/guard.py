@@ -105,7 +105,7 @@ class SafeOrdering:
                 seen.add(item.uid)
                 yield state.pending.get(item.uid, item)
         if problem is not None:
-            self._fail(problem)
+            self.fail(problem)
         if self.failed:
             for gang in state.pending_in_order(queue):
                 if gang.uid not in seen:
@@ -127,9 +127,10 @@ class SafeOrdering:
         try:
             self.inner.observe(gang, admitted)
         except Exception as exc:
-            self._fail(f"observe raised {describe(exc)}")
+            self.fail(f"observe raised {describe(exc)}")
 
-    def _fail(self, problem: str) -> None:
+    def fail(self, problem: str) -> None:
+        """Record a fault of the ordering; the rest of the cycle takes the built-in order."""
         self.failed = True
         self.faults.append(
             f"ordering policy {self.name!r} failed: {problem}; the rest of this cycle "

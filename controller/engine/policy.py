@@ -9,7 +9,7 @@ cycle through a `CycleContext`: the state, the clock, and a side-effect-free
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.engine.model import Gang, Topology
 
@@ -31,6 +31,17 @@ class OrderingPolicy(Protocol):
 
     def observe(self, gang: Gang, admitted: bool) -> None:
         """Told after each attempt, before the next gang is drawn from `order`."""
+        ...
+
+
+class KeyedOrdering(OrderingPolicy, Protocol):
+    """An ordering that is a plain sort: `order` yields the pending gangs by
+    (static_key(gang), uid), never stops early or leaves gangs out, and `observe` does
+    nothing for a gang that was not admitted. The engine may then walk its own index of
+    alike gangs in that order instead of the whole backlog (see engine/backlog.py)."""
+
+    def static_key(self, gang: Gang) -> tuple[Any, ...]:
+        """The gang's sort key; it depends on the gang alone, never on the state or time."""
         ...
 
 
@@ -91,6 +102,9 @@ class FifoWithinPriority:
 
     def observe(self, gang: Gang, admitted: bool) -> None:
         return None
+
+    def static_key(self, gang: Gang) -> tuple[int, float, str]:
+        return gang.order_key
 
 
 class NoPreemption:

@@ -3,7 +3,8 @@
 Every watch event (controller) or simulator event maps to one method here; none of them
 rebuilds the state. Indexes kept alongside: node usage, free cpu per node, node
 eligibility per (selector, tolerations), device match sets (in DeviceInventory), queue
-usage (in QuotaTree), and pending gangs in a stable order.
+usage (in QuotaTree), and pending gangs in a stable order, with journals of what changed
+in them (`pending_journal`) for readers that follow the backlog incrementally.
 
 `node_generation` grows whenever a node is added, changed or removed.
 `capacity_epoch` grows whenever something may make a gang fit that did not before
@@ -19,6 +20,7 @@ preemptions) from it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -56,6 +58,20 @@ class NodeUsage:
         return self.node.allocatable.get(resource, 0) - self.used.get(resource, 0)
 
 
+class PendingJournal:
+    """Uids whose pending entry changed (added, replaced or removed) since the reader last
+    drained it: lets a reader follow a large backlog at the cost of what changed."""
+
+    __slots__ = ("__weakref__", "changed")
+
+    def __init__(self, uids: Iterator[str]) -> None:
+        self.changed: set[str] = set(uids)
+
+    def drain(self) -> set[str]:
+        out, self.changed = self.changed, set()
+        return out
+
+
 class ReservationConflict(InvalidInput):
     """A reservation that cannot be applied as recorded (restoring admissions at start-up)."""
 
@@ -87,6 +103,14 @@ class ClusterState:
         self._blockers: dict[tuple[str, str], str | None] = {}
         self._blockers_stamp: tuple[int, int] = (-1, -1)
         self._label_domains: dict[str, dict[str, frozenset[str]]] = {}
+        self._journals: weakref.WeakSet[PendingJournal] = weakref.WeakSet()
+
+    def pending_journal(self) -> PendingJournal:
+        """A journal of pending changes, starting with every gang pending now; it is
+        written to while the reader keeps it (held weakly)."""
+        journal = PendingJournal(iter(self.pending))
+        self._journals.add(journal)
+        return journal
 
     def _grow(self) -> None:
         self.capacity_epoch += 1
@@ -281,6 +305,8 @@ class ClusterState:
                 f"gang {gang.namespace}/{gang.name}", "is admitted; release it first"
             )
         self._unqueue(gang.uid)
+        for journal in self._journals:
+            journal.changed.add(gang.uid)
         self.pending[gang.uid] = gang
         self.pending_since.setdefault(gang.uid, self.now)
         entry = (gang.order_key, gang.uid)
@@ -290,6 +316,8 @@ class ClusterState:
     def _unqueue(self, uid: str) -> Gang | None:
         gang = self.pending.pop(uid, None)
         if gang is not None:
+            for journal in self._journals:
+                journal.changed.add(uid)
             entry = (gang.order_key, uid)
             self._pending_order.discard(entry)
             per_queue = self._pending_by_queue[gang.queue]

@@ -54,8 +54,9 @@ class ClusterSpec:
 
 
 @st.composite
-def gpu_devices(draw: st.DrawFn, node: str) -> tuple[Device, ...]:
-    """0-8 GPUs with mixed models and NVLink domains; about one in four is shareable."""
+def gpu_devices(draw: st.DrawFn, node: str, shareable: bool = True) -> tuple[Device, ...]:
+    """0-8 GPUs with mixed models and NVLink domains; about one in four is shareable
+    (unless not `shareable`)."""
     count = draw(st.sampled_from([0, 1, 2, 4, 6, 8, 8, 8]))
     return tuple(
         Device(
@@ -69,7 +70,7 @@ def gpu_devices(draw: st.DrawFn, node: str) -> tuple[Device, ...]:
                 INDEX: i,
             },
             capacity={f"{DRIVER}/memory": "80Gi"},
-            shareable=draw(st.integers(0, 3)) == 0,
+            shareable=shareable and draw(st.integers(0, 3)) == 0,
         )
         for i in range(count)
     )
@@ -77,7 +78,7 @@ def gpu_devices(draw: st.DrawFn, node: str) -> tuple[Device, ...]:
 
 @st.composite
 def nodes_and_slices(
-    draw: st.DrawFn,
+    draw: st.DrawFn, shareable: bool = True
 ) -> tuple[tuple[Node, ...], tuple[ResourceSlice, ...]]:
     """1-6 nodes, some labelled rack=r0/r1, each with 0-8 GPUs in one slice."""
     n = draw(st.integers(1, 6))
@@ -89,7 +90,7 @@ def nodes_and_slices(
         cpu = draw(st.sampled_from([16, 32, 64, 128])) * 1000
         pods = draw(st.sampled_from([110, 110, 8, 4]))
         nodes.append(Node(name, {"cpu": cpu, "memory": 512 * GIB, "pods": pods}, labels))
-        devices = draw(gpu_devices(name))
+        devices = draw(gpu_devices(name, shareable))
         if devices:
             slices.append(ResourceSlice(f"{name}-gpus", DRIVER, name, name, devices))
     return tuple(nodes), tuple(slices)
@@ -139,8 +140,8 @@ def queue_trees(draw: st.DrawFn, max_leaves: int = 5) -> tuple[tuple[Queue, ...]
 
 
 @st.composite
-def cluster_specs(draw: st.DrawFn) -> ClusterSpec:
-    nodes, slices = draw(nodes_and_slices())
+def cluster_specs(draw: st.DrawFn, shareable: bool = True) -> ClusterSpec:
+    nodes, slices = draw(nodes_and_slices(shareable))
     queues, leaves = draw(queue_trees())
     return ClusterSpec(nodes, slices, queues, leaves)
 
@@ -251,10 +252,14 @@ Op = tuple[object, ...]
 Indices are taken modulo what exists when the operation runs."""
 
 
-def operations(spec: ClusterSpec, max_ops: int = 20) -> st.SearchStrategy[list[Op]]:
-    """A random interleaving of cluster events and admission cycles; gangs get uids g00.."""
+def operations(
+    spec: ClusterSpec, max_ops: int = 20, copies: int = 0
+) -> st.SearchStrategy[list[Op]]:
+    """A random interleaving of cluster events and admission cycles; gangs get uids g00..
+    With `copies`, gangs are also added in batches of up to that many of one shape (a
+    backlog of repeated shapes)."""
     index = st.integers(0, 63)
-    kinds = {
+    kinds: dict[str, st.SearchStrategy[Op]] = {
         "add": st.tuples(st.just("add"), gangs(spec.leaves)),
         "commit": st.tuples(st.just("cycle"), st.just("commit")),
         "rollback": st.tuples(st.just("cycle"), st.just("rollback")),
@@ -272,6 +277,9 @@ def operations(spec: ClusterSpec, max_ops: int = 20) -> st.SearchStrategy[list[O
         "add_queue": st.tuples(st.just("add_queue"), index, queue_quota()),
     }
     weights = {"add": 6, "commit": 5, "rollback": 2, "mixed": 2, "release": 2}
+    if copies:
+        kinds["copies"] = st.tuples(st.just("add"), gangs(spec.leaves), st.integers(2, copies))
+        weights.update(copies=4, release=4)
     names = [k for k in kinds for _ in range(weights.get(k, 1))]
     op = st.sampled_from(names).flatmap(kinds.__getitem__)
     # Always start with a gang and end with a committed cycle, so every run decides something.
@@ -282,16 +290,24 @@ def operations(spec: ClusterSpec, max_ops: int = 20) -> st.SearchStrategy[list[O
 
 
 def _number_gangs(ops: list[Op]) -> list[Op]:
+    """Uids g00, g01.. in order; ("add", gang, k) becomes k adds of that shape, created
+    one after another, with priorities taking turns (one group, interleaved keys)."""
     out: list[Op] = []
     n = 0
     for op in ops:
-        if op[0] == "add":
-            gang = op[1]
-            assert isinstance(gang, Gang)
+        if op[0] != "add":
+            out.append(op)
+            continue
+        gang = op[1]
+        assert isinstance(gang, Gang)
+        count = op[2] if len(op) > 2 else 1
+        assert isinstance(count, int)
+        for i in range(count):
             uid = f"g{n:02d}"
-            op = ("add", replace(gang, uid=uid, name=uid))
+            priority = gang.priority if i == 0 else (gang.priority + i) % 3
+            copy = replace(gang, uid=uid, name=uid, created=gang.created + i, priority=priority)
+            out.append(("add", copy))
             n += 1
-        out.append(op)
     return out
 
 
@@ -306,13 +322,24 @@ class Scenario:
     """A shipped ordering policy by name."""
 
 
+ORDERINGS = ("priority", "strict-fifo", "best-effort-fifo", "drf", "las", "sjf")
+
+
 @st.composite
-def scenarios(draw: st.DrawFn, max_ops: int = 20, preemption: bool = True) -> Scenario:
-    spec = draw(cluster_specs())
-    ops = draw(operations(spec, max_ops))
+def scenarios(
+    draw: st.DrawFn,
+    max_ops: int = 20,
+    preemption: bool = True,
+    copies: int = 0,
+    orderings: Sequence[str] = ORDERINGS,
+    exclusive: bool = False,
+) -> Scenario:
+    """With `exclusive`, half the clusters have no shareable device (counts of free
+    devices then bound what fits)."""
+    spec = draw(cluster_specs(not (exclusive and draw(st.booleans()))))
+    ops = draw(operations(spec, max_ops, copies))
     kinds = ["none", "lower", "lower-or-equal", "priority", "reclaim", "fair-share", "cost-aware"]
     preempt = draw(st.sampled_from(kinds)) if preemption else "none"
-    orderings = ["priority", "strict-fifo", "best-effort-fifo", "drf", "las", "sjf"]
     return Scenario(spec, tuple(ops), preempt, draw(st.sampled_from(orderings)))
 
 

@@ -1,11 +1,14 @@
-"""The cycle's memos (failed shapes and gangs skipped until something changes) only save
-time: a long-lived engine admits exactly what a fresh engine admits on the same state."""
+"""The cycle's memos (failed shapes and gangs skipped until something changes) and its
+lazy walk over groups of alike gangs only save time: a long-lived engine admits exactly
+what a fresh engine walking every pending gang admits on the same state."""
 
 from __future__ import annotations
 
 from hypothesis import given
+from hypothesis import strategies as st
 
-from controller.engine.cycle import CycleResult, Outcome
+from controller.engine.cycle import CycleResult, Engine, Outcome
+from tests.builders import cluster, gang
 from tests.property.harness import Driver, Snapshot, clock, make_engine, property_settings
 from tests.property.strategies import Op, Scenario, scenarios
 
@@ -16,6 +19,7 @@ def admissions(result: CycleResult) -> list[tuple[str, object]]:
 
 def check_memo(sc: Scenario) -> None:
     driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
+    driver.engine.lazy_from = driver.engine.lazy_below = 0  # the group index from the start
     problems: list[str] = []
     fresh_admissions: list[tuple[str, object]] = []
 
@@ -23,7 +27,9 @@ def check_memo(sc: Scenario) -> None:
         state = driver.state
         before = Snapshot.of(state)
         state.now = clock(driver.step + 1)  # the time the driver's cycle will run at
-        fresh = make_engine(state, sc.preempt, sc.ordering).cycle()
+        reference = make_engine(state, sc.preempt, sc.ordering)
+        reference.walk_all = True
+        fresh = reference.cycle()
         fresh_admissions[:] = admissions(fresh)
         fresh.ledger.rollback_all()
         problems.extend(f"fresh engine's rollback: {p}" for p in before.diff(Snapshot.of(state)))
@@ -48,3 +54,68 @@ def test_memoised_cycle_admits_what_a_fresh_engine_admits(sc: Scenario) -> None:
     same state and is rolled back; the long-lived engine's cycle must then admit the same
     gangs with the same reservations, in the same order."""
     check_memo(sc)
+
+
+@property_settings(100)
+@given(
+    scenarios(
+        max_ops=30, preemption=False, copies=30, orderings=("priority", "sjf"), exclusive=True
+    )
+)
+def test_lazy_walk_over_repeated_shapes_admits_what_the_whole_walk_admits(sc: Scenario) -> None:
+    """Backlogs of many gangs of few shapes, under the orderings the engine walks lazily
+    (group heads merged by key, a group left at its first shared failure, shapes asleep
+    until enough devices are free): the same admissions as a fresh engine that tries
+    every pending gang, cycle after cycle."""
+    check_memo(sc)
+
+
+Step = tuple[object, ...]
+
+
+@st.composite
+def device_bound_backlogs(draw: st.DrawFn) -> tuple[int, int, list[Step]]:
+    """Nodes of exclusive GPUs and many gangs of a few GPU shapes, with releases: what
+    fits is decided by free device counts, so shapes fall asleep and wake up."""
+    nodes = draw(st.integers(1, 4))
+    gpus = draw(st.sampled_from([2, 4, 8]))
+    shapes = st.tuples(st.integers(1, 4), st.integers(1, 8))
+    step = st.one_of(
+        st.tuples(st.just("add"), shapes, st.integers(1, 20), st.integers(0, 2)),
+        st.tuples(st.just("cycle")),
+        st.tuples(st.just("release"), st.integers(0, 63)),
+    )
+    return nodes, gpus, [*draw(st.lists(step, min_size=3, max_size=25)), ("cycle",)]
+
+
+@property_settings(100)
+@given(device_bound_backlogs())
+def test_shapes_asleep_wake_up_when_enough_devices_are_free(
+    backlog: tuple[int, int, list[Step]],
+) -> None:
+    """A long-lived engine (whose shapes sleep until free devices could host them)
+    admits what a fresh engine trying every pending gang admits, before every cycle."""
+    nodes, gpus, steps = backlog
+    state = cluster(nodes, gpus)
+    engine = Engine(state, lazy_from=0, lazy_below=0)
+    added = 0
+    for step in steps:
+        if step[0] == "add":
+            (pods, per_pod), copies, priority = step[1], step[2], step[3]
+            assert isinstance(copies, int) and isinstance(priority, int)
+            for _ in range(copies):
+                uid = f"g{added:03d}"
+                state.add_gang(gang(uid, pods, per_pod, priority=priority, created=added))
+                added += 1
+        elif step[0] == "release":
+            running = sorted(state.admitted)
+            if running:
+                assert isinstance(step[1], int)
+                state.release(running[step[1] % len(running)])
+        else:
+            reference = Engine(state, walk_all=True).cycle()
+            want = admissions(reference)
+            reference.ledger.rollback_all()
+            result = engine.cycle()
+            result.ledger.commit_all()
+            assert admissions(result) == want

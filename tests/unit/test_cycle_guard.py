@@ -324,3 +324,23 @@ def test_fits_without_a_gang_that_is_not_admitted_changes_nothing():
     with pytest.raises(InvalidInput, match="'ghost' is not an admitted gang"):
         ctx.fits(state.pending["b"], ["a", "ghost"])
     assert Snapshot.of(state).diff(before) == []
+
+
+class KeyRaises(FifoWithinPriority):
+    """A sorting plug-in whose static key fails on one gang."""
+
+    def static_key(self, gang: Gang) -> tuple[int, float]:
+        if gang.uid == "g0299":
+            raise RuntimeError("no key for g0299")
+        return (-gang.priority, gang.created)
+
+
+def test_a_static_key_that_raises_falls_back_to_the_policys_order_and_is_reported():
+    state = cluster(nodes=1)
+    for i in range(300):
+        state.add_gang(gang(f"g{i:04d}", gpus=1, created=i))
+    engine = Engine(state, ordering=KeyRaises())
+    result = engine.cycle(now=0)
+    assert admitted(result) == [f"g{i:04d}" for i in range(8)]
+    assert len(result.faults) == 1 and "static_key raised" in result.faults[0]
+    assert state.violations() == []

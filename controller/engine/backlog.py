@@ -1,0 +1,205 @@
+"""Pending gangs in groups the cycle decides alike, so a cycle costs what changed.
+
+Gangs of one leaf queue, namespace and placement shape meet the same queue check, the
+same quota lower bound and the same placement problem. While a cycle runs without
+preemption, usage only grows and free capacity only shrinks, so once the first of a
+group fails for one of those reasons the rest of the group fails too, in this cycle.
+Each group is kept sorted by the ordering's key; a cycle merges the groups' heads in
+that key order and stops walking a group at its first such failure, instead of walking
+the whole backlog. Groups follow the pending gangs that changed (the engine reads them
+from a `PendingJournal`), so keeping them costs O(changed), not O(backlog).
+
+A shape some pod set of which needs more pods of `k` devices than the free devices of
+its match set can host (`MatchSet.pods_fitting`) cannot be placed, whatever else is
+free: its groups sleep, indexed by (match set, k) and that pod count, and wake only
+when the free devices could host that many pods. Likewise a group refused quota for a
+charge it needs whatever it gets sleeps, indexed by (queue, resource) and the amount,
+until the queue's headroom for that resource reaches the amount (or the queue tree or
+namespaces change). A cycle after one gang finished thus looks at the groups that could
+use what it freed, not at every group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from controller.engine.devices import DeviceInventory, MatchKey
+from controller.engine.model import AllocationMode, Gang
+from controller.engine.placement import GangPlan
+from controller.engine.state import ClusterState
+
+Entry = tuple[tuple[Any, ...], str]
+"""A gang's place in the ordering: (the ordering's key, uid)."""
+GroupKey = tuple[str, str, int]
+"""(leaf queue, namespace, shape id)."""
+Need = tuple[MatchKey, int]
+"""(match set, devices per pod) of a pod set's largest device request."""
+Room = tuple[str, str]
+"""(leaf queue, resource) whose quota headroom a group waits for."""
+
+
+class Backlog:
+    """Pending gangs by group, each group sorted by the ordering's key; groups whose
+    shape cannot be placed now are asleep and left out of `heads`."""
+
+    def __init__(
+        self,
+        state: ClusterState,
+        owner: object,
+        key: Callable[[Gang], tuple[Any, ...]],
+        group_of: Callable[[Gang], GroupKey],
+    ) -> None:
+        self.state = state
+        self.owner = owner
+        """The ordering policy whose key sorts the groups."""
+        self._key = key
+        self._group_of = group_of
+        self.groups: dict[GroupKey, SortedList[Entry]] = {}
+        self.place: dict[str, tuple[GroupKey, Entry]] = {}
+        self.fresh: set[str] = set()
+        """Gangs that joined since the last cycle and were told no reason yet."""
+        self._of_shape: dict[int, set[GroupKey]] = {}
+        self.awake: set[GroupKey] = set()
+        self.asleep: dict[int, tuple[Need, int]] = {}
+        """Sleeping shapes: the need they wait for and how many pods of it."""
+        self._sleepers: dict[Need, SortedList[tuple[int, int]]] = {}
+        self.short_of_quota: dict[GroupKey, tuple[Room, int]] = {}
+        self._quota_sleepers: dict[Room, SortedList[tuple[int, GroupKey]]] = {}
+        self._queues_seen = (-1, -1)
+        self._epoch_seen = -1
+
+    def sync(self, changed: Iterable[str]) -> None:
+        """Follow pending gangs added, replaced or removed (`changed`, all of them since
+        the last sync; every pending gang for a new Backlog)."""
+        pending = self.state.pending
+        for uid in sorted(changed):
+            old = self.place.pop(uid, None)
+            if old is not None:
+                self._leave(*old)
+            gang = pending.get(uid)
+            if gang is None:
+                self.fresh.discard(uid)
+                continue
+            where = self._group_of(gang)
+            entry = (self._key(gang), uid)
+            self.place[uid] = (where, entry)
+            group = self.groups.get(where)
+            if group is None:
+                group = self.groups[where] = SortedList()
+                self._of_shape.setdefault(where[2], set()).add(where)
+                self._rouse(where)
+            group.add(entry)
+            self.fresh.add(uid)
+
+    def _leave(self, where: GroupKey, entry: Entry) -> None:
+        group = self.groups[where]
+        group.remove(entry)
+        if group:
+            return
+        del self.groups[where]
+        self.awake.discard(where)
+        slept_on = self.short_of_quota.pop(where, None)
+        if slept_on is not None:
+            self._quota_sleepers[slept_on[0]].remove((slept_on[1], where))
+        shape = where[2]
+        groups = self._of_shape[shape]
+        groups.discard(where)
+        if not groups:
+            del self._of_shape[shape]
+            slept = self.asleep.pop(shape, None)
+            if slept is not None:
+                self._sleepers[slept[0]].remove((slept[1], shape))
+
+    def heads(self) -> list[tuple[Entry, GroupKey]]:
+        """Each awake group's first gang, with its group."""
+        return [(self.groups[where][0], where) for where in self.awake]
+
+    def after(self, where: GroupKey, entry: Entry) -> Entry | None:
+        """The group's next gang after `entry` (which may have left it meanwhile)."""
+        group = self.groups.get(where)
+        if group is None:
+            return None
+        i = group.bisect_right(entry)
+        return group[i] if i < len(group) else None
+
+    def sleep(self, shape: int, need: Need, pods: int) -> None:
+        """Leave the shape's groups out until `pods` pods of `need` could be hosted."""
+        if shape in self.asleep or shape not in self._of_shape:
+            return
+        self.asleep[shape] = (need, pods)
+        self._sleepers.setdefault(need, SortedList()).add((pods, shape))
+        self.awake.difference_update(self._of_shape[shape])
+
+    def sleep_on_quota(self, where: GroupKey, room: Room, amount: int) -> None:
+        """Leave the group out until its queue has room for `amount` of the resource."""
+        if where in self.short_of_quota or where not in self.groups:
+            return
+        self.short_of_quota[where] = (room, amount)
+        self._quota_sleepers.setdefault(room, SortedList()).add((amount, where))
+        self.awake.discard(where)
+
+    def _rouse(self, where: GroupKey) -> None:
+        if where[2] not in self.asleep and where not in self.short_of_quota:
+            self.awake.add(where)
+
+    def wake(self) -> None:
+        """Wake every sleeper whose wait is over: shapes whose pods the free devices
+        could host, groups whose queue has the room (all of them after a change to the
+        queue tree or namespaces). Free devices and headroom grow only with the state's
+        capacity epoch, so nothing wakes while it stands still."""
+        state = self.state
+        quota = state.quota
+        seen = (quota.generation, state.namespace_generation)
+        changed, self._queues_seen = seen != self._queues_seen, seen
+        if not changed and state.capacity_epoch == self._epoch_seen:
+            return
+        self._epoch_seen = state.capacity_epoch
+        inventory = state.inventory
+        for need, waiting in self._sleepers.items():
+            fitting = _pods_fitting(inventory, need)
+            while waiting and (fitting is None or waiting[0][0] <= fitting):
+                _, shape = waiting.pop(0)
+                del self.asleep[shape]
+                for where in self._of_shape.get(shape, ()):
+                    self._rouse(where)
+        for (queue, resource), groups in self._quota_sleepers.items():
+            room = None if changed else quota.headroom(queue, resource)[0]
+            while groups and (room is None or groups[0][0] <= room):
+                _, group = groups.pop(0)
+                del self.short_of_quota[group]
+                self._rouse(group)
+
+
+def _pods_fitting(inventory: DeviceInventory, need: Need) -> int | None:
+    """Pods of `need` the free devices could host at most; None when that bounds nothing
+    (shareable devices serve several pods; network-attached ones combine with any node's)."""
+    ms = inventory.match_set(need[0])
+    if ms.shareable or None in ms.by_node:
+        return None
+    return ms.pods_fitting(need[1])
+
+
+def shortfall(inventory: DeviceInventory, plan: GangPlan) -> tuple[Need, int] | None:
+    """A pod set of the plan that the free devices cannot host, as (need, pods)."""
+    for demand in plan.demands:
+        if demand.primary is None or demand.primary[1] <= 0:
+            continue
+        pods = demand.pod_set.count
+        fitting = _pods_fitting(inventory, demand.primary)
+        if fitting is not None and fitting < pods:
+            return demand.primary, pods
+    return None
+
+
+def charge_is_exact(gang: Gang) -> bool:
+    """Whether the gang's quota charge is its minimum charge whatever devices it gets
+    (no firstAvailable, no allocationMode All): a quota refusal then holds for its group."""
+    return all(
+        len(req.alternatives) == 1 and req.alternatives[0].mode is AllocationMode.EXACT_COUNT
+        for ps in gang.pod_sets
+        for claim in ps.claims
+        for req in claim.spec.requests
+    )
