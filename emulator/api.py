@@ -68,6 +68,10 @@ _STRICT_SPEC_FIELDS: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+_PROPAGATION_FINALIZERS = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}
+"""The finalizer the API server adds for a propagationPolicy; the garbage collector acts on it."""
+
+
 def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1")
 
@@ -303,6 +307,10 @@ class Api:
         if rt.key == _CRD_KEY:
             self._unregister(gone)
         return gone
+
+    def finish_deletion(self, rt: ResourceType, key: tuple[str, str]) -> Obj:
+        """Remove an object whose deletion is complete (its last finalizer is gone)."""
+        return self._commit_delete(rt, key)
 
     def _notify(self, rt: ResourceType, verb: str, obj: Obj) -> None:
         for hook in self.on_write:
@@ -634,6 +642,15 @@ class Api:
                 "The object might have been modified",
             )
         grace = self._grace(rt, old, options, query)
+        policy = query.get("propagationPolicy") or options.get("propagationPolicy")
+        kept_by = _PROPAGATION_FINALIZERS.get(policy or "")
+        if (
+            kept_by
+            and kept_by not in (meta.get("finalizers") or [])
+            and not meta.get("deletionTimestamp")
+            and rt.key != "namespaces"
+        ):
+            meta["finalizers"] = [*(meta.get("finalizers") or []), kept_by]
         finalizers = bool(meta.get("finalizers"))
         if rt.key == "namespaces":
             return self._delete_namespace(rt, old)
