@@ -578,6 +578,9 @@ class Api:
             else:
                 meta.pop(key, None)
         meta["resourceVersion"] = old_meta["resourceVersion"]
+        for key in ("finalizers", "ownerReferences"):
+            if meta.get(key) == []:
+                del meta[key]  # omitempty
         if "managedFields" in old_meta and "managedFields" not in meta:
             meta["managedFields"] = old_meta["managedFields"]
         self._defaults(rt, new, creating=False)

@@ -26,9 +26,12 @@ class NodeLifecycle(Controller):
     name = "node-lifecycle-controller"
 
     def on_write(self, rt: ResourceType, verb: str, obj: Obj) -> None:
-        if rt.key == "nodes" and not removed(self.api, rt, verb, obj):
-            if self._taints_to_change(obj) is not None:
-                self.enqueue(obj["metadata"]["name"])
+        if (
+            rt.key == "nodes"
+            and not removed(self.api, rt, verb, obj)
+            and self._taints_to_change(obj) is not None
+        ):
+            self.enqueue(obj["metadata"]["name"])
 
     def _taints_to_change(self, node: Obj) -> list[Obj] | None:
         """The node's taints as they should be, or None if they are right."""

@@ -13,6 +13,7 @@ from emulator import Emulator
 
 Obj = dict[str, Any]
 MERGE = "application/merge-patch+json"
+CLAIM_FINALIZER = "resource.kubernetes.io/delete-protection"
 
 
 class Client:
@@ -82,3 +83,48 @@ def pod(name: str, **spec: Any) -> Obj:
 
 def configmap(name: str, **metadata: Any) -> Obj:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, **metadata}}
+
+
+def allocation(node: str) -> Obj:
+    return {
+        "devices": {
+            "results": [
+                {"request": "g", "driver": "gpu.example.com", "pool": node, "device": "gpu-0"}
+            ]
+        },
+        "nodeSelector": {
+            "nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+            ]
+        },
+    }
+
+
+async def schedule(
+    kube: Client, pod_name: str, claim_name: str, node: str = "n1", namespace: str = "t"
+) -> None:
+    """What kube-scheduler 1.36 writes: finalizer (Update), allocation + reservation
+    (UpdateStatus), then the binding."""
+    claim = await kube.ok(
+        "GET", f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/{claim_name}"
+    )
+    claim["metadata"].setdefault("finalizers", []).append(CLAIM_FINALIZER)
+    claim = await kube.ok(
+        "PUT", f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/{claim_name}", claim
+    )
+    target = await kube.ok("GET", f"/api/v1/namespaces/{namespace}/pods/{pod_name}")
+    claim["status"] = {
+        "allocation": allocation(node),
+        "reservedFor": [{"resource": "pods", "name": pod_name, "uid": target["metadata"]["uid"]}],
+    }
+    await kube.ok(
+        "PUT",
+        f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/{claim_name}/status",
+        claim,
+    )
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod_name}}
+    await kube.ok(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods/{pod_name}/binding",
+        {**binding, "target": {"kind": "Node", "name": node}},
+    )

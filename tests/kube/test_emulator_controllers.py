@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 
 from emulator.claims import FINALIZER, POD_CLAIM_ANNOTATION
-from tests.kube.client import MERGE, Client, Obj, configmap, namespace, pod, running
+from tests.kube.client import (
+    MERGE,
+    Client,
+    Obj,
+    allocation,
+    configmap,
+    namespace,
+    pod,
+    running,
+    schedule,
+)
 
 pytestmark = pytest.mark.looptime
 
@@ -48,41 +58,6 @@ def template(name: str = "gpu") -> Obj:
 
 def claim_pod(name: str, template_name: str = "gpu") -> Obj:
     return pod(name, resourceClaims=[{"name": "accel", "resourceClaimTemplateName": template_name}])
-
-
-def allocation(node: str) -> Obj:
-    return {
-        "devices": {
-            "results": [
-                {"request": "g", "driver": "gpu.example.com", "pool": node, "device": "gpu-0"}
-            ]
-        },
-        "nodeSelector": {
-            "nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-            ]
-        },
-    }
-
-
-async def schedule(kube: Client, pod_name: str, claim_name: str, node: str = "n1") -> None:
-    """What kube-scheduler 1.36 writes: finalizer (Update), allocation + reservation
-    (UpdateStatus), then the binding."""
-    claim = await kube.ok("GET", f"{CLAIMS}/{claim_name}")
-    claim["metadata"].setdefault("finalizers", []).append(FINALIZER)
-    claim = await kube.ok("PUT", f"{CLAIMS}/{claim_name}", claim)
-    target = await kube.ok("GET", f"{NS}/pods/{pod_name}")
-    claim["status"] = {
-        "allocation": allocation(node),
-        "reservedFor": [{"resource": "pods", "name": pod_name, "uid": target["metadata"]["uid"]}],
-    }
-    await kube.ok("PUT", f"{CLAIMS}/{claim_name}/status", claim)
-    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod_name}}
-    await kube.ok(
-        "POST",
-        f"{NS}/pods/{pod_name}/binding",
-        {**binding, "target": {"kind": "Node", "name": node}},
-    )
 
 
 async def generated_claim(kube: Client, pod_name: str) -> Obj:
