@@ -101,13 +101,22 @@ class Api:
     # --- presentation ----------------------------------------------------------------------
 
     def present(self, rt: ResourceType, stored: Obj) -> Obj:
-        """The stored object as this API version shows it."""
+        """The stored object as this API version shows it (a copy the caller may change)."""
         obj = from_storage(rt.group, rt.kind, stored)
         if obj is stored:
             obj = copy.deepcopy(stored)
             obj["apiVersion"] = rt.api_version
             obj["kind"] = rt.kind
             obj = {"kind": obj.pop("kind"), "apiVersion": obj.pop("apiVersion"), **obj}
+        return obj
+
+    def view(self, rt: ResourceType, stored: Obj) -> Obj:
+        """The same as `present`, sharing the stored object's values: read it, never change
+        it (serialisation and patch functions, which copy what they change)."""
+        obj = from_storage(rt.group, rt.kind, stored)
+        if obj is stored:
+            obj = {"kind": rt.kind, "apiVersion": rt.api_version}
+            obj.update((k, v) for k, v in stored.items() if k not in ("kind", "apiVersion"))
         return obj
 
     # --- helpers ---------------------------------------------------------------------------
@@ -134,7 +143,15 @@ class Api:
             )
 
     def _existing(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        """A copy of the stored object (404 if there is none)."""
         obj = self.store.get(rt.key, (namespace if rt.namespaced else "", name))
+        if obj is None:
+            raise not_found(rt, name)
+        return obj
+
+    def existing(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        """The stored object itself, read only (404 if there is none)."""
+        obj = self.store.peek(rt.key, (namespace if rt.namespaced else "", name))
         if obj is None:
             raise not_found(rt, name)
         return obj
@@ -366,6 +383,13 @@ class Api:
         self, rt: ResourceType, namespace: str | None, query: dict[str, str]
     ) -> tuple[list[Obj], dict[str, Any]]:
         """Items (presented) and the list metadata, after selectors, rv semantics and paging."""
+        stored, meta = await self.list_stored(rt, namespace, query)
+        return [self.present(rt, o) for o in stored], meta
+
+    async def list_stored(
+        self, rt: ResourceType, namespace: str | None, query: dict[str, str]
+    ) -> tuple[list[Obj], dict[str, Any]]:
+        """`list_objects` with the stored objects themselves (not copies: read only)."""
         match = self.matcher(rt, query)
         rv_text = query.get("resourceVersion", "")
         rv_match = query.get("resourceVersionMatch", "")
@@ -417,7 +441,7 @@ class Api:
             meta["continue"] = _make_continue(list_rv, _sort_key(items[-1]))
             if not query.get("labelSelector") and not query.get("fieldSelector"):
                 meta["remainingItemCount"] = rest
-        return [self.present(rt, o) for o in items], meta
+        return items, meta
 
     def matcher(self, rt: ResourceType, query: dict[str, str]) -> Callable[[Obj], bool]:
         supported = () if rt.custom else rt.field_selectors
@@ -465,7 +489,7 @@ class Api:
         if patch_type == APPLY:
             return await self._apply(rt, namespace, name, body, query, manager)
         old = self._existing(rt, namespace, name)
-        current = self.present(rt, old)
+        current = self.view(rt, old)
         if patch_type == MERGE:
             patched = merge_patch(current, body)
         elif patch_type == JSON_PATCH:

@@ -19,7 +19,7 @@ from emulator.api import APPLY, Api, truthy
 from emulator.errors import ApiError, error, no_route, status_body
 from emulator.faults import fault_error
 from emulator.resources import ALL_VERBS, ResourceType
-from emulator.store import TooOld
+from emulator.store import Event, TooOld
 
 Obj = dict[str, Any]
 
@@ -279,7 +279,8 @@ class Routes:
                 return await self._watch(
                     request, rt, namespace, query, fault.drop_watch_after if fault else None
                 )
-            items, meta = await self.api.list_objects(rt, namespace, query)
+            stored, meta = await self.api.list_stored(rt, namespace, query)
+            items = [self.api.view(rt, o) for o in stored]
             if "as=Table" in request.headers.get("Accept", ""):
                 return _json(self._table(rt, items, meta))
             return _json(
@@ -291,7 +292,7 @@ class Routes:
                 }
             )
         if method == "GET":
-            obj = self.api.get(rt, namespace or "", name)
+            obj = self.api.view(rt, self.api.existing(rt, namespace or "", name))
             if "as=Table" in request.headers.get("Accept", ""):
                 return _json(
                     self._table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]})
@@ -462,11 +463,22 @@ class Routes:
         async def send(kind: str, obj: Obj) -> bool:
             """Write one event; False once a drop-watch fault says the stream ends here."""
             nonlocal sent
-            await response.write(
-                json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
-            )
+            await response.write(_line(kind, obj))
             sent += kind != "BOOKMARK"
             return drop_after is None or sent < drop_after
+
+        def encode(item: tuple[str, Obj, Event | None]) -> bytes:
+            """The watch line of a queued event, serialised once for every watcher."""
+            kind, obj, event = item
+            if event is None:
+                return _line(kind, self.api.view(rt, obj))
+            key = f"{kind}|{rt.api_version}"
+            if event.encoded is None:
+                event.encoded = {}
+            line = event.encoded.get(key)
+            if line is None:
+                line = event.encoded[key] = _line(kind, self.api.view(rt, obj))
+            return line
 
         try:
             watcher = store.watch(
@@ -487,7 +499,7 @@ class Routes:
         try:
             if initial:
                 for obj in list(store.items(rt.key, namespace)):
-                    if match(obj) and not await send("ADDED", self.api.present(rt, obj)):
+                    if match(obj) and not await send("ADDED", self.api.view(rt, obj)):
                         deadline = loop.time()
                         break
                 if bookmarks and loop.time() < deadline:
@@ -505,12 +517,22 @@ class Routes:
                         await send("BOOKMARK", self._bookmark(rt, store.rv, initial_end=False))
                         next_bookmark = loop.time() + BOOKMARK_INTERVAL
                     continue
-                if item is None:
-                    break
-                kind, obj = item
-                if int(obj["metadata"]["resourceVersion"]) <= floor:
-                    continue
-                if not await send(kind, self.api.present(rt, obj)):
+                batch = [item]
+                while not watcher.queue.empty() and batch[-1] is not None:
+                    batch.append(watcher.queue.get_nowait())
+                ended = batch[-1] is None
+                lines = []
+                for queued in batch:
+                    if queued is None or int(queued[1]["metadata"]["resourceVersion"]) <= floor:
+                        continue
+                    lines.append(encode(queued))
+                    sent += 1
+                    if drop_after is not None and sent >= drop_after:
+                        ended = True
+                        break
+                if lines:
+                    await response.write(b"".join(lines))
+                if ended:
                     break
         except (ConnectionResetError, asyncio.CancelledError):
             store.unwatch(watcher)
@@ -534,6 +556,10 @@ def _verb(method: str, name: str, sub: str, query: dict[str, str]) -> str:
     return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
         method, method.lower()
     )
+
+
+def _line(kind: str, obj: Obj) -> bytes:
+    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
 def _strip_type(obj: Obj) -> Obj:

@@ -37,6 +37,8 @@ class Event:
     prev: Obj | None
     """The stored state before this event (None for ADDED)."""
     at: float
+    encoded: dict[str, bytes] | None = None
+    """Watch lines already serialised for this event, by type and API version."""
 
 
 @dataclass(eq=False)
@@ -46,12 +48,17 @@ class Watcher:
     resource: str
     namespace: str | None
     match: Callable[[Obj], bool]
-    queue: asyncio.Queue[tuple[str, Obj] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[str, Obj, Event | None] | None] = field(
+        default_factory=asyncio.Queue
+    )
 
     def offer(self, event: Event) -> None:
+        """Queue (type, object, event); the event only when the object is the event's own,
+        so that its serialisation can be shared by every watcher."""
         translated = translate(event, self.namespace, self.match)
         if translated is not None:
-            self.queue.put_nowait(translated)
+            kind, obj = translated
+            self.queue.put_nowait((kind, obj, event if obj is event.obj else None))
 
     def close(self) -> None:
         self.queue.put_nowait(None)
@@ -157,11 +164,13 @@ class Store:
         return self.rv
 
     def create(self, resource: str, obj: Obj) -> Obj:
+        """Store `obj` itself (the caller hands it over) and return it: read it, never
+        change it (copy first); the same goes for `update` and `delete`."""
         rv = self.next_rv()
         obj["metadata"]["resourceVersion"] = str(rv)
         self._objects.setdefault(resource, {})[obj_key(obj)] = obj
         self._append(Event(rv, resource, ADDED, obj, None, self._clock()))
-        return copy.deepcopy(obj)
+        return obj
 
     def update(self, resource: str, obj: Obj) -> Obj:
         key = obj_key(obj)
@@ -171,7 +180,7 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(rv)
         table[key] = obj
         self._append(Event(rv, resource, MODIFIED, obj, prev, self._clock()))
-        return copy.deepcopy(obj)
+        return obj
 
     def delete(self, resource: str, key: Key) -> Obj:
         """Remove the object; the DELETED event (and the result) carry a new rv."""
@@ -180,7 +189,7 @@ class Store:
         gone = copy.deepcopy(prev)
         gone["metadata"]["resourceVersion"] = str(rv)
         self._append(Event(rv, resource, DELETED, gone, prev, self._clock()))
-        return copy.deepcopy(gone)
+        return gone
 
     def _append(self, event: Event) -> None:
         self._log.append(event)
