@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import copy
 import json
 import random
 import uuid
@@ -37,6 +36,7 @@ from emulator.errors import (
     precondition_conflict,
 )
 from emulator.faults import Faults
+from emulator.jsontree import clone
 from emulator.patch import json_patch, merge_patch, strategic_merge_patch
 from emulator.resources import Registry, ResourceType
 from emulator.selection import combine, field_matcher, label_matcher
@@ -104,7 +104,7 @@ class Api:
         """The stored object as this API version shows it (a copy the caller may change)."""
         obj = from_storage(rt.group, rt.kind, stored)
         if obj is stored:
-            obj = copy.deepcopy(stored)
+            obj = clone(stored)
             obj["apiVersion"] = rt.api_version
             obj["kind"] = rt.kind
             obj = {"kind": obj.pop("kind"), "apiVersion": obj.pop("apiVersion"), **obj}
@@ -161,7 +161,7 @@ class Api:
     ) -> Obj:
         if not isinstance(body, dict):
             raise bad_request(f"Object '{rt.kind}' is invalid: not a JSON object")
-        body = copy.deepcopy(body)
+        body = clone(body)
         body.setdefault("metadata", {})
         strict = query.get("fieldValidation") == "Strict"
         if rt.custom:
@@ -337,7 +337,7 @@ class Api:
 
     def _establish(self, crd: Obj) -> None:
         """What the apiextensions controllers do right after a CRD is created."""
-        established = copy.deepcopy(crd)
+        established = clone(crd)
         names = established["spec"]["names"]
         established["status"] = {
             "conditions": [
@@ -356,7 +356,7 @@ class Api:
                     "message": "the initial names have been accepted",
                 },
             ],
-            "acceptedNames": copy.deepcopy(names),
+            "acceptedNames": clone(names),
             "storedVersions": crd["status"]["storedVersions"],
         }
         stored = self.store.update(_CRD_KEY, established)
@@ -554,7 +554,7 @@ class Api:
             stored = self.store.peek(rt.key, key)
             assert stored is not None
             stored["metadata"]["managedFields"] = managed
-            created["metadata"]["managedFields"] = copy.deepcopy(managed)
+            created["metadata"]["managedFields"] = clone(managed)
             return 201, created
         new = self._decode(rt, merged, query, [])
         return 200, self._write(rt, namespace, live, new, "", manager, "apply", track=False)
@@ -586,7 +586,7 @@ class Api:
             meta = new["metadata"]
         elif rt.has_status and rt.key != "namespaces":
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = clone(old["status"])
             else:
                 new.pop("status", None)
         for key in (
@@ -627,7 +627,7 @@ class Api:
         return self.present(rt, self._commit_update(rt, new, verb))
 
     def _status_write(self, rt: ResourceType, old: Obj, new: Obj) -> Obj:
-        result = copy.deepcopy(old)
+        result = clone(old)
         if "status" in new:
             result["status"] = new["status"]
         else:
@@ -707,7 +707,7 @@ class Api:
         return max(grace, 0)
 
     def _mark_deleting(self, rt: ResourceType, old: Obj, grace: int, finalizers: bool) -> Obj:
-        marked = copy.deepcopy(old)
+        marked = clone(old)
         meta = marked["metadata"]
         if not meta.get("deletionTimestamp"):
             meta["deletionTimestamp"] = now_time()
@@ -721,7 +721,7 @@ class Api:
         return self.present(rt, updated)
 
     def _delete_namespace(self, rt: ResourceType, old: Obj) -> Obj:
-        marked = copy.deepcopy(old)
+        marked = clone(old)
         marked["metadata"]["deletionTimestamp"] = now_time()
         marked.setdefault("status", {})["phase"] = "Terminating"
         return self.present(rt, self._commit_update(rt, marked, "delete"))

@@ -16,11 +16,11 @@ generated claim whose pod is done is deleted.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from emulator.api import MERGE
 from emulator.controllers import Controller, builtin, removed
+from emulator.jsontree import clone
 from emulator.resources import ResourceType
 from emulator.store import Obj
 
@@ -204,7 +204,7 @@ class ResourceClaims(Controller):
                     POD_CLAIM_ANNOTATION: pod_claim,
                 },
             },
-            "spec": copy.deepcopy(template["spec"].get("spec") or {}),
+            "spec": clone(template["spec"].get("spec") or {}),
         }
         if template_meta.get("labels"):
             claim["metadata"]["labels"] = dict(template_meta["labels"])

@@ -14,12 +14,13 @@ things: events leave once the log holds more than `min_events` and the oldest is
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from emulator.jsontree import clone
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -81,7 +82,7 @@ def translate(
     if new_match:
         return (ADDED, event.obj)
     if old_match and event.prev is not None:
-        gone = copy.deepcopy(event.prev)
+        gone = clone(event.prev)
         gone["metadata"]["resourceVersion"] = event.obj["metadata"]["resourceVersion"]
         return (DELETED, gone)
     return None
@@ -124,7 +125,7 @@ class Store:
 
     def get(self, resource: str, key: Key) -> Obj | None:
         obj = self._objects.get(resource, {}).get(key)
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def peek(self, resource: str, key: Key) -> Obj | None:
         """The stored object itself (not a copy): for read-only checks."""
@@ -186,7 +187,7 @@ class Store:
         """Remove the object; the DELETED event (and the result) carry a new rv."""
         prev = self._objects[resource].pop(key)
         rv = self.next_rv()
-        gone = copy.deepcopy(prev)
+        gone = clone(prev)
         gone["metadata"]["resourceVersion"] = str(rv)
         self._append(Event(rv, resource, DELETED, gone, prev, self._clock()))
         return gone
