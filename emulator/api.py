@@ -746,7 +746,13 @@ class Api:
 
     async def bind(self, rt: ResourceType, namespace: str, name: str, body: Any) -> Obj:
         target = (body or {}).get("target") or {}
-        pod = self._existing(rt, namespace, name)
+        stored = self.existing(rt, namespace, name)
+        # a binding changes spec.nodeName and the conditions: copy just those levels
+        pod = {**stored, "metadata": dict(stored["metadata"])}
+        pod["spec"], pod["status"] = (
+            dict(stored.get("spec") or {}),
+            dict(stored.get("status") or {}),
+        )
         if not target.get("name"):
             raise internal("target.name: Required value")
 
@@ -758,7 +764,7 @@ class Api:
                 {"name": name, "kind": "pods/binding"},
             )
 
-        spec = pod.setdefault("spec", {})
+        spec = pod["spec"]
         if pod["metadata"].get("deletionTimestamp"):
             raise refuse(f"pod {name} is being deleted, cannot be assigned to a host")
         if spec.get("nodeName"):
@@ -766,7 +772,7 @@ class Api:
         if spec.get("schedulingGates"):
             raise refuse(f"pod {name} has non-empty .spec.schedulingGates")
         spec["nodeName"] = target["name"]
-        status = pod.setdefault("status", {})
+        status = pod["status"]
         conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
         conditions.insert(
             0,

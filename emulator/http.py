@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +68,7 @@ class Routes:
         self.api = api
         self.token = token
         self.registry = api.registry
+        self._lines = _RecentLines()
 
     # --- discovery -------------------------------------------------------------------------
 
@@ -468,17 +471,10 @@ class Routes:
             return drop_after is None or sent < drop_after
 
         def encode(item: tuple[str, Obj, Event | None]) -> bytes:
-            """The watch line of a queued event, serialised once for every watcher."""
             kind, obj, event = item
             if event is None:
                 return _line(kind, self.api.view(rt, obj))
-            key = f"{kind}|{rt.api_version}"
-            if event.encoded is None:
-                event.encoded = {}
-            line = event.encoded.get(key)
-            if line is None:
-                line = event.encoded[key] = _line(kind, self.api.view(rt, obj))
-            return line
+            return self._lines.line(event, kind, rt, lambda: _line(kind, self.api.view(rt, obj)))
 
         try:
             watcher = store.watch(
@@ -556,6 +552,26 @@ def _verb(method: str, name: str, sub: str, query: dict[str, str]) -> str:
     return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
         method, method.lower()
     )
+
+
+class _RecentLines:
+    """The watch lines of recent events: every watcher of an event shares one serialisation,
+    and only the latest `size` are kept (watchers read events soon after they happen)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lines: OrderedDict[tuple[int, str, str], tuple[Event, bytes]] = OrderedDict()
+
+    def line(self, event: Event, kind: str, rt: ResourceType, make: Callable[[], bytes]) -> bytes:
+        key = (id(event), kind, rt.api_version)
+        found = self._lines.get(key)
+        if found is not None and found[0] is event:
+            return found[1]
+        line = make()
+        self._lines[key] = (event, line)
+        if len(self._lines) > self.size:
+            self._lines.popitem(last=False)
+        return line
 
 
 def _line(kind: str, obj: Obj) -> bytes:

@@ -38,8 +38,6 @@ class Event:
     prev: Obj | None
     """The stored state before this event (None for ADDED)."""
     at: float
-    encoded: dict[str, bytes] | None = None
-    """Watch lines already serialised for this event, by type and API version."""
 
 
 @dataclass(eq=False)
@@ -55,7 +53,7 @@ class Watcher:
 
     def offer(self, event: Event) -> None:
         """Queue (type, object, event); the event only when the object is the event's own,
-        so that its serialisation can be shared by every watcher."""
+        so that its serialisation can be shared by every watcher of it."""
         translated = translate(event, self.namespace, self.match)
         if translated is not None:
             kind, obj = translated
