@@ -23,6 +23,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,7 @@ def _pod(name: str) -> dict[str, Any]:
     }
 
 
-async def _timed(calls: list[Callable[[], Awaitable[None]]]) -> float:
+async def _timed(calls: list[Callable[[], Awaitable[Any]]]) -> float:
     """Run the calls CONCURRENCY at a time; their rate per second."""
     queue = iter(calls)
     started = time.perf_counter()
@@ -180,14 +181,15 @@ async def _drive(
         rates: dict[str, float] = {}
         cpu_before = server_cpu()
         rates["create_node"] = await _timed(
-            [lambda i=i: call("POST", "/api/v1/nodes", _node(f"n{i}"), 201) for i in range(nodes)]
+            [partial(call, "POST", "/api/v1/nodes", _node(f"n{i}"), 201) for i in range(nodes)]
         )
         rates["create_pod"] = await _timed(
-            [lambda i=i: call("POST", pods_path, _pod(f"p{i}"), 201) for i in range(pods)]
+            [partial(call, "POST", pods_path, _pod(f"p{i}"), 201) for i in range(pods)]
         )
         rates["bind"] = await _timed(
             [
-                lambda i=i: call(
+                partial(
+                    call,
                     "POST",
                     f"{pods_path}/p{i}/binding",
                     {"target": {"kind": "Node", "name": f"n{i % nodes}"}},
@@ -198,9 +200,9 @@ async def _drive(
         )
         write_cpu = server_cpu() - cpu_before
         rates["get"] = await _timed(
-            [lambda i=i: call("GET", f"{pods_path}/p{i}") for i in range(0, pods, 10)]
+            [partial(call, "GET", f"{pods_path}/p{i}") for i in range(0, pods, 10)]
         )
-        rates["list"] = await _timed([lambda: call("GET", pods_path) for _ in range(5)])
+        rates["list"] = await _timed([partial(call, "GET", pods_path) for _ in range(5)])
         while min(w.lines for w in followers) < 2 * pods:  # each pod: ADDED, bound
             await asyncio.sleep(0.05)
         latencies: list[float] = []

@@ -184,7 +184,7 @@ class ResourceClaims(Controller):
             )
             return None
         template_meta = template["spec"].get("metadata") or {}
-        claim = {
+        claim: Obj = {
             "apiVersion": "resource.k8s.io/v1",
             "kind": "ResourceClaim",
             "metadata": {

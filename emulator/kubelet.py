@@ -218,9 +218,11 @@ class Kubelet:
         ready_seconds: float = 0.0,
     ) -> None:
         self.api = api
-        self.core = client.CoreV1Api(api)
-        self.resource = client.ResourceV1Api(api)
-        self.coordination = client.CoordinationV1Api(api)
+        # Any: bodies are plain dicts and answers raw JSON (`_preload_content=False`), which
+        # the generated clients' model-typed signatures do not describe.
+        self.core: Any = client.CoreV1Api(api)
+        self.resource: Any = client.ResourceV1Api(api)
+        self.coordination: Any = client.CoordinationV1Api(api)
         self.nodes = {n.name: n for n in nodes}
         self.clock = clock or LoopClock()
         self.renew_seconds = renew_seconds
@@ -317,9 +319,10 @@ class Kubelet:
 
     async def _node_status(self, name: str, ready: str) -> Obj:
         body = {"status": {"conditions": _node_conditions(ready, self._stamp())}}
-        return await _json(
+        node: Obj = await _json(
             self.core.patch_node_status(name, body, _content_type=STRATEGIC, _preload_content=False)
         )
+        return node
 
     async def _renew(self, name: str) -> None:
         await _json(
