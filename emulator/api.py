@@ -263,7 +263,10 @@ class Api:
         query: dict[str, str],
         manager: str,
         warnings: list[str],
+        *,
+        read_only: bool = False,
     ) -> Obj:
+        """The created object, presented; `read_only`: a view the caller only serialises."""
         obj = self._decode(rt, body, query, warnings)
         meta = obj["metadata"]
         name = meta.get("name") or ""
@@ -303,7 +306,7 @@ class Api:
         created = self._commit_create(rt, obj)
         if rt.key == _CRD_KEY:
             self._establish(created)
-        return self.present(rt, created)
+        return self.view(rt, created) if read_only else self.present(rt, created)
 
     def _commit_create(self, rt: ResourceType, obj: Obj) -> Obj:
         self.faults.before_write("create", rt)

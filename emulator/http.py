@@ -303,7 +303,9 @@ class Routes:
             return _json(obj)
         body = await self._body(request)
         if method == "POST" and not name:
-            created = await self.api.create(rt, namespace or "", body, query, manager, warnings)
+            created = await self.api.create(
+                rt, namespace or "", body, query, manager, warnings, read_only=True
+            )
             return _json(created, 201, warnings)
         if method == "POST" and sub == "binding":
             return _json(await self.api.bind(rt, namespace or "", name, body), 201)
