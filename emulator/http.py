@@ -509,7 +509,11 @@ class Routes:
                     break
                 wait = min(deadline, next_bookmark) - now if bookmarks else deadline - now
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), wait)
+                    if watcher.queue.empty():
+                        async with asyncio.timeout(wait):  # no task per event, as wait_for makes
+                            item = await watcher.queue.get()
+                    else:
+                        item = watcher.queue.get_nowait()
                 except TimeoutError:
                     if bookmarks and loop.time() >= next_bookmark:
                         await send("BOOKMARK", self._bookmark(rt, store.rv, initial_end=False))
