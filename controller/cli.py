@@ -140,6 +140,27 @@ def bench_sim_command(
     _print_bench(f"phalanx bench sim ({', '.join(names)})", figures, targets, met, json_out)
 
 
+@bench_app.command("emulator")
+def bench_emulator(
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes to create.")] = 1000,
+    pods: Annotated[int, typer.Option(min=1, help="Pods to create and bind.")] = 10_000,
+    watchers: Annotated[int, typer.Option(min=1, help="Watches on all pods.")] = 20,
+    probes: Annotated[int, typer.Option(min=1, help="Single writes timed to every watcher.")] = 200,
+    profile: Annotated[
+        Path | None, typer.Option(help="Write a pyinstrument profile of the server here.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    """Drive the API emulator (its own process) with nodes, pods, bindings and watchers."""
+    from emulator.bench import TARGETS, run
+
+    with console.status("driving the API emulator..."):
+        figures = run(nodes, pods, watchers, probes, profile)
+    _print_bench("phalanx bench emulator", figures.as_dict(), TARGETS, figures.verdicts(), json_out)
+
+
 def _print_bench(
     title: str,
     figures: Mapping[str, object],

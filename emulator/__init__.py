@@ -9,7 +9,9 @@ token, so kubectl and kubernetes-asyncio talk to it unchanged.
 tests/kube/test_transcripts.py replays 220 exchanges recorded from a Kubernetes 1.36.2
 API server against it: 218 match; GAPS.md lists the two that do not, and every other
 known difference. Test hooks (faults, fail-stop, watch-window eviction, compaction,
-restart) are methods of `Emulator`, never HTTP routes.
+restart) are methods of `Emulator`, never HTTP routes. With `controllers=True` it runs
+the controller-manager's controllers clients rely on (controllers.py); kubelet.py
+simulates the kubelets of nodes over the API; bench.py is `phalanx bench emulator`.
 """
 
 from emulator.faults import Fault

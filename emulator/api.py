@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import copy
 import json
 import random
 import uuid
@@ -37,6 +36,7 @@ from emulator.errors import (
     precondition_conflict,
 )
 from emulator.faults import Faults
+from emulator.jsontree import clone
 from emulator.patch import json_patch, merge_patch, strategic_merge_patch
 from emulator.resources import Registry, ResourceType
 from emulator.selection import combine, field_matcher, label_matcher
@@ -68,6 +68,10 @@ _STRICT_SPEC_FIELDS: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+_PROPAGATION_FINALIZERS = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}
+"""The finalizer the API server adds for a propagationPolicy; the garbage collector acts on it."""
+
+
 def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1")
 
@@ -97,13 +101,22 @@ class Api:
     # --- presentation ----------------------------------------------------------------------
 
     def present(self, rt: ResourceType, stored: Obj) -> Obj:
-        """The stored object as this API version shows it."""
+        """The stored object as this API version shows it (a copy the caller may change)."""
         obj = from_storage(rt.group, rt.kind, stored)
         if obj is stored:
-            obj = copy.deepcopy(stored)
+            obj = clone(stored)
             obj["apiVersion"] = rt.api_version
             obj["kind"] = rt.kind
             obj = {"kind": obj.pop("kind"), "apiVersion": obj.pop("apiVersion"), **obj}
+        return obj
+
+    def view(self, rt: ResourceType, stored: Obj) -> Obj:
+        """The same as `present`, sharing the stored object's values: read it, never change
+        it (serialisation and patch functions, which copy what they change)."""
+        obj = from_storage(rt.group, rt.kind, stored)
+        if obj is stored:
+            obj = {"kind": rt.kind, "apiVersion": rt.api_version}
+            obj.update((k, v) for k, v in stored.items() if k not in ("kind", "apiVersion"))
         return obj
 
     # --- helpers ---------------------------------------------------------------------------
@@ -130,7 +143,15 @@ class Api:
             )
 
     def _existing(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        """A copy of the stored object (404 if there is none)."""
         obj = self.store.get(rt.key, (namespace if rt.namespaced else "", name))
+        if obj is None:
+            raise not_found(rt, name)
+        return obj
+
+    def existing(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        """The stored object itself, read only (404 if there is none)."""
+        obj = self.store.peek(rt.key, (namespace if rt.namespaced else "", name))
         if obj is None:
             raise not_found(rt, name)
         return obj
@@ -140,7 +161,7 @@ class Api:
     ) -> Obj:
         if not isinstance(body, dict):
             raise bad_request(f"Object '{rt.kind}' is invalid: not a JSON object")
-        body = copy.deepcopy(body)
+        body = clone(body)
         body.setdefault("metadata", {})
         strict = query.get("fieldValidation") == "Strict"
         if rt.custom:
@@ -242,7 +263,10 @@ class Api:
         query: dict[str, str],
         manager: str,
         warnings: list[str],
+        *,
+        read_only: bool = False,
     ) -> Obj:
+        """The created object, presented; `read_only`: a view the caller only serialises."""
         obj = self._decode(rt, body, query, warnings)
         meta = obj["metadata"]
         name = meta.get("name") or ""
@@ -282,7 +306,7 @@ class Api:
         created = self._commit_create(rt, obj)
         if rt.key == _CRD_KEY:
             self._establish(created)
-        return self.present(rt, created)
+        return self.view(rt, created) if read_only else self.present(rt, created)
 
     def _commit_create(self, rt: ResourceType, obj: Obj) -> Obj:
         self.faults.before_write("create", rt)
@@ -304,6 +328,10 @@ class Api:
             self._unregister(gone)
         return gone
 
+    def finish_deletion(self, rt: ResourceType, key: tuple[str, str]) -> Obj:
+        """Remove an object whose deletion is complete (its last finalizer is gone)."""
+        return self._commit_delete(rt, key)
+
     def _notify(self, rt: ResourceType, verb: str, obj: Obj) -> None:
         for hook in self.on_write:
             hook(rt, verb, obj)
@@ -312,7 +340,7 @@ class Api:
 
     def _establish(self, crd: Obj) -> None:
         """What the apiextensions controllers do right after a CRD is created."""
-        established = copy.deepcopy(crd)
+        established = clone(crd)
         names = established["spec"]["names"]
         established["status"] = {
             "conditions": [
@@ -331,7 +359,7 @@ class Api:
                     "message": "the initial names have been accepted",
                 },
             ],
-            "acceptedNames": copy.deepcopy(names),
+            "acceptedNames": clone(names),
             "storedVersions": crd["status"]["storedVersions"],
         }
         stored = self.store.update(_CRD_KEY, established)
@@ -358,6 +386,13 @@ class Api:
         self, rt: ResourceType, namespace: str | None, query: dict[str, str]
     ) -> tuple[list[Obj], dict[str, Any]]:
         """Items (presented) and the list metadata, after selectors, rv semantics and paging."""
+        stored, meta = await self.list_stored(rt, namespace, query)
+        return [self.present(rt, o) for o in stored], meta
+
+    async def list_stored(
+        self, rt: ResourceType, namespace: str | None, query: dict[str, str]
+    ) -> tuple[list[Obj], dict[str, Any]]:
+        """`list_objects` with the stored objects themselves (not copies: read only)."""
         match = self.matcher(rt, query)
         rv_text = query.get("resourceVersion", "")
         rv_match = query.get("resourceVersionMatch", "")
@@ -409,7 +444,7 @@ class Api:
             meta["continue"] = _make_continue(list_rv, _sort_key(items[-1]))
             if not query.get("labelSelector") and not query.get("fieldSelector"):
                 meta["remainingItemCount"] = rest
-        return [self.present(rt, o) for o in items], meta
+        return items, meta
 
     def matcher(self, rt: ResourceType, query: dict[str, str]) -> Callable[[Obj], bool]:
         supported = () if rt.custom else rt.field_selectors
@@ -457,7 +492,7 @@ class Api:
         if patch_type == APPLY:
             return await self._apply(rt, namespace, name, body, query, manager)
         old = self._existing(rt, namespace, name)
-        current = self.present(rt, old)
+        current = self.view(rt, old)
         if patch_type == MERGE:
             patched = merge_patch(current, body)
         elif patch_type == JSON_PATCH:
@@ -522,7 +557,7 @@ class Api:
             stored = self.store.peek(rt.key, key)
             assert stored is not None
             stored["metadata"]["managedFields"] = managed
-            created["metadata"]["managedFields"] = copy.deepcopy(managed)
+            created["metadata"]["managedFields"] = clone(managed)
             return 201, created
         new = self._decode(rt, merged, query, [])
         return 200, self._write(rt, namespace, live, new, "", manager, "apply", track=False)
@@ -554,7 +589,7 @@ class Api:
             meta = new["metadata"]
         elif rt.has_status and rt.key != "namespaces":
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = clone(old["status"])
             else:
                 new.pop("status", None)
         for key in (
@@ -570,6 +605,9 @@ class Api:
             else:
                 meta.pop(key, None)
         meta["resourceVersion"] = old_meta["resourceVersion"]
+        for key in ("finalizers", "ownerReferences"):
+            if meta.get(key) == []:
+                del meta[key]  # omitempty
         if "managedFields" in old_meta and "managedFields" not in meta:
             meta["managedFields"] = old_meta["managedFields"]
         self._defaults(rt, new, creating=False)
@@ -592,7 +630,7 @@ class Api:
         return self.present(rt, self._commit_update(rt, new, verb))
 
     def _status_write(self, rt: ResourceType, old: Obj, new: Obj) -> Obj:
-        result = copy.deepcopy(old)
+        result = clone(old)
         if "status" in new:
             result["status"] = new["status"]
         else:
@@ -634,6 +672,15 @@ class Api:
                 "The object might have been modified",
             )
         grace = self._grace(rt, old, options, query)
+        policy = query.get("propagationPolicy") or options.get("propagationPolicy")
+        kept_by = _PROPAGATION_FINALIZERS.get(policy or "")
+        if (
+            kept_by
+            and kept_by not in (meta.get("finalizers") or [])
+            and not meta.get("deletionTimestamp")
+            and rt.key != "namespaces"
+        ):
+            meta["finalizers"] = [*(meta.get("finalizers") or []), kept_by]
         finalizers = bool(meta.get("finalizers"))
         if rt.key == "namespaces":
             return self._delete_namespace(rt, old)
@@ -663,7 +710,7 @@ class Api:
         return max(grace, 0)
 
     def _mark_deleting(self, rt: ResourceType, old: Obj, grace: int, finalizers: bool) -> Obj:
-        marked = copy.deepcopy(old)
+        marked = clone(old)
         meta = marked["metadata"]
         if not meta.get("deletionTimestamp"):
             meta["deletionTimestamp"] = now_time()
@@ -677,7 +724,7 @@ class Api:
         return self.present(rt, updated)
 
     def _delete_namespace(self, rt: ResourceType, old: Obj) -> Obj:
-        marked = copy.deepcopy(old)
+        marked = clone(old)
         marked["metadata"]["deletionTimestamp"] = now_time()
         marked.setdefault("status", {})["phase"] = "Terminating"
         return self.present(rt, self._commit_update(rt, marked, "delete"))
@@ -702,7 +749,13 @@ class Api:
 
     async def bind(self, rt: ResourceType, namespace: str, name: str, body: Any) -> Obj:
         target = (body or {}).get("target") or {}
-        pod = self._existing(rt, namespace, name)
+        stored = self.existing(rt, namespace, name)
+        # a binding changes spec.nodeName and the conditions: copy just those levels
+        pod = {**stored, "metadata": dict(stored["metadata"])}
+        pod["spec"], pod["status"] = (
+            dict(stored.get("spec") or {}),
+            dict(stored.get("status") or {}),
+        )
         if not target.get("name"):
             raise internal("target.name: Required value")
 
@@ -714,7 +767,7 @@ class Api:
                 {"name": name, "kind": "pods/binding"},
             )
 
-        spec = pod.setdefault("spec", {})
+        spec = pod["spec"]
         if pod["metadata"].get("deletionTimestamp"):
             raise refuse(f"pod {name} is being deleted, cannot be assigned to a host")
         if spec.get("nodeName"):
@@ -722,7 +775,7 @@ class Api:
         if spec.get("schedulingGates"):
             raise refuse(f"pod {name} has non-empty .spec.schedulingGates")
         spec["nodeName"] = target["name"]
-        status = pod.setdefault("status", {})
+        status = pod["status"]
         conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
         conditions.insert(
             0,

@@ -9,11 +9,11 @@ nobody else owns.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from emulator.clock import now_time
 from emulator.errors import error
+from emulator.jsontree import clone
 from emulator.patch import merge_patch
 
 Obj = dict[str, Any]
@@ -151,7 +151,7 @@ def apply(live: Obj | None, config: Obj, manager: str, force: bool, api_version:
     """The object after `manager` applies `config`; 409 on conflicts unless forced."""
     wanted = leaves(config)
     wanted_paths = set(wanted)
-    base: Obj = copy.deepcopy(live) if live is not None else {"metadata": {}}
+    base: Obj = clone(live) if live is not None else {"metadata": {}}
     entries = _owned(base) if live is not None else []
     conflicts: list[tuple[str, str, Path]] = []
     for entry, paths in entries:

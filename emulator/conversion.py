@@ -7,8 +7,9 @@ server's serialisation does.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+from emulator.jsontree import clone
 
 Obj = dict[str, Any]
 
@@ -95,6 +96,6 @@ def to_storage(group: str, kind: str, obj: Obj) -> Obj:
 
 def from_storage(group: str, kind: str, stored: Obj) -> Obj:
     if kind == "Event" and group in ("", "events.k8s.io"):
-        stored = copy.deepcopy(stored)
+        stored = clone(stored)
         return events_event_out(stored) if group else core_event_out(stored)
     return stored

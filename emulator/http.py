@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +21,7 @@ from emulator.api import APPLY, Api, truthy
 from emulator.errors import ApiError, error, no_route, status_body
 from emulator.faults import fault_error
 from emulator.resources import ALL_VERBS, ResourceType
-from emulator.store import TooOld
+from emulator.store import Event, TooOld
 
 Obj = dict[str, Any]
 
@@ -66,6 +68,7 @@ class Routes:
         self.api = api
         self.token = token
         self.registry = api.registry
+        self._lines = _RecentLines()
 
     # --- discovery -------------------------------------------------------------------------
 
@@ -279,7 +282,8 @@ class Routes:
                 return await self._watch(
                     request, rt, namespace, query, fault.drop_watch_after if fault else None
                 )
-            items, meta = await self.api.list_objects(rt, namespace, query)
+            stored, meta = await self.api.list_stored(rt, namespace, query)
+            items = [self.api.view(rt, o) for o in stored]
             if "as=Table" in request.headers.get("Accept", ""):
                 return _json(self._table(rt, items, meta))
             return _json(
@@ -291,7 +295,7 @@ class Routes:
                 }
             )
         if method == "GET":
-            obj = self.api.get(rt, namespace or "", name)
+            obj = self.api.view(rt, self.api.existing(rt, namespace or "", name))
             if "as=Table" in request.headers.get("Accept", ""):
                 return _json(
                     self._table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]})
@@ -299,7 +303,9 @@ class Routes:
             return _json(obj)
         body = await self._body(request)
         if method == "POST" and not name:
-            created = await self.api.create(rt, namespace or "", body, query, manager, warnings)
+            created = await self.api.create(
+                rt, namespace or "", body, query, manager, warnings, read_only=True
+            )
             return _json(created, 201, warnings)
         if method == "POST" and sub == "binding":
             return _json(await self.api.bind(rt, namespace or "", name, body), 201)
@@ -462,11 +468,15 @@ class Routes:
         async def send(kind: str, obj: Obj) -> bool:
             """Write one event; False once a drop-watch fault says the stream ends here."""
             nonlocal sent
-            await response.write(
-                json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
-            )
+            await response.write(_line(kind, obj))
             sent += kind != "BOOKMARK"
             return drop_after is None or sent < drop_after
+
+        def encode(item: tuple[str, Obj, Event | None]) -> bytes:
+            kind, obj, event = item
+            if event is None:
+                return _line(kind, self.api.view(rt, obj))
+            return self._lines.line(event, kind, rt, lambda: _line(kind, self.api.view(rt, obj)))
 
         try:
             watcher = store.watch(
@@ -487,7 +497,7 @@ class Routes:
         try:
             if initial:
                 for obj in list(store.items(rt.key, namespace)):
-                    if match(obj) and not await send("ADDED", self.api.present(rt, obj)):
+                    if match(obj) and not await send("ADDED", self.api.view(rt, obj)):
                         deadline = loop.time()
                         break
                 if bookmarks and loop.time() < deadline:
@@ -499,18 +509,32 @@ class Routes:
                     break
                 wait = min(deadline, next_bookmark) - now if bookmarks else deadline - now
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), wait)
+                    if watcher.queue.empty():
+                        async with asyncio.timeout(wait):  # no task per event, as wait_for makes
+                            item = await watcher.queue.get()
+                    else:
+                        item = watcher.queue.get_nowait()
                 except TimeoutError:
                     if bookmarks and loop.time() >= next_bookmark:
                         await send("BOOKMARK", self._bookmark(rt, store.rv, initial_end=False))
                         next_bookmark = loop.time() + BOOKMARK_INTERVAL
                     continue
-                if item is None:
-                    break
-                kind, obj = item
-                if int(obj["metadata"]["resourceVersion"]) <= floor:
-                    continue
-                if not await send(kind, self.api.present(rt, obj)):
+                batch = [item]
+                while not watcher.queue.empty() and batch[-1] is not None:
+                    batch.append(watcher.queue.get_nowait())
+                ended = batch[-1] is None
+                lines = []
+                for queued in batch:
+                    if queued is None or int(queued[1]["metadata"]["resourceVersion"]) <= floor:
+                        continue
+                    lines.append(encode(queued))
+                    sent += 1
+                    if drop_after is not None and sent >= drop_after:
+                        ended = True
+                        break
+                if lines:
+                    await response.write(b"".join(lines))
+                if ended:
                     break
         except (ConnectionResetError, asyncio.CancelledError):
             store.unwatch(watcher)
@@ -534,6 +558,30 @@ def _verb(method: str, name: str, sub: str, query: dict[str, str]) -> str:
     return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
         method, method.lower()
     )
+
+
+class _RecentLines:
+    """The watch lines of recent events: every watcher of an event shares one serialisation,
+    and only the latest `size` are kept (watchers read events soon after they happen)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lines: OrderedDict[tuple[int, str, str], tuple[Event, bytes]] = OrderedDict()
+
+    def line(self, event: Event, kind: str, rt: ResourceType, make: Callable[[], bytes]) -> bytes:
+        key = (id(event), kind, rt.api_version)
+        found = self._lines.get(key)
+        if found is not None and found[0] is event:
+            return found[1]
+        line = make()
+        self._lines[key] = (event, line)
+        if len(self._lines) > self.size:
+            self._lines.popitem(last=False)
+        return line
+
+
+def _line(kind: str, obj: Obj) -> bytes:
+    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
 def _strip_type(obj: Obj) -> Obj:

@@ -7,10 +7,10 @@ is what the server does for lists without a patch strategy.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from emulator.errors import ApiError, bad_request, error
+from emulator.jsontree import clone
 
 MERGE_KEYS: dict[str, str] = {
     "containers": "name",
@@ -36,8 +36,8 @@ MERGED_PRIMITIVE_LISTS = frozenset({"finalizers"})
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, null deletes, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -48,10 +48,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return {k: clone(v) for k, v in patch.items() if k != "$patch"}
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if key.startswith("$"):
             continue
@@ -66,15 +66,15 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
         elif isinstance(value, dict):
             result[key] = strategic_merge_patch(result.get(key), value)
         else:
-            result[key] = copy.deepcopy(value)
+            result[key] = clone(value)
     return result
 
 
 def _merge_list(current: list[Any], patch: list[Any], merge_key: str) -> list[Any]:
-    merged = copy.deepcopy(current)
+    merged = clone(current)
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
-            merged.append(copy.deepcopy(item))
+            merged.append(clone(item))
             continue
         at = next(
             (
@@ -88,7 +88,7 @@ def _merge_list(current: list[Any], patch: list[Any], merge_key: str) -> list[An
             if at is not None:
                 del merged[at]
         elif at is None:
-            merged.append({k: v for k, v in copy.deepcopy(item).items() if k != "$patch"})
+            merged.append({k: v for k, v in clone(item).items() if k != "$patch"})
         else:
             merged[at] = strategic_merge_patch(merged[at], item)
     return merged
@@ -101,7 +101,7 @@ def json_patch(target: Any, operations: Any) -> Any:
     """RFC 6902 as the API server applies it (a `replace` of a missing map key adds it)."""
     if not isinstance(operations, list):
         raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     for operation in operations:
         if not isinstance(operation, dict) or "op" not in operation or "path" not in operation:
             raise error(422, _REJECTED, "Invalid", {})
@@ -110,12 +110,12 @@ def json_patch(target: Any, operations: Any) -> Any:
             if _get(doc, path) != operation.get("value"):
                 raise error(422, _REJECTED, "Invalid", {})
         elif op in ("add", "replace"):
-            doc = _put(doc, path, copy.deepcopy(operation.get("value")), insert=op == "add")
+            doc = _put(doc, path, clone(operation.get("value")), insert=op == "add")
         elif op == "remove":
             doc = _remove(doc, path)
         elif op in ("move", "copy"):
             source = _pointer(operation.get("from", ""))
-            value = copy.deepcopy(_get(doc, source))
+            value = clone(_get(doc, source))
             if op == "move":
                 doc = _remove(doc, source)
             doc = _put(doc, path, value, insert=True)

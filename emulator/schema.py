@@ -9,7 +9,6 @@ formatted here because the runtime lacks `format`.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import cel
 
 from emulator.errors import cause
+from emulator.jsontree import clone
 from emulator.resources import ResourceType
 from emulator.validation import Causes, go_value
 
@@ -117,7 +117,7 @@ def default(value: Any, schema: Schema) -> Any:
     if isinstance(value, dict):
         for key, child in (schema.get("properties") or {}).items():
             if key not in value and "default" in child:
-                value[key] = copy.deepcopy(child["default"])
+                value[key] = clone(child["default"])
             if key in value:
                 value[key] = default(value[key], child)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
@@ -130,7 +130,7 @@ def default_object(obj: Obj, schema: Schema) -> None:
         if key in ("metadata", "apiVersion", "kind"):
             continue
         if key not in obj and "default" in child:
-            obj[key] = copy.deepcopy(child["default"])
+            obj[key] = clone(child["default"])
         if key in obj:
             obj[key] = default(obj[key], child)
 

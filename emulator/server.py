@@ -13,9 +13,14 @@ import yaml
 from aiohttp import web
 
 from emulator.api import Api
-from emulator.controllers import ServiceAccounts, bootstrap
+from emulator.claims import ResourceClaims
+from emulator.controllers import ControllerManager, ServiceAccounts, bootstrap
 from emulator.faults import Fault, Faults
+from emulator.garbage import GarbageCollector
 from emulator.http import make_app
+from emulator.namespaces import Namespaces
+from emulator.nodes import NodeLifecycle
+from emulator.podgroups import PodGroupProtection
 from emulator.resources import Registry
 from emulator.store import Store
 from emulator.tls import ServerCert, make_cert
@@ -50,8 +55,20 @@ class Emulator:
             self.faults,
             service_account_admission=service_account_admission,
         )
+        self.controllers: ControllerManager | None = None
+        """The controller-manager's controllers (with `controllers=True`); they run while
+        the server does. `await emu.controllers.idle()` waits until they have caught up."""
         if controllers:
             ServiceAccounts(self.api)
+            self.controllers = ControllerManager(self.api)
+            for controller in (
+                ResourceClaims,
+                GarbageCollector,
+                Namespaces,
+                PodGroupProtection,
+                NodeLifecycle,
+            ):
+                self.controllers.add(controller)
             bootstrap(self.api)
         self._cert: ServerCert | None = make_cert(host) if tls else None
         self._runner: web.AppRunner | None = None
@@ -83,9 +100,13 @@ class Emulator:
         await site.start()
         self.port = self._runner.addresses[0][1]
         self.write_kubeconfig()
+        if self.controllers is not None:
+            self.controllers.start()
         return self
 
     async def stop(self) -> None:
+        if self.controllers is not None:
+            await self.controllers.stop()
         self.store.close_watches()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -14,12 +14,13 @@ things: events leave once the log holds more than `min_events` and the oldest is
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from emulator.jsontree import clone
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -46,12 +47,17 @@ class Watcher:
     resource: str
     namespace: str | None
     match: Callable[[Obj], bool]
-    queue: asyncio.Queue[tuple[str, Obj] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[str, Obj, Event | None] | None] = field(
+        default_factory=asyncio.Queue
+    )
 
     def offer(self, event: Event) -> None:
+        """Queue (type, object, event); the event only when the object is the event's own,
+        so that its serialisation can be shared by every watcher of it."""
         translated = translate(event, self.namespace, self.match)
         if translated is not None:
-            self.queue.put_nowait(translated)
+            kind, obj = translated
+            self.queue.put_nowait((kind, obj, event if obj is event.obj else None))
 
     def close(self) -> None:
         self.queue.put_nowait(None)
@@ -74,7 +80,7 @@ def translate(
     if new_match:
         return (ADDED, event.obj)
     if old_match and event.prev is not None:
-        gone = copy.deepcopy(event.prev)
+        gone = clone(event.prev)
         gone["metadata"]["resourceVersion"] = event.obj["metadata"]["resourceVersion"]
         return (DELETED, gone)
     return None
@@ -117,7 +123,7 @@ class Store:
 
     def get(self, resource: str, key: Key) -> Obj | None:
         obj = self._objects.get(resource, {}).get(key)
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def peek(self, resource: str, key: Key) -> Obj | None:
         """The stored object itself (not a copy): for read-only checks."""
@@ -157,11 +163,13 @@ class Store:
         return self.rv
 
     def create(self, resource: str, obj: Obj) -> Obj:
+        """Store `obj` itself (the caller hands it over) and return it: read it, never
+        change it (copy first); the same goes for `update` and `delete`."""
         rv = self.next_rv()
         obj["metadata"]["resourceVersion"] = str(rv)
         self._objects.setdefault(resource, {})[obj_key(obj)] = obj
         self._append(Event(rv, resource, ADDED, obj, None, self._clock()))
-        return copy.deepcopy(obj)
+        return obj
 
     def update(self, resource: str, obj: Obj) -> Obj:
         key = obj_key(obj)
@@ -171,16 +179,16 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(rv)
         table[key] = obj
         self._append(Event(rv, resource, MODIFIED, obj, prev, self._clock()))
-        return copy.deepcopy(obj)
+        return obj
 
     def delete(self, resource: str, key: Key) -> Obj:
         """Remove the object; the DELETED event (and the result) carry a new rv."""
         prev = self._objects[resource].pop(key)
         rv = self.next_rv()
-        gone = copy.deepcopy(prev)
+        gone = clone(prev)
         gone["metadata"]["resourceVersion"] = str(rv)
         self._append(Event(rv, resource, DELETED, gone, prev, self._clock()))
-        return copy.deepcopy(gone)
+        return gone
 
     def _append(self, event: Event) -> None:
         self._log.append(event)

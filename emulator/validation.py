@@ -2,7 +2,7 @@
 
 Each function returns `details.causes` entries (reason, message, field); an empty list
 means valid. Only what Phalanx and its tests meet is checked; every message here was
-seen on a real server (see tests/kube/transcripts).
+seen on a real server (see ../shared/kube-transcripts).
 """
 
 from __future__ import annotations

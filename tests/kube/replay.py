@@ -26,8 +26,8 @@ import looptime
 
 from emulator import Emulator
 from emulator.clock import now_microtime, now_time
+from tests.kube.shared import shared_path
 
-TRANSCRIPTS = Path(__file__).parent / "transcripts"
 _PLACEHOLDER = re.compile(r"<(rv|uid|continue|suffix):(\d+)>|<(time|microtime|age)>")
 _FORMATS = {
     "rv": r"(\d+)",
@@ -495,7 +495,7 @@ class Replay:
 
 
 async def _run(name: str) -> dict[str, list[str]]:
-    transcript = json.loads((TRANSCRIPTS / name).read_text())
+    transcript = json.loads((transcripts() / name).read_text())
     steps = transcript["steps"]
     opener = {action: s for s in steps if "watch" in s for action in s.get("actions", [])}
     setup = SETUP.get(name, {})
@@ -547,6 +547,11 @@ def _warning_text(header: str) -> str:
 _CACHE: dict[str, dict[str, list[str]]] = {}
 
 
+def transcripts() -> Path:
+    """The recorded transcripts in the maintainers' shared folder."""
+    return shared_path("kube-transcripts")
+
+
 def results(name: str) -> dict[str, list[str]]:
     """Run the file once (on a fake-time loop: watch timeouts and waits cost no wall time)."""
     if name not in _CACHE:
@@ -560,7 +565,7 @@ def results(name: str) -> dict[str, list[str]]:
 
 def step_ids() -> list[tuple[str, str]]:
     ids = []
-    for path in sorted(TRANSCRIPTS.glob("*.json")):
+    for path in sorted(transcripts().glob("*.json")):
         for step in json.loads(path.read_text())["steps"]:
             ids.append((path.name, step["id"]))
     return ids
