@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import aiohttp
 import anyio
 import pytest
 
@@ -40,6 +43,9 @@ class Counting(Rest):
         super().__init__(rest.api_client)
         self.requests: list[str] = []
         self.healed = asyncio.Event()
+        self.healed.set()
+
+    def heal(self) -> None:
         self.healed.set()
 
     async def request(self, method: str, path: str, **options: Any) -> Obj:
@@ -90,6 +96,9 @@ class Candidates:
         await asyncio.gather(task, return_exceptions=True)
 
     async def stop_all(self) -> None:
+        """Heal every client first: fixture teardown runs on real time."""
+        for client in self.clients.values():
+            client.heal()
         for identity in list(self.tasks):
             await self.stop(identity)
 
@@ -164,9 +173,7 @@ async def test_the_leader_renews_every_retry_period_with_one_request(
     assert elector.is_leader()
 
 
-async def test_a_standby_waits_while_the_leader_renews(
-    rest: Rest, candidates: Candidates
-) -> None:
+async def test_a_standby_waits_while_the_leader_renews(rest: Rest, candidates: Candidates) -> None:
     leader = candidates.start("a")
     await until(leader.is_leader)
     standby = candidates.start("b")
@@ -291,3 +298,91 @@ async def test_a_candidate_before_its_first_read_is_starting(
     assert elector.state == "starting"
     cut.healed.set()
     await until(lambda: elector.state == "leader")
+
+
+# ---- random schedules -------------------------------------------------------------------
+
+SCHEDULES = max(1, int(4 * float(os.environ.get("PROPERTY_EXAMPLES_SCALE", "1"))))
+
+
+class Chaotic(Counting):
+    """Requests and answers delayed at random (up to more than a renew deadline), some
+    dropped as connection errors; `healed` cleared cuts the candidate off entirely."""
+
+    def __init__(self, rest: Rest, rng: random.Random) -> None:
+        super().__init__(rest)
+        self.rng = rng
+        self.calm = False
+
+    def heal(self) -> None:
+        super().heal()
+        self.rng = random.Random(0)
+        self.calm = True
+
+    async def _lag(self) -> None:
+        if not self.calm and self.rng.random() < 0.3:
+            await asyncio.sleep(self.rng.uniform(0, 12))
+
+    async def request(self, method: str, path: str, **options: Any) -> Obj:
+        await self._lag()
+        if not self.calm and self.rng.random() < 0.05:
+            raise aiohttp.ClientConnectionError("chaos: connection reset")
+        answer = await super().request(method, path, **options)
+        await self._lag()
+        return answer
+
+
+@pytest.mark.parametrize("seed", range(SCHEDULES))
+async def test_candidates_never_lead_at_once_under_random_schedules(
+    rest: Rest, candidates: Candidates, seed: int
+) -> None:
+    """Three candidates whose requests lag, fail and get cut off at random, stopped and
+    crashed at random (a crashed one cannot release). Leadership only begins when a
+    candidate steps up, so checking the others at each step-up is exact."""
+    rng = random.Random(seed)
+    running: list[str] = []
+    electors: list[LeaderElector] = []
+    overlaps: list[str] = []
+    born = 0
+
+    def check(identity: str, leading: bool) -> None:
+        others = [e.identity for e in electors if e.is_leader() and e.identity != identity]
+        if leading and others:
+            overlaps.append(f"{identity} leads at {anyio.current_time():.2f} while {others} do")
+
+    def spawn() -> None:
+        nonlocal born
+        identity = f"c{born}"
+        born += 1
+        candidates.clients[identity] = Chaotic(rest, random.Random(rng.random()))
+        elector = candidates.start(identity, rng=random.Random(rng.random()))
+        elector.subscribe(lambda leading: check(identity, leading))
+        electors.append(elector)
+        running.append(identity)
+
+    async def disrupt() -> None:
+        while True:
+            await asyncio.sleep(rng.uniform(1, 25))
+            identity = rng.choice(running)
+            client = candidates.clients[identity]
+            action = rng.choice(["cut", "stop", "crash"])
+            if action == "cut":
+                client.healed.clear()
+                await asyncio.sleep(rng.uniform(1, 40))
+                client.healed.set()
+                continue
+            if action == "crash":
+                client.healed.clear()  # it cannot release on the way out
+            running.remove(identity)
+            await candidates.stop(identity)
+            spawn()
+
+    for _ in range(3):
+        spawn()
+    chaos = asyncio.create_task(disrupt())
+    await asyncio.sleep(600)
+    chaos.cancel()
+    await asyncio.gather(chaos, return_exceptions=True)
+    assert overlaps == []
+    terms = [what for _, _, what in candidates.events].count("leading")
+    assert terms >= 5, "leadership moved between candidates several times"
