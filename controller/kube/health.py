@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.abc
 from aiohttp import web
 
 from controller.kube.metrics import CONTENT_TYPE, Metrics
@@ -49,7 +48,7 @@ def readiness(caches: ClusterCaches, elector: LeaderElector | None = None) -> di
 
 
 class HealthServer:
-    """Serves until cancelled: `port = await task_group.start(server.run)`."""
+    """`run()` serves until cancelled; `serving` is set once bound (`port` is then real)."""
 
     def __init__(
         self,
@@ -68,10 +67,9 @@ class HealthServer:
         self.beat_every = beat_every
         self.stall_after = stall_after
         self.last_beat = 0.0
+        self.serving = anyio.Event()
 
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def run(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -83,7 +81,7 @@ class HealthServer:
             await site.start()
             self.port = runner.addresses[0][1]
             self.last_beat = anyio.current_time()
-            task_status.started(self.port)
+            self.serving.set()
             while True:
                 await anyio.sleep(self.beat_every)
                 self.last_beat = anyio.current_time()
