@@ -11,7 +11,7 @@ from controller.kube.rest import KubeError, Rest
 from emulator import Emulator, Fault
 from tests.kube.controller_env import CONFIG_MAPS, emulator, rest
 
-__all__ = ["emulator"]
+__all__ = ["emulator", "rest"]
 
 pytestmark = pytest.mark.looptime
 
