@@ -154,7 +154,7 @@ class LeaderElector:
 
     @property
     def state(self) -> State:
-        """ "starting" until the lease was first read or written, then leader or standby."""
+        """Starting until the lease was first read or written, then leader or standby."""
         if self.is_leader():
             return "leader"
         return "standby" if self._seen else "starting"

@@ -225,6 +225,21 @@ async def test_on_shutdown_the_leader_stops_its_work_then_releases_the_lease(
     assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("b", 1)
 
 
+async def test_a_deposed_leader_leaves_its_successors_lease_alone_on_shutdown(
+    rest: Rest, candidates: Candidates
+) -> None:
+    leader = candidates.start("a")
+    await until(leader.is_leader)
+    standby = candidates.start("b")
+    candidates.clients["a"].healed.clear()
+    await until(standby.is_leader)
+    candidates.clients["a"].heal()
+    await candidates.stop("a")
+    spec = (await lease(rest))["spec"]
+    assert (spec["holderIdentity"], spec["leaseDurationSeconds"]) == ("b", 15)
+    assert standby.is_leader()
+
+
 async def test_a_conflicting_write_is_re_read_and_the_leader_renews(
     rest: Rest, candidates: Candidates
 ) -> None:
