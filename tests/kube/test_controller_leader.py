@@ -90,6 +90,12 @@ class Candidates:
 
         return work
 
+    async def leader(self, identity: str, **options: Any) -> LeaderElector:
+        """A candidate started where none leads, once it leads."""
+        elector = self.start(identity, **options)
+        await until(elector.is_leader)
+        return elector
+
     async def stop(self, identity: str) -> None:
         task = self.tasks.pop(identity)
         task.cancel()
@@ -144,8 +150,7 @@ def test_microtime_refuses_a_naive_time() -> None:
 async def test_the_first_candidate_creates_the_lease_and_leads(
     rest: Rest, candidates: Candidates
 ) -> None:
-    elector = candidates.start("a", wall_clock=lambda: EPOCH)
-    await until(elector.is_leader)
+    elector = await candidates.leader("a", wall_clock=lambda: EPOCH)
     spec = (await lease(rest))["spec"]
     assert spec == {
         "holderIdentity": "a",
@@ -160,8 +165,7 @@ async def test_the_first_candidate_creates_the_lease_and_leads(
 async def test_the_leader_renews_every_retry_period_with_one_request(
     rest: Rest, candidates: Candidates
 ) -> None:
-    elector = candidates.start("a")
-    await until(elector.is_leader)
+    elector = await candidates.leader("a")
     first = (await lease(rest))["spec"]
     candidates.clients["a"].requests.clear()
     await asyncio.sleep(TIMING.retry_period * 3 + 0.5)
@@ -174,8 +178,7 @@ async def test_the_leader_renews_every_retry_period_with_one_request(
 
 
 async def test_a_standby_waits_while_the_leader_renews(rest: Rest, candidates: Candidates) -> None:
-    leader = candidates.start("a")
-    await until(leader.is_leader)
+    leader = await candidates.leader("a")
     standby = candidates.start("b")
     await asyncio.sleep(TIMING.duration * 4)
     assert leader.is_leader()
@@ -187,8 +190,7 @@ async def test_a_standby_waits_while_the_leader_renews(rest: Rest, candidates: C
 async def test_a_standby_takes_over_within_one_lease_duration_of_the_last_renewal(
     rest: Rest, candidates: Candidates
 ) -> None:
-    leader = candidates.start("a")
-    await until(leader.is_leader)
+    leader = await candidates.leader("a")
     standby = candidates.start("b")
     await asyncio.sleep(TIMING.duration)
     candidates.clients["a"].healed.clear()  # the leader's requests now hang
@@ -208,8 +210,7 @@ async def test_a_standby_takes_over_within_one_lease_duration_of_the_last_renewa
 async def test_on_shutdown_the_leader_stops_its_work_then_releases_the_lease(
     rest: Rest, candidates: Candidates
 ) -> None:
-    leader = candidates.start("a")
-    await until(leader.is_leader)
+    await candidates.leader("a")
     standby = candidates.start("b")
     await asyncio.sleep(TIMING.duration)
     await candidates.stop("a")
@@ -228,8 +229,7 @@ async def test_on_shutdown_the_leader_stops_its_work_then_releases_the_lease(
 async def test_a_deposed_leader_leaves_its_successors_lease_alone_on_shutdown(
     rest: Rest, candidates: Candidates
 ) -> None:
-    leader = candidates.start("a")
-    await until(leader.is_leader)
+    await candidates.leader("a")
     standby = candidates.start("b")
     candidates.clients["a"].healed.clear()
     await until(standby.is_leader)
@@ -243,8 +243,7 @@ async def test_a_deposed_leader_leaves_its_successors_lease_alone_on_shutdown(
 async def test_a_conflicting_write_is_re_read_and_the_leader_renews(
     rest: Rest, candidates: Candidates
 ) -> None:
-    leader = candidates.start("a")
-    await until(leader.is_leader)
+    leader = await candidates.leader("a")
     await rest.request(
         "PATCH",
         LEASES.path("default", "phalanx"),
@@ -265,8 +264,7 @@ async def test_a_conflicting_write_is_re_read_and_the_leader_renews(
 async def test_a_leader_that_finds_another_holder_steps_down_then_campaigns_again(
     rest: Rest, candidates: Candidates
 ) -> None:
-    leader = candidates.start("a")
-    await until(leader.is_leader)
+    leader = await candidates.leader("a")
     taken = await lease(rest)
     taken["spec"] |= {"holderIdentity": "intruder", "leaseTransitions": 1}
     await rest.request("PUT", LEASES.path("default", "phalanx"), body=taken)
@@ -286,8 +284,7 @@ async def test_a_leader_that_finds_another_holder_steps_down_then_campaigns_agai
 async def test_failed_renewals_past_the_deadline_lose_leadership(
     rest: Rest, emulator: Emulator, candidates: Candidates
 ) -> None:
-    leader = candidates.start("a")
-    await until(leader.is_leader)
+    leader = await candidates.leader("a")
     emulator.inject_fault(Fault("update", "leases", code=500))
     await asyncio.sleep(0.5)
     renewed_at = await last_renewal(rest)
