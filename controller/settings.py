@@ -15,7 +15,9 @@ instead of failing at the first admission cycle.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import socket
+import uuid
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,6 +27,8 @@ from policies.registry import PolicyRef, UnknownPolicy
 from policies.routing import PolicySelection
 
 ENV_PREFIX = "PHALANX_"
+RETRY_JITTER = 1.2
+"""Leader election retries wait retry period x (1 + up to this): it must fit the deadline."""
 
 
 def _json(text: str) -> Any:
@@ -70,6 +74,50 @@ class Settings(BaseSettings):
     search_bound: Annotated[
         int, Field(ge=1, description="Placements tried per gang and cycle before it waits.")
     ] = 8
+
+    # ---- operations: leader election, health and metrics server, logs ----
+    leader_elect: Annotated[
+        bool, Field(description="Campaign for the Lease; false runs as the only replica.")
+    ] = True
+    lease_name: str = "phalanx-controller"
+    lease_namespace: str = "phalanx-system"
+    lease_duration_seconds: Annotated[int, Field(ge=1)] = 15
+    renew_deadline_seconds: Annotated[float, Field(gt=0)] = 10.0
+    retry_period_seconds: Annotated[float, Field(gt=0)] = 2.0
+    identity: Annotated[
+        str, Field(min_length=1, description="This replica's name in the Lease.")
+    ] = Field(default_factory=lambda: f"{socket.gethostname()}_{uuid.uuid4()}")
+    health_host: Annotated[
+        str, Field(description="Bind address of /metrics, /healthz, /readyz.")
+    ] = "0.0.0.0"
+    health_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("renew_deadline_seconds")
+    @classmethod
+    def _renew_within_lease(cls, value: float, info: ValidationInfo) -> float:
+        duration = info.data.get("lease_duration_seconds")
+        if duration is not None and value >= duration:
+            raise ValueError(
+                f"must be shorter than PHALANX_LEASE_DURATION_SECONDS ({duration}), got {value}"
+            )
+        return value
+
+    @field_validator("retry_period_seconds")
+    @classmethod
+    def _retry_within_deadline(cls, value: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("renew_deadline_seconds")
+        if deadline is not None and value * RETRY_JITTER >= deadline:
+            raise ValueError(
+                f"times {RETRY_JITTER} must be shorter than PHALANX_RENEW_DEADLINE_SECONDS "
+                f"({deadline}), got {value}"
+            )
+        return value
 
     @field_validator("ordering", "preemption", "placement")
     @classmethod

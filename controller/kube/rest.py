@@ -15,7 +15,7 @@ refuses lines over 128 KiB (a large GangJob status is bigger).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -76,11 +76,17 @@ def _query(query: Mapping[str, object] | None) -> list[tuple[str, str]]:
     return out
 
 
+ErrorHook = Callable[[str, int], None]
+"""Told of every failed request: (verb, HTTP status), status 0 when nothing answered; the
+verb is the HTTP method, or WATCH."""
+
+
 class Rest:
     """The few verbs the controller needs, on any resource path."""
 
-    def __init__(self, api_client: ApiClient) -> None:
+    def __init__(self, api_client: ApiClient, *, on_error: ErrorHook | None = None) -> None:
         self.api_client = api_client
+        self.on_error = on_error
 
     async def _send(
         self,
@@ -91,17 +97,25 @@ class Rest:
         content_type: str,
         timeout: float | aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
-        response: aiohttp.ClientResponse = await self.api_client.call_api(
-            path,
-            method,
-            query_params=_query(query),
-            header_params={"Accept": JSON, "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
+        verb = "WATCH" if query and query.get("watch") else method
+        try:
+            response: aiohttp.ClientResponse = await self.api_client.call_api(
+                path,
+                method,
+                query_params=_query(query),
+                header_params={"Accept": JSON, "Content-Type": content_type},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            if self.on_error is not None:
+                self.on_error(verb, 0)
+            raise
         if response.status >= 400:
+            if self.on_error is not None:
+                self.on_error(verb, response.status)
             try:
                 text = await response.text()
             finally:

@@ -1,0 +1,185 @@
+"""Prometheus metrics of the controller (`phalanx_*`), in a registry of their own.
+
+The decision loop reports events through a small recorder API; `Recorder` does nothing
+(the default, and what tests of other parts use), `Metrics` records. What is state
+rather than an event (pending gangs, queue usage, watch restarts, leadership) is read at
+scrape time from the objects that hold it, so it is never stale and costs the loop
+nothing. Scrapes run on the controller's event loop, between its steps, so they see
+a consistent state.
+
+Units are Prometheus base units: seconds, and cpu in cores; other resources as the
+engine counts them (bytes, pods, devices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from controller.engine.cycle import CycleResult, Outcome
+from controller.engine.state import ClusterState
+
+if TYPE_CHECKING:
+    from controller.kube.informer import Informer
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+"""Admission latency: from sub-second on an idle cluster to an hour in a busy queue."""
+CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Recorder:
+    """What the controller reports; this base records nothing."""
+
+    def cycle_done(self, result: CycleResult, seconds: float) -> None:
+        """An admission cycle ended after `seconds`; gangs it left pending count as
+        attempts with outcome `pending` (admitted ones are reported by `admission`, once
+        their commit point is written or lost)."""
+
+    def admission(self, outcome: str, latency: float | None = None) -> None:
+        """One gang's admission attempt ended: `admitted` (with its latency in seconds
+        when known), `conflict` (commit point lost the race), `error`, ..."""
+
+    def preempted(self, queue: str, gangs: int = 1) -> None:
+        """Whole gangs of `queue` evicted to make room."""
+
+    def api_error(self, verb: str, code: int) -> None:
+        """A request the API server refused (`code` 0: no answer at all)."""
+
+    def leader_changed(self, leading: bool) -> None:
+        """Leadership gained or lost (fits `LeaderElector.subscribe`)."""
+
+
+NO_METRICS = Recorder()
+
+
+class Metrics(Recorder):
+    """The controller's metrics; `exposition()` is what /metrics serves."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.attempts = Counter(
+            "phalanx_admission_attempts",
+            "Gang admission attempts by outcome.",
+            ["outcome"],
+            registry=reg,
+        )
+        self.latency = Histogram(
+            "phalanx_admission_latency_seconds",
+            "From the gang's last pod created to all its pods bound.",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.cycles = Histogram(
+            "phalanx_cycle_duration_seconds",
+            "Duration of one admission cycle (decide and commit).",
+            buckets=CYCLE_BUCKETS,
+            registry=reg,
+        )
+        self.preemptions = Counter(
+            "phalanx_preemptions", "Gangs evicted by preemption.", ["queue"], registry=reg
+        )
+        self.api_errors = Counter(
+            "phalanx_api_errors",
+            "Requests the API server refused, by verb and HTTP status (0: no answer).",
+            ["verb", "code"],
+            registry=reg,
+        )
+        self.leader = Gauge(
+            "phalanx_leader", "1 while this replica holds the leader lease.", registry=reg
+        )
+
+    # ---- events -----------------------------------------------------------------------
+    def cycle_done(self, result: CycleResult, seconds: float) -> None:
+        self.cycles.observe(seconds)
+        pending = sum(1 for d in result.decisions if d.outcome is Outcome.PENDING)
+        if pending:
+            self.attempts.labels("pending").inc(pending)
+
+    def admission(self, outcome: str, latency: float | None = None) -> None:
+        self.attempts.labels(outcome).inc()
+        if latency is not None:
+            self.latency.observe(latency)
+
+    def preempted(self, queue: str, gangs: int = 1) -> None:
+        self.preemptions.labels(queue).inc(gangs)
+
+    def api_error(self, verb: str, code: int) -> None:
+        self.api_errors.labels(verb.lower(), str(code)).inc()
+
+    def leader_changed(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
+
+    # ---- state read at scrape time ----------------------------------------------------
+    def watch_state(self, state: ClusterState) -> None:
+        """Export pending gangs and quota usage per queue from `state`."""
+        self.registry.register(_StateCollector(state))
+
+    def watch_informers(self, informers: Callable[[], Mapping[str, Informer]]) -> None:
+        """Export the informers' watch restarts (`informers()` is read at each scrape, so
+        caches made later are included)."""
+        self.registry.register(_InformerCollector(informers))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _value(resource: str, amount: int) -> float:
+    return amount / 1000 if resource == "cpu" else float(amount)
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        state, quota = self.state, self.state.quota
+        pending = GaugeMetricFamily(
+            "phalanx_pending_gangs", "Gangs waiting for admission, by queue.", labels=["queue"]
+        )
+        for queue in sorted(
+            {*(q for q in quota.names() if quota.is_leaf(q)), *state.pending_queues()}
+        ):
+            pending.add_metric([queue], len(state.pending_index(queue)))
+        usage = GaugeMetricFamily(
+            "phalanx_queue_usage",
+            "Quota used by admitted gangs in the queue's subtree (cpu in cores).",
+            labels=["queue", "resource"],
+        )
+        borrowed = GaugeMetricFamily(
+            "phalanx_queue_borrowed",
+            "Usage above the queue's own quota, taken from its parent's pool.",
+            labels=["queue", "resource"],
+        )
+        for queue in quota.names():
+            used = quota.subtree_usage(queue)
+            for resource in sorted({*used, *quota.pool_usage(queue)}):
+                usage.add_metric([queue, resource], _value(resource, used.get(resource, 0)))
+                taken = quota.borrowed(queue, resource)
+                borrowed.add_metric([queue, resource], _value(resource, taken))
+        return [pending, usage, borrowed]
+
+
+class _InformerCollector(Collector):
+    def __init__(self, informers: Callable[[], Mapping[str, Informer]]) -> None:
+        self.informers = informers
+
+    def collect(self) -> Iterator[Metric]:
+        restarts = CounterMetricFamily(
+            "phalanx_watch_restarts",
+            "Watches restarted, by resource and reason: expired (410, re-synced), "
+            "silent (no event within the inactivity timeout), error (failed, backed off).",
+            labels=["resource", "reason"],
+        )
+        for plural, informer in sorted(self.informers().items()):
+            stats = informer.stats
+            restarts.add_metric([plural, "expired"], stats.resyncs)
+            restarts.add_metric([plural, "silent"], stats.inactive)
+            restarts.add_metric([plural, "error"], stats.errors)
+        yield restarts
