@@ -62,9 +62,12 @@ class TolerationOperator(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Taint:
+    """A node taint; enum fields here and below take the enum or its exact string value
+    (as API objects carry them) and hold the enum after construction."""
+
     key: str
     value: str = ""
-    effect: TaintEffect = TaintEffect.NO_SCHEDULE
+    effect: TaintEffect | str = TaintEffect.NO_SCHEDULE
 
     def __post_init__(self) -> None:
         check.name(self.key, "taint.key")
@@ -79,7 +82,7 @@ class Toleration:
     matches every effect."""
 
     key: str = ""
-    operator: TolerationOperator = TolerationOperator.EQUAL
+    operator: TolerationOperator | str = TolerationOperator.EQUAL
     value: str = ""
     effect: TaintEffect | str = ""
 
@@ -491,7 +494,7 @@ class LabelRequirement:
     """Kubernetes rules: In and NotIn need values, Exists and DoesNotExist take none."""
 
     key: str
-    operator: LabelOperator
+    operator: LabelOperator | str
     values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
