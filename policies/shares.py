@@ -50,11 +50,13 @@ def pools_after(
     changes: Mapping[str, Mapping[str, int]],
     upto: str | None = None,
     base: Mapping[str, Mapping[str, int]] | None = None,
+    usage: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Pool usage W of every queue on the paths of the changed leaves (up to and
     including `upto`, if given) after adding the signed per-leaf `changes` (a gang's
-    charge, or minus a victim's) to `base` (an earlier result) or to the current usage;
-    queues not returned are unchanged."""
+    charge, or minus a victim's) to `base` (an earlier result) or to the usage now
+    (`usage`, every queue's pool usage taken earlier, or the state's); queues not
+    returned are unchanged."""
     quota = state.quota
     pools = {q: dict(p) for q, p in base.items()} if base else {}
     for leaf in sorted(changes):
@@ -65,7 +67,9 @@ def pools_after(
                 break
             pool = pools.get(name)
             if pool is None:
-                pool = pools[name] = dict(quota.pool_usage(name))
+                pool = pools[name] = dict(
+                    usage[name] if usage is not None else quota.pool_usage(name)
+                )
             nxt: dict[str, int] = {}
             for r, d in delta.items():
                 old = pool.get(r, 0)
