@@ -601,28 +601,45 @@ class FairSharePreemption:
         self._rivals_state: ClusterState | None = None
         self._rivals_stamp = (-1, -1)
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
+        self._share_above: dict[str, bool] = {}
+        self._alone_of: dict[tuple[str, str], tuple[float, bool]] = {}
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         low = self._index.min_priority(state, gang.queue)
         if low is not None and low < gang.priority:
             return True
+        self._refresh(state)
+        hit = self._share_above.get(gang.queue)
+        if hit is None:
+            hit = self._share_above[gang.queue] = self._sibling_above_share(state, gang.queue)
+        return hit
+
+    def _sibling_above_share(self, state: ClusterState, queue: str) -> bool:
+        """Whether a sibling of the queue or of an ancestor borrows with a share above 0."""
         quota = state.quota
         borrowing = self._borrowing.get(state)
-        path = quota.path(gang.queue)
+        path = quota.path(queue)
         for below, above in itertools.pairwise(path):
             for sibling in quota.children(above):
                 if sibling != below and sibling in borrowing and dominant_share(state, sibling) > 0:
                     return True
         return False
 
-    def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
-        """Admitted gangs of other queues of the tree whose eviction lowers a positive
-        share, by uid (the same for every gang of a queue until someone is admitted or
-        released)."""
+    def _refresh(self, state: ClusterState) -> None:
+        """Forget the per-queue memos once someone was admitted or released or the queue
+        tree changed."""
         stamp = (state.admission_generation, state.quota.generation)
         if self._rivals_state is not state or self._rivals_stamp != stamp:
             self._rivals_state, self._rivals_stamp = state, stamp
             self._rivals_of.clear()
+            self._share_above.clear()
+            self._alone_of.clear()
+
+    def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
+        """Admitted gangs of other queues of the tree whose eviction lowers a positive
+        share, by uid (the same for every gang of a queue until someone is admitted or
+        released)."""
+        self._refresh(state)
         hit = self._rivals_of.get(gang.queue)
         if hit is None:
             hit = self._rivals_of[gang.queue] = self._find_rivals(state, gang)
@@ -649,16 +666,26 @@ class FairSharePreemption:
             if initial <= 0:
                 continue
             for g in self._index.gangs(state, q):
-                charge = state.admitted[g.uid].charge
-                pools = self._pools_without(state, theirs, g, charge, None)
-                pool = pools.get(theirs, quota.pool_usage(theirs))
-                alone = share_of_pool(state, theirs, pool, True)
+                alone, initial_ok = self._alone(state, theirs, g)
                 if alone < initial:
-                    initial_ok = not _ran_before(state, g.uid) and self._keeps_nominal(
-                        state, theirs, pool, charge.keys()
-                    )
                     out[g.uid] = _Rival(mine, theirs, initial, alone, initial_ok)
         return out
+
+    def _alone(self, state: ClusterState, side: str, g: Gang) -> tuple[float, bool]:
+        """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
+        may take `g` (never preempted before, `side` kept at nominal); the same for every
+        preemptor until someone is admitted or released."""
+        hit = self._alone_of.get((side, g.uid))
+        if hit is None:
+            charge = state.admitted[g.uid].charge
+            pools = self._pools_without(state, side, g, charge, None)
+            pool = pools.get(side, state.quota.pool_usage(side))
+            alone = share_of_pool(state, side, pool, True)
+            initial_ok = not _ran_before(state, g.uid) and self._keeps_nominal(
+                state, side, pool, charge.keys()
+            )
+            hit = self._alone_of[(side, g.uid)] = (alone, initial_ok)
+        return hit
 
     @staticmethod
     def _pools_without(
