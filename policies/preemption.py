@@ -295,7 +295,11 @@ def minimal_victims(
         return (*first, top, -min(since[u] for u in uids), len(uids), tuple(uids))
 
     probes = _Probes(ctx, gang, max_probes, allowed)
-    one = {c.uid: key([c]) for c in pool}
+    one: dict[str, tuple[object, ...]] = {}  # key([c]) of each, without sorting and sums
+    for c in pool:
+        u = c.uid
+        first = (work[u], size[u]) if work_first else (size[u], work[u])
+        one[u] = (*first, c.priority, -since[u], 1, (u,))
     singly = sorted(pool, key=lambda c: one[c.uid])
     usable = {c.uid for c in pool}
     best: list[Gang] | None = None
