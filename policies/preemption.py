@@ -123,18 +123,31 @@ class BorrowingIndex:
 
 
 class ChargeCache:
-    """`minimum_charge` per gang, kept while the gang object is the same."""
+    """`minimum_charge` per gang (and the resources it needs some of), kept while the
+    gang object is the same."""
 
     def __init__(self) -> None:
-        self._charges: dict[str, tuple[Gang, dict[str, int]]] = {}
+        self._charges: dict[str, tuple[Gang, dict[str, int], frozenset[str]]] = {}
 
-    def __call__(self, gang: Gang) -> dict[str, int]:
+    def _get(self, gang: Gang) -> tuple[Gang, dict[str, int], frozenset[str]]:
         hit = self._charges.get(gang.uid)
         if hit is None or hit[0] is not gang:
             if len(self._charges) > 65536:
                 self._charges.clear()
-            hit = self._charges[gang.uid] = (gang, minimum_charge(gang))
-        return hit[1]
+            charge = minimum_charge(gang)
+            hit = self._charges[gang.uid] = (
+                gang,
+                charge,
+                frozenset(r for r, v in charge.items() if v),
+            )
+        return hit
+
+    def __call__(self, gang: Gang) -> dict[str, int]:
+        return self._get(gang)[1]
+
+    def needed(self, gang: Gang) -> frozenset[str]:
+        """The resources the charge has a positive amount of."""
+        return self._get(gang)[2]
 
 
 def _check_probes(max_probes: int) -> None:
@@ -433,6 +446,8 @@ class _ReclaimView:
 
     room: dict[str, int]
     lenders: list[tuple[str, frozenset[str], int]]
+    full: frozenset[str]
+    """Managed resources with no room left: a gang needing any of them may not reclaim."""
 
 
 @builtin
@@ -482,7 +497,8 @@ class ReclaimPreemption:
                     low = self._index.min_priority(state, name)
                     if low is not None:
                         lenders.append((name, borrowed, low))
-            view = _ReclaimView(room, lenders)
+            full = frozenset(r for r, left in room.items() if left <= 0)
+            view = _ReclaimView(room, lenders, full)
         self._views[queue] = view
         return view
 
@@ -516,6 +532,9 @@ class ReclaimPreemption:
         ]
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        view = self._view(state, gang.queue)
+        if view is None or not view.lenders or not view.full.isdisjoint(_minimum.needed(gang)):
+            return False  # no lender, or the gang needs something its queue has no room for
         needs = self._needs(state, gang)
         return needs is not None and bool(needs) and bool(self._lenders(state, gang, needs))
 
