@@ -20,12 +20,13 @@ from sortedcontainers import SortedList
 
 from controller.engine.context import CycleContext
 from controller.engine.errors import InvalidInput
-from controller.engine.model import DEVICE_QUOTA_PREFIX, Gang
+from controller.engine.model import Gang
 from controller.engine.placement import minimum_charge
 from controller.engine.policy import FifoWithinPriority
 from controller.engine.state import ClusterState
 from policies.prefix import device_floor, devices_needed, free_devices, shortest_prefix
 from policies.registry import builtin
+from policies.shares import weighted_share
 
 Key = tuple[Any, ...]
 """A policy's sort key for one gang; the uid is appended as the final tie-break."""
@@ -423,8 +424,9 @@ class DominantResourceFairness:
     """Lowest dominant share first, level by level: the root, then its child, down to a
     leaf, each the lowest share among siblings with untried gangs (ties: the lower
     order_key of the gang each would yield); the leaf gives its next gang by priority,
-    then created. share(q) = max over quota-managed r of borrowed_r(q) / pool_r(parent) /
-    weight(q) (weight 0: infinite); shares are recomputed only after an admission.
+    then created. Shares are `policies.shares` (the same as fair-share preemption's: a
+    root's is 0, a weight-0 queue's infinite while it borrows); they are recomputed only
+    after an admission.
     """
 
     name = "drf"
@@ -434,8 +436,6 @@ class DominantResourceFairness:
     _facts: tuple[int, list[_QueueFacts]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    _capacity: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _capacity_epoch: int = field(default=-1, init=False, repr=False, compare=False)
 
     def order(self, ctx: CycleContext, queue: str | None = None) -> Iterator[Gang]:
         state = ctx.state
@@ -529,29 +529,15 @@ class DominantResourceFairness:
         out[at:] = map(_uid, _drf_order(state, every, rem, ranks))
 
     def shares(self, state: ClusterState) -> dict[str, float]:
-        """Every queue's weighted dominant share of what it borrows above its nominal.
-
-        Borrowing and pools follow the quota tree (QuotaTree.borrowed, subtree_quota), so
-        lending limits count as they do for admission; without them, borrowed is subtree
-        usage minus subtree nominal and the pool is the parent's subtree nominal. A root's
-        pool, or one whose parent has none, is the cluster's capacity: node allocatable, or
-        the device count of a `devices/<class>` resource.
-        """
+        """Every queue's dominant share (`policies.shares.weighted_share`)."""
         quota = state.quota
         out: dict[str, float] = {}
         for q in self._queue_facts(state):
-            if q.weight == 0:
-                out[q.name] = math.inf
-                continue
-            usage = quota.pool_usage(q.name)
-            worst = 0.0
-            for r, own, pool in q.resources:
-                borrowed = usage.get(r, 0) - own
-                if borrowed > 0:
-                    pool = pool or self._cluster_capacity(state, r)
-                    if pool > 0:
-                        worst = max(worst, borrowed / pool)
-            out[q.name] = worst / q.weight
+            used = quota.pool_usage(q.name)
+            usage = None
+            if q.parent is not None:
+                usage = [(used.get(r, 0), own, pool) for r, own, pool in q.resources]
+            out[q.name] = weighted_share(q.weight, usage)
         return out
 
     def _ranks(self, state: ClusterState, leaves: Iterable[str]) -> dict[str, int]:
@@ -595,24 +581,6 @@ class DominantResourceFairness:
                 facts.append(_QueueFacts(name, parent, q.weight, resources))
             self._facts = (quota.generation, facts)
         return self._facts[1]
-
-    def _cluster_capacity(self, state: ClusterState, resource: str) -> int:
-        """All nodes' allocatable, or the device count of a `devices/<class>` resource."""
-        if self._capacity_epoch != state.capacity_epoch:
-            self._capacity.clear()
-            self._capacity_epoch = state.capacity_epoch
-        hit = self._capacity.get(resource)
-        if hit is None:
-            if resource.startswith(DEVICE_QUOTA_PREFIX):
-                device_class = resource[len(DEVICE_QUOTA_PREFIX) :]
-                hit = 0
-                if device_class in state.inventory.classes:
-                    found = state.inventory.match_set((device_class, ()))
-                    hit = sum(len(keys) for keys in found.by_node.values())
-            else:
-                hit = sum(u.node.allocatable.get(resource, 0) for u in state.nodes.values())
-            self._capacity[resource] = hit
-        return hit
 
 
 def _drf_streams(

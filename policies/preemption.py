@@ -25,6 +25,7 @@ from controller.engine.context import CycleContext
 from controller.engine.model import Gang
 from controller.engine.placement import minimum_charge
 from controller.engine.policy import NoPreemption
+from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState
 from policies.prefix import device_floor, devices_needed, free_devices, shortest_prefix
 from policies.registry import builtin
@@ -122,18 +123,31 @@ class BorrowingIndex:
 
 
 class ChargeCache:
-    """`minimum_charge` per gang, kept while the gang object is the same."""
+    """`minimum_charge` per gang (and the resources it needs some of), kept while the
+    gang object is the same."""
 
     def __init__(self) -> None:
-        self._charges: dict[str, tuple[Gang, dict[str, int]]] = {}
+        self._charges: dict[str, tuple[Gang, dict[str, int], frozenset[str]]] = {}
 
-    def __call__(self, gang: Gang) -> dict[str, int]:
+    def _get(self, gang: Gang) -> tuple[Gang, dict[str, int], frozenset[str]]:
         hit = self._charges.get(gang.uid)
         if hit is None or hit[0] is not gang:
             if len(self._charges) > 65536:
                 self._charges.clear()
-            hit = self._charges[gang.uid] = (gang, minimum_charge(gang))
-        return hit[1]
+            charge = minimum_charge(gang)
+            hit = self._charges[gang.uid] = (
+                gang,
+                charge,
+                frozenset(r for r, v in charge.items() if v),
+            )
+        return hit
+
+    def __call__(self, gang: Gang) -> dict[str, int]:
+        return self._get(gang)[1]
+
+    def needed(self, gang: Gang) -> frozenset[str]:
+        """The resources the charge has a positive amount of."""
+        return self._get(gang)[2]
 
 
 def _check_probes(max_probes: int) -> None:
@@ -142,10 +156,19 @@ def _check_probes(max_probes: int) -> None:
 
 
 # ---- the shared search -----------------------------------------------------------------
+_widths: dict[str, tuple[Reservation, int]] = {}
+
+
 def width(state: ClusterState, uid: str) -> int:
-    """What evicting an admitted gang frees: its devices (its pods if it has none)."""
+    """What evicting an admitted gang frees: its devices (its pods if it has none);
+    counted once per reservation."""
     res = state.admitted[uid]
-    return res.device_count() or len(res.pods)
+    hit = _widths.get(uid)
+    if hit is None or hit[0] is not res:
+        if len(_widths) > 65536:
+            _widths.clear()
+        hit = _widths[uid] = (res, res.device_count() or len(res.pods))
+    return hit[1]
 
 
 def work_lost(state: ClusterState, uid: str, checkpoint: float | None) -> float:
@@ -203,7 +226,8 @@ def _quota_never_fits(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> 
 class _Probes:
     """`ctx.fits` within a budget (None once it is spent), for sets the policy allows;
     each set is probed once, and subsets of a set that did not fit are not probed
-    (evicting less cannot help more)."""
+    (evicting less cannot help more). Probes keep their victims released (`keep`):
+    whoever reads the state after them must `ctx.settle()` first."""
 
     def __init__(
         self,
@@ -228,7 +252,7 @@ class _Probes:
         if self.left <= 0:
             return None
         self.left -= 1
-        ok = self.known[uids] = self.ctx.fits(self.gang, [v.uid for v in victims])
+        ok = self.known[uids] = self.ctx.fits(self.gang, [v.uid for v in victims], keep=True)
         if not ok:
             self.failed.append(uids)
         return ok
@@ -260,7 +284,10 @@ def minimal_victims(
     first), then single victims cheaper than the best set. `admissible` keeps, in order,
     the candidates a policy allows together (each decided from those kept before it; one
     kept after others must be kept alone); `allowed` checks a whole set (more victims can
-    only satisfy it more). Every set returned was probed and fits.
+    only satisfy it more). Every set returned was probed and fits. Probes keep their
+    victims released from one to the next (see `CycleContext.fits`), so `admissible` and
+    `allowed` must not read usage or reservations from the state: they take what they
+    need before the search.
     """
     state = ctx.state
     pool = [c for c in candidates if ctx.evictable(c.uid)]
@@ -281,36 +308,43 @@ def minimal_victims(
         return (*first, top, -min(since[u] for u in uids), len(uids), tuple(uids))
 
     probes = _Probes(ctx, gang, max_probes, allowed)
-    one = {c.uid: key([c]) for c in pool}
+    one: dict[str, tuple[object, ...]] = {}  # key([c]) of each, without sorting and sums
+    for c in pool:
+        u = c.uid
+        first = (work[u], size[u]) if work_first else (size[u], work[u])
+        one[u] = (*first, c.priority, -since[u], 1, (u,))
     singly = sorted(pool, key=lambda c: one[c.uid])
     usable = {c.uid for c in pool}
     best: list[Gang] | None = None
     tried: list[list[str]] = []
     kept: set[str] = set()
-    for order in (pool, singly):
-        seq = chain([c for c in order if c.uid in usable])
-        uids = [g.uid for g in seq]
-        kept.update(uids)
-        if not seq or uids in tried:
-            continue
-        tried.append(uids)
-        found = _shortest_prefix(probes, seq)
-        if found is None:
-            continue
-        found = _reprieve(probes, found, lambda c: one[c.uid], chain)
-        if best is None or key(found) < key(best):
-            best = found
-    for c in singly:
-        if best is not None and one[c.uid] >= key(best):
-            break
-        if c.uid not in kept or probes.hopeless(c.uid):
-            continue
-        ok = probes.fits([c])
-        if ok is None:
-            break
-        if ok:
-            best = [c]
-            break
+    try:
+        for order in (pool, singly):
+            seq = chain([c for c in order if c.uid in usable])
+            uids = [g.uid for g in seq]
+            kept.update(uids)
+            if not seq or uids in tried:
+                continue
+            tried.append(uids)
+            found = _shortest_prefix(probes, seq)
+            if found is None:
+                continue
+            found = _reprieve(probes, found, lambda c: one[c.uid], chain)
+            if best is None or key(found) < key(best):
+                best = found
+        for c in singly:
+            if best is not None and one[c.uid] >= key(best):
+                break
+            if c.uid not in kept or probes.hopeless(c.uid):
+                continue
+            ok = probes.fits([c])
+            if ok is None:
+                break
+            if ok:
+                best = [c]
+                break
+    finally:
+        ctx.settle()
     if best is None:
         return []
     chosen = {v.uid for v in best}
@@ -319,6 +353,7 @@ def minimal_victims(
 
 def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
     """The shortest prefix of `seq` that fits (see `policies.prefix`), or None."""
+    probes.ctx.settle()  # device_floor reads the reservations
     state = probes.ctx.state
     uids = [g.uid for g in seq]
     floor = device_floor(state, devices_needed(_minimum(probes.gang)), uids, free_devices(state))
@@ -403,6 +438,18 @@ class PriorityPreemption:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _ReclaimView:
+    """A leaf queue as reclaim sees it: room left below nominal per managed resource, and
+    the other leaves of its tree that borrow with gangs running: (queue, resources it
+    borrows, lowest priority running there)."""
+
+    room: dict[str, int]
+    lenders: list[tuple[str, frozenset[str], int]]
+    full: frozenset[str]
+    """Managed resources with no room left: a gang needing any of them may not reclaim."""
+
+
 @builtin
 @dataclass
 class ReclaimPreemption:
@@ -421,21 +468,51 @@ class ReclaimPreemption:
         _check_probes(self.max_probes)
         self._index = AdmittedIndex()
         self._borrowing = BorrowingIndex()
+        self._views: dict[str, _ReclaimView | None] = {}
+        self._views_state: ClusterState | None = None
+        self._views_stamp = (-1, -1)
+
+    def _view(self, state: ClusterState, queue: str) -> _ReclaimView | None:
+        """What `could_help` needs of a leaf queue, kept while nobody was admitted or
+        released and the queue tree is the same (None: the queue does not exist)."""
+        stamp = (state.admission_generation, state.quota.generation)
+        if self._views_state is not state or self._views_stamp != stamp:
+            self._views_state, self._views_stamp = state, stamp
+            self._views.clear()
+        if queue in self._views:
+            return self._views[queue]
+        quota = state.quota
+        q = quota.get(queue)
+        view = None
+        if q is not None:
+            used = quota.usage(queue)
+            room = {}
+            for r in quota.managed(queue):
+                lim = q.quota.get(r)
+                room[r] = (lim.nominal if lim is not None else 0) - used.get(r, 0)
+            root = quota.root(queue)
+            lenders = []
+            for name, borrowed in self._borrowing.get(state).items():
+                if name != queue and quota.is_leaf(name) and quota.root(name) == root:
+                    low = self._index.min_priority(state, name)
+                    if low is not None:
+                        lenders.append((name, borrowed, low))
+            full = frozenset(r for r, left in room.items() if left <= 0)
+            view = _ReclaimView(room, lenders, full)
+        self._views[queue] = view
+        return view
 
     def _needs(self, state: ClusterState, gang: Gang) -> dict[str, int] | None:
         """The managed resources the gang needs, or None if it would take its queue
         beyond nominal (then it may not reclaim)."""
-        quota = state.quota
-        queue = quota.get(gang.queue)
-        if queue is None:
+        view = self._view(state, gang.queue)
+        if view is None:
             return None
-        managed = quota.managed(gang.queue)
-        used = quota.usage(gang.queue)
+        room = view.room
         needs: dict[str, int] = {}
         for r, v in _minimum(gang).items():
-            if v and r in managed:
-                lim = queue.quota.get(r)
-                if used.get(r, 0) + v > (lim.nominal if lim is not None else 0):
+            if v and r in room:
+                if v > room[r]:
                     return None
                 needs[r] = v
         return needs
@@ -443,27 +520,23 @@ class ReclaimPreemption:
     def _lenders(
         self, state: ClusterState, gang: Gang, needs: dict[str, int]
     ) -> list[tuple[str, frozenset[str]]]:
-        """Other leaves of the gang's tree borrowing something it needs."""
-        quota = state.quota
-        root = quota.root(gang.queue)
+        """Other leaves of the gang's tree with gangs running that borrow something it
+        needs (of lower priority than the gang's under `priority: lower`)."""
+        view = self._view(state, gang.queue)
+        if view is None:
+            return []
         return [
             (q, borrowed & needs.keys())
-            for q, borrowed in self._borrowing.get(state).items()
-            if q != gang.queue
-            and quota.is_leaf(q)
-            and quota.root(q) == root
-            and not borrowed.isdisjoint(needs)
+            for q, borrowed, low in view.lenders
+            if not borrowed.isdisjoint(needs) and (self.priority == "any" or low < gang.priority)
         ]
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        view = self._view(state, gang.queue)
+        if view is None or not view.lenders or not view.full.isdisjoint(_minimum.needed(gang)):
+            return False  # no lender, or the gang needs something its queue has no room for
         needs = self._needs(state, gang)
-        if not needs:
-            return False
-        for q, _ in self._lenders(state, gang, needs):
-            low = self._index.min_priority(state, q)
-            if low is not None and (self.priority == "any" or low < gang.priority):
-                return True
-        return False
+        return needs is not None and bool(needs) and bool(self._lenders(state, gang, needs))
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
@@ -480,18 +553,22 @@ class ReclaimPreemption:
                 ):
                     candidates.append(g)
 
+        charges = {g.uid: state.admitted[g.uid].charge for g in candidates}
+        needed = sorted(needs)
+        # per lender queue and needed resource: how far it borrows now
+        above = {
+            q: {r: quota.pool_usage(q).get(r, 0) - quota.subtree_quota(q, r) for r in needed}
+            for q in sorted({g.queue for g in candidates})
+        }
+
         def admissible(seq: Sequence[Gang]) -> list[Gang]:
             taken: dict[str, dict[str, int]] = {}
             out = []
             for g in seq:
-                charge = state.admitted[g.uid].charge
+                charge = charges[g.uid]
                 took = taken.setdefault(g.queue, {})
-                pool = quota.pool_usage(g.queue)
-                if any(
-                    charge.get(r, 0)
-                    and pool.get(r, 0) - took.get(r, 0) > quota.subtree_quota(g.queue, r)
-                    for r in sorted(needs)
-                ):
+                over = above[g.queue]
+                if any(charge.get(r, 0) and over[r] - took.get(r, 0) > 0 for r in needed):
                     out.append(g)
                     for r, v in charge.items():
                         took[r] = took.get(r, 0) + v
@@ -547,28 +624,45 @@ class FairSharePreemption:
         self._rivals_state: ClusterState | None = None
         self._rivals_stamp = (-1, -1)
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
+        self._share_above: dict[str, bool] = {}
+        self._alone_of: dict[tuple[str, str], tuple[float, bool]] = {}
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         low = self._index.min_priority(state, gang.queue)
         if low is not None and low < gang.priority:
             return True
+        self._refresh(state)
+        hit = self._share_above.get(gang.queue)
+        if hit is None:
+            hit = self._share_above[gang.queue] = self._sibling_above_share(state, gang.queue)
+        return hit
+
+    def _sibling_above_share(self, state: ClusterState, queue: str) -> bool:
+        """Whether a sibling of the queue or of an ancestor borrows with a share above 0."""
         quota = state.quota
         borrowing = self._borrowing.get(state)
-        path = quota.path(gang.queue)
+        path = quota.path(queue)
         for below, above in itertools.pairwise(path):
             for sibling in quota.children(above):
                 if sibling != below and sibling in borrowing and dominant_share(state, sibling) > 0:
                     return True
         return False
 
-    def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
-        """Admitted gangs of other queues of the tree whose eviction lowers a positive
-        share, by uid (the same for every gang of a queue until someone is admitted or
-        released)."""
+    def _refresh(self, state: ClusterState) -> None:
+        """Forget the per-queue memos once someone was admitted or released or the queue
+        tree changed."""
         stamp = (state.admission_generation, state.quota.generation)
         if self._rivals_state is not state or self._rivals_stamp != stamp:
             self._rivals_state, self._rivals_stamp = state, stamp
             self._rivals_of.clear()
+            self._share_above.clear()
+            self._alone_of.clear()
+
+    def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
+        """Admitted gangs of other queues of the tree whose eviction lowers a positive
+        share, by uid (the same for every gang of a queue until someone is admitted or
+        released)."""
+        self._refresh(state)
         hit = self._rivals_of.get(gang.queue)
         if hit is None:
             hit = self._rivals_of[gang.queue] = self._find_rivals(state, gang)
@@ -595,30 +689,40 @@ class FairSharePreemption:
             if initial <= 0:
                 continue
             for g in self._index.gangs(state, q):
-                charge = state.admitted[g.uid].charge
-                pool = self._pool_without(state, theirs, g, None)
-                alone = share_of_pool(state, theirs, pool, True)
+                alone, initial_ok = self._alone(state, theirs, g)
                 if alone < initial:
-                    initial_ok = not _ran_before(state, g.uid) and self._keeps_nominal(
-                        state, theirs, pool, charge.keys()
-                    )
                     out[g.uid] = _Rival(mine, theirs, initial, alone, initial_ok)
         return out
 
+    def _alone(self, state: ClusterState, side: str, g: Gang) -> tuple[float, bool]:
+        """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
+        may take `g` (never preempted before, `side` kept at nominal); the same for every
+        preemptor until someone is admitted or released."""
+        hit = self._alone_of.get((side, g.uid))
+        if hit is None:
+            charge = state.admitted[g.uid].charge
+            pools = self._pools_without(state, side, g, charge, None)
+            pool = pools.get(side, state.quota.pool_usage(side))
+            alone = share_of_pool(state, side, pool, True)
+            initial_ok = not _ran_before(state, g.uid) and self._keeps_nominal(
+                state, side, pool, charge.keys()
+            )
+            hit = self._alone_of[(side, g.uid)] = (alone, initial_ok)
+        return hit
+
     @staticmethod
     def _pools_without(
-        state: ClusterState, side: str, g: Gang, base: dict[str, dict[str, int]] | None
+        state: ClusterState,
+        side: str,
+        g: Gang,
+        charge: Mapping[str, int],
+        base: dict[str, dict[str, int]] | None,
+        usage: Mapping[str, Mapping[str, int]] | None = None,
     ) -> dict[str, dict[str, int]]:
-        """Pool usage up to `side` with `g` evicted too (on top of `base`)."""
-        minus = {r: -v for r, v in state.admitted[g.uid].charge.items()}
-        return pools_after(state, {g.queue: minus}, upto=side, base=base)
-
-    @classmethod
-    def _pool_without(
-        cls, state: ClusterState, side: str, g: Gang, base: dict[str, dict[str, int]] | None
-    ) -> Mapping[str, int]:
-        pools = cls._pools_without(state, side, g, base)
-        return pools.get(side, state.quota.pool_usage(side))
+        """Pool usage up to `side` with `g` (holding `charge`) evicted too (on top of
+        `base`; from `usage`, a snapshot, or the state's)."""
+        minus = {r: -v for r, v in charge.items()}
+        return pools_after(state, {g.queue: minus}, upto=side, base=base, usage=usage)
 
     @staticmethod
     def _keeps_nominal(
@@ -657,6 +761,10 @@ class FairSharePreemption:
             return []
         if _quota_never_fits(state, gang, everyone):
             return []
+        # what the callbacks read, taken now: probes keep victims released (see
+        # minimal_victims)
+        usage = {q: dict(quota.pool_usage(q)) for q in quota.names()}
+        charges = {g.uid: admitted[g.uid].charge for g in everyone}
 
         def admissible_under(active: frozenset[str]) -> Admissible:
             def admissible(seq: Sequence[Gang]) -> list[Gang]:
@@ -676,21 +784,21 @@ class FairSharePreemption:
                             INITIAL in active and rival.initial_ok and p < rival.initial
                         )
                         if ok:
-                            pools = self._pools_without(state, side, g, None)
-                            taken[side] = (pools, set(admitted[g.uid].charge))
+                            pools = self._pools_without(state, side, g, charges[g.uid], None, usage)
+                            taken[side] = (pools, set(charges[g.uid]))
                             out.append(g)
                         continue
-                    pools = self._pools_without(state, side, g, before[0])
-                    pool = pools.get(side, quota.pool_usage(side))
+                    pools = self._pools_without(state, side, g, charges[g.uid], before[0], usage)
+                    pool = pools.get(side, usage[side])
                     ok = FINAL in active and p <= share_of_pool(state, side, pool, True)
                     if not ok and INITIAL in active and rival.initial_ok:
-                        was = before[0].get(side, quota.pool_usage(side))
-                        freed = before[1] | set(admitted[g.uid].charge)
+                        was = before[0].get(side, usage[side])
+                        freed = before[1] | set(charges[g.uid])
                         ok = p < share_of_pool(state, side, was, True) and self._keeps_nominal(
                             state, side, pool, freed
                         )
                     if ok:
-                        taken[side] = (pools, before[1] | set(admitted[g.uid].charge))
+                        taken[side] = (pools, before[1] | set(charges[g.uid]))
                         out.append(g)
                 return out
 
@@ -706,11 +814,11 @@ class FairSharePreemption:
                 return True
             net = dict(charge)
             for v in victims:
-                for r, n in admitted[v.uid].charge.items():
+                for r, n in charges[v.uid].items():
                     net[r] = net.get(r, 0) - n
-            pools = pools_after(state, {gang.queue: net})
+            pools = pools_after(state, {gang.queue: net}, usage=usage)
             for q in sides:
-                share = share_of_pool(state, q, pools.get(q, quota.pool_usage(q)))
+                share = share_of_pool(state, q, pools.get(q, usage[q]))
                 if share > max(0.0, now[q]):
                     return False
             return True

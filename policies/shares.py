@@ -1,18 +1,35 @@
-"""Kueue-style dominant resource shares of queues, shared by fair ordering and preemption.
+"""Kueue-style dominant resource shares of queues: the one definition, used by fair
+ordering (`drf`) and fair-share preemption.
 
-A queue's share is, over the quota-managed resources of its tree, the largest
-`borrowed / parent pool`, divided by its weight: borrowed = max(0, W - subtree quota),
-with W the usage its pool serves (`QuotaTree.pool_usage`: a leaf's own usage; for an
-inner queue its children's usage beyond what they keep guaranteed, as Kueue counts a
-cohort's usage). A root has share 0; a weight of 0 makes any borrowing infinite.
-What-if shares (a gang admitted, victims removed) propagate leaf changes up the tree
-exactly as `QuotaTree` charges them, without touching the state.
+A queue's share says how much of what its siblings lend it takes. Over the quota-managed
+resources of its tree, with W the usage its pool serves (`QuotaTree.pool_usage`: a
+leaf's own usage; for an inner queue its children's usage beyond what they keep
+guaranteed, as Kueue counts a cohort's usage), it borrows `W - subtree quota` of a
+resource from its parent's pool (the parent's subtree quota: its own nominal plus what
+its children lend). Its share is the largest `borrowed / parent pool`, divided by its
+weight; a resource its parent pools none of gives no ratio (nothing to be a fraction
+of: that borrowing shows in the parent's own share, a level up).
+
+- A root's share is 0: it has no parent to borrow from (a root cannot borrow, and one
+  left above a quota that shrank under running gangs still takes nothing from any
+  sibling: separate trees lend each other nothing), so fairness between roots is only
+  the order of their gangs.
+- A weight-0 queue's share is infinite while it borrows anything (W above its subtree
+  quota for any resource, even one its parent pools none of), and otherwise what a
+  weight-1 queue's would be (0, or below 0 signed). As in Kueue (`fairSharing.weight:
+  0`), the weight scales a queue's claim on what others lend, not its nominal quota: a
+  weight-0 queue gets borrowed capacity only when nobody else wants it and loses it
+  first, but within its quota it is as entitled as any queue.
+
+Signed shares (preemption's LessThanInitialShare) keep how far below its quota a queue
+is (negative) instead of 0. What-if shares (a gang admitted, victims removed) propagate
+leaf changes up the tree exactly as `QuotaTree` charges them, without touching the state.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from controller.engine.quota import QuotaTree
 from controller.engine.state import ClusterState
@@ -33,11 +50,13 @@ def pools_after(
     changes: Mapping[str, Mapping[str, int]],
     upto: str | None = None,
     base: Mapping[str, Mapping[str, int]] | None = None,
+    usage: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Pool usage W of every queue on the paths of the changed leaves (up to and
     including `upto`, if given) after adding the signed per-leaf `changes` (a gang's
-    charge, or minus a victim's) to `base` (an earlier result) or to the current usage;
-    queues not returned are unchanged."""
+    charge, or minus a victim's) to `base` (an earlier result) or to the usage now
+    (`usage`, every queue's pool usage taken earlier, or the state's); queues not
+    returned are unchanged."""
     quota = state.quota
     pools = {q: dict(p) for q, p in base.items()} if base else {}
     for leaf in sorted(changes):
@@ -48,7 +67,9 @@ def pools_after(
                 break
             pool = pools.get(name)
             if pool is None:
-                pool = pools[name] = dict(quota.pool_usage(name))
+                pool = pools[name] = dict(
+                    usage[name] if usage is not None else quota.pool_usage(name)
+                )
             nxt: dict[str, int] = {}
             for r, d in delta.items():
                 old = pool.get(r, 0)
@@ -63,34 +84,47 @@ def pools_after(
     return pools
 
 
-def share_of_pool(
-    state: ClusterState, queue: str, pool: Mapping[str, int], signed: bool = False
-) -> float:
-    """The dominant share `queue` would have with pool usage `pool`; `signed` keeps how
-    far below its quota a queue is (negative) instead of 0, over the resources it has
-    quota for or uses."""
-    quota = state.quota
-    path = quota.path(queue)
-    q = quota.get(queue)
-    if len(path) < 2 or q is None:
+Usage = tuple[int, int, int]
+"""One quota-managed resource of a queue: (pool usage W, subtree quota, parent's pool)."""
+
+
+def weighted_share(weight: float, usage: Iterable[Usage] | None, signed: bool = False) -> float:
+    """The dominant share (see the module docstring) of a queue with `weight` and these
+    resources; `usage` is None for a root."""
+    if usage is None:
         return 0.0
-    parent = path[1]
     best = -math.inf
     borrowing = False
-    for r in sorted(quota.managed(queue)):
-        own = quota.subtree_quota(queue, r)
-        used = pool.get(r, 0)
+    for used, own, lendable in usage:
         if not (own or used):
             continue
         borrowing = borrowing or used > own
-        lendable = quota.subtree_quota(parent, r)
         if lendable > 0:
             best = max(best, (used - own) / lendable)
     if best == -math.inf or not (signed or best > 0):
         best = 0.0
-    if q.weight == 0:
+    if weight == 0:
         return math.inf if borrowing else best
-    return best / q.weight
+    return best / weight
+
+
+def share_of_pool(
+    state: ClusterState, queue: str, pool: Mapping[str, int], signed: bool = False
+) -> float:
+    """The dominant share `queue` would have with pool usage `pool`."""
+    quota = state.quota
+    path = quota.path(queue)
+    q = quota.get(queue)
+    if q is None:
+        return 0.0
+    usage = None
+    if len(path) > 1:
+        parent = path[1]
+        usage = (
+            (pool.get(r, 0), quota.subtree_quota(queue, r), quota.subtree_quota(parent, r))
+            for r in sorted(quota.managed(queue))
+        )
+    return weighted_share(q.weight, usage, signed)
 
 
 def dominant_share(

@@ -113,14 +113,19 @@ def queue_quota(draw: st.DrawFn) -> dict[str, QuotaLimit]:
     return {r: draw(quota_limits(r)) for r in QUOTA_RESOURCES if draw(st.booleans())}
 
 
+QUEUE_WEIGHTS = st.sampled_from([1.0, 1.0, 1.0, 2.0, 0.5, 0.0])
+"""Fair-sharing weights, 0 included (a queue with no claim on what others lend)."""
+
+
 @st.composite
 def queue_trees(draw: st.DrawFn, max_leaves: int = 5) -> tuple[tuple[Queue, ...], tuple[str, ...]]:
-    """1-2 roots, up to three levels, at most `max_leaves` leaves; parents come first."""
+    """1-2 roots, up to three levels, at most `max_leaves` leaves, weights drawn; parents
+    come first."""
     queues: list[Queue] = []
     leaves: list[str] = []
 
     def grow(name: str, parent: str | None, depth: int) -> None:
-        queues.append(Queue(name, parent, draw(queue_quota())))
+        queues.append(Queue(name, parent, draw(queue_quota()), weight=draw(QUEUE_WEIGHTS)))
         room = max_leaves - len(leaves)
         kids = draw(st.integers(0, 3)) if depth < 2 and room > 1 else 0
         kids = min(kids, room)

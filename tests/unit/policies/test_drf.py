@@ -92,8 +92,15 @@ def test_weights_divide_the_share(weights, expected):
     assert offered(state, ("b1", "b", 0), ("a1", "a", 1)) == expected
 
 
-def test_a_weight_0_queue_goes_only_when_nobody_else_waits():
+def test_a_weight_0_queue_within_its_quota_competes_like_any_other():
     state = tree(*leaves(4, "a", "b", weights=[0.0, 1.0]))
+    assert DominantResourceFairness().shares(state)["a"] == 0.0
+    assert offered(state, ("a1", "a", 0), ("b1", "b", 1), ("a2", "a", 2)) == ["a1", "b1", "a2"]
+
+
+def test_a_weight_0_queue_that_borrows_goes_only_when_nobody_else_waits():
+    state = tree(*leaves(4, "a", "b", "c", weights=[0.0, 1.0, 1.0]))
+    occupy(state, a=5, b=4)  # a borrows 1 of c's, b is at its nominal
     assert DominantResourceFairness().shares(state)["a"] == math.inf
     assert offered(state, ("a1", "a", 0), ("a2", "a", 1), ("b1", "b", 2)) == ["b1", "a1", "a2"]
 
@@ -157,12 +164,12 @@ def test_shares_are_recomputed_after_an_admission_within_the_cycle():
     assert admitted == ["a1", "b1"]
 
 
-def test_a_queue_above_a_shrunk_root_quota_is_measured_against_the_cluster():
+def test_a_root_above_a_shrunk_quota_still_has_share_0():
     state = tree(("solo", None, 8, 1.0), ("other", None, 8, 1.0))
     occupy(state, solo=6)
     state.upsert_queue(Queue("solo", quota=gpu_quota(2)))  # now 4 above nominal
-    shares = DominantResourceFairness().shares(state)
-    assert shares == {"other": 0.0, "solo": 4 / 16}
+    assert DominantResourceFairness().shares(state) == {"other": 0.0, "solo": 0.0}
+    assert offered(state, ("solo1", "solo", 0), ("other1", "other", 1)) == ["solo1", "other1"]
 
 
 def test_for_one_queue_drf_offers_that_queues_gangs_by_priority_then_created():

@@ -1,9 +1,8 @@
 """Preemption policies (none, priority, reclaim, fair-share, cost-aware), the shared
-minimal-victim search and the dominant shares: one behaviour per test."""
+minimal-victim search: one behaviour per test (shares: test_shares.py)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from controller.engine.context import CycleContext
 from controller.engine.cycle import Decision, Engine, Outcome
 from controller.engine.ledger import Ledger
-from controller.engine.model import Queue, QuotaLimit
+from controller.engine.model import Queue
 from controller.engine.placement import Placer
 from controller.engine.policy import BinPack, NoPreemption
 from policies import registry
@@ -24,7 +23,7 @@ from policies.preemption import (
     work_lost,
 )
 from policies.registry import UnknownPolicy
-from policies.shares import dominant_share, pools_after, share_of_pool
+from policies.shares import dominant_share
 from tests.builders import GPU, cluster, gang, gpu_quota
 
 GPUS = f"devices/{GPU}"
@@ -629,77 +628,6 @@ def test_cost_aware_never_evicts_equal_priority():
     _, engine = setup(CostAwarePreemption())
     admit(engine, 0, gang("same", gpus=8, priority=5))
     assert arrive(engine, 1000, gang("high", gpus=8, priority=5)).outcome is Outcome.PENDING
-
-
-# ---- dominant shares --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("uses", "weight", "expected"),
-    [
-        (2, 1.0, 0.0),  # within nominal
-        (6, 1.0, 2 / 8),  # borrows 2 of the parent's 8
-        (6, 2.0, 1 / 8),
-        (6, 0.0, math.inf),
-        (4, 0.0, 0.0),
-    ],
-)
-def test_dominant_share_is_borrowing_over_parent_pool_divided_by_weight(uses, weight, expected):
-    state, engine = setup(NoPreemption(), queues=tree(("a", 4, weight), ("b", 4)))
-    admit(engine, 0, *(gang(f"a{i}", gpus=1, queue="a") for i in range(uses)))
-    assert dominant_share(state, "a") == expected
-    assert dominant_share(state, "org") == 0.0  # a root borrows from nobody
-
-
-@pytest.mark.parametrize(
-    ("uses", "expected"),
-    [(2, -2 / 8), (4, 0.0), (6, 2 / 8)],
-)
-def test_signed_share_says_how_far_below_its_nominal_a_queue_is(uses, expected):
-    state, engine = setup(NoPreemption(), queues=tree(("a", 4), ("b", 4)))
-    admit(engine, 0, *(gang(f"a{i}", gpus=1, queue="a") for i in range(uses)))
-    assert share_of_pool(state, "a", state.quota.pool_usage("a"), signed=True) == expected
-    assert dominant_share(state, "a") == max(0.0, expected)
-
-
-def test_dominant_share_takes_the_largest_resource_share():
-    quota = {GPUS: QuotaLimit(4), "cpu": QuotaLimit(8000)}
-    queues = (Queue("org"), Queue("a", "org", quota), Queue("b", "org", quota))
-    state, engine = setup(NoPreemption(), queues=queues)
-    admit(engine, 0, gang("a0", gpus=1, cpu=13, queue="a"))
-    # gpu: 1 used, within 4; cpu: 13000 used, borrows 5000 of org's 16000
-    assert dominant_share(state, "a") == 5000 / 16000
-
-
-@pytest.mark.parametrize(
-    ("extra", "sign", "expected"),
-    [({GPUS: 2}, +1, 4 / 8), ({GPUS: 2}, -1, 0.0), ({GPUS: 1}, -1, 1 / 8), (None, +1, 2 / 8)],
-)
-def test_dominant_share_with_a_charge_added_or_removed(extra, sign, expected):
-    state, engine = setup(NoPreemption(), queues=tree(("a", 4), ("b", 4)))
-    admit(engine, 0, *(gang(f"a{i}", gpus=1, queue="a") for i in range(6)))
-    assert dominant_share(state, "a", extra, sign) == expected
-
-
-@pytest.mark.parametrize("change", [3, 1, -1, -3])
-def test_pools_after_carries_a_leaf_change_up_exactly_as_quota_charges_it(change):
-    queues = (
-        Queue("org"),
-        Queue("x", "org", {GPUS: QuotaLimit(2, lending_limit=1)}),
-        Queue("a", "x", {GPUS: QuotaLimit(2, lending_limit=1)}),
-        Queue("b", "org", gpu_quota(4)),
-    )
-    state, engine = setup(NoPreemption(), queues=queues)
-    admit(engine, 0, *(gang(f"a{i}", gpus=1, queue="a") for i in range(3)))
-    predicted = pools_after(state, {"a": {GPUS: change}})
-    if change > 0:
-        state.quota.charge("a", {GPUS: change})
-    else:
-        state.quota.uncharge("a", {GPUS: -change})
-    for q in ("a", "x", "org"):
-        assert predicted.get(q, state.quota.pool_usage(q)).get(GPUS, 0) == (
-            state.quota.pool_usage(q).get(GPUS, 0)
-        )
 
 
 def test_queues_without_borrowers_make_no_victims_for_any_sharing_policy():
