@@ -59,6 +59,25 @@ class Version:
     text: str
 
 
+def attribute_identity(value: AttributeValue | Version) -> tuple[str, object]:
+    """A DRA attribute value with its type: (kind, value), kind one of bool, int, string,
+    version. Python has True == 1 (same hash), but DRA values are typed, so every key,
+    group or comparison of attribute values goes through this. Versions compare by exact
+    text, as Kubernetes' matchAttribute does. Anything else is not a DRA value.
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("int", int(value))
+    if isinstance(value, str):
+        return ("string", str(value))
+    if isinstance(value, Version):
+        return ("version", value.text)
+    raise InvalidInput(
+        "attribute value", f"{value!r} is not a DRA attribute (bool, int, string or version)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Taint:
     key: str
@@ -132,6 +151,11 @@ class Device:
                     f"device {self.key_text}",
                     f"attribute/capacity name {key!r} must be qualified as domain/name",
                 )
+        for key, value in self.attributes.items():
+            try:
+                attribute_identity(value)
+            except InvalidInput as err:
+                raise InvalidInput(f"device {self.key_text}: attributes[{key}]", err.what) from None
 
     @property
     def key(self) -> DeviceKey:

@@ -23,6 +23,7 @@ from controller.engine.model import (
     PodSet,
     Topology,
     TopologyMode,
+    attribute_identity,
     device_quota_resource,
 )
 from controller.engine.policy import PlacementPolicy
@@ -267,9 +268,10 @@ def _group(
         d = inv.devices.get(dk, None)
         if d is None:
             continue
-        values = tuple(d.attributes.get(a) for a in attrs)
-        if any(v is None for v in values):
+        raw = tuple(d.attributes.get(a) for a in attrs)
+        if any(v is None for v in raw):
             continue
+        values = tuple(attribute_identity(v) for v in raw if v is not None)
         if any(a in bound and bound[a] != v for a, v in zip(attrs, values, strict=True)):
             continue
         groups.setdefault(values, []).append(dk)
