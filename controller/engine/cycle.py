@@ -258,8 +258,11 @@ class Engine:
         until = retry(state, gang) if retry is not None else None
         if until is not None:
             result.wake_at = until if result.wake_at is None else min(result.wake_at, until)
-        stamp = (self._placement_stamp(), state.admission_generation, until)
-        self._failed_preemption[gang.uid] = _Memo("preempt", stamp, gang, first.reason)
+        if not ledger.open_uids():
+            # Gangs admitted earlier in this cycle could not be victims; once committed
+            # they can, and no counter moves at commit: such a failure is not remembered.
+            stamp = (self._placement_stamp(), state.admission_generation, until)
+            self._failed_preemption[gang.uid] = _Memo("preempt", stamp, gang, first.reason)
         return first
 
     def _preemption_still_fails(self, memo: _Memo) -> bool:
