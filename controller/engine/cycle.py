@@ -169,8 +169,8 @@ class Engine:
         """True while nothing changed that could let the recorded failure pass.
 
         A queue problem holds until queues or namespaces change; a quota refusal while
-        the refused resource still has less room than needed; a placement failure until
-        capacity grows anywhere.
+        the refused resource still has less room than needed and the queue is usable; a
+        placement failure until capacity grows anywhere.
         """
         state = self.state
         if memo.gang is not gang:
@@ -179,7 +179,8 @@ class Engine:
             assert isinstance(memo.stamp, tuple)
             resource, needed = memo.stamp
             room, _ = state.quota.headroom(gang.queue, str(resource))
-            return room is not None and room < needed
+            # The queue may have become unusable since (deleted, namespace refused).
+            return room is not None and room < needed and state.queue_blocker(gang) is None
         if memo.kind == "queue":
             return memo.stamp == (state.quota.generation, state.namespace_generation)
         return memo.stamp == self._placement_stamp()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from controller.engine.context import CycleContext
 from controller.engine.cycle import Engine, Outcome
 from controller.engine.errors import InvalidInput
-from controller.engine.model import Queue
+from controller.engine.model import Gang, Queue
 from controller.engine.state import ClusterState, ReservationConflict
-from tests.builders import DRIVER, cluster, gang, node
+from tests.builders import DRIVER, cluster, gang, gpu_quota, node
 
 
 def test_restore_reapplies_a_recorded_admission():
@@ -145,3 +146,29 @@ def test_republishing_a_deleted_queue_lets_it_admit_again():
     state.upsert_queue(Queue("team", "org"))
     (decision,) = engine.cycle().decisions
     assert decision.outcome is Outcome.ADMITTED
+
+
+class EvictAnyone:
+    """A preemption double: every admitted gang is a victim."""
+
+    name = "test-evict-anyone"
+
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        return True
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
+        return sorted(ctx.state.admitted)
+
+
+def test_a_remembered_quota_refusal_does_not_admit_to_a_queue_deleted_since():
+    """`late` is refused for quota while `early` (admitted in the same cycle) cannot be
+    evicted; the queue is deleted before the next cycle, where `early` could be."""
+    state = cluster(nodes=1, queues=(Queue("a", quota=gpu_quota(1)),))
+    engine = Engine(state, preemption=EvictAnyone())
+    state.add_gang(gang("early", gpus=1, queue="a", created=0))
+    state.add_gang(gang("late", gpus=1, queue="a", created=1))
+    engine.cycle().ledger.commit_all()
+    state.remove_queue("a")
+    result = engine.cycle()
+    assert "late" not in state.admitted and "early" in state.admitted
+    assert [d.reason for d in result.decisions] == ["queue a is deleted: it admits nothing new"]
