@@ -19,7 +19,9 @@ Deleting a queue (`remove`), defined once here:
   goes (a deleted parent with it, once it is empty in turn);
 - nothing new is admitted under a deleted queue or anywhere below it: its own gangs and
   those of its descendants get a blocker naming the deleted queue;
-- publishing the queue again (`upsert`) revives it, usage and children included.
+- publishing the queue again (`upsert`) revives it, usage and children included;
+- a dropped queue is remembered: undoing the release that dropped it (a rolled-back
+  eviction, a what-if probe) charges it again and so puts it back, still deleted.
 So the tree is a function of the queue objects (a deleted one with its last spec), the
 deleted marks and the leaf usage. A controller keeps a deleted Queue object (finalizer)
 until it is dropped here, and rebuilding after a restart applies the deletions after
@@ -53,6 +55,7 @@ class QuotaTree:
         self._queues: dict[str, Queue] = {}
         self._children: dict[str, list[str]] = {}
         self._deleted: set[str] = set()
+        self._dropped: dict[str, Queue] = {}  # deleted and dropped, for undone releases
         self._usage: dict[str, dict[str, int]] = {}  # leaf -> own usage
         self._pool_usage: dict[str, dict[str, int]] = {}  # W(X)
         self._subtree: dict[str, dict[str, int]] = {}
@@ -75,6 +78,7 @@ class QuotaTree:
             self._children[old.parent].remove(queue.name)
         self._queues[queue.name] = queue
         self._deleted.discard(queue.name)
+        self._dropped.pop(queue.name, None)
         self._children.setdefault(queue.name, [])
         if queue.parent is not None:
             siblings = self._children.setdefault(queue.parent, [])
@@ -103,6 +107,7 @@ class QuotaTree:
         if name not in self._deleted or self._has_usage(name) or self._children.get(name):
             return
         queue = self._queues.pop(name)
+        self._dropped[name] = queue
         self._children.pop(name, None)
         self._usage.pop(name, None)
         self._pool_usage.pop(name, None)
@@ -110,6 +115,23 @@ class QuotaTree:
         if queue.parent is not None and queue.parent in self._children:
             self._children[queue.parent].remove(name)
             self._drop_if_spent(queue.parent)
+        self._recompute_limits()
+
+    def _revive_dropped(self, name: str) -> None:
+        """Put back, still deleted, a queue dropped when its last gang was released: that
+        release is being undone (a rolled-back eviction, a what-if probe)."""
+        queue = self._dropped.pop(name, None)
+        if queue is None:
+            return
+        if queue.parent is not None and queue.parent not in self._queues:
+            self._revive_dropped(queue.parent)
+        self._queues[name] = queue
+        self._deleted.add(name)
+        self._children.setdefault(name, [])
+        if queue.parent is not None:
+            siblings = self._children.setdefault(queue.parent, [])
+            siblings.append(name)
+            siblings.sort()
         self._recompute_limits()
 
     def _check_no_cycle(self, queue: Queue) -> None:
@@ -306,6 +328,8 @@ class QuotaTree:
         return None
 
     def charge(self, leaf: str, charge: Resources) -> None:
+        if leaf in self._dropped:
+            self._revive_dropped(leaf)
         usage = self._usage.setdefault(leaf, {})
         for r, v in charge.items():
             if v:

@@ -225,3 +225,14 @@ def test_incremental_pool_usage_matches_recomputation():
     t.uncharge("a", {GPU: 1})
     incremental = {n: {r: v for r, v in t.pool_usage(n).items() if v} for n in t.names()}
     assert incremental == {n: v for n, v in t.recomputed_pool_usage().items()}
+
+
+def test_undoing_the_release_that_dropped_a_deleted_queue_puts_it_back_deleted():
+    t = tree(q("org"), q("team", "org"), q("a", "team", 4))
+    t.charge("a", {GPU: 3})
+    t.remove("team")
+    t.remove("a")
+    t.uncharge("a", {GPU: 3})
+    t.charge("a", {GPU: 3})  # e.g. a rolled-back eviction
+    assert t.is_deleted("a") and t.is_deleted("team")
+    assert t.pool_usage("org") == {GPU: 3}
