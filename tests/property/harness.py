@@ -141,7 +141,7 @@ class Snapshot:
             {n: dict(u.used) for n, u in state.nodes.items()},
             {dk: frozenset(o) for dk, o in state.inventory.owners.items() if o},
             {name: nonzero(q.pool_usage(name)) for name in q.names()},
-            {name: nonzero(q.usage(name)) for name in q.names()},
+            {name: used for name in q.names() if (used := nonzero(q.usage(name)))},
             frozenset(state.pending),
             dict(state.admitted),
         )
@@ -164,6 +164,8 @@ class Snapshot:
         for r, v in res.charge.items():
             mine[r] = mine.get(r, 0) - v
         leaf[res.queue] = nonzero(mine)
+        if not leaf[res.queue]:
+            del leaf[res.queue]  # a deleted queue is dropped with its last gang
         admitted = {u: r for u, r in self.admitted.items() if u != res.gang_uid}
         pending = self.pending | {gang.uid} if requeue else self.pending
         return Snapshot(
