@@ -182,11 +182,17 @@ def test_a_deleted_parent_stays_while_it_has_children():
     assert t.children("team") == ["a"]
 
 
-def test_a_deleted_parent_goes_with_its_last_child():
+def deleted_team_running(gpus: int) -> QuotaTree:
+    """org > team > a, with `gpus` charged to a, then team and a deleted."""
     t = tree(q("org"), q("team", "org"), q("a", "team", 4))
-    t.charge("a", {GPU: 1})
+    t.charge("a", {GPU: gpus})
     t.remove("team")
     t.remove("a")
+    return t
+
+
+def test_a_deleted_parent_goes_with_its_last_child():
+    t = deleted_team_running(1)
     t.uncharge("a", {GPU: 1})
     assert t.names() == ["org"]
 
@@ -228,10 +234,7 @@ def test_incremental_pool_usage_matches_recomputation():
 
 
 def test_undoing_the_release_that_dropped_a_deleted_queue_puts_it_back_deleted():
-    t = tree(q("org"), q("team", "org"), q("a", "team", 4))
-    t.charge("a", {GPU: 3})
-    t.remove("team")
-    t.remove("a")
+    t = deleted_team_running(3)
     t.uncharge("a", {GPU: 3})
     t.charge("a", {GPU: 3})  # e.g. a rolled-back eviction
     assert t.is_deleted("a") and t.is_deleted("team")
