@@ -24,6 +24,7 @@ from controller.engine.model import (
     DeviceRequest,
     DeviceSubRequest,
     PodClaim,
+    attribute_identity,
 )
 from controller.engine.reservation import ClaimAllocation, DeviceAllocation
 
@@ -34,11 +35,6 @@ DEVICE_SEARCH_STEPS = 2048
 
 def _any_device(_: DeviceKey) -> bool:
     return True
-
-
-def _identity(value: object) -> tuple[str, object]:
-    """An attribute value with its type: DRA values are typed, and True == 1 in Python."""
-    return (type(value).__name__, value)
 
 
 def match_key(sub: DeviceSubRequest) -> MatchKey:
@@ -216,7 +212,9 @@ class _PodSearch:
                         continue
                     attrs = inv.devices[dk].attributes
                     members = inv.memberships(dk) & keys
-                    values = tuple(_identity(attrs[a]) if a in attrs else None for a in attributes)
+                    values = tuple(
+                        attribute_identity(attrs[a]) if a in attrs else None for a in attributes
+                    )
                     shareable = inv.is_shareable(dk)
                     sig = (members, values, shareable)
                     cls = groups.get(sig)

@@ -60,7 +60,7 @@ import cel as _cel
 from cel import stdlib as _cel_stdlib
 
 from controller.engine.errors import InvalidInput
-from controller.engine.model import Device, Version
+from controller.engine.model import AttributeValue, Device, Version, attribute_identity
 from controller.engine.quantity import parse_quantity
 
 __all__ = [
@@ -493,19 +493,24 @@ class DeviceActivation:
         return padded
 
 
-def _attribute_value(value: object, where: str) -> object:
-    if isinstance(value, Version):
+def _attribute_value(value: AttributeValue | Version, where: str) -> object:
+    """The CEL value of an attribute: a bool stays a CEL bool and an int a CEL int (the
+    runtime keeps Python's bool apart from int), a version becomes a tagged semver."""
+    try:
+        kind, plain = attribute_identity(value)
+    except InvalidInput as err:
+        raise InvalidInput(where, err.what) from None
+    if kind == "version":
+        assert isinstance(plain, str)
         try:
-            return _semver_value(_parse_semver(value.text))
+            return _semver_value(_parse_semver(plain))
         except _CelError as err:
             raise InvalidInput(where, str(err)) from None
-    if isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise InvalidInput(where, f"{value} does not fit in a 64-bit integer")
-        return value
-    raise InvalidInput(where, f"unsupported attribute value {value!r}")
+    if kind == "int":
+        assert isinstance(plain, int)
+        if not _INT64_MIN <= plain <= _INT64_MAX:
+            raise InvalidInput(where, f"{plain} does not fit in a 64-bit integer")
+    return plain
 
 
 def _build_activation(device: Device) -> DeviceActivation:
@@ -535,12 +540,12 @@ def _build_activation(device: Device) -> DeviceActivation:
 
 
 def _content_key(device: Device) -> tuple[object, ...]:
-    # The key is in it so errors name the right device; the value's class is in it so an
-    # attribute True and an attribute 1 (equal in Python) never share an activation.
+    # The key is in it so errors name the right device; values are typed so an attribute
+    # True and an attribute 1 (equal in Python) never share an activation.
     return (
         device.key,
         device.shareable,
-        tuple((k, v.__class__, v) for k, v in sorted(device.attributes.items())),
+        tuple((k, attribute_identity(v)) for k, v in sorted(device.attributes.items())),
         tuple(sorted(device.capacity.items())),
     )
 

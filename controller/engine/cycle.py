@@ -348,8 +348,8 @@ class Engine:
         """True while nothing changed that could let the recorded failure pass.
 
         A queue problem holds until queues or namespaces change; a quota refusal while
-        the refused resource still has less room than needed; a placement failure until
-        capacity grows anywhere.
+        the refused resource still has less room than needed and the queue is usable; a
+        placement failure until capacity grows anywhere.
         """
         state = self.state
         if memo.gang is not gang:
@@ -358,7 +358,8 @@ class Engine:
             assert isinstance(memo.stamp, tuple)
             resource, needed = memo.stamp
             room, _ = state.quota.headroom(gang.queue, str(resource))
-            return room is not None and room < needed
+            # The queue may have become unusable since (deleted, namespace refused).
+            return room is not None and room < needed and state.queue_blocker(gang) is None
         if memo.kind == "queue":
             return memo.stamp == (state.quota.generation, state.namespace_generation)
         return memo.stamp == self._placement_stamp()
@@ -439,8 +440,11 @@ class Engine:
         until = retry(state, gang) if retry is not None else None
         if until is not None:
             result.wake_at = until if result.wake_at is None else min(result.wake_at, until)
-        stamp = (self._placement_stamp(), state.admission_generation, until)
-        self._failed_preemption[gang.uid] = _Memo("preempt", stamp, gang, first.reason)
+        if not ledger.open_uids():
+            # Gangs admitted earlier in this cycle could not be victims; once committed
+            # they can, and no counter moves at commit: such a failure is not remembered.
+            stamp = (self._placement_stamp(), state.admission_generation, until)
+            self._failed_preemption[gang.uid] = _Memo("preempt", stamp, gang, first.reason)
         return first
 
     def _preemption_still_fails(self, memo: _Memo) -> bool:

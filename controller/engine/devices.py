@@ -8,6 +8,7 @@ admission cycle never re-evaluates CEL per device.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -15,19 +16,41 @@ from sortedcontainers import SortedSet
 
 from controller.engine.cel import CompiledSelector, compile_selector, evaluate_many
 from controller.engine.errors import InvalidInput
-from controller.engine.model import Device, DeviceClass, DeviceKey, ResourceSlice
+from controller.engine.model import (
+    AttributeValue,
+    Device,
+    DeviceClass,
+    DeviceKey,
+    ResourceSlice,
+    Version,
+    attribute_identity,
+)
 
 MatchKey = tuple[str, tuple[str, ...]]
 """(DeviceClass name, request selectors): what a device must satisfy for a request."""
 
 
 def _content_signature(d: Device) -> tuple[object, ...]:
+    """What a selector can see of a device; attribute values keep their type, so a
+    device with `flag: 1` never takes the result computed for `flag: true`."""
     return (
         d.driver,
         d.shareable,
-        tuple(sorted(d.attributes.items(), key=lambda kv: kv[0])),
+        tuple((k, attribute_identity(v)) for k, v in sorted(d.attributes.items())),
         tuple(sorted(d.capacity.items())),
     )
+
+
+def domain_label(value: AttributeValue | Version) -> str:
+    """How a device-attribute topology domain is named: a string as itself, any other
+    value with its type (`1 (int)`, `true (bool)`, `1.2.0 (version)`), so values that
+    print alike (the string "1", the int 1) name different domains. One label per typed
+    value: only typed labels end in ")", so a string that does is quoted and typed too."""
+    kind, plain = attribute_identity(value)
+    if kind == "string":
+        text = str(plain)
+        return f"{json.dumps(text)} (string)" if text.endswith(")") else text
+    return f"{str(plain).lower() if kind == 'bool' else plain} ({kind})"
 
 
 @dataclass
@@ -145,16 +168,23 @@ class DeviceInventory:
         self.generation += 1
 
     def attribute_domains(self, key: str) -> dict[str, dict[str, list[DeviceKey]]]:
-        """Devices grouped by their value of attribute `key`, then by node (cached)."""
+        """Devices grouped by their (typed) value of attribute `key`, then by node, keyed
+        by the domain's `domain_label` (cached)."""
         hit = self._attr_domains.get(key)
         if hit is None or hit[0] != self.generation:
-            groups: dict[str, dict[str, list[DeviceKey]]] = {}
+            groups: dict[tuple[str, object], dict[str, list[DeviceKey]]] = {}
+            labels: dict[tuple[str, object], str] = {}
             for node in sorted(n for n in self._by_node if n is not None):
                 for dk in self._by_node[node]:
                     v = self.devices[dk].attributes.get(key)
                     if v is not None:
-                        groups.setdefault(str(v), {}).setdefault(node, []).append(dk)
-            hit = (self.generation, dict(sorted(groups.items())))
+                        identity = attribute_identity(v)
+                        labels.setdefault(identity, domain_label(v))
+                        groups.setdefault(identity, {}).setdefault(node, []).append(dk)
+            hit = (
+                self.generation,
+                {labels[i]: groups[i] for i in sorted(groups, key=lambda i: labels[i])},
+            )
             self._attr_domains[key] = hit
         return hit[1]
 

@@ -60,6 +60,25 @@ class TolerationOperator(StrEnum):
     EXISTS = "Exists"
 
 
+def attribute_identity(value: AttributeValue | Version) -> tuple[str, object]:
+    """A DRA attribute value with its type: (kind, value), kind one of bool, int, string,
+    version. Python has True == 1 (same hash), but DRA values are typed, so every key,
+    group or comparison of attribute values goes through this. Versions compare by exact
+    text, as Kubernetes' matchAttribute does. Anything else is not a DRA value.
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("int", int(value))
+    if isinstance(value, str):
+        return ("string", str(value))
+    if isinstance(value, Version):
+        return ("version", value.text)
+    raise InvalidInput(
+        "attribute value", f"{value!r} is not a DRA attribute (bool, int, string or version)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Taint:
     """A node taint; enum fields here and below take the enum or its exact string value

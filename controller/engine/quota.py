@@ -11,6 +11,21 @@ Model (the same idea as Kueue's cohorts, stated so it can be checked):
   a root cannot borrow, so W(root) <= subtree(root).
 Only resources some queue of a tree declares are quota-managed in that tree; the rest
 are limited by nodes alone. W is kept incrementally: a charge walks one path.
+
+Deleting a queue (`remove`), defined once here:
+- gangs already running under it keep running and stay charged, to it and along its
+  path, until they end: the queue stays in the tree as a tombstone while it or its
+  subtree holds usage or it still has children, and is dropped when the last of that
+  goes (a deleted parent with it, once it is empty in turn);
+- nothing new is admitted under a deleted queue or anywhere below it: its own gangs and
+  those of its descendants get a blocker naming the deleted queue;
+- publishing the queue again (`upsert`) revives it, usage and children included;
+- a dropped queue is remembered: undoing the release that dropped it (a rolled-back
+  eviction, a what-if probe) charges it again and so puts it back, still deleted.
+So the tree is a function of the queue objects (a deleted one with its last spec), the
+deleted marks and the leaf usage. A controller keeps a deleted Queue object (finalizer)
+until it is dropped here, and rebuilding after a restart applies the deletions after
+restoring the admissions: the rebuilt tree then equals the live one.
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ class QuotaTree:
         self._queues: dict[str, Queue] = {}
         self._children: dict[str, list[str]] = {}
         self._deleted: set[str] = set()
+        self._dropped: dict[str, Queue] = {}  # deleted and dropped, for undone releases
         self._usage: dict[str, dict[str, int]] = {}  # leaf -> own usage
         self._pool_usage: dict[str, dict[str, int]] = {}  # W(X)
         self._subtree: dict[str, dict[str, int]] = {}
@@ -62,29 +78,60 @@ class QuotaTree:
             self._children[old.parent].remove(queue.name)
         self._queues[queue.name] = queue
         self._deleted.discard(queue.name)
+        self._dropped.pop(queue.name, None)
         self._children.setdefault(queue.name, [])
         if queue.parent is not None:
             siblings = self._children.setdefault(queue.parent, [])
             siblings.append(queue.name)
             siblings.sort()
         self._recompute_limits()
+        if old is not None and old.parent is not None and old.parent != queue.parent:
+            self._drop_if_spent(old.parent)
 
     def remove(self, name: str) -> None:
-        """Remove a queue; one still holding usage or children stays as a tombstone."""
-        if name not in self._queues:
+        """Delete a queue as the module docstring defines: a tombstone while it holds
+        usage or children, gone after that."""
+        if name not in self._queues or name in self._deleted:
             return
-        if self._has_usage(name) or self._children.get(name):
-            self._deleted.add(name)
+        self._deleted.add(name)
+        self.generation += 1  # blockers of the queue and its subtree change
+        self._drop_if_spent(name)
+
+    def is_deleted(self, name: str) -> bool:
+        """Whether the queue is a tombstone: deleted, kept for the usage it still holds."""
+        return name in self._deleted
+
+    def _drop_if_spent(self, name: str) -> None:
+        """Drop a deleted queue once nothing runs in its subtree and it has no children;
+        a deleted parent left empty by that goes too."""
+        if name not in self._deleted or self._has_usage(name) or self._children.get(name):
             return
         queue = self._queues.pop(name)
+        self._dropped[name] = queue
         self._children.pop(name, None)
         self._usage.pop(name, None)
         self._pool_usage.pop(name, None)
         self._deleted.discard(name)
         if queue.parent is not None and queue.parent in self._children:
             self._children[queue.parent].remove(name)
-            if queue.parent in self._deleted:
-                self.remove(queue.parent)
+            self._drop_if_spent(queue.parent)
+        self._recompute_limits()
+
+    def _revive_dropped(self, name: str) -> None:
+        """Put back, still deleted, a queue dropped when its last gang was released: that
+        release is being undone (a rolled-back eviction, a what-if probe)."""
+        queue = self._dropped.pop(name, None)
+        if queue is None:
+            return
+        if queue.parent is not None and queue.parent not in self._queues:
+            self._revive_dropped(queue.parent)
+        self._queues[name] = queue
+        self._deleted.add(name)
+        self._children.setdefault(name, [])
+        if queue.parent is not None:
+            siblings = self._children.setdefault(queue.parent, [])
+            siblings.append(name)
+            siblings.sort()
         self._recompute_limits()
 
     def _check_no_cycle(self, queue: Queue) -> None:
@@ -129,11 +176,17 @@ class QuotaTree:
     def admission_blocker(self, name: str) -> str | None:
         """Why a gang cannot use this queue at all, or None if it may."""
         q = self._queues.get(name)
-        if q is None or name in self._deleted:
+        if q is None:
             return f"queue {name} does not exist"
+        if name in self._deleted:
+            return f"queue {name} is deleted: it admits nothing new"
         if not self.is_leaf(name):
             return f"queue {name} is not a leaf queue; only leaf queues take gangs"
-        top = self._queues[self.root(name)]
+        path = self.path(name)
+        for ancestor in path[1:]:
+            if ancestor in self._deleted:
+                return f"queue {name}: ancestor {ancestor} is deleted: it admits nothing new"
+        top = self._queues[path[-1]]
         if top.parent is not None:
             return f"queue {name}: ancestor {top.parent} does not exist"
         return None
@@ -275,6 +328,8 @@ class QuotaTree:
         return None
 
     def charge(self, leaf: str, charge: Resources) -> None:
+        if leaf in self._dropped:
+            self._revive_dropped(leaf)
         usage = self._usage.setdefault(leaf, {})
         for r, v in charge.items():
             if v:
@@ -299,8 +354,7 @@ class QuotaTree:
         managed = self._managed_part(leaf, charge)
         if managed:
             self._apply(leaf, managed, -1)
-        if leaf in self._deleted:
-            self.remove(leaf)
+        self._drop_if_spent(leaf)
 
     def _apply(self, leaf: str, amounts: Mapping[str, int], sign: int) -> None:
         self._headroom.clear()

@@ -261,7 +261,9 @@ class ClusterState:
         self._grow()
 
     def remove_queue(self, name: str) -> None:
+        """Delete a queue (quota.py defines what that means for its gangs and subtree)."""
         self.quota.remove(name)
+        self._grow()
 
     def set_namespace(self, name: str, labels: Mapping[str, str]) -> None:
         self.namespaces[name] = dict(labels)

@@ -32,7 +32,13 @@ from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState
 from policies.registry import PolicyRef, create_ordering, create_preemption
 from tests.builders import DRIVER
-from tests.property.strategies import GPU_CLASS, H100, MODEL, ClusterSpec, Op
+from tests.property.strategies import (
+    GPU_CLASS,
+    SELECTOR_ORACLE,
+    ClusterSpec,
+    Op,
+    same_typed_value,
+)
 
 
 def property_settings(examples: int) -> settings:
@@ -135,7 +141,7 @@ class Snapshot:
             {n: dict(u.used) for n, u in state.nodes.items()},
             {dk: frozenset(o) for dk, o in state.inventory.owners.items() if o},
             {name: nonzero(q.pool_usage(name)) for name in q.names()},
-            {name: nonzero(q.usage(name)) for name in q.names()},
+            {name: used for name in q.names() if (used := nonzero(q.usage(name)))},
             frozenset(state.pending),
             dict(state.admitted),
         )
@@ -158,6 +164,8 @@ class Snapshot:
         for r, v in res.charge.items():
             mine[r] = mine.get(r, 0) - v
         leaf[res.queue] = nonzero(mine)
+        if not leaf[res.queue]:
+            del leaf[res.queue]  # a deleted queue is dropped with its last gang
         admitted = {u: r for u, r in self.admitted.items() if u != res.gang_uid}
         pending = self.pending | {gang.uid} if requeue else self.pending
         return Snapshot(
@@ -200,6 +208,8 @@ class Driver:
     last_commits: list[Reservation] = field(default_factory=list)
     record_errors: bool = False
     release_problems: list[str] = field(default_factory=list)
+    delete_any_queue: bool = False
+    """Let `remove_queue` delete queues whose quota others may be borrowing (see there)."""
 
     @staticmethod
     def of(
@@ -319,10 +329,22 @@ class Driver:
         Its quota names only resources the tree manages already, so it only adds quota and
         can never make usage exceed limits."""
         names = self.state.quota.names()
+        if not names:
+            return
         parent = names[i % len(names)]
         managed = self.state.quota.managed(parent)
         quota = {r: lim for r, lim in quota.items() if r in managed}
         self.state.upsert_queue(Queue(f"{parent}.new{self.step}", parent, quota))
+
+    def _op_remove_queue(self, i: int) -> None:
+        """Delete a queue (tombstone or gone, see quota.py). Unless `delete_any_queue`,
+        only one whose drop can never take quota from running gangs (like the other
+        queue operations, which only loosen): a root, or one lending nothing to its
+        parent."""
+        quota = self.state.quota
+        names = [n for n in quota.names() if self.delete_any_queue or _lends_nothing(quota, n)]
+        if names:
+            self.state.remove_queue(names[i % len(names)])
 
     def _op_touch_queue(self, i: int, loosen: bool) -> None:
         """Re-publish a queue unchanged, or with every nominal quota raised (only loosens)."""
@@ -334,6 +356,19 @@ class Driver:
             }
             queue = Queue(queue.name, queue.parent, quota, queue.weight)
         self.state.upsert_queue(queue)
+
+
+def _lends_nothing(quota: QuotaTree, name: str) -> bool:
+    queue = quota.get(name)
+    if queue is None or queue.parent is None or quota.get(queue.parent) is None:
+        return True
+    for r in quota.managed(name):
+        sub = quota.subtree_quota(name, r)
+        lim = queue.quota.get(r)
+        lent = sub if lim is None or lim.lending_limit is None else min(lim.lending_limit, sub)
+        if lent:
+            return False
+    return True
 
 
 def decision_record(d: Decision) -> tuple[object, ...]:
@@ -387,10 +422,19 @@ def index_problems(state: ClusterState) -> list[str]:
 
 def _matches(mk: tuple[str, tuple[str, ...]], d: Device) -> bool:
     """What the test classes select, evaluated without CEL: class `gpu` is the driver,
-    the only request selector used is H100."""
+    request selectors are those of SELECTOR_ORACLE."""
     cls, selectors = mk
-    assert cls == GPU_CLASS.name and set(selectors) <= {H100}, mk
-    return d.driver == DRIVER and (not selectors or d.attributes.get(MODEL) == "h100")
+    assert cls == GPU_CLASS.name and set(selectors) <= set(SELECTOR_ORACLE), mk
+    return d.driver == DRIVER and all(SELECTOR_ORACLE[s](d) for s in selectors)
+
+
+def typed_values(values: Iterable[object]) -> list[object]:
+    """Distinct attribute values as DRA counts them (True, 1 and "1" are three)."""
+    out: list[object] = []
+    for v in values:
+        if not any(same_typed_value(v, seen) for seen in out):
+            out.append(v)
+    return out
 
 
 def invariant_problems(state: ClusterState) -> list[str]:
@@ -490,20 +534,17 @@ def all_or_nothing_problems(state: ClusterState) -> list[str]:
                         d = inv.devices.get(dk)
                         if cls != alt.device_class:
                             out.append(f"{cw}: {dk} charged as {cls}, not {alt.device_class}")
-                        if (
-                            d is not None
-                            and H100 in alt.selectors
-                            and d.attributes[MODEL] != "h100"
-                        ):
-                            out.append(f"{cw}: {dk} does not match the h100 selector")
+                        for sel in alt.selectors:
+                            if d is not None and not SELECTOR_ORACLE[sel](d):
+                                out.append(f"{cw}: {dk} does not match selector {sel}")
                 for c in claim.spec.constraints:
                     names = c.requests or tuple(r.name for r in claim.spec.requests)
-                    values = {
+                    values = typed_values(
                         inv.devices[dk].attributes.get(c.attribute)
                         for n in names
                         for _, dk, _ in by_request.get(n, [])
                         if dk in inv.devices
-                    }
+                    )
                     if len(values) > 1 or None in values:
                         out.append(f"{cw}: matchAttribute {c.attribute} over {names}: {values}")
             if len(set(pod_devices)) != len(pod_devices):
@@ -517,13 +558,15 @@ def all_or_nothing_problems(state: ClusterState) -> list[str]:
                 # Checkable while the gang's devices and its nodes' slices are published
                 # (a removed slice takes the attribute values with it).
                 published = all(dk in inv.devices for dk in all_devices)
-                values = {
+                values = typed_values(
                     inv.devices[dk].attributes.get(topo.key)
                     for dk in all_devices
                     if dk in inv.devices
-                }
+                )
                 domain_nodes = {
-                    d.node for d in inv.devices.values() if d.attributes.get(topo.key) in values
+                    d.node
+                    for d in inv.devices.values()
+                    if any(same_typed_value(d.attributes.get(topo.key), v) for v in values)
                 }
                 stray = {
                     p.node

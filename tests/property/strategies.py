@@ -7,7 +7,7 @@ to a readable counterexample.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from hypothesis import strategies as st
@@ -41,6 +41,35 @@ QUOTA_RESOURCES = (GPU_RESOURCE, "cpu")
 RACK = "rack"
 GPU_CLASS = DeviceClass(GPU, (f'device.driver == "{DRIVER}"',))
 
+# ---- typed attributes ---------------------------------------------------------------------
+FLAG = f"{DRIVER}/flag"
+FLAG_VALUES: tuple[bool | int | str, ...] = (True, False, 1, 0, "1", "true")
+"""DRA attribute values are typed: these are pairwise different values, though Python has
+True == 1 and False == 0 (same hash), and True, 1, "1" and "true" print alike."""
+FLAG_SELECTORS: dict[str, bool | int | str] = {
+    f'device.attributes["{DRIVER}"].flag == true': True,
+    f'device.attributes["{DRIVER}"].flag == 1': 1,
+    f'device.attributes["{DRIVER}"].flag == "1"': "1",
+    f'device.attributes["{DRIVER}"].flag == false': False,
+}
+"""Request selectors over FLAG, with the one value each one selects."""
+
+
+def same_typed_value(a: object, b: object) -> bool:
+    """DRA equality, written independently of the engine: same type and same value."""
+    return type(a) is type(b) and a == b
+
+
+def _flag_is(want: bool | int | str) -> Callable[[Device], bool]:
+    return lambda d: same_typed_value(d.attributes.get(FLAG), want)
+
+
+SELECTOR_ORACLE: Mapping[str, Callable[[Device], bool]] = {
+    H100: lambda d: d.attributes.get(MODEL) == "h100",
+    **{expr: _flag_is(want) for expr, want in FLAG_SELECTORS.items()},
+}
+"""Every request selector the strategies draw, evaluated without CEL (for the checks)."""
+
 
 # ---- clusters ---------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -56,8 +85,10 @@ class ClusterSpec:
 @st.composite
 def gpu_devices(draw: st.DrawFn, node: str, shareable: bool = True) -> tuple[Device, ...]:
     """0-8 GPUs with mixed models and NVLink domains; about one in four is shareable
-    (unless not `shareable`)."""
+    (unless not `shareable`). Most have a typed FLAG attribute whose values collide in
+    Python (True/1, "1"/1)."""
     count = draw(st.sampled_from([0, 1, 2, 4, 6, 8, 8, 8]))
+    flag = st.sampled_from([None, *FLAG_VALUES])
     return tuple(
         Device(
             DRIVER,
@@ -68,6 +99,7 @@ def gpu_devices(draw: st.DrawFn, node: str, shareable: bool = True) -> tuple[Dev
                 MODEL: draw(st.sampled_from(["h100", "a100"])),
                 NVLINK: draw(st.sampled_from(["nvl-0", "nvl-1", "nvl-2"])),
                 INDEX: i,
+                **({} if (value := draw(flag)) is None else {FLAG: value}),
             },
             capacity={f"{DRIVER}/memory": "80Gi"},
             shareable=shareable and draw(st.integers(0, 3)) == 0,
@@ -153,7 +185,10 @@ def cluster_specs(draw: st.DrawFn, shareable: bool = True) -> ClusterSpec:
 
 # ---- gangs ------------------------------------------------------------------------------
 def _selectors(draw: st.DrawFn) -> tuple[str, ...]:
-    return (H100,) if draw(st.integers(0, 4)) == 0 else ()
+    """Mostly none; else the h100 selector or one over the typed FLAG attribute."""
+    if draw(st.integers(0, 2)):
+        return ()
+    return (draw(st.sampled_from([H100, *FLAG_SELECTORS])),)
 
 
 @st.composite
@@ -188,7 +223,7 @@ def pod_claims(draw: st.DrawFn, gpus: int) -> tuple[PodClaim, ...]:
             PodClaim("gpu", ClaimSpec((DeviceRequest.exactly("gpus", GPU, a, _selectors(draw)),))),
             PodClaim("more", ClaimSpec((DeviceRequest.exactly("gpus", GPU, gpus - a),))),
         )
-    attribute = draw(st.sampled_from([NVLINK, NVLINK, MODEL]))
+    attribute = draw(st.sampled_from([NVLINK, NVLINK, MODEL, FLAG, FLAG]))
     scope = draw(st.sampled_from([("a", "b"), ()]))
     spec = ClaimSpec(
         (
@@ -224,7 +259,7 @@ topologies = (
     )
     | st.builds(
         Topology,
-        key=st.just(NVLINK),
+        key=st.sampled_from([NVLINK, NVLINK, FLAG]),
         mode=st.sampled_from(TopologyMode),
         device_attribute=st.just(True),
     )
@@ -253,16 +288,33 @@ Op = tuple[object, ...]
 """("add", Gang) | ("cycle", "commit"|"rollback") | ("cycle", "mixed", tuple[bool, ...])
 | ("release", i, requeue) | ("remove_node", i) | ("node", i) | ("foreign_pod", node i, cpu)
 | ("foreign_claim", node i, device i) | ("remove_foreign", i) | ("touch_queue", i, raise)
-| ("slice", i, "publish"|"remove") | ("add_queue", parent i, quota)
+| ("slice", i, "publish"|"remove") | ("add_queue", parent i, quota) | ("remove_queue", i)
 Indices are taken modulo what exists when the operation runs."""
+
+QUEUE_CHURN = {
+    "add": 4,
+    "commit": 4,
+    "rollback": 1,
+    "mixed": 1,
+    "release": 3,
+    "touch_queue": 2,
+    "add_queue": 2,
+    "remove_queue": 3,
+}
+"""Operation weights for runs about queue deletion: gangs come and go while queues are
+deleted, re-published (revived) and added, also under deleted ones."""
 
 
 def operations(
-    spec: ClusterSpec, max_ops: int = 20, copies: int = 0
+    spec: ClusterSpec,
+    max_ops: int = 20,
+    copies: int = 0,
+    only: Mapping[str, int] | None = None,
 ) -> st.SearchStrategy[list[Op]]:
     """A random interleaving of cluster events and admission cycles; gangs get uids g00..
     With `copies`, gangs are also added in batches of up to that many of one shape (a
-    backlog of repeated shapes)."""
+    backlog of repeated shapes). `only` restricts the kinds drawn, with these weights
+    (e.g. QUEUE_CHURN)."""
     index = st.integers(0, 63)
     kinds: dict[str, st.SearchStrategy[Op]] = {
         "add": st.tuples(st.just("add"), gangs(spec.leaves)),
@@ -280,11 +332,14 @@ def operations(
         "touch_queue": st.tuples(st.just("touch_queue"), index, st.booleans()),
         "slice": st.tuples(st.just("slice"), index, st.sampled_from(["publish", "remove"])),
         "add_queue": st.tuples(st.just("add_queue"), index, queue_quota()),
+        "remove_queue": st.tuples(st.just("remove_queue"), index),
     }
     weights = {"add": 6, "commit": 5, "rollback": 2, "mixed": 2, "release": 2}
     if copies:
         kinds["copies"] = st.tuples(st.just("add"), gangs(spec.leaves), st.integers(2, copies))
         weights.update(copies=4, release=4)
+    if only is not None:
+        weights = {k: only.get(k, 0) for k in kinds}
     names = [k for k in kinds for _ in range(weights.get(k, 1))]
     op = st.sampled_from(names).flatmap(kinds.__getitem__)
     # Always start with a gang and end with a committed cycle, so every run decides something.
@@ -346,6 +401,18 @@ def scenarios(
     kinds = ["none", "lower", "lower-or-equal", "priority", "reclaim", "fair-share", "cost-aware"]
     preempt = draw(st.sampled_from(kinds)) if preemption else "none"
     return Scenario(spec, tuple(ops), preempt, draw(st.sampled_from(orderings)))
+
+
+@st.composite
+def queue_churn_scenarios(draw: st.DrawFn, max_ops: int = 24) -> Scenario:
+    """Scenarios of QUEUE_CHURN operations. Orderings that read only the objects and the
+    recorded waiting times (not attained service), so a state rebuilt from the objects
+    must decide alike."""
+    spec = draw(cluster_specs())
+    ops = draw(operations(spec, max_ops, only=QUEUE_CHURN))
+    kinds = ["none", "lower", "lower-or-equal", "priority", "reclaim", "fair-share", "cost-aware"]
+    ordering = draw(st.sampled_from(["priority", "strict-fifo", "best-effort-fifo", "drf"]))
+    return Scenario(spec, tuple(ops), draw(st.sampled_from(kinds)), ordering)
 
 
 # ---- quota only -------------------------------------------------------------------------

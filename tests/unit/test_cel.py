@@ -381,3 +381,32 @@ def test_library_errors_are_not_logged(caplog: pytest.LogCaptureFixture) -> None
     with caplog.at_level(logging.DEBUG, logger="cel"):
         evaluate('quantity("1.5").asInteger() == 1')
     assert not caplog.records
+
+
+FLAG = f"{DOMAIN}/flag"
+
+
+@pytest.mark.parametrize(
+    ("value", "expression", "matched"),
+    [
+        (1, f"{ATTR}.flag == true", False),
+        (True, f"{ATTR}.flag == true", True),
+        (0, f"{ATTR}.flag == false", False),
+        (1, f"{ATTR}.flag == 1", True),
+        ("1", f"{ATTR}.flag == 1", False),
+        ("true", f"{ATTR}.flag == true", False),
+    ],
+)
+def test_attribute_values_reach_cel_with_their_dra_type(
+    value: AttributeValue, expression: str, matched: bool
+) -> None:
+    assert evaluate(expression, gpu(attributes={FLAG: value})) == MatchResult(matched)
+
+
+@pytest.mark.parametrize(("first", "second"), [(True, 1), (1, True), (False, 0), (0, False)])
+def test_a_device_republished_with_an_equal_value_of_another_type_is_evaluated_again(
+    first: AttributeValue, second: AttributeValue
+) -> None:
+    expression = f"{ATTR}.flag == true || {ATTR}.flag == false"
+    assert evaluate(expression, gpu(attributes={FLAG: first})).matched is isinstance(first, bool)
+    assert evaluate(expression, gpu(attributes={FLAG: second})).matched is isinstance(second, bool)

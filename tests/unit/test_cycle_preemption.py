@@ -62,8 +62,9 @@ def test_a_failed_search_is_not_repeated_until_someone_is_admitted_or_released()
     assert policy.searched == ["w"]
     engine.state.add_gang(gang("small", gpus=0, queue="team-b"))
     engine.cycle(now=3).ledger.commit_all()  # admits small: the running set changed
-    engine.cycle(now=4)
-    assert policy.searched == ["w", "w"]
+    engine.cycle(now=4)  # small, admitted in w's last search's cycle, is a candidate now
+    engine.cycle(now=5)
+    assert policy.searched == ["w", "w", "w"]
 
 
 def test_a_remembered_failure_counts_as_its_queues_search_like_a_fresh_engine():

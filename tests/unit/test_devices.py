@@ -5,10 +5,21 @@ from __future__ import annotations
 import pytest
 
 from controller.engine.cel import SelectorError
-from controller.engine.devices import DeviceInventory
+from controller.engine.cycle import Engine, Outcome
+from controller.engine.devices import DeviceInventory, domain_label
 from controller.engine.errors import InvalidInput
-from controller.engine.model import Device, DeviceClass, ResourceSlice
-from tests.builders import DRIVER, GPU, gpu_slice
+from controller.engine.model import (
+    AttributeValue,
+    ClaimSpec,
+    Device,
+    DeviceClass,
+    DeviceRequest,
+    MatchAttribute,
+    PodClaim,
+    ResourceSlice,
+    Version,
+)
+from tests.builders import DRIVER, GPU, cluster, gang, gpu_slice, node, pod_set
 
 BIG = f'device.capacity["{DRIVER}"].memory.compareTo(quantity("80Gi")) >= 0'
 
@@ -110,3 +121,94 @@ def test_double_allocation_is_reported(inv):
 def test_releasing_a_device_not_held_is_refused(inv):
     with pytest.raises(InvalidInput, match="is not held by c1"):
         inv.release([(DRIVER, "a", "gpu-0")], "c1")
+
+
+# ---- typed attribute values: bool, int, string and version never stand for each other ----
+
+FLAG = f"{DRIVER}/flag"
+
+
+def flagged_slice(node_name: str, *flags: AttributeValue) -> ResourceSlice:
+    """Devices gpu-0.. on a node, identical but for their `flag` attribute."""
+    devices = tuple(
+        Device(DRIVER, node_name, f"gpu-{i}", node_name, {FLAG: flag})
+        for i, flag in enumerate(flags)
+    )
+    return ResourceSlice(f"{node_name}-gpus", DRIVER, node_name, node_name, devices)
+
+
+@pytest.mark.parametrize(("on_a", "on_b"), [(True, 1), (1, True), (False, 0), (0, False)])
+def test_match_sets_keep_bool_and_int_attributes_apart(on_a, on_b):
+    """Equal-content devices share one CEL evaluation; True and 1 are not equal content."""
+    inv = DeviceInventory()
+    inv.upsert_class(DeviceClass(GPU))
+    inv.upsert_slice(flagged_slice("a", on_a))
+    inv.upsert_slice(flagged_slice("b", on_b))
+    is_bool = f'type(device.attributes["{DRIVER}"].flag) == bool'
+    assert set(inv.match_set((GPU, (is_bool,))).by_node) == {
+        n for n, v in (("a", on_a), ("b", on_b)) if isinstance(v, bool)
+    }
+
+
+@pytest.mark.parametrize("value", [1.0, 0.5, None, b"1", ["1"]])
+def test_a_device_attribute_outside_dra_types_is_refused(value):
+    with pytest.raises(InvalidInput, match=rf"device {DRIVER}/p/d: attributes\[{FLAG}\]"):
+        Device(DRIVER, "p", "d", None, {FLAG: value})
+
+
+@pytest.mark.parametrize(
+    ("values", "labels"),
+    [
+        (("1", 1), ["1", "1 (int)"]),
+        ((True, "True", "true", 1), ["1 (int)", "True", "true", "true (bool)"]),
+        ((Version("1.0.0"), "1.0.0"), ["1.0.0", "1.0.0 (version)"]),
+        (("1 (int)", 1), ['"1 (int)" (string)', "1 (int)"]),
+    ],
+)
+def test_topology_domains_of_values_that_print_alike_stay_distinct(values, labels):
+    inv = DeviceInventory()
+    for i, value in enumerate(values):
+        inv.upsert_slice(flagged_slice(f"n{i}", value))
+    domains = inv.attribute_domains(FLAG)
+    assert sorted(domains) == sorted(labels)
+    assert sorted(tuple(by_node) for by_node in domains.values()) == [
+        (f"n{i}",) for i in range(len(values))
+    ]
+
+
+def test_domain_labels_name_the_type_of_non_string_values():
+    assert [domain_label(v) for v in ("nvl-0", 3, False, Version("2.1.0"))] == [
+        "nvl-0",
+        "3 (int)",
+        "false (bool)",
+        "2.1.0 (version)",
+    ]
+
+
+def two_request_claim() -> PodClaim:
+    """Two GPUs from separate requests that must share their `flag` value."""
+    spec = ClaimSpec(
+        (DeviceRequest.exactly("a", GPU), DeviceRequest.exactly("b", GPU)),
+        (MatchAttribute(FLAG),),
+    )
+    return PodClaim("gpus", spec)
+
+
+@pytest.mark.parametrize(
+    ("flags", "outcome"),
+    [
+        ((True, 1), Outcome.PENDING),
+        ((1, True), Outcome.PENDING),
+        ((0, False), Outcome.PENDING),
+        (("1", 1), Outcome.PENDING),
+        ((True, True), Outcome.ADMITTED),
+        ((1, 1), Outcome.ADMITTED),
+    ],
+)
+def test_match_attribute_does_not_group_equal_values_of_different_types(flags, outcome):
+    state = cluster(nodes=0)
+    state.upsert_node(node("n0"))
+    state.upsert_slice(flagged_slice("n0", *flags))
+    state.add_gang(gang("g", pod_sets=(pod_set(1, claims=(two_request_claim(),)),)))
+    (decision,) = Engine(state).cycle().decisions
+    assert decision.outcome is outcome

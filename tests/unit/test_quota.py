@@ -130,14 +130,89 @@ def test_admission_blocker_explains_unusable_queues(queues, leaf, blocker):
     assert blocker in (t.admission_blocker(leaf) or "")
 
 
-def test_removing_a_queue_with_usage_keeps_its_accounting_until_released():
+def test_a_deleted_queue_keeps_charging_its_running_gangs_along_its_path():
     t = two_teams()
     t.charge("a", {GPU: 3})
     t.remove("a")
-    assert t.admission_blocker("a") == "queue a does not exist"
     assert t.subtree_usage("org") == {GPU: 3}
+    assert t.pool_usage("org") == {GPU: 3}
+    assert t.headroom("b", GPU)[0] == 17
+
+
+def test_a_deleted_queue_admits_nothing_new_while_its_gangs_run():
+    t = two_teams()
+    t.charge("a", {GPU: 3})
+    t.remove("a")
+    assert t.admission_blocker("a") == "queue a is deleted: it admits nothing new"
+
+
+def test_a_deleted_queue_is_dropped_when_its_last_gang_ends():
+    t = two_teams()
+    t.charge("a", {GPU: 3})
+    t.remove("a")
     t.uncharge("a", {GPU: 3})
     assert t.get("a") is None
+    assert t.admission_blocker("a") == "queue a does not exist"
+
+
+def test_a_deleted_queue_without_usage_is_dropped_at_once():
+    t = two_teams()
+    t.remove("a")
+    assert t.names() == ["b", "org"]
+
+
+def test_deleting_a_queue_invalidates_what_was_derived_from_the_tree():
+    t = two_teams()
+    t.charge("a", {GPU: 3})
+    before = t.generation
+    t.remove("a")
+    assert t.generation > before
+
+
+def test_children_of_a_deleted_queue_admit_nothing_new():
+    t = tree(q("org"), q("team", "org"), q("a", "team", 4))
+    t.remove("team")
+    assert t.admission_blocker("a") == "queue a: ancestor team is deleted: it admits nothing new"
+
+
+def test_a_deleted_parent_stays_while_it_has_children():
+    t = tree(q("org"), q("team", "org"), q("a", "team", 4))
+    t.remove("team")
+    assert t.is_deleted("team")
+    assert t.children("team") == ["a"]
+
+
+def deleted_team_running(gpus: int) -> QuotaTree:
+    """org > team > a, with `gpus` charged to a, then team and a deleted."""
+    t = tree(q("org"), q("team", "org"), q("a", "team", 4))
+    t.charge("a", {GPU: gpus})
+    t.remove("team")
+    t.remove("a")
+    return t
+
+
+def test_a_deleted_parent_goes_with_its_last_child():
+    t = deleted_team_running(1)
+    t.uncharge("a", {GPU: 1})
+    assert t.names() == ["org"]
+
+
+def test_a_deleted_parent_goes_when_its_last_child_moves_away():
+    t = tree(q("org"), q("team", "org"), q("a", "team", 4))
+    t.remove("team")
+    t.upsert(q("a", "org", 4))
+    assert t.names() == ["a", "org"]
+
+
+def test_republishing_a_deleted_queue_revives_it():
+    t = tree(q("org"), q("team", "org"), q("a", "team", 4))
+    t.charge("a", {GPU: 1})
+    t.remove("a")
+    t.remove("team")
+    t.upsert(q("team", "org"))
+    t.upsert(q("a", "team", 4))
+    assert t.admission_blocker("a") is None
+    assert t.pool_usage("team") == {GPU: 1}
 
 
 def test_moving_a_queue_moves_its_usage_to_the_new_parent():
@@ -156,3 +231,11 @@ def test_incremental_pool_usage_matches_recomputation():
     t.uncharge("a", {GPU: 1})
     incremental = {n: {r: v for r, v in t.pool_usage(n).items() if v} for n in t.names()}
     assert incremental == {n: v for n, v in t.recomputed_pool_usage().items()}
+
+
+def test_undoing_the_release_that_dropped_a_deleted_queue_puts_it_back_deleted():
+    t = deleted_team_running(3)
+    t.uncharge("a", {GPU: 3})
+    t.charge("a", {GPU: 3})  # e.g. a rolled-back eviction
+    assert t.is_deleted("a") and t.is_deleted("team")
+    assert t.pool_usage("org") == {GPU: 3}
