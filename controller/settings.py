@@ -1,4 +1,6 @@
-"""Controller settings from the environment: which policies run, and the search bound.
+"""Controller settings from the environment: which policies run, the search bound, and
+how the controller talks to the cluster (kubeconfig, client QPS and burst, cycle pacing,
+watch and readiness timeouts).
 
 Each policy is a name or a JSON `{name, params}` object:
 
@@ -15,6 +17,7 @@ instead of failing at the first admission cycle.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, PlainValidator, ValidationError, ValidationInfo, field_validator
@@ -70,6 +73,29 @@ class Settings(BaseSettings):
     search_bound: Annotated[
         int, Field(ge=1, description="Placements tried per gang and cycle before it waits.")
     ] = 8
+    kubeconfig: Annotated[
+        Path | None,
+        Field(description="A kubeconfig file; unset: the in-cluster service account."),
+    ] = None
+    qps: Annotated[
+        float,
+        Field(gt=0, description="Client requests per second, sustained (kube-scheduler: 50)."),
+    ] = 50.0
+    burst: Annotated[
+        int, Field(ge=1, description="Client requests above QPS in a burst (kube-scheduler: 100).")
+    ] = 100
+    workers: Annotated[int, Field(ge=1, description="GangJobs reconciled at once.")] = 8
+    cycle_interval_seconds: Annotated[
+        float,
+        Field(ge=0, description="Least time between admission cycles; events in between coalesce."),
+    ] = 0.0
+    watch_inactivity_seconds: Annotated[
+        float, Field(gt=0, description="A watch silent this long is re-opened.")
+    ] = 120.0
+    ready_timeout_seconds: Annotated[
+        int | None,
+        Field(ge=1, description="Default readyTimeoutSeconds for GangJobs that set none."),
+    ] = None
 
     @field_validator("ordering", "preemption", "placement")
     @classmethod

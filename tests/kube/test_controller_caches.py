@@ -13,6 +13,7 @@ from controller.engine.state import ClusterState
 from controller.kube import resources as r
 from controller.kube.caches import ClusterCaches, served
 from controller.kube.rest import Obj, Rest
+from controller.kube.translate import ADMISSION_ANNOTATION
 from emulator import Emulator, Fault
 from tests.kube.controller_env import (
     GANG_API,
@@ -98,6 +99,7 @@ async def allocated_claim(
     meta: dict[str, Any] = {"name": name, "namespace": "default"}
     if owner is not None:
         meta["ownerReferences"] = [owned_by(owner)]
+        meta["annotations"] = {ADMISSION_ANNOTATION: "a1"}
     claim = await create(
         rest,
         r.RESOURCE_CLAIMS,
