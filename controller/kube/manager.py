@@ -12,8 +12,8 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import structlog
 from kubernetes_asyncio import client, config
