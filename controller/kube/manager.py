@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -115,3 +116,19 @@ async def run(
             log.info("shutting down")
             for task in running:
                 task.cancel()
+
+
+async def main(settings: Settings, kubeconfig: Path | None) -> None:
+    """`phalanx controller`: run until SIGTERM or SIGINT, then shut down cleanly (the
+    caches and loop stop; every step they were in is idempotent, so a successor
+    resumes it)."""
+    conf = await configuration(kubeconfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run(settings, conf, stop=stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
