@@ -23,6 +23,7 @@ from controller.engine.cycle import Engine
 from controller.engine.state import ClusterState
 from controller.kube.caches import ClusterCaches
 from controller.kube.loop import Controller, LoopOptions, Metrics
+from controller.kube.ratelimit import TokenBucket
 from controller.kube.rest import Rest
 from controller.settings import Settings
 from policies.routing import build as build_policies
@@ -72,7 +73,7 @@ def engine_for(settings: Settings, state: ClusterState) -> Engine:
 async def connected(conf: client.Configuration, settings: Settings) -> AsyncIterator[Rest]:
     conf.connection_pool_maxsize = max(conf.connection_pool_maxsize or 0, settings.burst)
     async with client.ApiClient(conf) as api_client:
-        yield Rest(api_client)
+        yield Rest(api_client, TokenBucket(settings.qps, settings.burst))
 
 
 async def run(

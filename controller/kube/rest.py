@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
+from controller.kube.ratelimit import TokenBucket
+
 Obj = dict[str, Any]
 
 JSON = "application/json"
@@ -79,8 +81,10 @@ def _query(query: Mapping[str, object] | None) -> list[tuple[str, str]]:
 class Rest:
     """The few verbs the controller needs, on any resource path."""
 
-    def __init__(self, api_client: ApiClient) -> None:
+    def __init__(self, api_client: ApiClient, limiter: TokenBucket | None = None) -> None:
         self.api_client = api_client
+        self.limiter = limiter
+        """Paces every request but watches (client-go likewise exempts long-running ones)."""
 
     async def _send(
         self,
@@ -91,6 +95,8 @@ class Rest:
         content_type: str,
         timeout: float | aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
+        if self.limiter is not None and not (query or {}).get("watch"):
+            await self.limiter.acquire()
         response: aiohttp.ClientResponse = await self.api_client.call_api(
             path,
             method,
