@@ -1,6 +1,6 @@
 """Controller settings from the environment: which policies run, the search bound, and
 how the controller talks to the cluster (kubeconfig, client QPS and burst, cycle pacing,
-watch and readiness timeouts).
+watch inactivity timeout).
 
 Each policy is a name or a JSON `{name, params}` object:
 
@@ -92,10 +92,6 @@ class Settings(BaseSettings):
     watch_inactivity_seconds: Annotated[
         float, Field(gt=0, description="A watch silent this long is re-opened.")
     ] = 120.0
-    ready_timeout_seconds: Annotated[
-        int | None,
-        Field(ge=1, description="Default readyTimeoutSeconds for GangJobs that set none."),
-    ] = None
 
     @field_validator("ordering", "preemption", "placement")
     @classmethod

@@ -18,7 +18,8 @@ from controller.kube import resources as r
 from controller.kube.caches import ClusterCaches
 from controller.kube.loop import Controller, LoopOptions
 from controller.kube.rest import Obj, Rest
-from tests.kube.controller_env import GANG_API, create
+from controller.kube.translate import ADMISSION_ANNOTATION
+from tests.kube.controller_env import GANG_API, create, owned_by
 
 NAMESPACE = "default"
 
@@ -194,3 +195,28 @@ async def finish_pods(rest: Rest, job_name: str, phase: str = "Succeeded") -> No
         await rest.request(
             "PUT", r.PODS.path(NAMESPACE, pod["metadata"]["name"], "status"), body=pod
         )
+
+
+async def allocated_claim(
+    rest: Rest, name: str, device: tuple[str, str], owner: Obj | None = None
+) -> Obj:
+    """A claim allocated `device` (pool, name) by someone: us if `owner` is given."""
+    meta: dict[str, Any] = {"name": name, "namespace": "default"}
+    if owner is not None:
+        meta["ownerReferences"] = [owned_by(owner)]
+        meta["annotations"] = {ADMISSION_ANNOTATION: "a1"}
+    claim = await create(
+        rest,
+        r.RESOURCE_CLAIMS,
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": meta,
+            "spec": {
+                "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}
+            },
+        },
+    )
+    result = {"request": "gpu", "driver": "gpu.io", "pool": device[0], "device": device[1]}
+    claim["status"] = {"allocation": {"devices": {"results": [result]}}}
+    return await rest.request("PUT", r.RESOURCE_CLAIMS.path("default", name, "status"), body=claim)

@@ -11,12 +11,13 @@ import pytest
 
 from controller.kube import resources as r
 from controller.kube.loop import EVENTS
-from controller.kube.rest import Obj, Rest
+from controller.kube.rest import Rest
 from controller.kube.translate import admission_of
 from emulator import Emulator
 from tests.kube.controller_cluster import (
     NAMESPACE,
     Running,
+    allocated_claim,
     finish_pods,
     gang_job,
     gpu_cluster,
@@ -45,31 +46,6 @@ async def cluster(emulator: Emulator, rest: Rest) -> Rest:
     await create(rest, r.QUEUES, queue(devices__gpu=2))
     await create(rest, r.GANG_JOBS, gang_job("train", [("w", PODS)], gpu=True))
     return rest
-
-
-async def writes_of_a_clean_admission() -> int:
-    """How many API writes one whole admission of the `cluster` job takes."""
-    async with Emulator(controllers=True) as emu:
-        from kubernetes_asyncio import client, config
-
-        conf = client.Configuration()
-        await config.load_kube_config(
-            config_file=str(emu.kubeconfig_path), client_configuration=conf
-        )
-        async with client.ApiClient(conf) as api:
-            rest = Rest(api)
-            await load_crds(emu)
-            await gpu_cluster(rest, nodes=2, gpus=2)
-            await create(rest, r.QUEUES, queue(devices__gpu=2))
-            await create(rest, r.GANG_JOBS, gang_job("train", [("w", PODS)], gpu=True))
-            run = Running(rest)
-            emu.fail_after_writes(10**6)
-            await run.start()
-            await until(lambda: gang_bound(rest))
-            await asyncio.sleep(2)
-            await run.crash()
-            assert emu.faults.writes_left is not None
-            return 10**6 - emu.faults.writes_left
 
 
 async def gang_bound(rest: Rest) -> bool:
@@ -152,8 +128,16 @@ async def test_a_controller_stopped_after_any_write_is_rolled_forward_by_the_nex
     assert running.controller.caches.state.quota.usage("q").get("devices/gpu", 0) == 0
 
 
-async def test_every_write_of_an_admission_is_covered() -> None:
-    assert await writes_of_a_clean_admission() <= WRITES
+async def test_every_write_of_an_admission_is_covered(
+    cluster: Rest, emulator: Emulator, running: Running
+) -> None:
+    budget = 10**6
+    emulator.fail_after_writes(budget)
+    await running.start()
+    await until(lambda: gang_bound(cluster))
+    await asyncio.sleep(2)
+    assert emulator.faults.writes_left is not None
+    assert budget - emulator.faults.writes_left <= WRITES
 
 
 async def test_a_record_whose_device_was_taken_meanwhile_is_rolled_back(
@@ -165,20 +149,7 @@ async def test_a_record_whose_device_was_taken_meanwhile_is_rolled_back(
     record = (await job(cluster, "train"))["status"]["admission"]
     first = record["admissionId"]
     device = record["podSets"][0]["pods"][0]["claims"][0]["devices"][0]
-    other: Obj = await create(
-        cluster,
-        r.RESOURCE_CLAIMS,
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "ResourceClaim",
-            "metadata": {"name": "theirs", "namespace": NAMESPACE},
-            "spec": {
-                "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}
-            },
-        },
-    )
-    other["status"] = {"allocation": {"devices": {"results": [device]}}}
-    await cluster.request("PUT", r.RESOURCE_CLAIMS.path(NAMESPACE, "theirs", "status"), body=other)
+    await allocated_claim(cluster, "theirs", (device["pool"], device["device"]))
     await running.start()
 
     async def lost_and_admitted_again() -> bool:

@@ -16,6 +16,7 @@ from emulator import Emulator
 from tests.kube.controller_cluster import (
     NAMESPACE,
     add_node,
+    allocated_claim,
     finish_pods,
     gang_job,
     gpu_cluster,
@@ -176,21 +177,7 @@ async def test_quota_holds_a_third_job_until_one_finishes(crds: Rest, running) -
 async def test_claims_allocated_by_someone_else_are_never_reused(crds: Rest, running) -> None:
     await gpu_cluster(crds, nodes=1, gpus=4)
     await create(crds, r.QUEUES, queue(devices__gpu=8))
-    theirs = await create(
-        crds,
-        r.RESOURCE_CLAIMS,
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "ResourceClaim",
-            "metadata": {"name": "theirs", "namespace": NAMESPACE},
-            "spec": {
-                "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}
-            },
-        },
-    )
-    taken = {"request": "gpu", "driver": "gpu.io", "pool": "n0", "device": "gpu-1"}
-    theirs["status"] = {"allocation": {"devices": {"results": [taken]}}}
-    await crds.request("PUT", r.RESOURCE_CLAIMS.path(NAMESPACE, "theirs", "status"), body=theirs)
+    await allocated_claim(crds, "theirs", ("n0", "gpu-1"))
     await create(crds, r.GANG_JOBS, gang_job("small", [("w", 3)], gpu=True, priority=10))
     await create(crds, r.GANG_JOBS, gang_job("late", [("w", 1)], gpu=True))
     await running.start()
