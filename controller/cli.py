@@ -1,4 +1,4 @@
-"""The `phalanx` command line: benchmarks, simulation, policies and CRD generation."""
+"""The `phalanx` command line: the controller, benchmarks, simulation, policies, CRDs."""
 
 from __future__ import annotations
 
@@ -442,6 +442,26 @@ def policies_command(
     console.print(table)
     for name, problem in broken.items():
         console.print(Text(f"plug-in {name} is unusable: ", style="red") + Text(problem))
+
+
+@app.command("controller")
+def controller_command(
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="A kubeconfig file (default: PHALANX_KUBECONFIG, else in-cluster)."),
+    ] = None,
+) -> None:
+    """Run the gang-scheduling controller until SIGTERM or SIGINT."""
+    import asyncio
+
+    from controller.kube.manager import ConfigError, main
+
+    settings = _settings()
+    try:
+        asyncio.run(main(settings, kubeconfig or settings.kubeconfig))
+    except ConfigError as err:
+        _error(err)
+        raise typer.Exit(2) from None
 
 
 @app.command("emulator")

@@ -1,4 +1,6 @@
-"""Controller settings from the environment: which policies run, and the search bound.
+"""Controller settings from the environment: which policies run, the search bound, and
+how the controller talks to the cluster (kubeconfig, client QPS and burst, cycle pacing,
+watch inactivity timeout).
 
 Each policy is a name or a JSON `{name, params}` object:
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, ValidationError, ValidationInfo, field_validator
@@ -74,6 +77,25 @@ class Settings(BaseSettings):
     search_bound: Annotated[
         int, Field(ge=1, description="Placements tried per gang and cycle before it waits.")
     ] = 8
+    kubeconfig: Annotated[
+        Path | None,
+        Field(description="A kubeconfig file; unset: the in-cluster service account."),
+    ] = None
+    qps: Annotated[
+        float,
+        Field(gt=0, description="Client requests per second, sustained (kube-scheduler: 50)."),
+    ] = 50.0
+    burst: Annotated[
+        int, Field(ge=1, description="Client requests above QPS in a burst (kube-scheduler: 100).")
+    ] = 100
+    workers: Annotated[int, Field(ge=1, description="GangJobs reconciled at once.")] = 8
+    cycle_interval_seconds: Annotated[
+        float,
+        Field(ge=0, description="Least time between admission cycles; events in between coalesce."),
+    ] = 0.0
+    watch_inactivity_seconds: Annotated[
+        float, Field(gt=0, description="A watch silent this long is re-opened.")
+    ] = 120.0
 
     # ---- operations: leader election, health and metrics server, logs ----
     leader_elect: Annotated[

@@ -275,6 +275,14 @@ class GangJobSpec(ApiModel):
     topology: Annotated[
         Topology | None, Field(description="Keep the gang within one topology domain.")
     ] = None
+    master_port: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=65535,
+            description="MASTER_PORT of the torchrun environment (default 29500).",
+        ),
+    ] = None
     suspend: Annotated[
         bool, Field(description="A suspended job is not admitted; an admitted one is released.")
     ] = False

@@ -11,8 +11,15 @@ then applied in one step, in an order that makes restoring admissions trustworth
    otherwise usage by others (they still hold what they hold until rolled back).
 
 After that each watch event updates the state incrementally. "Ours" means controlled by
-a GangJob whose reservation the state holds; everything else bound or allocated is
-foreign usage (`add_foreign_pod`, `add_foreign_claim`), so nothing is handed out twice.
+a GangJob whose reservation the state holds and made for that very admission (the
+`phalanx.dev/admission-id` annotation matches the record); everything else bound or
+allocated, including what an earlier admission of the same job left behind, is foreign
+usage (`add_foreign_pod`, `add_foreign_claim`), so nothing is handed out twice.
+
+The decision loop writes admission records while the engine's ledger holds them open;
+`hold` defers the GangJob events of those gangs until the outcome is known, and `assume`
+takes a write's answer before its watch event, so the state never releases a
+reservation the loop is still committing.
 """
 
 from __future__ import annotations
@@ -72,8 +79,13 @@ class ClusterCaches:
         """GangJobs (by uid) whose recorded admission no longer holds: roll them back."""
         self.priorities: dict[str, int] = {}
         self.default_priority = 0
+        self.admission_ids: dict[str, str] = {}
+        """The recorded admission id of every admitted GangJob, by uid."""
         self._pods_of: dict[str, set[str]] = {}
         self._claims_of: dict[str, set[str]] = {}
+        self._held: set[str] = set()
+        self._deferred: dict[str, tuple[str, Obj]] = {}
+        self._gang_keys: dict[str, str] = {}
         watched = [
             r.NAMESPACES,
             r.NODES,
@@ -132,6 +144,44 @@ class ClusterCaches:
 
     def cache(self, plural: str) -> dict[str, Obj]:
         return self.informers[plural].cache
+
+    def gang_job(self, uid: str) -> Obj | None:
+        """The cached GangJob with this uid."""
+        key = self._gang_keys.get(uid)
+        return None if key is None else self.cache("gangjobs").get(key)
+
+    def assume(self, resource: Resource, obj: Obj) -> None:
+        """Take the answer of our own write now (see `Informer.assume`)."""
+        self.informers[resource.plural].assume(obj)
+
+    def hold(self, uids: list[str]) -> None:
+        """Defer GangJob events of these gangs (their admission is being committed)."""
+        self._held.update(uids)
+
+    def unhold(self, uid: str) -> None:
+        """Stop deferring; the last deferred event, if any, is applied now."""
+        self._held.discard(uid)
+        deferred = self._deferred.pop(uid, None)
+        if deferred is not None:
+            kind, obj = deferred
+            self._on_gang_job(kind, None, obj)
+
+    def owned(self, uid: str) -> tuple[list[Obj], list[Obj]]:
+        """The cached pods and claims a GangJob controls."""
+        pods, claims = self.cache("pods"), self.cache("resourceclaims")
+        return (
+            [pods[k] for k in sorted(self._pods_of.get(uid, ())) if k in pods],
+            [claims[k] for k in sorted(self._claims_of.get(uid, ())) if k in claims],
+        )
+
+    def ours(self, obj: Obj) -> bool:
+        """Whether a pod or claim belongs to the admission its GangJob holds now."""
+        owner = translate.owner_gang(obj)
+        return (
+            owner in self.state.admitted
+            and owner in self.admission_ids
+            and translate.admission_of(obj) == self.admission_ids[owner]
+        )
 
     # ---- the first full state ---------------------------------------------------------
     def _build(self) -> None:
@@ -238,8 +288,13 @@ class ClusterCaches:
                 self._sync_gang(obj)
 
     def _on_gang_job(self, kind: str, old: Obj | None, new: Obj) -> None:
+        uid = str(_meta(new).get("uid"))
+        if uid in self._held:
+            self._deferred[uid] = (kind, new)
+            return
         if kind == DELETED:
-            uid = str(_meta(new).get("uid"))
+            self._gang_keys.pop(uid, None)
+            self.admission_ids.pop(uid, None)
             self.state.remove_gang(uid)
             self.unrestorable.pop(uid, None)
             self._problem("GangJob", new, None)
@@ -252,12 +307,17 @@ class ClusterCaches:
     def _sync_gang(self, obj: Obj) -> None:
         """Put a GangJob where it belongs: restored, pending, or out of the queue."""
         uid = str(_meta(obj).get("uid"))
+        self._gang_keys[uid] = r.GANG_JOBS.key(obj)
         status = obj.get("status") or {}
         record = status.get("admission")
         if uid in self.state.admitted:
             if record:
+                if self.admission_ids.get(uid) != record.get("admissionId"):
+                    self.admission_ids[uid] = str(record.get("admissionId"))
+                    self.refresh_gang(uid)
                 return
             self.state.release(uid)  # released through the API: give back what it held
+            self.admission_ids.pop(uid, None)
             self.refresh_gang(uid)
         try:
             gang = translate.gang(
@@ -277,11 +337,14 @@ class ClusterCaches:
                 log.warning("recorded admission does not hold", gang=uid, problem=str(exc))
                 return
             self.unrestorable.pop(uid, None)
+            self.admission_ids[uid] = str(record.get("admissionId"))
             self.refresh_gang(uid)
             return
-        if (obj.get("spec") or {}).get("suspend") or status.get("phase") in (
-            "Succeeded",
-            "Failed",
+        self.unrestorable.pop(uid, None)
+        if (
+            (obj.get("spec") or {}).get("suspend")
+            or _meta(obj).get("deletionTimestamp")
+            or status.get("phase") in ("Succeeded", "Failed")
         ):
             self.state.remove_gang(uid)
             return
@@ -314,8 +377,8 @@ class ClusterCaches:
 
     def _on_pod(self, kind: str, old: Obj | None, new: Obj) -> None:
         key = r.PODS.key(new)
-        owner = self._owner(self._pods_of, key, new, kind == DELETED)
-        if kind == DELETED or owner in self.state.admitted:
+        self._owner(self._pods_of, key, new, kind == DELETED)
+        if kind == DELETED or self.ours(new):
             self.state.remove_foreign_pod(key)
             return
         try:
@@ -330,8 +393,8 @@ class ClusterCaches:
 
     def _on_claim(self, kind: str, old: Obj | None, new: Obj) -> None:
         key = r.RESOURCE_CLAIMS.key(new)
-        owner = self._owner(self._claims_of, key, new, kind == DELETED)
-        if kind == DELETED or owner in self.state.admitted:
+        self._owner(self._claims_of, key, new, kind == DELETED)
+        if kind == DELETED or self.ours(new):
             self.state.remove_foreign_claim(key)
             return
         try:

@@ -44,15 +44,16 @@ def _precondition(obj: Obj) -> dict[str, Any]:
     return {"resourceVersion": _meta(obj)["resourceVersion"]}
 
 
-async def write_admission(rest: Rest, job: Obj, record: Obj) -> Obj:
-    """The commit point. Returns the GangJob as written (or as found, if done)."""
+async def write_admission(rest: Rest, job: Obj, record: Obj, status: Obj | None = None) -> Obj:
+    """The commit point. Returns the GangJob as written (or as found, if done).
+    `status` adds other status fields (phase, conditions) to the same write."""
     current = (job.get("status") or {}).get("admission") or {}
     if current.get("admissionId") == record["admissionId"]:
         return job
     if current:
         raise CommitConflict(f"GangJob already holds admission {current.get('admissionId')}")
     path = GANG_JOBS.path(_meta(job)["namespace"], _meta(job)["name"], "status")
-    body = {"metadata": _precondition(job), "status": {"admission": record}}
+    body = {"metadata": _precondition(job), "status": {**(status or {}), "admission": record}}
     try:
         return await rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
     except KubeError as exc:

@@ -65,6 +65,14 @@ def resource_version(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
+def _newer(version: str, than: str) -> bool:
+    """resourceVersions are opaque, but etcd's (and the emulator's) are increasing
+    integers; anything else counts as newer when different."""
+    if version.isdigit() and than.isdigit():
+        return int(version) > int(than)
+    return version != than
+
+
 class Informer:
     """A list+watch cache of one resource (all namespaces), optionally filtered."""
 
@@ -228,10 +236,21 @@ class Informer:
             if old is not None:
                 del self.cache[key]
                 self._emit(DELETED, old, obj)
-        elif old is None or resource_version(old) != resource_version(obj):
-            self.cache[key] = obj
+        elif old is None or _newer(resource_version(obj), resource_version(old)):
+            self.cache[key] = obj  # an event older than an assumed write changes nothing
             self._emit(ADDED if old is None else MODIFIED, old, obj)
         return None
+
+    def assume(self, obj: Obj) -> None:
+        """Take the answer of our own write before its watch event arrives (kube-scheduler's
+        assume cache), so decisions right after a write see it; the event itself then
+        changes nothing. Ignored if the cache already holds that version or a newer one."""
+        key = self.resource.key(obj)
+        old = self.cache.get(key)
+        if old is not None and not _newer(resource_version(obj), resource_version(old)):
+            return
+        self.cache[key] = obj
+        self._emit(ADDED if old is None else MODIFIED, old, obj)
 
     def _replace(self, fresh: Mapping[str, Obj], version: str) -> None:
         """Make the cache equal `fresh`, telling handlers only what changed."""

@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
+from controller.kube.ratelimit import TokenBucket
+
 Obj = dict[str, Any]
 
 JSON = "application/json"
@@ -84,8 +86,16 @@ verb is the HTTP method, or WATCH."""
 class Rest:
     """The few verbs the controller needs, on any resource path."""
 
-    def __init__(self, api_client: ApiClient, *, on_error: ErrorHook | None = None) -> None:
+    def __init__(
+        self,
+        api_client: ApiClient,
+        limiter: TokenBucket | None = None,
+        *,
+        on_error: ErrorHook | None = None,
+    ) -> None:
         self.api_client = api_client
+        self.limiter = limiter
+        """Paces every request but watches (client-go likewise exempts long-running ones)."""
         self.on_error = on_error
 
     async def _send(
@@ -98,6 +108,8 @@ class Rest:
         timeout: float | aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
         verb = "WATCH" if query and query.get("watch") else method
+        if self.limiter is not None and verb != "WATCH":
+            await self.limiter.acquire()
         try:
             response: aiohttp.ClientResponse = await self.api_client.call_api(
                 path,

@@ -60,6 +60,8 @@ NOT_READY_TAINT = Taint("node.kubernetes.io/not-ready", "", "NoSchedule")
 """What the node lifecycle controller puts on a NotReady node; we apply it ourselves so
 a NotReady node takes no new pods even before that controller acts."""
 GANG_JOB_KIND = "GangJob"
+ADMISSION_ANNOTATION = "phalanx.dev/admission-id"
+"""On the pods and claims the controller makes for an admission: which one they serve."""
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -364,6 +366,12 @@ def owner_gang(obj: Obj) -> str | None:
         ):
             return str(ref.get("uid"))
     return None
+
+
+def admission_of(obj: Obj) -> str | None:
+    """The admission a pod or claim was made for (its ADMISSION_ANNOTATION), if any."""
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(ADMISSION_ANNOTATION)
+    return None if value is None else str(value)
 
 
 # ---- priorities, queues, gangs -----------------------------------------------------------

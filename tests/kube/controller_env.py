@@ -14,6 +14,7 @@ from kubernetes_asyncio import client, config
 
 from controller.kube.resources import Resource
 from controller.kube.rest import Obj, Rest
+from controller.kube.translate import ADMISSION_ANNOTATION
 from emulator import Emulator
 
 CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap", True)
@@ -88,6 +89,7 @@ def pod(name: str, node_name: str | None, owner: Obj | None = None, cpu: str = "
     meta: dict[str, Any] = {"name": name, "namespace": "default"}
     if owner is not None:
         meta["ownerReferences"] = [owned_by(owner)]
+        meta["annotations"] = {ADMISSION_ANNOTATION: "a1"}
     spec: dict[str, Any] = {
         "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu}}}]
     }

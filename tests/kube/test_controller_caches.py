@@ -14,6 +14,7 @@ from controller.kube import resources as r
 from controller.kube.caches import ClusterCaches, served
 from controller.kube.rest import Obj, Rest
 from emulator import Emulator, Fault
+from tests.kube.controller_cluster import allocated_claim, gpu_slice
 from tests.kube.controller_env import (
     GANG_API,
     create,
@@ -21,7 +22,6 @@ from tests.kube.controller_env import (
     gangjob,
     load_crds,
     node,
-    owned_by,
     pod,
     record_for,
     rest,
@@ -48,7 +48,7 @@ async def cluster(emulator: Emulator, rest: Rest) -> Rest:
         },
     )
     for name in ("n1", "n2"):
-        await create(rest, r.RESOURCE_SLICES, gpu_slice(name))
+        await create(rest, r.RESOURCE_SLICES, gpu_slice(name, 2))
     await create(
         rest,
         r.QUEUES,
@@ -76,43 +76,6 @@ async def cluster(emulator: Emulator, rest: Rest) -> Rest:
         },
     )
     return rest
-
-
-def gpu_slice(node_name: str) -> Obj:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {"name": f"{node_name}-gpus"},
-        "spec": {
-            "driver": "gpu.io",
-            "nodeName": node_name,
-            "pool": {"name": node_name, "generation": 1, "resourceSliceCount": 1},
-            "devices": [{"name": f"gpu-{i}"} for i in range(2)],
-        },
-    }
-
-
-async def allocated_claim(
-    rest: Rest, name: str, device: tuple[str, str], owner: Obj | None = None
-) -> Obj:
-    meta: dict[str, Any] = {"name": name, "namespace": "default"}
-    if owner is not None:
-        meta["ownerReferences"] = [owned_by(owner)]
-    claim = await create(
-        rest,
-        r.RESOURCE_CLAIMS,
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "ResourceClaim",
-            "metadata": meta,
-            "spec": {
-                "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}
-            },
-        },
-    )
-    result = {"request": "gpu", "driver": "gpu.io", "pool": device[0], "device": device[1]}
-    claim["status"] = {"allocation": {"devices": {"results": [result]}}}
-    return await rest.request("PUT", r.RESOURCE_CLAIMS.path("default", name, "status"), body=claim)
 
 
 async def record_admission(rest: Rest, job: Obj, record: Obj) -> Obj:

@@ -1,0 +1,621 @@
+"""The decision loop: admission cycles, the commit protocol per admission, and the
+level-triggered reconcile of every GangJob (materialise, lifecycle, release).
+
+Two kinds of work, both driven by the caches' watch events:
+
+- Cycles. Any change to the cluster state wakes the cycle task; events that arrive
+  while a cycle runs are coalesced into the next one, and `CycleResult.wake_at` sets a
+  timer. Each admission is committed at its commit point (the finalizer, then the
+  record with a resourceVersion precondition); a conflict or a failed write rolls that
+  gang back in the ledger, a success commits it. The caches hold the GangJob events of
+  gangs being committed, so the state never drops a reservation mid-commit.
+- Reconciles. Workers take GangJobs marked dirty (by their own events or those of their
+  pods and claims) one at a time per job. From the job's record and the cached objects
+  they: roll back a record that no longer holds; tear down what an earlier admission
+  left; create the headless Service, claims (finalizer already set) and pods; allocate
+  and reserve the claims; bind the pods; follow the pods to Running, Succeeded or
+  Failed (restarting the gang up to maxRestarts); and release by clearing the record.
+  Every step is idempotent, so a new leader simply reconciles every job again: that is
+  the start-up roll-forward.
+
+Status follows Kubernetes conventions (conditions Queued, Admitted, Running, Succeeded,
+Failed with reasons, lastTransitionTime and observedGeneration; the engine's pending
+reason verbatim as the Queued message) and every condition change is also an Event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+import structlog
+
+from controller.engine.cycle import CycleResult, Decision, Engine
+from controller.engine.ledger import Ledger
+from controller.kube import reconcile as rc
+from controller.kube.backoff import Backoff
+from controller.kube.caches import ClusterCaches
+from controller.kube.commit import (
+    ClaimStep,
+    CommitBroken,
+    CommitConflict,
+    allocate_claim,
+    bind,
+    write_admission,
+)
+from controller.kube.reconcile import Transition
+from controller.kube.release import delete, delete_pod, release_claim
+from controller.kube.resources import GANG_JOBS, PODS, RESOURCE_CLAIMS, Resource
+from controller.kube.rest import MERGE_PATCH, KubeError, Obj, Rest
+from controller.kube.translate import admission_of, admission_record, describe
+
+log = structlog.get_logger("phalanx.loop")
+
+SERVICES = Resource("", "v1", "services", "Service", True)
+EVENTS = Resource("events.k8s.io", "v1", "events", "Event", True)
+T = TypeVar("T")
+WRITE_ERRORS = (KubeError, aiohttp.ClientError, OSError, TimeoutError)
+
+
+class Metrics(Protocol):
+    """What the loop reports; metrics.py implements it (the default records nothing)."""
+
+    def cycle(self, seconds: float, result: CycleResult) -> None: ...
+
+    def admission(self, outcome: str) -> None: ...
+
+
+class NoMetrics:
+    def cycle(self, seconds: float, result: CycleResult) -> None:
+        pass
+
+    def admission(self, outcome: str) -> None:
+        pass
+
+
+@dataclass
+class LoopOptions:
+    workers: int = 8
+    """GangJobs reconciled at once."""
+    writes_in_flight: int = 32
+    """Concurrent API writes within one GangJob's reconcile."""
+    min_cycle_gap: float = 0.0
+    """Seconds between cycles, so a burst of events makes one cycle, not many."""
+    instance: str = "phalanx"
+    """`reportingInstance` of our Events (the pod name in a cluster)."""
+
+
+def _meta(obj: Obj) -> dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _key(obj: Obj) -> str:
+    return GANG_JOBS.key(obj)
+
+
+@dataclass
+class _Work:
+    """Dirty GangJob keys: each is reconciled by one worker at a time."""
+
+    queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    queued: set[str] = field(default_factory=set)
+    active: set[str] = field(default_factory=set)
+    again: set[str] = field(default_factory=set)
+
+    def add(self, key: str) -> None:
+        if key in self.active:
+            self.again.add(key)
+        elif key not in self.queued:
+            self.queued.add(key)
+            self.queue.put_nowait(key)
+
+
+class Controller:
+    """The decision loop over one ClusterCaches and Engine. `run()` until cancelled."""
+
+    def __init__(
+        self,
+        rest: Rest,
+        caches: ClusterCaches,
+        engine: Engine,
+        *,
+        options: LoopOptions | None = None,
+        is_leader: Callable[[], bool] | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if engine.state is not caches.state:
+            raise ValueError("the engine must decide on the caches' state")
+        self.rest = rest
+        self.caches = caches
+        self.engine = engine
+        self.options = options or LoopOptions()
+        self.is_leader = is_leader or (lambda: True)
+        self.metrics: Metrics = metrics or NoMetrics()
+        self.clock = clock
+        self.cycles = 0
+        self._changed = asyncio.Event()
+        self._work = _Work()
+        self._wake_at: float | None = None
+        self._commit_backoff = Backoff(initial=0.2, cap=10.0)
+        self._pause = 0.0
+        self._retries: dict[str, Backoff] = {}
+        for plural, informer in caches.informers.items():
+            informer.add_handler(self._on_event(plural))
+
+    # ---- events ------------------------------------------------------------------------
+    def _on_event(self, plural: str) -> Callable[[str, Obj | None, Obj], None]:
+        def handler(kind: str, old: Obj | None, new: Obj) -> None:
+            self._changed.set()
+            if plural == "gangjobs":
+                self._work.add(_key(new))
+            elif plural in ("pods", "resourceclaims"):
+                for ref in _meta(new).get("ownerReferences") or ():
+                    if ref.get("kind") == "GangJob" and ref.get("controller"):
+                        self._work.add(f"{_meta(new).get('namespace')}/{ref.get('name')}")
+
+        return handler
+
+    def _dirty_uid(self, uid: str) -> None:
+        job = self.caches.gang_job(uid)
+        if job is not None:
+            self._work.add(_key(job))
+
+    # ---- running -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Wait for the caches, then cycle and reconcile until cancelled."""
+        await self.caches.ready.wait()
+        log.info("caches ready: reconciling every GangJob")
+        for job in list(self.caches.cache("gangjobs").values()):
+            self._work.add(_key(job))
+        self._changed.set()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._cycles())
+            for _ in range(self.options.workers):
+                tasks.create_task(self._worker())
+
+    async def _cycles(self) -> None:
+        while True:
+            timeout = None if self._wake_at is None else max(0.0, self._wake_at - self.clock())
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                self._wake_at = None
+            self._changed.clear()
+            if not self.is_leader():
+                continue
+            await self.cycle()
+            pause, self._pause = max(self._pause, self.options.min_cycle_gap), 0.0
+            if pause:
+                await asyncio.sleep(pause)  # a failing API server is not hammered
+
+    async def _worker(self) -> None:
+        work = self._work
+        while True:
+            key = await work.queue.get()
+            work.queued.discard(key)
+            work.active.add(key)
+            try:
+                if self.is_leader():
+                    await self.reconcile(key)
+                self._retries.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = self._retries.setdefault(key, Backoff(initial=0.5)).next_delay(
+                    exc.retry_after or 0.0 if isinstance(exc, KubeError) else 0.0
+                )
+                log.warning("reconcile failed", job=key, error=str(exc), retry_in=round(delay, 2))
+                asyncio.get_running_loop().call_later(delay, work.add, key)
+            finally:
+                work.active.discard(key)
+                if key in work.again:
+                    work.again.discard(key)
+                    work.add(key)
+
+    # ---- cycles and the commit point -----------------------------------------------------
+    async def cycle(self) -> CycleResult:
+        """One admission cycle and the commit point of each admission it makes."""
+        started = time.perf_counter()
+        result = self.engine.cycle(now=self.clock())
+        self.cycles += 1
+        self.metrics.cycle(time.perf_counter() - started, result)
+        self._wake_at = result.wake_at
+        for fault in result.faults:
+            log.error("policy fault", fault=fault)
+        for decision in result.decisions:
+            self._dirty_uid(decision.gang_uid)
+        admitted = result.admitted
+        if not admitted:
+            return result
+        held = [d.gang_uid for d in admitted] + [v for d in admitted for v in d.victims]
+        self.caches.hold(held)
+        try:
+            if any(d.victims for d in admitted):
+                for decision in admitted:  # in ledger order: rollbacks may cascade
+                    if result.ledger.is_open(decision.gang_uid):
+                        await self._commit(decision, result.ledger)
+            else:
+                await self._each(admitted, lambda d: self._commit(d, result.ledger))
+        finally:
+            for uid in held:
+                self.caches.unhold(uid)
+                self._dirty_uid(uid)  # reconcile once the caches have taken the outcome
+        for uid in result.ledger.unrestorable:
+            self._dirty_uid(uid)
+        return result
+
+    async def _commit(self, decision: Decision, ledger: Ledger) -> None:
+        uid = decision.gang_uid
+        job = self.caches.gang_job(uid)
+        assert decision.reservation is not None
+        try:
+            if job is None:
+                raise CommitConflict("the GangJob is gone")
+            for victim in decision.victims:
+                evicted = self.caches.gang_job(victim)
+                if evicted is None or not await self._release(
+                    evicted,
+                    "Pending",
+                    [
+                        Transition(
+                            rc.ADMITTED,
+                            False,
+                            "Preempted",
+                            f"preempted for {describe('GangJob', job)}",
+                            True,
+                        )
+                    ],
+                ):
+                    raise CommitConflict(f"victim {victim} changed")
+            job = await self._ensure_finalizer(job)
+            record = admission_record(decision.reservation, secrets.token_hex(8))
+            transitions = [
+                Transition(rc.QUEUED, False, "Admitted", decision.reason),
+                Transition(rc.ADMITTED, True, "Admitted", decision.reason),
+            ]
+            conditions, changed = rc.with_conditions(job, transitions, rc.now_time())
+            written = await write_admission(
+                self.rest, job, record, {"phase": "Admitted", "conditions": conditions}
+            )
+        except (CommitConflict, *WRITE_ERRORS) as exc:
+            undone = ledger.rollback(uid)
+            self.metrics.admission("conflict" if isinstance(exc, CommitConflict) else "error")
+            log.info("admission rolled back", gang=uid, undone=undone, error=str(exc))
+            self._changed.set()
+            if not isinstance(exc, CommitConflict):
+                self._pause = self._commit_backoff.next_delay()
+            return
+        ledger.commit(uid)
+        self._commit_backoff.reset()
+        self.metrics.admission("admitted")
+        self.caches.assume(GANG_JOBS, written)
+        await self._events(written, changed)
+
+    async def _ensure_finalizer(self, job: Obj) -> Obj:
+        meta = _meta(job)
+        finalizers = list(meta.get("finalizers") or ())
+        if rc.JOB_FINALIZER in finalizers:
+            return job
+        body = {
+            "metadata": {
+                "resourceVersion": meta["resourceVersion"],
+                "finalizers": [*finalizers, rc.JOB_FINALIZER],
+            }
+        }
+        try:
+            return await self.rest.request(
+                "PATCH",
+                GANG_JOBS.path(meta["namespace"], meta["name"]),
+                body=body,
+                content_type=MERGE_PATCH,
+            )
+        except KubeError as exc:
+            if exc.status == 409:
+                raise CommitConflict(exc.message) from exc
+            raise
+
+    # ---- reconcile -----------------------------------------------------------------------
+    async def reconcile(self, key: str) -> None:
+        """Bring one GangJob's objects and status in line with its record."""
+        job = self.caches.cache("gangjobs").get(key)
+        if job is None:
+            return
+        meta, spec = _meta(job), job.get("spec") or {}
+        status = job.get("status") or {}
+        uid = str(meta["uid"])
+        record = status.get("admission")
+        admission = str(record["admissionId"]) if record else None
+        pods, claims = self.caches.owned(uid)
+        if record:
+            lost = self.caches.unrestorable.get(uid)
+            if lost is not None:
+                await self._release(job, "Pending", [*_requeue("AdmissionLost", lost)])
+                return
+            if meta.get("deletionTimestamp") or spec.get("suspend"):
+                why = "Deleted" if meta.get("deletionTimestamp") else "Suspended"
+                phase = status.get("phase") if why == "Deleted" else "Suspended"
+                await self._release(
+                    job,
+                    phase,
+                    [Transition(rc.ADMITTED, False, why, f"the GangJob was {why.lower()}")],
+                )
+                return
+        stale_pods = [p for p in pods if admission_of(p) != admission]
+        stale_claims = [c for c in claims if admission_of(c) != admission]
+        await self._tear_down(stale_pods, stale_claims)
+        if meta.get("deletionTimestamp"):
+            await self._finish_deletion(job)
+            return
+        if not record:
+            await self._pending_status(job)
+            return
+        if uid not in self.caches.state.admitted or self.caches.admission_ids.get(uid) != admission:
+            return  # the caches have not taken the record yet; its event will come back here
+        current = await self._materialise(job, [p for p in pods if admission_of(p) == admission])
+        if current is not None:
+            await self._follow(job, current)
+
+    async def _each(self, items: Iterable[T], step: Callable[[T], Awaitable[Any]]) -> list[Any]:
+        """Run `step` on every item, at most `writes_in_flight` at once; all finish, then
+        the first error (if any) is raised."""
+        limit = asyncio.Semaphore(self.options.writes_in_flight)
+
+        async def one(item: T) -> Any:
+            async with limit:
+                return await step(item)
+
+        results = await asyncio.gather(*(one(i) for i in items), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results
+
+    async def _tear_down(self, pods: list[Obj], claims: list[Obj]) -> None:
+        if not pods and not claims:
+            return
+        cached = self.caches.cache("pods")
+
+        def pod_of(consumer: Obj) -> Obj | None:
+            pod = cached.get(f"{_meta(claims[0]).get('namespace')}/{consumer.get('name')}")
+            if pod is None or _meta(pod).get("uid") != consumer.get("uid"):
+                return None
+            return pod
+
+        async def claim_step(claim: Obj) -> None:
+            try:
+                await release_claim(self.rest, claim, pod_of)
+            except KubeError as exc:
+                if exc.status not in (404, 409):
+                    raise
+
+        await self._each(pods, lambda p: delete_pod(self.rest, p))
+        await self._each(claims, claim_step)
+
+    async def _finish_deletion(self, job: Obj) -> None:
+        """A deleted GangJob: once nothing of it is left, drop our finalizer."""
+        pods, claims = self.caches.owned(str(_meta(job)["uid"]))
+        if pods or claims:
+            return
+        meta = _meta(job)
+        await delete(self.rest, SERVICES.path(meta["namespace"], meta["name"]))
+        finalizers = [f for f in meta.get("finalizers") or () if f != rc.JOB_FINALIZER]
+        if len(finalizers) == len(meta.get("finalizers") or ()):
+            return
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers}}
+        try:
+            await self.rest.request(
+                "PATCH",
+                GANG_JOBS.path(meta["namespace"], meta["name"]),
+                body=body,
+                content_type=MERGE_PATCH,
+            )
+        except KubeError as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    async def _create(self, resource: Resource, obj: Obj) -> Obj:
+        """Create; if the name is taken, the object that has it."""
+        meta = _meta(obj)
+        try:
+            return await self.rest.request("POST", resource.path(meta["namespace"]), body=obj)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            return await self.rest.get(resource.path(meta["namespace"], meta["name"]))
+
+    async def _materialise(self, job: Obj, pods: list[Obj]) -> list[Obj] | None:
+        """Claims, pods, allocations and bindings of the recorded admission; the pods
+        once all are bound, None while waiting (or after a roll-back)."""
+        admission = str(job["status"]["admission"]["admissionId"])
+        try:
+            plans = rc.plan(job, self.caches.cache("resourceclaimtemplates"))
+        except rc.CannotMaterialise as exc:
+            await self._release(job, "Pending", _requeue("CannotMaterialise", str(exc)))
+            return None
+        have = {_meta(p)["name"]: p for p in pods}
+        if len(have) == len(plans) and all((p.get("spec") or {}).get("nodeName") for p in pods):
+            return pods
+        claims_cache = self.caches.cache("resourceclaims")
+        namespace = _meta(job)["namespace"]
+        await self._create(SERVICES, rc.service(job))
+
+        async def made(resource: Resource, manifest: Obj, cached: Obj | None) -> Obj | None:
+            obj = cached if cached is not None else await self._create(resource, manifest)
+            return obj if admission_of(obj) == admission else None
+
+        claim_plans = [c for p in plans for c in p.claims]
+        claims = await self._each(
+            claim_plans,
+            lambda c: made(
+                RESOURCE_CLAIMS,
+                c.manifest,
+                _current(
+                    claims_cache.get(f"{namespace}/{c.manifest['metadata']['name']}"), admission
+                ),
+            ),
+        )
+        made_pods = await self._each(plans, lambda p: made(PODS, p.manifest, have.get(p.name)))
+        if any(o is None for o in (*claims, *made_pods)):
+            return None  # a name still held by an earlier admission's object
+        claim_of = {_meta(c)["name"]: c for c in claims}
+        steps = [
+            ClaimStep(claim_of[c.manifest["metadata"]["name"]], c.results, pod, p.node)
+            for p, pod in zip(plans, made_pods, strict=True)
+            for c in p.claims
+        ]
+        try:
+            await self._each(steps, self._allocate)
+            await self._each(
+                list(zip(plans, made_pods, strict=True)),
+                lambda pp: bind(self.rest, pp[1], pp[0].node),
+            )
+        except CommitBroken as exc:
+            await self._release(job, "Pending", _requeue("AdmissionBroken", str(exc)))
+            return None
+        return None
+
+    async def _allocate(self, step: ClaimStep) -> None:
+        try:
+            await allocate_claim(self.rest, step)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            meta = _meta(step.claim)
+            fresh = await self.rest.get(RESOURCE_CLAIMS.path(meta["namespace"], meta["name"]))
+            await allocate_claim(self.rest, ClaimStep(fresh, step.results, step.pod, step.node))
+
+    async def _follow(self, job: Obj, pods: list[Obj]) -> None:
+        """Pods bound: Running once all run, released once all succeeded or one failed."""
+        status, spec = job.get("status") or {}, job.get("spec") or {}
+        phases = [rc.pod_phase(p) for p in pods]
+        failed = [_meta(p)["name"] for p, ph in zip(pods, phases, strict=True) if ph == "Failed"]
+        if failed:
+            restarts = int(status.get("restarts") or 0)
+            limit = int((spec.get("failurePolicy") or {}).get("maxRestarts") or 0)
+            message = f"pod {failed[0]} failed"
+            if restarts < limit:
+                await self._release(
+                    job,
+                    "Pending",
+                    _requeue("Restarting", f"{message}; restart {restarts + 1} of {limit}"),
+                    restarts=restarts + 1,
+                )
+            else:
+                await self._release(
+                    job,
+                    "Failed",
+                    [
+                        Transition(rc.RUNNING, False, "PodFailed", message),
+                        Transition(
+                            rc.FAILED, True, "PodFailed", f"{message}; no restarts left", True
+                        ),
+                    ],
+                )
+            return
+        if all(ph == "Succeeded" for ph in phases):
+            await self._release(
+                job,
+                "Succeeded",
+                [
+                    Transition(rc.RUNNING, False, "Completed", "every pod succeeded"),
+                    Transition(rc.SUCCEEDED, True, "Completed", "every pod succeeded"),
+                ],
+            )
+            return
+        if status.get("phase") != "Running" and all(
+            ph in ("Running", "Succeeded") for ph in phases
+        ):
+            await self._set_status(
+                job,
+                "Running",
+                [Transition(rc.RUNNING, True, "AllPodsRunning", f"{len(pods)} pods running")],
+            )
+
+    # ---- status ------------------------------------------------------------------------------
+    async def _pending_status(self, job: Obj) -> None:
+        status, spec = job.get("status") or {}, job.get("spec") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return
+        uid = str(_meta(job)["uid"])
+        problem = self.caches.problems.get(describe("GangJob", job))
+        if spec.get("suspend"):
+            await self._set_status(
+                job,
+                "Suspended",
+                [Transition(rc.QUEUED, False, "Suspended", "spec.suspend is true")],
+            )
+        elif problem is not None:
+            await self._set_status(
+                job, "Pending", [Transition(rc.QUEUED, False, "Invalid", problem, True)]
+            )
+        elif uid in self.caches.state.pending:
+            reason = self.engine.reasons.get(uid, "waiting for the next admission cycle")
+            await self._set_status(job, "Pending", [Transition(rc.QUEUED, True, "Waiting", reason)])
+
+    async def _set_status(
+        self, job: Obj, phase: str | None, transitions: list[Transition], **fields: Any
+    ) -> Obj | None:
+        """One /status write (if anything changes), with the job's resourceVersion; then
+        an Event per condition change. None on a conflict (a newer job is on its way)."""
+        status = job.get("status") or {}
+        conditions, changed = rc.with_conditions(job, transitions, rc.now_time())
+        update = {"phase": phase, "conditions": conditions, **fields}
+        if all(status.get(k) == v for k, v in update.items()):
+            return job
+        meta = _meta(job)
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": update}
+        try:
+            written = await self.rest.request(
+                "PATCH",
+                GANG_JOBS.path(meta["namespace"], meta["name"], "status"),
+                body=body,
+                content_type=MERGE_PATCH,
+            )
+        except KubeError as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+        self.caches.assume(GANG_JOBS, written)
+        await self._events(written, changed)
+        return written
+
+    async def _release(
+        self, job: Obj, phase: str | None, transitions: list[Transition], **fields: Any
+    ) -> bool:
+        """The release's commit point: the record cleared (quota returned) with the new
+        phase; the admission's pods and claims are stale from then on."""
+        written = await self._set_status(job, phase, transitions, admission=None, **fields)
+        if written is not None:
+            log.info("released", job=_key(job), phase=phase)
+        return written is not None
+
+    async def _events(self, job: Obj, changed: list[Transition]) -> None:
+        for t in changed:
+            try:
+                await self.rest.request(
+                    "POST",
+                    EVENTS.path(_meta(job)["namespace"]),
+                    body=rc.event(job, t, self.options.instance),
+                )
+            except WRITE_ERRORS as exc:
+                log.warning("event not recorded", job=_key(job), reason=t.reason, error=str(exc))
+
+
+def _current(obj: Obj | None, admission: str) -> Obj | None:
+    """A cached object only if it was made for this admission (else create, or find the
+    name taken)."""
+    return obj if obj is not None and admission_of(obj) == admission else None
+
+
+def _requeue(reason: str, message: str) -> list[Transition]:
+    return [
+        Transition(rc.ADMITTED, False, reason, message, True),
+        Transition(rc.RUNNING, False, reason, message),
+        Transition(rc.QUEUED, True, reason, message),
+    ]

@@ -1,0 +1,222 @@
+"""A running controller against the emulator, and the cluster objects e2e tests build on.
+
+`running` starts caches + decision loop as a fresh controller would (call it again after
+cancelling to play a restart); `until` waits, in loop time, for a condition on the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from controller.engine.cycle import Engine
+from controller.engine.state import ClusterState
+from controller.kube import resources as r
+from controller.kube.caches import ClusterCaches
+from controller.kube.loop import Controller, LoopOptions
+from controller.kube.rest import Obj, Rest
+from controller.kube.translate import ADMISSION_ANNOTATION
+from tests.kube.controller_env import GANG_API, create, owned_by
+
+NAMESPACE = "default"
+
+
+class Running:
+    """Start and crash controllers; every one started is stopped at the end."""
+
+    def __init__(self, rest: Rest) -> None:
+        self.rest = rest
+        self.tasks: list[asyncio.Task[None]] = []
+        self.controller: Controller | None = None
+
+    async def start(self) -> Controller:
+        caches = await ClusterCaches.discover(self.rest, ClusterState())
+        controller = Controller(
+            self.rest, caches, Engine(caches.state), options=LoopOptions(instance="test")
+        )
+        self.tasks = [
+            asyncio.create_task(caches.run()),
+            asyncio.create_task(controller.run()),
+        ]
+        await asyncio.wait_for(caches.ready.wait(), 60)
+        self.controller = controller
+        return controller
+
+    async def crash(self) -> None:
+        """Cancel the controller's tasks wherever they are (a fail-stop)."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+
+
+@pytest.fixture
+async def running(rest: Rest) -> AsyncIterator[Running]:
+    run = Running(rest)
+    yield run
+    await run.crash()
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]], timeout: float = 120.0, step: float = 0.2
+) -> None:
+    """Poll `check` (in loop time) until it holds; fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not reached in {timeout} s: {check.__name__}")
+        await asyncio.sleep(step)
+
+
+async def items(rest: Rest, resource: r.Resource, **query: str) -> list[Obj]:
+    return list((await rest.get(resource.path(NAMESPACE), query or None)).get("items") or [])
+
+
+async def job(rest: Rest, name: str) -> Obj:
+    return await rest.get(r.GANG_JOBS.path(NAMESPACE, name))
+
+
+def one_slot_node(name: str, pods: int = 1, **labels: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}},
+        "status": {
+            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": str(pods)},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+async def add_node(rest: Rest, name: str, pods: int = 1) -> Obj:
+    """A Ready node without the not-ready taint the API server puts on new nodes (the node
+    lifecycle controller removes it in a cluster)."""
+    await create(rest, r.NODES, one_slot_node(name, pods))
+    return await rest.request(
+        "PATCH",
+        r.NODES.path(name=name),
+        body={"spec": {"taints": None}},
+        content_type="application/merge-patch+json",
+    )
+
+
+def gpu_class() -> Obj:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {"name": "gpu"},
+        "spec": {"selectors": [{"cel": {"expression": "device.driver == 'gpu.io'"}}]},
+    }
+
+
+def gpu_slice(node_name: str, gpus: int) -> Obj:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {"name": f"{node_name}-gpus"},
+        "spec": {
+            "driver": "gpu.io",
+            "nodeName": node_name,
+            "pool": {"name": node_name, "generation": 1, "resourceSliceCount": 1},
+            "devices": [{"name": f"gpu-{i}"} for i in range(gpus)],
+        },
+    }
+
+
+def one_gpu_template() -> Obj:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": "one-gpu", "namespace": NAMESPACE},
+        "spec": {
+            "spec": {
+                "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}
+            }
+        },
+    }
+
+
+def queue(name: str = "q", **nominal: int | str) -> Obj:
+    quota = [{"resource": k.replace("__", "/"), "nominal": v} for k, v in nominal.items()]
+    return {
+        "apiVersion": GANG_API,
+        "kind": "Queue",
+        "metadata": {"name": name},
+        "spec": {"quota": quota},
+    }
+
+
+def gang_job(
+    name: str,
+    sets: list[tuple[str, int]],
+    *,
+    gpu: bool = False,
+    cpu: str = "100m",
+    queue_name: str = "q",
+    **spec: Any,
+) -> Obj:
+    pod_spec: dict[str, Any] = {
+        "containers": [
+            {"name": "train", "image": "trainer", "resources": {"requests": {"cpu": cpu}}}
+        ]
+    }
+    if gpu:
+        pod_spec["resourceClaims"] = [{"name": "gpu", "resourceClaimTemplateName": "one-gpu"}]
+    return {
+        "apiVersion": GANG_API,
+        "kind": "GangJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "queueName": queue_name,
+            "podSets": [
+                {"name": s, "replicas": n, "template": {"spec": pod_spec}} for s, n in sets
+            ],
+            **spec,
+        },
+    }
+
+
+async def gpu_cluster(rest: Rest, nodes: int, gpus: int, pods: int = 110) -> None:
+    await create(rest, r.DEVICE_CLASSES, gpu_class())
+    await create(rest, r.CLAIM_TEMPLATES, one_gpu_template())
+    for i in range(nodes):
+        await add_node(rest, f"n{i}", pods)
+        await create(rest, r.RESOURCE_SLICES, gpu_slice(f"n{i}", gpus))
+
+
+async def finish_pods(rest: Rest, job_name: str, phase: str = "Succeeded") -> None:
+    """What a kubelet would report: every pod of the job ends in `phase`."""
+    for pod in await items(rest, r.PODS, labelSelector=f"phalanx.dev/gang={job_name}"):
+        pod["status"] = {**(pod.get("status") or {}), "phase": phase}
+        await rest.request(
+            "PUT", r.PODS.path(NAMESPACE, pod["metadata"]["name"], "status"), body=pod
+        )
+
+
+async def allocated_claim(
+    rest: Rest, name: str, device: tuple[str, str], owner: Obj | None = None
+) -> Obj:
+    """A claim allocated `device` (pool, name) by someone: us if `owner` is given."""
+    meta: dict[str, Any] = {"name": name, "namespace": "default"}
+    if owner is not None:
+        meta["ownerReferences"] = [owned_by(owner)]
+        meta["annotations"] = {ADMISSION_ANNOTATION: "a1"}
+    claim = await create(
+        rest,
+        r.RESOURCE_CLAIMS,
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": meta,
+            "spec": {
+                "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}
+            },
+        },
+    )
+    result = {"request": "gpu", "driver": "gpu.io", "pool": device[0], "device": device[1]}
+    claim["status"] = {"allocation": {"devices": {"results": [result]}}}
+    return await rest.request("PUT", r.RESOURCE_CLAIMS.path("default", name, "status"), body=claim)
