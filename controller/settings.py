@@ -93,6 +93,24 @@ class Settings(BaseSettings):
         float,
         Field(ge=0, description="Least time between admission cycles; events in between coalesce."),
     ] = 0.0
+    node_grace_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            description="A node NotReady this long evicts the gangs on it (the node "
+            "lifecycle controller's grace period is also 40 s).",
+        ),
+    ] = 40.0
+    requeue_backoff_base_seconds: Annotated[
+        float,
+        Field(gt=0, description="Wait after a gang's first readiness timeout; doubles after each."),
+    ] = 10.0
+    requeue_backoff_max_seconds: Annotated[
+        float, Field(gt=0, description="The longest wait after a readiness timeout.")
+    ] = 600.0
+    queue_status_interval_seconds: Annotated[
+        float, Field(ge=0, description="Least time between Queue status writes; changes coalesce.")
+    ] = 1.0
     watch_inactivity_seconds: Annotated[
         float, Field(gt=0, description="A watch silent this long is re-opened.")
     ] = 120.0

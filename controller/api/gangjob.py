@@ -6,6 +6,7 @@ only the fields Phalanx reads for scheduling are typed and checked here.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
@@ -362,10 +363,21 @@ class Admission(ApiModel):
 GangJobPhase = Literal["Pending", "Admitted", "Running", "Succeeded", "Failed", "Suspended"]
 
 
+class RequeueState(ApiModel):
+    """A gang released for not becoming ready waits this long before its next admission."""
+
+    count: Annotated[int, Field(ge=1, description="Readiness timeouts in a row.")]
+    requeue_at: Annotated[
+        datetime,
+        Field(strict=False, description="Not admitted again before this time (RFC 3339)."),
+    ]
+
+
 class GangJobStatus(ApiModel):
     conditions: Conditions = []
     admission: Admission | None = None
     restarts: Annotated[int, Field(ge=0)] = 0
+    requeue_state: RequeueState | None = None
     phase: GangJobPhase | None = None
 
 

@@ -81,6 +81,8 @@ class ClusterCaches:
         self.default_priority = 0
         self.admission_ids: dict[str, str] = {}
         """The recorded admission id of every admitted GangJob, by uid."""
+        self.parked: set[str] = set()
+        """GangJobs (by uid) kept out of pending while they back off (see `park`)."""
         self._pods_of: dict[str, set[str]] = {}
         self._claims_of: dict[str, set[str]] = {}
         self._held: set[str] = set()
@@ -165,6 +167,20 @@ class ClusterCaches:
         if deferred is not None:
             kind, obj = deferred
             self._on_gang_job(kind, None, obj)
+
+    def park(self, uid: str) -> None:
+        """Keep a gang out of the engine's pending set until `unpark` (a requeue backoff);
+        call before the release is written, so its event finds the gang parked."""
+        self.parked.add(uid)
+        if uid in self.state.pending:
+            self.state.remove_gang(uid)
+
+    def unpark(self, uid: str) -> None:
+        """The backoff is over: the gang is pending again (unless it moved on meanwhile)."""
+        self.parked.discard(uid)
+        job = self.gang_job(uid)
+        if job is not None and uid not in self.state.admitted:
+            self._sync_gang(job)
 
     def owned(self, uid: str) -> tuple[list[Obj], list[Obj]]:
         """The cached pods and claims a GangJob controls."""
@@ -345,6 +361,7 @@ class ClusterCaches:
             (obj.get("spec") or {}).get("suspend")
             or _meta(obj).get("deletionTimestamp")
             or status.get("phase") in ("Succeeded", "Failed")
+            or uid in self.parked
         ):
             self.state.remove_gang(uid)
             return

@@ -18,18 +18,32 @@ Two kinds of work, both driven by the caches' watch events:
   Every step is idempotent, so a new leader simply reconciles every job again: that is
   the start-up roll-forward.
 
+Lifecycle, also level-triggered from the reconcile: a gang on a node that is deleted, or
+NotReady longer than the grace period, is evicted (Evicted) and requeued; a preempted gang
+gets Preempted; in both cases, and when a gang is not all Ready within
+`readyTimeoutSeconds`, its pods get the DisruptionTarget condition before they are
+deleted. A readiness timeout requeues with capped exponential backoff, recorded in
+`status.requeueState`; the gang stays out of the engine's pending set until it expires.
+Timers run on the event loop's clock and restart with a new leader (a grace period or a
+readiness timeout may then last up to twice as long; a backoff is not resumed).
+
+Queue status (usage, borrowed, pending and admitted counts) is written after changes,
+at most once per `queue_status_gap`, and only for queues whose status differs.
+
 Status follows Kubernetes conventions (conditions Queued, Admitted, Running, Succeeded,
-Failed with reasons, lastTransitionTime and observedGeneration; the engine's pending
-reason verbatim as the Queued message) and every condition change is also an Event.
+Failed, Preempted, Evicted with reasons, lastTransitionTime and observedGeneration; the
+engine's pending reason verbatim as the Queued message) and every condition change is also an Event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -48,9 +62,11 @@ from controller.kube.commit import (
     bind,
     write_admission,
 )
+from controller.kube.informer import DELETED
+from controller.kube.queue_status import queue_statuses, status_patch
 from controller.kube.reconcile import Transition
-from controller.kube.release import delete, delete_pod, release_claim
-from controller.kube.resources import GANG_JOBS, PODS, RESOURCE_CLAIMS, Resource
+from controller.kube.release import delete, delete_pod, disrupt_pod, release_claim
+from controller.kube.resources import GANG_JOBS, PODS, QUEUES, RESOURCE_CLAIMS, Resource
 from controller.kube.rest import MERGE_PATCH, KubeError, Obj, Rest
 from controller.kube.translate import admission_of, admission_record, describe
 
@@ -88,6 +104,12 @@ class LoopOptions:
     """Seconds between cycles, so a burst of events makes one cycle, not many."""
     instance: str = "phalanx"
     """`reportingInstance` of our Events (the pod name in a cluster)."""
+    node_grace: float = 40.0
+    """Seconds a node may be NotReady before the gangs on it are evicted."""
+    requeue_backoff: tuple[float, float] = (10.0, 600.0)
+    """First and longest wait before a gang released for not being ready is pending again."""
+    queue_status_gap: float = 1.0
+    """Seconds between Queue status writes; changes in between coalesce."""
 
 
 def _meta(obj: Obj) -> dict[str, Any]:
@@ -145,6 +167,11 @@ class Controller:
         self._commit_backoff = Backoff(initial=0.2, cap=10.0)
         self._pause = 0.0
         self._retries: dict[str, Backoff] = {}
+        self._not_ready_since: dict[str, float] = {}
+        self._ready_by: dict[str, tuple[str, float]] = {}
+        """Admitted gang uid -> (admission id, loop time all its pods must be Ready by)."""
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._queues_changed = asyncio.Event()
         for plural, informer in caches.informers.items():
             informer.add_handler(self._on_event(plural))
 
@@ -152,7 +179,10 @@ class Controller:
     def _on_event(self, plural: str) -> Callable[[str, Obj | None, Obj], None]:
         def handler(kind: str, old: Obj | None, new: Obj) -> None:
             self._changed.set()
-            if plural == "gangjobs":
+            self._queues_changed.set()
+            if plural == "nodes":
+                self._on_node(kind, new)
+            elif plural == "gangjobs":
                 self._work.add(_key(new))
             elif plural in ("pods", "resourceclaims"):
                 for ref in _meta(new).get("ownerReferences") or ():
@@ -160,6 +190,24 @@ class Controller:
                         self._work.add(f"{_meta(new).get('namespace')}/{ref.get('name')}")
 
         return handler
+
+    def _on_node(self, kind: str, node: Obj) -> None:
+        """A node deleted or not Ready: reconcile the admitted gangs with pods there."""
+        name = str(_meta(node).get("name"))
+        if kind != DELETED and rc.node_ready(node):
+            self._not_ready_since.pop(name, None)
+            return
+        for uid, reservation in self.caches.state.admitted.items():
+            if any(p.node == name for p in reservation.pods):
+                self._dirty_uid(uid)
+
+    def _recheck(self, key: str, delay: float) -> None:
+        """Reconcile `key` again in `delay` seconds (one timer per job)."""
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._work.add, key)
 
     def _dirty_uid(self, uid: str) -> None:
         job = self.caches.gang_job(uid)
@@ -176,6 +224,7 @@ class Controller:
         self._changed.set()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._cycles())
+            tasks.create_task(self._queue_statuses())
             for _ in range(self.options.workers):
                 tasks.create_task(self._worker())
 
@@ -190,6 +239,7 @@ class Controller:
             if not self.is_leader():
                 continue
             await self.cycle()
+            self._queues_changed.set()
             pause, self._pause = max(self._pause, self.options.min_cycle_gap), 0.0
             if pause:
                 await asyncio.sleep(pause)  # a failing API server is not hammered
@@ -259,18 +309,15 @@ class Controller:
                 raise CommitConflict("the GangJob is gone")
             for victim in decision.victims:
                 evicted = self.caches.gang_job(victim)
+                why = f"preempted for {describe('GangJob', job)}"
                 if evicted is None or not await self._release(
                     evicted,
                     "Pending",
                     [
-                        Transition(
-                            rc.ADMITTED,
-                            False,
-                            "Preempted",
-                            f"preempted for {describe('GangJob', job)}",
-                            True,
-                        )
+                        Transition(rc.PREEMPTED, True, "Preempted", why, True),
+                        *_requeue("Preempted", why),
                     ],
+                    disruption=(rc.PREEMPTION_BY_SCHEDULER, why),
                 ):
                     raise CommitConflict(f"victim {victim} changed")
             job = await self._ensure_finalizer(job)
@@ -278,6 +325,7 @@ class Controller:
             transitions = [
                 Transition(rc.QUEUED, False, "Admitted", decision.reason),
                 Transition(rc.ADMITTED, True, "Admitted", decision.reason),
+                *_clear(job, (rc.PREEMPTED, rc.EVICTED), "Admitted", decision.reason),
             ]
             conditions, changed = rc.with_conditions(job, transitions, rc.now_time())
             written = await write_admission(
@@ -346,6 +394,19 @@ class Controller:
                     [Transition(rc.ADMITTED, False, why, f"the GangJob was {why.lower()}")],
                 )
                 return
+            gone = self._node_lost(key, record)
+            if gone is not None:
+                reason, message = gone
+                await self._release(
+                    job,
+                    "Pending",
+                    [
+                        Transition(rc.EVICTED, True, reason, message, True),
+                        *_requeue(reason, message),
+                    ],
+                    disruption=(rc.NODE_LOST, message),
+                )
+                return
         stale_pods = [p for p in pods if admission_of(p) != admission]
         stale_claims = [c for c in claims if admission_of(c) != admission]
         await self._tear_down(stale_pods, stale_claims)
@@ -357,9 +418,77 @@ class Controller:
             return
         if uid not in self.caches.state.admitted or self.caches.admission_ids.get(uid) != admission:
             return  # the caches have not taken the record yet; its event will come back here
-        current = await self._materialise(job, [p for p in pods if admission_of(p) == admission])
+        mine = [p for p in pods if admission_of(p) == admission]
+        if await self._ready_timeout(job, mine):
+            return
+        current = await self._materialise(job, mine)
         if current is not None:
             await self._follow(job, current)
+
+    def _node_lost(self, key: str, record: Obj) -> tuple[str, str] | None:
+        """(reason, message) if a node of the record is deleted or NotReady past the grace
+        period; otherwise None, with a recheck timed for the first grace period to end."""
+        nodes, grace = self.caches.cache("nodes"), self.options.node_grace
+        now = asyncio.get_running_loop().time()
+        soonest = math.inf
+        for name in sorted(
+            {str(p["node"]) for ps in record.get("podSets") or () for p in ps["pods"]}
+        ):
+            node = nodes.get(name)
+            if node is None:
+                return "NodeDeleted", f"node {name} was deleted"
+            if rc.node_ready(node):
+                continue
+            left = self._not_ready_since.setdefault(name, now) + grace - now
+            if left <= 0:
+                return "NodeNotReady", f"node {name} has not been Ready for {grace:g} s"
+            soonest = min(soonest, left)
+        if soonest < math.inf:
+            self._recheck(key, soonest)
+        return None
+
+    async def _ready_timeout(self, job: Obj, pods: list[Obj]) -> bool:
+        """Release and requeue with backoff a gang whose pods are not all Ready within
+        `readyTimeoutSeconds` of its admission (as this leader saw it); True if it did."""
+        spec, status, meta = job.get("spec") or {}, job.get("status") or {}, _meta(job)
+        timeout = spec.get("readyTimeoutSeconds")
+        if not timeout:
+            return False
+        uid, admission = str(meta["uid"]), str(status["admission"]["admissionId"])
+        now = asyncio.get_running_loop().time()
+        seen, deadline = self._ready_by.get(uid, ("", 0.0))
+        if seen != admission:
+            deadline = now + float(timeout)
+            self._ready_by[uid] = (admission, deadline)
+        expected = sum(int(ps["replicas"]) for ps in spec.get("podSets") or ())
+        if deadline == math.inf or (len(pods) == expected and all(map(rc.pod_ready, pods))):
+            self._ready_by[uid] = (admission, math.inf)
+            return False
+        if now < deadline:
+            self._recheck(_key(job), deadline - now)
+            return False
+        count = int((status.get("requeueState") or {}).get("count") or 0) + 1
+        delay = rc.requeue_delay(count, *self.options.requeue_backoff)
+        message = f"not all {expected} pods Ready within {timeout} s; requeued in {delay:g} s"
+        requeue_at = rc.now_time(datetime.now(UTC) + timedelta(seconds=delay))
+        self.caches.park(uid)
+        released = await self._release(
+            job,
+            "Pending",
+            _requeue("ReadyTimeout", message),
+            disruption=(rc.READY_TIMEOUT, message),
+            requeueState={"count": count, "requeueAt": requeue_at},
+        )
+        if released:
+            asyncio.get_running_loop().call_later(delay, self._unpark, uid)
+        else:
+            self._unpark(uid)
+        return True
+
+    def _unpark(self, uid: str) -> None:
+        self.caches.unpark(uid)
+        self._changed.set()
+        self._dirty_uid(uid)
 
     async def _each(self, items: Iterable[T], step: Callable[[T], Awaitable[Any]]) -> list[Any]:
         """Run `step` on every item, at most `writes_in_flight` at once; all finish, then
@@ -537,6 +666,44 @@ class Controller:
                 [Transition(rc.RUNNING, True, "AllPodsRunning", f"{len(pods)} pods running")],
             )
 
+    # ---- queue status ------------------------------------------------------------------------
+    async def _queue_statuses(self) -> None:
+        while True:
+            await self._queues_changed.wait()
+            self._queues_changed.clear()
+            if self.is_leader():
+                try:
+                    await self.write_queue_statuses()
+                except WRITE_ERRORS as exc:
+                    log.warning("queue status not written", error=str(exc))
+                    self._queues_changed.set()
+            await asyncio.sleep(self.options.queue_status_gap)
+
+    async def write_queue_statuses(self) -> int:
+        """Write the status of every Queue whose status is not what the state says;
+        returns how many were written."""
+        queues = self.caches.cache("queues")
+        written = 0
+        for name, wanted in queue_statuses(self.caches.state).items():
+            queue = queues.get(name)
+            body = None if queue is None else status_patch(queue, wanted)
+            if body is None:
+                continue
+            try:
+                done = await self.rest.request(
+                    "PATCH",
+                    QUEUES.path(name=name, sub="status"),
+                    body=body,
+                    content_type=MERGE_PATCH,
+                )
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            self.caches.assume(QUEUES, done)
+            written += 1
+        return written
+
     # ---- status ------------------------------------------------------------------------------
     async def _pending_status(self, job: Obj) -> None:
         status, spec = job.get("status") or {}, job.get("spec") or {}
@@ -586,10 +753,26 @@ class Controller:
         return written
 
     async def _release(
-        self, job: Obj, phase: str | None, transitions: list[Transition], **fields: Any
+        self,
+        job: Obj,
+        phase: str | None,
+        transitions: list[Transition],
+        disruption: tuple[str, str] | None = None,
+        **fields: Any,
     ) -> bool:
         """The release's commit point: the record cleared (quota returned) with the new
-        phase; the admission's pods and claims are stale from then on."""
+        phase; the admission's pods and claims are stale from then on. A `disruption`
+        (reason, message) first marks the admission's pods DisruptionTarget."""
+        uid = str(_meta(job)["uid"])
+        self._ready_by.pop(uid, None)
+        record = (job.get("status") or {}).get("admission")
+        if disruption is not None and record:
+            pods, _ = self.caches.owned(uid)
+            now = rc.now_time()
+            await self._each(
+                [p for p in pods if admission_of(p) == record["admissionId"]],
+                lambda p: disrupt_pod(self.rest, p, *disruption, now),
+            )
         written = await self._set_status(job, phase, transitions, admission=None, **fields)
         if written is not None:
             log.info("released", job=_key(job), phase=phase)
@@ -611,6 +794,16 @@ def _current(obj: Obj | None, admission: str) -> Obj | None:
     """A cached object only if it was made for this admission (else create, or find the
     name taken)."""
     return obj if obj is not None and admission_of(obj) == admission else None
+
+
+def _clear(job: Obj, types: Iterable[str], reason: str, message: str) -> list[Transition]:
+    """Conditions of `types` the job has as True, set False (absent ones stay absent)."""
+    have = {
+        c.get("type")
+        for c in (job.get("status") or {}).get("conditions") or ()
+        if c.get("status") == "True"
+    }
+    return [Transition(t, False, reason, message) for t in types if t in have]
 
 
 def _requeue(reason: str, message: str) -> list[Transition]:

@@ -101,6 +101,12 @@ async def run(
                 writes_in_flight=settings.burst,
                 min_cycle_gap=settings.cycle_interval_seconds,
                 instance=os.environ.get("POD_NAME") or socket.gethostname(),
+                node_grace=settings.node_grace_seconds,
+                requeue_backoff=(
+                    settings.requeue_backoff_base_seconds,
+                    settings.requeue_backoff_max_seconds,
+                ),
+                queue_status_gap=settings.queue_status_interval_seconds,
             ),
             metrics=metrics,
         )

@@ -36,13 +36,19 @@ JOB_FINALIZER = "phalanx.dev/release"
 DEFAULT_MASTER_PORT = 29500
 CONTROLLER_NAME = "phalanx.dev/controller"
 
-QUEUED, ADMITTED, RUNNING, SUCCEEDED, FAILED = (
+QUEUED, ADMITTED, RUNNING, SUCCEEDED, FAILED, PREEMPTED, EVICTED = (
     "Queued",
     "Admitted",
     "Running",
     "Succeeded",
     "Failed",
+    "Preempted",
+    "Evicted",
 )
+PREEMPTION_BY_SCHEDULER = "PreemptionByScheduler"
+"""DisruptionTarget reasons: Kubernetes' own for a scheduler's preemption, ours for the
+other evictions of a whole gang."""
+NODE_LOST, READY_TIMEOUT = "PhalanxNodeLost", "PhalanxReadyTimeout"
 
 
 def _meta(obj: Obj) -> dict[str, Any]:
@@ -259,6 +265,26 @@ def _pod(
 # ---- pods ----------------------------------------------------------------------------------
 def pod_phase(pod: Obj) -> str:
     return str((pod.get("status") or {}).get("phase") or "Pending")
+
+
+def pod_ready(pod: Obj) -> bool:
+    """Ready (condition Ready True), or already finished successfully."""
+    if pod_phase(pod) == "Succeeded":
+        return True
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def node_ready(node: Obj) -> bool:
+    """A node whose Ready condition is True (a node without one is taken as ready)."""
+    conditions = (node.get("status") or {}).get("conditions") or ()
+    ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), "True")
+    return ready == "True"
+
+
+def requeue_delay(count: int, base: float, cap: float) -> float:
+    """Capped exponential backoff after the `count`th readiness timeout in a row."""
+    return float(min(cap, base * 2 ** min(count - 1, 62)))
 
 
 def pod_done(pod: Obj | None) -> bool:

@@ -3,7 +3,10 @@
 The admission record is cleared first (that is the release's commit point, and returns
 the quota); what the admission made is then stale and is torn down here:
 
-- pods are deleted (gracefully: the kubelet stops them);
+- pods are deleted (gracefully: the kubelet stops them); a gang evicted while it ran
+  (preempted, its node lost, not ready in time) first gets the DisruptionTarget pod
+  condition on each pod, as the scheduler and the taint manager do, so the job's
+  controller and users can tell a disruption from a failure;
 - a claim is released once every pod it is reserved for is done (gone, finished, or
   deleted before binding), in the order the resourceclaim controller expects and the
   API server enforces: `reservedFor` cleared, then `allocation`, then our
@@ -21,9 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.kube.commit import DELETE_PROTECTION
-from controller.kube.reconcile import pod_done
+from controller.kube.reconcile import pod_done, pod_phase
 from controller.kube.resources import PODS, RESOURCE_CLAIMS
 from controller.kube.rest import MERGE_PATCH, KubeError, Obj, Rest
+
+DISRUPTION_TARGET = "DisruptionTarget"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 
 
 def _meta(obj: Obj) -> dict[str, Any]:
@@ -50,6 +56,34 @@ async def delete_pod(rest: Rest, pod: Obj) -> None:
         await rest.request("DELETE", PODS.path(meta["namespace"], meta["name"]), body=body)
     except KubeError as exc:
         if exc.status not in (404, 409):
+            raise
+
+
+async def disrupt_pod(rest: Rest, pod: Obj, reason: str, message: str, now: str) -> None:
+    """Mark a pod about to be deleted with the DisruptionTarget condition (merged by type,
+    so the kubelet's conditions stay); a finished, deleted or marked pod is left alone."""
+    meta, status = _meta(pod), pod.get("status") or {}
+    if meta.get("deletionTimestamp") or pod_phase(pod) in ("Succeeded", "Failed"):
+        return
+    if any(c.get("type") == DISRUPTION_TARGET for c in status.get("conditions") or ()):
+        return
+    condition = {
+        "type": DISRUPTION_TARGET,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }
+    body = {"status": {"conditions": [condition]}}
+    try:
+        await rest.request(
+            "PATCH",
+            PODS.path(meta["namespace"], meta["name"], "status"),
+            body=body,
+            content_type=STRATEGIC_PATCH,
+        )
+    except KubeError as exc:
+        if exc.status != 404:
             raise
 
 

@@ -17,8 +17,10 @@ from controller.engine.state import ClusterState
 from controller.kube import resources as r
 from controller.kube.caches import ClusterCaches
 from controller.kube.loop import Controller, LoopOptions
+from controller.kube.manager import engine_for
 from controller.kube.rest import Obj, Rest
 from controller.kube.translate import ADMISSION_ANNOTATION
+from controller.settings import Settings
 from tests.kube.controller_env import GANG_API, create, owned_by
 
 NAMESPACE = "default"
@@ -32,11 +34,11 @@ class Running:
         self.tasks: list[asyncio.Task[None]] = []
         self.controller: Controller | None = None
 
-    async def start(self) -> Controller:
+    async def start(self, settings: Settings | None = None) -> Controller:
+        """A controller with the default engine, or the policies of `settings`."""
         caches = await ClusterCaches.discover(self.rest, ClusterState())
-        controller = Controller(
-            self.rest, caches, Engine(caches.state), options=LoopOptions(instance="test")
-        )
+        engine = Engine(caches.state) if settings is None else engine_for(settings, caches.state)
+        controller = Controller(self.rest, caches, engine, options=LoopOptions(instance="test"))
         self.tasks = [
             asyncio.create_task(caches.run()),
             asyncio.create_task(controller.run()),
