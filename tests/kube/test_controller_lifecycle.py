@@ -159,6 +159,16 @@ async def test_preemption_victims_get_preempted_and_their_pods_a_disruption_targ
     }
 
 
+async def stop_pods(rest: Rest) -> None:
+    """What the kubelet does for pods being deleted: stop them and remove them."""
+    for pod in await items(rest, r.PODS):
+        await rest.request(
+            "DELETE",
+            r.PODS.path(NAMESPACE, pod["metadata"]["name"]),
+            query={"gracePeriodSeconds": 0},
+        )
+
+
 async def make_ready(rest: Rest, name: str) -> None:
     """What a kubelet reports once a pod's containers are ready."""
     for pod in await items(rest, r.PODS, labelSelector=f"phalanx.dev/gang={name}"):
@@ -182,7 +192,9 @@ async def test_a_gang_not_ready_in_time_is_released_and_backs_off_before_readmis
     assert train["status"]["requeueState"]["count"] == 1
     assert condition(train, "Queued")["reason"] == "ReadyTimeout"
     assert set(disruptions.seen.values()) == {"PhalanxReadyTimeout"}
-    await asyncio.sleep(8)
+    await until(pods_deleted(crds))
+    await stop_pods(crds)
+    await asyncio.sleep(5)
     assert (await job(crds, "train"))["status"]["phase"] == "Pending"
     await until(phase_is(crds, "train", "Admitted"), timeout=10)
     again = await job(crds, "train")
@@ -210,7 +222,7 @@ def test_the_requeue_backoff_doubles_up_to_its_cap() -> None:
 
 async def test_queue_status_counts_usage_pending_and_admitted_gangs(crds: Rest, running) -> None:
     await two_node_gang(crds)
-    await create(crds, r.GANG_JOBS, gang_job("later", [("w", 1)]))
+    await create(crds, r.GANG_JOBS, gang_job("later", [("w", 3)]))
     await running.start()
 
     async def counted() -> bool:
