@@ -43,6 +43,13 @@ async def load_crds(emulator: Emulator) -> None:
         await emulator.load(manifest)
 
 
+@pytest.fixture
+async def crds(emulator: Emulator, rest: Rest) -> Rest:
+    """The client, on an emulator serving our CRDs."""
+    await load_crds(emulator)
+    return rest
+
+
 def config_map(name: str, namespace: str = "default", **data: str) -> Obj:
     return {
         "apiVersion": "v1",

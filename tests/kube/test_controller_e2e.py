@@ -12,7 +12,6 @@ from controller.kube import resources as r
 from controller.kube.commit import DELETE_PROTECTION
 from controller.kube.informer import Informer
 from controller.kube.rest import Obj, Rest
-from emulator import Emulator
 from tests.kube.controller_cluster import (
     NAMESPACE,
     add_node,
@@ -26,17 +25,11 @@ from tests.kube.controller_cluster import (
     running,
     until,
 )
-from tests.kube.controller_env import create, emulator, load_crds, rest
+from tests.kube.controller_env import crds, create, emulator, rest
 
-__all__ = ["emulator", "rest", "running"]
+__all__ = ["crds", "emulator", "rest", "running"]
 
 pytestmark = pytest.mark.looptime
-
-
-@pytest.fixture
-async def crds(emulator: Emulator, rest: Rest) -> Rest:
-    await load_crds(emulator)
-    return rest
 
 
 def bound_by_gang(pods: list[Obj]) -> Counter[str]:

@@ -14,7 +14,6 @@ from controller.kube.queue_status import status_patch
 from controller.kube.reconcile import requeue_delay
 from controller.kube.rest import MERGE_PATCH, Obj, Rest
 from controller.settings import Settings
-from emulator import Emulator
 from tests.kube.controller_cluster import (
     NAMESPACE,
     add_node,
@@ -25,17 +24,11 @@ from tests.kube.controller_cluster import (
     running,
     until,
 )
-from tests.kube.controller_env import create, emulator, load_crds, rest
+from tests.kube.controller_env import crds, create, emulator, rest
 
-__all__ = ["emulator", "rest", "running"]
+__all__ = ["crds", "emulator", "rest", "running"]
 
 pytestmark = pytest.mark.looptime
-
-
-@pytest.fixture
-async def crds(emulator: Emulator, rest: Rest) -> Rest:
-    await load_crds(emulator)
-    return rest
 
 
 class Disruptions:
