@@ -30,7 +30,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -48,6 +48,7 @@ from controller.kube.commit import (
     bind,
     write_admission,
 )
+from controller.kube.metrics import NO_METRICS, Recorder
 from controller.kube.reconcile import Transition
 from controller.kube.release import delete, delete_pod, release_claim
 from controller.kube.resources import GANG_JOBS, PODS, RESOURCE_CLAIMS, Resource
@@ -60,22 +61,6 @@ SERVICES = Resource("", "v1", "services", "Service", True)
 EVENTS = Resource("events.k8s.io", "v1", "events", "Event", True)
 T = TypeVar("T")
 WRITE_ERRORS = (KubeError, aiohttp.ClientError, OSError, TimeoutError)
-
-
-class Metrics(Protocol):
-    """What the loop reports; metrics.py implements it (the default records nothing)."""
-
-    def cycle(self, seconds: float, result: CycleResult) -> None: ...
-
-    def admission(self, outcome: str) -> None: ...
-
-
-class NoMetrics:
-    def cycle(self, seconds: float, result: CycleResult) -> None:
-        pass
-
-    def admission(self, outcome: str) -> None:
-        pass
 
 
 @dataclass
@@ -126,7 +111,7 @@ class Controller:
         *,
         options: LoopOptions | None = None,
         is_leader: Callable[[], bool] | None = None,
-        metrics: Metrics | None = None,
+        metrics: Recorder = NO_METRICS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if engine.state is not caches.state:
@@ -136,7 +121,7 @@ class Controller:
         self.engine = engine
         self.options = options or LoopOptions()
         self.is_leader = is_leader or (lambda: True)
-        self.metrics: Metrics = metrics or NoMetrics()
+        self.metrics = metrics
         self.clock = clock
         self.cycles = 0
         self._changed = asyncio.Event()
@@ -224,7 +209,7 @@ class Controller:
         started = time.perf_counter()
         result = self.engine.cycle(now=self.clock())
         self.cycles += 1
-        self.metrics.cycle(time.perf_counter() - started, result)
+        self.metrics.cycle_done(result, time.perf_counter() - started)
         self._wake_at = result.wake_at
         for fault in result.faults:
             log.error("policy fault", fault=fault)
@@ -273,6 +258,7 @@ class Controller:
                     ],
                 ):
                     raise CommitConflict(f"victim {victim} changed")
+                self.metrics.preempted(str((evicted.get("spec") or {}).get("queueName", "")))
             job = await self._ensure_finalizer(job)
             record = admission_record(decision.reservation, secrets.token_hex(8))
             transitions = [
