@@ -161,6 +161,24 @@ async def readyz(replica: Replica) -> int:
         return answer.status
 
 
+async def two_admitted_by_a(rest: Rest, replicas: Replicas) -> tuple[Replica, Replica]:
+    """Replica a leads and admits j0 and j1 while b stands by."""
+    a = await replicas.start("replica-a")
+    await leads(a)
+    b = await replicas.start("replica-b")
+    await submit(rest, "j0", "j1")
+    await all_admitted(rest, "j0", "j1")
+    await asyncio.sleep(5)
+    return a, b
+
+
+async def two_more_admitted(rest: Rest) -> None:
+    """j2 and j3 submitted and admitted, then time for any second admission to show."""
+    await submit(rest, "j2", "j3")
+    await all_admitted(rest, "j2", "j3")
+    await asyncio.sleep(10)
+
+
 def exactly_once(history: History, jobs: int) -> None:
     assert len(history.admissions) == jobs
     assert all(len(ids) == 1 for ids in history.admissions.values()), history.admissions
@@ -190,19 +208,12 @@ async def test_only_the_leader_admits_and_the_standby_is_ready(
 async def test_a_cancelled_leader_releases_the_lease_and_the_standby_takes_over_at_once(
     rest: Rest, replicas: Replicas, history: History
 ) -> None:
-    a = await replicas.start("replica-a")
-    await leads(a)
-    b = await replicas.start("replica-b")
-    await submit(rest, "j0", "j1")
-    await all_admitted(rest, "j0", "j1")
-    await asyncio.sleep(5)
+    a, b = await two_admitted_by_a(rest, replicas)
 
     await replicas.stop("replica-a")
     took = await leads(b)
     assert took <= SLOWEST_RETRY
-    await submit(rest, "j2", "j3")
-    await all_admitted(rest, "j2", "j3")
-    await asyncio.sleep(10)
+    await two_more_admitted(rest)
     assert (admitted_by(a), admitted_by(b)) == (2.0, 2.0)
     exactly_once(history, 4)
     print(f"takeover after a cancelled leader: {took:.2f} virtual s")
@@ -211,12 +222,7 @@ async def test_a_cancelled_leader_releases_the_lease_and_the_standby_takes_over_
 async def test_a_leader_whose_renewals_fail_is_replaced_within_one_lease_duration(
     rest: Rest, emulator: Emulator, replicas: Replicas, history: History
 ) -> None:
-    a = await replicas.start("replica-a")
-    await leads(a)
-    b = await replicas.start("replica-b")
-    await submit(rest, "j0", "j1")
-    await all_admitted(rest, "j0", "j1")
-    await asyncio.sleep(5)
+    a, b = await two_admitted_by_a(rest, replicas)
 
     emulator.inject_fault(Fault("update", "leases", code=500, agent="(replica-a)"))
     faulted_at = anyio.current_time()
@@ -225,9 +231,7 @@ async def test_a_leader_whose_renewals_fail_is_replaced_within_one_lease_duratio
     a_stopped = next(t for t, who, leading in replicas.terms if who == "replica-a" and not leading)
     assert a_stopped - faulted_at <= LEASE["renew_deadline_seconds"]
     assert a_stopped < faulted_at + took, "the old leader stepped down before the new one led"
-    await submit(rest, "j2", "j3")
-    await all_admitted(rest, "j2", "j3")
-    await asyncio.sleep(10)
+    await two_more_admitted(rest)
     assert a.elector is not None and not a.elector.is_leader()
     assert (admitted_by(a), admitted_by(b)) == (2.0, 2.0)
     exactly_once(history, 4)
