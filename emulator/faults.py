@@ -21,9 +21,15 @@ class Fault:
     """How many requests it hits (None: until cleared)."""
     drop_watch_after: int | None = None
     """For 'watch': end the stream after this many events (a dropped watch)."""
+    agent: str | None = None
+    """Only requests whose User-Agent contains this (one client of several); None: all."""
 
-    def matches(self, verb: str, rt: ResourceType) -> bool:
-        return self.verb in ("*", verb) and self.resource in ("*", rt.plural, rt.qualified_plural)
+    def matches(self, verb: str, rt: ResourceType, agent: str = "") -> bool:
+        return (
+            self.verb in ("*", verb)
+            and self.resource in ("*", rt.plural, rt.qualified_plural)
+            and (self.agent is None or self.agent in agent)
+        )
 
 
 @dataclass
@@ -43,10 +49,10 @@ class Faults:
     def fail_after_writes(self, count: int) -> None:
         self.writes_left = count
 
-    def take(self, verb: str, rt: ResourceType) -> Fault | None:
+    def take(self, verb: str, rt: ResourceType, agent: str = "") -> Fault | None:
         """The fault hitting this request (counted), if any."""
         for fault in self.active:
-            if fault.matches(verb, rt):
+            if fault.matches(verb, rt, agent):
                 if fault.times is not None:
                     fault.times -= 1
                     if fault.times <= 0:

@@ -271,7 +271,7 @@ class Routes:
             query.get("fieldManager") or request.headers.get("User-Agent", "unknown").split("/")[0]
         )
         verb = _verb(method, name, sub, query)
-        fault = self.api.faults.take(verb, rt)
+        fault = self.api.faults.take(verb, rt, request.headers.get("User-Agent", ""))
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)

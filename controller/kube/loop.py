@@ -44,7 +44,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -63,6 +63,7 @@ from controller.kube.commit import (
     write_admission,
 )
 from controller.kube.informer import DELETED
+from controller.kube.metrics import NO_METRICS, Recorder
 from controller.kube.queue_status import queue_statuses, status_patch
 from controller.kube.reconcile import Transition
 from controller.kube.release import delete, delete_pod, disrupt_pod, release_claim
@@ -76,22 +77,6 @@ SERVICES = Resource("", "v1", "services", "Service", True)
 EVENTS = Resource("events.k8s.io", "v1", "events", "Event", True)
 T = TypeVar("T")
 WRITE_ERRORS = (KubeError, aiohttp.ClientError, OSError, TimeoutError)
-
-
-class Metrics(Protocol):
-    """What the loop reports; metrics.py implements it (the default records nothing)."""
-
-    def cycle(self, seconds: float, result: CycleResult) -> None: ...
-
-    def admission(self, outcome: str) -> None: ...
-
-
-class NoMetrics:
-    def cycle(self, seconds: float, result: CycleResult) -> None:
-        pass
-
-    def admission(self, outcome: str) -> None:
-        pass
 
 
 @dataclass
@@ -148,7 +133,7 @@ class Controller:
         *,
         options: LoopOptions | None = None,
         is_leader: Callable[[], bool] | None = None,
-        metrics: Metrics | None = None,
+        metrics: Recorder = NO_METRICS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if engine.state is not caches.state:
@@ -158,7 +143,7 @@ class Controller:
         self.engine = engine
         self.options = options or LoopOptions()
         self.is_leader = is_leader or (lambda: True)
-        self.metrics: Metrics = metrics or NoMetrics()
+        self.metrics = metrics
         self.clock = clock
         self.cycles = 0
         self._changed = asyncio.Event()
@@ -274,7 +259,7 @@ class Controller:
         started = time.perf_counter()
         result = self.engine.cycle(now=self.clock())
         self.cycles += 1
-        self.metrics.cycle(time.perf_counter() - started, result)
+        self.metrics.cycle_done(result, time.perf_counter() - started)
         self._wake_at = result.wake_at
         for fault in result.faults:
             log.error("policy fault", fault=fault)
@@ -320,6 +305,7 @@ class Controller:
                     disruption=(rc.PREEMPTION_BY_SCHEDULER, why),
                 ):
                     raise CommitConflict(f"victim {victim} changed")
+                self.metrics.preempted(str((evicted.get("spec") or {}).get("queueName", "")))
             job = await self._ensure_finalizer(job)
             record = admission_record(decision.reservation, secrets.token_hex(8))
             transitions = [

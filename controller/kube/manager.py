@@ -1,8 +1,10 @@
-"""Wires the controller together: client configuration, caches, engine, decision loop.
+"""Wires the controller together: client configuration, caches, engine, decision loop,
+leader election, the /metrics /healthz /readyz server and JSON logs.
 
-Leader election and metrics plug in from outside (`leader`, `metrics`): with a leader,
-the caches run all the time (a standby is warm) and the loop runs only while leading;
-without one, this replica always leads.
+The caches and the HTTP server run all the time (a standby is warm and answers probes);
+the decision loop runs only while this replica holds the Lease, or always when leader
+election is off (`PHALANX_LEADER_ELECT=false`, a single replica). On shutdown the loop
+stops first, then the elector releases the Lease so a standby takes over at once.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import structlog
 from kubernetes_asyncio import client, config
@@ -22,16 +25,17 @@ from kubernetes_asyncio import client, config
 from controller.engine.cycle import Engine
 from controller.engine.state import ClusterState
 from controller.kube.caches import ClusterCaches
-from controller.kube.loop import Controller, LoopOptions, Metrics
+from controller.kube.health import HealthServer, readiness
+from controller.kube.leader import LeaderElector
+from controller.kube.loop import Controller, LoopOptions
+from controller.kube.metrics import Metrics
 from controller.kube.ratelimit import TokenBucket
 from controller.kube.rest import Rest
+from controller.logs import configure_json_logs
 from controller.settings import Settings
 from policies.routing import build as build_policies
 
 log = structlog.get_logger("phalanx.manager")
-
-Leader = Callable[[Callable[[], Awaitable[None]]], Coroutine[Any, Any, None]]
-"""Runs the given coroutine function while this replica leads (leader.py provides it)."""
 
 
 class ConfigError(Exception):
@@ -69,11 +73,37 @@ def engine_for(settings: Settings, state: ClusterState) -> Engine:
     )
 
 
+def user_agent(settings: Settings) -> str:
+    """`phalanx/<version> (<identity>)`: the API server's audit log and field managers
+    name the product, and the identity tells replicas apart."""
+    try:
+        version = metadata.version("phalanx")
+    except metadata.PackageNotFoundError:
+        version = "dev"
+    return f"phalanx/{version} ({settings.identity})"
+
+
 @contextlib.asynccontextmanager
-async def connected(conf: client.Configuration, settings: Settings) -> AsyncIterator[Rest]:
+async def connected(
+    conf: client.Configuration, settings: Settings, metrics: Metrics
+) -> AsyncIterator[Rest]:
     conf.connection_pool_maxsize = max(conf.connection_pool_maxsize or 0, settings.burst)
     async with client.ApiClient(conf) as api_client:
-        yield Rest(api_client, TokenBucket(settings.qps, settings.burst))
+        api_client.user_agent = user_agent(settings)
+        yield Rest(
+            api_client, TokenBucket(settings.qps, settings.burst), on_error=metrics.api_error
+        )
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One running controller's parts, for tests and tools that watch it run."""
+
+    controller: Controller
+    caches: ClusterCaches
+    metrics: Metrics
+    server: HealthServer
+    elector: LeaderElector | None
 
 
 async def run(
@@ -81,17 +111,24 @@ async def run(
     conf: client.Configuration,
     *,
     stop: asyncio.Event | None = None,
-    leader: Leader | None = None,
-    metrics: Metrics | None = None,
-    on_ready: Callable[[Controller], None] | None = None,
+    on_ready: Callable[[Replica], None] | None = None,
 ) -> None:
-    """Run until `stop` is set (or cancelled); then stop every task and return."""
-    async with connected(conf, settings) as rest:
+    """Run until `stop` is set (or cancelled); then stop the loop, release the Lease, stop
+    the caches and the server, and return."""
+    metrics = Metrics()
+    async with connected(conf, settings, metrics) as rest:
         caches = await ClusterCaches.discover(
             rest,
             ClusterState(),
             inactivity_timeout=settings.watch_inactivity_seconds,
         )
+        metrics.watch_state(caches.state)
+        metrics.watch_informers(lambda: caches.informers)
+        elector = LeaderElector.from_settings(rest, settings) if settings.leader_elect else None
+        if elector is not None:
+            elector.subscribe(metrics.leader_changed)
+        else:
+            metrics.leader_changed(True)
         controller = Controller(
             rest,
             caches,
@@ -108,27 +145,37 @@ async def run(
                 ),
                 queue_status_gap=settings.queue_status_interval_seconds,
             ),
+            is_leader=elector.is_leader if elector is not None else None,
             metrics=metrics,
         )
+        server = HealthServer(
+            metrics,
+            ready=readiness(caches, elector),
+            host=settings.health_host,
+            port=settings.health_port,
+        )
         if on_ready is not None:
-            on_ready(controller)
+            on_ready(Replica(controller, caches, metrics, server, elector))
         async with asyncio.TaskGroup() as tasks:
-            running = [
-                tasks.create_task(caches.run()),
-                tasks.create_task(
-                    leader(controller.run) if leader is not None else controller.run()
-                ),
-            ]
+            serving = tasks.create_task(server.run())
+            watching = tasks.create_task(caches.run())
+            deciding = tasks.create_task(
+                elector.run(controller.run) if elector is not None else controller.run()
+            )
             await (stop or asyncio.Event()).wait()
             log.info("shutting down")
-            for task in running:
-                task.cancel()
+            # In this order: the loop stops (and the Lease is released) while the
+            # caches still run, then the rest.
+            deciding.cancel()
+            await asyncio.wait([deciding])
+            watching.cancel()
+            serving.cancel()
 
 
 async def main(settings: Settings, kubeconfig: Path | None) -> None:
-    """`phalanx controller`: run until SIGTERM or SIGINT, then shut down cleanly (the
-    caches and loop stop; every step they were in is idempotent, so a successor
-    resumes it)."""
+    """`phalanx controller`: JSON logs, then run until SIGTERM or SIGINT and shut down
+    cleanly (every step the loop was in is idempotent, so a successor resumes it)."""
+    configure_json_logs(settings.log_level)
     conf = await configuration(kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
