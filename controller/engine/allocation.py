@@ -4,9 +4,10 @@ Complete for what it models: like kube-scheduler's structured allocator it backt
 requests (of all the pod's claims), their alternatives in order, and devices. It stays
 cheap by symmetry: devices nothing can tell apart (the same match sets among the gang's
 requests, the same typed values of every constrained attribute, the same shareability,
-the same reach: node-local or network-attached) form one class, and the search chooses how many devices each class gives, never which
-ones. Counting bounds cut branches that cannot be completed, and a step budget bounds the
-rest; running out is reported, so a refusal says whether it is proven.
+the same reach: node-local or network-attached) form one class, and the search chooses
+how many devices each class gives, never which ones. Counting bounds cut branches that
+cannot be completed, and a step budget bounds the rest; running out is reported, so a
+refusal says whether it is proven.
 
 Quota enters as a budget of devices per DeviceClass: an alternative whose class the
 queue has no room for is skipped, so `firstAvailable` falls through to one it can pay.
