@@ -3,10 +3,11 @@
 Complete for what it models: like kube-scheduler's structured allocator it backtracks over
 requests (of all the pod's claims), their alternatives in order, and devices. It stays
 cheap by symmetry: devices nothing can tell apart (the same match sets among the gang's
-requests, the same typed values of every constrained attribute, the same shareability)
-form one class, and the search chooses how many devices each class gives, never which
-ones. Counting bounds cut branches that cannot be completed, and a step budget bounds the
-rest; running out is reported, so a refusal says whether it is proven.
+requests, the same typed values of every constrained attribute, the same shareability,
+the same reach: node-local or network-attached) form one class, and the search chooses
+how many devices each class gives, never which ones. Counting bounds cut branches that
+cannot be completed, and a step budget bounds the rest; running out is reported, so a
+refusal says whether it is proven.
 
 Quota enters as a budget of devices per DeviceClass: an alternative whose class the
 queue has no room for is skipped, so `firstAvailable` falls through to one it can pay.
@@ -66,6 +67,8 @@ class _Class:
     members: frozenset[MatchKey]
     values: tuple[tuple[str, object] | None, ...]
     shareable: bool
+    network: bool
+    """Reachable from every node: other pods of the gang may want it, local ones not."""
     used: int = 0
 
     @property
@@ -203,7 +206,8 @@ class _PodSearch:
             inv.match_set(k)  # built now, so memberships below are complete
         for k in sorted(own):
             ms = inv.match_set(k)
-            for pool in (ms.by_node.get(self.node, ()), ms.by_node.get(None, ())):
+            pools = ((False, ms.by_node.get(self.node, ())), (True, ms.by_node.get(None, ())))
+            for network, pool in pools:
                 for dk in pool:
                     if dk in seen:
                         continue
@@ -216,16 +220,17 @@ class _PodSearch:
                         attribute_identity(attrs[a]) if a in attrs else None for a in attributes
                     )
                     shareable = inv.is_shareable(dk)
-                    sig = (members, values, shareable)
+                    sig = (members, values, shareable, network)
                     cls = groups.get(sig)
                     if cls is None:
-                        cls = groups[sig] = _Class([], members, values, shareable)
+                        cls = groups[sig] = _Class([], members, values, shareable, network)
                     cls.devices.append(dk)
         out = list(groups.values())
         for cls in out:
             cls.devices.sort()
-        # Devices fewer requests can use first: versatile ones stay for later requests.
-        out.sort(key=lambda c: (len(c.members), c.devices[0]))
+        # Devices fewer requests can use first, so versatile ones stay for later requests;
+        # then node-local before network-attached ones, which pods on other nodes could use.
+        out.sort(key=lambda c: (len(c.members), c.network, c.devices[0]))
         return out
 
     # ---- search ----------------------------------------------------------------------

@@ -159,6 +159,30 @@ def test_a_pod_needing_a_node_local_gpu_and_a_network_attached_nic_is_admitted()
     assert {da.device[2] for da in devices_of(d)} == {"gpu-0", "nic-0"}
 
 
+def two_nodes_and_a_fabric():
+    """Nodes n1 and n2 with one exclusive GPU each, and two network-attached GPUs of the
+    same class (their pool sorts before the nodes', so by name they would come first)."""
+    state = cluster(nodes=0)
+    for name in ("n1", "n2"):
+        state.upsert_node(node(name))
+        state.upsert_slice(ResourceSlice(f"{name}-gpus", DRIVER, name, name, (gpu(name, 0),)))
+    fabric = tuple(Device(DRIVER, "fabric", f"gpu-x{i}", None) for i in range(2))
+    state.upsert_slice(ResourceSlice("fabric-gpus", DRIVER, "fabric", None, fabric))
+    return state
+
+
+def test_a_pod_leaves_network_attached_devices_to_pods_that_cannot_reach_its_node_local_ones():
+    state = two_nodes_and_a_fabric()
+    claim = PodClaim("c", ClaimSpec((any_request("a"), any_request("b"))))
+    state.add_gang(gang("g", pod_sets=(pod_set(2, claims=(claim,)),)))
+    d = decide(state)["g"]
+    assert d.outcome is Outcome.ADMITTED
+    held = sorted(
+        (p.node, da.device[1]) for p in d.reservation.pods for c in p.claims for da in c.devices
+    )
+    assert held == [("n1", "fabric"), ("n1", "n1"), ("n2", "fabric"), ("n2", "n2")]
+
+
 def h100_quota_cluster():
     """Class h100 (model h100 GPUs) next to class gpu (all GPUs); the queue may use no
     h100 devices and four gpu devices."""
