@@ -415,6 +415,7 @@ class PriorityPreemption:
     """
 
     name = "priority"
+    helps_alike = True
     scope: Scope = "queue"
     max_probes: int = 32
 
@@ -461,6 +462,7 @@ class ReclaimPreemption:
     """
 
     name = "reclaim"
+    helps_alike = True
     priority: Literal["any", "lower"] = "any"
     max_probes: int = 32
 
@@ -612,6 +614,7 @@ class FairSharePreemption:
     """
 
     name = "fair-share"
+    helps_alike = True
     strategies: tuple[Strategy, ...] = ("LessThanOrEqualToFinalShare", "LessThanInitialShare")
     max_probes: int = 32
 
@@ -860,6 +863,7 @@ class CostAwarePreemption:
     """
 
     name = "cost-aware"
+    helps_alike = True
     scope: Scope = "queue"
     default_min_runtime_seconds: float = 0.0
     default_checkpoint_seconds: float | None = None

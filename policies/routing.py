@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from controller.engine.context import CycleContext
 from controller.engine.model import Gang, Topology
 from controller.engine.placement import Domain, PodDemand
-from controller.engine.policy import OrderingPolicy, PlacementPolicy, PreemptionPolicy
+from controller.engine.policy import (
+    OrderingPolicy,
+    PlacementPolicy,
+    PreemptionPolicy,
+    helps_alike,
+)
 from controller.engine.state import ClusterState
 from policies.registry import (
     KINDS,
@@ -140,6 +145,11 @@ class PerQueuePreemption:
     default: PreemptionPolicy
     queues: Mapping[str, PreemptionPolicy]
     name: str = "per-queue"
+
+    @property
+    def helps_alike(self) -> bool:
+        """Alike when every policy it routes to is: the engine's groups are per queue."""
+        return all(helps_alike(p) for p in (self.default, *self.queues.values()))
 
     def _for(self, gang: Gang) -> PreemptionPolicy:
         return self.queues.get(gang.queue, self.default)

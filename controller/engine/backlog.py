@@ -33,8 +33,9 @@ from controller.engine.state import ClusterState
 
 Entry = tuple[tuple[Any, ...], str]
 """A gang's place in the ordering: (the ordering's key, uid)."""
-GroupKey = tuple[str, str, int]
-"""(leaf queue, namespace, shape id)."""
+GroupKey = tuple[str, str, int, int]
+"""(leaf queue, namespace, shape id, priority): the priority only under a preemption
+policy (whose `could_help` may depend on it), else 0."""
 Need = tuple[MatchKey, int]
 """(match set, devices per pod) of a pod set's largest device request."""
 Room = tuple[str, str]
@@ -141,21 +142,24 @@ class Backlog:
         self._quota_sleepers.setdefault(room, SortedList()).add((amount, where))
         self.awake.discard(where)
 
-    def _rouse(self, where: GroupKey) -> None:
+    def _rouse(self, where: GroupKey) -> bool:
         if where[2] not in self.asleep and where not in self.short_of_quota:
             self.awake.add(where)
+            return True
+        return False
 
-    def wake(self) -> None:
+    def wake(self) -> list[GroupKey]:
         """Wake every sleeper whose wait is over: shapes whose pods the free devices
         could host, groups whose queue has the room (all of them after a change to the
         queue tree or namespaces). Free devices and headroom grow only with the state's
-        capacity epoch, so nothing wakes while it stands still."""
+        capacity epoch, so nothing wakes while it stands still. Returns the groups woken."""
         state = self.state
         quota = state.quota
         seen = (quota.generation, state.namespace_generation)
         changed, self._queues_seen = seen != self._queues_seen, seen
+        woken: list[GroupKey] = []
         if not changed and state.capacity_epoch == self._epoch_seen:
-            return
+            return woken
         self._epoch_seen = state.capacity_epoch
         inventory = state.inventory
         for need, waiting in self._sleepers.items():
@@ -163,14 +167,15 @@ class Backlog:
             while waiting and (fitting is None or waiting[0][0] <= fitting):
                 _, shape = waiting.pop(0)
                 del self.asleep[shape]
-                for where in self._of_shape.get(shape, ()):
-                    self._rouse(where)
+                woken.extend(w for w in self._of_shape.get(shape, ()) if self._rouse(w))
         for (queue, resource), groups in self._quota_sleepers.items():
             room = None if changed else quota.headroom(queue, resource)[0]
             while groups and (room is None or groups[0][0] <= room):
                 _, group = groups.pop(0)
                 del self.short_of_quota[group]
-                self._rouse(group)
+                if self._rouse(group):
+                    woken.append(group)
+        return woken
 
 
 def _pods_fitting(inventory: DeviceInventory, need: Need) -> int | None:

@@ -44,6 +44,7 @@ from controller.engine.policy import (
     OrderingPolicy,
     PlacementPolicy,
     PreemptionPolicy,
+    helps_alike,
 )
 from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState, PendingJournal
@@ -128,6 +129,8 @@ class Engine:
     _journal_state: ClusterState | None = None
     _backlog: Backlog | None = None
     _raw: tuple[OrderingPolicy, PreemptionPolicy] | None = None
+    _helping: bool = False
+    """The backlog's groups are split by priority: preemption may help some gangs."""
 
     def plan(self, gang: Gang) -> GangPlan:
         plan = self._plans.get(gang.uid)
@@ -223,8 +226,8 @@ class Engine:
 
     def _backlog_for(self, changed: set[str]) -> Backlog | None:
         """The group index when the walk may be lazy: the ordering is a sort by a key of
-        the gang alone (`KeyedOrdering`) and no preemption can change what a failure
-        implies. None: walk the ordering's whole order."""
+        the gang alone (`KeyedOrdering`) and the preemption policy answers `could_help`
+        alike for a whole group (`helps_alike`). None: walk the ordering's whole order."""
         assert self._raw is not None
         ordering, preemption = self._raw  # the policies themselves, not guarded stand-ins
         key = getattr(ordering, "static_key", None)
@@ -232,14 +235,16 @@ class Engine:
         if (
             self.walk_all
             or key is None
-            or not isinstance(preemption, NoPreemption)
+            or not helps_alike(preemption)
             or pending < self.lazy_below
             or (self._backlog is None and pending < self.lazy_from)
         ):
             self._backlog = None
             return None
+        helping = not isinstance(preemption, NoPreemption)
         backlog = self._backlog
-        if backlog is None or backlog.owner is not ordering:
+        if backlog is None or backlog.owner is not ordering or helping != self._helping:
+            self._helping = helping
             backlog = self._backlog = Backlog(self.state, ordering, key, self._group_of)
             backlog.sync(self.state.pending)
         else:
@@ -247,34 +252,57 @@ class Engine:
         backlog.wake()
         return backlog
 
-    def _group_of(self, gang: Gang) -> tuple[str, str, int]:
-        return (gang.queue, gang.namespace, self.plan(gang).shape_id)
+    def _group_of(self, gang: Gang) -> GroupKey:
+        priority = gang.priority if self._helping else 0
+        return (gang.queue, gang.namespace, self.plan(gang).shape_id, priority)
 
     def _walk_groups(
         self, backlog: Backlog, placer: Placer, ctx: CycleContext, result: CycleResult
     ) -> None:
         """The order's gangs, awake group heads merged by key; a group whose gang failed
-        for a reason the whole group shares (queue, quota lower bound, placement) is not
-        walked further this cycle, and sleeps if its shape needs devices not free.
-        Newcomers left unwalked are told their group's reason."""
+        for a reason the whole group shares (queue, quota lower bound, placement), and
+        for which no preemption will be searched, is not walked further this cycle, and
+        sleeps if its shape needs devices not free.
+
+        With preemption, a gang left out would still search victims if its queue was not
+        searched yet and `could_help` said yes: so sleeping groups it says yes for are
+        walked too, and after each admission or release the groups left out are asked
+        again (and resumed after the current gang if it says yes now); evictions free
+        capacity, so groups that may fit again resume too. Newcomers left unwalked are
+        told their group's reason."""
         state = self.state
         heap = backlog.heads()
+        if self._helping:
+            heap += [
+                (backlog.groups[w][0], w)
+                for w in backlog.groups
+                if w not in backlog.awake and self._may_preempt(backlog, w)
+            ]
         heapq.heapify(heap)
+        queued = {where for _, where in heap}
         stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
+        seen = (state.admission_generation, state.capacity_epoch)
         while heap:
             entry, where = heapq.heappop(heap)
+            queued.discard(where)
             gang = state.pending.get(entry[1])
             if gang is not None:
                 visited.add(gang.uid)
                 self._visit(gang, placer, ctx, result)
-                if gang.uid in state.pending and self._fails_for_group(gang):
-                    stopped[where] = gang
-                    self._sleep(backlog, where, gang)
-                    continue
-            following = backlog.after(where, entry)
-            if following is not None:
+            if gang is not None and gang.uid in state.pending and self._leaves_group(gang):
+                stopped[where] = gang
+                self._sleep(backlog, where, gang)
+            elif (following := backlog.after(where, entry)) is not None:
                 heapq.heappush(heap, (following, where))
+                queued.add(where)
+            now = (state.admission_generation, state.capacity_epoch)
+            if self._helping and now != seen:
+                for w in self._resumed(backlog, stopped, queued, grew=now[1] != seen[1]):
+                    if (following := backlog.after(w, entry)) is not None:
+                        heapq.heappush(heap, (following, w))
+                        queued.add(w)
+                seen = now
         for uid in sorted(backlog.fresh - visited):
             member = state.pending.get(uid)
             if member is None:
@@ -284,6 +312,53 @@ class Engine:
                 self.reasons[uid] = reason
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
+
+    def _leaves_group(self, gang: Gang) -> bool:
+        """Whether the rest of the pending gang's group would fail as it did and search
+        no victims: its failure holds for the group, and preemption is not asked for it
+        (its queue already searched, or `could_help` says no for the group)."""
+        if not self._fails_for_group(gang):
+            return False
+        if not self._helping or self._failed_gangs[gang.uid].kind in ("queue", "never"):
+            return True
+        return gang.queue in self._searched_queues or not self._could_help(gang)
+
+    def _could_help(self, gang: Gang) -> bool:
+        """The policy's own answer; a fault counts as yes (the gang is then visited, and
+        its visit reports the fault)."""
+        assert self._raw is not None
+        try:
+            return self._raw[1].could_help(self.state, gang)
+        except Exception:
+            return True
+
+    def _may_preempt(self, backlog: Backlog, where: GroupKey) -> bool:
+        """Whether a gang of the group would search victims now if it failed."""
+        if where[0] in self._searched_queues:
+            return False
+        state = self.state
+        uid = backlog.groups[where][0][1]  # any member answers for all; it may have left
+        member = state.pending.get(uid) or state.admitted_gangs.get(uid)
+        return member is None or self._could_help(member)
+
+    def _resumed(
+        self, backlog: Backlog, stopped: dict[GroupKey, Gang], queued: set[GroupKey], grew: bool
+    ) -> list[GroupKey]:
+        """Groups off the walk that must go on after an admission or release: those
+        preemption may now help, and after capacity grew (an eviction) those that may
+        fit now: woken sleepers and stopped groups that do not sleep."""
+        out = []
+        if grew:
+            out += backlog.wake()
+            out += [w for w, g in stopped.items() if self._may_fit_again(backlog, w, g)]
+        out += [w for w in backlog.groups if w not in queued and self._may_preempt(backlog, w)]
+        return sorted(w for w in set(out) if w not in queued)
+
+    def _may_fit_again(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
+        memo = self._failed_gangs.get(gang.uid)
+        if memo is None or memo.kind in ("queue", "never"):
+            return False
+        return where[2] not in backlog.asleep and where not in backlog.short_of_quota
 
     def _sleep(self, backlog: Backlog, where: GroupKey, gang: Gang) -> None:
         """Put the group (or its whole shape) to sleep if its failure waits for a known

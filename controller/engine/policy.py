@@ -107,10 +107,19 @@ class FifoWithinPriority:
         return gang.order_key
 
 
+def helps_alike(policy: PreemptionPolicy) -> bool:
+    """Whether the policy declares `helps_alike = True`: its `could_help` gives one answer,
+    in a given state, for all gangs of one leaf queue, namespace, priority and pod sets.
+    The engine may then ask one gang of such a group for all of them and walk its own
+    index of alike gangs instead of the whole backlog (see engine/backlog.py)."""
+    return getattr(policy, "helps_alike", False) is True
+
+
 class NoPreemption:
     """Never evicts anything: a gang that does not fit waits."""
 
     name = "none"
+    helps_alike = True
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         return False
