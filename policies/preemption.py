@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -415,7 +415,6 @@ class PriorityPreemption:
     """
 
     name = "priority"
-    helps_alike = True
     scope: Scope = "queue"
     max_probes: int = 32
 
@@ -426,6 +425,10 @@ class PriorityPreemption:
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         low = self._index.min_priority(state, gang.queue if self.scope == "queue" else None)
         return low is not None and low < gang.priority
+
+    def help_key(self, gang: Gang) -> Hashable:
+        """`could_help` reads the gang's queue and priority only."""
+        return gang.priority
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
@@ -462,7 +465,6 @@ class ReclaimPreemption:
     """
 
     name = "reclaim"
-    helps_alike = True
     priority: Literal["any", "lower"] = "any"
     max_probes: int = 32
 
@@ -532,6 +534,12 @@ class ReclaimPreemption:
             for q, borrowed, low in view.lenders
             if not borrowed.isdisjoint(needs) and (self.priority == "any" or low < gang.priority)
         ]
+
+    def help_key(self, gang: Gang) -> Hashable:
+        """`could_help` reads the gang's queue, minimum charge and (`priority: lower`)
+        priority only."""
+        priority = gang.priority if self.priority == "lower" else None
+        return priority, tuple(sorted(_minimum(gang).items()))
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
@@ -614,7 +622,6 @@ class FairSharePreemption:
     """
 
     name = "fair-share"
-    helps_alike = True
     strategies: tuple[Strategy, ...] = ("LessThanOrEqualToFinalShare", "LessThanInitialShare")
     max_probes: int = 32
 
@@ -629,6 +636,10 @@ class FairSharePreemption:
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
         self._share_above: dict[str, bool] = {}
         self._alone_of: dict[tuple[str, str], tuple[float, bool]] = {}
+
+    def help_key(self, gang: Gang) -> Hashable:
+        """`could_help` reads the gang's queue and priority only."""
+        return gang.priority
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         low = self._index.min_priority(state, gang.queue)
@@ -863,7 +874,6 @@ class CostAwarePreemption:
     """
 
     name = "cost-aware"
-    helps_alike = True
     scope: Scope = "queue"
     default_min_runtime_seconds: float = 0.0
     default_checkpoint_seconds: float | None = None
@@ -880,6 +890,10 @@ class CostAwarePreemption:
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         low = self._index.min_priority(state, gang.queue if self.scope == "queue" else None)
         return low is not None and low < gang.priority
+
+    def help_key(self, gang: Gang) -> Hashable:
+        """`could_help` reads the gang's queue and priority only."""
+        return gang.priority
 
     def _checkpoint(self, g: Gang) -> float | None:
         return g.checkpoint_interval or self.default_checkpoint_seconds

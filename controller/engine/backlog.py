@@ -34,8 +34,10 @@ from controller.engine.state import ClusterState
 Entry = tuple[tuple[Any, ...], str]
 """A gang's place in the ordering: (the ordering's key, uid)."""
 GroupKey = tuple[str, str, int, int]
-"""(leaf queue, namespace, shape id, priority): the priority only under a preemption
-policy (whose `could_help` may depend on it), else 0."""
+"""(leaf queue, namespace, shape id, help id): the help id numbers the preemption
+policy's `help_key` of the gang (0 without preemption)."""
+HelpClass = tuple[str, int]
+"""(leaf queue, help id): gangs `could_help` answers alike for."""
 Need = tuple[MatchKey, int]
 """(match set, devices per pod) of a pod set's largest device request."""
 Room = tuple[str, str]
@@ -63,6 +65,7 @@ class Backlog:
         self.fresh: set[str] = set()
         """Gangs that joined since the last cycle and were told no reason yet."""
         self._of_shape: dict[int, set[GroupKey]] = {}
+        self.classes: dict[HelpClass, set[GroupKey]] = {}
         self.awake: set[GroupKey] = set()
         self.asleep: dict[int, tuple[Need, int]] = {}
         """Sleeping shapes: the need they wait for and how many pods of it."""
@@ -91,6 +94,7 @@ class Backlog:
             if group is None:
                 group = self.groups[where] = SortedList()
                 self._of_shape.setdefault(where[2], set()).add(where)
+                self.classes.setdefault((where[0], where[3]), set()).add(where)
                 self._rouse(where)
             group.add(entry)
             self.fresh.add(uid)
@@ -102,6 +106,10 @@ class Backlog:
             return
         del self.groups[where]
         self.awake.discard(where)
+        alike = self.classes[where[0], where[3]]
+        alike.discard(where)
+        if not alike:
+            del self.classes[where[0], where[3]]
         slept_on = self.short_of_quota.pop(where, None)
         if slept_on is not None:
             self._quota_sleepers[slept_on[0]].remove((slept_on[1], where))

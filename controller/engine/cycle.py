@@ -21,10 +21,11 @@ cycle's cost bounded by the number of queues rather than the backlog.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from controller.engine.backlog import Backlog, GroupKey, charge_is_exact, shortfall
+from controller.engine.backlog import Backlog, GroupKey, HelpClass, charge_is_exact, shortfall
 from controller.engine.context import CycleContext
 from controller.engine.feasibility import NeverFit
 from controller.engine.guard import Guard, SafeOrdering, describe
@@ -44,7 +45,7 @@ from controller.engine.policy import (
     OrderingPolicy,
     PlacementPolicy,
     PreemptionPolicy,
-    helps_alike,
+    help_key,
 )
 from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState, PendingJournal
@@ -130,7 +131,10 @@ class Engine:
     _backlog: Backlog | None = None
     _raw: tuple[OrderingPolicy, PreemptionPolicy] | None = None
     _helping: bool = False
-    """The backlog's groups are split by priority: preemption may help some gangs."""
+    """Preemption may help a gang that does not fit: the walk asks `could_help`."""
+    _grouped_by: Callable[[Gang], Hashable] | None = None
+    _help_ids: dict[Hashable, int] = field(default_factory=dict)
+    _help_cache: dict[HelpClass, bool] = field(default_factory=dict)
 
     def plan(self, gang: Gang) -> GangPlan:
         plan = self._plans.get(gang.uid)
@@ -226,16 +230,17 @@ class Engine:
 
     def _backlog_for(self, changed: set[str]) -> Backlog | None:
         """The group index when the walk may be lazy: the ordering is a sort by a key of
-        the gang alone (`KeyedOrdering`) and the preemption policy answers `could_help`
-        alike for a whole group (`helps_alike`). None: walk the ordering's whole order."""
+        the gang alone (`KeyedOrdering`) and the preemption policy says which gangs
+        `could_help` answers alike for (`help_key`). None: walk the ordering's whole order."""
         assert self._raw is not None
         ordering, preemption = self._raw  # the policies themselves, not guarded stand-ins
         key = getattr(ordering, "static_key", None)
+        alike = help_key(preemption)
         pending = len(self.state.pending)
         if (
             self.walk_all
             or key is None
-            or not helps_alike(preemption)
+            or alike is None
             or pending < self.lazy_below
             or (self._backlog is None and pending < self.lazy_from)
         ):
@@ -243,8 +248,9 @@ class Engine:
             return None
         helping = not isinstance(preemption, NoPreemption)
         backlog = self._backlog
-        if backlog is None or backlog.owner is not ordering or helping != self._helping:
-            self._helping = helping
+        if backlog is None or backlog.owner is not ordering or self._grouped_by != alike:
+            self._helping, self._grouped_by = helping, alike
+            self._help_ids.clear()
             backlog = self._backlog = Backlog(self.state, ordering, key, self._group_of)
             backlog.sync(self.state.pending)
         else:
@@ -253,31 +259,42 @@ class Engine:
         return backlog
 
     def _group_of(self, gang: Gang) -> GroupKey:
-        priority = gang.priority if self._helping else 0
-        return (gang.queue, gang.namespace, self.plan(gang).shape_id, priority)
+        help_id = 0
+        if self._helping and self._grouped_by is not None:
+            try:
+                alike: Hashable = self._grouped_by(gang)
+            except Exception:  # a faulty key: the gang is a class of its own
+                alike = ("gang", gang.uid)
+            help_id = self._help_ids.setdefault(alike, len(self._help_ids))
+        return (gang.queue, gang.namespace, self.plan(gang).shape_id, help_id)
 
     def _walk_groups(
         self, backlog: Backlog, placer: Placer, ctx: CycleContext, result: CycleResult
     ) -> None:
         """The order's gangs, awake group heads merged by key; a group whose gang failed
         for a reason the whole group shares (queue, quota lower bound, placement), and
-        for which no preemption will be searched, is not walked further this cycle, and
+        for which no victims will be searched, is not walked further this cycle, and
         sleeps if its shape needs devices not free.
 
         With preemption, a gang left out would still search victims if its queue was not
-        searched yet and `could_help` said yes: so sleeping groups it says yes for are
-        walked too, and after each admission or release the groups left out are asked
-        again (and resumed after the current gang if it says yes now); evictions free
-        capacity, so groups that may fit again resume too. Newcomers left unwalked are
-        told their group's reason."""
+        searched yet and `could_help` said yes. So groups left out (asleep, or stopped
+        because `could_help` said no) are walked, too, while the policy says yes for
+        their class: from the start, and after an admission or release from the gang
+        after the current one. Such a group is passed over, unvisited, once its queue
+        was searched or the policy says no. After an eviction (capacity grew) groups
+        that may fit now resume as well. Newcomers left unwalked are told their group's
+        reason."""
         state = self.state
         heap = backlog.heads()
+        maybe: set[GroupKey] = set()
+        """Groups in the heap only in case preemption helps them."""
+        self._help_cache.clear()
         if self._helping:
-            heap += [
-                (backlog.groups[w][0], w)
-                for w in backlog.groups
-                if w not in backlog.awake and self._may_preempt(backlog, w)
-            ]
+            for cls, groups in backlog.classes.items():
+                if self._class_helped(backlog, cls):
+                    for w in groups - backlog.awake:
+                        heap.append((backlog.groups[w][0], w))
+                        maybe.add(w)
         heapq.heapify(heap)
         queued = {where for _, where in heap}
         stopped: dict[GroupKey, Gang] = {}
@@ -286,19 +303,29 @@ class Engine:
         while heap:
             entry, where = heapq.heappop(heap)
             queued.discard(where)
+            if where in maybe:
+                maybe.discard(where)
+                if not self._class_helped(backlog, (where[0], where[3])):
+                    continue  # it fails as it did, and searches no victims
             gang = state.pending.get(entry[1])
             if gang is not None:
                 visited.add(gang.uid)
                 self._visit(gang, placer, ctx, result)
-            if gang is not None and gang.uid in state.pending and self._leaves_group(gang):
+            now = (state.admission_generation, state.capacity_epoch)
+            changed = self._helping and now != seen
+            if changed:
+                self._help_cache.clear()
+            if gang is not None and gang.uid in state.pending and self._leaves(backlog, where, gang):
                 stopped[where] = gang
                 self._sleep(backlog, where, gang)
             elif (following := backlog.after(where, entry)) is not None:
                 heapq.heappush(heap, (following, where))
                 queued.add(where)
-            now = (state.admission_generation, state.capacity_epoch)
-            if self._helping and now != seen:
-                for w in self._resumed(backlog, stopped, queued, grew=now[1] != seen[1]):
+            if changed:
+                sure, helped = self._resumed(backlog, stopped, queued, grew=now[1] != seen[1])
+                maybe.difference_update(sure)
+                maybe.update(helped - sure - queued)
+                for w in (sure | helped) - queued:
                     if (following := backlog.after(w, entry)) is not None:
                         heapq.heappush(heap, (following, w))
                         queued.add(w)
@@ -313,46 +340,50 @@ class Engine:
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
 
-    def _leaves_group(self, gang: Gang) -> bool:
+    def _leaves(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
         """Whether the rest of the pending gang's group would fail as it did and search
-        no victims: its failure holds for the group, and preemption is not asked for it
-        (its queue already searched, or `could_help` says no for the group)."""
+        no victims: its failure holds for the group, and no victims are searched for it
+        (its queue was searched, or `could_help` says no for its class)."""
         if not self._fails_for_group(gang):
             return False
         if not self._helping or self._failed_gangs[gang.uid].kind in ("queue", "never"):
             return True
-        return gang.queue in self._searched_queues or not self._could_help(gang)
+        return not self._class_helped(backlog, (where[0], where[3]))
 
-    def _could_help(self, gang: Gang) -> bool:
-        """The policy's own answer; a fault counts as yes (the gang is then visited, and
-        its visit reports the fault)."""
-        assert self._raw is not None
-        try:
-            return self._raw[1].could_help(self.state, gang)
-        except Exception:
-            return True
-
-    def _may_preempt(self, backlog: Backlog, where: GroupKey) -> bool:
-        """Whether a gang of the group would search victims now if it failed."""
-        if where[0] in self._searched_queues:
+    def _class_helped(self, backlog: Backlog, cls: HelpClass) -> bool:
+        """Whether a gang of the class that fails now would search victims: its queue
+        was not searched yet and `could_help` says yes (asked of one member for all, once
+        per state; a fault counts as yes, so that a visit reports it)."""
+        if cls[0] in self._searched_queues:
             return False
-        state = self.state
-        uid = backlog.groups[where][0][1]  # any member answers for all; it may have left
-        member = state.pending.get(uid) or state.admitted_gangs.get(uid)
-        return member is None or self._could_help(member)
+        hit = self._help_cache.get(cls)
+        if hit is None:
+            state = self.state
+            uid = backlog.groups[next(iter(backlog.classes[cls]))][0][1]
+            member = state.pending.get(uid) or state.admitted_gangs.get(uid)  # it may have left
+            assert self._raw is not None
+            try:
+                hit = member is None or self._raw[1].could_help(state, member)
+            except Exception:
+                hit = True
+            self._help_cache[cls] = hit
+        return hit
 
     def _resumed(
         self, backlog: Backlog, stopped: dict[GroupKey, Gang], queued: set[GroupKey], grew: bool
-    ) -> list[GroupKey]:
-        """Groups off the walk that must go on after an admission or release: those
-        preemption may now help, and after capacity grew (an eviction) those that may
-        fit now: woken sleepers and stopped groups that do not sleep."""
-        out = []
+    ) -> tuple[set[GroupKey], set[GroupKey]]:
+        """After an admission or release: the groups that may fit now (after capacity
+        grew: woken sleepers, stopped groups that do not sleep), and the groups off the
+        walk that preemption may help now."""
+        sure: set[GroupKey] = set()
         if grew:
-            out += backlog.wake()
-            out += [w for w, g in stopped.items() if self._may_fit_again(backlog, w, g)]
-        out += [w for w in backlog.groups if w not in queued and self._may_preempt(backlog, w)]
-        return sorted(w for w in set(out) if w not in queued)
+            sure.update(backlog.wake())
+            sure.update(w for w, g in stopped.items() if self._may_fit_again(backlog, w, g))
+        helped: set[GroupKey] = set()
+        for cls, groups in backlog.classes.items():
+            if self._class_helped(backlog, cls):
+                helped.update(groups - queued)
+        return sure, helped
 
     def _may_fit_again(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
         memo = self._failed_gangs.get(gang.uid)
@@ -417,6 +448,7 @@ class Engine:
             self._failed_shapes.clear()
             self._exact_charge.clear()
             self._plans.clear()
+            self._help_ids.clear()
             self._backlog = None  # its groups are keyed by shape ids
 
     def _still_fails(self, memo: _Memo, gang: Gang) -> bool:
