@@ -315,9 +315,10 @@ class Engine:
             changed = self._helping and now != seen
             if changed:
                 self._help_cache.clear()
-            if gang is not None and gang.uid in state.pending and self._leaves(backlog, where, gang):
-                stopped[where] = gang
-                self._sleep(backlog, where, gang)
+            still = gang if gang is not None and gang.uid in state.pending else None
+            if still is not None and self._leaves(backlog, where, still):
+                stopped[where] = still
+                self._sleep(backlog, where, still)
             elif (following := backlog.after(where, entry)) is not None:
                 heapq.heappush(heap, (following, where))
                 queued.add(where)

@@ -95,18 +95,24 @@ def clock(step: int) -> float:
 
 
 REAL_PREEMPTION = ("priority", "reclaim", "fair-share", "cost-aware")
+PREEMPTION_PARAMS: dict[str, dict[str, object]] = {
+    "priority": {"scope": "cluster"},
+    "cost-aware": {"scope": "cluster"},
+    "reclaim-lower": {"priority": "lower"},
+}
 
 
 def make_engine(state: ClusterState, preempt: str, ordering: str = "priority") -> Engine:
     """`preempt`: "none", "lower" or "lower-or-equal" (see EvictLowerPriority), or a
     shipped preemption policy by name (REAL_PREEMPTION, with cluster scope where it has
-    one, so victims come from every queue); `ordering` names a shipped ordering policy."""
+    one, so victims come from every queue; "reclaim-lower" is reclaim of lower priority
+    only); `ordering` names a shipped ordering policy."""
     order = create_ordering(ordering)
     if preempt == "none":
         return Engine(state, ordering=order, preemption=NoPreemption())
-    if preempt in REAL_PREEMPTION:
-        params = {"scope": "cluster"} if preempt in ("priority", "cost-aware") else {}
-        policy = create_preemption(PolicyRef(preempt, params))
+    if preempt in (*REAL_PREEMPTION, "reclaim-lower"):
+        name = preempt.removesuffix("-lower")
+        policy = create_preemption(PolicyRef(name, PREEMPTION_PARAMS.get(preempt, {})))
         return Engine(state, ordering=order, preemption=policy)
     double = EvictLowerPriority(equal=preempt == "lower-or-equal")
     return Engine(state, ordering=order, preemption=double)
