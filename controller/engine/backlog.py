@@ -1,9 +1,13 @@
 """Pending gangs in groups the cycle decides alike, so a cycle costs what changed.
 
 Gangs of one leaf queue, namespace and placement shape meet the same queue check, the
-same quota lower bound and the same placement problem. While a cycle runs without
-preemption, usage only grows and free capacity only shrinks, so once the first of a
-group fails for one of those reasons the rest of the group fails too, in this cycle.
+same quota lower bound and the same placement problem. Until something is evicted,
+usage only grows and free capacity only shrinks in a cycle, so once the first of a
+group fails for one of those reasons the rest of the group fails too. Under a
+preemption policy they would still search victims where their queue was not searched
+yet and `could_help` says yes, so groups are also split by the policy's `help_key`
+(gangs it answers alike for), and the engine leaves a group out only while no search
+would happen for it; evictions resume the groups that may fit again (engine/cycle.py).
 Each group is kept sorted by the ordering's key; a cycle merges the groups' heads in
 that key order and stops walking a group at its first such failure, instead of walking
 the whole backlog. Groups follow the pending gangs that changed (the engine reads them

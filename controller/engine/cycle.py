@@ -15,7 +15,10 @@ gang's failed search is trusted while capacity, queues and who runs are unchange
 until the policy's `retry_at`, e.g. a victim's protection ending), and in each cycle a
 queue gets one failed search: after its first gang could not preempt, the queue's later
 gangs wait for the next cycle (Kueue likewise lets a queue's head preempt), which keeps a
-cycle's cost bounded by the number of queues rather than the backlog.
+cycle's cost bounded by the number of queues rather than the backlog. With a large
+backlog the walk goes over groups of alike gangs (backlog.py) and leaves a group out
+while its gangs would fail as its first did and search no victims; `walk_all` is the
+reference it must agree with.
 """
 
 from __future__ import annotations
