@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from controller.engine.cycle import CycleResult, Engine, Outcome
 from controller.engine.model import Queue
+from controller.engine.state import ClusterState
 from policies.ordering import Priority
 from policies.registry import PolicyRef, create_preemption
 from tests.builders import cluster, gang, gpu_quota
@@ -108,6 +109,24 @@ def test_lazy_walk_under_preemption_admits_and_evicts_what_the_whole_walk_does(
 Step = tuple[object, ...]
 
 
+def release_running(state: ClusterState, i: object) -> None:
+    running = sorted(state.admitted)
+    if running:
+        assert isinstance(i, int)
+        state.release(running[i % len(running)])
+
+
+def cycle_as_reference(engine: Engine, reference: Engine) -> None:
+    """`reference` (a fresh engine on the same state) runs a cycle and rolls it back;
+    then `engine`'s cycle must admit the same gangs with the same victims."""
+    fresh = reference.cycle()
+    want = admissions(fresh)
+    fresh.ledger.rollback_all()
+    result = engine.cycle()
+    result.ledger.commit_all()
+    assert admissions(result) == want
+
+
 @st.composite
 def device_bound_backlogs(draw: st.DrawFn) -> tuple[int, int, list[Step]]:
     """Nodes of exclusive GPUs and many gangs of a few GPU shapes, with releases: what
@@ -143,17 +162,9 @@ def test_shapes_asleep_wake_up_when_enough_devices_are_free(
                 state.add_gang(gang(uid, pods, per_pod, priority=priority, created=added))
                 added += 1
         elif step[0] == "release":
-            running = sorted(state.admitted)
-            if running:
-                assert isinstance(step[1], int)
-                state.release(running[step[1] % len(running)])
+            release_running(state, step[1])
         else:
-            reference = Engine(state, walk_all=True).cycle()
-            want = admissions(reference)
-            reference.ledger.rollback_all()
-            result = engine.cycle()
-            result.ledger.commit_all()
-            assert admissions(result) == want
+            cycle_as_reference(engine, Engine(state, walk_all=True))
 
 
 PREEMPTING = (
@@ -221,15 +232,7 @@ def test_lazy_walk_searches_and_evicts_as_the_whole_walk_with_large_groups(
                 )
                 added += 1
         elif step[0] == "release":
-            running = sorted(state.admitted)
-            if running:
-                assert isinstance(step[1], int)
-                state.release(running[step[1] % len(running)])
+            release_running(state, step[1])
         else:
-            fresh = Engine(state, Priority(), create_preemption(policy), walk_all=True)
-            reference = fresh.cycle()
-            want = admissions(reference)
-            reference.ledger.rollback_all()
-            result = engine.cycle()
-            result.ledger.commit_all()
-            assert admissions(result) == want
+            reference = Engine(state, Priority(), create_preemption(policy), walk_all=True)
+            cycle_as_reference(engine, reference)
