@@ -362,12 +362,16 @@ def quota_bookkeeping_problems(q: QuotaTree) -> list[str]:
 
 
 def index_problems(state: ClusterState) -> list[str]:
-    """Derived indexes (free cpu order, match-set free counts) agree with the raw state."""
+    """Derived indexes (free cpu order, match-set free counts, held devices) agree with
+    the raw state."""
     out = []
     want_cpu = sorted((u.free("cpu"), n) for n, u in state.nodes.items())
     if list(state._free_cpu) != want_cpu:
         out.append(f"free-cpu index {list(state._free_cpu)} != {want_cpu}")
     inv = state.inventory
+    held = len(inv.owners.keys() & inv.devices.keys())
+    if inv.held_published != held:
+        out.append(f"held published devices {inv.held_published} != recounted {held}")
     for mk, ms in inv._matches.items():
         want_members = sorted(dk for dk, d in inv.devices.items() if _matches(mk, d))
         members = sorted(dk for devices in ms.by_node.values() for dk in devices)
