@@ -138,6 +138,8 @@ class Engine:
     _grouped_by: Callable[[Gang], Hashable] | None = None
     _help_ids: dict[Hashable, int] = field(default_factory=dict)
     _help_cache: dict[HelpClass, bool] = field(default_factory=dict)
+    _help_reps: dict[HelpClass, Gang] = field(default_factory=dict)
+    """The member of each class `could_help` is asked about, in this cycle."""
 
     def plan(self, gang: Gang) -> GangPlan:
         plan = self._plans.get(gang.uid)
@@ -292,6 +294,7 @@ class Engine:
         maybe: set[GroupKey] = set()
         """Groups in the heap only in case preemption helps them."""
         self._help_cache.clear()
+        self._help_reps.clear()
         if self._helping:
             for cls, groups in backlog.classes.items():
                 if self._class_helped(backlog, cls):
@@ -363,8 +366,12 @@ class Engine:
         hit = self._help_cache.get(cls)
         if hit is None:
             state = self.state
-            uid = backlog.groups[next(iter(backlog.classes[cls]))][0][1]
-            member = state.pending.get(uid) or state.admitted_gangs.get(uid)  # it may have left
+            member = self._help_reps.get(cls)
+            if member is None:
+                uid = backlog.groups[next(iter(backlog.classes[cls]))][0][1]
+                member = state.pending.get(uid) or state.admitted_gangs.get(uid)  # or it left
+                if member is not None:
+                    self._help_reps[cls] = member
             assert self._raw is not None
             try:
                 hit = member is None or self._raw[1].could_help(state, member)
