@@ -295,9 +295,13 @@ class Engine:
         """Groups in the heap only in case preemption helps them."""
         self._help_cache.clear()
         self._help_reps.clear()
+        helped_before: set[HelpClass] = set()
+        """Classes `could_help` said yes for at the last asking: their groups left out
+        are in the heap already."""
         if self._helping:
             for cls, groups in backlog.classes.items():
                 if self._class_helped(backlog, cls):
+                    helped_before.add(cls)
                     for w in groups - backlog.awake:
                         heap.append((backlog.groups[w][0], w))
                         maybe.add(w)
@@ -329,7 +333,9 @@ class Engine:
                 heapq.heappush(heap, (following, where))
                 queued.add(where)
             if changed:
-                sure, helped = self._resumed(backlog, stopped, queued, grew=now[1] != seen[1])
+                sure, helped = self._resumed(
+                    backlog, stopped, queued, helped_before, grew=now[1] != seen[1]
+                )
                 maybe.difference_update(sure)
                 maybe.update(helped - sure - queued)
                 for w in (sure | helped) - queued:
@@ -381,19 +387,28 @@ class Engine:
         return hit
 
     def _resumed(
-        self, backlog: Backlog, stopped: dict[GroupKey, Gang], queued: set[GroupKey], grew: bool
+        self,
+        backlog: Backlog,
+        stopped: dict[GroupKey, Gang],
+        queued: set[GroupKey],
+        helped_before: set[HelpClass],
+        grew: bool,
     ) -> tuple[set[GroupKey], set[GroupKey]]:
         """After an admission or release: the groups that may fit now (after capacity
         grew: woken sleepers, stopped groups that do not sleep), and the groups off the
-        walk that preemption may help now."""
+        walk of the classes preemption may help now and did not before (a group of a
+        class it helped is left out only for a reason no preemption changes: its queue
+        was searched, or its failure is its queue's or can never pass)."""
         sure: set[GroupKey] = set()
         if grew:
             sure.update(backlog.wake())
             sure.update(w for w, g in stopped.items() if self._may_fit_again(backlog, w, g))
         helped: set[GroupKey] = set()
-        for cls, groups in backlog.classes.items():
-            if self._class_helped(backlog, cls):
-                helped.update(groups - queued)
+        now = {cls for cls in backlog.classes if self._class_helped(backlog, cls)}
+        for cls in now - helped_before:
+            helped.update(backlog.classes[cls] - queued)
+        helped_before.clear()
+        helped_before.update(now)
         return sure, helped
 
     def _may_fit_again(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
