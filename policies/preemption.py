@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -426,6 +426,10 @@ class PriorityPreemption:
         low = self._index.min_priority(state, gang.queue if self.scope == "queue" else None)
         return low is not None and low < gang.priority
 
+    def help_key(self, gang: Gang) -> Hashable:
+        """`could_help` reads the gang's queue and priority only."""
+        return gang.priority
+
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
         candidates = _by_priority(_lower(self._index, state, gang, self.scope), state)
@@ -531,6 +535,12 @@ class ReclaimPreemption:
             if not borrowed.isdisjoint(needs) and (self.priority == "any" or low < gang.priority)
         ]
 
+    def help_key(self, gang: Gang) -> Hashable:
+        """`could_help` reads the gang's queue, minimum charge and (`priority: lower`)
+        priority only."""
+        priority = gang.priority if self.priority == "lower" else None
+        return priority, tuple(sorted(_minimum(gang).items()))
+
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
         if view is None or not view.lenders or not view.full.isdisjoint(_minimum.needed(gang)):
@@ -626,6 +636,10 @@ class FairSharePreemption:
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
         self._share_above: dict[str, bool] = {}
         self._alone_of: dict[tuple[str, str], tuple[float, bool]] = {}
+
+    def help_key(self, gang: Gang) -> Hashable:
+        """`could_help` reads the gang's queue and priority only."""
+        return gang.priority
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         low = self._index.min_priority(state, gang.queue)
@@ -876,6 +890,10 @@ class CostAwarePreemption:
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         low = self._index.min_priority(state, gang.queue if self.scope == "queue" else None)
         return low is not None and low < gang.priority
+
+    def help_key(self, gang: Gang) -> Hashable:
+        """`could_help` reads the gang's queue and priority only."""
+        return gang.priority
 
     def _checkpoint(self, g: Gang) -> float | None:
         return g.checkpoint_interval or self.default_checkpoint_seconds

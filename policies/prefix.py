@@ -19,14 +19,9 @@ from controller.engine.state import ClusterState
 _shareable: weakref.WeakKeyDictionary[ClusterState, tuple[int, bool]] = weakref.WeakKeyDictionary()
 
 
-_free: weakref.WeakKeyDictionary[ClusterState, tuple[tuple[int, ...], int]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def free_devices(state: ClusterState) -> int | None:
     """Published devices nobody holds (None when shareable devices make counting
-    meaningless); recounted only when devices, admissions or holders changed."""
+    meaningless), from the inventory's count of held ones."""
     inv = state.inventory
     hit = _shareable.get(state)
     if hit is None or hit[0] != inv.generation:
@@ -36,14 +31,7 @@ def free_devices(state: ClusterState) -> int | None:
         )
     if hit[1]:
         return None
-    stamp = (inv.generation, state.capacity_epoch, state.admission_generation, len(inv.owners))
-    count = _free.get(state)
-    if count is None or count[0] != stamp:
-        count = _free[state] = (
-            stamp,
-            len(inv.devices) - len(inv.owners.keys() & inv.devices.keys()),
-        )
-    return count[1]
+    return len(inv.devices) - inv.held_published
 
 
 def devices_needed(charge: Mapping[str, int]) -> int:

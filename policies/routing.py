@@ -8,13 +8,18 @@ placement simply use the gang's queue's policy, or the cluster-wide one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.engine.context import CycleContext
 from controller.engine.model import Gang, Topology
 from controller.engine.placement import Domain, PodDemand
-from controller.engine.policy import OrderingPolicy, PlacementPolicy, PreemptionPolicy
+from controller.engine.policy import (
+    OrderingPolicy,
+    PlacementPolicy,
+    PreemptionPolicy,
+    help_key,
+)
 from controller.engine.state import ClusterState
 from policies.registry import (
     KINDS,
@@ -140,6 +145,20 @@ class PerQueuePreemption:
     default: PreemptionPolicy
     queues: Mapping[str, PreemptionPolicy]
     name: str = "per-queue"
+
+    @property
+    def help_key(self) -> Callable[[Gang], Hashable] | None:
+        """The queue's policy's key, when every policy it routes to has one (a class of
+        alike gangs is always within one queue)."""
+        policies = (self.default, *self.queues.values())
+        if any(help_key(p) is None for p in policies):
+            return None
+        return self._help_key
+
+    def _help_key(self, gang: Gang) -> Hashable:
+        key = help_key(self._for(gang))
+        assert key is not None
+        return key(gang)
 
     def _for(self, gang: Gang) -> PreemptionPolicy:
         return self.queues.get(gang.queue, self.default)

@@ -1,9 +1,13 @@
 """Pending gangs in groups the cycle decides alike, so a cycle costs what changed.
 
 Gangs of one leaf queue, namespace and placement shape meet the same queue check, the
-same quota lower bound and the same placement problem. While a cycle runs without
-preemption, usage only grows and free capacity only shrinks, so once the first of a
-group fails for one of those reasons the rest of the group fails too, in this cycle.
+same quota lower bound and the same placement problem. Until something is evicted,
+usage only grows and free capacity only shrinks in a cycle, so once the first of a
+group fails for one of those reasons the rest of the group fails too. Under a
+preemption policy they would still search victims where their queue was not searched
+yet and `could_help` says yes, so groups are also split by the policy's `help_key`
+(gangs it answers alike for), and the engine leaves a group out only while no search
+would happen for it; evictions resume the groups that may fit again (engine/cycle.py).
 Each group is kept sorted by the ordering's key; a cycle merges the groups' heads in
 that key order and stops walking a group at its first such failure, instead of walking
 the whole backlog. Groups follow the pending gangs that changed (the engine reads them
@@ -33,8 +37,11 @@ from controller.engine.state import ClusterState
 
 Entry = tuple[tuple[Any, ...], str]
 """A gang's place in the ordering: (the ordering's key, uid)."""
-GroupKey = tuple[str, str, int]
-"""(leaf queue, namespace, shape id)."""
+GroupKey = tuple[str, str, int, int]
+"""(leaf queue, namespace, shape id, help id): the help id numbers the preemption
+policy's `help_key` of the gang (0 without preemption)."""
+HelpClass = tuple[str, int]
+"""(leaf queue, help id): gangs `could_help` answers alike for."""
 Need = tuple[MatchKey, int]
 """(match set, devices per pod) of a pod set's largest device request."""
 Room = tuple[str, str]
@@ -62,6 +69,7 @@ class Backlog:
         self.fresh: set[str] = set()
         """Gangs that joined since the last cycle and were told no reason yet."""
         self._of_shape: dict[int, set[GroupKey]] = {}
+        self.classes: dict[HelpClass, set[GroupKey]] = {}
         self.awake: set[GroupKey] = set()
         self.asleep: dict[int, tuple[Need, int]] = {}
         """Sleeping shapes: the need they wait for and how many pods of it."""
@@ -90,6 +98,7 @@ class Backlog:
             if group is None:
                 group = self.groups[where] = SortedList()
                 self._of_shape.setdefault(where[2], set()).add(where)
+                self.classes.setdefault((where[0], where[3]), set()).add(where)
                 self._rouse(where)
             group.add(entry)
             self.fresh.add(uid)
@@ -101,6 +110,10 @@ class Backlog:
             return
         del self.groups[where]
         self.awake.discard(where)
+        alike = self.classes[where[0], where[3]]
+        alike.discard(where)
+        if not alike:
+            del self.classes[where[0], where[3]]
         slept_on = self.short_of_quota.pop(where, None)
         if slept_on is not None:
             self._quota_sleepers[slept_on[0]].remove((slept_on[1], where))
@@ -141,21 +154,24 @@ class Backlog:
         self._quota_sleepers.setdefault(room, SortedList()).add((amount, where))
         self.awake.discard(where)
 
-    def _rouse(self, where: GroupKey) -> None:
+    def _rouse(self, where: GroupKey) -> bool:
         if where[2] not in self.asleep and where not in self.short_of_quota:
             self.awake.add(where)
+            return True
+        return False
 
-    def wake(self) -> None:
+    def wake(self) -> list[GroupKey]:
         """Wake every sleeper whose wait is over: shapes whose pods the free devices
         could host, groups whose queue has the room (all of them after a change to the
         queue tree or namespaces). Free devices and headroom grow only with the state's
-        capacity epoch, so nothing wakes while it stands still."""
+        capacity epoch, so nothing wakes while it stands still. Returns the groups woken."""
         state = self.state
         quota = state.quota
         seen = (quota.generation, state.namespace_generation)
         changed, self._queues_seen = seen != self._queues_seen, seen
+        woken: list[GroupKey] = []
         if not changed and state.capacity_epoch == self._epoch_seen:
-            return
+            return woken
         self._epoch_seen = state.capacity_epoch
         inventory = state.inventory
         for need, waiting in self._sleepers.items():
@@ -163,14 +179,15 @@ class Backlog:
             while waiting and (fitting is None or waiting[0][0] <= fitting):
                 _, shape = waiting.pop(0)
                 del self.asleep[shape]
-                for where in self._of_shape.get(shape, ()):
-                    self._rouse(where)
+                woken.extend(w for w in self._of_shape.get(shape, ()) if self._rouse(w))
         for (queue, resource), groups in self._quota_sleepers.items():
             room = None if changed else quota.headroom(queue, resource)[0]
             while groups and (room is None or groups[0][0] <= room):
                 _, group = groups.pop(0)
                 del self.short_of_quota[group]
-                self._rouse(group)
+                if self._rouse(group):
+                    woken.append(group)
+        return woken
 
 
 def _pods_fitting(inventory: DeviceInventory, need: Need) -> int | None:

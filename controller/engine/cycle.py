@@ -15,16 +15,20 @@ gang's failed search is trusted while capacity, queues and who runs are unchange
 until the policy's `retry_at`, e.g. a victim's protection ending), and in each cycle a
 queue gets one failed search: after its first gang could not preempt, the queue's later
 gangs wait for the next cycle (Kueue likewise lets a queue's head preempt), which keeps a
-cycle's cost bounded by the number of queues rather than the backlog.
+cycle's cost bounded by the number of queues rather than the backlog. With a large
+backlog the walk goes over groups of alike gangs (backlog.py) and leaves a group out
+while its gangs would fail as its first did and search no victims; `walk_all` is the
+reference it must agree with.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from controller.engine.backlog import Backlog, GroupKey, charge_is_exact, shortfall
+from controller.engine.backlog import Backlog, GroupKey, HelpClass, charge_is_exact, shortfall
 from controller.engine.context import CycleContext
 from controller.engine.feasibility import NeverFit
 from controller.engine.guard import Guard, SafeOrdering, describe
@@ -44,6 +48,7 @@ from controller.engine.policy import (
     OrderingPolicy,
     PlacementPolicy,
     PreemptionPolicy,
+    help_key,
 )
 from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState, PendingJournal
@@ -128,6 +133,13 @@ class Engine:
     _journal_state: ClusterState | None = None
     _backlog: Backlog | None = None
     _raw: tuple[OrderingPolicy, PreemptionPolicy] | None = None
+    _helping: bool = False
+    """Preemption may help a gang that does not fit: the walk asks `could_help`."""
+    _grouped_by: Callable[[Gang], Hashable] | None = None
+    _help_ids: dict[Hashable, int] = field(default_factory=dict)
+    _help_cache: dict[HelpClass, bool] = field(default_factory=dict)
+    _help_reps: dict[HelpClass, Gang] = field(default_factory=dict)
+    """The member of each class `could_help` is asked about, in this cycle."""
 
     def plan(self, gang: Gang) -> GangPlan:
         plan = self._plans.get(gang.uid)
@@ -223,23 +235,27 @@ class Engine:
 
     def _backlog_for(self, changed: set[str]) -> Backlog | None:
         """The group index when the walk may be lazy: the ordering is a sort by a key of
-        the gang alone (`KeyedOrdering`) and no preemption can change what a failure
-        implies. None: walk the ordering's whole order."""
+        the gang alone (`KeyedOrdering`) and the preemption policy says which gangs
+        `could_help` answers alike for (`help_key`). None: walk the ordering's whole order."""
         assert self._raw is not None
         ordering, preemption = self._raw  # the policies themselves, not guarded stand-ins
         key = getattr(ordering, "static_key", None)
+        alike = help_key(preemption)
         pending = len(self.state.pending)
         if (
             self.walk_all
             or key is None
-            or not isinstance(preemption, NoPreemption)
+            or alike is None
             or pending < self.lazy_below
             or (self._backlog is None and pending < self.lazy_from)
         ):
             self._backlog = None
             return None
+        helping = not isinstance(preemption, NoPreemption)
         backlog = self._backlog
-        if backlog is None or backlog.owner is not ordering:
+        if backlog is None or backlog.owner is not ordering or self._grouped_by != alike:
+            self._helping, self._grouped_by = helping, alike
+            self._help_ids.clear()
             backlog = self._backlog = Backlog(self.state, ordering, key, self._group_of)
             backlog.sync(self.state.pending)
         else:
@@ -247,34 +263,86 @@ class Engine:
         backlog.wake()
         return backlog
 
-    def _group_of(self, gang: Gang) -> tuple[str, str, int]:
-        return (gang.queue, gang.namespace, self.plan(gang).shape_id)
+    def _group_of(self, gang: Gang) -> GroupKey:
+        help_id = 0
+        if self._helping and self._grouped_by is not None:
+            try:
+                alike: Hashable = self._grouped_by(gang)
+            except Exception:  # a faulty key: the gang is a class of its own
+                alike = ("gang", gang.uid)
+            help_id = self._help_ids.setdefault(alike, len(self._help_ids))
+        return (gang.queue, gang.namespace, self.plan(gang).shape_id, help_id)
 
     def _walk_groups(
         self, backlog: Backlog, placer: Placer, ctx: CycleContext, result: CycleResult
     ) -> None:
         """The order's gangs, awake group heads merged by key; a group whose gang failed
-        for a reason the whole group shares (queue, quota lower bound, placement) is not
-        walked further this cycle, and sleeps if its shape needs devices not free.
-        Newcomers left unwalked are told their group's reason."""
+        for a reason the whole group shares (queue, quota lower bound, placement), and
+        for which no victims will be searched, is not walked further this cycle, and
+        sleeps if its shape needs devices not free.
+
+        With preemption, a gang left out would still search victims if its queue was not
+        searched yet and `could_help` said yes. So groups left out (asleep, or stopped
+        because `could_help` said no) are walked, too, while the policy says yes for
+        their class: from the start, and after an admission or release from the gang
+        after the current one. Such a group is passed over, unvisited, once its queue
+        was searched or the policy says no. After an eviction (capacity grew) groups
+        that may fit now resume as well. Newcomers left unwalked are told their group's
+        reason."""
         state = self.state
         heap = backlog.heads()
+        maybe: set[GroupKey] = set()
+        """Groups in the heap only in case preemption helps them."""
+        self._help_cache.clear()
+        self._help_reps.clear()
+        helped_before: set[HelpClass] = set()
+        """Classes `could_help` said yes for at the last asking: their groups left out
+        are in the heap already."""
+        if self._helping:
+            for cls, groups in backlog.classes.items():
+                if self._class_helped(backlog, cls):
+                    helped_before.add(cls)
+                    for w in groups - backlog.awake:
+                        heap.append((backlog.groups[w][0], w))
+                        maybe.add(w)
         heapq.heapify(heap)
+        queued = {where for _, where in heap}
         stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
+        seen = (state.admission_generation, state.capacity_epoch)
         while heap:
             entry, where = heapq.heappop(heap)
+            queued.discard(where)
+            if where in maybe:
+                maybe.discard(where)
+                if not self._class_helped(backlog, (where[0], where[3])):
+                    continue  # it fails as it did, and searches no victims
             gang = state.pending.get(entry[1])
             if gang is not None:
                 visited.add(gang.uid)
                 self._visit(gang, placer, ctx, result)
-                if gang.uid in state.pending and self._fails_for_group(gang):
-                    stopped[where] = gang
-                    self._sleep(backlog, where, gang)
-                    continue
-            following = backlog.after(where, entry)
-            if following is not None:
+            now = (state.admission_generation, state.capacity_epoch)
+            changed = self._helping and now != seen
+            if changed:
+                self._help_cache.clear()
+            still = gang if gang is not None and gang.uid in state.pending else None
+            if still is not None and self._leaves(backlog, where, still):
+                stopped[where] = still
+                self._sleep(backlog, where, still)
+            elif (following := backlog.after(where, entry)) is not None:
                 heapq.heappush(heap, (following, where))
+                queued.add(where)
+            if changed:
+                sure, helped = self._resumed(
+                    backlog, stopped, queued, helped_before, grew=now[1] != seen[1]
+                )
+                maybe.difference_update(sure)
+                maybe.update(helped - sure - queued)
+                for w in (sure | helped) - queued:
+                    if (following := backlog.after(w, entry)) is not None:
+                        heapq.heappush(heap, (following, w))
+                        queued.add(w)
+                seen = now
         for uid in sorted(backlog.fresh - visited):
             member = state.pending.get(uid)
             if member is None:
@@ -284,6 +352,70 @@ class Engine:
                 self.reasons[uid] = reason
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
+
+    def _leaves(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
+        """Whether the rest of the pending gang's group would fail as it did and search
+        no victims: its failure holds for the group, and no victims are searched for it
+        (its queue was searched, or `could_help` says no for its class)."""
+        if not self._fails_for_group(gang):
+            return False
+        if not self._helping or self._failed_gangs[gang.uid].kind in ("queue", "never"):
+            return True
+        return not self._class_helped(backlog, (where[0], where[3]))
+
+    def _class_helped(self, backlog: Backlog, cls: HelpClass) -> bool:
+        """Whether a gang of the class that fails now would search victims: its queue
+        was not searched yet and `could_help` says yes (asked of one member for all, once
+        per state; a fault counts as yes, so that a visit reports it)."""
+        if cls[0] in self._searched_queues:
+            return False
+        hit = self._help_cache.get(cls)
+        if hit is None:
+            state = self.state
+            member = self._help_reps.get(cls)
+            if member is None:
+                uid = backlog.groups[next(iter(backlog.classes[cls]))][0][1]
+                member = state.pending.get(uid) or state.admitted_gangs.get(uid)  # or it left
+                if member is not None:
+                    self._help_reps[cls] = member
+            assert self._raw is not None
+            try:
+                hit = member is None or self._raw[1].could_help(state, member)
+            except Exception:
+                hit = True
+            self._help_cache[cls] = hit
+        return hit
+
+    def _resumed(
+        self,
+        backlog: Backlog,
+        stopped: dict[GroupKey, Gang],
+        queued: set[GroupKey],
+        helped_before: set[HelpClass],
+        grew: bool,
+    ) -> tuple[set[GroupKey], set[GroupKey]]:
+        """After an admission or release: the groups that may fit now (after capacity
+        grew: woken sleepers, stopped groups that do not sleep), and the groups off the
+        walk of the classes preemption may help now and did not before (a group of a
+        class it helped is left out only for a reason no preemption changes: its queue
+        was searched, or its failure is its queue's or can never pass)."""
+        sure: set[GroupKey] = set()
+        if grew:
+            sure.update(backlog.wake())
+            sure.update(w for w, g in stopped.items() if self._may_fit_again(backlog, w, g))
+        helped: set[GroupKey] = set()
+        now = {cls for cls in backlog.classes if self._class_helped(backlog, cls)}
+        for cls in now - helped_before:
+            helped.update(backlog.classes[cls] - queued)
+        helped_before.clear()
+        helped_before.update(now)
+        return sure, helped
+
+    def _may_fit_again(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
+        memo = self._failed_gangs.get(gang.uid)
+        if memo is None or memo.kind in ("queue", "never"):
+            return False
+        return where[2] not in backlog.asleep and where not in backlog.short_of_quota
 
     def _sleep(self, backlog: Backlog, where: GroupKey, gang: Gang) -> None:
         """Put the group (or its whole shape) to sleep if its failure waits for a known
@@ -342,6 +474,7 @@ class Engine:
             self._failed_shapes.clear()
             self._exact_charge.clear()
             self._plans.clear()
+            self._help_ids.clear()
             self._backlog = None  # its groups are keyed by shape ids
 
     def _still_fails(self, memo: _Memo, gang: Gang) -> bool:

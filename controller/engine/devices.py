@@ -112,6 +112,9 @@ class DeviceInventory:
         self.slices: dict[str, ResourceSlice] = {}
         self.classes: dict[str, DeviceClass] = {}
         self.owners: dict[DeviceKey, set[str]] = {}
+        self.held_published = 0
+        """Published devices with at least one holder, kept as holders and slices change
+        (free unshared devices are the rest: counted without a pass over them)."""
         self._by_node: dict[str | None, SortedSet[DeviceKey]] = {}
         self._slice_of: dict[DeviceKey, str] = {}
         self._unpublished_shareable: dict[DeviceKey, bool] = {}
@@ -134,6 +137,8 @@ class DeviceInventory:
             self.remove_slice(rs.name)
         self.slices[rs.name] = rs
         for d in rs.devices:
+            if d.key not in self.devices and self.owners.get(d.key):
+                self.held_published += 1
             self.devices[d.key] = d
             self._unpublished_shareable.pop(d.key, None)
             self._slice_of[d.key] = rs.name
@@ -150,6 +155,7 @@ class DeviceInventory:
             was_free = self.is_free(d.key)
             if self.owners.get(d.key):
                 self._unpublished_shareable[d.key] = d.shareable
+                self.held_published -= d.key in self.devices
             self.devices.pop(d.key, None)
             self._slice_of.pop(d.key, None)
             node_set = self._by_node.get(d.node)
@@ -303,7 +309,10 @@ class DeviceInventory:
         moved: list[DeviceKey] = []
         for key in keys:
             was_free = self.is_free(key)
-            self.owners.setdefault(key, set()).add(owner)
+            holders = self.owners.setdefault(key, set())
+            if not holders and key in self.devices:
+                self.held_published += 1
+            holders.add(owner)
             if was_free and not self.is_free(key):
                 moved.append(key)
         self._shift(moved, -1)
@@ -323,6 +332,8 @@ class DeviceInventory:
             if not holders:
                 del self.owners[key]
                 self._unpublished_shareable.pop(key, None)
+                if key in self.devices:
+                    self.held_published -= 1
             if not was_free and self.is_free(key):
                 moved.append(key)
         self._shift(moved, +1)

@@ -8,7 +8,7 @@ cycle through a `CycleContext`: the state, the clock, and a side-effect-free
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.engine.model import Gang, Topology
@@ -107,10 +107,22 @@ class FifoWithinPriority:
         return gang.order_key
 
 
+def help_key(policy: PreemptionPolicy) -> Callable[[Gang], Hashable] | None:
+    """The policy's optional `help_key(gang)`: gangs of one leaf queue with equal keys get
+    one answer from `could_help` in any given state. The engine then asks one gang of such
+    a class for all of them, and may walk its own index of alike gangs instead of the
+    whole backlog (see engine/backlog.py). None: the policy declares none."""
+    key = getattr(policy, "help_key", None)
+    return key if callable(key) else None
+
+
 class NoPreemption:
     """Never evicts anything: a gang that does not fit waits."""
 
     name = "none"
+
+    def help_key(self, gang: Gang) -> Hashable:
+        return None
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         return False

@@ -101,18 +101,24 @@ def clock(step: int) -> float:
 
 
 REAL_PREEMPTION = ("priority", "reclaim", "fair-share", "cost-aware")
+PREEMPTION_PARAMS: dict[str, dict[str, object]] = {
+    "priority": {"scope": "cluster"},
+    "cost-aware": {"scope": "cluster"},
+    "reclaim-lower": {"priority": "lower"},
+}
 
 
 def make_engine(state: ClusterState, preempt: str, ordering: str = "priority") -> Engine:
     """`preempt`: "none", "lower" or "lower-or-equal" (see EvictLowerPriority), or a
     shipped preemption policy by name (REAL_PREEMPTION, with cluster scope where it has
-    one, so victims come from every queue); `ordering` names a shipped ordering policy."""
+    one, so victims come from every queue; "reclaim-lower" is reclaim of lower priority
+    only); `ordering` names a shipped ordering policy."""
     order = create_ordering(ordering)
     if preempt == "none":
         return Engine(state, ordering=order, preemption=NoPreemption())
-    if preempt in REAL_PREEMPTION:
-        params = {"scope": "cluster"} if preempt in ("priority", "cost-aware") else {}
-        policy = create_preemption(PolicyRef(preempt, params))
+    if preempt in (*REAL_PREEMPTION, "reclaim-lower"):
+        name = preempt.removesuffix("-lower")
+        policy = create_preemption(PolicyRef(name, PREEMPTION_PARAMS.get(preempt, {})))
         return Engine(state, ordering=order, preemption=policy)
     double = EvictLowerPriority(equal=preempt == "lower-or-equal")
     return Engine(state, ordering=order, preemption=double)
@@ -391,12 +397,16 @@ def quota_bookkeeping_problems(q: QuotaTree) -> list[str]:
 
 
 def index_problems(state: ClusterState) -> list[str]:
-    """Derived indexes (free cpu order, match-set free counts) agree with the raw state."""
+    """Derived indexes (free cpu order, match-set free counts, held devices) agree with
+    the raw state."""
     out = []
     want_cpu = sorted((u.free("cpu"), n) for n, u in state.nodes.items())
     if list(state._free_cpu) != want_cpu:
         out.append(f"free-cpu index {list(state._free_cpu)} != {want_cpu}")
     inv = state.inventory
+    held = len(inv.owners.keys() & inv.devices.keys())
+    if inv.held_published != held:
+        out.append(f"held published devices {inv.held_published} != recounted {held}")
     for mk, ms in inv._matches.items():
         want_members = sorted(dk for dk, d in inv.devices.items() if _matches(mk, d))
         members = sorted(dk for devices in ms.by_node.values() for dk in devices)

@@ -385,6 +385,17 @@ class Scenario:
 ORDERINGS = ("priority", "strict-fifo", "best-effort-fifo", "drf", "las", "sjf")
 
 
+PREEMPTION_KINDS = (
+    "none",
+    "lower",
+    "lower-or-equal",
+    "priority",
+    "reclaim",
+    "fair-share",
+    "cost-aware",
+)
+
+
 @st.composite
 def scenarios(
     draw: st.DrawFn,
@@ -393,12 +404,13 @@ def scenarios(
     copies: int = 0,
     orderings: Sequence[str] = ORDERINGS,
     exclusive: bool = False,
+    kinds: Sequence[str] = PREEMPTION_KINDS,
 ) -> Scenario:
     """With `exclusive`, half the clusters have no shareable device (counts of free
-    devices then bound what fits)."""
+    devices then bound what fits); `kinds`: the preemption policies drawn from (see
+    `harness.make_engine`)."""
     spec = draw(cluster_specs(not (exclusive and draw(st.booleans()))))
     ops = draw(operations(spec, max_ops, copies))
-    kinds = ["none", "lower", "lower-or-equal", "priority", "reclaim", "fair-share", "cost-aware"]
     preempt = draw(st.sampled_from(kinds)) if preemption else "none"
     return Scenario(spec, tuple(ops), preempt, draw(st.sampled_from(orderings)))
 

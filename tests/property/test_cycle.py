@@ -8,20 +8,35 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.engine.cycle import CycleResult, Engine, Outcome
-from tests.builders import cluster, gang
-from tests.property.harness import Driver, Snapshot, clock, make_engine, property_settings
+from controller.engine.model import Queue
+from controller.engine.state import ClusterState
+from policies.ordering import Priority
+from policies.registry import PolicyRef, create_preemption
+from tests.builders import cluster, gang, gpu_quota
+from tests.property.harness import (
+    REAL_PREEMPTION,
+    Driver,
+    Snapshot,
+    clock,
+    make_engine,
+    property_settings,
+)
 from tests.property.strategies import Op, Scenario, scenarios
 
 
-def admissions(result: CycleResult) -> list[tuple[str, object]]:
-    return [(d.gang_uid, d.reservation) for d in result.decisions if d.outcome is Outcome.ADMITTED]
+def admissions(result: CycleResult) -> list[tuple[str, object, tuple[str, ...]]]:
+    return [
+        (d.gang_uid, d.reservation, d.victims)
+        for d in result.decisions
+        if d.outcome is Outcome.ADMITTED
+    ]
 
 
 def check_memo(sc: Scenario) -> None:
     driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
     driver.engine.lazy_from = driver.engine.lazy_below = 0  # the group index from the start
     problems: list[str] = []
-    fresh_admissions: list[tuple[str, object]] = []
+    fresh_admissions: list[tuple[str, object, tuple[str, ...]]] = []
 
     def before_cycle() -> None:
         state = driver.state
@@ -70,7 +85,46 @@ def test_lazy_walk_over_repeated_shapes_admits_what_the_whole_walk_admits(sc: Sc
     check_memo(sc)
 
 
+@property_settings(100)
+@given(
+    scenarios(
+        max_ops=30,
+        copies=30,
+        orderings=("priority", "sjf"),
+        exclusive=True,
+        kinds=(*REAL_PREEMPTION, "reclaim-lower"),
+    )
+)
+def test_lazy_walk_under_preemption_admits_and_evicts_what_the_whole_walk_does(
+    sc: Scenario,
+) -> None:
+    """Backlogs of many gangs of few shapes under each shipped preemption policy: groups
+    are left out of the walk only while no victims would be searched for them (their
+    queue was searched, or `could_help` says no for their class), and resume after
+    admissions, releases and evictions; the same admissions, with the same victims, as a
+    fresh engine that tries every pending gang, cycle after cycle."""
+    check_memo(sc)
+
+
 Step = tuple[object, ...]
+
+
+def release_running(state: ClusterState, i: object) -> None:
+    running = sorted(state.admitted)
+    if running:
+        assert isinstance(i, int)
+        state.release(running[i % len(running)])
+
+
+def cycle_as_reference(engine: Engine, reference: Engine) -> None:
+    """`reference` (a fresh engine on the same state) runs a cycle and rolls it back;
+    then `engine`'s cycle must admit the same gangs with the same victims."""
+    fresh = reference.cycle()
+    want = admissions(fresh)
+    fresh.ledger.rollback_all()
+    result = engine.cycle()
+    result.ledger.commit_all()
+    assert admissions(result) == want
 
 
 @st.composite
@@ -108,14 +162,77 @@ def test_shapes_asleep_wake_up_when_enough_devices_are_free(
                 state.add_gang(gang(uid, pods, per_pod, priority=priority, created=added))
                 added += 1
         elif step[0] == "release":
-            running = sorted(state.admitted)
-            if running:
-                assert isinstance(step[1], int)
-                state.release(running[step[1] % len(running)])
+            release_running(state, step[1])
         else:
-            reference = Engine(state, walk_all=True).cycle()
-            want = admissions(reference)
-            reference.ledger.rollback_all()
-            result = engine.cycle()
-            result.ledger.commit_all()
-            assert admissions(result) == want
+            cycle_as_reference(engine, Engine(state, walk_all=True))
+
+
+PREEMPTING = (
+    PolicyRef("priority"),
+    PolicyRef("priority", {"scope": "cluster"}),
+    PolicyRef("reclaim"),
+    PolicyRef("reclaim", {"priority": "lower"}),
+    PolicyRef("fair-share"),
+    PolicyRef("cost-aware", {"scope": "cluster"}),
+)
+
+
+@st.composite
+def preempting_backlogs(draw: st.DrawFn) -> tuple[int, int, tuple[int, ...], list[Step]]:
+    """Exclusive GPUs shared by two or three leaf queues (nominal quotas that may be
+    borrowed beyond), and many gangs of a few shapes and priorities, with releases:
+    queues borrow, then reclaim and evict, cycle after cycle."""
+    nodes = draw(st.integers(1, 3))
+    gpus = draw(st.sampled_from([2, 4, 8]))
+    nominal = tuple(draw(st.lists(st.integers(0, 8), min_size=2, max_size=3)))
+    shapes = st.tuples(st.integers(1, 3), st.integers(1, 4))
+    step = st.one_of(
+        st.tuples(
+            st.just("add"),
+            shapes,
+            st.integers(1, 12),
+            st.integers(0, 2),
+            st.integers(0, len(nominal) - 1),
+            st.booleans(),
+        ),
+        st.tuples(st.just("cycle")),
+        st.tuples(st.just("release"), st.integers(0, 63)),
+    )
+    return nodes, gpus, nominal, [*draw(st.lists(step, min_size=6, max_size=30)), ("cycle",)]
+
+
+@property_settings(100)
+@given(preempting_backlogs(), st.sampled_from(PREEMPTING))
+def test_lazy_walk_searches_and_evicts_as_the_whole_walk_with_large_groups(
+    backlog: tuple[int, int, tuple[int, ...], list[Step]], policy: PolicyRef
+) -> None:
+    """Many gangs of one queue, shape and priority (some created in reverse of their
+    order, so admissions interleave with groups left out): a long-lived engine, whose
+    groups leave the walk once no victims would be searched for them and resume after
+    admissions, releases and evictions, admits the same gangs with the same victims as a
+    fresh engine trying every pending gang, before every cycle."""
+    nodes, gpus, nominal, steps = backlog
+    queues = (
+        Queue("root"),
+        *(Queue(f"q{i}", "root", gpu_quota(n, borrowing=None)) for i, n in enumerate(nominal)),
+    )
+    state = cluster(nodes, gpus, queues)
+    engine = Engine(state, Priority(), create_preemption(policy), lazy_from=0, lazy_below=0)
+    added = 0
+    for step in steps:
+        state.now += 60.0
+        if step[0] == "add":
+            (pods, per_pod), copies, priority, queue, late = step[1:]
+            assert isinstance(copies, int) and isinstance(priority, int)
+            for _ in range(copies):
+                uid = f"g{added:03d}"
+                created = -added if late else added
+                state.add_gang(
+                    gang(uid, pods, per_pod, queue=f"q{queue}", priority=priority, created=created)
+                )
+                added += 1
+        elif step[0] == "release":
+            release_running(state, step[1])
+        else:
+            reference = Engine(state, Priority(), create_preemption(policy), walk_all=True)
+            cycle_as_reference(engine, reference)
