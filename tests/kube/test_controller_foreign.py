@@ -155,8 +155,7 @@ async def test_too_few_pods_for_the_gang_bind_nothing(crds: Rest, running) -> No
     await asyncio.sleep(30)
     assert await bound_count(crds) == 0
     assert all(
-        not (c.get("status") or {}).get("allocation")
-        for c in await items(crds, r.RESOURCE_CLAIMS)
+        not (c.get("status") or {}).get("allocation") for c in await items(crds, r.RESOURCE_CLAIMS)
     )
     assert "gang:default/small" not in controller.caches.state.pending
 
