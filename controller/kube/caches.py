@@ -465,7 +465,7 @@ class ClusterCaches:
 
     def _pod_usage(self, new: Obj) -> None:
         key = r.PODS.key(new)
-        if self.ours(new) or self.foreign.is_ours_pod(key):
+        if self.ours(new) or self.foreign.is_ours("pods", key):
             self.state.remove_foreign_pod(key)
             return
         try:
@@ -499,7 +499,7 @@ class ClusterCaches:
 
     def _claim_usage(self, new: Obj) -> None:
         key = r.RESOURCE_CLAIMS.key(new)
-        if self.ours(new) or self.foreign.is_ours_claim(key):
+        if self.ours(new) or self.foreign.is_ours("resourceclaims", key):
             self.state.remove_foreign_claim(key)
             return
         try:

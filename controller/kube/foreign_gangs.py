@@ -58,6 +58,8 @@ class ForeignGangs:
         self._deferred: set[Group] = set()
         self._ours_pods: dict[str, set[str]] = {}
         self._ours_claims: dict[str, set[str]] = {}
+        self._ours: set[str] = set()
+        """Every pod and claim key in `_ours_pods` and `_ours_claims` (one lookup per event)."""
 
     # ---- index --------------------------------------------------------------------------
     def index(self, pod: Obj, deleted: bool = False) -> Group | None:
@@ -72,11 +74,9 @@ class ForeignGangs:
             keys.add(PODS.key(pod))
         return group
 
-    def is_ours_pod(self, key: str) -> bool:
-        return any(key in keys for keys in self._ours_pods.values())
-
-    def is_ours_claim(self, key: str) -> bool:
-        return any(key in keys for keys in self._ours_claims.values())
+    def is_ours(self, plural: str, key: str) -> bool:
+        """Whether a pod or claim belongs to an admitted foreign gang."""
+        return f"{plural}:{key}" in self._ours
 
     def covered(self) -> tuple[set[str], set[str]]:
         """(pod uids, claim keys) the cached records name: restore those before counting
@@ -211,13 +211,17 @@ class ForeignGangs:
         self.reasons.pop(uid, None)
         found = self.members[uid]
         namespace = found.group.namespace
+        self._disown(uid)
+        self.admission_ids[uid] = admission
         self._ours_pods[uid] = {PODS.key(p) for p in found.pods.values()}
         self._ours_claims[uid] = {f"{namespace}/{c}" for c in found.claims.values()}
+        self._ours |= {f"pods:{k}" for k in self._ours_pods[uid]}
+        self._ours |= {f"resourceclaims:{k}" for k in self._ours_claims[uid]}
 
     def _disown(self, uid: str) -> None:
         self.admission_ids.pop(uid, None)
-        self._ours_pods.pop(uid, None)
-        self._ours_claims.pop(uid, None)
+        self._ours -= {f"pods:{k}" for k in self._ours_pods.pop(uid, ())}
+        self._ours -= {f"resourceclaims:{k}" for k in self._ours_claims.pop(uid, ())}
 
     def _forget(self, uid: str) -> None:
         self.state.remove_gang(uid)

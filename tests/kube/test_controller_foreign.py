@@ -84,6 +84,13 @@ async def bound_count(rest: Rest) -> int:
     return sum(1 for p in await items(rest, r.PODS) if p["spec"].get("nodeName"))
 
 
+async def until_bound(rest: Rest, count: int) -> None:
+    async def bound() -> bool:
+        return await bound_count(rest) == count
+
+    await until(bound)
+
+
 async def test_an_indexed_job_with_gang_labels_is_admitted_whole(crds: Rest, running) -> None:
     await gpu_cluster(crds, nodes=2, gpus=4)
     await create(crds, r.QUEUES, queue(devices__gpu=8))
@@ -98,10 +105,7 @@ async def test_an_indexed_job_with_gang_labels_is_admitted_whole(crds: Rest, run
     )
     await create(crds, r.PODS, indexed_job_pod("train", 7, 8))
 
-    async def all_bound() -> bool:
-        return await bound_count(crds) == 8
-
-    await until(all_bound)
+    await until_bound(crds, 8)
     watch.stop()
     assert len(watch.bound) == 8
     pods = {p["metadata"]["name"]: p for p in await items(crds, r.PODS)}
@@ -136,10 +140,7 @@ async def test_an_upstream_pod_group_is_admitted_whole_once_min_count_pods_exist
     )
     await create(crds, r.PODS, group_pod("pg-3", "pg"))
 
-    async def all_bound() -> bool:
-        return await bound_count(crds) == 4
-
-    await until(all_bound)
+    await until_bound(crds, 4)
     watch.stop()
     assert sorted(watch.bound) == ["pg-0", "pg-1", "pg-2", "pg-3"]
     record = await crds.get(r.CONFIG_MAPS.path(NAMESPACE, "phalanx-podgroup-pg"))
@@ -169,10 +170,7 @@ async def test_a_restarted_controller_keeps_a_foreign_gang_from_its_record(
     for i in range(4):
         await create(crds, r.PODS, indexed_job_pod("first", i, 4))
 
-    async def all_bound() -> bool:
-        return await bound_count(crds) == 4
-
-    await until(all_bound)
+    await until_bound(crds, 4)
     await running.crash()
     for i in range(4):
         await create(crds, r.PODS, indexed_job_pod("second", i, 4))
@@ -196,10 +194,7 @@ async def test_a_finished_foreign_gang_is_released_and_the_next_one_admitted(
     for i in range(4):
         await create(crds, r.PODS, indexed_job_pod("second", i, 4))
 
-    async def four_bound() -> bool:
-        return await bound_count(crds) == 4
-
-    await until(four_bound)
+    await until_bound(crds, 4)
     winner = next(p for p in await items(crds, r.PODS) if p["spec"].get("nodeName"))
     done = winner["metadata"]["labels"]["phalanx.dev/gang"]
     for pod in await items(crds, r.PODS, labelSelector=f"phalanx.dev/gang={done}"):
