@@ -224,9 +224,11 @@ class Controller:
     async def run(self) -> None:
         """Wait for the caches, then cycle and reconcile until cancelled."""
         await self.caches.ready.wait()
-        log.info("caches ready: reconciling every GangJob")
+        log.info("caches ready: reconciling every GangJob and admitted foreign gang")
         for job in list(self.caches.cache("gangjobs").values()):
             self._work.add(_key(job))
+        for uid in list(self.caches.foreign.admission_ids):
+            self._work.add(uid)  # roll forward what a crash left half-materialised
         self._changed.set()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._cycles())
