@@ -111,6 +111,13 @@ class Settings(BaseSettings):
     queue_status_interval_seconds: Annotated[
         float, Field(ge=0, description="Least time between Queue status writes; changes coalesce.")
     ] = 1.0
+    default_queue: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="Queue of foreign gangs whose pods have no phalanx.dev/queue label.",
+        ),
+    ] = "default"
     watch_inactivity_seconds: Annotated[
         float, Field(gt=0, description="A watch silent this long is re-opened.")
     ] = 120.0

@@ -34,6 +34,8 @@ from controller.engine.errors import InvalidInput
 from controller.engine.state import ClusterState
 from controller.kube import resources as r
 from controller.kube import translate
+from controller.kube.foreign import RECORD_SELECTOR, group_of_record
+from controller.kube.foreign_gangs import Changed, ForeignGangs
 from controller.kube.informer import DELETED, Handler, Informer
 from controller.kube.resources import Resource
 from controller.kube.rest import KubeError, Obj, Rest
@@ -68,6 +70,7 @@ class ClusterCaches:
         state: ClusterState,
         *,
         optional: tuple[Resource, ...] = (),
+        default_queue: str = "default",
         **informer_options: Any,
     ) -> None:
         self.state = state
@@ -101,6 +104,16 @@ class ClusterCaches:
             *optional,
         ]
         self.informers = {res.plural: Informer(rest, res, **informer_options) for res in watched}
+        self.informers["configmaps"] = Informer(
+            rest, r.CONFIG_MAPS, label_selector=RECORD_SELECTOR, **informer_options
+        )
+        self.foreign = ForeignGangs(
+            state,
+            lambda plural: self.informers[plural].cache if plural in self.informers else {},
+            self._priority,
+            default_queue,
+        )
+        """Gangs of pods from other controllers (foreign.py)."""
         self._handlers: dict[str, Handler] = {
             "namespaces": self._on_namespace,
             "nodes": self._mirror("Node", translate.node, state.upsert_node, state.remove_node),
@@ -120,7 +133,10 @@ class ClusterCaches:
             "gangjobs": self._on_gang_job,
             "resourceclaims": self._on_claim,
             "pods": self._on_pod,
+            "configmaps": self._on_record,
         }
+        if r.POD_GROUPS in optional:
+            self._handlers["podgroups"] = self._on_pod_group
         if r.PRIORITY_CLASSES in optional:
             self._handlers["priorityclasses"] = self._on_priority_class
         for plural, handler in self._handlers.items():
@@ -159,10 +175,13 @@ class ClusterCaches:
     def hold(self, uids: list[str]) -> None:
         """Defer GangJob events of these gangs (their admission is being committed)."""
         self._held.update(uids)
+        for uid in uids:
+            self.foreign.hold(uid)
 
     def unhold(self, uid: str) -> None:
         """Stop deferring; the last deferred event, if any, is applied now."""
         self._held.discard(uid)
+        self._refresh(self.foreign.unhold(uid))
         deferred = self._deferred.pop(uid, None)
         if deferred is not None:
             kind, obj = deferred
@@ -215,15 +234,24 @@ class ClusterCaches:
             for g in self.cache("gangjobs").values()
             if (g.get("status") or {}).get("admission")
         }
+        for obj in self.cache("pods").values():
+            self.foreign.index(obj)
+        pod_uids, claim_keys = self.foreign.covered()
         later: list[tuple[Handler, Obj]] = []
         for plural, handler in (("resourceclaims", self._on_claim), ("pods", self._on_pod)):
             for obj in self.cache(plural).values():
-                if translate.owner_gang(obj) in recorded:
+                if (
+                    translate.owner_gang(obj) in recorded
+                    or str(_meta(obj).get("uid")) in pod_uids
+                    or r.RESOURCE_CLAIMS.key(obj) in claim_keys
+                ):
                     later.append((handler, obj))
                 else:
-                    handler("ADDED", None, obj)
+                    self._usage(plural, obj)
         for obj in self.cache("gangjobs").values():
             self._sync_gang(obj)
+        for group in self.foreign.all_groups():
+            self.foreign.sync(group)
         for handler, obj in later:
             handler("ADDED", None, obj)
 
@@ -276,6 +304,13 @@ class ClusterCaches:
         return on_event
 
     # ---- what gangs are made of -------------------------------------------------------
+    def _priority(self, name: str | None, where: str) -> int:
+        if name is None:
+            return self.default_priority
+        if name not in self.priorities:
+            raise InvalidInput(where, f"PriorityClass {name!r} does not exist")
+        return self.priorities[name]
+
     def _take_priority_class(self, obj: Obj, *, deleted: bool) -> None:
         try:
             name, value, default = translate.priority_class(obj)
@@ -395,7 +430,42 @@ class ClusterCaches:
     def _on_pod(self, kind: str, old: Obj | None, new: Obj) -> None:
         key = r.PODS.key(new)
         self._owner(self._pods_of, key, new, kind == DELETED)
-        if kind == DELETED or self.ours(new):
+        group = self.foreign.index(new, deleted=kind == DELETED)
+        if kind == DELETED:
+            self.state.remove_foreign_pod(key)
+        else:
+            self._pod_usage(new)
+        if group is not None and self.ready.is_set():
+            self._refresh(self.foreign.sync(group))
+
+    def _usage(self, plural: str, obj: Obj) -> None:
+        if plural == "pods":
+            self._pod_usage(obj)
+        else:
+            self._claim_usage(obj)
+
+    def _refresh(self, changed: Changed) -> None:
+        """Count again as ours or others' the pods and claims a foreign gang took or let go."""
+        for plural, keys in (("pods", changed.pods), ("resourceclaims", changed.claims)):
+            for key in keys:
+                obj = self.cache(plural).get(key)
+                if obj is not None:
+                    self._usage(plural, obj)
+
+    def _on_record(self, kind: str, old: Obj | None, new: Obj) -> None:
+        group = group_of_record(new)
+        if group is not None:
+            self._refresh(self.foreign.sync(group))
+
+    def _on_pod_group(self, kind: str, old: Obj | None, new: Obj) -> None:
+        meta = _meta(new)
+        group = self.foreign.groups.get(f"podgroup:{meta.get('namespace')}/{meta.get('name')}")
+        if group is not None:
+            self._refresh(self.foreign.sync(group))
+
+    def _pod_usage(self, new: Obj) -> None:
+        key = r.PODS.key(new)
+        if self.ours(new) or self.foreign.is_ours("pods", key):
             self.state.remove_foreign_pod(key)
             return
         try:
@@ -411,7 +481,25 @@ class ClusterCaches:
     def _on_claim(self, kind: str, old: Obj | None, new: Obj) -> None:
         key = r.RESOURCE_CLAIMS.key(new)
         self._owner(self._claims_of, key, new, kind == DELETED)
-        if kind == DELETED or self.ours(new):
+        if kind == DELETED:
+            self.state.remove_foreign_claim(key)
+        else:
+            self._claim_usage(new)
+        pod = self.pod_of_claim(new)
+        group = None if pod is None else self.foreign.index(pod)
+        if group is not None:
+            self._refresh(self.foreign.sync(group))
+
+    def pod_of_claim(self, claim: Obj) -> Obj | None:
+        """The cached pod a claim was generated for (its controlling Pod owner)."""
+        for ref in _meta(claim).get("ownerReferences") or ():
+            if ref.get("kind") == "Pod" and ref.get("controller"):
+                return self.cache("pods").get(f"{_meta(claim).get('namespace')}/{ref.get('name')}")
+        return None
+
+    def _claim_usage(self, new: Obj) -> None:
+        key = r.RESOURCE_CLAIMS.key(new)
+        if self.ours(new) or self.foreign.is_ours("resourceclaims", key):
             self.state.remove_foreign_claim(key)
             return
         try:

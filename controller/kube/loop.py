@@ -51,6 +51,8 @@ import structlog
 
 from controller.engine.cycle import CycleResult, Decision, Engine
 from controller.engine.ledger import Ledger
+from controller.kube import foreign
+from controller.kube import foreign_commit as fc
 from controller.kube import reconcile as rc
 from controller.kube.backoff import Backoff
 from controller.kube.caches import ClusterCaches
@@ -60,6 +62,7 @@ from controller.kube.commit import (
     CommitConflict,
     allocate_claim,
     bind,
+    protect_claim,
     write_admission,
 )
 from controller.kube.informer import DELETED
@@ -67,7 +70,14 @@ from controller.kube.metrics import NO_METRICS, Recorder
 from controller.kube.queue_status import queue_statuses, status_patch
 from controller.kube.reconcile import Transition
 from controller.kube.release import delete, delete_pod, disrupt_pod, release_claim
-from controller.kube.resources import GANG_JOBS, PODS, QUEUES, RESOURCE_CLAIMS, Resource
+from controller.kube.resources import (
+    CONFIG_MAPS,
+    GANG_JOBS,
+    PODS,
+    QUEUES,
+    RESOURCE_CLAIMS,
+    Resource,
+)
 from controller.kube.rest import MERGE_PATCH, KubeError, Obj, Rest
 from controller.kube.translate import admission_of, admission_record, describe
 
@@ -169,7 +179,15 @@ class Controller:
                 self._on_node(kind, new)
             elif plural == "gangjobs":
                 self._work.add(_key(new))
+            elif plural == "configmaps":
+                group = foreign.group_of_record(new)
+                if group is not None:
+                    self._work.add(group.uid)
             elif plural in ("pods", "resourceclaims"):
+                pod = new if plural == "pods" else self.caches.pod_of_claim(new)
+                group = None if pod is None else foreign.group_of(pod)
+                if group is not None:
+                    self._work.add(group.uid)
                 for ref in _meta(new).get("ownerReferences") or ():
                     if ref.get("kind") == "GangJob" and ref.get("controller"):
                         self._work.add(f"{_meta(new).get('namespace')}/{ref.get('name')}")
@@ -195,6 +213,9 @@ class Controller:
         self._timers[key] = loop.call_later(delay, self._work.add, key)
 
     def _dirty_uid(self, uid: str) -> None:
+        if uid in self.caches.foreign.groups:
+            self._work.add(uid)
+            return
         job = self.caches.gang_job(uid)
         if job is not None:
             self._work.add(_key(job))
@@ -203,9 +224,11 @@ class Controller:
     async def run(self) -> None:
         """Wait for the caches, then cycle and reconcile until cancelled."""
         await self.caches.ready.wait()
-        log.info("caches ready: reconciling every GangJob")
+        log.info("caches ready: reconciling every GangJob and admitted foreign gang")
         for job in list(self.caches.cache("gangjobs").values()):
             self._work.add(_key(job))
+        for uid in list(self.caches.foreign.admission_ids):
+            self._work.add(uid)  # roll forward what a crash left half-materialised
         self._changed.set()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._cycles())
@@ -287,9 +310,14 @@ class Controller:
 
     async def _commit(self, decision: Decision, ledger: Ledger) -> None:
         uid = decision.gang_uid
+        if uid in self.caches.foreign.groups:
+            await self._commit_foreign(decision, ledger)
+            return
         job = self.caches.gang_job(uid)
         assert decision.reservation is not None
         try:
+            if any(v in self.caches.foreign.groups for v in decision.victims):
+                raise CommitConflict("foreign gangs are not preempted")
             if job is None:
                 raise CommitConflict("the GangJob is gone")
             for victim in decision.victims:
@@ -331,6 +359,58 @@ class Controller:
         self.caches.assume(GANG_JOBS, written)
         await self._events(written, changed)
 
+    async def _commit_foreign(self, decision: Decision, ledger: Ledger) -> None:
+        """The commit point of a foreign gang: its record ConfigMap (foreign.py)."""
+        uid, gangs = decision.gang_uid, self.caches.foreign
+        found = gangs.members.get(uid)
+        assert decision.reservation is not None
+        try:
+            if found is None or decision.victims:
+                raise CommitConflict(
+                    "the gang changed, or needs preemption (not done for foreign gangs)"
+                )
+            group = found.group
+            current = gangs.record_object(group)
+            written = foreign.record(found, decision.reservation, secrets.token_hex(8))
+            manifest = foreign.record_object(found, written, current, gangs.pod_group(group))
+            made = await fc.write_record(self.rest, manifest, replacing=current is not None)
+        except (CommitConflict, *WRITE_ERRORS) as exc:
+            undone = ledger.rollback(uid)
+            self.metrics.admission("conflict" if isinstance(exc, CommitConflict) else "error")
+            log.info("admission rolled back", gang=uid, undone=undone, error=str(exc))
+            self._changed.set()
+            return
+        ledger.commit(uid)
+        self.metrics.admission("admitted")
+        self.caches.assume(CONFIG_MAPS, made)
+        log.info("foreign gang admitted", gang=uid, pods=len(found.pods))
+
+    async def _reconcile_foreign(self, uid: str) -> None:
+        """Allocate the claims and bind the pods of an admitted foreign gang."""
+        gangs = self.caches.foreign
+        found, reservation = gangs.members.get(uid), self.caches.state.admitted.get(uid)
+        if found is None or reservation is None or uid not in gangs.admission_ids:
+            return
+        steps, bindings = fc.plan(
+            found, reservation, self.caches.cache("pods"), self.caches.cache("resourceclaims")
+        )
+        try:
+            await self._each(steps, self._protect_and_allocate)
+            await self._each(bindings, lambda pn: bind(self.rest, pn[0], pn[1]))
+        except CommitBroken as exc:
+            log.error("foreign gang admission broken", gang=uid, error=str(exc))
+
+    async def _protect_and_allocate(self, step: ClaimStep) -> None:
+        try:
+            claim = await protect_claim(self.rest, step.claim)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            meta = _meta(step.claim)
+            fresh = await self.rest.get(RESOURCE_CLAIMS.path(meta["namespace"], meta["name"]))
+            claim = await protect_claim(self.rest, fresh)
+        await self._allocate(ClaimStep(claim, step.results, step.pod, step.node))
+
     async def _ensure_finalizer(self, job: Obj) -> Obj:
         meta = _meta(job)
         finalizers = list(meta.get("finalizers") or ())
@@ -356,7 +436,11 @@ class Controller:
 
     # ---- reconcile -----------------------------------------------------------------------
     async def reconcile(self, key: str) -> None:
-        """Bring one GangJob's objects and status in line with its record."""
+        """Bring one GangJob's objects and status in line with its record (or materialise
+        a foreign gang's admission)."""
+        if key in self.caches.foreign.groups:
+            await self._reconcile_foreign(key)
+            return
         job = self.caches.cache("gangjobs").get(key)
         if job is None:
             return

@@ -121,6 +121,7 @@ async def run(
             rest,
             ClusterState(),
             inactivity_timeout=settings.watch_inactivity_seconds,
+            default_queue=settings.default_queue,
         )
         metrics.watch_state(caches.state)
         metrics.watch_informers(lambda: caches.informers)

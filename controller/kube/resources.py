@@ -55,3 +55,4 @@ PRIORITY_CLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", "Prior
 GANG_JOBS = Resource(GROUP, VERSION, "gangjobs", "GangJob", True)
 QUEUES = Resource(GROUP, VERSION, "queues", "Queue", False)
 POD_GROUPS = Resource("scheduling.k8s.io", "v1alpha2", "podgroups", "PodGroup", True)
+CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap", True)

@@ -110,7 +110,7 @@ async def test_a_controller_is_ready_once_caches_synced_and_the_lease_was_read(
     status, text = await get(http, "/readyz")
     assert status == 503
     assert text.startswith(
-        "caches: not synced yet (waiting for deviceclasses, gangjobs, namespaces,"
+        "caches: not synced yet (waiting for configmaps, deviceclasses, gangjobs, namespaces,"
     )
     assert text.endswith("leader election: lease not read yet\n")
 

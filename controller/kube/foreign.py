@@ -1,0 +1,354 @@
+"""Pods of other controllers as engine gangs, and their admission records (pure, no I/O).
+
+A pod with `schedulerName: phalanx` that no GangJob controls joins a gang either by the
+label `phalanx.dev/gang` (size from the annotation `phalanx.dev/gang-size`, queue from
+the label `phalanx.dev/queue`) or by the upstream 1.36 API, `spec.schedulingGroup.
+podGroupName` naming a scheduling.k8s.io/v1alpha2 PodGroup (size from
+`spec.schedulingPolicy.gang.minCount`). Pods of one shape (requests, claims, node
+selector, tolerations) form one pod set; a pod's claims are the ResourceClaims the
+resourceclaim controller made from its templates (named in
+`status.resourceClaimStatuses`) or the claims it names directly.
+
+The commit point of such a gang is a ConfigMap, `phalanx-<gang|podgroup>-<name>` in the
+gang's namespace, labelled `phalanx.dev/record=gang`, holding the admission record (the
+GangJob record's shape plus each pod's name and uid) and owned by every pod of the gang
+(or by the PodGroup), so the garbage collector removes it with them. Why a ConfigMap:
+- creating an object under a deterministic name is atomic and refuses a second writer
+  (409), which is the precondition a commit point needs, without touching the user's
+  objects (a PodGroup's spec is immutable, pods belong to their controller);
+- it is one write per gang for both kinds of gang (an annotation on every pod would be
+  one write per pod, over the 0.2 writes per pod the bench allows the record);
+- it is found again at start-up by one label-selected watch.
+Releasing writes nothing: a record whose pods are all finished or gone no longer holds
+anything, and a new admission of the same gang replaces it (with its resourceVersion).
+Losing a record is safe: bound pods and allocated claims it covered count as usage by
+others until they finish.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from controller.engine.errors import InvalidInput
+from controller.engine.model import Gang, PodClaim, PodSet, Toleration
+from controller.engine.reservation import Reservation
+from controller.kube.translate import (
+    Obj,
+    admission_record,
+    claim_spec,
+    describe,
+    owner_gang,
+    pod_requests,
+    reservation_from_record,
+)
+
+SCHEDULER_NAME = "phalanx"
+GANG_LABEL = "phalanx.dev/gang"
+SIZE_ANNOTATION = "phalanx.dev/gang-size"
+QUEUE_LABEL = "phalanx.dev/queue"
+RECORD_LABEL = "phalanx.dev/record"
+RECORD_SELECTOR = f"{RECORD_LABEL}=gang"
+RECORD_KEY = "admission"
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+LABEL, POD_GROUP = "gang", "podgroup"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Group:
+    """Which foreign gang a pod joins: by label (`kind` gang) or by PodGroup."""
+
+    namespace: str
+    kind: str
+    name: str
+
+    @property
+    def uid(self) -> str:
+        """The engine's id of the gang (stable across restarts)."""
+        return f"{self.kind}:{self.namespace}/{self.name}"
+
+    @property
+    def record_name(self) -> str:
+        return f"phalanx-{self.kind}-{self.name}"
+
+
+def _meta(obj: Obj) -> dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def group_of(pod: Obj) -> Group | None:
+    """The foreign gang a pod joins, if any (not for GangJob pods or other schedulers)."""
+    spec, meta = pod.get("spec") or {}, _meta(pod)
+    if spec.get("schedulerName") != SCHEDULER_NAME or owner_gang(pod) is not None:
+        return None
+    namespace = str(meta.get("namespace", ""))
+    group = (spec.get("schedulingGroup") or {}).get("podGroupName")
+    if group:
+        return Group(namespace, POD_GROUP, str(group))
+    label = (meta.get("labels") or {}).get(GANG_LABEL)
+    return Group(namespace, LABEL, str(label)) if label else None
+
+
+def group_of_record(config_map: Obj) -> Group | None:
+    """The gang a record ConfigMap is for (from its name), if it is one."""
+    meta = _meta(config_map)
+    name = str(meta.get("name", ""))
+    for kind in (POD_GROUP, LABEL):
+        prefix = f"phalanx-{kind}-"
+        if name.startswith(prefix):
+            return Group(str(meta.get("namespace", "")), kind, name[len(prefix) :])
+    return None
+
+
+def finished(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or bool(
+        _meta(pod).get("deletionTimestamp")
+    )
+
+
+def pod_order(pod: Obj) -> tuple[int, str]:
+    """Indexed Job pods by completion index, then by name."""
+    index = (_meta(pod).get("labels") or {}).get(INDEX_LABEL)
+    return (int(str(index)) if str(index).isdigit() else 2**31, str(_meta(pod).get("name")))
+
+
+def gang_size(group: Group, pods: list[Obj], pod_group: Obj | None) -> int:
+    """How many pods the gang needs before it may be admitted."""
+    if group.kind == POD_GROUP:
+        if pod_group is None:
+            raise Waiting(f"waiting for PodGroup {group.namespace}/{group.name}")
+        policy = (pod_group.get("spec") or {}).get("schedulingPolicy") or {}
+        where = f"{describe('PodGroup', pod_group)}: spec.schedulingPolicy.gang.minCount"
+        if "gang" not in policy:
+            return 1
+        value = (policy.get("gang") or {}).get("minCount")
+    else:
+        values = {(_meta(p).get("annotations") or {}).get(SIZE_ANNOTATION) for p in pods}
+        where = f"{describe('Pod', pods[0])}: metadata.annotations[{SIZE_ANNOTATION}]"
+        if len(values) != 1:
+            raise InvalidInput(
+                where, f"pods of gang {group.name} disagree: {sorted(map(str, values))}"
+            )
+        (value,) = values
+    if not str(value).isdigit() or int(str(value)) < 1:
+        raise InvalidInput(where, f"must be a positive integer, got {value!r}")
+    return int(str(value))
+
+
+class Waiting(Exception):
+    """The gang cannot be judged yet (pods, claims or its PodGroup still to come)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """A foreign gang as the engine sees it, and which object is which of its parts."""
+
+    group: Group
+    gang: Gang
+    pods: Mapping[tuple[str, int], Obj]
+    """(pod set, index) -> pod."""
+    claims: Mapping[tuple[str, str], str]
+    """(pod name, pod claim name) -> ResourceClaim name."""
+
+
+def _pod_claims(pod: Obj, claims: Mapping[str, Obj]) -> list[tuple[str, str, Obj]]:
+    """(pod claim name, claim name, claim) for each of a pod's claims."""
+    meta, spec = _meta(pod), pod.get("spec") or {}
+    where = describe("Pod", pod)
+    made = {
+        s.get("name"): s.get("resourceClaimName")
+        for s in (pod.get("status") or {}).get("resourceClaimStatuses") or ()
+    }
+    out = []
+    for i, ref in enumerate(spec.get("resourceClaims") or ()):
+        name = str(ref.get("name", ""))
+        claim_name = ref.get("resourceClaimName") or made.get(name)
+        if not claim_name:
+            if not ref.get("resourceClaimTemplateName"):
+                raise InvalidInput(
+                    f"{where}: spec.resourceClaims[{i}]", "names no claim or template"
+                )
+            raise Waiting(f"waiting for claim {name} of pod {meta.get('name')}")
+        claim = claims.get(f"{meta.get('namespace')}/{claim_name}")
+        if claim is None:
+            raise Waiting(f"waiting for ResourceClaim {claim_name}")
+        out.append((name, str(claim_name), claim))
+    return out
+
+
+def members(
+    group: Group,
+    pods: list[Obj],
+    claims: Mapping[str, Obj],
+    *,
+    queue: str,
+    priority: int,
+) -> Members:
+    """The gang of `pods`: one pod set per distinct shape, in pod order."""
+    shapes: dict[str, list[tuple[Obj, list[tuple[str, str, Obj]]]]] = {}
+    specs: dict[str, tuple[dict[str, int], tuple[PodClaim, ...], Obj]] = {}
+    for pod in sorted(pods, key=pod_order):
+        spec = pod.get("spec") or {}
+        where = describe("Pod", pod)
+        requests = pod_requests(spec, f"{where}: spec")
+        own = _pod_claims(pod, claims)
+        pod_claims = tuple(
+            PodClaim(
+                name,
+                claim_spec(
+                    ((claim.get("spec") or {}).get("devices")),
+                    f"{describe('ResourceClaim', claim)}: spec.devices",
+                ),
+            )
+            for name, _, claim in own
+        )
+        shape = json.dumps(
+            [
+                requests,
+                [(n, (c.get("spec") or {}).get("devices")) for n, _, c in own],
+                spec.get("nodeSelector") or {},
+                spec.get("tolerations") or [],
+            ],
+            sort_keys=True,
+        )
+        shapes.setdefault(shape, []).append((pod, own))
+        specs.setdefault(shape, (requests, pod_claims, spec))
+    pod_sets, placed, claim_names = [], {}, {}
+    for i, (shape, items) in enumerate(shapes.items()):
+        requests, pod_claims, spec = specs[shape]
+        name = f"set{i}"
+        pod_sets.append(
+            PodSet(
+                name,
+                len(items),
+                requests,
+                pod_claims,
+                dict(spec.get("nodeSelector") or {}),
+                tolerations_of(spec),
+            )
+        )
+        for index, (pod, own) in enumerate(items):
+            placed[(name, index)] = pod
+            for claim_name, object_name, _ in own:
+                claim_names[(str(_meta(pod)["name"]), claim_name)] = object_name
+    created = min(str(_meta(p).get("creationTimestamp") or "") for p in pods)
+    gang = Gang(
+        uid=group.uid,
+        name=group.name,
+        namespace=group.namespace,
+        queue=queue,
+        pod_sets=tuple(pod_sets),
+        priority=priority,
+        created=_seconds(created),
+    )
+    return Members(group, gang, placed, claim_names)
+
+
+def tolerations_of(spec: Obj) -> tuple[Toleration, ...]:
+    return tuple(
+        Toleration(
+            str(t.get("key") or ""),
+            str(t.get("operator") or "Equal"),
+            str(t.get("value") or ""),
+            str(t.get("effect") or ""),
+        )
+        for t in spec.get("tolerations") or ()
+    )
+
+
+def _seconds(text: str) -> float:
+    if not text:
+        return 0.0
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# ---- the record -------------------------------------------------------------------------
+def record(found: Members, reservation: Reservation, admission_id: str) -> Obj:
+    """The admission record: the GangJob record's shape, each pod with its name and uid."""
+    written = admission_record(reservation, admission_id)
+    for pod_set in written["podSets"]:
+        for entry in pod_set["pods"]:
+            pod = found.pods[(pod_set["name"], entry["index"])]
+            entry["pod"] = str(_meta(pod)["name"])
+            entry["uid"] = str(_meta(pod)["uid"])
+            entry["claimObjects"] = {
+                c["name"]: found.claims[(entry["pod"], c["name"])] for c in entry["claims"]
+            }
+    return written
+
+
+def record_object(found: Members, written: Obj, current: Obj | None, pod_group: Obj | None) -> Obj:
+    """The ConfigMap holding `written`, owned by the PodGroup or by every pod; replacing
+    `current` (a stale record) if given."""
+    group = found.group
+    if pod_group is not None:
+        owners = [
+            {
+                "apiVersion": "scheduling.k8s.io/v1alpha2",
+                "kind": "PodGroup",
+                "name": _meta(pod_group)["name"],
+                "uid": _meta(pod_group)["uid"],
+            }
+        ]
+    else:
+        owners = [
+            {"apiVersion": "v1", "kind": "Pod", "name": _meta(p)["name"], "uid": _meta(p)["uid"]}
+            for p in found.pods.values()
+        ]
+    meta: dict[str, Any] = {
+        "name": group.record_name,
+        "namespace": group.namespace,
+        "labels": {RECORD_LABEL: "gang"},
+        "ownerReferences": owners,
+    }
+    if current is not None:
+        meta["resourceVersion"] = _meta(current)["resourceVersion"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta,
+        "data": {RECORD_KEY: json.dumps(written, sort_keys=True)},
+    }
+
+
+def read_record(config_map: Obj) -> Obj:
+    """The admission record a ConfigMap holds."""
+    where = f"{describe('ConfigMap', config_map)}: data.{RECORD_KEY}"
+    text = (config_map.get("data") or {}).get(RECORD_KEY)
+    try:
+        value = json.loads(str(text))
+    except ValueError as exc:
+        raise InvalidInput(where, f"not JSON ({exc})") from None
+    if not isinstance(value, dict) or not value.get("admissionId"):
+        raise InvalidInput(where, "needs an object with admissionId")
+    return value
+
+
+def recorded_uids(written: Obj) -> set[str]:
+    return {str(p.get("uid")) for ps in written.get("podSets") or () for p in ps.get("pods") or ()}
+
+
+def recorded_claims(written: Obj) -> set[str]:
+    """The names of the ResourceClaims a record allocates."""
+    return {
+        str(name)
+        for ps in written.get("podSets") or ()
+        for p in ps.get("pods") or ()
+        for name in (p.get("claimObjects") or {}).values()
+    }
+
+
+def restore(found: Members, written: Obj, admitted_at: float) -> Reservation:
+    """The reservation a record holds, if its pods are still the ones recorded."""
+    for pod_set in written.get("podSets") or ():
+        for entry in pod_set.get("pods") or ():
+            pod = found.pods.get((str(pod_set.get("name")), int(entry.get("index", -1))))
+            if pod is None or _meta(pod).get("uid") != entry.get("uid"):
+                raise InvalidInput(
+                    f"gang {found.group.uid}: record",
+                    f"pod {entry.get('pod')} is not where recorded",
+                )
+    return reservation_from_record(found.gang, written, admitted_at)

@@ -1,0 +1,64 @@
+"""The commit protocol of a foreign gang (see foreign.py for the record and why).
+
+1. Commit point: create the gang's record ConfigMap (or replace a stale one, with its
+   resourceVersion). A 409 means another writer got there first: `CommitConflict`.
+2. Per claim: the delete-protection finalizer, then allocation and reservedFor (commit.py).
+3. Per pod: the binding, once every claim of the gang is done.
+Steps 2 and 3 are those of GangJobs, so a repeat after a crash finds its own results.
+"""
+
+from __future__ import annotations
+
+from controller.engine.reservation import Reservation
+from controller.kube import foreign as f
+from controller.kube.commit import ClaimStep, CommitConflict
+from controller.kube.foreign import Members
+from controller.kube.resources import CONFIG_MAPS
+from controller.kube.rest import KubeError, Obj, Rest
+
+
+async def write_record(rest: Rest, manifest: Obj, replacing: bool) -> Obj:
+    """The commit point: the record created, or a stale one replaced."""
+    meta = manifest["metadata"]
+    try:
+        if replacing:
+            return await rest.request(
+                "PUT", CONFIG_MAPS.path(meta["namespace"], meta["name"]), body=manifest
+            )
+        return await rest.request("POST", CONFIG_MAPS.path(meta["namespace"]), body=manifest)
+    except KubeError as exc:
+        if exc.status == 409:
+            raise CommitConflict(exc.message) from exc
+        raise
+
+
+def plan(
+    found: Members, reservation: Reservation, pods: dict[str, Obj], claims: dict[str, Obj]
+) -> tuple[list[ClaimStep], list[tuple[Obj, str]]]:
+    """The claim steps and bindings still to do for an admitted foreign gang, from the
+    cached pods and claims (pods bound already, finished or gone are skipped)."""
+    namespace = found.group.namespace
+    steps: list[ClaimStep] = []
+    bindings: list[tuple[Obj, str]] = []
+    for placement in reservation.pods:
+        recorded = found.pods[(placement.pod_set, placement.index)]
+        name = str(recorded["metadata"]["name"])
+        pod = pods.get(f"{namespace}/{name}")
+        if pod is None or f.finished(pod) or (pod.get("spec") or {}).get("nodeName"):
+            continue
+        for allocation in placement.claims:
+            claim = claims.get(f"{namespace}/{found.claims[(name, allocation.claim)]}")
+            if claim is None:
+                continue
+            results = tuple(
+                {
+                    "request": da.request,
+                    "driver": da.device[0],
+                    "pool": da.device[1],
+                    "device": da.device[2],
+                }
+                for da in allocation.devices
+            )
+            steps.append(ClaimStep(claim, results, pod, placement.node))
+        bindings.append((pod, placement.node))
+    return steps, bindings
