@@ -193,7 +193,9 @@ def bench_controller(
     except (ValueError, RuntimeError) as exc:
         _error(exc)
         raise typer.Exit(2) from None
-    _print_bench(f"phalanx bench controller ({mode})", figures, TARGETS, verdicts(figures), json_out)
+    _print_bench(
+        f"phalanx bench controller ({mode})", figures, TARGETS, verdicts(figures), json_out
+    )
 
 
 def _print_bench(

@@ -27,8 +27,9 @@ import resource
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ def _serve_controller(conn: Connection, kubeconfig: str, qps: float, burst: int)
             return await send(method, path, query, *args)
 
         setattr(rest, "_send", counted)  # noqa: B010 (an instance wrapper, not a patch)
-        loop.create_task(ready(replica))
+        waiting.append(loop.create_task(ready(replica)))
 
     async def ready(replica: Replica) -> None:
         await replica.caches.ready.wait()
@@ -146,6 +147,7 @@ def _serve_controller(conn: Connection, kubeconfig: str, qps: float, burst: int)
         await manager.run(settings, conf, stop=stop, on_ready=count)
 
     cpu = [0.0]
+    waiting: list[asyncio.Task[None]] = []
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     loop.run_until_complete(main())
@@ -232,7 +234,7 @@ def _gang_job(name: str, pods: int) -> dict[str, Any]:
     }
 
 
-async def _each(calls: list[Callable[[], Awaitable[Any]]]) -> None:
+async def _each(calls: Sequence[Callable[[], Awaitable[Any]]]) -> None:
     queue = iter(calls)
 
     async def worker() -> None:
@@ -287,27 +289,11 @@ async def _drive(
         names = [f"n{i}" for i in range(shape.nodes)]
         untaint = {"spec": {"taints": None}}
         merge = {"Content-Type": "application/merge-patch+json"}
+        await _each([partial(call, "POST", "/api/v1/nodes", _node(n)) for n in names])
+        slices = "/apis/resource.k8s.io/v1/resourceslices"
         await _each(
-            [
-                (lambda n=n: call("POST", "/api/v1/nodes", _node(n)))  # type: ignore[misc]
-                for n in names
-            ]
-        )
-        await _each(
-            [
-                (lambda n=n: call("PATCH", f"/api/v1/nodes/{n}", untaint, headers=merge))  # type: ignore[misc]
-                for n in names
-            ]
-            + [
-                (  # type: ignore[misc]
-                    lambda n=n: call(
-                        "POST",
-                        "/apis/resource.k8s.io/v1/resourceslices",
-                        _slice(n, shape.gpus_per_node),
-                    )
-                )
-                for n in names
-            ]
+            [partial(call, "PATCH", f"/api/v1/nodes/{n}", untaint, headers=merge) for n in names]
+            + [partial(call, "POST", slices, _slice(n, shape.gpus_per_node)) for n in names]
         )
         rv = (await call("GET", "/api/v1/pods"))["metadata"]["resourceVersion"]
         bindings = _Bindings(shape.pods_per_gang)
@@ -325,9 +311,7 @@ async def _drive(
                 _gang_job(name, shape.pods_per_gang),
             )
 
-        await _each(
-            [(lambda g=g: submit(f"g{g}")) for g in range(shape.gangs)]  # type: ignore[misc]
-        )
+        await _each([partial(submit, f"g{g}") for g in range(shape.gangs)])
         try:
             await asyncio.wait_for(bindings.all_done.wait(), timeout)
         except TimeoutError:
@@ -374,9 +358,7 @@ def run(
         controller.start()
         if ctl_end.recv() != "ready":
             raise RuntimeError("the controller did not start")
-        driven = asyncio.run(
-            _drive(url, token, shape, lambda: ctl_end.send("start"), timeout)
-        )
+        driven = asyncio.run(_drive(url, token, shape, lambda: ctl_end.send("start"), timeout))
         ctl_end.send("stop")
         counts, cpu, rss = ctl_end.recv()
     finally:
