@@ -161,6 +161,43 @@ def bench_emulator(
     _print_bench("phalanx bench emulator", figures.as_dict(), TARGETS, figures.verdicts(), json_out)
 
 
+@bench_app.command("controller")
+def bench_controller(
+    mode: Annotated[
+        str, typer.Option(help="gangjob: the controller makes pods and claims; foreign: we do.")
+    ] = "gangjob",
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes, each with a slice of 8 GPUs.")] = 100,
+    gangs: Annotated[int, typer.Option(min=1, help="Gangs to submit.")] = 100,
+    pods_per_gang: Annotated[int, typer.Option(min=1, help="Pods per gang, 1 GPU each.")] = 8,
+    qps: Annotated[float, typer.Option(min=0.001, help="Client QPS (kube-scheduler: 50).")] = 50.0,
+    burst: Annotated[int, typer.Option(min=1, help="Client burst (kube-scheduler: 100).")] = 100,
+    unthrottled: Annotated[
+        bool, typer.Option("--unthrottled", help="No client rate limit (ignores QPS, burst).")
+    ] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    """Run the controller (its own process) on the API emulator (another) and bind gangs."""
+    from controller.bench.controller import TARGETS, UNTHROTTLED, NotSupported, Shape, run, verdicts
+
+    if unthrottled:
+        qps, burst = UNTHROTTLED, int(UNTHROTTLED)
+    shape = Shape(nodes=nodes, gangs=gangs, pods_per_gang=pods_per_gang)
+    try:
+        with console.status(f"binding {shape.pods} pods in {mode} mode..."):
+            figures = run(shape, mode=mode, qps=qps, burst=burst)
+    except NotSupported as exc:
+        console.print(str(exc))
+        raise typer.Exit(0) from None
+    except (ValueError, RuntimeError) as exc:
+        _error(exc)
+        raise typer.Exit(2) from None
+    _print_bench(
+        f"phalanx bench controller ({mode})", figures, TARGETS, verdicts(figures), json_out
+    )
+
+
 def _print_bench(
     title: str,
     figures: Mapping[str, object],

@@ -14,10 +14,13 @@ from emulator.resources import ResourceType
 class ApiError(Exception):
     """An HTTP error whose body is a complete `Status` object."""
 
-    def __init__(self, code: int, body: dict[str, Any]) -> None:
+    def __init__(
+        self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(body.get("message", ""))
         self.code = code
         self.body = body
+        self.headers = headers or {}
 
 
 def status_body(

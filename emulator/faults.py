@@ -23,6 +23,8 @@ class Fault:
     """For 'watch': end the stream after this many events (a dropped watch)."""
     agent: str | None = None
     """Only requests whose User-Agent contains this (one client of several); None: all."""
+    retry_after: int | None = None
+    """Seconds sent as `Retry-After` with the error (as the server does with 429)."""
 
     def matches(self, verb: str, rt: ResourceType, agent: str = "") -> bool:
         return (
@@ -88,9 +90,14 @@ def fault_error(fault: Fault) -> ApiError:
         503: "ServiceUnavailable",
         504: "Timeout",
     }
+    details = None if fault.retry_after is None else {"retryAfterSeconds": fault.retry_after}
     return ApiError(
         fault.code,
         status_body(
-            fault.code, f"injected fault ({fault.verb} {fault.resource})", reasons.get(fault.code)
+            fault.code,
+            f"injected fault ({fault.verb} {fault.resource})",
+            reasons.get(fault.code),
+            details,
         ),
+        None if fault.retry_after is None else {"Retry-After": str(fault.retry_after)},
     )

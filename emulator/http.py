@@ -259,7 +259,9 @@ class Routes:
             rt, namespace, name, sub = self.resolve(parts)
             return await self._dispatch(request, rt, namespace, name, sub)
         except ApiError as exc:
-            return _json(exc.body, exc.code)
+            response = _json(exc.body, exc.code)
+            response.headers.update(exc.headers)
+            return response
 
     async def _dispatch(
         self, request: web.Request, rt: ResourceType, namespace: str | None, name: str, sub: str

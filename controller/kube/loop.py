@@ -351,7 +351,8 @@ class Controller:
             log.info("admission rolled back", gang=uid, undone=undone, error=str(exc))
             self._changed.set()
             if not isinstance(exc, CommitConflict):
-                self._pause = self._commit_backoff.next_delay()
+                retry_after = exc.retry_after if isinstance(exc, KubeError) else None
+                self._pause = self._commit_backoff.next_delay(retry_after or 0.0)
             return
         ledger.commit(uid)
         self._commit_backoff.reset()
