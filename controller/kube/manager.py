@@ -43,21 +43,26 @@ class ConfigError(Exception):
 
 
 async def configuration(kubeconfig: Path | None) -> client.Configuration:
-    """In-cluster configuration by default; a kubeconfig file when given."""
+    """Where to find the cluster, in controller-runtime's order: the `--kubeconfig` file,
+    else the first file of `$KUBECONFIG`, else the in-cluster service account."""
     conf = client.Configuration()
+    where = "--kubeconfig"
+    if kubeconfig is None and os.environ.get("KUBECONFIG"):
+        first = os.environ["KUBECONFIG"].split(os.pathsep)[0]
+        kubeconfig, where = Path(first), "$KUBECONFIG"
     if kubeconfig is not None:
         if not kubeconfig.is_file():
-            raise ConfigError(f"--kubeconfig {kubeconfig}: no such file")
+            raise ConfigError(f"{where} {kubeconfig}: no such file")
         try:
             await config.load_kube_config(config_file=str(kubeconfig), client_configuration=conf)
         except (config.ConfigException, OSError, ValueError) as exc:
-            raise ConfigError(f"--kubeconfig {kubeconfig}: {exc}") from None
+            raise ConfigError(f"{where} {kubeconfig}: {exc}") from None
         return conf
     try:
         config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
     except config.ConfigException as exc:
         raise ConfigError(
-            f"not running in a cluster ({exc}); pass --kubeconfig to use a kubeconfig file"
+            f"not running in a cluster ({exc}); pass --kubeconfig or set KUBECONFIG"
         ) from None
     return conf
 

@@ -171,3 +171,12 @@ def test_the_controller_command_names_a_missing_kubeconfig(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["controller", "--kubeconfig", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert result.output.strip() == f"--kubeconfig {tmp_path / 'nope'}: no such file"
+
+
+def test_the_controller_command_reads_kubeconfig_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'env-config'}{os.pathsep}{tmp_path / 'b'}")
+    result = CliRunner().invoke(app, ["controller"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"$KUBECONFIG {tmp_path / 'env-config'}: no such file"
