@@ -29,12 +29,15 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from emulator.kubelet import NodeDescription, node_object, slice_object
 
 MODES = ("gangjob", "foreign")
 UNTHROTTLED = 1e9
@@ -154,34 +157,6 @@ def _serve_controller(conn: Connection, kubeconfig: str, qps: float, burst: int)
     conn.send((dict(counts), cpu[0], _rss_mib()))
 
 
-def _node(name: str) -> dict[str, Any]:
-    resources = {"cpu": "64", "memory": "512Gi", "pods": "110"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-        "status": {
-            "capacity": resources,
-            "allocatable": resources,
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
-
-
-def _slice(node: str, gpus: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {"name": f"{node}-gpus"},
-        "spec": {
-            "driver": "gpu.bench",
-            "nodeName": node,
-            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
-            "devices": [{"name": f"gpu-{i}"} for i in range(gpus)],
-        },
-    }
-
-
 def _basics(shape: Shape) -> list[tuple[str, dict[str, Any]]]:
     """Device class, claim template and queue (room for every gang)."""
     one_gpu = {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}}
@@ -286,14 +261,19 @@ async def _drive(
 
         for path, body in _basics(shape):
             await call("POST", path, body)
-        names = [f"n{i}" for i in range(shape.nodes)]
+        nodes = [
+            NodeDescription(f"n{i}", gpus=shape.gpus_per_node, driver="gpu.bench")
+            for i in range(shape.nodes)
+        ]
+        names = [n.name for n in nodes]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         untaint = {"spec": {"taints": None}}
         merge = {"Content-Type": "application/merge-patch+json"}
-        await _each([partial(call, "POST", "/api/v1/nodes", _node(n)) for n in names])
+        await _each([partial(call, "POST", "/api/v1/nodes", node_object(n, now)) for n in nodes])
         slices = "/apis/resource.k8s.io/v1/resourceslices"
         await _each(
             [partial(call, "PATCH", f"/api/v1/nodes/{n}", untaint, headers=merge) for n in names]
-            + [partial(call, "POST", slices, _slice(n, shape.gpus_per_node)) for n in names]
+            + [partial(call, "POST", slices, slice_object(n)) for n in nodes]
         )
         rv = (await call("GET", "/api/v1/pods"))["metadata"]["resourceVersion"]
         bindings = _Bindings(shape.pods_per_gang)
