@@ -529,9 +529,17 @@ def emulator_command(
         )
 
 
+CRD_DIRS = (Path("crds"), Path("deploy/default/crds"), Path("deploy/helm/phalanx/crds"))
+"""Where `phalanx crds` writes: `crds/` is the source of truth; kustomize and Helm read
+files only below their own roots, so the install bases get generated copies."""
+
+
 @app.command("crds")
 def crds(
-    out: Annotated[Path, typer.Option(help="Directory for the CRD manifests.")] = Path("crds"),
+    out: Annotated[
+        list[Path] | None,
+        typer.Option(help="Directory for the CRD manifests (repeat; default: crds/ and deploy/)."),
+    ] = None,
     check: Annotated[
         bool, typer.Option(help="Only check that the manifests are up to date.")
     ] = False,
@@ -539,19 +547,24 @@ def crds(
     """Write the CustomResourceDefinitions generated from the API models."""
     from controller.api.crdgen import CrdBudgetError, check_crds, write_crds
 
+    dirs = out or list(CRD_DIRS)
     try:
-        stale = check_crds(out)
+        stale = {d: check_crds(d) for d in dirs}
     except CrdBudgetError as error:
         for problem in error.problems:
             console.print(Text(problem, style="red"))
         raise typer.Exit(1) from error
     if check:
-        if stale:
-            console.print(
-                f"[red]stale CRDs in {out}: {', '.join(stale)}[/]; run `phalanx crds` to regenerate"
-            )
+        for d, names in stale.items():
+            if names:
+                console.print(
+                    f"[red]stale CRDs in {d}: {', '.join(names)}[/]; "
+                    "run `phalanx crds` to regenerate"
+                )
+        if any(stale.values()):
             raise typer.Exit(1)
-        console.print(f"CRDs in {out} are up to date")
+        console.print(f"CRDs in {', '.join(map(str, dirs))} are up to date")
         return
-    for path in write_crds(out):
-        console.print(f"wrote {path}")
+    for d in dirs:
+        for path in write_crds(d):
+            console.print(f"wrote {path}")

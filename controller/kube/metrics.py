@@ -157,13 +157,32 @@ class _StateCollector(Collector):
             "Usage above the queue's own quota, taken from its parent's pool.",
             labels=["queue", "resource"],
         )
+        nominal = GaugeMetricFamily(
+            "phalanx_queue_nominal",
+            "Quota the queue's subtree provides (its nominal plus what its children lend); "
+            "usage above it is borrowed.",
+            labels=["queue", "resource"],
+        )
+        headroom = GaugeMetricFamily(
+            "phalanx_queue_headroom",
+            "How much more a leaf queue may take now, along its whole path (0: at quota); "
+            "only for resources its tree manages.",
+            labels=["queue", "resource"],
+        )
         for queue in quota.names():
             used = quota.subtree_usage(queue)
             for resource in sorted({*used, *quota.pool_usage(queue)}):
                 usage.add_metric([queue, resource], _value(resource, used.get(resource, 0)))
                 taken = quota.borrowed(queue, resource)
                 borrowed.add_metric([queue, resource], _value(resource, taken))
-        return [pending, usage, borrowed]
+            for resource in sorted(quota.managed(queue)):
+                provided = quota.subtree_quota(queue, resource)
+                nominal.add_metric([queue, resource], _value(resource, provided))
+                if quota.is_leaf(queue):
+                    room, _ = quota.headroom(queue, resource)
+                    if room is not None:
+                        headroom.add_metric([queue, resource], _value(resource, room))
+        return [pending, usage, borrowed, nominal, headroom]
 
 
 class _InformerCollector(Collector):

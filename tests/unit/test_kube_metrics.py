@@ -80,7 +80,8 @@ def test_pending_gangs_are_read_per_leaf_queue_at_scrape_time() -> None:
     assert value(metrics, "phalanx_pending_gangs", queue="team-b") == 0
 
 
-def test_queue_usage_and_borrowing_per_resource_with_cpu_in_cores() -> None:
+def team_a_borrowing_two_gpus() -> Metrics:
+    """Metrics of two 4-GPU teams under one parent, team-a running a 6-GPU gang."""
     queues = (
         Queue("org"),
         Queue("team-a", "org", gpu_quota(4)),
@@ -91,11 +92,26 @@ def test_queue_usage_and_borrowing_per_resource_with_cpu_in_cores() -> None:
     engine(state).cycle().ledger.commit_all()
     metrics = Metrics()
     metrics.watch_state(state)
+    return metrics
+
+
+def test_queue_usage_and_borrowing_per_resource_with_cpu_in_cores() -> None:
+    metrics = team_a_borrowing_two_gpus()
     assert value(metrics, "phalanx_queue_usage", queue="team-a", resource="devices/gpu") == 6
     assert value(metrics, "phalanx_queue_usage", queue="team-a", resource="cpu") == 2.0
     assert value(metrics, "phalanx_queue_usage", queue="org", resource="devices/gpu") == 6
     assert value(metrics, "phalanx_queue_borrowed", queue="team-a", resource="devices/gpu") == 2
     assert value(metrics, "phalanx_queue_borrowed", queue="org", resource="devices/gpu") == 0
+
+
+def test_queue_nominal_quota_and_leaf_headroom_per_managed_resource() -> None:
+    metrics = team_a_borrowing_two_gpus()
+    assert value(metrics, "phalanx_queue_nominal", queue="team-a", resource="devices/gpu") == 4
+    assert value(metrics, "phalanx_queue_nominal", queue="org", resource="devices/gpu") == 8
+    assert value(metrics, "phalanx_queue_headroom", queue="team-a", resource="devices/gpu") == 2
+    assert value(metrics, "phalanx_queue_headroom", queue="team-b", resource="devices/gpu") == 2
+    assert value(metrics, "phalanx_queue_headroom", queue="org", resource="devices/gpu") is None
+    assert value(metrics, "phalanx_queue_nominal", queue="team-a", resource="cpu") is None
 
 
 def test_preemptions_and_api_errors_are_counted_by_their_labels() -> None:
