@@ -111,3 +111,8 @@ def _schema_problem(text: str) -> str | None:
         return exc.message
     assert used == "1.36", f"validated against the {used} schemas, not 1.36"
     return None
+
+
+def schema_problems(objects: list[Obj]) -> list[str]:
+    """The schema problems of every built-in object among `objects`."""
+    return [p for o in objects if is_built_in(o) if (p := schema_problem(o))]
