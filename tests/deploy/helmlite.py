@@ -23,6 +23,7 @@ file order; files starting with `_` only define, NOTES.txt is not a manifest.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class TemplateError(Exception):
@@ -369,12 +372,17 @@ class Chart:
         self, overrides: Mapping[str, Any] | None = None, **release: str
     ) -> list[dict[str, Any]]:
         """The objects of the rendered chart, plus its crds/ (which Helm installs first)."""
-        objects = [
-            yaml.safe_load(p.read_text()) for p in sorted((self.root / "crds").glob("*.yaml"))
-        ]
+        objects = copy.deepcopy(self._crds())
         for text in self.render(overrides, **release).values():
-            objects.extend(d for d in yaml.safe_load_all(text) if d)
+            objects.extend(d for d in yaml.load_all(text, Loader=_LOADER) if d)
         return objects
+
+    @functools.cache  # noqa: B019 (charts live as long as the test session)
+    def _crds(self) -> list[dict[str, Any]]:
+        return [
+            yaml.load(p.read_text(), Loader=_LOADER)
+            for p in sorted((self.root / "crds").glob("*.yaml"))
+        ]
 
     # ---- the interpreter ------------------------------------------------------------
 
