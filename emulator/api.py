@@ -14,7 +14,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulator import apply as ssa
 from emulator import defaults, dra, schema, validation
@@ -41,6 +41,9 @@ from emulator.patch import json_patch, merge_patch, strategic_merge_patch
 from emulator.resources import Registry, ResourceType
 from emulator.selection import combine, field_matcher, label_matcher
 from emulator.store import Obj, Store, TooOld, obj_key
+
+if TYPE_CHECKING:
+    from emulator.audit import Request
 from emulator.timefmt import MicroTimeError, parse_microtime
 
 _SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -92,6 +95,8 @@ class Api:
         self.store = store
         self.registry = registry
         self.faults = faults
+        self.audit: list[Request] | None = None
+        """Every request's authorization attributes while a test audits (audit.py)."""
         self.service_account_admission = service_account_admission
         self.forbidden_delay = forbidden_delay
         self.too_new_wait = too_new_wait

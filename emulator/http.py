@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from emulator import audit
 from emulator.api import APPLY, Api, truthy
 from emulator.errors import ApiError, error, no_route, status_body
 from emulator.faults import fault_error
@@ -246,6 +247,8 @@ class Routes:
                     401,
                 )
             parts = [p for p in request.path.split("/") if p]
+            if self.api.audit is not None:
+                await self._audit(request, parts)
             if request.method == "GET":
                 found = self.discovery(parts)
                 if found is not None:
@@ -262,6 +265,25 @@ class Routes:
             response = _json(exc.body, exc.code)
             response.headers.update(exc.headers)
             return response
+
+    async def _audit(self, request: web.Request, parts: list[str]) -> None:
+        """Record the request's authorization attributes (audit.py)."""
+        assert self.api.audit is not None
+        agent = request.headers.get("User-Agent", "")
+        try:
+            rt, namespace, name, sub = self.resolve(parts)
+        except ApiError:
+            self.api.audit.append(audit.Request(agent, request.method.lower(), path=request.path))
+            return
+        query = {k: request.query.getone(k) for k in request.query}
+        seen = audit.resource_request(agent, request.method, query, rt, namespace, name, sub)
+        self.api.audit.append(seen)
+        if seen.verb == "create" and request.can_read_body:
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                return
+            self.api.audit.extend(audit.owner_checks(agent, seen, body, self.registry))
 
     async def _dispatch(
         self, request: web.Request, rt: ResourceType, namespace: str | None, name: str, sub: str

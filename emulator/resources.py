@@ -290,6 +290,16 @@ BUILTIN: tuple[ResourceType, ...] = (
         empty={"spec": {"podGroupTemplates": None}},
     ),
     ResourceType(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        False,
+        "priorityclass",
+        ("pc",),
+        empty={"value": 0},
+    ),
+    ResourceType(
         "apiextensions.k8s.io",
         "v1",
         "CustomResourceDefinition",

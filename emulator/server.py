@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
+from emulator import audit
 from emulator.api import Api
 from emulator.claims import ResourceClaims
 from emulator.controllers import ControllerManager, ServiceAccounts, bootstrap
@@ -161,6 +162,13 @@ class Emulator:
     def fail_after_writes(self, count: int) -> None:
         """Fail-stop: the next `count` writes succeed, every later one gets 503."""
         self.faults.fail_after_writes(count)
+
+    def start_audit(self) -> list[audit.Request]:
+        """Keep every request's authorization attributes from now on (audit.py); the list
+        returned grows as requests come."""
+        if self.api.audit is None:
+            self.api.audit = []
+        return self.api.audit
 
     def clear_faults(self) -> None:
         self.faults.clear()
