@@ -278,7 +278,7 @@ class Routes:
         query = {k: request.query.getone(k) for k in request.query}
         seen = audit.resource_request(agent, request.method, query, rt, namespace, name, sub)
         self.api.audit.append(seen)
-        if seen.verb == "create" and request.can_read_body:
+        if seen.verb == "create" and request.body_exists:
             try:
                 body = json.loads(await request.read())
             except ValueError:
@@ -366,7 +366,7 @@ class Routes:
         )
 
     async def _body(self, request: web.Request) -> Any:
-        if not request.can_read_body:
+        if not request.body_exists:  # (read() keeps the body: the audit may have read it)
             return None
         raw = await request.read()
         if not raw:
