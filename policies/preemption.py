@@ -18,7 +18,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from controller.engine.context import CycleContext
@@ -122,14 +122,17 @@ class BorrowingIndex:
         return self._borrowing
 
 
+_Charge = tuple[Gang, dict[str, int], frozenset[str], tuple[tuple[str, int], ...]]
+
+
 class ChargeCache:
     """`minimum_charge` per gang (and the resources it needs some of), kept while the
     gang object is the same."""
 
     def __init__(self) -> None:
-        self._charges: dict[str, tuple[Gang, dict[str, int], frozenset[str]]] = {}
+        self._charges: dict[str, _Charge] = {}
 
-    def _get(self, gang: Gang) -> tuple[Gang, dict[str, int], frozenset[str]]:
+    def _get(self, gang: Gang) -> _Charge:
         hit = self._charges.get(gang.uid)
         if hit is None or hit[0] is not gang:
             if len(self._charges) > 65536:
@@ -139,6 +142,7 @@ class ChargeCache:
                 gang,
                 charge,
                 frozenset(r for r, v in charge.items() if v),
+                tuple(sorted(charge.items())),
             )
         return hit
 
@@ -148,6 +152,10 @@ class ChargeCache:
     def needed(self, gang: Gang) -> frozenset[str]:
         """The resources the charge has a positive amount of."""
         return self._get(gang)[2]
+
+    def key(self, gang: Gang) -> tuple[tuple[str, int], ...]:
+        """The charge as a sorted tuple: equal for gangs with equal charges."""
+        return self._get(gang)[3]
 
 
 def _check_probes(max_probes: int) -> None:
@@ -295,6 +303,8 @@ def minimal_victims(
         return []
     if _too_few_devices(state, gang, pool) or _quota_never_fits(state, gang, pool):
         return []
+    if ctx.too_few_devices(gang, [c.uid for c in pool]):
+        return []  # every probe would be a subset of the pool, counted out alike
     chain: Admissible = admissible or list
     size = {c.uid: width(state, c.uid) for c in pool}
     work = {c.uid: cost(c) for c in pool}
@@ -452,6 +462,9 @@ class _ReclaimView:
     lenders: list[tuple[str, frozenset[str], int]]
     full: frozenset[str]
     """Managed resources with no room left: a gang needing any of them may not reclaim."""
+    helps: dict[Hashable, bool] = field(default_factory=dict, compare=False)
+    """`could_help` per `help_key`: a function of the view and the key alone, so kept for
+    as long as an equal view is (a view equal to the last one replaces it by that one)."""
 
 
 @builtin
@@ -473,16 +486,22 @@ class ReclaimPreemption:
         self._index = AdmittedIndex()
         self._borrowing = BorrowingIndex()
         self._views: dict[str, _ReclaimView | None] = {}
+        self._last_views: dict[str, _ReclaimView | None] = {}
         self._views_state: ClusterState | None = None
         self._views_stamp = (-1, -1)
 
     def _view(self, state: ClusterState, queue: str) -> _ReclaimView | None:
         """What `could_help` needs of a leaf queue, kept while nobody was admitted or
-        released and the queue tree is the same (None: the queue does not exist)."""
+        released and the queue tree is the same (None: the queue does not exist). A view
+        computed again and equal to the one before it is that one (with its answers)."""
         stamp = (state.admission_generation, state.quota.generation)
         if self._views_state is not state or self._views_stamp != stamp:
+            if self._views_state is state:
+                self._last_views.update(self._views)
+            else:
+                self._last_views.clear()
             self._views_state, self._views_stamp = state, stamp
-            self._views.clear()
+            self._views = {}
         if queue in self._views:
             return self._views[queue]
         quota = state.quota
@@ -503,6 +522,9 @@ class ReclaimPreemption:
                         lenders.append((name, borrowed, low))
             full = frozenset(r for r, left in room.items() if left <= 0)
             view = _ReclaimView(room, lenders, full)
+            last = self._last_views.get(queue)
+            if last is not None and last == view:
+                view = last
         self._views[queue] = view
         return view
 
@@ -539,14 +561,20 @@ class ReclaimPreemption:
         """`could_help` reads the gang's queue, minimum charge and (`priority: lower`)
         priority only."""
         priority = gang.priority if self.priority == "lower" else None
-        return priority, tuple(sorted(_minimum(gang).items()))
+        return priority, _minimum.key(gang)
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
         if view is None or not view.lenders or not view.full.isdisjoint(_minimum.needed(gang)):
             return False  # no lender, or the gang needs something its queue has no room for
-        needs = self._needs(state, gang)
-        return needs is not None and bool(needs) and bool(self._lenders(state, gang, needs))
+        key = self.help_key(gang)
+        hit = view.helps.get(key)
+        if hit is None:
+            needs = self._needs(state, gang)
+            hit = view.helps[key] = (
+                needs is not None and bool(needs) and bool(self._lenders(state, gang, needs))
+            )
+        return hit
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
@@ -636,6 +664,8 @@ class FairSharePreemption:
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
         self._share_above: dict[str, bool] = {}
         self._alone_of: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._alone_by_usage: dict[Hashable, tuple[float, bool]] = {}
+        self._ran: dict[str, tuple[Reservation, float, bool]] = {}
 
     def help_key(self, gang: Gang) -> Hashable:
         """`could_help` reads the gang's queue and priority only."""
@@ -667,6 +697,10 @@ class FairSharePreemption:
         tree changed."""
         stamp = (state.admission_generation, state.quota.generation)
         if self._rivals_state is not state or self._rivals_stamp != stamp:
+            if self._rivals_state is not state or len(self._alone_by_usage) > 65536:
+                self._alone_by_usage.clear()
+            if self._rivals_state is not state or len(self._ran) > 65536:
+                self._ran.clear()
             self._rivals_state, self._rivals_stamp = state, stamp
             self._rivals_of.clear()
             self._share_above.clear()
@@ -714,15 +748,36 @@ class FairSharePreemption:
         preemptor until someone is admitted or released."""
         hit = self._alone_of.get((side, g.uid))
         if hit is None:
-            charge = state.admitted[g.uid].charge
-            pools = self._pools_without(state, side, g, charge, None)
-            pool = pools.get(side, state.quota.pool_usage(side))
-            alone = share_of_pool(state, side, pool, True)
-            initial_ok = not _ran_before(state, g.uid) and self._keeps_nominal(
-                state, side, pool, charge.keys()
+            quota = state.quota
+            res = state.admitted[g.uid]
+            charge = res.charge
+            # what the shares below read: the queue tree, the pool usage from the gang's
+            # queue up to `side`, the charge (kept across admissions that change none)
+            path = quota.path(g.queue)
+            usage = tuple(
+                tuple(sorted(quota.pool_usage(q).items())) for q in path[: path.index(side) + 1]
             )
-            hit = self._alone_of[(side, g.uid)] = (alone, initial_ok)
+            key = (quota.generation, g.queue, side, usage, tuple(sorted(charge.items())))
+            shares = self._alone_by_usage.get(key)
+            if shares is None:
+                pools = self._pools_without(state, side, g, charge, None)
+                pool = pools.get(side, quota.pool_usage(side))
+                shares = self._alone_by_usage[key] = (
+                    share_of_pool(state, side, pool, True),
+                    self._keeps_nominal(state, side, pool, charge.keys()),
+                )
+            alone, keeps = shares
+            hit = self._alone_of[(side, g.uid)] = (alone, keeps and not self._ran_before(state, g))
         return hit
+
+    def _ran_before(self, state: ClusterState, g: Gang) -> bool:
+        """`_ran_before`, once per reservation and clock reading (a gang's past runs
+        change only when it is released, which ends its reservation)."""
+        res = state.admitted[g.uid]
+        hit = self._ran.get(g.uid)
+        if hit is None or hit[0] is not res or hit[1] != state.now:
+            hit = self._ran[g.uid] = (res, state.now, _ran_before(state, g.uid))
+        return hit[2]
 
     @staticmethod
     def _pools_without(
@@ -775,6 +830,8 @@ class FairSharePreemption:
             return []
         if _quota_never_fits(state, gang, everyone):
             return []
+        if ctx.too_few_devices(gang, [g.uid for g in everyone if ctx.evictable(g.uid)]):
+            return []  # what each strategy's search would find out first (minimal_victims)
         # what the callbacks read, taken now: probes keep victims released (see
         # minimal_victims)
         usage = {q: dict(quota.pool_usage(q)) for q in quota.names()}

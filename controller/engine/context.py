@@ -115,6 +115,13 @@ class CycleContext:
                 victim = state.admitted_gangs[uid]
                 out[uid] = (victim, state.release(uid))
 
+    def too_few_devices(self, gang: Gang, without: Sequence[str]) -> bool:
+        """Whether counting devices shows that `gang` cannot fit even with every gang of
+        `without` (admitted gangs) evicted: then it fits with no part of them evicted
+        either (evicting less frees no more), and no probe of such a set says yes.
+        Changes nothing; may be asked between kept probes."""
+        return self._too_few_devices(self._plan(gang), without)
+
     def _too_few_devices(self, plan: GangPlan, without: Sequence[str]) -> bool:
         """Whether the devices free with `without` released cannot serve every pod's
         primary request: fewer in total than the pods need, or (without network-attached

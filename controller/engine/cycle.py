@@ -23,12 +23,18 @@ reference it must agree with.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from controller.engine.backlog import Backlog, GroupKey, HelpClass, charge_is_exact, shortfall
+from controller.engine.backlog import (
+    Backlog,
+    Frontier,
+    GroupKey,
+    HelpClass,
+    charge_is_exact,
+    shortfall,
+)
 from controller.engine.context import CycleContext
 from controller.engine.feasibility import NeverFit
 from controller.engine.guard import Guard, SafeOrdering, describe
@@ -290,29 +296,27 @@ class Engine:
         that may fit now resume as well. Newcomers left unwalked are told their group's
         reason."""
         state = self.state
-        heap = backlog.heads()
-        maybe: set[GroupKey] = set()
-        """Groups in the heap only in case preemption helps them."""
+        walk = Frontier()
+        maybe, queued = walk.maybe, walk.queued
+        """Groups walked only in case preemption helps them; groups in the walk."""
         self._help_cache.clear()
         self._help_reps.clear()
         helped_before: set[HelpClass] = set()
         """Classes `could_help` said yes for at the last asking: their groups left out
-        are in the heap already."""
+        are in the walk already."""
+        for head in backlog.heads():
+            walk.push(head)
         if self._helping:
             for cls, groups in backlog.classes.items():
                 if self._class_helped(backlog, cls):
                     helped_before.add(cls)
                     for w in groups - backlog.awake:
-                        heap.append((backlog.groups[w][0], w))
-                        maybe.add(w)
-        heapq.heapify(heap)
-        queued = {where for _, where in heap}
+                        walk.push((backlog.groups[w][0], w), conditional=True)
         stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
         seen = (state.admission_generation, state.capacity_epoch)
-        while heap:
-            entry, where = heapq.heappop(heap)
-            queued.discard(where)
+        while (position := walk.pop(self._searched_queues)) is not None:
+            entry, where = position
             if where in maybe:
                 maybe.discard(where)
                 if not self._class_helped(backlog, (where[0], where[3])):
@@ -330,8 +334,7 @@ class Engine:
                 stopped[where] = still
                 self._sleep(backlog, where, still)
             elif (following := backlog.after(where, entry)) is not None:
-                heapq.heappush(heap, (following, where))
-                queued.add(where)
+                walk.push((following, where))
             if changed:
                 sure, helped = self._resumed(
                     backlog, stopped, queued, helped_before, grew=now[1] != seen[1]
@@ -340,8 +343,7 @@ class Engine:
                 maybe.update(helped - sure - queued)
                 for w in (sure | helped) - queued:
                     if (following := backlog.after(w, entry)) is not None:
-                        heapq.heappush(heap, (following, w))
-                        queued.add(w)
+                        walk.push((following, w), conditional=w in maybe)
                 seen = now
         for uid in sorted(backlog.fresh - visited):
             member = state.pending.get(uid)

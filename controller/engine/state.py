@@ -313,7 +313,10 @@ class ClusterState:
         self.pending_since.setdefault(gang.uid, self.now)
         entry = (gang.order_key, gang.uid)
         self._pending_order.add(entry)
-        self._pending_by_queue.setdefault(gang.queue, SortedList()).add(entry)
+        by_queue = self._pending_by_queue.get(gang.queue)
+        if by_queue is None:
+            by_queue = self._pending_by_queue[gang.queue] = SortedList()
+        by_queue.add(entry)
 
     def _unqueue(self, uid: str) -> Gang | None:
         gang = self.pending.pop(uid, None)
