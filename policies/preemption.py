@@ -19,7 +19,7 @@ import itertools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from controller.engine.context import CycleContext
 from controller.engine.model import Gang
@@ -132,7 +132,8 @@ class ChargeCache:
     def __init__(self) -> None:
         self._charges: dict[str, _Charge] = {}
 
-    def _get(self, gang: Gang) -> _Charge:
+    def entry(self, gang: Gang) -> _Charge:
+        """(gang, charge, `needed`, `key`) at once."""
         hit = self._charges.get(gang.uid)
         if hit is None or hit[0] is not gang:
             if len(self._charges) > 65536:
@@ -147,15 +148,15 @@ class ChargeCache:
         return hit
 
     def __call__(self, gang: Gang) -> dict[str, int]:
-        return self._get(gang)[1]
+        return self.entry(gang)[1]
 
     def needed(self, gang: Gang) -> frozenset[str]:
         """The resources the charge has a positive amount of."""
-        return self._get(gang)[2]
+        return self.entry(gang)[2]
 
     def key(self, gang: Gang) -> tuple[tuple[str, int], ...]:
         """The charge as a sorted tuple: equal for gangs with equal charges."""
-        return self._get(gang)[3]
+        return self.entry(gang)[3]
 
 
 def _check_probes(max_probes: int) -> None:
@@ -494,15 +495,20 @@ class ReclaimPreemption:
         """What `could_help` needs of a leaf queue, kept while nobody was admitted or
         released and the queue tree is the same (None: the queue does not exist). A view
         computed again and equal to the one before it is that one (with its answers)."""
-        stamp = (state.admission_generation, state.quota.generation)
-        if self._views_state is not state or self._views_stamp != stamp:
+        stamp = self._views_stamp
+        if (
+            self._views_state is not state
+            or stamp[0] != state.admission_generation
+            or stamp[1] != state.quota.generation
+        ):
             if self._views_state is state:
                 self._last_views.update(self._views)
             else:
                 self._last_views.clear()
-            self._views_state, self._views_stamp = state, stamp
+            self._views_state = state
+            self._views_stamp = (state.admission_generation, state.quota.generation)
             self._views = {}
-        if queue in self._views:
+        elif queue in self._views:
             return self._views[queue]
         quota = state.quota
         q = quota.get(queue)
@@ -565,9 +571,12 @@ class ReclaimPreemption:
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
-        if view is None or not view.lenders or not view.full.isdisjoint(_minimum.needed(gang)):
-            return False  # no lender, or the gang needs something its queue has no room for
-        key = self.help_key(gang)
+        if view is None or not view.lenders:
+            return False  # no lender
+        _, _, needed, charge = _minimum.entry(gang)
+        if not view.full.isdisjoint(needed):
+            return False  # the gang needs something its queue has no room for
+        key = (gang.priority if self.priority == "lower" else None, charge)  # help_key
         hit = view.helps.get(key)
         if hit is None:
             needs = self._needs(state, gang)
@@ -622,8 +631,7 @@ class ReclaimPreemption:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Rival:
+class _Rival(NamedTuple):
     """A victim in another queue: the two children of the lowest common ancestor whose
     shares are compared (Kueue's fair sharing compares siblings) and what evicting it
     alone does to its side (signed shares: below nominal is negative)."""
@@ -663,8 +671,8 @@ class FairSharePreemption:
         self._rivals_stamp = (-1, -1)
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
         self._share_above: dict[str, bool] = {}
-        self._alone_of: dict[tuple[str, str], tuple[float, bool]] = {}
-        self._alone_by_usage: dict[Hashable, tuple[float, bool]] = {}
+        self._sides: dict[tuple[str, str], list[tuple[str, float, float, bool]]] = {}
+        self._alone_of: dict[str, tuple[Reservation, str, int, Hashable, float, bool]] = {}
         self._ran: dict[str, tuple[Reservation, float, bool]] = {}
 
     def help_key(self, gang: Gang) -> Hashable:
@@ -697,14 +705,14 @@ class FairSharePreemption:
         tree changed."""
         stamp = (state.admission_generation, state.quota.generation)
         if self._rivals_state is not state or self._rivals_stamp != stamp:
-            if self._rivals_state is not state or len(self._alone_by_usage) > 65536:
-                self._alone_by_usage.clear()
+            if self._rivals_state is not state or len(self._alone_of) > 65536:
+                self._alone_of.clear()
             if self._rivals_state is not state or len(self._ran) > 65536:
                 self._ran.clear()
             self._rivals_state, self._rivals_stamp = state, stamp
             self._rivals_of.clear()
             self._share_above.clear()
-            self._alone_of.clear()
+            self._sides.clear()
 
     def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
         """Admitted gangs of other queues of the tree whose eviction lowers a positive
@@ -720,7 +728,6 @@ class FairSharePreemption:
         quota = state.quota
         path = quota.path(gang.queue)
         at = {q: i for i, q in enumerate(path)}
-        shares: dict[str, float] = {}
         out: dict[str, _Rival] = {}
         for q in self._index.queues(state):
             if q == gang.queue or quota.root(q) != path[-1]:
@@ -731,44 +738,59 @@ class FairSharePreemption:
             if i == 0 or j == 0:
                 continue
             mine, theirs = path[i - 1], theirs_path[j - 1]
-            if theirs not in shares:
-                shares[theirs] = share_of_pool(state, theirs, quota.pool_usage(theirs), True)
-            initial = shares[theirs]
-            if initial <= 0:
-                continue
-            for g in self._index.gangs(state, q):
-                alone, initial_ok = self._alone(state, theirs, g)
-                if alone < initial:
-                    out[g.uid] = _Rival(mine, theirs, initial, alone, initial_ok)
+            for uid, initial, alone, initial_ok in self._side_rivals(state, q, theirs):
+                out[uid] = _Rival(mine, theirs, initial, alone, initial_ok)
         return out
 
-    def _alone(self, state: ClusterState, side: str, g: Gang) -> tuple[float, bool]:
-        """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
-        may take `g` (never preempted before, `side` kept at nominal); the same for every
-        preemptor until someone is admitted or released."""
-        hit = self._alone_of.get((side, g.uid))
+    def _side_rivals(
+        self, state: ClusterState, q: str, side: str
+    ) -> list[tuple[str, float, float, bool]]:
+        """The gangs of leaf `q` whose eviction alone lowers the positive share of `side`
+        (q's ancestor below the common one), with the share before and after and whether
+        LessThanInitialShare may take them; the same for every preemptor whose side is
+        compared with `side` until someone is admitted or released."""
+        hit = self._sides.get((q, side))
         if hit is None:
+            hit = self._sides[(q, side)] = []
             quota = state.quota
-            res = state.admitted[g.uid]
-            charge = res.charge
-            # what the shares below read: the queue tree, the pool usage from the gang's
-            # queue up to `side`, the charge (kept across admissions that change none)
-            path = quota.path(g.queue)
+            initial = share_of_pool(state, side, quota.pool_usage(side), True)
+            if initial <= 0:
+                return hit
+            # what `_alone` reads of the state: the pool usage from q up to `side`
+            path = quota.path(q)
             usage = tuple(
-                tuple(sorted(quota.pool_usage(q).items())) for q in path[: path.index(side) + 1]
+                tuple(sorted(quota.pool_usage(n).items())) for n in path[: path.index(side) + 1]
             )
-            key = (quota.generation, g.queue, side, usage, tuple(sorted(charge.items())))
-            shares = self._alone_by_usage.get(key)
-            if shares is None:
-                pools = self._pools_without(state, side, g, charge, None)
-                pool = pools.get(side, quota.pool_usage(side))
-                shares = self._alone_by_usage[key] = (
-                    share_of_pool(state, side, pool, True),
-                    self._keeps_nominal(state, side, pool, charge.keys()),
-                )
-            alone, keeps = shares
-            hit = self._alone_of[(side, g.uid)] = (alone, keeps and not self._ran_before(state, g))
+            for g in self._index.gangs(state, q):
+                alone, initial_ok = self._alone(state, side, g, usage)
+                if alone < initial:
+                    hit.append((g.uid, initial, alone, initial_ok))
         return hit
+
+    def _alone(
+        self, state: ClusterState, side: str, g: Gang, usage: Hashable
+    ) -> tuple[float, bool]:
+        """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
+        may take `g` (never preempted before, `side` kept at nominal). The shares read the
+        queue tree, the gang's reservation and `usage` (the pool usage from its queue up
+        to `side`): kept across admissions and releases that change none of them."""
+        quota = state.quota
+        res = state.admitted[g.uid]
+        hit = self._alone_of.get(g.uid)
+        if (
+            hit is None
+            or hit[0] is not res
+            or hit[1] != side
+            or hit[2] != quota.generation
+            or hit[3] != usage
+        ):
+            charge = res.charge
+            pools = self._pools_without(state, side, g, charge, None)
+            pool = pools.get(side, quota.pool_usage(side))
+            alone = share_of_pool(state, side, pool, True)
+            keeps = self._keeps_nominal(state, side, pool, charge.keys())
+            hit = self._alone_of[g.uid] = (res, side, quota.generation, usage, alone, keeps)
+        return hit[4], hit[5] and not self._ran_before(state, g)
 
     def _ran_before(self, state: ClusterState, g: Gang) -> bool:
         """`_ran_before`, once per reservation and clock reading (a gang's past runs

@@ -79,6 +79,7 @@ class Backlog:
         self._quota_sleepers: dict[Room, SortedList[tuple[int, GroupKey]]] = {}
         self._queues_seen = (-1, -1)
         self._epoch_seen = -1
+        self._heads: dict[GroupKey, Entry] = {}
 
     def sync(self, changed: Iterable[str]) -> None:
         """Follow pending gangs added, replaced or removed (`changed`, all of them since
@@ -87,6 +88,7 @@ class Backlog:
         for uid in sorted(changed):
             old = self.place.pop(uid, None)
             if old is not None:
+                self._heads.pop(old[0], None)
                 self._leave(*old)
             gang = pending.get(uid)
             if gang is None:
@@ -95,6 +97,7 @@ class Backlog:
             where = self._group_of(gang)
             entry = (self._key(gang), uid)
             self.place[uid] = (where, entry)
+            self._heads.pop(where, None)
             group = self.groups.get(where)
             if group is None:
                 group = self.groups[where] = SortedList()
@@ -127,9 +130,16 @@ class Backlog:
             if slept is not None:
                 self._sleepers[slept[0]].remove((slept[1], shape))
 
+    def head(self, where: GroupKey) -> Entry:
+        """The group's first gang (kept until the group changes)."""
+        entry = self._heads.get(where)
+        if entry is None:
+            entry = self._heads[where] = self.groups[where][0]
+        return entry
+
     def heads(self) -> list[tuple[Entry, GroupKey]]:
         """Each awake group's first gang, with its group."""
-        return [(self.groups[where][0], where) for where in self.awake]
+        return [(self.head(where), where) for where in self.awake]
 
     def after(self, where: GroupKey, entry: Entry) -> Entry | None:
         """The group's next gang after `entry` (which may have left it meanwhile)."""
@@ -244,14 +254,35 @@ class Frontier:
     instead of one pop each. Groups are in the walk once at most (`queued`).
     """
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[Entry, GroupKey, bool]] = []
+    def __init__(self, positions: Iterable[Position] = ()) -> None:
+        self._heap: list[tuple[Entry, GroupKey, bool]] = [(e, w, False) for e, w in positions]
         """Positions in order; True marks a queue's first conditional one."""
+        heapq.heapify(self._heap)
         self._waiting: dict[str, list[Position]] = {}
         self._first: dict[str, Entry] = {}
-        self.queued: set[GroupKey] = set()
+        self.queued: set[GroupKey] = {w for _, w, _ in self._heap}
         self.maybe: set[GroupKey] = set()
         """Queued groups walked only in case preemption helps them."""
+
+    def push_conditional(self, positions: Iterable[Position]) -> None:
+        """`push(position, conditional=True)` for each, at once."""
+        touched: set[str] = set()
+        for position in positions:
+            where = position[1]
+            self.queued.add(where)
+            self.maybe.add(where)
+            waiting = self._waiting.get(where[0])
+            if waiting is None:
+                waiting = self._waiting[where[0]] = []
+            waiting.append(position)
+            touched.add(where[0])
+        for queue in sorted(touched):
+            waiting = self._waiting[queue]
+            heapq.heapify(waiting)
+            entry, where = waiting[0]
+            if self._first.get(queue) is not entry:
+                self._first[queue] = entry
+                heapq.heappush(self._heap, (entry, where, True))
 
     def push(self, position: Position, conditional: bool = False) -> None:
         """Walk the group from `position` (conditionally: see the class docstring)."""

@@ -35,7 +35,7 @@ from controller.engine.backlog import (
     charge_is_exact,
     shortfall,
 )
-from controller.engine.context import CycleContext
+from controller.engine.context import CycleContext, HeldDevices
 from controller.engine.feasibility import NeverFit
 from controller.engine.guard import Guard, SafeOrdering, describe
 from controller.engine.ledger import Ledger
@@ -135,6 +135,7 @@ class Engine:
     """The group index is built once `lazy_from` gangs wait and dropped below
     `lazy_below`: a short backlog is walked whole, cheaper than keeping the index."""
     _exact_charge: dict[int, bool] = field(default_factory=dict)
+    _held: HeldDevices = field(default_factory=dict)
     _journal: PendingJournal | None = None
     _journal_state: ClusterState | None = None
     _backlog: Backlog | None = None
@@ -175,7 +176,7 @@ class Engine:
             state.now = now
         ledger = Ledger(state)
         placer = Placer(state, self.placement, self.search_bound)
-        ctx = CycleContext(state, ledger, placer, self.plan)
+        ctx = CycleContext(state, ledger, placer, self.plan, self._held)
         result = CycleResult([], ledger)
         self._searched_queues.clear()
         changed = self._follow_pending()
@@ -296,7 +297,7 @@ class Engine:
         that may fit now resume as well. Newcomers left unwalked are told their group's
         reason."""
         state = self.state
-        walk = Frontier()
+        walk = Frontier(backlog.heads())
         maybe, queued = walk.maybe, walk.queued
         """Groups walked only in case preemption helps them; groups in the walk."""
         self._help_cache.clear()
@@ -304,14 +305,11 @@ class Engine:
         helped_before: set[HelpClass] = set()
         """Classes `could_help` said yes for at the last asking: their groups left out
         are in the walk already."""
-        for head in backlog.heads():
-            walk.push(head)
         if self._helping:
             for cls, groups in backlog.classes.items():
                 if self._class_helped(backlog, cls):
                     helped_before.add(cls)
-                    for w in groups - backlog.awake:
-                        walk.push((backlog.groups[w][0], w), conditional=True)
+                    walk.push_conditional((backlog.head(w), w) for w in groups - backlog.awake)
         stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
         seen = (state.admission_generation, state.capacity_epoch)
