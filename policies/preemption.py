@@ -569,6 +569,11 @@ class ReclaimPreemption:
         priority = gang.priority if self.priority == "lower" else None
         return priority, _minimum.key(gang)
 
+    def help_stamp(self, state: ClusterState, queue: str) -> object:
+        """`could_help` is a function of the queue's view and the `help_key`, and a view
+        equal to the last one is that one."""
+        return self._view(state, queue)
+
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
         if view is None or not view.lenders:

@@ -120,7 +120,7 @@ class CycleContext:
         wanted = set(without)
         for uid in reversed([u for u in out if u not in wanted]):
             victim, res = out.pop(uid)
-            state.restore(victim, res)
+            state.restore(victim, res, trusted=True)  # released here, nothing took it since
         for uid in without:
             if uid not in out:
                 victim = state.admitted_gangs[uid]

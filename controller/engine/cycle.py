@@ -55,6 +55,7 @@ from controller.engine.policy import (
     PlacementPolicy,
     PreemptionPolicy,
     help_key,
+    help_stamp,
 )
 from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState, PendingJournal
@@ -146,6 +147,14 @@ class Engine:
     _help_ids: dict[Hashable, int] = field(default_factory=dict)
     _help_cache: dict[HelpClass, bool] = field(default_factory=dict)
     _help_reps: dict[HelpClass, Gang] = field(default_factory=dict)
+    _help_stamps: dict[str, object | None] = field(default_factory=dict)
+    """The policy's `help_stamp` per queue, in the state `_help_cache` is for."""
+    _help_kept: dict[HelpClass, tuple[object, bool]] = field(default_factory=dict)
+    """`could_help` per class in this cycle, with the stamp it was asked under."""
+    _queue_helped: dict[str, tuple[object, set[HelpClass]]] = field(default_factory=dict)
+    """Per queue, the classes helped under a stamp all of them were asked under."""
+    _classes_of: dict[str, list[HelpClass]] = field(default_factory=dict)
+    """The backlog's classes per queue, in this cycle."""
     """The member of each class `could_help` is asked about, in this cycle."""
 
     def plan(self, gang: Gang) -> GangPlan:
@@ -302,6 +311,10 @@ class Engine:
         """Groups walked only in case preemption helps them; groups in the walk."""
         self._help_cache.clear()
         self._help_reps.clear()
+        self._help_stamps.clear()
+        self._help_kept.clear()
+        self._queue_helped.clear()
+        self._classes_of.clear()
         helped_before: set[HelpClass] = set()
         """Classes `could_help` said yes for at the last asking: their groups left out
         are in the walk already."""
@@ -327,6 +340,7 @@ class Engine:
             changed = self._helping and now != seen
             if changed:
                 self._help_cache.clear()
+                self._help_stamps.clear()
             still = gang if gang is not None and gang.uid in state.pending else None
             if still is not None and self._leaves(backlog, where, still):
                 stopped[where] = still
@@ -379,12 +393,58 @@ class Engine:
                 if member is not None:
                     self._help_reps[cls] = member
             assert self._raw is not None
-            try:
-                hit = member is None or self._raw[1].could_help(state, member)
-            except Exception:
-                hit = True
+            stamp = self._help_stamp(cls[0])
+            kept = self._help_kept.get(cls)
+            if stamp is not None and kept is not None and kept[0] is stamp:
+                hit = kept[1]
+            else:
+                try:
+                    hit = member is None or self._raw[1].could_help(state, member)
+                except Exception:
+                    hit, stamp = True, None
+                if stamp is not None and member is not None:
+                    self._help_kept[cls] = (stamp, hit)
             self._help_cache[cls] = hit
         return hit
+
+    def _helped_classes(self, backlog: Backlog) -> set[HelpClass]:
+        """The classes `_class_helped` says yes for now; a queue whose `help_stamp` is
+        what it was when each of its classes was last asked answers as then."""
+        if not self._classes_of:
+            for cls in backlog.classes:
+                self._classes_of.setdefault(cls[0], []).append(cls)
+        now: set[HelpClass] = set()
+        for queue, classes in self._classes_of.items():
+            if queue in self._searched_queues:
+                continue
+            stamp = self._help_stamp(queue)
+            kept = self._queue_helped.get(queue)
+            if stamp is not None and kept is not None and kept[0] is stamp:
+                now.update(kept[1])
+                continue
+            yes = {cls for cls in classes if self._class_helped(backlog, cls)}
+            now.update(yes)
+            if stamp is not None and all(
+                (k := self._help_kept.get(cls)) is not None and k[0] is stamp for cls in classes
+            ):
+                self._queue_helped[queue] = (stamp, yes)
+        return now
+
+    def _help_stamp(self, queue: str) -> object | None:
+        """The preemption policy's `help_stamp` of the queue in this state (None: it
+        declares none, or it failed)."""
+        if queue in self._help_stamps:
+            return self._help_stamps[queue]
+        assert self._raw is not None
+        stamp_of = help_stamp(self._raw[1])
+        stamp = None
+        if stamp_of is not None:
+            try:
+                stamp = stamp_of(self.state, queue)
+            except Exception:
+                stamp = None
+        self._help_stamps[queue] = stamp
+        return stamp
 
     def _resumed(
         self,
@@ -404,7 +464,7 @@ class Engine:
             sure.update(backlog.wake())
             sure.update(w for w, g in stopped.items() if self._may_fit_again(backlog, w, g))
         helped: set[GroupKey] = set()
-        now = {cls for cls in backlog.classes if self._class_helped(backlog, cls)}
+        now = self._helped_classes(backlog)
         for cls in now - helped_before:
             helped.update(backlog.classes[cls] - queued)
         helped_before.clear()

@@ -116,6 +116,16 @@ def help_key(policy: PreemptionPolicy) -> Callable[[Gang], Hashable] | None:
     return key if callable(key) else None
 
 
+def help_stamp(policy: PreemptionPolicy) -> Callable[[ClusterState, str], object] | None:
+    """The policy's optional `help_stamp(state, queue)`: an object that stays the same
+    (`is`) for as long as `could_help` would answer as before for every gang of the leaf
+    queue (a class of `help_key`, given). The engine then keeps its answers per class
+    across admissions and releases that leave the stamp as it was, instead of asking
+    again after each. None: the policy declares none (asked again after each change)."""
+    stamp = getattr(policy, "help_stamp", None)
+    return stamp if callable(stamp) else None
+
+
 class NoPreemption:
     """Never evicts anything: a gang that does not fit waits."""
 
