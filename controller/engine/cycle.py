@@ -41,6 +41,7 @@ from controller.engine.guard import Guard, SafeOrdering, describe
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
 from controller.engine.placement import (
+    DomainMembers,
     GangPlan,
     PlacementOutcome,
     Placer,
@@ -137,6 +138,7 @@ class Engine:
     `lazy_below`: a short backlog is walked whole, cheaper than keeping the index."""
     _exact_charge: dict[int, bool] = field(default_factory=dict)
     _held: HeldDevices = field(default_factory=dict)
+    _domain_members: dict[Hashable, list[DomainMembers]] = field(default_factory=dict)
     _journal: PendingJournal | None = None
     _journal_state: ClusterState | None = None
     _backlog: Backlog | None = None
@@ -184,7 +186,7 @@ class Engine:
         if now is not None:
             state.now = now
         ledger = Ledger(state)
-        placer = Placer(state, self.placement, self.search_bound)
+        placer = Placer(state, self.placement, self.search_bound, self._domain_members)
         ctx = CycleContext(state, ledger, placer, self.plan, self._held)
         result = CycleResult([], ledger)
         self._searched_queues.clear()
