@@ -192,6 +192,7 @@ def backlog_scaling(
             fig = pool.submit(run, replace(shape, gangs=gangs), incremental, policies).result()
         figures[f"backlog_{gangs}_pending"] = gangs - fig.admitted_gangs
         figures[f"backlog_{gangs}_p50_ms"] = fig.incremental_p50_ms
+        figures[f"backlog_{gangs}_cpu_p50_ms"] = fig.incremental_cpu_p50_ms
         figures[f"backlog_{gangs}_considered_mean"] = fig.incremental_considered_mean
     if len(backlogs) < 2:
         return figures, {}, {}
