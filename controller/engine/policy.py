@@ -46,7 +46,13 @@ class KeyedOrdering(OrderingPolicy, Protocol):
 
 
 class PreemptionPolicy(Protocol):
-    """Which admitted gangs to evict so that `gang` fits; always whole gangs."""
+    """Which admitted gangs to evict so that `gang` fits; always whole gangs.
+
+    Optional, each only saves time: `help_key(gang)` (gangs `could_help` answers alike
+    for, see `help_key` below), `help_stamp(state, queue)` (an object that stays the same
+    while `could_help` answers as before for the queue's gangs, see `help_stamp`), and
+    `retry_at(state, gang)` (when a refused preemption may pass with no other change).
+    """
 
     name: str
 
