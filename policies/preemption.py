@@ -18,8 +18,8 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 from controller.engine.context import CycleContext
 from controller.engine.model import Gang
@@ -122,14 +122,18 @@ class BorrowingIndex:
         return self._borrowing
 
 
+_Charge = tuple[Gang, dict[str, int], frozenset[str], tuple[tuple[str, int], ...]]
+
+
 class ChargeCache:
     """`minimum_charge` per gang (and the resources it needs some of), kept while the
     gang object is the same."""
 
     def __init__(self) -> None:
-        self._charges: dict[str, tuple[Gang, dict[str, int], frozenset[str]]] = {}
+        self._charges: dict[str, _Charge] = {}
 
-    def _get(self, gang: Gang) -> tuple[Gang, dict[str, int], frozenset[str]]:
+    def entry(self, gang: Gang) -> _Charge:
+        """(gang, charge, `needed`, `key`) at once."""
         hit = self._charges.get(gang.uid)
         if hit is None or hit[0] is not gang:
             if len(self._charges) > 65536:
@@ -139,15 +143,20 @@ class ChargeCache:
                 gang,
                 charge,
                 frozenset(r for r, v in charge.items() if v),
+                tuple(sorted(charge.items())),
             )
         return hit
 
     def __call__(self, gang: Gang) -> dict[str, int]:
-        return self._get(gang)[1]
+        return self.entry(gang)[1]
 
     def needed(self, gang: Gang) -> frozenset[str]:
         """The resources the charge has a positive amount of."""
-        return self._get(gang)[2]
+        return self.entry(gang)[2]
+
+    def key(self, gang: Gang) -> tuple[tuple[str, int], ...]:
+        """The charge as a sorted tuple: equal for gangs with equal charges."""
+        return self.entry(gang)[3]
 
 
 def _check_probes(max_probes: int) -> None:
@@ -295,6 +304,8 @@ def minimal_victims(
         return []
     if _too_few_devices(state, gang, pool) or _quota_never_fits(state, gang, pool):
         return []
+    if ctx.too_few_devices(gang, [c.uid for c in pool]):
+        return []  # every probe would be a subset of the pool, counted out alike
     chain: Admissible = admissible or list
     size = {c.uid: width(state, c.uid) for c in pool}
     work = {c.uid: cost(c) for c in pool}
@@ -452,6 +463,9 @@ class _ReclaimView:
     lenders: list[tuple[str, frozenset[str], int]]
     full: frozenset[str]
     """Managed resources with no room left: a gang needing any of them may not reclaim."""
+    helps: dict[Hashable, bool] = field(default_factory=dict, compare=False)
+    """`could_help` per `help_key`: a function of the view and the key alone, so kept for
+    as long as an equal view is (a view equal to the last one replaces it by that one)."""
 
 
 @builtin
@@ -473,17 +487,28 @@ class ReclaimPreemption:
         self._index = AdmittedIndex()
         self._borrowing = BorrowingIndex()
         self._views: dict[str, _ReclaimView | None] = {}
+        self._last_views: dict[str, _ReclaimView | None] = {}
         self._views_state: ClusterState | None = None
         self._views_stamp = (-1, -1)
 
     def _view(self, state: ClusterState, queue: str) -> _ReclaimView | None:
         """What `could_help` needs of a leaf queue, kept while nobody was admitted or
-        released and the queue tree is the same (None: the queue does not exist)."""
-        stamp = (state.admission_generation, state.quota.generation)
-        if self._views_state is not state or self._views_stamp != stamp:
-            self._views_state, self._views_stamp = state, stamp
-            self._views.clear()
-        if queue in self._views:
+        released and the queue tree is the same (None: the queue does not exist). A view
+        computed again and equal to the one before it is that one (with its answers)."""
+        stamp = self._views_stamp
+        if (
+            self._views_state is not state
+            or stamp[0] != state.admission_generation
+            or stamp[1] != state.quota.generation
+        ):
+            if self._views_state is state:
+                self._last_views.update(self._views)
+            else:
+                self._last_views.clear()
+            self._views_state = state
+            self._views_stamp = (state.admission_generation, state.quota.generation)
+            self._views = {}
+        elif queue in self._views:
             return self._views[queue]
         quota = state.quota
         q = quota.get(queue)
@@ -503,6 +528,9 @@ class ReclaimPreemption:
                         lenders.append((name, borrowed, low))
             full = frozenset(r for r, left in room.items() if left <= 0)
             view = _ReclaimView(room, lenders, full)
+            last = self._last_views.get(queue)
+            if last is not None and last == view:
+                view = last
         self._views[queue] = view
         return view
 
@@ -539,14 +567,28 @@ class ReclaimPreemption:
         """`could_help` reads the gang's queue, minimum charge and (`priority: lower`)
         priority only."""
         priority = gang.priority if self.priority == "lower" else None
-        return priority, tuple(sorted(_minimum(gang).items()))
+        return priority, _minimum.key(gang)
+
+    def help_stamp(self, state: ClusterState, queue: str) -> object:
+        """`could_help` is a function of the queue's view and the `help_key`, and a view
+        equal to the last one is that one."""
+        return self._view(state, queue)
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
-        if view is None or not view.lenders or not view.full.isdisjoint(_minimum.needed(gang)):
-            return False  # no lender, or the gang needs something its queue has no room for
-        needs = self._needs(state, gang)
-        return needs is not None and bool(needs) and bool(self._lenders(state, gang, needs))
+        if view is None or not view.lenders:
+            return False  # no lender
+        _, _, needed, charge = _minimum.entry(gang)
+        if not view.full.isdisjoint(needed):
+            return False  # the gang needs something its queue has no room for
+        key = (gang.priority if self.priority == "lower" else None, charge)  # help_key
+        hit = view.helps.get(key)
+        if hit is None:
+            needs = self._needs(state, gang)
+            hit = view.helps[key] = (
+                needs is not None and bool(needs) and bool(self._lenders(state, gang, needs))
+            )
+        return hit
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
@@ -594,8 +636,7 @@ class ReclaimPreemption:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Rival:
+class _Rival(NamedTuple):
     """A victim in another queue: the two children of the lowest common ancestor whose
     shares are compared (Kueue's fair sharing compares siblings) and what evicting it
     alone does to its side (signed shares: below nominal is negative)."""
@@ -635,7 +676,9 @@ class FairSharePreemption:
         self._rivals_stamp = (-1, -1)
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
         self._share_above: dict[str, bool] = {}
-        self._alone_of: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._sides: dict[tuple[str, str], list[tuple[str, float, float, bool]]] = {}
+        self._alone_of: dict[str, tuple[Reservation, str, int, Hashable, float, bool]] = {}
+        self._ran: dict[str, tuple[Reservation, float, bool]] = {}
 
     def help_key(self, gang: Gang) -> Hashable:
         """`could_help` reads the gang's queue and priority only."""
@@ -667,10 +710,14 @@ class FairSharePreemption:
         tree changed."""
         stamp = (state.admission_generation, state.quota.generation)
         if self._rivals_state is not state or self._rivals_stamp != stamp:
+            if self._rivals_state is not state or len(self._alone_of) > 65536:
+                self._alone_of.clear()
+            if self._rivals_state is not state or len(self._ran) > 65536:
+                self._ran.clear()
             self._rivals_state, self._rivals_stamp = state, stamp
             self._rivals_of.clear()
             self._share_above.clear()
-            self._alone_of.clear()
+            self._sides.clear()
 
     def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
         """Admitted gangs of other queues of the tree whose eviction lowers a positive
@@ -686,7 +733,6 @@ class FairSharePreemption:
         quota = state.quota
         path = quota.path(gang.queue)
         at = {q: i for i, q in enumerate(path)}
-        shares: dict[str, float] = {}
         out: dict[str, _Rival] = {}
         for q in self._index.queues(state):
             if q == gang.queue or quota.root(q) != path[-1]:
@@ -697,32 +743,68 @@ class FairSharePreemption:
             if i == 0 or j == 0:
                 continue
             mine, theirs = path[i - 1], theirs_path[j - 1]
-            if theirs not in shares:
-                shares[theirs] = share_of_pool(state, theirs, quota.pool_usage(theirs), True)
-            initial = shares[theirs]
-            if initial <= 0:
-                continue
-            for g in self._index.gangs(state, q):
-                alone, initial_ok = self._alone(state, theirs, g)
-                if alone < initial:
-                    out[g.uid] = _Rival(mine, theirs, initial, alone, initial_ok)
+            for uid, initial, alone, initial_ok in self._side_rivals(state, q, theirs):
+                out[uid] = _Rival(mine, theirs, initial, alone, initial_ok)
         return out
 
-    def _alone(self, state: ClusterState, side: str, g: Gang) -> tuple[float, bool]:
-        """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
-        may take `g` (never preempted before, `side` kept at nominal); the same for every
-        preemptor until someone is admitted or released."""
-        hit = self._alone_of.get((side, g.uid))
+    def _side_rivals(
+        self, state: ClusterState, q: str, side: str
+    ) -> list[tuple[str, float, float, bool]]:
+        """The gangs of leaf `q` whose eviction alone lowers the positive share of `side`
+        (q's ancestor below the common one), with the share before and after and whether
+        LessThanInitialShare may take them; the same for every preemptor whose side is
+        compared with `side` until someone is admitted or released."""
+        hit = self._sides.get((q, side))
         if hit is None:
-            charge = state.admitted[g.uid].charge
-            pools = self._pools_without(state, side, g, charge, None)
-            pool = pools.get(side, state.quota.pool_usage(side))
-            alone = share_of_pool(state, side, pool, True)
-            initial_ok = not _ran_before(state, g.uid) and self._keeps_nominal(
-                state, side, pool, charge.keys()
+            hit = self._sides[(q, side)] = []
+            quota = state.quota
+            initial = share_of_pool(state, side, quota.pool_usage(side), True)
+            if initial <= 0:
+                return hit
+            # what `_alone` reads of the state: the pool usage from q up to `side`
+            path = quota.path(q)
+            usage = tuple(
+                tuple(sorted(quota.pool_usage(n).items())) for n in path[: path.index(side) + 1]
             )
-            hit = self._alone_of[(side, g.uid)] = (alone, initial_ok)
+            for g in self._index.gangs(state, q):
+                alone, initial_ok = self._alone(state, side, g, usage)
+                if alone < initial:
+                    hit.append((g.uid, initial, alone, initial_ok))
         return hit
+
+    def _alone(
+        self, state: ClusterState, side: str, g: Gang, usage: Hashable
+    ) -> tuple[float, bool]:
+        """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
+        may take `g` (never preempted before, `side` kept at nominal). The shares read the
+        queue tree, the gang's reservation and `usage` (the pool usage from its queue up
+        to `side`): kept across admissions and releases that change none of them."""
+        quota = state.quota
+        res = state.admitted[g.uid]
+        hit = self._alone_of.get(g.uid)
+        if (
+            hit is None
+            or hit[0] is not res
+            or hit[1] != side
+            or hit[2] != quota.generation
+            or hit[3] != usage
+        ):
+            charge = res.charge
+            pools = self._pools_without(state, side, g, charge, None)
+            pool = pools.get(side, quota.pool_usage(side))
+            alone = share_of_pool(state, side, pool, True)
+            keeps = self._keeps_nominal(state, side, pool, charge.keys())
+            hit = self._alone_of[g.uid] = (res, side, quota.generation, usage, alone, keeps)
+        return hit[4], hit[5] and not self._ran_before(state, g)
+
+    def _ran_before(self, state: ClusterState, g: Gang) -> bool:
+        """`_ran_before`, once per reservation and clock reading (a gang's past runs
+        change only when it is released, which ends its reservation)."""
+        res = state.admitted[g.uid]
+        hit = self._ran.get(g.uid)
+        if hit is None or hit[0] is not res or hit[1] != state.now:
+            hit = self._ran[g.uid] = (res, state.now, _ran_before(state, g.uid))
+        return hit[2]
 
     @staticmethod
     def _pools_without(
@@ -775,6 +857,8 @@ class FairSharePreemption:
             return []
         if _quota_never_fits(state, gang, everyone):
             return []
+        if ctx.too_few_devices(gang, [g.uid for g in everyone if ctx.evictable(g.uid)]):
+            return []  # what each strategy's search would find out first (minimal_victims)
         # what the callbacks read, taken now: probes keep victims released (see
         # minimal_victims)
         usage = {q: dict(quota.pool_usage(q)) for q in quota.names()}

@@ -25,6 +25,7 @@ use what it freed, not at every group.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -78,6 +79,7 @@ class Backlog:
         self._quota_sleepers: dict[Room, SortedList[tuple[int, GroupKey]]] = {}
         self._queues_seen = (-1, -1)
         self._epoch_seen = -1
+        self._heads: dict[GroupKey, Entry] = {}
 
     def sync(self, changed: Iterable[str]) -> None:
         """Follow pending gangs added, replaced or removed (`changed`, all of them since
@@ -86,6 +88,7 @@ class Backlog:
         for uid in sorted(changed):
             old = self.place.pop(uid, None)
             if old is not None:
+                self._heads.pop(old[0], None)
                 self._leave(*old)
             gang = pending.get(uid)
             if gang is None:
@@ -94,6 +97,7 @@ class Backlog:
             where = self._group_of(gang)
             entry = (self._key(gang), uid)
             self.place[uid] = (where, entry)
+            self._heads.pop(where, None)
             group = self.groups.get(where)
             if group is None:
                 group = self.groups[where] = SortedList()
@@ -126,9 +130,16 @@ class Backlog:
             if slept is not None:
                 self._sleepers[slept[0]].remove((slept[1], shape))
 
+    def head(self, where: GroupKey) -> Entry:
+        """The group's first gang (kept until the group changes)."""
+        entry = self._heads.get(where)
+        if entry is None:
+            entry = self._heads[where] = self.groups[where][0]
+        return entry
+
     def heads(self) -> list[tuple[Entry, GroupKey]]:
         """Each awake group's first gang, with its group."""
-        return [(self.groups[where][0], where) for where in self.awake]
+        return [(self.head(where), where) for where in self.awake]
 
     def after(self, where: GroupKey, entry: Entry) -> Entry | None:
         """The group's next gang after `entry` (which may have left it meanwhile)."""
@@ -143,7 +154,10 @@ class Backlog:
         if shape in self.asleep or shape not in self._of_shape:
             return
         self.asleep[shape] = (need, pods)
-        self._sleepers.setdefault(need, SortedList()).add((pods, shape))
+        sleepers = self._sleepers.get(need)
+        if sleepers is None:
+            sleepers = self._sleepers[need] = SortedList()
+        sleepers.add((pods, shape))
         self.awake.difference_update(self._of_shape[shape])
 
     def sleep_on_quota(self, where: GroupKey, room: Room, amount: int) -> None:
@@ -151,7 +165,10 @@ class Backlog:
         if where in self.short_of_quota or where not in self.groups:
             return
         self.short_of_quota[where] = (room, amount)
-        self._quota_sleepers.setdefault(room, SortedList()).add((amount, where))
+        sleepers = self._quota_sleepers.get(room)
+        if sleepers is None:
+            sleepers = self._quota_sleepers[room] = SortedList()
+        sleepers.add((amount, where))
         self.awake.discard(where)
 
     def _rouse(self, where: GroupKey) -> bool:
@@ -220,3 +237,103 @@ def charge_is_exact(gang: Gang) -> bool:
         for claim in ps.claims
         for req in claim.spec.requests
     )
+
+
+Position = tuple[Entry, GroupKey]
+"""Where the walk is in one group: the entry of the group's next gang, and the group."""
+
+
+class Frontier:
+    """The cycle's walk: the next position of each group it walks, merged by entry.
+
+    A group walked only in case preemption helps it (`maybe`: passed over unvisited if,
+    when its turn comes, its queue was searched or `could_help` says no) waits in a heap
+    of its queue's such groups; only the first of each queue is in the merged heap. Once
+    a queue was searched, its turn passes over every such group of it at once (they
+    would each be passed over in turn: a queue searched stays searched for the cycle)
+    instead of one pop each. Groups are in the walk once at most (`queued`).
+    """
+
+    def __init__(self, positions: Iterable[Position] = ()) -> None:
+        self._heap: list[tuple[Entry, GroupKey, bool]] = [(e, w, False) for e, w in positions]
+        """Positions in order; True marks a queue's first conditional one."""
+        heapq.heapify(self._heap)
+        self._waiting: dict[str, list[Position]] = {}
+        self._first: dict[str, Entry] = {}
+        self.queued: set[GroupKey] = {w for _, w, _ in self._heap}
+        self.maybe: set[GroupKey] = set()
+        """Queued groups walked only in case preemption helps them."""
+
+    def push_conditional(self, positions: Iterable[Position]) -> None:
+        """`push(position, conditional=True)` for each, at once."""
+        touched: set[str] = set()
+        for position in positions:
+            where = position[1]
+            self.queued.add(where)
+            self.maybe.add(where)
+            waiting = self._waiting.get(where[0])
+            if waiting is None:
+                waiting = self._waiting[where[0]] = []
+            waiting.append(position)
+            touched.add(where[0])
+        for queue in sorted(touched):
+            waiting = self._waiting[queue]
+            heapq.heapify(waiting)
+            entry, where = waiting[0]
+            if self._first.get(queue) is not entry:
+                self._first[queue] = entry
+                heapq.heappush(self._heap, (entry, where, True))
+
+    def push(self, position: Position, conditional: bool = False) -> None:
+        """Walk the group from `position` (conditionally: see the class docstring)."""
+        entry, where = position
+        self.queued.add(where)
+        if not conditional:
+            heapq.heappush(self._heap, (entry, where, False))
+            return
+        self.maybe.add(where)
+        queue = where[0]
+        waiting = self._waiting.get(queue)
+        if waiting is None:
+            waiting = self._waiting[queue] = []
+        heapq.heappush(waiting, position)
+        if waiting[0] is position:  # a new first of its queue: it joins the merged heap
+            self._first[queue] = entry
+            heapq.heappush(self._heap, (entry, where, True))
+
+    def pop(self, searched: set[str]) -> Position | None:
+        """The next position (the group leaves the walk), or None at the end. A queue's
+        conditional groups are dropped at its first one's turn if it is in `searched`
+        (that first one is returned, still `maybe`, for the caller to pass over)."""
+        heap = self._heap
+        while heap:
+            entry, where, first = heapq.heappop(heap)
+            if not first:
+                self.queued.discard(where)
+                return entry, where
+            queue = where[0]
+            if self._first.get(queue) is not entry:
+                continue  # an earlier first of the queue, back in its queue's heap
+            waiting = self._waiting[queue]
+            heapq.heappop(waiting)
+            self.queued.discard(where)
+            if queue in searched:
+                self._drop(queue)
+            elif waiting:
+                self._first[queue] = waiting[0][0]
+                heapq.heappush(heap, (waiting[0][0], waiting[0][1], True))
+            else:
+                del self._first[queue]
+            return entry, where
+        return None
+
+    def _drop(self, queue: str) -> None:
+        """Take the queue's conditional groups out of the walk; those no longer
+        conditional (`maybe` left them meanwhile) go on in the merged heap."""
+        for entry, where in self._waiting.pop(queue):
+            if where in self.maybe:
+                self.maybe.discard(where)
+                self.queued.discard(where)
+            else:
+                heapq.heappush(self._heap, (entry, where, False))
+        del self._first[queue]

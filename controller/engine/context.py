@@ -33,19 +33,30 @@ if TYPE_CHECKING:
     from controller.engine.ledger import Ledger
     from controller.engine.state import ClusterState
 
+HeldDevices = dict[tuple[str, MatchKey], tuple[Reservation, int, dict[str | None, int]]]
+"""(gang uid, match set) -> (its reservation, the inventory's generation, devices of the
+set it holds per node): true while the reservation and the inventory are the same."""
+
 
 class CycleContext:
     """One cycle's view for policies; `probes` counts what-if placements asked."""
 
     def __init__(
-        self, state: ClusterState, ledger: Ledger, placer: Placer, plan: Callable[[Gang], GangPlan]
+        self,
+        state: ClusterState,
+        ledger: Ledger,
+        placer: Placer,
+        plan: Callable[[Gang], GangPlan],
+        held: HeldDevices | None = None,
     ) -> None:
         self.state = state
         self.ledger = ledger
         self._placer = placer
         self._plan = plan
         self.probes = 0
-        self._devices: dict[tuple[str, MatchKey], tuple[Reservation, dict[str | None, int]]] = {}
+        self._devices: HeldDevices = {} if held is None else held
+        """Devices of a match set per node that an admitted gang holds (`_held_by`); the
+        engine passes one table for all its cycles."""
         self._out: dict[str, tuple[Gang, Reservation]] = {}
         """Gangs a kept probe left released, in the order they were released."""
         self._kept: tuple[Gang, tuple[int, int], str | None] | None = None
@@ -109,11 +120,18 @@ class CycleContext:
         wanted = set(without)
         for uid in reversed([u for u in out if u not in wanted]):
             victim, res = out.pop(uid)
-            state.restore(victim, res)
+            state.restore(victim, res, trusted=True)  # released here, nothing took it since
         for uid in without:
             if uid not in out:
                 victim = state.admitted_gangs[uid]
                 out[uid] = (victim, state.release(uid))
+
+    def too_few_devices(self, gang: Gang, without: Sequence[str]) -> bool:
+        """Whether counting devices shows that `gang` cannot fit even with every gang of
+        `without` (admitted gangs) evicted: then it fits with no part of them evicted
+        either (evicting less frees no more), and no probe of such a set says yes.
+        Changes nothing; may be asked between kept probes."""
+        return self._too_few_devices(self._plan(gang), without)
 
     def _too_few_devices(self, plan: GangPlan, without: Sequence[str]) -> bool:
         """Whether the devices free with `without` released cannot serve every pod's
@@ -122,6 +140,7 @@ class CycleContext:
         Counts every device `without` hold as coming free, so a "no" here is the probe's."""
         inv = self.state.inventory
         need: dict[MatchKey, int] = {}
+        freed_of: dict[MatchKey, dict[str | None, int]] = {}
         for demand in plan.demands:
             if demand.primary is None:
                 continue
@@ -131,7 +150,9 @@ class CycleContext:
                 continue
             count = demand.pod_set.count
             need[mk] = need.get(mk, 0) + per_pod * count
-            freed = self._freed(mk, without)
+            freed = freed_of.get(mk)
+            if freed is None:
+                freed = freed_of[mk] = self._freed(mk, without)
             if ms.free.get(None, 0) or freed.get(None, 0) > 0:
                 continue
             fitting = ms.pods_fitting(per_pod)
@@ -142,7 +163,7 @@ class CycleContext:
                 return True
         for mk, n in need.items():
             ms = inv.match_set(mk)
-            if ms.total_free() + sum(self._freed(mk, without).values()) < n:
+            if ms.total_free() + sum(freed_of[mk].values()) < n:
                 return True
         return False
 
@@ -165,10 +186,10 @@ class CycleContext:
         state = self.state
         kept = self._out.get(uid)
         res = kept[1] if kept is not None else state.admitted[uid]
-        hit = self._devices.get((uid, mk))
-        if hit is not None and hit[0] is res:
-            return hit[1]
         inv = state.inventory
+        hit = self._devices.get((uid, mk))
+        if hit is not None and hit[0] is res and hit[1] == inv.generation:
+            return hit[2]
         members = inv.match_set(mk).by_node
         out: dict[str | None, int] = {}
         for pod in res.pods:
@@ -177,7 +198,9 @@ class CycleContext:
                     d = inv.devices.get(da.device)
                     if d is not None and da.device in members.get(d.node, ()):
                         out[d.node] = out.get(d.node, 0) + 1
-        self._devices[(uid, mk)] = (res, out)
+        if len(self._devices) > 65536:
+            self._devices.clear()
+        self._devices[(uid, mk)] = (res, inv.generation, out)
         return out
 
     def _fits_now(self, gang: Gang) -> bool:

@@ -23,18 +23,25 @@ reference it must agree with.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from controller.engine.backlog import Backlog, GroupKey, HelpClass, charge_is_exact, shortfall
-from controller.engine.context import CycleContext
+from controller.engine.backlog import (
+    Backlog,
+    Frontier,
+    GroupKey,
+    HelpClass,
+    charge_is_exact,
+    shortfall,
+)
+from controller.engine.context import CycleContext, HeldDevices
 from controller.engine.feasibility import NeverFit
 from controller.engine.guard import Guard, SafeOrdering, describe
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
 from controller.engine.placement import (
+    DomainMembers,
     GangPlan,
     PlacementOutcome,
     Placer,
@@ -49,6 +56,7 @@ from controller.engine.policy import (
     PlacementPolicy,
     PreemptionPolicy,
     help_key,
+    help_stamp,
 )
 from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState, PendingJournal
@@ -129,6 +137,8 @@ class Engine:
     """The group index is built once `lazy_from` gangs wait and dropped below
     `lazy_below`: a short backlog is walked whole, cheaper than keeping the index."""
     _exact_charge: dict[int, bool] = field(default_factory=dict)
+    _held: HeldDevices = field(default_factory=dict)
+    _domain_members: dict[Hashable, list[DomainMembers]] = field(default_factory=dict)
     _journal: PendingJournal | None = None
     _journal_state: ClusterState | None = None
     _backlog: Backlog | None = None
@@ -139,6 +149,14 @@ class Engine:
     _help_ids: dict[Hashable, int] = field(default_factory=dict)
     _help_cache: dict[HelpClass, bool] = field(default_factory=dict)
     _help_reps: dict[HelpClass, Gang] = field(default_factory=dict)
+    _help_stamps: dict[str, object | None] = field(default_factory=dict)
+    """The policy's `help_stamp` per queue, in the state `_help_cache` is for."""
+    _help_kept: dict[HelpClass, tuple[object, bool]] = field(default_factory=dict)
+    """`could_help` per class in this cycle, with the stamp it was asked under."""
+    _queue_helped: dict[str, tuple[object, set[HelpClass]]] = field(default_factory=dict)
+    """Per queue, the classes helped under a stamp all of them were asked under."""
+    _classes_of: dict[str, list[HelpClass]] = field(default_factory=dict)
+    """The backlog's classes per queue, in this cycle."""
     """The member of each class `could_help` is asked about, in this cycle."""
 
     def plan(self, gang: Gang) -> GangPlan:
@@ -168,8 +186,8 @@ class Engine:
         if now is not None:
             state.now = now
         ledger = Ledger(state)
-        placer = Placer(state, self.placement, self.search_bound)
-        ctx = CycleContext(state, ledger, placer, self.plan)
+        placer = Placer(state, self.placement, self.search_bound, self._domain_members)
+        ctx = CycleContext(state, ledger, placer, self.plan, self._held)
         result = CycleResult([], ledger)
         self._searched_queues.clear()
         changed = self._follow_pending()
@@ -290,29 +308,28 @@ class Engine:
         that may fit now resume as well. Newcomers left unwalked are told their group's
         reason."""
         state = self.state
-        heap = backlog.heads()
-        maybe: set[GroupKey] = set()
-        """Groups in the heap only in case preemption helps them."""
+        walk = Frontier(backlog.heads())
+        maybe, queued = walk.maybe, walk.queued
+        """Groups walked only in case preemption helps them; groups in the walk."""
         self._help_cache.clear()
         self._help_reps.clear()
+        self._help_stamps.clear()
+        self._help_kept.clear()
+        self._queue_helped.clear()
+        self._classes_of.clear()
         helped_before: set[HelpClass] = set()
         """Classes `could_help` said yes for at the last asking: their groups left out
-        are in the heap already."""
+        are in the walk already."""
         if self._helping:
             for cls, groups in backlog.classes.items():
                 if self._class_helped(backlog, cls):
                     helped_before.add(cls)
-                    for w in groups - backlog.awake:
-                        heap.append((backlog.groups[w][0], w))
-                        maybe.add(w)
-        heapq.heapify(heap)
-        queued = {where for _, where in heap}
+                    walk.push_conditional((backlog.head(w), w) for w in groups - backlog.awake)
         stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
         seen = (state.admission_generation, state.capacity_epoch)
-        while heap:
-            entry, where = heapq.heappop(heap)
-            queued.discard(where)
+        while (position := walk.pop(self._searched_queues)) is not None:
+            entry, where = position
             if where in maybe:
                 maybe.discard(where)
                 if not self._class_helped(backlog, (where[0], where[3])):
@@ -325,13 +342,13 @@ class Engine:
             changed = self._helping and now != seen
             if changed:
                 self._help_cache.clear()
+                self._help_stamps.clear()
             still = gang if gang is not None and gang.uid in state.pending else None
             if still is not None and self._leaves(backlog, where, still):
                 stopped[where] = still
                 self._sleep(backlog, where, still)
             elif (following := backlog.after(where, entry)) is not None:
-                heapq.heappush(heap, (following, where))
-                queued.add(where)
+                walk.push((following, where))
             if changed:
                 sure, helped = self._resumed(
                     backlog, stopped, queued, helped_before, grew=now[1] != seen[1]
@@ -340,8 +357,7 @@ class Engine:
                 maybe.update(helped - sure - queued)
                 for w in (sure | helped) - queued:
                     if (following := backlog.after(w, entry)) is not None:
-                        heapq.heappush(heap, (following, w))
-                        queued.add(w)
+                        walk.push((following, w), conditional=w in maybe)
                 seen = now
         for uid in sorted(backlog.fresh - visited):
             member = state.pending.get(uid)
@@ -379,12 +395,58 @@ class Engine:
                 if member is not None:
                     self._help_reps[cls] = member
             assert self._raw is not None
-            try:
-                hit = member is None or self._raw[1].could_help(state, member)
-            except Exception:
-                hit = True
+            stamp = self._help_stamp(cls[0])
+            kept = self._help_kept.get(cls)
+            if stamp is not None and kept is not None and kept[0] is stamp:
+                hit = kept[1]
+            else:
+                try:
+                    hit = member is None or self._raw[1].could_help(state, member)
+                except Exception:
+                    hit, stamp = True, None
+                if stamp is not None and member is not None:
+                    self._help_kept[cls] = (stamp, hit)
             self._help_cache[cls] = hit
         return hit
+
+    def _helped_classes(self, backlog: Backlog) -> set[HelpClass]:
+        """The classes `_class_helped` says yes for now; a queue whose `help_stamp` is
+        what it was when each of its classes was last asked answers as then."""
+        if not self._classes_of:
+            for cls in backlog.classes:
+                self._classes_of.setdefault(cls[0], []).append(cls)
+        now: set[HelpClass] = set()
+        for queue, classes in self._classes_of.items():
+            if queue in self._searched_queues:
+                continue
+            stamp = self._help_stamp(queue)
+            kept = self._queue_helped.get(queue)
+            if stamp is not None and kept is not None and kept[0] is stamp:
+                now.update(kept[1])
+                continue
+            yes = {cls for cls in classes if self._class_helped(backlog, cls)}
+            now.update(yes)
+            if stamp is not None and all(
+                (k := self._help_kept.get(cls)) is not None and k[0] is stamp for cls in classes
+            ):
+                self._queue_helped[queue] = (stamp, yes)
+        return now
+
+    def _help_stamp(self, queue: str) -> object | None:
+        """The preemption policy's `help_stamp` of the queue in this state (None: it
+        declares none, or it failed)."""
+        if queue in self._help_stamps:
+            return self._help_stamps[queue]
+        assert self._raw is not None
+        stamp_of = help_stamp(self._raw[1])
+        stamp = None
+        if stamp_of is not None:
+            try:
+                stamp = stamp_of(self.state, queue)
+            except Exception:
+                stamp = None
+        self._help_stamps[queue] = stamp
+        return stamp
 
     def _resumed(
         self,
@@ -404,7 +466,7 @@ class Engine:
             sure.update(backlog.wake())
             sure.update(w for w, g in stopped.items() if self._may_fit_again(backlog, w, g))
         helped: set[GroupKey] = set()
-        now = {cls for cls in backlog.classes if self._class_helped(backlog, cls)}
+        now = self._helped_classes(backlog)
         for cls in now - helped_before:
             helped.update(backlog.classes[cls] - queued)
         helped_before.clear()

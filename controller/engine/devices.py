@@ -101,7 +101,10 @@ class MatchSet:
         if old:
             self.buckets[old].discard(node)
         if value > 0:
-            self.buckets.setdefault(value, SortedSet()).add(node)
+            bucket = self.buckets.get(value)
+            if bucket is None:
+                bucket = self.buckets[value] = SortedSet()
+            bucket.add(node)
 
 
 class DeviceInventory:

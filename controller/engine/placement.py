@@ -10,7 +10,7 @@ within the queue's device quota. A failure explains itself in terms a user can a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from controller.engine.allocation import DeviceFilter, DeviceSearch, match_key
@@ -85,6 +85,11 @@ class PodDemand:
                 count = "all" if alt.mode is AllocationMode.ALL else str(alt.count)
                 parts.append(f"{count} x {alt.device_class}")
         return ", ".join(parts)
+
+
+DomainMembers = tuple[str, frozenset[str], dict[str, list[DeviceKey]] | None, DeviceFilter | None]
+"""A topology domain's value, eligible nodes, nodes only partly in it (with the devices
+that are) and device filter (None for a node-label domain)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,11 +221,22 @@ class _Failure:
 class Placer:
     """Places whole gangs on a ClusterState with one placement policy and a search bound."""
 
-    def __init__(self, state: ClusterState, policy: PlacementPolicy, search_bound: int = 8):
+    def __init__(
+        self,
+        state: ClusterState,
+        policy: PlacementPolicy,
+        search_bound: int = 8,
+        domain_members: dict[Hashable, list[DomainMembers]] | None = None,
+    ):
         self.state = state
         self.policy = policy
         self._active = policy
         self.search_bound = max(1, search_bound)
+        self.domain_members: dict[Hashable, list[DomainMembers]] = (
+            {} if domain_members is None else domain_members
+        )
+        """Topology domains' members by what they are computed from (`_domain_members`);
+        the engine passes one table for all its cycles."""
 
     def place(self, plan: GangPlan, budget: Mapping[str, int] | None = None) -> PlacementOutcome:
         """Place every pod or none; on success the pods are applied to the state.
@@ -489,28 +505,54 @@ class Placer:
         return None
 
     def _domains(self, plan: GangPlan, topo: Topology) -> list[Domain]:
+        lead = plan.demands[0]
+        out = []
+        for v, nodes, partial, allowed in self._domain_members(plan, topo):
+            fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial)
+            out.append(Domain(v, nodes, fitting, allowed, whole_nodes, whole_pods))
+        return out
+
+    def _domain_members(self, plan: GangPlan, topo: Topology) -> list[DomainMembers]:
+        """The domains' values, eligible nodes, partly-in nodes and devices: what changes
+        only with the nodes and the devices published (kept in `domain_members` until
+        either changes; free counts are read per call)."""
         state = self.state
+        inv = state.inventory
+        key = (
+            topo.key,
+            topo.device_attribute,
+            inv.generation,
+            state.node_generation,
+            tuple(
+                (tuple(sorted(d.pod_set.node_selector.items())), d.pod_set.tolerations)
+                for d in plan.demands
+            ),
+        )
+        hit = self.domain_members.get(key)
+        if hit is not None:
+            return hit
         eligible: frozenset[str] = frozenset()
         for d in plan.demands:
             eligible |= state.eligible_nodes(d.pod_set.node_selector, d.pod_set.tolerations)
-        lead = plan.demands[0]
-        out = []
+        out: list[DomainMembers] = []
         if not topo.device_attribute:
             for v, members in state.label_domains(topo.key).items():
                 nodes = members & eligible
                 if nodes:
-                    fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, None)
-                    out.append(Domain(v, nodes, fitting, None, whole_nodes, whole_pods))
-            return out
-        inv = state.inventory
-        for v, by_node in inv.attribute_domains(topo.key).items():
-            nodes = frozenset(by_node) & eligible
-            if not nodes:
-                continue
-            partial = {n: by_node[n] for n in nodes if len(by_node[n]) != inv.node_device_count(n)}
-            allowed = frozenset(dk for devs in by_node.values() for dk in devs)
-            fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial)
-            out.append(Domain(v, nodes, fitting, allowed.__contains__, whole_nodes, whole_pods))
+                    out.append((v, nodes, None, None))
+        else:
+            for v, by_node in inv.attribute_domains(topo.key).items():
+                nodes = frozenset(by_node) & eligible
+                if not nodes:
+                    continue
+                partial = {
+                    n: by_node[n] for n in nodes if len(by_node[n]) != inv.node_device_count(n)
+                }
+                allowed = frozenset(dk for devs in by_node.values() for dk in devs)
+                out.append((v, nodes, partial, allowed.__contains__))
+        if len(self.domain_members) > 1024:
+            self.domain_members.clear()
+        self.domain_members[key] = out
         return out
 
     def _pods_fitting(

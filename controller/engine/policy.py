@@ -46,7 +46,13 @@ class KeyedOrdering(OrderingPolicy, Protocol):
 
 
 class PreemptionPolicy(Protocol):
-    """Which admitted gangs to evict so that `gang` fits; always whole gangs."""
+    """Which admitted gangs to evict so that `gang` fits; always whole gangs.
+
+    Optional, each only saves time: `help_key(gang)` (gangs `could_help` answers alike
+    for, see `help_key` below), `help_stamp(state, queue)` (an object that stays the same
+    while `could_help` answers as before for the queue's gangs, see `help_stamp`), and
+    `retry_at(state, gang)` (when a refused preemption may pass with no other change).
+    """
 
     name: str
 
@@ -114,6 +120,16 @@ def help_key(policy: PreemptionPolicy) -> Callable[[Gang], Hashable] | None:
     whole backlog (see engine/backlog.py). None: the policy declares none."""
     key = getattr(policy, "help_key", None)
     return key if callable(key) else None
+
+
+def help_stamp(policy: PreemptionPolicy) -> Callable[[ClusterState, str], object] | None:
+    """The policy's optional `help_stamp(state, queue)`: an object that stays the same
+    (`is`) for as long as `could_help` would answer as before for every gang of the leaf
+    queue (a class of `help_key`, given). The engine then keeps its answers per class
+    across admissions and releases that leave the stamp as it was, instead of asking
+    again after each. None: the policy declares none (asked again after each change)."""
+    stamp = getattr(policy, "help_stamp", None)
+    return stamp if callable(stamp) else None
 
 
 class NoPreemption:

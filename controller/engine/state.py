@@ -313,7 +313,10 @@ class ClusterState:
         self.pending_since.setdefault(gang.uid, self.now)
         entry = (gang.order_key, gang.uid)
         self._pending_order.add(entry)
-        self._pending_by_queue.setdefault(gang.queue, SortedList()).add(entry)
+        by_queue = self._pending_by_queue.get(gang.queue)
+        if by_queue is None:
+            by_queue = self._pending_by_queue[gang.queue] = SortedList()
+        by_queue.add(entry)
 
     def _unqueue(self, uid: str) -> Gang | None:
         gang = self.pending.pop(uid, None)
@@ -398,15 +401,32 @@ class ClusterState:
         self.pending_since.pop(gang.uid, None)
         self.admission_generation += 1
 
-    def restore(self, gang: Gang, reservation: Reservation, undo: bool = False) -> None:
+    def restore(
+        self, gang: Gang, reservation: Reservation, undo: bool = False, trusted: bool = False
+    ) -> None:
         """Re-apply a recorded admission (start-up, or `undo` of a release with requeue).
 
         Refuses, changing nothing, one that no longer holds: a node gone or too full, a
         device held by someone else or twice in the record. Quota is charged as recorded
         even if limits shrank since: running work is not evicted by a config change.
         Undoing a release also takes back the service it credited and the waiting time
-        it started.
+        it started. `trusted`: the caller released it itself and nothing has taken any of
+        it since (a what-if probe putting a victim back), so nothing is checked.
         """
+        if not trusted:
+            self._check_restorable(gang, reservation)
+        since = self.pending_since.get(gang.uid)
+        for pod in reservation.pods:
+            self.apply_pod(gang.uid, pod)
+        self.admit(gang, reservation)
+        if undo:
+            runs = self._service.get(gang.uid)
+            if runs:
+                runs.pop()
+        elif since is not None:
+            self.pending_since[gang.uid] = since
+
+    def _check_restorable(self, gang: Gang, reservation: Reservation) -> None:
         problems: list[str] = []
         per_node: dict[str, dict[str, int]] = {}
         seen: set[DeviceKey] = set()
@@ -433,16 +453,6 @@ class ClusterState:
                 problems.append(f"node {name} has no room left for the recorded pods")
         if problems:
             raise ReservationConflict(f"admission of gang {gang.uid}", "; ".join(problems))
-        since = self.pending_since.get(gang.uid)
-        for pod in reservation.pods:
-            self.apply_pod(gang.uid, pod)
-        self.admit(gang, reservation)
-        if undo:
-            runs = self._service.get(gang.uid)
-            if runs:
-                runs.pop()
-        elif since is not None:
-            self.pending_since[gang.uid] = since
 
     def release(self, uid: str, requeue: bool = False) -> Reservation:
         """Give back exactly what the gang held; optionally put it back in pending,

@@ -4,11 +4,15 @@ what a fresh engine walking every pending gang admits on the same state."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.engine.context import CycleContext
 from controller.engine.cycle import CycleResult, Engine, Outcome
-from controller.engine.model import Queue
+from controller.engine.model import Gang, Queue
+from controller.engine.policy import PreemptionPolicy, help_key
 from controller.engine.state import ClusterState
 from policies.ordering import Priority
 from policies.registry import PolicyRef, create_preemption
@@ -18,6 +22,7 @@ from tests.property.harness import (
     Driver,
     Snapshot,
     clock,
+    decision_record,
     make_engine,
     property_settings,
 )
@@ -201,6 +206,33 @@ def preempting_backlogs(draw: st.DrawFn) -> tuple[int, int, tuple[int, ...], lis
     return nodes, gpus, nominal, [*draw(st.lists(step, min_size=6, max_size=30)), ("cycle",)]
 
 
+def borrowing_cluster(backlog: tuple[int, int, tuple[int, ...], list[Step]]) -> ClusterState:
+    nodes, gpus, nominal, _ = backlog
+    queues = (
+        Queue("root"),
+        *(Queue(f"q{i}", "root", gpu_quota(n, borrowing=None)) for i, n in enumerate(nominal)),
+    )
+    return cluster(nodes, gpus, queues)
+
+
+def apply_step(state: ClusterState, step: Step, added: int) -> int:
+    """Apply a non-cycle step of `preempting_backlogs`; returns the gangs added so far."""
+    state.now += 60.0
+    if step[0] == "add":
+        (pods, per_pod), copies, priority, queue, late = step[1:]
+        assert isinstance(copies, int) and isinstance(priority, int)
+        for _ in range(copies):
+            uid = f"g{added:03d}"
+            created = -added if late else added
+            state.add_gang(
+                gang(uid, pods, per_pod, queue=f"q{queue}", priority=priority, created=created)
+            )
+            added += 1
+    elif step[0] == "release":
+        release_running(state, step[1])
+    return added
+
+
 @property_settings(100)
 @given(preempting_backlogs(), st.sampled_from(PREEMPTING))
 def test_lazy_walk_searches_and_evicts_as_the_whole_walk_with_large_groups(
@@ -211,28 +243,65 @@ def test_lazy_walk_searches_and_evicts_as_the_whole_walk_with_large_groups(
     groups leave the walk once no victims would be searched for them and resume after
     admissions, releases and evictions, admits the same gangs with the same victims as a
     fresh engine trying every pending gang, before every cycle."""
-    nodes, gpus, nominal, steps = backlog
-    queues = (
-        Queue("root"),
-        *(Queue(f"q{i}", "root", gpu_quota(n, borrowing=None)) for i, n in enumerate(nominal)),
-    )
-    state = cluster(nodes, gpus, queues)
+    state = borrowing_cluster(backlog)
     engine = Engine(state, Priority(), create_preemption(policy), lazy_from=0, lazy_below=0)
     added = 0
-    for step in steps:
-        state.now += 60.0
-        if step[0] == "add":
-            (pods, per_pod), copies, priority, queue, late = step[1:]
-            assert isinstance(copies, int) and isinstance(priority, int)
-            for _ in range(copies):
-                uid = f"g{added:03d}"
-                created = -added if late else added
-                state.add_gang(
-                    gang(uid, pods, per_pod, queue=f"q{queue}", priority=priority, created=created)
-                )
-                added += 1
-        elif step[0] == "release":
-            release_running(state, step[1])
-        else:
+    for step in backlog[3]:
+        if step[0] == "cycle":
+            state.now += 60.0
             reference = Engine(state, Priority(), create_preemption(policy), walk_all=True)
             cycle_as_reference(engine, reference)
+        else:
+            added = apply_step(state, step, added)
+
+
+class WithoutStamp:
+    """A preemption policy with its `help_stamp` hidden: the engine asks `could_help`
+    again after every admission or release."""
+
+    def __init__(self, inner: PreemptionPolicy) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def help_key(self, gang: Gang) -> Hashable:
+        key = help_key(self.inner)
+        assert key is not None
+        return key(gang)
+
+    def could_help(self, state: ClusterState, gang: Gang) -> bool:
+        return self.inner.could_help(state, gang)
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> Sequence[str]:
+        return self.inner.victims(ctx, gang, reason)
+
+
+@property_settings(100)
+@given(
+    preempting_backlogs(),
+    st.sampled_from([PolicyRef("reclaim"), PolicyRef("reclaim", {"priority": "lower"})]),
+)
+def test_could_help_kept_while_its_stamp_holds_decides_as_asking_after_each_change(
+    backlog: tuple[int, int, tuple[int, ...], list[Step]], policy: PolicyRef
+) -> None:
+    """The engine keeps `could_help` answers per class (and per queue) while the policy's
+    `help_stamp` of the queue is the same: cycle after cycle it decides exactly as an
+    engine on an identical state whose policy hides its stamp (asked after each change),
+    reasons, victims and the number of searches included."""
+    states = [borrowing_cluster(backlog) for _ in range(2)]
+    policies = (create_preemption(policy), WithoutStamp(create_preemption(policy)))
+    engines = [
+        Engine(state, Priority(), p, lazy_from=0, lazy_below=0)
+        for state, p in zip(states, policies, strict=True)
+    ]
+    added = 0
+    for step in backlog[3]:
+        if step[0] != "cycle":
+            counts = [apply_step(state, step, added) for state in states]
+            added = counts[0]
+            continue
+        results = [engine.cycle(now=engine.state.now + 60.0) for engine in engines]
+        kept, asked = ([decision_record(d) for d in r.decisions] for r in results)
+        assert kept == asked
+        assert results[0].preemption_searches == results[1].preemption_searches
+        for r in results:
+            r.ledger.commit_all()

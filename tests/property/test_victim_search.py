@@ -1,5 +1,6 @@
 """The victim search's shortcuts (counting before probing, victims kept released between
-probes) change what a search costs, never what it decides."""
+probes, policies' memos kept across admissions and releases) change what a search costs,
+never what it decides."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from hypothesis import strategies as st
 from controller.engine import cycle
 from controller.engine.context import CycleContext
 from controller.engine.cycle import Engine
+from controller.engine.ledger import Ledger
 from controller.engine.model import Gang, Queue
+from controller.engine.placement import Placer
+from controller.engine.policy import PreemptionPolicy
 from controller.engine.state import ClusterState
 from policies.registry import PolicyRef, create_preemption
 from tests.builders import cluster, gang, gpu_quota
@@ -22,7 +26,9 @@ from tests.property.harness import (
     REAL_PREEMPTION,
     Driver,
     Snapshot,
+    clock,
     decision_record,
+    make_engine,
     property_settings,
 )
 from tests.property.strategies import Scenario, scenarios
@@ -48,6 +54,9 @@ class ReferenceContext(CycleContext):
 
     def settle(self) -> None:
         pass
+
+    def too_few_devices(self, gang: Gang, without: Sequence[str]) -> bool:
+        return False  # no counting: every set the search asks about is probed
 
 
 class CountingContext(CycleContext):
@@ -161,3 +170,70 @@ def test_victims_in_a_full_cluster_are_those_of_the_straightforward_search(
     fast = decide(contended(seed), ref, CountingContext)
     target(float(CountingContext.asked), label="probes")
     assert fast == decide(contended(seed), ref, ReferenceContext)
+
+
+def ask(state: ClusterState, engine: Engine, policy: PreemptionPolicy) -> list[object]:
+    """`could_help` and `victims` of `policy` for each pending gang (at most 8), each
+    search in a context of its own (nothing admitted in this cycle, so any admitted gang
+    may be a victim)."""
+    out: list[object] = []
+    for uid in sorted(state.pending)[:8]:
+        g = state.pending[uid]
+        ctx = CycleContext(state, Ledger(state), Placer(state, engine.placement), engine.plan)
+        out.append((uid, policy.could_help(state, g), list(policy.victims(ctx, g, ""))))
+    return out
+
+
+@property_settings(100)
+@given(
+    scenarios(
+        max_ops=30, copies=8, exclusive=True, kinds=("reclaim", "reclaim-lower", "fair-share")
+    )
+)
+def test_policies_kept_across_cycles_answer_as_fresh_ones(sc: Scenario) -> None:
+    """Policies keep memos across admissions and releases (reclaim's views of a queue
+    and their `could_help` answers, kept while the view is equal; fair-share's share of a
+    side with one gang evicted, keyed by the pool usage it reads): before every cycle of
+    a drawn run (queues, nodes and slices changing too), the long-lived policy's
+    `could_help` and `victims` for each pending gang are a fresh policy's, and asking
+    leaves the state as it was."""
+    driver = Driver.of(sc.spec, sc.preempt, ordering=sc.ordering)
+    driver.record_errors = True
+    kept = driver.engine.preemption
+    for op in sc.ops:
+        if op[0] == "cycle":
+            state = driver.state
+            state.now = clock(driver.step + 1)  # the time the driver's cycle will run at
+            fresh = make_engine(state, sc.preempt).preemption
+            before = Snapshot.of(state)
+            assert ask(state, driver.engine, kept) == ask(state, driver.engine, fresh)
+            assert Snapshot.of(state) == before
+        driver.apply(op)
+
+
+@property_settings(100)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["reclaim", "reclaim-lower", "fair-share"]),
+    st.lists(st.tuples(st.integers(0, 63), st.integers(1, 3), st.integers(1, 4)), max_size=6),
+)
+def test_policies_kept_across_contention_answer_as_fresh_ones(
+    seed: int, kind: str, steps: list[tuple[int, int, int]]
+) -> None:
+    """Full clusters of queues borrowing from each other (so reclaim has lenders and
+    fair-share rivals), gangs finishing and arriving between cycles: before every cycle,
+    the long-lived policy answers `could_help` and `victims` as a fresh one."""
+    state = contended(seed)
+    engine = make_engine(state, kind)
+    leaves = sorted(q for q in state.quota.names() if state.quota.is_leaf(q))
+    for step, (i, pods, gpus) in enumerate([(0, 1, 1), *steps]):
+        state.now = 200.0 + 600.0 * step
+        fresh = make_engine(state, kind).preemption
+        assert ask(state, engine, engine.preemption) == ask(state, engine, fresh)
+        engine.cycle().ledger.commit_all()
+        running = sorted(state.admitted)
+        if running:
+            state.release(running[i % len(running)])
+        state.add_gang(
+            gang(f"late{step}", pods, gpus, queue=leaves[i % len(leaves)], created=300.0 + step)
+        )
