@@ -11,7 +11,8 @@ per gang, p50 and p95, from the gang's submission (in GangJob mode the controlle
 the pods, so their creation is part of the latency) to all its pods bound; the
 controller's API requests per pod by verb and resource, and its writes per pod without
 the pod, claim and Service creations and the Events (the part a scheduler adds to what a
-workload controller writes anyway); the controller's CPU seconds over the run and its peak RSS.
+workload controller writes anyway); the controller's CPU seconds over the run and its peak
+RSS, and the emulator's CPU seconds (the two share the machine's cores).
 
 Foreign mode (pods with per-pod claims made by the bench, as a user of kube-scheduler
 would) needs foreign gangs in the controller; until they exist it reports that instead
@@ -78,7 +79,8 @@ def _rss_mib() -> float:
 
 
 def _serve_emulator(conn: Connection) -> None:
-    """The API server process: our CRDs loaded, (url, kubeconfig) sent, serve until told."""
+    """The API server process: our CRDs loaded, (url, kubeconfig) sent, serve until told
+    "stop"; from "start" to "cpu" its CPU seconds are the run's (sent back on "cpu")."""
     from emulator.server import Emulator
 
     async def main() -> None:
@@ -86,7 +88,12 @@ def _serve_emulator(conn: Connection) -> None:
             for manifest in sorted(CRDS.glob("*.yaml")):
                 await emulator.load(manifest)
             conn.send((emulator.url, emulator.token, str(emulator.kubeconfig_path)))
-            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            loop = asyncio.get_running_loop()
+            while (said := await loop.run_in_executor(None, conn.recv)) != "stop":
+                if said == "start":
+                    started = time.process_time()
+                else:  # "cpu"
+                    conn.send(time.process_time() - started)
 
     asyncio.run(main())
 
@@ -338,9 +345,16 @@ def run(
         controller.start()
         if ctl_end.recv() != "ready":
             raise RuntimeError("the controller did not start")
-        driven = asyncio.run(_drive(url, token, shape, lambda: ctl_end.send("start"), timeout))
+
+        def start() -> None:
+            api_end.send("start")
+            ctl_end.send("start")
+
+        driven = asyncio.run(_drive(url, token, shape, start, timeout))
         ctl_end.send("stop")
+        api_end.send("cpu")
         counts, cpu, rss = ctl_end.recv()
+        api_cpu = api_end.recv()
     finally:
         api_end.send("stop")
         for process in (controller, server):
@@ -369,6 +383,7 @@ def run(
         figures[f"requests_per_pod[{verb}]"] = round(counts[verb] / pods, 3)
     figures["controller_cpu_s"] = round(cpu, 2)
     figures["controller_peak_rss_mib"] = round(rss, 1)
+    figures["emulator_cpu_s"] = round(api_cpu, 2)
     return figures
 
 

@@ -30,7 +30,7 @@ from controller.kube.leader import LeaderElector
 from controller.kube.loop import Controller, LoopOptions
 from controller.kube.metrics import Metrics
 from controller.kube.ratelimit import TokenBucket
-from controller.kube.rest import Rest
+from controller.kube.rest import Rest, settle_environment
 from controller.logs import configure_json_logs
 from controller.settings import Settings
 from policies.routing import build as build_policies
@@ -95,6 +95,7 @@ async def connected(
     conf.connection_pool_maxsize = max(conf.connection_pool_maxsize or 0, settings.burst)
     async with client.ApiClient(conf) as api_client:
         api_client.user_agent = user_agent(settings)
+        settle_environment(api_client)
         yield Rest(
             api_client, TokenBucket(settings.qps, settings.burst), on_error=metrics.api_error
         )
