@@ -95,7 +95,7 @@ def settle_environment(api_client: ApiClient) -> None:
     proxy_auth: aiohttp.BasicAuth | None = None
     if not rest_client.proxy:
         with suppress(LookupError):
-            proxy, proxy_auth = get_env_proxy_for_url(URL(api_client.configuration.host))
+            proxy, proxy_auth = get_env_proxy_for_url(URL(str(api_client.configuration.host)))
     rest_client.pool_manager = aiohttp.ClientSession(
         connector=old.connector,
         trust_env=False,
