@@ -150,7 +150,7 @@ class Rest:
             await client.update_params_for_auth(headers, params, AUTH_SETTINGS)
             response: aiohttp.ClientResponse = await client.request(
                 method,
-                client.configuration.host + path,
+                f"{client.configuration.host}{path}",
                 query_params=params,
                 headers=headers,
                 body=body,
