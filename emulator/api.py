@@ -481,7 +481,10 @@ class Api:
         subresource: str,
         manager: str | None,
         warnings: list[str],
+        *,
+        read_only: bool = False,
     ) -> tuple[int, Obj]:
+        """(status, the object as written); `read_only`: a view the caller only serialises."""
         if rt.custom and patch_type == STRATEGIC:
             raise error(
                 415,
@@ -491,7 +494,7 @@ class Api:
             )
         if patch_type == APPLY:
             return await self._apply(rt, namespace, name, body, query, manager)
-        old = self._existing(rt, namespace, name)
+        old = self.existing(rt, namespace, name)  # read only: patches copy what they change
         current = self.view(rt, old)
         if patch_type == MERGE:
             patched = merge_patch(current, body)
@@ -507,7 +510,10 @@ class Api:
                 "UnsupportedMediaType",
             )
         new = self._decode(rt, patched, query, warnings)
-        return 200, self._write(rt, namespace, old, new, subresource, manager or "unknown", "patch")
+        written = self._write(
+            rt, namespace, old, new, subresource, manager or "unknown", "patch", read_only=read_only
+        )
+        return 200, written
 
     async def _apply(
         self,
@@ -573,8 +579,11 @@ class Api:
         verb: str,
         *,
         track: bool = True,
+        read_only: bool = False,
     ) -> Obj:
-        """The shared update path: conflicts, status split, defaults, validation, no-ops."""
+        """The shared update path: conflicts, status split, defaults, validation, no-ops.
+        `old` is only read; the result is presented (a view if `read_only`)."""
+        present = self.view if read_only else self.present
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
         wanted_rv = meta.get("resourceVersion")
         if wanted_rv and wanted_rv != old_meta["resourceVersion"]:
@@ -617,7 +626,7 @@ class Api:
         if track:
             ssa.record_update(new, old, manager, rt.api_version, subresource)
         if _same(new, old):
-            return self.present(rt, old)
+            return present(rt, old)
         if rt.has_generation and _spec_changed(new, old):
             meta["generation"] = old_meta.get("generation", 1) + 1
         if (
@@ -626,8 +635,8 @@ class Api:
             and not meta.get("deletionGracePeriodSeconds")
         ):
             self._commit_delete(rt, obj_key(new))
-            return self.present(rt, new)
-        return self.present(rt, self._commit_update(rt, new, verb))
+            return present(rt, new)
+        return present(rt, self._commit_update(rt, new, verb))
 
     def _status_write(self, rt: ResourceType, old: Obj, new: Obj) -> Obj:
         result = clone(old)

@@ -331,6 +331,7 @@ class Routes:
                 sub,
                 query.get("fieldManager") or (None if patch_type == APPLY else manager),
                 warnings,
+                read_only=True,
             )
             return _json(obj, status, warnings)
         if method == "DELETE" and name:
