@@ -44,6 +44,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -167,6 +168,14 @@ class Controller:
         """Admitted gang uid -> (admission id, loop time all its pods must be Ready by)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._queues_changed = asyncio.Event()
+        self._unseen: set[str] = set()
+        """Pending gangs whose Queued status waits for the next cycle's verdict."""
+        self._cycled: set[str] = set()
+        """Pending gangs a cycle has passed over without a reason (written as waiting)."""
+        self._services: set[str] = set()
+        """GangJobs (by uid) whose headless Service this leader made or found."""
+        self._background: set[asyncio.Task[None]] = set()
+        """Event posts in flight (see `_events`); cancelled when `run` ends."""
         for plural, informer in caches.informers.items():
             informer.add_handler(self._on_event(plural))
 
@@ -230,11 +239,15 @@ class Controller:
         for uid in list(self.caches.foreign.admission_ids):
             self._work.add(uid)  # roll forward what a crash left half-materialised
         self._changed.set()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._cycles())
-            tasks.create_task(self._queue_statuses())
-            for _ in range(self.options.workers):
-                tasks.create_task(self._worker())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._cycles())
+                tasks.create_task(self._queue_statuses())
+                for _ in range(self.options.workers):
+                    tasks.create_task(self._worker())
+        finally:
+            for task in list(self._background):
+                task.cancel()
 
     async def _cycles(self) -> None:
         while True:
@@ -280,7 +293,12 @@ class Controller:
     async def cycle(self) -> CycleResult:
         """One admission cycle and the commit point of each admission it makes."""
         started = time.perf_counter()
+        unseen, self._unseen = self._unseen, set()
         result = self.engine.cycle(now=self.clock())
+        pending = self.caches.state.pending
+        self._cycled.update(uid for uid in unseen if uid in pending)
+        for uid in unseen:
+            self._dirty_uid(uid)
         self.cycles += 1
         self.metrics.cycle_done(result, time.perf_counter() - started)
         self._wake_at = result.wake_at
@@ -293,17 +311,33 @@ class Controller:
             return result
         held = [d.gang_uid for d in admitted] + [v for d in admitted for v in d.victims]
         self.caches.hold(held)
+        released: set[str] = set()
+
+        def release(uid: str) -> None:
+            """Stop holding; reconcile once the caches have taken the outcome."""
+            if uid not in released:
+                released.add(uid)
+                self.caches.unhold(uid)
+                self._dirty_uid(uid)
+
+        async def commit(decision: Decision) -> None:
+            """A gang without victims is materialised as soon as its own record is
+            written, not once the whole cycle's are."""
+            try:
+                await self._commit(decision, result.ledger)
+            finally:
+                release(decision.gang_uid)
+
         try:
             if any(d.victims for d in admitted):
                 for decision in admitted:  # in ledger order: rollbacks may cascade
                     if result.ledger.is_open(decision.gang_uid):
                         await self._commit(decision, result.ledger)
             else:
-                await self._each(admitted, lambda d: self._commit(d, result.ledger))
+                await self._each(admitted, commit)
         finally:
             for uid in held:
-                self.caches.unhold(uid)
-                self._dirty_uid(uid)  # reconcile once the caches have taken the outcome
+                release(uid)
         for uid in result.ledger.unrestorable:
             self._dirty_uid(uid)
         return result
@@ -604,6 +638,7 @@ class Controller:
             return
         meta = _meta(job)
         await delete(self.rest, SERVICES.path(meta["namespace"], meta["name"]))
+        self._services.discard(str(meta["uid"]))
         finalizers = [f for f in meta.get("finalizers") or () if f != rc.JOB_FINALIZER]
         if len(finalizers) == len(meta.get("finalizers") or ()):
             return
@@ -643,24 +678,29 @@ class Controller:
             return pods
         claims_cache = self.caches.cache("resourceclaims")
         namespace = _meta(job)["namespace"]
-        await self._create(SERVICES, rc.service(job))
 
         async def made(resource: Resource, manifest: Obj, cached: Obj | None) -> Obj | None:
             obj = cached if cached is not None else await self._create(resource, manifest)
             return obj if admission_of(obj) == admission else None
 
+        # The Service, claims and pods do not depend on one another: made at once.
         claim_plans = [c for p in plans for c in p.claims]
-        claims = await self._each(
-            claim_plans,
-            lambda c: made(
+        creations: list[Callable[[], Awaitable[Obj | None]]] = [
+            partial(
+                made,
                 RESOURCE_CLAIMS,
                 c.manifest,
                 _current(
                     claims_cache.get(f"{namespace}/{c.manifest['metadata']['name']}"), admission
                 ),
-            ),
-        )
-        made_pods = await self._each(plans, lambda p: made(PODS, p.manifest, have.get(p.name)))
+            )
+            for c in claim_plans
+        ]
+        creations += [partial(made, PODS, p.manifest, have.get(p.name)) for p in plans]
+        if _meta(job)["uid"] not in self._services:
+            creations.append(partial(self._service, job))
+        created = await self._each(creations, lambda make: make())
+        claims, made_pods = created[: len(claim_plans)], created[len(claim_plans) :][: len(plans)]
         if any(o is None for o in (*claims, *made_pods)):
             return None  # a name still held by an earlier admission's object
         claim_of = {_meta(c)["name"]: c for c in claims}
@@ -679,6 +719,12 @@ class Controller:
             await self._release(job, "Pending", _requeue("AdmissionBroken", str(exc)))
             return None
         return None
+
+    async def _service(self, job: Obj) -> Obj:
+        """The job's headless Service, made once per job by this leader."""
+        made = await self._create(SERVICES, rc.service(job))
+        self._services.add(str(_meta(job)["uid"]))
+        return made
 
     async def _allocate(self, step: ClaimStep) -> None:
         try:
@@ -793,7 +839,14 @@ class Controller:
                 job, "Pending", [Transition(rc.QUEUED, False, "Invalid", problem, True)]
             )
         elif uid in self.caches.state.pending:
-            reason = self.engine.reasons.get(uid, "waiting for the next admission cycle")
+            reason = self.engine.reasons.get(uid)
+            if reason is None and uid not in self._cycled:
+                # No cycle has looked at it yet: the next one admits it (no Queued write
+                # then, nor a conflict with the admission's write) or gives a reason.
+                self._unseen.add(uid)
+                return
+            self._cycled.discard(uid)
+            reason = reason or "waiting for the next admission cycle"
             await self._set_status(job, "Pending", [Transition(rc.QUEUED, True, "Waiting", reason)])
 
     async def _set_status(
@@ -850,6 +903,15 @@ class Controller:
         return written is not None
 
     async def _events(self, job: Obj, changed: list[Transition]) -> None:
+        """Post an Event per transition in the background: a status write or an
+        admission does not wait for its Events (best effort anyway)."""
+        if not changed:
+            return
+        task = asyncio.get_running_loop().create_task(self._post_events(job, changed))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _post_events(self, job: Obj, changed: list[Transition]) -> None:
         for t in changed:
             try:
                 await self.rest.request(
