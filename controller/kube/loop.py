@@ -5,14 +5,16 @@ Two kinds of work, both driven by the caches' watch events:
 
 - Cycles. Any change to the cluster state wakes the cycle task; events that arrive
   while a cycle runs are coalesced into the next one, and `CycleResult.wake_at` sets a
-  timer. Each admission is committed at its commit point (the finalizer, then the
-  record with a resourceVersion precondition); a conflict or a failed write rolls that
-  gang back in the ledger, a success commits it. The caches hold the GangJob events of
+  timer. Each admission is committed at its commit point (the record, with a
+  resourceVersion precondition); a conflict or a failed write rolls that gang back in
+  the ledger, a success commits it. The caches hold the GangJob events of
   gangs being committed, so the state never drops a reservation mid-commit.
 - Reconciles. Workers take GangJobs marked dirty (by their own events or those of their
   pods and claims) one at a time per job. From the job's record and the cached objects
   they: roll back a record that no longer holds; tear down what an earlier admission
-  left; create the headless Service, claims (finalizer already set) and pods; allocate
+  left; add the job's finalizer (before anything is made for the record: a job deleted
+  sooner has nothing to release); create the headless Service, claims (their finalizer
+  already set) and pods; allocate
   and reserve the claims; bind the pods; follow the pods to Running, Succeeded or
   Failed (restarting the gang up to maxRestarts); and release by clearing the record.
   Every step is idempotent, so a new leader simply reconciles every job again: that is
@@ -368,7 +370,6 @@ class Controller:
                 ):
                     raise CommitConflict(f"victim {victim} changed")
                 self.metrics.preempted(str((evicted.get("spec") or {}).get("queueName", "")))
-            job = await self._ensure_finalizer(job)
             record = admission_record(decision.reservation, secrets.token_hex(8))
             transitions = [
                 Transition(rc.QUEUED, False, "Admitted", decision.reason),
@@ -446,7 +447,9 @@ class Controller:
             claim = await protect_claim(self.rest, fresh)
         await self._allocate(ClaimStep(claim, step.results, step.pod, step.node))
 
-    async def _ensure_finalizer(self, job: Obj) -> Obj:
+    async def _ensure_finalizer(self, job: Obj) -> Obj | None:
+        """The job with our finalizer (added if missing); None if the job changed or is
+        gone meanwhile (its next event brings the reconcile back)."""
         meta = _meta(job)
         finalizers = list(meta.get("finalizers") or ())
         if rc.JOB_FINALIZER in finalizers:
@@ -458,16 +461,18 @@ class Controller:
             }
         }
         try:
-            return await self.rest.request(
+            written = await self.rest.request(
                 "PATCH",
                 GANG_JOBS.path(meta["namespace"], meta["name"]),
                 body=body,
                 content_type=MERGE_PATCH,
             )
         except KubeError as exc:
-            if exc.status == 409:
-                raise CommitConflict(exc.message) from exc
+            if exc.status in (404, 409):
+                return None
             raise
+        self.caches.assume(GANG_JOBS, written)
+        return written
 
     # ---- reconcile -----------------------------------------------------------------------
     async def reconcile(self, key: str) -> None:
@@ -526,9 +531,12 @@ class Controller:
         mine = [p for p in pods if admission_of(p) == admission]
         if await self._ready_timeout(job, mine):
             return
-        current = await self._materialise(job, mine)
+        protected = await self._ensure_finalizer(job)
+        if protected is None:
+            return
+        current = await self._materialise(protected, mine)
         if current is not None:
-            await self._follow(job, current)
+            await self._follow(protected, current)
 
     def _node_lost(self, key: str, record: Obj) -> tuple[str, str] | None:
         """(reason, message) if a node of the record is deleted or NotReady past the grace

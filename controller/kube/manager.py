@@ -88,11 +88,21 @@ def user_agent(settings: Settings) -> str:
     return f"phalanx/{version} ({settings.identity})"
 
 
+MAX_IN_FLIGHT = 64
+"""Requests in flight at most, whatever the burst: each needs its own HTTP/1.1
+connection, and past what the API server answers at once more only queue there (a
+cold start's first cycle opened a thousand connections, and ran slower for it)."""
+
+
+def in_flight(settings: Settings) -> int:
+    return min(settings.burst, MAX_IN_FLIGHT)
+
+
 @contextlib.asynccontextmanager
 async def connected(
     conf: client.Configuration, settings: Settings, metrics: Metrics
 ) -> AsyncIterator[Rest]:
-    conf.connection_pool_maxsize = max(conf.connection_pool_maxsize or 0, settings.burst)
+    conf.connection_pool_maxsize = max(conf.connection_pool_maxsize or 0, in_flight(settings))
     async with client.ApiClient(conf) as api_client:
         api_client.user_agent = user_agent(settings)
         settle_environment(api_client)
@@ -142,7 +152,7 @@ async def run(
             engine_for(settings, caches.state),
             options=LoopOptions(
                 workers=settings.workers,
-                writes_in_flight=settings.burst,
+                writes_in_flight=in_flight(settings),
                 min_cycle_gap=settings.cycle_interval_seconds,
                 instance=os.environ.get("POD_NAME") or socket.gethostname(),
                 node_grace=settings.node_grace_seconds,
