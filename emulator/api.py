@@ -247,9 +247,11 @@ class Api:
             causes += validation.finalizers_update(obj, old, repeat=1)
         return causes
 
-    def _defaults(self, rt: ResourceType, obj: Obj, creating: bool) -> None:
+    def _defaults(
+        self, rt: ResourceType, obj: Obj, creating: bool, only: str | None = None
+    ) -> None:
         if rt.custom:
-            schema.default_object(obj, self._schema(rt))
+            schema.default_object(obj, self._schema(rt), only)
         else:
             defaults.apply_defaults(rt.group, rt.kind, obj, creating)
 
@@ -467,7 +469,7 @@ class Api:
         warnings: list[str],
     ) -> Obj:
         old = self._existing(rt, namespace, name)
-        new = self._decode(rt, body, query, warnings)
+        new = self._decode(rt, _kept(rt, body, subresource), query, warnings)
         return self._write(rt, namespace, old, new, subresource, manager, "update")
 
     async def patch(
@@ -509,7 +511,7 @@ class Api:
                 f"include: {JSON_PATCH}, {MERGE}, {APPLY}, {STRATEGIC}",
                 "UnsupportedMediaType",
             )
-        new = self._decode(rt, patched, query, warnings)
+        new = self._decode(rt, _kept(rt, patched, subresource), query, warnings)
         written = self._write(
             rt, namespace, old, new, subresource, manager or "unknown", "patch", read_only=read_only
         )
@@ -619,7 +621,7 @@ class Api:
                 del meta[key]  # omitempty
         if "managedFields" in old_meta and "managedFields" not in meta:
             meta["managedFields"] = old_meta["managedFields"]
-        self._defaults(rt, new, creating=False)
+        self._defaults(rt, new, creating=False, only="status" if subresource == "status" else None)
         if not rt.custom:
             _omit_empty_lists(new.get("spec"))
         self._validate(rt, new, old, namespace, subresource)
@@ -814,6 +816,17 @@ class Api:
         if initial:
             return None, True
         return _parse_rv(rv_text), False
+
+
+def _kept(rt: ResourceType, body: Any, subresource: str) -> Any:
+    """What a write to a custom resource with a status subresource keeps of its body:
+    the status through /status, everything else through the main resource (the rest is
+    the stored object's); only that is decoded (pruned, defaulted, validated)."""
+    if not (rt.custom and rt.has_status and isinstance(body, dict)):
+        return body
+    if subresource == "status":
+        return {k: v for k, v in body.items() if k in ("apiVersion", "kind", "metadata", "status")}
+    return {k: v for k, v in body.items() if k != "status"}
 
 
 def _omit_empty_lists(value: Any) -> None:
