@@ -90,6 +90,9 @@ SERVICES = Resource("", "v1", "services", "Service", True)
 EVENTS = Resource("events.k8s.io", "v1", "events", "Event", True)
 T = TypeVar("T")
 WRITE_ERRORS = (KubeError, aiohttp.ClientError, OSError, TimeoutError)
+EVENTS_IN_FLIGHT = 4
+"""Event posts at once: they are best effort, and must not crowd out the admissions
+(a cold start's first cycle admits a thousand gangs, each with its Events)."""
 
 
 @dataclass
@@ -177,6 +180,7 @@ class Controller:
         self._services: set[str] = set()
         """GangJobs (by uid) whose headless Service this leader made or found."""
         self._background: set[asyncio.Task[None]] = set()
+        self._event_slots = asyncio.Semaphore(EVENTS_IN_FLIGHT)
         """Event posts in flight (see `_events`); cancelled when `run` ends."""
         for plural, informer in caches.informers.items():
             informer.add_handler(self._on_event(plural))
@@ -922,11 +926,12 @@ class Controller:
     async def _post_events(self, job: Obj, changed: list[Transition]) -> None:
         for t in changed:
             try:
-                await self.rest.request(
-                    "POST",
-                    EVENTS.path(_meta(job)["namespace"]),
-                    body=rc.event(job, t, self.options.instance),
-                )
+                async with self._event_slots:
+                    await self.rest.request(
+                        "POST",
+                        EVENTS.path(_meta(job)["namespace"]),
+                        body=rc.event(job, t, self.options.instance),
+                    )
             except WRITE_ERRORS as exc:
                 log.warning("event not recorded", job=_key(job), reason=t.reason, error=str(exc))
 
