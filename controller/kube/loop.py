@@ -722,7 +722,7 @@ class Controller:
             for c in p.claims
         ]
         try:
-            await self._each(steps, self._allocate)
+            await self._each(steps, self._protect_and_allocate)  # no write if protected
             await self._each(
                 list(zip(plans, made_pods, strict=True)),
                 lambda pp: bind(self.rest, pp[1], pp[0].node),
