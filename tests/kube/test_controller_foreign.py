@@ -80,6 +80,13 @@ class Bindings:
         self.task.cancel()
 
 
+async def one_node_started(rest: Rest, running: Any, gpus: int) -> Any:
+    """One node with `gpus` GPUs, a queue with room for all of them, the controller on."""
+    await gpu_cluster(rest, nodes=1, gpus=gpus)
+    await create(rest, r.QUEUES, queue(devices__gpu=gpus))
+    return await running.start()
+
+
 async def bound_count(rest: Rest) -> int:
     return sum(1 for p in await items(rest, r.PODS) if p["spec"].get("nodeName"))
 
@@ -186,9 +193,7 @@ async def test_a_restarted_controller_keeps_a_foreign_gang_from_its_record(
 async def test_a_finished_foreign_gang_is_released_and_the_next_one_admitted(
     crds: Rest, running
 ) -> None:
-    await gpu_cluster(crds, nodes=1, gpus=4)
-    await create(crds, r.QUEUES, queue(devices__gpu=4))
-    controller = await running.start()
+    controller = await one_node_started(crds, running, gpus=4)
     for i in range(4):
         await create(crds, r.PODS, indexed_job_pod("first", i, 4))
     for i in range(4):
@@ -228,9 +233,7 @@ def named_claim(name: str) -> Obj:
 async def test_a_gang_whose_named_claims_come_after_its_pods_is_admitted_once_they_exist(
     crds: Rest, running
 ) -> None:
-    await gpu_cluster(crds, nodes=1, gpus=2)
-    await create(crds, r.QUEUES, queue(devices__gpu=2))
-    controller = await running.start()
+    controller = await one_node_started(crds, running, gpus=2)
     for i in range(2):
         pod = indexed_job_pod("train", i, 2)
         pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimName": f"c{i}"}]
