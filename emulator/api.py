@@ -252,9 +252,11 @@ class Api:
             causes += validation.finalizers_update(obj, old, repeat=1)
         return causes
 
-    def _defaults(self, rt: ResourceType, obj: Obj, creating: bool) -> None:
+    def _defaults(
+        self, rt: ResourceType, obj: Obj, creating: bool, only: str | None = None
+    ) -> None:
         if rt.custom:
-            schema.default_object(obj, self._schema(rt))
+            schema.default_object(obj, self._schema(rt), only)
         else:
             defaults.apply_defaults(rt.group, rt.kind, obj, creating)
 
@@ -472,7 +474,7 @@ class Api:
         warnings: list[str],
     ) -> Obj:
         old = self._existing(rt, namespace, name)
-        new = self._decode(rt, body, query, warnings)
+        new = self._decode(rt, _kept(rt, body, subresource), query, warnings)
         return self._write(rt, namespace, old, new, subresource, manager, "update")
 
     async def patch(
@@ -486,7 +488,10 @@ class Api:
         subresource: str,
         manager: str | None,
         warnings: list[str],
+        *,
+        read_only: bool = False,
     ) -> tuple[int, Obj]:
+        """(status, the object as written); `read_only`: a view the caller only serialises."""
         if rt.custom and patch_type == STRATEGIC:
             raise error(
                 415,
@@ -496,7 +501,7 @@ class Api:
             )
         if patch_type == APPLY:
             return await self._apply(rt, namespace, name, body, query, manager)
-        old = self._existing(rt, namespace, name)
+        old = self.existing(rt, namespace, name)  # read only: patches copy what they change
         current = self.view(rt, old)
         if patch_type == MERGE:
             patched = merge_patch(current, body)
@@ -511,8 +516,11 @@ class Api:
                 f"include: {JSON_PATCH}, {MERGE}, {APPLY}, {STRATEGIC}",
                 "UnsupportedMediaType",
             )
-        new = self._decode(rt, patched, query, warnings)
-        return 200, self._write(rt, namespace, old, new, subresource, manager or "unknown", "patch")
+        new = self._decode(rt, _kept(rt, patched, subresource), query, warnings)
+        written = self._write(
+            rt, namespace, old, new, subresource, manager or "unknown", "patch", read_only=read_only
+        )
+        return 200, written
 
     async def _apply(
         self,
@@ -578,8 +586,11 @@ class Api:
         verb: str,
         *,
         track: bool = True,
+        read_only: bool = False,
     ) -> Obj:
-        """The shared update path: conflicts, status split, defaults, validation, no-ops."""
+        """The shared update path: conflicts, status split, defaults, validation, no-ops.
+        `old` is only read; the result is presented (a view if `read_only`)."""
+        present = self.view if read_only else self.present
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
         wanted_rv = meta.get("resourceVersion")
         if wanted_rv and wanted_rv != old_meta["resourceVersion"]:
@@ -615,14 +626,14 @@ class Api:
                 del meta[key]  # omitempty
         if "managedFields" in old_meta and "managedFields" not in meta:
             meta["managedFields"] = old_meta["managedFields"]
-        self._defaults(rt, new, creating=False)
+        self._defaults(rt, new, creating=False, only="status" if subresource == "status" else None)
         if not rt.custom:
             _omit_empty_lists(new.get("spec"))
         self._validate(rt, new, old, namespace, subresource)
         if track:
             ssa.record_update(new, old, manager, rt.api_version, subresource)
         if _same(new, old):
-            return self.present(rt, old)
+            return present(rt, old)
         if rt.has_generation and _spec_changed(new, old):
             meta["generation"] = old_meta.get("generation", 1) + 1
         if (
@@ -631,8 +642,8 @@ class Api:
             and not meta.get("deletionGracePeriodSeconds")
         ):
             self._commit_delete(rt, obj_key(new))
-            return self.present(rt, new)
-        return self.present(rt, self._commit_update(rt, new, verb))
+            return present(rt, new)
+        return present(rt, self._commit_update(rt, new, verb))
 
     def _status_write(self, rt: ResourceType, old: Obj, new: Obj) -> Obj:
         result = clone(old)
@@ -810,6 +821,17 @@ class Api:
         if initial:
             return None, True
         return _parse_rv(rv_text), False
+
+
+def _kept(rt: ResourceType, body: Any, subresource: str) -> Any:
+    """What a write to a custom resource with a status subresource keeps of its body:
+    the status through /status, everything else through the main resource (the rest is
+    the stored object's); only that is decoded (pruned, defaulted, validated)."""
+    if not (rt.custom and rt.has_status and isinstance(body, dict)):
+        return body
+    if subresource == "status":
+        return {k: v for k, v in body.items() if k in ("apiVersion", "kind", "metadata", "status")}
+    return {k: v for k, v in body.items() if k != "status"}
 
 
 def _omit_empty_lists(value: Any) -> None:

@@ -226,15 +226,17 @@ class ResourceClaims(Controller):
         }
         for pod_claim in pod["spec"].get("resourceClaims") or []:
             name = pod_claim.get("resourceClaimName") or recorded.get(pod_claim["name"])
-            claim = self.api.store.get(_CLAIMS, (meta["namespace"], name or ""))
-            if claim is None:
+            stored = self.api.store.peek(_CLAIMS, (meta["namespace"], name or ""))
+            if stored is None:
                 continue
-            status = claim.setdefault("status", {})
-            reserved = status.get("reservedFor") or []
-            if not status.get("allocation") or any(r.get("uid") == meta["uid"] for r in reserved):
+            reserved = (stored.get("status") or {}).get("reservedFor") or []
+            allocated = (stored.get("status") or {}).get("allocation")
+            if not allocated or any(r.get("uid") == meta["uid"] for r in reserved):
                 continue
             if len(reserved) >= 256:
                 continue
+            claim = clone(stored)
+            status = claim.setdefault("status", {})
             status["reservedFor"] = [
                 *reserved,
                 {"resource": "pods", "name": meta["name"], "uid": meta["uid"]},
@@ -250,13 +252,16 @@ class ResourceClaims(Controller):
         return pod is not None and pod["metadata"]["uid"] == entry.get("uid") and not pod_done(pod)
 
     async def _sync_claim(self, namespace: str, name: str) -> None:
-        claim = self.api.store.get(_CLAIMS, (namespace, name))
+        claim = self.api.store.peek(_CLAIMS, (namespace, name))  # copied before changes
         if claim is None:
             return
-        status = claim.setdefault("status", {})
-        reserved = status.get("reservedFor") or []
+        reserved = (claim.get("status") or {}).get("reservedFor") or []
         valid = [r for r in reserved if self._reservation_valid(namespace, r)]
         protected = FINALIZER in (claim["metadata"].get("finalizers") or [])
+        deleted = claim["metadata"].get("deletionTimestamp")
+        if len(valid) < len(reserved) or (protected and deleted and not valid):
+            claim = clone(claim)
+        status = claim.get("status") or {}
         if len(valid) < len(reserved):
             if valid:
                 status["reservedFor"] = valid
@@ -267,7 +272,7 @@ class ResourceClaims(Controller):
             claim = await self._update(claim, "status")
             if protected and not claim.get("status", {}).get("allocation"):
                 claim = await self._release(claim)
-        elif protected and claim["metadata"].get("deletionTimestamp") and not valid:
+        elif protected and deleted and not valid:
             if status.get("allocation"):
                 status.pop("allocation")
                 claim = await self._update(claim, "status")

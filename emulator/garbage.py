@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.controllers import Controller, removed
+from emulator.jsontree import clone
 from emulator.resources import ResourceType
 from emulator.store import Obj, obj_key
 
@@ -83,7 +84,7 @@ class GarbageCollector(Controller):
         return obj if obj is not None and obj["metadata"]["uid"] == uid else None
 
     async def _sync_dependent(self, ref: Ref) -> None:
-        obj = self.api.store.get(ref[0], (ref[1], ref[2]))
+        obj = self._peek(ref)  # copied before it is changed
         if obj is None:
             return
         refs = obj["metadata"].get("ownerReferences") or []
@@ -95,13 +96,15 @@ class GarbageCollector(Controller):
             if not obj["metadata"].get("deletionTimestamp"):
                 await self.api.delete(rt, ref[1], ref[2], {}, {})
             return
+        obj = clone(obj)
         _set_owners(obj, live)
         await self.api.update(rt, ref[1], ref[2], obj, {}, "", self.name, [])
 
     async def _sync_owner(self, ref: Ref) -> None:
-        owner = self.api.store.get(ref[0], (ref[1], ref[2]))
+        owner = self._peek(ref)
         if owner is None or not owner["metadata"].get("deletionTimestamp"):
             return
+        owner = clone(owner)
         finalizers = owner["metadata"].get("finalizers") or []
         uid = owner["metadata"]["uid"]
         remaining = [d for d in sorted(self.dependents.get(uid, set())) if self._peek(d)]

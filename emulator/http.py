@@ -8,6 +8,7 @@ newline-delimited watch events).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import OrderedDict
 from collections.abc import Callable
@@ -353,6 +354,7 @@ class Routes:
                 sub,
                 query.get("fieldManager") or (None if patch_type == APPLY else manager),
                 warnings,
+                read_only=True,
             )
             return _json(obj, status, warnings)
         if method == "DELETE" and name:
@@ -564,7 +566,8 @@ class Routes:
             store.unwatch(watcher)
             raise
         store.unwatch(watcher)
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the client left first
+            await response.write_eof()
         return response
 
     def _bookmark(self, rt: ResourceType, rv: int, *, initial_end: bool) -> Obj:

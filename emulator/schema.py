@@ -125,9 +125,11 @@ def default(value: Any, schema: Schema) -> Any:
     return value
 
 
-def default_object(obj: Obj, schema: Schema) -> None:
+def default_object(obj: Obj, schema: Schema, only: str | None = None) -> None:
+    """Apply the schema's defaults; `only` limits them to one top-level field (what a
+    write keeps of its body: the rest is the stored object's, defaulted already)."""
     for key, child in (schema.get("properties") or {}).items():
-        if key in ("metadata", "apiVersion", "kind"):
+        if key in ("metadata", "apiVersion", "kind") or (only is not None and key != only):
             continue
         if key not in obj and "default" in child:
             obj[key] = clone(child["default"])
@@ -238,12 +240,23 @@ _FORMAT = re.compile(r"^\s*'((?:[^'\\]|\\.)*)'\.format\(\s*(\[.*\])\s*\)\s*$", r
 def _message(expression: str, context: dict[str, Any]) -> str:
     match = _FORMAT.match(expression)
     if match:
-        args = cel.evaluate(match.group(2), context)
+        args = _evaluate(match.group(2), context)
         text = match.group(1)
         for arg in args:
             text = re.sub(r"%[dsf]", lambda m, a=arg: str(a), text, count=1)
         return text
-    return str(cel.evaluate(expression, context))
+    return str(_evaluate(expression, context))
+
+
+_PROGRAMS: dict[str, cel.Program] = {}
+
+
+def _evaluate(expression: str, context: dict[str, Any]) -> Any:
+    """`cel.evaluate`, compiling each expression once (a CRD's rules run on every write)."""
+    program = _PROGRAMS.get(expression)
+    if program is None:
+        program = _PROGRAMS[expression] = cel.compile(expression)
+    return program.execute(context)
 
 
 def _rules(value: Any, old: Any, schema: Schema, path: str, causes: Causes) -> None:
@@ -255,7 +268,7 @@ def _rules(value: Any, old: Any, schema: Schema, path: str, causes: Causes) -> N
         if transition:
             context["oldSelf"] = old
         try:
-            ok = cel.evaluate(rule["rule"], context)
+            ok = _evaluate(rule["rule"], context)
         except Exception as exc:  # an evaluation error fails the rule, as in the server
             causes.append(
                 cause("FieldValueInvalid", f"Invalid value: {go_value(value)}: {exc}", path)

@@ -487,6 +487,7 @@ class ClusterCaches:
             self._claim_usage(new)
         pod = self.pod_of_claim(new)
         group = None if pod is None else self.foreign.index(pod)
+        group = group or self.foreign.group_of_claim(key)
         if group is not None:
             self._refresh(self.foreign.sync(group))
 

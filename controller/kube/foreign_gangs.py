@@ -55,6 +55,9 @@ class ForeignGangs:
         self.admission_ids: dict[str, str] = {}
         self.held: set[str] = set()
         self._pods_of: dict[Group, set[str]] = {}
+        self._claim_groups: dict[str, Group] = {}
+        """ResourceClaims named by a gang's pods (`resourceClaimName`), by cache key: such a
+        claim has no Pod owner, yet its arrival can complete the gang."""
         self._deferred: set[Group] = set()
         self._ours_pods: dict[str, set[str]] = {}
         self._ours_claims: dict[str, set[str]] = {}
@@ -72,7 +75,18 @@ class ForeignGangs:
             keys.discard(PODS.key(pod))
         else:
             keys.add(PODS.key(pod))
+        for ref in (pod.get("spec") or {}).get("resourceClaims") or ():
+            if ref.get("resourceClaimName"):
+                claim = f"{group.namespace}/{ref['resourceClaimName']}"
+                if deleted:
+                    self._claim_groups.pop(claim, None)
+                else:
+                    self._claim_groups[claim] = group
         return group
+
+    def group_of_claim(self, key: str) -> Group | None:
+        """The gang whose pod names this claim (by cache key), if any."""
+        return self._claim_groups.get(key)
 
     def is_ours(self, plural: str, key: str) -> bool:
         """Whether a pod or claim belongs to an admitted foreign gang."""

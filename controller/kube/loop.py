@@ -5,14 +5,16 @@ Two kinds of work, both driven by the caches' watch events:
 
 - Cycles. Any change to the cluster state wakes the cycle task; events that arrive
   while a cycle runs are coalesced into the next one, and `CycleResult.wake_at` sets a
-  timer. Each admission is committed at its commit point (the finalizer, then the
-  record with a resourceVersion precondition); a conflict or a failed write rolls that
-  gang back in the ledger, a success commits it. The caches hold the GangJob events of
+  timer. Each admission is committed at its commit point (the record, with a
+  resourceVersion precondition); a conflict or a failed write rolls that gang back in
+  the ledger, a success commits it. The caches hold the GangJob events of
   gangs being committed, so the state never drops a reservation mid-commit.
 - Reconciles. Workers take GangJobs marked dirty (by their own events or those of their
   pods and claims) one at a time per job. From the job's record and the cached objects
   they: roll back a record that no longer holds; tear down what an earlier admission
-  left; create the headless Service, claims (finalizer already set) and pods; allocate
+  left; add the job's finalizer (before anything is made for the record: a job deleted
+  sooner has nothing to release); create the headless Service, claims (their finalizer
+  already set) and pods; allocate
   and reserve the claims; bind the pods; follow the pods to Running, Succeeded or
   Failed (restarting the gang up to maxRestarts); and release by clearing the record.
   Every step is idempotent, so a new leader simply reconciles every job again: that is
@@ -44,6 +46,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -87,6 +90,9 @@ SERVICES = Resource("", "v1", "services", "Service", True)
 EVENTS = Resource("events.k8s.io", "v1", "events", "Event", True)
 T = TypeVar("T")
 WRITE_ERRORS = (KubeError, aiohttp.ClientError, OSError, TimeoutError)
+EVENTS_IN_FLIGHT = 4
+"""Event posts at once: they are best effort, and must not crowd out the admissions
+(a cold start's first cycle admits a thousand gangs, each with its Events)."""
 
 
 @dataclass
@@ -167,6 +173,15 @@ class Controller:
         """Admitted gang uid -> (admission id, loop time all its pods must be Ready by)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._queues_changed = asyncio.Event()
+        self._unseen: set[str] = set()
+        """Pending gangs whose Queued status waits for the next cycle's verdict."""
+        self._cycled: set[str] = set()
+        """Pending gangs a cycle has passed over without a reason (written as waiting)."""
+        self._services: set[str] = set()
+        """GangJobs (by uid) whose headless Service this leader made or found."""
+        self._background: set[asyncio.Task[None]] = set()
+        self._event_slots = asyncio.Semaphore(EVENTS_IN_FLIGHT)
+        """Event posts in flight (see `_events`); cancelled when `run` ends."""
         for plural, informer in caches.informers.items():
             informer.add_handler(self._on_event(plural))
 
@@ -186,6 +201,8 @@ class Controller:
             elif plural in ("pods", "resourceclaims"):
                 pod = new if plural == "pods" else self.caches.pod_of_claim(new)
                 group = None if pod is None else foreign.group_of(pod)
+                if group is None and plural == "resourceclaims":
+                    group = self.caches.foreign.group_of_claim(RESOURCE_CLAIMS.key(new))
                 if group is not None:
                     self._work.add(group.uid)
                 for ref in _meta(new).get("ownerReferences") or ():
@@ -230,11 +247,15 @@ class Controller:
         for uid in list(self.caches.foreign.admission_ids):
             self._work.add(uid)  # roll forward what a crash left half-materialised
         self._changed.set()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._cycles())
-            tasks.create_task(self._queue_statuses())
-            for _ in range(self.options.workers):
-                tasks.create_task(self._worker())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._cycles())
+                tasks.create_task(self._queue_statuses())
+                for _ in range(self.options.workers):
+                    tasks.create_task(self._worker())
+        finally:
+            for task in list(self._background):
+                task.cancel()
 
     async def _cycles(self) -> None:
         while True:
@@ -280,7 +301,12 @@ class Controller:
     async def cycle(self) -> CycleResult:
         """One admission cycle and the commit point of each admission it makes."""
         started = time.perf_counter()
+        unseen, self._unseen = self._unseen, set()
         result = self.engine.cycle(now=self.clock())
+        pending = self.caches.state.pending
+        self._cycled.update(uid for uid in unseen if uid in pending)
+        for uid in unseen:
+            self._dirty_uid(uid)
         self.cycles += 1
         self.metrics.cycle_done(result, time.perf_counter() - started)
         self._wake_at = result.wake_at
@@ -293,17 +319,33 @@ class Controller:
             return result
         held = [d.gang_uid for d in admitted] + [v for d in admitted for v in d.victims]
         self.caches.hold(held)
+        released: set[str] = set()
+
+        def release(uid: str) -> None:
+            """Stop holding; reconcile once the caches have taken the outcome."""
+            if uid not in released:
+                released.add(uid)
+                self.caches.unhold(uid)
+                self._dirty_uid(uid)
+
+        async def commit(decision: Decision) -> None:
+            """A gang without victims is materialised as soon as its own record is
+            written, not once the whole cycle's are."""
+            try:
+                await self._commit(decision, result.ledger)
+            finally:
+                release(decision.gang_uid)
+
         try:
             if any(d.victims for d in admitted):
                 for decision in admitted:  # in ledger order: rollbacks may cascade
                     if result.ledger.is_open(decision.gang_uid):
                         await self._commit(decision, result.ledger)
             else:
-                await self._each(admitted, lambda d: self._commit(d, result.ledger))
+                await self._each(admitted, commit)
         finally:
             for uid in held:
-                self.caches.unhold(uid)
-                self._dirty_uid(uid)  # reconcile once the caches have taken the outcome
+                release(uid)
         for uid in result.ledger.unrestorable:
             self._dirty_uid(uid)
         return result
@@ -334,7 +376,6 @@ class Controller:
                 ):
                     raise CommitConflict(f"victim {victim} changed")
                 self.metrics.preempted(str((evicted.get("spec") or {}).get("queueName", "")))
-            job = await self._ensure_finalizer(job)
             record = admission_record(decision.reservation, secrets.token_hex(8))
             transitions = [
                 Transition(rc.QUEUED, False, "Admitted", decision.reason),
@@ -412,7 +453,9 @@ class Controller:
             claim = await protect_claim(self.rest, fresh)
         await self._allocate(ClaimStep(claim, step.results, step.pod, step.node))
 
-    async def _ensure_finalizer(self, job: Obj) -> Obj:
+    async def _ensure_finalizer(self, job: Obj) -> Obj | None:
+        """The job with our finalizer (added if missing); None if the job changed or is
+        gone meanwhile (its next event brings the reconcile back)."""
         meta = _meta(job)
         finalizers = list(meta.get("finalizers") or ())
         if rc.JOB_FINALIZER in finalizers:
@@ -424,16 +467,18 @@ class Controller:
             }
         }
         try:
-            return await self.rest.request(
+            written = await self.rest.request(
                 "PATCH",
                 GANG_JOBS.path(meta["namespace"], meta["name"]),
                 body=body,
                 content_type=MERGE_PATCH,
             )
         except KubeError as exc:
-            if exc.status == 409:
-                raise CommitConflict(exc.message) from exc
+            if exc.status in (404, 409):
+                return None
             raise
+        self.caches.assume(GANG_JOBS, written)
+        return written
 
     # ---- reconcile -----------------------------------------------------------------------
     async def reconcile(self, key: str) -> None:
@@ -492,9 +537,12 @@ class Controller:
         mine = [p for p in pods if admission_of(p) == admission]
         if await self._ready_timeout(job, mine):
             return
-        current = await self._materialise(job, mine)
+        protected = await self._ensure_finalizer(job)
+        if protected is None:
+            return
+        current = await self._materialise(protected, mine)
         if current is not None:
-            await self._follow(job, current)
+            await self._follow(protected, current)
 
     def _node_lost(self, key: str, record: Obj) -> tuple[str, str] | None:
         """(reason, message) if a node of the record is deleted or NotReady past the grace
@@ -604,6 +652,7 @@ class Controller:
             return
         meta = _meta(job)
         await delete(self.rest, SERVICES.path(meta["namespace"], meta["name"]))
+        self._services.discard(str(meta["uid"]))
         finalizers = [f for f in meta.get("finalizers") or () if f != rc.JOB_FINALIZER]
         if len(finalizers) == len(meta.get("finalizers") or ()):
             return
@@ -643,24 +692,29 @@ class Controller:
             return pods
         claims_cache = self.caches.cache("resourceclaims")
         namespace = _meta(job)["namespace"]
-        await self._create(SERVICES, rc.service(job))
 
         async def made(resource: Resource, manifest: Obj, cached: Obj | None) -> Obj | None:
             obj = cached if cached is not None else await self._create(resource, manifest)
             return obj if admission_of(obj) == admission else None
 
+        # The Service, claims and pods do not depend on one another: made at once.
         claim_plans = [c for p in plans for c in p.claims]
-        claims = await self._each(
-            claim_plans,
-            lambda c: made(
+        creations: list[Callable[[], Awaitable[Obj | None]]] = [
+            partial(
+                made,
                 RESOURCE_CLAIMS,
                 c.manifest,
                 _current(
                     claims_cache.get(f"{namespace}/{c.manifest['metadata']['name']}"), admission
                 ),
-            ),
-        )
-        made_pods = await self._each(plans, lambda p: made(PODS, p.manifest, have.get(p.name)))
+            )
+            for c in claim_plans
+        ]
+        creations += [partial(made, PODS, p.manifest, have.get(p.name)) for p in plans]
+        if _meta(job)["uid"] not in self._services:
+            creations.append(partial(self._service, job))
+        created = await self._each(creations, lambda make: make())
+        claims, made_pods = created[: len(claim_plans)], created[len(claim_plans) :][: len(plans)]
         if any(o is None for o in (*claims, *made_pods)):
             return None  # a name still held by an earlier admission's object
         claim_of = {_meta(c)["name"]: c for c in claims}
@@ -670,7 +724,7 @@ class Controller:
             for c in p.claims
         ]
         try:
-            await self._each(steps, self._allocate)
+            await self._each(steps, self._protect_and_allocate)  # no write if protected
             await self._each(
                 list(zip(plans, made_pods, strict=True)),
                 lambda pp: bind(self.rest, pp[1], pp[0].node),
@@ -679,6 +733,12 @@ class Controller:
             await self._release(job, "Pending", _requeue("AdmissionBroken", str(exc)))
             return None
         return None
+
+    async def _service(self, job: Obj) -> Obj:
+        """The job's headless Service, made once per job by this leader."""
+        made = await self._create(SERVICES, rc.service(job))
+        self._services.add(str(_meta(job)["uid"]))
+        return made
 
     async def _allocate(self, step: ClaimStep) -> None:
         try:
@@ -793,7 +853,14 @@ class Controller:
                 job, "Pending", [Transition(rc.QUEUED, False, "Invalid", problem, True)]
             )
         elif uid in self.caches.state.pending:
-            reason = self.engine.reasons.get(uid, "waiting for the next admission cycle")
+            reason = self.engine.reasons.get(uid)
+            if reason is None and uid not in self._cycled:
+                # No cycle has looked at it yet: the next one admits it (no Queued write
+                # then, nor a conflict with the admission's write) or gives a reason.
+                self._unseen.add(uid)
+                return
+            self._cycled.discard(uid)
+            reason = reason or "waiting for the next admission cycle"
             await self._set_status(job, "Pending", [Transition(rc.QUEUED, True, "Waiting", reason)])
 
     async def _set_status(
@@ -850,13 +917,23 @@ class Controller:
         return written is not None
 
     async def _events(self, job: Obj, changed: list[Transition]) -> None:
+        """Post an Event per transition in the background: a status write or an
+        admission does not wait for its Events (best effort anyway)."""
+        if not changed:
+            return
+        task = asyncio.get_running_loop().create_task(self._post_events(job, changed))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _post_events(self, job: Obj, changed: list[Transition]) -> None:
         for t in changed:
             try:
-                await self.rest.request(
-                    "POST",
-                    EVENTS.path(_meta(job)["namespace"]),
-                    body=rc.event(job, t, self.options.instance),
-                )
+                async with self._event_slots:
+                    await self.rest.request(
+                        "POST",
+                        EVENTS.path(_meta(job)["namespace"]),
+                        body=rc.event(job, t, self.options.instance),
+                    )
             except WRITE_ERRORS as exc:
                 log.warning("event not recorded", job=_key(job), reason=t.reason, error=str(exc))
 

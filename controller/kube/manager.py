@@ -30,7 +30,7 @@ from controller.kube.leader import LeaderElector
 from controller.kube.loop import Controller, LoopOptions
 from controller.kube.metrics import Metrics
 from controller.kube.ratelimit import TokenBucket
-from controller.kube.rest import Rest
+from controller.kube.rest import Rest, settle_environment
 from controller.logs import configure_json_logs
 from controller.settings import Settings
 from policies.routing import build as build_policies
@@ -88,13 +88,24 @@ def user_agent(settings: Settings) -> str:
     return f"phalanx/{version} ({settings.identity})"
 
 
+MAX_IN_FLIGHT = 64
+"""Requests in flight at most, whatever the burst: each needs its own HTTP/1.1
+connection, and past what the API server answers at once more only queue there (a
+cold start's first cycle opened a thousand connections, and ran slower for it)."""
+
+
+def in_flight(settings: Settings) -> int:
+    return min(settings.burst, MAX_IN_FLIGHT)
+
+
 @contextlib.asynccontextmanager
 async def connected(
     conf: client.Configuration, settings: Settings, metrics: Metrics
 ) -> AsyncIterator[Rest]:
-    conf.connection_pool_maxsize = max(conf.connection_pool_maxsize or 0, settings.burst)
+    conf.connection_pool_maxsize = max(conf.connection_pool_maxsize or 0, in_flight(settings))
     async with client.ApiClient(conf) as api_client:
         api_client.user_agent = user_agent(settings)
+        settle_environment(api_client)
         yield Rest(
             api_client, TokenBucket(settings.qps, settings.burst), on_error=metrics.api_error
         )
@@ -141,7 +152,7 @@ async def run(
             engine_for(settings, caches.state),
             options=LoopOptions(
                 workers=settings.workers,
-                writes_in_flight=settings.burst,
+                writes_in_flight=in_flight(settings),
                 min_cycle_gap=settings.cycle_interval_seconds,
                 instance=os.environ.get("POD_NAME") or socket.gethostname(),
                 node_grace=settings.node_grace_seconds,

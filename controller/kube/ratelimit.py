@@ -18,14 +18,22 @@ class TokenBucket:
         self._last: float | None = None
 
     async def acquire(self) -> None:
-        """Wait for a token (loop time, so tests under looptime do not wait for real)."""
+        """Wait for a token (loop time, so tests under looptime do not wait for real).
+
+        Each caller reserves the next token, the bucket going below zero, and sleeps
+        once until it is due (client-go's reservations): waiters are served in order,
+        and a token costs one wake-up, not one per waiter (hundreds of waiters polling
+        the bucket cost as much CPU as the requests themselves)."""
         loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            if self._last is not None:
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
-            self._last = now
-            if self._tokens >= 1 - 1e-6:  # float and clock rounding must not stall
-                self._tokens = max(0.0, self._tokens - 1)
-                return
-            await asyncio.sleep((1 - self._tokens) / self.qps)
+        now = loop.time()
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
+        self._last = now
+        self._tokens -= 1
+        if self._tokens >= -1e-6:  # float and clock rounding must not stall
+            return
+        try:
+            await asyncio.sleep(-self._tokens / self.qps)
+        except asyncio.CancelledError:
+            self._tokens += 1  # give the reservation back
+            raise

@@ -1,42 +1,85 @@
 """`phalanx bench controller` at a tiny size: the table and JSON carry the figures and
-targets (timings are the command's business, not a test's)."""
+targets of each mode (timings are the command's business, not a test's)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
 from controller.cli import app
 
+TINY = ["--nodes", "2", "--gangs", "2", "--pods-per-gang", "2", "--unthrottled"]
+PER_POD = {
+    "pods_bound_per_s",
+    "admission_p95_ms",
+    "scheduling_writes_per_pod",
+    "controller_peak_rss_mib",
+}
+
+
+def bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    out = tmp_path / "figures.json"
+    result = CliRunner().invoke(app, ["bench", "controller", *args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(out.read_text())
+
 
 def test_bench_controller_prints_a_table_and_writes_its_figures_as_json(tmp_path: Path) -> None:
-    out = tmp_path / "figures.json"
-    size = ["--nodes", "2", "--gangs", "2", "--pods-per-gang", "2", "--unthrottled"]
-    result = CliRunner().invoke(app, ["bench", "controller", *size, "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "phalanx bench controller (gangjob)" in result.output
-    written = json.loads(out.read_text())
+    output, written = bench(tmp_path, *TINY)
+    assert "phalanx bench controller (gangjob)" in output
     figures = written["figures"]
     assert (figures["gangs"], figures["pods"], figures["qps"]) == (2, 4, "unthrottled")
+    assert set(written["targets"]) == set(written["met"]) == PER_POD
+    assert written["targets"]["scheduling_writes_per_pod"] == 2.2
+    assert figures["requests_per_pod[POST pods/binding]"] >= 1
+    assert figures["requests_per_pod[POST pods]"] == 1
+    for name in ("pods_bound_per_s", "admission_p95_ms", "controller_cpu_s", "emulator_cpu_s"):
+        assert figures[name] > 0, name
+
+
+def test_bench_controller_in_foreign_mode_protects_allocates_and_binds_the_users_claims(
+    tmp_path: Path,
+) -> None:
+    output, written = bench(tmp_path, "--mode", "foreign", *TINY)
+    assert "phalanx bench controller (foreign)" in output
+    figures = written["figures"]
+    assert (figures["mode"], figures["pods"]) == ("foreign", 4)
+    assert set(written["targets"]) == PER_POD
+    assert written["targets"]["scheduling_writes_per_pod"] == 3.2
+    assert "requests_per_pod[POST pods]" not in figures
+    assert "requests_per_pod[POST resourceclaims]" not in figures
+    assert figures["requests_per_pod[PATCH resourceclaims]"] == 1  # the finalizer
+    assert figures["requests_per_pod[PATCH resourceclaims/status]"] >= 1
+    assert figures["requests_per_pod[POST configmaps]"] == 0.5  # one record per gang of 2
+    assert figures["scheduling_writes_per_pod"] == figures["writes_per_pod"]
+
+
+def test_bench_controller_cold_start_times_the_first_cycle_over_pending_gang_jobs(
+    tmp_path: Path,
+) -> None:
+    size = ["--nodes", "2", "--gangs", "4", "--pods-per-gang", "2", "--unthrottled"]
+    output, written = bench(tmp_path, "--cold-start", *size)
+    assert "cold start" in output
+    figures = written["figures"]
+    assert (figures["nodes"], figures["pending_gangs"]) == (2, 4)
+    assert 0 < figures["caches_synced_s"] <= figures["first_cycle_decided_s"]
+    assert figures["first_cycle_decided_s"] <= figures["first_cycle_done_s"]
+    assert figures["admitted_in_first_cycle"] == 4  # 8 one-GPU pods on 16 GPUs
+    assert figures["requests[PATCH gangjobs/status]"] >= 4
     assert (
         set(written["targets"])
         == set(written["met"])
         == {
-            "pods_bound_per_s",
-            "admission_p95_ms",
-            "scheduling_writes_per_pod",
+            "first_cycle_done_s",
             "controller_peak_rss_mib",
         }
     )
-    assert figures["requests_per_pod[POST pods/binding]"] >= 1
-    for name in ("pods_bound_per_s", "admission_p95_ms", "controller_cpu_s"):
-        assert figures[name] > 0, name
 
 
-def test_bench_controller_in_foreign_mode_says_it_is_not_supported_yet() -> None:
-    result = CliRunner().invoke(app, ["bench", "controller", "--mode", "foreign"])
-    assert result.exit_code == 0, result.output
-    assert "not supported yet" in result.output
-    assert "pods_bound_per_s" not in result.output
+def test_bench_controller_cold_start_is_for_gang_jobs_only() -> None:
+    result = CliRunner().invoke(app, ["bench", "controller", "--cold-start", "--mode", "foreign"])
+    assert result.exit_code == 2
+    assert "--mode gangjob" in result.output

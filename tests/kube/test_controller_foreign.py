@@ -80,6 +80,13 @@ class Bindings:
         self.task.cancel()
 
 
+async def one_node_started(rest: Rest, running: Any, gpus: int) -> Any:
+    """One node with `gpus` GPUs, a queue with room for all of them, the controller on."""
+    await gpu_cluster(rest, nodes=1, gpus=gpus)
+    await create(rest, r.QUEUES, queue(devices__gpu=gpus))
+    return await running.start()
+
+
 async def bound_count(rest: Rest) -> int:
     return sum(1 for p in await items(rest, r.PODS) if p["spec"].get("nodeName"))
 
@@ -186,9 +193,7 @@ async def test_a_restarted_controller_keeps_a_foreign_gang_from_its_record(
 async def test_a_finished_foreign_gang_is_released_and_the_next_one_admitted(
     crds: Rest, running
 ) -> None:
-    await gpu_cluster(crds, nodes=1, gpus=4)
-    await create(crds, r.QUEUES, queue(devices__gpu=4))
-    controller = await running.start()
+    controller = await one_node_started(crds, running, gpus=4)
     for i in range(4):
         await create(crds, r.PODS, indexed_job_pod("first", i, 4))
     for i in range(4):
@@ -212,3 +217,35 @@ async def test_a_finished_foreign_gang_is_released_and_the_next_one_admitted(
     state = controller.caches.state
     assert list(state.admitted) == [f"gang:default/{other}"]
     assert state.violations() == []
+
+
+def named_claim(name: str) -> Obj:
+    """A ResourceClaim as a user makes it for one pod: no owner, no finalizer."""
+    devices = {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"devices": devices},
+    }
+
+
+async def test_a_gang_whose_named_claims_come_after_its_pods_is_admitted_once_they_exist(
+    crds: Rest, running
+) -> None:
+    controller = await one_node_started(crds, running, gpus=2)
+    for i in range(2):
+        pod = indexed_job_pod("train", i, 2)
+        pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimName": f"c{i}"}]
+        await create(crds, r.PODS, pod)
+    await asyncio.sleep(5)
+    assert controller.caches.foreign.reasons["gang:default/train"] == (
+        "waiting for ResourceClaim c0"
+    )
+    for i in range(2):
+        await create(crds, r.RESOURCE_CLAIMS, named_claim(f"c{i}"))
+
+    await until_bound(crds, 2)
+    for claim in await items(crds, r.RESOURCE_CLAIMS):
+        assert claim["metadata"]["finalizers"] == ["resource.kubernetes.io/delete-protection"]
+        assert claim["status"]["allocation"]["devices"]["results"]

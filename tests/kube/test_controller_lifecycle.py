@@ -74,6 +74,18 @@ def phase_is(rest: Rest, name: str, phase: str):  # type: ignore[no-untyped-def]
     return check
 
 
+def pods_bound(rest: Rest, name: str, count: int = 2):  # type: ignore[no-untyped-def]
+    """The gang's pods made and bound (phase Admitted comes as soon as the record is
+    written, before its pods exist)."""
+
+    async def check() -> bool:
+        pods = await items(rest, r.PODS, labelSelector=f"phalanx.dev/gang={name}")
+        return len(pods) == count and all(p["spec"].get("nodeName") for p in pods)
+
+    check.__name__ = f"{name}_bound"
+    return check
+
+
 async def two_node_gang(rest: Rest, name: str = "train", **spec: object) -> None:
     """A 2-pod gang that needs both of two one-slot nodes."""
     for n in ("n0", "n1"):
@@ -94,7 +106,7 @@ async def test_a_deleted_node_evicts_its_gang_whole_and_requeues_it(
 ) -> None:
     await two_node_gang(crds)
     await running.start()
-    await until(phase_is(crds, "train", "Admitted"))
+    await until(pods_bound(crds, "train"))
     await crds.request("DELETE", r.NODES.path(name="n0"))
     await until(phase_is(crds, "train", "Pending"))
     evicted = condition(await job(crds, "train"), "Evicted")
@@ -139,7 +151,7 @@ async def test_preemption_victims_get_preempted_and_their_pods_a_disruption_targ
 ) -> None:
     await two_node_gang(crds, "low", priority=0)
     await running.start(Settings.load(preemption="priority"))
-    await until(phase_is(crds, "low", "Admitted"))
+    await until(pods_bound(crds, "low"))
     await create(crds, r.GANG_JOBS, gang_job("high", [("w", 2)], priority=100))
     await until(phase_is(crds, "high", "Admitted"))
     low = await job(crds, "low")
