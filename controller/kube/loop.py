@@ -21,9 +21,10 @@ Two kinds of work, both driven by the caches' watch events:
 Lifecycle, also level-triggered from the reconcile: a gang on a node that is deleted, or
 NotReady longer than the grace period, is evicted (Evicted) and requeued; a preempted gang
 gets Preempted; in both cases, and when a gang is not all Ready within
-`readyTimeoutSeconds`, its pods get the DisruptionTarget condition before they are
-deleted. A readiness timeout requeues with capped exponential backoff, recorded in
-`status.requeueState`; the gang stays out of the engine's pending set until it expires.
+`readyTimeoutSeconds`, is suspended, or is stopped because one of its pods failed, its
+pods get the DisruptionTarget condition before they are deleted. A readiness timeout
+requeues with capped exponential backoff, recorded in `status.requeueState`; the gang
+stays out of the engine's pending set until it expires.
 Timers run on the event loop's clock and restart with a new leader (a grace period or a
 readiness timeout may then last up to twice as long; a backoff is not resumed).
 
@@ -459,10 +460,12 @@ class Controller:
             if meta.get("deletionTimestamp") or spec.get("suspend"):
                 why = "Deleted" if meta.get("deletionTimestamp") else "Suspended"
                 phase = status.get("phase") if why == "Deleted" else "Suspended"
+                message = f"the GangJob was {why.lower()}"
                 await self._release(
                     job,
                     phase,
-                    [Transition(rc.ADMITTED, False, why, f"the GangJob was {why.lower()}")],
+                    [Transition(rc.ADMITTED, False, why, message)],
+                    disruption=None if why == "Deleted" else (rc.SUSPENDED, message),
                 )
                 return
             gone = self._node_lost(key, record)
@@ -700,22 +703,24 @@ class Controller:
             limit = int((spec.get("failurePolicy") or {}).get("maxRestarts") or 0)
             message = f"pod {failed[0]} failed"
             if restarts < limit:
+                message = f"{message}; restart {restarts + 1} of {limit}"
                 await self._release(
                     job,
                     "Pending",
-                    _requeue("Restarting", f"{message}; restart {restarts + 1} of {limit}"),
+                    _requeue("Restarting", message),
+                    disruption=(rc.GANG_MEMBER_FAILED, message),
                     restarts=restarts + 1,
                 )
             else:
+                message = f"{message}; no restarts left"
                 await self._release(
                     job,
                     "Failed",
                     [
                         Transition(rc.RUNNING, False, "PodFailed", message),
-                        Transition(
-                            rc.FAILED, True, "PodFailed", f"{message}; no restarts left", True
-                        ),
+                        Transition(rc.FAILED, True, "PodFailed", message, True),
                     ],
+                    disruption=(rc.GANG_MEMBER_FAILED, message),
                 )
             return
         if all(ph == "Succeeded" for ph in phases):

@@ -46,9 +46,12 @@ QUEUED, ADMITTED, RUNNING, SUCCEEDED, FAILED, PREEMPTED, EVICTED = (
     "Evicted",
 )
 PREEMPTION_BY_SCHEDULER = "PreemptionByScheduler"
-"""DisruptionTarget reasons: Kubernetes' own for a scheduler's preemption, ours for the
-other evictions of a whole gang."""
+"""DisruptionTarget reasons: Kubernetes' own for a scheduler's preemption, ours (prefixed,
+UpperCamelCase, as the conventions ask of a controller's own reasons) for the other
+evictions of a whole gang: a node lost, not Ready in time, the job suspended, and the
+gang stopped because one of its pods failed (restarted whole, or failed for good)."""
 NODE_LOST, READY_TIMEOUT = "PhalanxNodeLost", "PhalanxReadyTimeout"
+SUSPENDED, GANG_MEMBER_FAILED = "PhalanxSuspended", "PhalanxGangMemberFailed"
 
 
 def _meta(obj: Obj) -> dict[str, Any]:

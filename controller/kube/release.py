@@ -4,7 +4,8 @@ The admission record is cleared first (that is the release's commit point, and r
 the quota); what the admission made is then stale and is torn down here:
 
 - pods are deleted (gracefully: the kubelet stops them); a gang evicted while it ran
-  (preempted, its node lost, not ready in time) first gets the DisruptionTarget pod
+  (preempted, its node lost, not ready in time, suspended, or stopped because one of its
+  pods failed) first gets the DisruptionTarget pod
   condition on each pod, as the scheduler and the taint manager do, so the job's
   controller and users can tell a disruption from a failure;
 - a claim is released once every pod it is reserved for is done (gone, finished, or

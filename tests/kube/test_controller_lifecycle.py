@@ -209,6 +209,75 @@ async def test_a_gang_ready_in_time_keeps_its_admission(crds: Rest, running) -> 
     assert (await job(crds, "train"))["status"]["phase"] == "Running"
 
 
+async def set_pod_phase(rest: Rest, name: str, phase: str) -> None:
+    pod = await rest.get(r.PODS.path(NAMESPACE, name))
+    pod["status"] = {**(pod.get("status") or {}), "phase": phase}
+    await rest.request("PUT", r.PODS.path(NAMESPACE, name, "status"), body=pod)
+
+
+async def running_gang(rest: Rest, running, name: str = "train", **spec: object) -> None:  # type: ignore[no-untyped-def]
+    """A 2-pod gang admitted, bound and Ready."""
+    await two_node_gang(rest, name, **spec)
+    await running.start()
+
+    async def bound() -> bool:
+        pods = await items(rest, r.PODS)
+        return len(pods) == 2 and all(p["spec"].get("nodeName") for p in pods)
+
+    await until(bound)
+    await make_ready(rest, name)
+    await until(phase_is(rest, name, "Running"))
+
+
+async def test_a_suspended_gang_is_released_and_its_pods_get_a_disruption_target(
+    crds: Rest, running, disruptions: Disruptions
+) -> None:
+    await running_gang(crds, running)
+    await crds.request(
+        "PATCH",
+        r.GANG_JOBS.path(NAMESPACE, "train"),
+        body={"spec": {"suspend": True}},
+        content_type=MERGE_PATCH,
+    )
+    await until(phase_is(crds, "train", "Suspended"))
+    train = await job(crds, "train")
+    assert "admission" not in train["status"]
+    assert condition(train, "Admitted")["reason"] == "Suspended"
+    await until(pods_deleted(crds))
+    assert disruptions.seen == {"train-w-0": "PhalanxSuspended", "train-w-1": "PhalanxSuspended"}
+
+
+async def test_a_failed_pod_restarts_the_gang_whole_and_its_others_get_a_disruption_target(
+    crds: Rest, running, disruptions: Disruptions
+) -> None:
+    await running_gang(crds, running, failurePolicy={"maxRestarts": 1})
+    await set_pod_phase(crds, "train-w-1", "Failed")
+    await until(phase_is(crds, "train", "Pending"))
+    train = await job(crds, "train")
+    assert train["status"]["restarts"] == 1
+    admitted = condition(train, "Admitted")
+    assert (admitted["status"], admitted["reason"], admitted["message"]) == (
+        "False",
+        "Restarting",
+        "pod train-w-1 failed; restart 1 of 1",
+    )
+    await until(pods_deleted(crds))
+    assert disruptions.seen == {"train-w-0": "PhalanxGangMemberFailed"}
+
+
+async def test_a_failed_pod_with_no_restarts_left_fails_the_gang_and_stops_the_others(
+    crds: Rest, running, disruptions: Disruptions
+) -> None:
+    await running_gang(crds, running)
+    await set_pod_phase(crds, "train-w-0", "Failed")
+    await until(phase_is(crds, "train", "Failed"))
+    assert condition(await job(crds, "train"), "Failed")["message"] == (
+        "pod train-w-0 failed; no restarts left"
+    )
+    await until(pods_deleted(crds))
+    assert disruptions.seen == {"train-w-1": "PhalanxGangMemberFailed"}
+
+
 def test_the_requeue_backoff_doubles_up_to_its_cap() -> None:
     assert [requeue_delay(n, 10, 60) for n in (1, 2, 3, 4, 100)] == [10, 20, 40, 60, 60]
 
