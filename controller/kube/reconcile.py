@@ -300,6 +300,24 @@ def pod_done(pod: Obj | None) -> bool:
 
 
 # ---- status --------------------------------------------------------------------------------
+def seconds(text: str) -> float:
+    """A metav1.Time (RFC 3339) as seconds since the epoch."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def created(obj: Obj) -> float:
+    return seconds(str(_meta(obj).get("creationTimestamp")))
+
+
+def queued_since(job: Obj) -> float:
+    """When the job was last queued: its Queued condition's lastTransitionTime while it is
+    True, else (admitted before it was ever marked Queued) its creation."""
+    for c in (job.get("status") or {}).get("conditions") or ():
+        if c.get("type") == QUEUED and c.get("status") == "True" and c.get("lastTransitionTime"):
+            return seconds(str(c["lastTransitionTime"]))
+    return created(job)
+
+
 def now_time(now: datetime | None = None) -> str:
     """metav1.Time: RFC 3339 in UTC, whole seconds."""
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -18,6 +18,7 @@ from controller.kube import resources as r
 from controller.kube.caches import ClusterCaches
 from controller.kube.loop import Controller, LoopOptions
 from controller.kube.manager import engine_for
+from controller.kube.metrics import NO_METRICS, Recorder
 from controller.kube.rest import Obj, Rest
 from controller.kube.translate import ADMISSION_ANNOTATION
 from controller.settings import Settings
@@ -34,11 +35,15 @@ class Running:
         self.tasks: list[asyncio.Task[None]] = []
         self.controller: Controller | None = None
 
-    async def start(self, settings: Settings | None = None) -> Controller:
+    async def start(
+        self, settings: Settings | None = None, metrics: Recorder = NO_METRICS
+    ) -> Controller:
         """A controller with the default engine, or the policies of `settings`."""
         caches = await ClusterCaches.discover(self.rest, ClusterState())
         engine = Engine(caches.state) if settings is None else engine_for(settings, caches.state)
-        controller = Controller(self.rest, caches, engine, options=LoopOptions(instance="test"))
+        controller = Controller(
+            self.rest, caches, engine, options=LoopOptions(instance="test"), metrics=metrics
+        )
         self.tasks = [
             asyncio.create_task(caches.run()),
             asyncio.create_task(controller.run()),
