@@ -52,7 +52,7 @@ import structlog
 
 from controller.engine.cycle import CycleResult, Decision, Engine
 from controller.engine.ledger import Ledger
-from controller.kube import foreign
+from controller.kube import drain, foreign
 from controller.kube import foreign_commit as fc
 from controller.kube import reconcile as rc
 from controller.kube.backoff import Backoff
@@ -167,6 +167,9 @@ class Controller:
         self._ready_by: dict[str, tuple[str, float]] = {}
         """Admitted gang uid -> (admission id, loop time all its pods must be Ready by)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._draining: dict[str, str] = {}
+        """Work keys of admitted gangs waiting for others to let go of their nodes and
+        devices (drain.py), with the reason; reconciled again when a pod or claim does."""
         self._queued_at: dict[str, tuple[str, float]] = {}
         """Admitted gang uid -> (admission id, when it was last queued), until all its
         pods are bound: the start of its admission latency."""
@@ -195,6 +198,9 @@ class Controller:
                 for ref in _meta(new).get("ownerReferences") or ():
                     if ref.get("kind") == "GangJob" and ref.get("controller"):
                         self._work.add(f"{_meta(new).get('namespace')}/{ref.get('name')}")
+                if self._draining and _lets_go(plural, kind, new):
+                    for key in list(self._draining):
+                        self._work.add(key)
 
         return handler
 
@@ -347,6 +353,9 @@ class Controller:
                     disruption=(rc.PREEMPTION_BY_SCHEDULER, why),
                 ):
                     raise CommitConflict(f"victim {victim} changed")
+                # what its pods and claims still hold counts as others' from now on, so
+                # the preemptor waits for them (drain.py)
+                self.caches.refresh_gang(victim)
                 self.metrics.preempted(str((evicted.get("spec") or {}).get("queueName", "")))
             job = await self._ensure_finalizer(job)
             record = admission_record(decision.reservation, secrets.token_hex(8))
@@ -416,6 +425,8 @@ class Controller:
         )
         if not steps and not bindings:
             self._all_bound(uid, gangs.admission_ids[uid])
+            return
+        if self._still_held(uid, uid):
             return
         try:
             await self._each(steps, self._protect_and_allocate)
@@ -695,6 +706,8 @@ class Controller:
         made_pods = await self._each(plans, lambda p: made(PODS, p.manifest, have.get(p.name)))
         if any(o is None for o in (*claims, *made_pods)):
             return None  # a name still held by an earlier admission's object
+        if self._still_held(_key(job), str(_meta(job)["uid"])):
+            return None
         claim_of = {_meta(c)["name"]: c for c in claims}
         steps = [
             ClaimStep(claim_of[c.manifest["metadata"]["name"]], c.results, pod, p.node)
@@ -711,6 +724,18 @@ class Controller:
             await self._release(job, "Pending", _requeue("AdmissionBroken", str(exc)))
             return None
         return None
+
+    def _still_held(self, key: str, uid: str) -> bool:
+        """Whether the admitted gang must wait for others to let go of its nodes or
+        devices before its claims are allocated and its pods bound (drain.py)."""
+        why = drain.still_held(self.caches.state, uid)
+        if why is None:
+            self._draining.pop(key, None)
+            return False
+        if self._draining.get(key) != why:
+            log.info("waiting for others to let go", gang=key, why=why)
+        self._draining[key] = why
+        return True
 
     async def _allocate(self, step: ClaimStep) -> None:
         try:
@@ -894,6 +919,16 @@ class Controller:
                 )
             except WRITE_ERRORS as exc:
                 log.warning("event not recorded", job=_key(job), reason=t.reason, error=str(exc))
+
+
+def _lets_go(plural: str, kind: str, obj: Obj) -> bool:
+    """A pod or claim event that may give back a node's room or a device: a deletion, a
+    pod finished, a claim without an allocation."""
+    if kind == DELETED:
+        return True
+    if plural == "pods":
+        return rc.pod_phase(obj) in ("Succeeded", "Failed")
+    return not (obj.get("status") or {}).get("allocation")
 
 
 def _current(obj: Obj | None, admission: str) -> Obj | None:
