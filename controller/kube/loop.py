@@ -51,6 +51,7 @@ import aiohttp
 import structlog
 
 from controller.engine.cycle import CycleResult, Decision, Engine
+from controller.engine.errors import InvalidInput
 from controller.engine.ledger import Ledger
 from controller.kube import drain, foreign
 from controller.kube import foreign_commit as fc
@@ -237,8 +238,8 @@ class Controller:
         log.info("caches ready: reconciling every GangJob and admitted foreign gang")
         for job in list(self.caches.cache("gangjobs").values()):
             self._work.add(_key(job))
-        for uid in list(self.caches.foreign.admission_ids):
-            self._work.add(uid)  # roll forward what a crash left half-materialised
+        for group in self.caches.foreign.all_groups():
+            self._work.add(group.uid)  # roll forward (or tear down) what a crash left
         self._changed.set()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._cycles())
@@ -336,27 +337,9 @@ class Controller:
         job = self.caches.gang_job(uid)
         assert decision.reservation is not None
         try:
-            if any(v in self.caches.foreign.groups for v in decision.victims):
-                raise CommitConflict("foreign gangs are not preempted")
             if job is None:
                 raise CommitConflict("the GangJob is gone")
-            for victim in decision.victims:
-                evicted = self.caches.gang_job(victim)
-                why = f"preempted for {describe('GangJob', job)}"
-                if evicted is None or not await self._release(
-                    evicted,
-                    "Pending",
-                    [
-                        Transition(rc.PREEMPTED, True, "Preempted", why, True),
-                        *_requeue("Preempted", why),
-                    ],
-                    disruption=(rc.PREEMPTION_BY_SCHEDULER, why),
-                ):
-                    raise CommitConflict(f"victim {victim} changed")
-                # what its pods and claims still hold counts as others' from now on, so
-                # the preemptor waits for them (drain.py)
-                self.caches.refresh_gang(victim)
-                self.metrics.preempted(str((evicted.get("spec") or {}).get("queueName", "")))
+            await self._evict(decision.victims, describe("GangJob", job))
             job = await self._ensure_finalizer(job)
             record = admission_record(decision.reservation, secrets.token_hex(8))
             transitions = [
@@ -369,13 +352,7 @@ class Controller:
                 self.rest, job, record, {"phase": "Admitted", "conditions": conditions}
             )
         except (CommitConflict, *WRITE_ERRORS) as exc:
-            undone = ledger.rollback(uid)
-            self.metrics.admission("conflict" if isinstance(exc, CommitConflict) else "error")
-            log.info("admission rolled back", gang=uid, undone=undone, error=str(exc))
-            self._changed.set()
-            if not isinstance(exc, CommitConflict):
-                retry_after = exc.retry_after if isinstance(exc, KubeError) else None
-                self._pause = self._commit_backoff.next_delay(retry_after or 0.0)
+            self._rolled_back(uid, ledger, exc)
             return
         ledger.commit(uid)
         self._commit_backoff.reset()
@@ -384,28 +361,149 @@ class Controller:
         self.caches.assume(GANG_JOBS, written)
         await self._events(written, changed)
 
+    def _rolled_back(self, uid: str, ledger: Ledger, exc: Exception) -> None:
+        """A commit point lost (conflict) or failed: the reservation is rolled back and
+        the gang decided again in a later cycle, after a capped backoff that only an
+        admission resets. A conflict backs off too: most pass at once, but one that
+        persists (a victim whose record keeps changing, say) would otherwise make the
+        same decision fail again in a tight loop."""
+        undone = ledger.rollback(uid)
+        self.metrics.admission("conflict" if isinstance(exc, CommitConflict) else "error")
+        log.info("admission rolled back", gang=uid, undone=undone, error=str(exc))
+        self._changed.set()
+        retry_after = exc.retry_after if isinstance(exc, KubeError) else None
+        self._pause = max(self._pause, self._commit_backoff.next_delay(retry_after or 0.0))
+
+    async def _evict(self, victims: Iterable[str], preemptor: str) -> None:
+        """Release every victim of a preemption (GangJobs and foreign gangs), their pods
+        marked DisruptionTarget first; `CommitConflict` if one changed meanwhile."""
+        why = f"preempted for {preemptor}"
+        for victim in victims:
+            if victim in self.caches.foreign.groups:
+                queue = await self._evict_foreign(victim, why)
+            else:
+                evicted = self.caches.gang_job(victim)
+                queue = None
+                if evicted is not None and await self._release(
+                    evicted,
+                    "Pending",
+                    [
+                        Transition(rc.PREEMPTED, True, "Preempted", why, True),
+                        *_requeue("Preempted", why),
+                    ],
+                    disruption=(rc.PREEMPTION_BY_SCHEDULER, why),
+                ):
+                    queue = str((evicted.get("spec") or {}).get("queueName", ""))
+                    # what its pods and claims still hold counts as others' from now on,
+                    # so the preemptor waits for them (drain.py)
+                    self.caches.refresh_gang(victim)
+            if queue is None:
+                raise CommitConflict(f"victim {victim} changed")
+            self.metrics.preempted(queue)
+
+    async def _evict_foreign(self, uid: str, why: str) -> str | None:
+        """A foreign gang's eviction up to its commit point (foreign_commit.py): its
+        queue, or None if its record changed or is gone."""
+        gangs = self.caches.foreign
+        group, found = gangs.groups.get(uid), gangs.members.get(uid)
+        obj = None if group is None else gangs.record_object(group)
+        if obj is None or found is None:
+            return None
+        try:
+            written = foreign.read_record(obj)
+        except InvalidInput:
+            return None
+        if foreign.released(written) is not None:
+            return None
+        await self._disrupt_recorded(found.group.namespace, written, why)
+        try:
+            made = await fc.release_record(self.rest, obj, written, "Preempted", why)
+        except CommitConflict:
+            return None
+        self.caches.assume(CONFIG_MAPS, made)
+        log.info("foreign gang evicted", gang=uid, why=why)
+        return found.gang.queue
+
+    def _recorded_pods(self, namespace: str, written: Obj) -> list[Obj]:
+        """The live pods a foreign gang's record admitted (same name and uid)."""
+        cached = self.caches.cache("pods")
+        out = []
+        for name, uid in foreign.recorded_pods(written):
+            pod = cached.get(f"{namespace}/{name}")
+            if pod is not None and str(_meta(pod).get("uid")) == uid:
+                out.append(pod)
+        return out
+
+    async def _disrupt_recorded(self, namespace: str, written: Obj, why: str) -> None:
+        now = rc.now_time()
+        await self._each(
+            self._recorded_pods(namespace, written),
+            lambda p: disrupt_pod(self.rest, p, rc.PREEMPTION_BY_SCHEDULER, why, now),
+        )
+
+    async def _tear_down_foreign(self, group: foreign.Group, obj: Obj, written: Obj) -> None:
+        """What a released record (an evicted foreign gang) still holds: its pods marked
+        and deleted, its claims deallocated once their pods are done; then the record
+        deleted. Every step idempotent, so a new leader resumes it."""
+        namespace = group.namespace
+        why = str((foreign.released(written) or {}).get("message", ""))
+        await self._disrupt_recorded(namespace, written, why)
+        pods = self._recorded_pods(namespace, written)
+        await self._each(pods, lambda p: delete_pod(self.rest, p))
+        cached_pods, cached_claims = self.caches.cache("pods"), self.caches.cache("resourceclaims")
+
+        def pod_of(consumer: Obj) -> Obj | None:
+            pod = cached_pods.get(f"{namespace}/{consumer.get('name')}")
+            return pod if pod is not None and _meta(pod).get("uid") == consumer.get("uid") else None
+
+        async def claim_step(claim: Obj) -> bool:
+            try:
+                return await release_claim(self.rest, claim, pod_of, delete_it=False)
+            except KubeError as exc:
+                if exc.status not in (404, 409):
+                    raise
+                return False
+
+        claims = [
+            c
+            for name in sorted(foreign.recorded_claims(written))
+            if (c := cached_claims.get(f"{namespace}/{name}")) is not None
+        ]
+        released = await self._each(claims, claim_step)
+        if not all(released) or not all(rc.pod_done(p) for p in pods):
+            return
+        meta = _meta(obj)
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+        }
+        try:
+            await self.rest.request("DELETE", CONFIG_MAPS.path(namespace, meta["name"]), body=body)
+        except KubeError as exc:
+            if exc.status not in (404, 409):
+                raise
+        log.info("evicted foreign gang torn down", gang=group.uid)
+
     async def _commit_foreign(self, decision: Decision, ledger: Ledger) -> None:
         """The commit point of a foreign gang: its record ConfigMap (foreign.py)."""
         uid, gangs = decision.gang_uid, self.caches.foreign
         found = gangs.members.get(uid)
         assert decision.reservation is not None
         try:
-            if found is None or decision.victims:
-                raise CommitConflict(
-                    "the gang changed, or needs preemption (not done for foreign gangs)"
-                )
+            if found is None:
+                raise CommitConflict("the gang changed")
+            await self._evict(decision.victims, f"gang {found.group.uid}")
             group = found.group
             current = gangs.record_object(group)
             written = foreign.record(found, decision.reservation, secrets.token_hex(8))
             manifest = foreign.record_object(found, written, current, gangs.pod_group(group))
             made = await fc.write_record(self.rest, manifest, replacing=current is not None)
         except (CommitConflict, *WRITE_ERRORS) as exc:
-            undone = ledger.rollback(uid)
-            self.metrics.admission("conflict" if isinstance(exc, CommitConflict) else "error")
-            log.info("admission rolled back", gang=uid, undone=undone, error=str(exc))
-            self._changed.set()
+            self._rolled_back(uid, ledger, exc)
             return
         ledger.commit(uid)
+        self._commit_backoff.reset()
         self.metrics.admission("admitted")
         last_pod = max(rc.created(p) for p in found.pods.values())
         self._queued_at[uid] = (written["admissionId"], last_pod)
@@ -413,8 +511,19 @@ class Controller:
         log.info("foreign gang admitted", gang=uid, pods=len(found.pods))
 
     async def _reconcile_foreign(self, uid: str) -> None:
-        """Allocate the claims and bind the pods of an admitted foreign gang."""
+        """Allocate the claims and bind the pods of an admitted foreign gang, or tear
+        down what an evicted one still holds."""
         gangs = self.caches.foreign
+        group = gangs.groups.get(uid)
+        obj = None if group is None else gangs.record_object(group)
+        if group is not None and obj is not None:
+            try:
+                written = foreign.read_record(obj)
+            except InvalidInput:
+                written = None
+            if written is not None and foreign.released(written) is not None:
+                await self._tear_down_foreign(group, obj, written)
+                return
         found, reservation = gangs.members.get(uid), self.caches.state.admitted.get(uid)
         if reservation is None:
             self._queued_at.pop(uid, None)  # released (or never admitted)

@@ -95,9 +95,12 @@ async def _status(rest: Rest, claim: Obj, status: Obj) -> Obj:
     return await rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
 
 
-async def release_claim(rest: Rest, claim: Obj, pod_of: Callable[[Obj], Obj | None]) -> bool:
+async def release_claim(
+    rest: Rest, claim: Obj, pod_of: Callable[[Obj], Obj | None], *, delete_it: bool = True
+) -> bool:
     """Take one stale claim as far down as it can go now. `pod_of` finds a
-    `reservedFor` consumer's pod (None if gone). True once the claim is gone."""
+    `reservedFor` consumer's pod (None if gone). True once the claim is gone (or, if not
+    `delete_it`, a claim of others: once it is deallocated and unprotected)."""
     status = claim.get("status") or {}
     reserved = status.get("reservedFor") or []
     if reserved:
@@ -115,6 +118,6 @@ async def release_claim(rest: Rest, claim: Obj, pod_of: Callable[[Obj], Obj | No
         path = RESOURCE_CLAIMS.path(meta["namespace"], meta["name"])
         claim = await rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
         meta = _meta(claim)
-    if not meta.get("deletionTimestamp"):
+    if delete_it and not meta.get("deletionTimestamp"):
         await delete(rest, RESOURCE_CLAIMS.path(meta["namespace"], meta["name"]))
     return True

@@ -19,7 +19,7 @@ from controller.kube.caches import ClusterCaches
 from controller.kube.loop import Controller, LoopOptions
 from controller.kube.manager import engine_for
 from controller.kube.metrics import NO_METRICS, Recorder
-from controller.kube.rest import Obj, Rest
+from controller.kube.rest import KubeError, Obj, Rest
 from controller.kube.translate import ADMISSION_ANNOTATION
 from controller.settings import Settings
 from tests.kube.controller_env import GANG_API, create, owned_by
@@ -227,3 +227,21 @@ async def allocated_claim(
     result = {"request": "gpu", "driver": "gpu.io", "pool": device[0], "device": device[1]}
     claim["status"] = {"allocation": {"devices": {"results": [result]}}}
     return await rest.request("PUT", r.RESOURCE_CLAIMS.path("default", name, "status"), body=claim)
+
+
+async def foreign_gang_gone(rest: Rest, gang: str) -> bool:
+    """No pod of the foreign (label) gang left, none of its claims allocated, and its
+    record ConfigMap deleted."""
+    try:
+        await rest.get(r.CONFIG_MAPS.path(NAMESPACE, f"phalanx-gang-{gang}"))
+        return False
+    except KubeError as exc:
+        if exc.status != 404:
+            raise
+    pods = await items(rest, r.PODS, labelSelector=f"phalanx.dev/gang={gang}")
+    claims = [
+        c
+        for c in await items(rest, r.RESOURCE_CLAIMS)
+        if c["metadata"]["name"].startswith(f"{gang}-")
+    ]
+    return not pods and not any((c.get("status") or {}).get("allocation") for c in claims)

@@ -12,6 +12,7 @@ import pytest
 
 from controller.kube import resources as r
 from controller.kube.loop import EVENTS
+from controller.kube.metrics import Metrics
 from controller.kube.rest import Obj, Rest
 from controller.kube.translate import admission_of
 from emulator import Emulator, Fault
@@ -179,3 +180,26 @@ async def test_an_api_server_restarted_mid_run_loses_nothing_and_the_watches_res
     await settled(cluster)
     await assert_consistent(cluster, running)
     assert controller.caches.informers["pods"].stats.watches >= 2
+
+
+async def test_a_commit_point_that_keeps_conflicting_is_retried_with_backoff_not_in_a_spin(
+    cluster: Rest, emulator: Emulator, running: Running
+) -> None:
+    metrics = Metrics()
+    emulator.inject_fault(Fault("patch", "gangjobs", code=409))
+    await running.start(metrics=metrics)
+    await create(cluster, r.GANG_JOBS, gang_job("a", [("w", PODS)], gpu=True))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    def conflicts() -> float:
+        found = metrics.registry.get_sample_value(
+            "phalanx_admission_attempts_total", {"outcome": "conflict"}
+        )
+        return found or 0.0
+
+    async def spun_or_waited() -> bool:
+        return conflicts() >= 40 or loop.time() - began >= 30
+
+    await until(spun_or_waited)
+    assert 1 <= conflicts() < 15

@@ -20,6 +20,7 @@ from emulator import Emulator
 from emulator.kubelet import STOP_ANNOTATION, Kubelet, NodeDescription, api_client
 from tests.kube.controller_cluster import (
     GANG_API,
+    foreign_gang_gone,
     gang_job,
     gpu_class,
     items,
@@ -30,6 +31,7 @@ from tests.kube.controller_cluster import (
     until,
 )
 from tests.kube.controller_env import crds, create, emulator, rest
+from tests.kube.test_controller_foreign import indexed_job_pod
 from tests.kube.test_controller_lifecycle import phase_is
 
 __all__ = ["crds", "emulator", "rest", "running"]
@@ -222,3 +224,36 @@ async def test_borrowed_quota_is_reclaimed_by_its_owner_by_evicting_the_borrowin
             return (await queue_status(crds, "a")).get("borrowed") == {}
 
         await until(a_borrows_nothing)
+
+
+async def test_a_foreign_gang_is_evicted_whole_and_its_claims_and_record_cleaned_up(
+    crds: Rest, emulator: Emulator, running, overlaps: Overlaps
+) -> None:
+    disruptions = Disruptions(overlaps.pods)
+    async with kubelets(emulator, nodes=2, gpus=2):
+        await gpu_objects(crds)
+        await create(crds, r.QUEUES, queue(devices__gpu=8))
+        controller = await running.start(Settings.load(preemption="priority"))
+        for i in range(4):
+            pod = indexed_job_pod("theirs", i, 4)
+            pod["metadata"]["annotations"][STOP_ANNOTATION] = str(STOP_SECONDS)
+            await create(crds, r.PODS, pod)
+        await until(gang_running(crds, "theirs", 4))
+        record = r.CONFIG_MAPS.path("default", "phalanx-gang-theirs")
+        assert (await crds.get(record))["metadata"]["name"] == "phalanx-gang-theirs"
+
+        await create(crds, r.GANG_JOBS, gang_job("high", [("w", 2)], gpu=True, priority=100))
+        await until(gang_running(crds, "high", 2))
+        assert disruptions.seen == {
+            f"theirs-{i}-x{i:04d}": "PreemptionByScheduler" for i in range(4)
+        }
+
+        async def theirs_let_go() -> bool:
+            return await foreign_gang_gone(crds, "theirs")
+
+        await until(theirs_let_go)
+        assert overlaps.found == []
+        state = controller.caches.state
+        assert list(state.admitted) == [str((await job(crds, "high"))["metadata"]["uid"])]
+        assert state.quota.usage("q").get("devices/gpu") == 2
+        assert state.violations() == []
