@@ -24,9 +24,11 @@ gets Preempted; in both cases, and when a gang is not all Ready within
 `readyTimeoutSeconds`, is suspended, or is stopped because one of its pods failed, its
 pods get the DisruptionTarget condition before they are deleted. A readiness timeout
 requeues with capped exponential backoff, recorded in `status.requeueState`; the gang
-stays out of the engine's pending set until it expires.
-Timers run on the event loop's clock and restart with a new leader (a grace period or a
-readiness timeout may then last up to twice as long; a backoff is not resumed).
+stays out of the engine's pending set until `requeueAt`. Every timer is derived from what
+the API objects hold, on the wall clock (`clock`), so a new leader resumes it where the
+old one was: the readiness timeout from the Admitted condition's lastTransitionTime (and
+the PodsReady condition once it is over), the NotReady grace from the Node's Ready
+condition's lastTransitionTime, the backoff from `requeueAt`.
 
 Queue status (usage, borrowed, pending and admitted counts) is written after changes,
 at most once per `queue_status_gap`, and only for queues whose status differs.
@@ -44,7 +46,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -165,8 +167,9 @@ class Controller:
         self._pause = 0.0
         self._retries: dict[str, Backoff] = {}
         self._not_ready_since: dict[str, float] = {}
-        self._ready_by: dict[str, tuple[str, float]] = {}
-        """Admitted gang uid -> (admission id, loop time all its pods must be Ready by)."""
+        """Nodes NotReady whose Ready condition has no lastTransitionTime: when this
+        replica first saw them so (`clock` seconds)."""
+        self._unparking: dict[str, asyncio.TimerHandle] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._draining: dict[str, str] = {}
         """Work keys of admitted gangs waiting for others to let go of their nodes and
@@ -345,9 +348,11 @@ class Controller:
             transitions = [
                 Transition(rc.QUEUED, False, "Admitted", decision.reason),
                 Transition(rc.ADMITTED, True, "Admitted", decision.reason),
-                *_clear(job, (rc.PREEMPTED, rc.EVICTED), "Admitted", decision.reason),
+                *_clear(
+                    job, (rc.PREEMPTED, rc.EVICTED, rc.PODS_READY), "Admitted", decision.reason
+                ),
             ]
-            conditions, changed = rc.with_conditions(job, transitions, rc.now_time())
+            conditions, changed = rc.with_conditions(job, transitions, self._now())
             written = await write_admission(
                 self.rest, job, record, {"phase": "Admitted", "conditions": conditions}
             )
@@ -435,7 +440,7 @@ class Controller:
         return out
 
     async def _disrupt_recorded(self, namespace: str, written: Obj, why: str) -> None:
-        now = rc.now_time()
+        now = self._now()
         await self._each(
             self._recorded_pods(namespace, written),
             lambda p: disrupt_pod(self.rest, p, rc.PREEMPTION_BY_SCHEDULER, why, now),
@@ -629,6 +634,7 @@ class Controller:
             await self._finish_deletion(job)
             return
         if not record:
+            self._backoff_ends(job)
             await self._pending_status(job)
             return
         if uid not in self.caches.state.admitted or self.caches.admission_ids.get(uid) != admission:
@@ -652,7 +658,7 @@ class Controller:
         """(reason, message) if a node of the record is deleted or NotReady past the grace
         period; otherwise None, with a recheck timed for the first grace period to end."""
         nodes, grace = self.caches.cache("nodes"), self.options.node_grace
-        now = asyncio.get_running_loop().time()
+        now = self.clock()
         soonest = math.inf
         for name in sorted(
             {str(p["node"]) for ps in record.get("podSets") or () for p in ps["pods"]}
@@ -662,7 +668,10 @@ class Controller:
                 return "NodeDeleted", f"node {name} was deleted"
             if rc.node_ready(node):
                 continue
-            left = self._not_ready_since.setdefault(name, now) + grace - now
+            since = _not_ready_since(node)
+            if since is None:
+                since = self._not_ready_since.setdefault(name, now)
+            left = since + grace - now
             if left <= 0:
                 return "NodeNotReady", f"node {name} has not been Ready for {grace:g} s"
             soonest = min(soonest, left)
@@ -672,46 +681,60 @@ class Controller:
 
     async def _ready_timeout(self, job: Obj, pods: list[Obj]) -> bool:
         """Release and requeue with backoff a gang whose pods are not all Ready within
-        `readyTimeoutSeconds` of its admission (as this leader saw it); True if it did."""
-        spec, status, meta = job.get("spec") or {}, job.get("status") or {}, _meta(job)
+        `readyTimeoutSeconds` of its admission; True if it did. Both ends are in the job's
+        status, so a new leader resumes the timer: the admission time is the Admitted
+        condition's lastTransitionTime, and the PodsReady condition, written once every
+        pod was Ready, says the timer is over."""
+        spec, status = job.get("spec") or {}, job.get("status") or {}
         timeout = spec.get("readyTimeoutSeconds")
-        if not timeout:
+        if not timeout or rc.condition_since(job, rc.PODS_READY) is not None:
             return False
-        uid, admission = str(meta["uid"]), str(status["admission"]["admissionId"])
-        now = asyncio.get_running_loop().time()
-        seen, deadline = self._ready_by.get(uid, ("", 0.0))
-        if seen != admission:
-            deadline = now + float(timeout)
-            self._ready_by[uid] = (admission, deadline)
         expected = sum(int(ps["replicas"]) for ps in spec.get("podSets") or ())
-        if deadline == math.inf or (len(pods) == expected and all(map(rc.pod_ready, pods))):
-            self._ready_by[uid] = (admission, math.inf)
+        if len(pods) == expected and all(map(rc.pod_ready, pods)):
+            ready = f"all {expected} pods Ready"
+            await self._set_status(
+                job, status.get("phase"), [Transition(rc.PODS_READY, True, "AllPodsReady", ready)]
+            )
             return False
+        now = self.clock()
+        admitted = rc.condition_since(job, rc.ADMITTED)
+        deadline = (now if admitted is None else admitted) + float(timeout)
         if now < deadline:
             self._recheck(_key(job), deadline - now)
             return False
         count = int((status.get("requeueState") or {}).get("count") or 0) + 1
         delay = rc.requeue_delay(count, *self.options.requeue_backoff)
         message = f"not all {expected} pods Ready within {timeout} s; requeued in {delay:g} s"
-        requeue_at = rc.now_time(datetime.now(UTC) + timedelta(seconds=delay))
-        self.caches.park(uid)
-        released = await self._release(
+        requeue_at = rc.now_time(datetime.fromtimestamp(now + delay, UTC))
+        await self._release(
             job,
             "Pending",
             _requeue("ReadyTimeout", message),
             disruption=(rc.READY_TIMEOUT, message),
             requeueState={"count": count, "requeueAt": requeue_at},
         )
-        if released:
-            asyncio.get_running_loop().call_later(delay, self._unpark, uid)
-        else:
-            self._unpark(uid)
         return True
 
+    def _backoff_ends(self, job: Obj) -> None:
+        """A job in its requeue backoff (the caches keep it out of the queue until
+        `requeueAt`, by the record in its status): reconsider it when the backoff ends."""
+        uid = str(_meta(job)["uid"])
+        at = rc.requeue_at(job)
+        left = None if at is None else at - self.clock()
+        if left is None or left <= 0 or uid in self._unparking:
+            return
+        loop = asyncio.get_running_loop()
+        self._unparking[uid] = loop.call_later(left + 0.5, self._unpark, uid)
+
     def _unpark(self, uid: str) -> None:
+        self._unparking.pop(uid, None)
         self.caches.unpark(uid)
         self._changed.set()
         self._dirty_uid(uid)
+
+    def _now(self) -> str:
+        """metav1.Time of the controller's clock, for condition transition times."""
+        return rc.now_time(datetime.fromtimestamp(self.clock(), UTC))
 
     async def _each(self, items: Iterable[T], step: Callable[[T], Awaitable[Any]]) -> list[Any]:
         """Run `step` on every item, at most `writes_in_flight` at once; all finish, then
@@ -970,7 +993,7 @@ class Controller:
         """One /status write (if anything changes), with the job's resourceVersion; then
         an Event per condition change. None on a conflict (a newer job is on its way)."""
         status = job.get("status") or {}
-        conditions, changed = rc.with_conditions(job, transitions, rc.now_time())
+        conditions, changed = rc.with_conditions(job, transitions, self._now())
         update = {"phase": phase, "conditions": conditions, **fields}
         if all(status.get(k) == v for k, v in update.items()):
             return job
@@ -1003,12 +1026,12 @@ class Controller:
         phase; the admission's pods and claims are stale from then on. A `disruption`
         (reason, message) first marks the admission's pods DisruptionTarget."""
         uid = str(_meta(job)["uid"])
-        self._ready_by.pop(uid, None)
         self._queued_at.pop(uid, None)
+        transitions = [*transitions, *_clear(job, (rc.PODS_READY,), "Released", "released")]
         record = (job.get("status") or {}).get("admission")
         if disruption is not None and record:
             pods, _ = self.caches.owned(uid)
-            now = rc.now_time()
+            now = self._now()
             await self._each(
                 [p for p in pods if admission_of(p) == record["admissionId"]],
                 lambda p: disrupt_pod(self.rest, p, *disruption, now),
@@ -1028,6 +1051,17 @@ class Controller:
                 )
             except WRITE_ERRORS as exc:
                 log.warning("event not recorded", job=_key(job), reason=t.reason, error=str(exc))
+
+
+def _not_ready_since(node: Obj) -> float | None:
+    """When a NotReady node's Ready condition last changed (None if not recorded)."""
+    for c in (node.get("status") or {}).get("conditions") or ():
+        if c.get("type") == "Ready" and c.get("lastTransitionTime"):
+            try:
+                return rc.seconds(str(c["lastTransitionTime"]))
+            except ValueError:
+                return None
+    return None
 
 
 def _lets_go(plural: str, kind: str, obj: Obj) -> bool:

@@ -45,6 +45,9 @@ QUEUED, ADMITTED, RUNNING, SUCCEEDED, FAILED, PREEMPTED, EVICTED = (
     "Preempted",
     "Evicted",
 )
+PODS_READY = "PodsReady"
+"""Set True once every pod of a job with `readyTimeoutSeconds` has been Ready (so a new
+leader knows its readiness timeout no longer runs); False again when it is released."""
 PREEMPTION_BY_SCHEDULER = "PreemptionByScheduler"
 """DisruptionTarget reasons: Kubernetes' own for a scheduler's preemption, ours (prefixed,
 UpperCamelCase, as the conventions ask of a controller's own reasons) for the other
@@ -307,6 +310,23 @@ def seconds(text: str) -> float:
 
 def created(obj: Obj) -> float:
     return seconds(str(_meta(obj).get("creationTimestamp")))
+
+
+def condition_since(obj: Obj, kind: str, status: str = "True") -> float | None:
+    """When the object's condition `kind` last moved to `status` (its lastTransitionTime),
+    or None if it is not in that status or the time is not recorded."""
+    for c in (obj.get("status") or {}).get("conditions") or ():
+        if c.get("type") == kind:
+            if c.get("status") != status or not c.get("lastTransitionTime"):
+                return None
+            return seconds(str(c["lastTransitionTime"]))
+    return None
+
+
+def requeue_at(job: Obj) -> float | None:
+    """When a job backing off after a readiness timeout may be admitted again."""
+    at = ((job.get("status") or {}).get("requeueState") or {}).get("requeueAt")
+    return seconds(str(at)) if at else None
 
 
 def queued_since(job: Obj) -> float:

@@ -7,6 +7,7 @@ cancelling to play a restart); `until` waits, in loop time, for a condition on t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -28,21 +29,37 @@ NAMESPACE = "default"
 
 
 class Running:
-    """Start and crash controllers; every one started is stopped at the end."""
+    """Start and crash controllers; every one started is stopped at the end.
+
+    Their wall clock (`clock`) moves with the event loop's time, which looptime makes
+    virtual: the timers a controller derives from the API's timestamps then run on it,
+    and stay continuous across restarts."""
 
     def __init__(self, rest: Rest) -> None:
         self.rest = rest
         self.tasks: list[asyncio.Task[None]] = []
         self.controller: Controller | None = None
+        self._offset: float | None = None
+
+    def clock(self) -> float:
+        loop = asyncio.get_running_loop()
+        if self._offset is None:
+            self._offset = time.time() - loop.time()
+        return self._offset + loop.time()
 
     async def start(
         self, settings: Settings | None = None, metrics: Recorder = NO_METRICS
     ) -> Controller:
         """A controller with the default engine, or the policies of `settings`."""
-        caches = await ClusterCaches.discover(self.rest, ClusterState())
+        caches = await ClusterCaches.discover(self.rest, ClusterState(), clock=self.clock)
         engine = Engine(caches.state) if settings is None else engine_for(settings, caches.state)
         controller = Controller(
-            self.rest, caches, engine, options=LoopOptions(instance="test"), metrics=metrics
+            self.rest,
+            caches,
+            engine,
+            options=LoopOptions(instance="test"),
+            metrics=metrics,
+            clock=self.clock,
         )
         self.tasks = [
             asyncio.create_task(caches.run()),
