@@ -1007,6 +1007,8 @@ class Controller:
                 content_type=MERGE_PATCH,
             )
         except KubeError as exc:
+            if exc.status == 409:  # a newer version is on its way; look again if not
+                self._recheck(_key(job), 1.0)
             if exc.status in (404, 409):
                 return None
             raise
