@@ -362,7 +362,7 @@ class Controller:
         ledger.commit(uid)
         self._commit_backoff.reset()
         self.metrics.admission("admitted")
-        self._queued_at[uid] = (record["admissionId"], rc.queued_since(job))
+        self._latency_from(uid, record["admissionId"], lambda: rc.queued_since(job))
         self.caches.assume(GANG_JOBS, written)
         await self._events(written, changed)
 
@@ -510,8 +510,8 @@ class Controller:
         ledger.commit(uid)
         self._commit_backoff.reset()
         self.metrics.admission("admitted")
-        last_pod = max(rc.created(p) for p in found.pods.values())
-        self._queued_at[uid] = (written["admissionId"], last_pod)
+        pods = list(found.pods.values())
+        self._latency_from(uid, written["admissionId"], lambda: max(map(rc.created, pods)))
         self.caches.assume(CONFIG_MAPS, made)
         log.info("foreign gang admitted", gang=uid, pods=len(found.pods))
 
@@ -647,6 +647,13 @@ class Controller:
             self._all_bound(uid, str(record["admissionId"]))
             await self._follow(job, current)
 
+    def _latency_from(self, uid: str, admission: str, start: Callable[[], float]) -> None:
+        """Remember when an admitted gang was queued (an unreadable time: not observed)."""
+        try:
+            self._queued_at[uid] = (admission, start())
+        except ValueError:
+            self._queued_at.pop(uid, None)
+
     def _all_bound(self, uid: str, admission: str) -> None:
         """Every pod of the admission is bound: observe its latency, once."""
         since = self._queued_at.get(uid)
@@ -719,7 +726,10 @@ class Controller:
         """A job in its requeue backoff (the caches keep it out of the queue until
         `requeueAt`, by the record in its status): reconsider it when the backoff ends."""
         uid = str(_meta(job)["uid"])
-        at = rc.requeue_at(job)
+        try:
+            at = rc.requeue_at(job)
+        except ValueError:
+            return
         left = None if at is None else at - self.clock()
         if left is None or left <= 0 or uid in self._unparking:
             return

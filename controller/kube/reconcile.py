@@ -314,12 +314,15 @@ def created(obj: Obj) -> float:
 
 def condition_since(obj: Obj, kind: str, status: str = "True") -> float | None:
     """When the object's condition `kind` last moved to `status` (its lastTransitionTime),
-    or None if it is not in that status or the time is not recorded."""
+    or None if it is not in that status or the time is not recorded (or unreadable)."""
     for c in (obj.get("status") or {}).get("conditions") or ():
         if c.get("type") == kind:
             if c.get("status") != status or not c.get("lastTransitionTime"):
                 return None
-            return seconds(str(c["lastTransitionTime"]))
+            try:
+                return seconds(str(c["lastTransitionTime"]))
+            except ValueError:
+                return None
     return None
 
 
