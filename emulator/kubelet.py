@@ -12,7 +12,10 @@ Ready condition, a ResourceSlice of its GPUs, a Lease in `kube-node-lease` renew
 - it finishes after `phalanx.dev/sim-duration-seconds` (annotation) with exit code
   `phalanx.dev/sim-exit-code` (default 0: Succeeded, else Failed), or when `finish` says so;
 - a pod being deleted is stopped (Failed, exit 143 unless it had finished) and removed
-  (grace 0, uid precondition), as the kubelet does once the containers are gone;
+  (grace 0, uid precondition), as the kubelet does once the containers are gone; its
+  containers take `phalanx.dev/sim-stop-seconds` (annotation, default 0) to exit after
+  the stop signal, and the pod stays Running and terminating meanwhile; past the
+  deletion's grace period they are killed (exit 137);
 - `fail_node` makes a node NotReady (Ready=Unknown, as the node lifecycle controller marks
   a silent kubelet) and its pods lost (Failed, reason `NodeLost`); `recover_node` undoes it.
 
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 Obj = dict[str, Any]
 DURATION_ANNOTATION = "phalanx.dev/sim-duration-seconds"
 EXIT_CODE_ANNOTATION = "phalanx.dev/sim-exit-code"
+STOP_ANNOTATION = "phalanx.dev/sim-stop-seconds"
 LEASE_NAMESPACE = "kube-node-lease"
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
@@ -491,9 +495,14 @@ class Kubelet:
             known.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await known.task
+        exit_code = 143  # stopped by SIGTERM
+        if not known.done and known.started:
+            seconds, killed = _stopping(pod)
+            await self.clock.sleep(seconds)
+            exit_code = 137 if killed else exit_code
         with contextlib.suppress(ApiException):
             if not known.done and known.started:
-                await self._terminate(key, pod, 143)
+                await self._terminate(key, pod, exit_code)
             await _json(
                 self.core.delete_namespaced_pod(
                     key[1],
@@ -648,3 +657,14 @@ class Kubelet:
             "message": message,
             "conditions": self._conditions(pod, False, reason),
         }
+
+
+def _stopping(pod: Obj) -> tuple[float, bool]:
+    """How long a deleted pod's containers take to exit (its stop annotation), and whether
+    the grace period ran out first (then they are killed when it ends)."""
+    meta = pod["metadata"]
+    wanted = float((meta.get("annotations") or {}).get(STOP_ANNOTATION, 0))
+    grace = meta.get("deletionGracePeriodSeconds")
+    if grace is not None and wanted > float(grace):
+        return float(grace), True
+    return wanted, False

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from controller.engine.backlog import (
     Backlog,
@@ -37,7 +38,7 @@ from controller.engine.backlog import (
 )
 from controller.engine.context import CycleContext, HeldDevices
 from controller.engine.feasibility import NeverFit
-from controller.engine.guard import Guard, SafeOrdering, describe
+from controller.engine.guard import Guard, PolicyFault, SafeOrdering, describe
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang
 from controller.engine.placement import (
@@ -195,16 +196,30 @@ class Engine:
             backlog = self._backlog_for(changed)
             if backlog is not None:
                 self._walk_groups(backlog, placer, ctx, result)
-        except Exception as exc:  # the ordering's key raised: walk its order instead
+        except Exception as exc:  # walk the ordering's whole order instead
             self._backlog = backlog = None
-            ordering = self.ordering
-            if isinstance(ordering, SafeOrdering):
-                ordering.fail(f"static_key raised {describe(exc)}")
+            self._lazy_walk_failed(exc)
         if backlog is None:
             for gang in self.ordering.order(ctx):
                 self._visit(gang, placer, ctx, result)
         self._forget_gone(changed)
         return result
+
+    def _lazy_walk_failed(self, exc: Exception) -> None:
+        """Report what broke the lazy walk: the ordering's `static_key` (the ordering then
+        fails for this cycle, as for any ordering fault), another plug-in (named by its
+        fault), or the walk itself; this cycle walks the ordering's whole order."""
+        ordering = self.ordering
+        if not isinstance(ordering, SafeOrdering):
+            return
+        if isinstance(exc, PolicyFault) and exc.kind == "ordering":
+            ordering.fail(exc.what)
+            return
+        what = str(exc) if isinstance(exc, PolicyFault) else f"raised {describe(exc)}"
+        ordering.faults.append(
+            f"lazy walk over the pending gangs failed: {what}; this cycle walks the "
+            "ordering's whole order"
+        )
 
     def _visit(self, gang: Gang, placer: Placer, ctx: CycleContext, result: CycleResult) -> None:
         """Decide one gang drawn from the order (or skip it on a memo that still holds),
@@ -274,7 +289,9 @@ class Engine:
         if backlog is None or backlog.owner is not ordering or self._grouped_by != alike:
             self._helping, self._grouped_by = helping, alike
             self._help_ids.clear()
-            backlog = self._backlog = Backlog(self.state, ordering, key, self._group_of)
+            backlog = self._backlog = Backlog(
+                self.state, ordering, _checked_key(ordering, key), self._group_of
+            )
             backlog.sync(self.state.pending)
         else:
             backlog.sync(changed)
@@ -692,3 +709,18 @@ class Engine:
             tuple(g.uid for g, _ in evicted),
             outcome.attempts,
         )
+
+
+def _checked_key(
+    ordering: object, key: Callable[[Gang], tuple[Any, ...]]
+) -> Callable[[Gang], tuple[Any, ...]]:
+    """The ordering's `static_key`, whose failure is a `PolicyFault` naming the gang."""
+
+    def checked(gang: Gang) -> tuple[Any, ...]:
+        try:
+            return key(gang)
+        except Exception as exc:
+            what = f"static_key raised {describe(exc)} for gang {gang.uid}"
+            raise PolicyFault("ordering", ordering, what) from exc
+
+    return checked

@@ -53,6 +53,8 @@ class PolicyFault(Exception):
 
     def __init__(self, kind: str, policy: object, what: str) -> None:
         super().__init__(f"{kind} policy {policy_name(policy)!r} failed: {what}")
+        self.kind = kind
+        self.what = what
 
 
 def policy_name(policy: object) -> str:

@@ -24,6 +24,7 @@ reservation the loop is still committing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ from controller.kube import translate
 from controller.kube.foreign import RECORD_SELECTOR, group_of_record
 from controller.kube.foreign_gangs import Changed, ForeignGangs
 from controller.kube.informer import DELETED, Handler, Informer
+from controller.kube.reconcile import requeue_at
 from controller.kube.resources import Resource
 from controller.kube.rest import KubeError, Obj, Rest
 
@@ -71,9 +73,12 @@ class ClusterCaches:
         *,
         optional: tuple[Resource, ...] = (),
         default_queue: str = "default",
+        clock: Callable[[], float] = time.time,
         **informer_options: Any,
     ) -> None:
         self.state = state
+        self.clock = clock
+        """Wall-clock seconds: whether a job's requeue backoff (`requeueAt`) is over."""
         self.ready = anyio.Event()
         """Set once every cache has synced and the state was built from them."""
         self.problems: dict[str, str] = {}
@@ -84,8 +89,6 @@ class ClusterCaches:
         self.default_priority = 0
         self.admission_ids: dict[str, str] = {}
         """The recorded admission id of every admitted GangJob, by uid."""
-        self.parked: set[str] = set()
-        """GangJobs (by uid) kept out of pending while they back off (see `park`)."""
         self._pods_of: dict[str, set[str]] = {}
         self._claims_of: dict[str, set[str]] = {}
         self._held: set[str] = set()
@@ -187,19 +190,21 @@ class ClusterCaches:
             kind, obj = deferred
             self._on_gang_job(kind, None, obj)
 
-    def park(self, uid: str) -> None:
-        """Keep a gang out of the engine's pending set until `unpark` (a requeue backoff);
-        call before the release is written, so its event finds the gang parked."""
-        self.parked.add(uid)
-        if uid in self.state.pending:
-            self.state.remove_gang(uid)
-
     def unpark(self, uid: str) -> None:
-        """The backoff is over: the gang is pending again (unless it moved on meanwhile)."""
-        self.parked.discard(uid)
+        """The backoff is over (`backing_off` says so now): the gang is pending again
+        (unless it moved on meanwhile)."""
         job = self.gang_job(uid)
         if job is not None and uid not in self.state.admitted:
             self._sync_gang(job)
+
+    def backing_off(self, job: Obj) -> bool:
+        """Whether a job released for not being ready in time is still in its requeue
+        backoff (`status.requeueState.requeueAt`, so a new leader keeps it too)."""
+        try:
+            at = requeue_at(job)
+        except ValueError:
+            return False
+        return at is not None and at > self.clock()
 
     def owned(self, uid: str) -> tuple[list[Obj], list[Obj]]:
         """The cached pods and claims a GangJob controls."""
@@ -396,7 +401,7 @@ class ClusterCaches:
             (obj.get("spec") or {}).get("suspend")
             or _meta(obj).get("deletionTimestamp")
             or status.get("phase") in ("Succeeded", "Failed")
-            or uid in self.parked
+            or self.backing_off(obj)
         ):
             self.state.remove_gang(uid)
             return

@@ -19,10 +19,16 @@ GangJob record's shape plus each pod's name and uid) and owned by every pod of t
 - it is one write per gang for both kinds of gang (an annotation on every pod would be
   one write per pod, over the 0.2 writes per pod the bench allows the record);
 - it is found again at start-up by one label-selected watch.
-Releasing writes nothing: a record whose pods are all finished or gone no longer holds
-anything, and a new admission of the same gang replaces it (with its resourceVersion).
-Losing a record is safe: bound pods and allocated claims it covered count as usage by
-others until they finish.
+Releasing a finished gang writes nothing: a record whose pods are all finished or gone no
+longer holds anything, and a new admission of the same gang replaces it (with its
+resourceVersion). Evicting a gang (preemption) writes the record once more, marked
+`released` with the reason (the release's commit point, with the record's
+resourceVersion), after its pods got the DisruptionTarget condition; the record then
+lists what is left to tear down: its pods are deleted, its claims deallocated (not
+deleted: they are the pods' or the user's), and once all of that is done the record is
+deleted. A released record holds nothing, and keeps the gang out of the queue until it is
+gone. Losing a record is safe: bound pods and allocated claims it covered count as usage
+by others until they finish.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ QUEUE_LABEL = "phalanx.dev/queue"
 RECORD_LABEL = "phalanx.dev/record"
 RECORD_SELECTOR = f"{RECORD_LABEL}=gang"
 RECORD_KEY = "admission"
+RELEASED_KEY = "released"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 LABEL, POD_GROUP = "gang", "podgroup"
 
@@ -325,6 +332,27 @@ def read_record(config_map: Obj) -> Obj:
     if not isinstance(value, dict) or not value.get("admissionId"):
         raise InvalidInput(where, "needs an object with admissionId")
     return value
+
+
+def released(written: Obj) -> Obj | None:
+    """The eviction a record was released for (reason, message), if it was."""
+    value = written.get(RELEASED_KEY)
+    return value if isinstance(value, dict) else None
+
+
+def released_record(config_map: Obj, written: Obj, reason: str, message: str) -> Obj:
+    """The record ConfigMap marked released (to PUT with its resourceVersion)."""
+    marked = {**written, RELEASED_KEY: {"reason": reason, "message": message}}
+    return {**config_map, "data": {RECORD_KEY: json.dumps(marked, sort_keys=True)}}
+
+
+def recorded_pods(written: Obj) -> list[tuple[str, str]]:
+    """(name, uid) of every pod a record admitted."""
+    return [
+        (str(p.get("pod")), str(p.get("uid")))
+        for ps in written.get("podSets") or ()
+        for p in ps.get("pods") or ()
+    ]
 
 
 def recorded_uids(written: Obj) -> set[str]:

@@ -5,6 +5,11 @@
 2. Per claim: the delete-protection finalizer, then allocation and reservedFor (commit.py).
 3. Per pod: the binding, once every claim of the gang is done.
 Steps 2 and 3 are those of GangJobs, so a repeat after a crash finds its own results.
+
+Eviction, the same way round as a GangJob's release: the pods get the DisruptionTarget
+condition, then the commit point, the record replaced by itself marked released (with its
+resourceVersion: a 409 means the gang changed), then the tear-down the released record
+drives (the decision loop's reconcile), then the record deleted.
 """
 
 from __future__ import annotations
@@ -15,6 +20,20 @@ from controller.kube.commit import ClaimStep, CommitConflict
 from controller.kube.foreign import Members
 from controller.kube.resources import CONFIG_MAPS
 from controller.kube.rest import KubeError, Obj, Rest
+
+
+async def release_record(rest: Rest, config_map: Obj, written: Obj, reason: str, why: str) -> Obj:
+    """The commit point of an eviction: the record marked released."""
+    meta = config_map["metadata"]
+    marked = f.released_record(config_map, written, reason, why)
+    try:
+        return await rest.request(
+            "PUT", CONFIG_MAPS.path(meta["namespace"], meta["name"]), body=marked
+        )
+    except KubeError as exc:
+        if exc.status in (404, 409):
+            raise CommitConflict(exc.message) from exc
+        raise
 
 
 async def write_record(rest: Rest, manifest: Obj, replacing: bool) -> Obj:

@@ -2,7 +2,9 @@
 
 Every change to a gang's pods, claims, PodGroup or record re-judges that one gang
 (`sync`): an admission record whose pods still live is restored (or kept), one whose pods
-are all finished or gone is released without a write; otherwise the gang's unbound,
+are all finished or gone is released without a write; a record marked released (the gang
+was evicted) holds nothing and keeps the gang waiting until it is torn down and deleted;
+otherwise the gang's unbound,
 unfinished pods are pending once there are as many as its size says, and wait with a
 reason ("waiting for pods: 3 of 8 exist") until then. Pods and claims of an admitted
 foreign gang are ours; everything else bound or allocated stays usage by others.
@@ -162,6 +164,13 @@ class ForeignGangs:
         uid = group.uid
         pods = self._pods(group)
         _, written = self._record(group)
+        if written is not None and f.released(written) is not None:
+            if uid in self.state.admitted:
+                self.state.release(uid)
+                log.info("foreign gang released", gang=uid, evicted=True)
+            self._forget(uid)
+            self.reasons[uid] = "waiting for the pods evicted from its last admission to stop"
+            return
         recorded = f.recorded_uids(written) if written else set()
         live = [p for p in pods if _uid(p) in recorded and not f.finished(p)]
         admission = str(written["admissionId"]) if written and live else None

@@ -23,11 +23,14 @@ Two kinds of work, both driven by the caches' watch events:
 Lifecycle, also level-triggered from the reconcile: a gang on a node that is deleted, or
 NotReady longer than the grace period, is evicted (Evicted) and requeued; a preempted gang
 gets Preempted; in both cases, and when a gang is not all Ready within
-`readyTimeoutSeconds`, its pods get the DisruptionTarget condition before they are
-deleted. A readiness timeout requeues with capped exponential backoff, recorded in
-`status.requeueState`; the gang stays out of the engine's pending set until it expires.
-Timers run on the event loop's clock and restart with a new leader (a grace period or a
-readiness timeout may then last up to twice as long; a backoff is not resumed).
+`readyTimeoutSeconds`, is suspended, or is stopped because one of its pods failed, its
+pods get the DisruptionTarget condition before they are deleted. A readiness timeout
+requeues with capped exponential backoff, recorded in `status.requeueState`; the gang
+stays out of the engine's pending set until `requeueAt`. Every timer is derived from what
+the API objects hold, on the wall clock (`clock`), so a new leader resumes it where the
+old one was: the readiness timeout from the Admitted condition's lastTransitionTime (and
+the PodsReady condition once it is over), the NotReady grace from the Node's Ready
+condition's lastTransitionTime, the backoff from `requeueAt`.
 
 Queue status (usage, borrowed, pending and admitted counts) is written after changes,
 at most once per `queue_status_gap`, and only for queues whose status differs.
@@ -45,7 +48,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -53,8 +56,9 @@ import aiohttp
 import structlog
 
 from controller.engine.cycle import CycleResult, Decision, Engine
+from controller.engine.errors import InvalidInput
 from controller.engine.ledger import Ledger
-from controller.kube import foreign
+from controller.kube import drain, foreign
 from controller.kube import foreign_commit as fc
 from controller.kube import reconcile as rc
 from controller.kube.backoff import Backoff
@@ -169,9 +173,16 @@ class Controller:
         self._pause = 0.0
         self._retries: dict[str, Backoff] = {}
         self._not_ready_since: dict[str, float] = {}
-        self._ready_by: dict[str, tuple[str, float]] = {}
-        """Admitted gang uid -> (admission id, loop time all its pods must be Ready by)."""
+        """Nodes NotReady whose Ready condition has no lastTransitionTime: when this
+        replica first saw them so (`clock` seconds)."""
+        self._unparking: dict[str, asyncio.TimerHandle] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._draining: dict[str, str] = {}
+        """Work keys of admitted gangs waiting for others to let go of their nodes and
+        devices (drain.py), with the reason; reconciled again when a pod or claim does."""
+        self._queued_at: dict[str, tuple[str, float]] = {}
+        """Admitted gang uid -> (admission id, when it was last queued), until all its
+        pods are bound: the start of its admission latency."""
         self._queues_changed = asyncio.Event()
         self._unseen: set[str] = set()
         """Pending gangs whose Queued status waits for the next cycle's verdict."""
@@ -208,6 +219,9 @@ class Controller:
                 for ref in _meta(new).get("ownerReferences") or ():
                     if ref.get("kind") == "GangJob" and ref.get("controller"):
                         self._work.add(f"{_meta(new).get('namespace')}/{ref.get('name')}")
+                if self._draining and _lets_go(plural, kind, new):
+                    for key in list(self._draining):
+                        self._work.add(key)
 
         return handler
 
@@ -244,8 +258,8 @@ class Controller:
         log.info("caches ready: reconciling every GangJob and admitted foreign gang")
         for job in list(self.caches.cache("gangjobs").values()):
             self._work.add(_key(job))
-        for uid in list(self.caches.foreign.admission_ids):
-            self._work.add(uid)  # roll forward what a crash left half-materialised
+        for group in self.caches.foreign.all_groups():
+            self._work.add(group.uid)  # roll forward (or tear down) what a crash left
         self._changed.set()
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -299,16 +313,27 @@ class Controller:
 
     # ---- cycles and the commit point -----------------------------------------------------
     async def cycle(self) -> CycleResult:
-        """One admission cycle and the commit point of each admission it makes."""
+        """One admission cycle and the commit point of each admission it makes; its
+        duration is measured on the event loop's clock (it waits for the API), the
+        decide step's on the CPU's performance counter."""
+        began = asyncio.get_running_loop().time()
         started = time.perf_counter()
         unseen, self._unseen = self._unseen, set()
         result = self.engine.cycle(now=self.clock())
+        decided = time.perf_counter() - started
         pending = self.caches.state.pending
         self._cycled.update(uid for uid in unseen if uid in pending)
         for uid in unseen:
             self._dirty_uid(uid)
         self.cycles += 1
-        self.metrics.cycle_done(result, time.perf_counter() - started)
+        try:
+            await self._commit_all(result)
+        finally:
+            seconds = asyncio.get_running_loop().time() - began
+            self.metrics.cycle_done(result, decided, seconds)
+        return result
+
+    async def _commit_all(self, result: CycleResult) -> None:
         self._wake_at = result.wake_at
         for fault in result.faults:
             log.error("policy fault", fault=fault)
@@ -316,7 +341,7 @@ class Controller:
             self._dirty_uid(decision.gang_uid)
         admitted = result.admitted
         if not admitted:
-            return result
+            return
         held = [d.gang_uid for d in admitted] + [v for d in admitted for v in d.victims]
         self.caches.hold(held)
         released: set[str] = set()
@@ -348,7 +373,6 @@ class Controller:
                 release(uid)
         for uid in result.ledger.unrestorable:
             self._dirty_uid(uid)
-        return result
 
     async def _commit(self, decision: Decision, ledger: Ledger) -> None:
         uid = decision.gang_uid
@@ -358,14 +382,55 @@ class Controller:
         job = self.caches.gang_job(uid)
         assert decision.reservation is not None
         try:
-            if any(v in self.caches.foreign.groups for v in decision.victims):
-                raise CommitConflict("foreign gangs are not preempted")
             if job is None:
                 raise CommitConflict("the GangJob is gone")
-            for victim in decision.victims:
+            await self._evict(decision.victims, describe("GangJob", job))
+            record = admission_record(decision.reservation, secrets.token_hex(8))
+            transitions = [
+                Transition(rc.QUEUED, False, "Admitted", decision.reason),
+                Transition(rc.ADMITTED, True, "Admitted", decision.reason),
+                *_clear(
+                    job, (rc.PREEMPTED, rc.EVICTED, rc.PODS_READY), "Admitted", decision.reason
+                ),
+            ]
+            conditions, changed = rc.with_conditions(job, transitions, self._now())
+            written = await write_admission(
+                self.rest, job, record, {"phase": "Admitted", "conditions": conditions}
+            )
+        except (CommitConflict, *WRITE_ERRORS) as exc:
+            self._rolled_back(uid, ledger, exc)
+            return
+        ledger.commit(uid)
+        self._commit_backoff.reset()
+        self.metrics.admission("admitted")
+        self._latency_from(uid, record["admissionId"], lambda: rc.queued_since(job))
+        self.caches.assume(GANG_JOBS, written)
+        await self._events(written, changed)
+
+    def _rolled_back(self, uid: str, ledger: Ledger, exc: Exception) -> None:
+        """A commit point lost (conflict) or failed: the reservation is rolled back and
+        the gang decided again in a later cycle, after a capped backoff that only an
+        admission resets. A conflict backs off too: most pass at once, but one that
+        persists (a victim whose record keeps changing, say) would otherwise make the
+        same decision fail again in a tight loop."""
+        undone = ledger.rollback(uid)
+        self.metrics.admission("conflict" if isinstance(exc, CommitConflict) else "error")
+        log.info("admission rolled back", gang=uid, undone=undone, error=str(exc))
+        self._changed.set()
+        retry_after = exc.retry_after if isinstance(exc, KubeError) else None
+        self._pause = max(self._pause, self._commit_backoff.next_delay(retry_after or 0.0))
+
+    async def _evict(self, victims: Iterable[str], preemptor: str) -> None:
+        """Release every victim of a preemption (GangJobs and foreign gangs), their pods
+        marked DisruptionTarget first; `CommitConflict` if one changed meanwhile."""
+        why = f"preempted for {preemptor}"
+        for victim in victims:
+            if victim in self.caches.foreign.groups:
+                queue = await self._evict_foreign(victim, why)
+            else:
                 evicted = self.caches.gang_job(victim)
-                why = f"preempted for {describe('GangJob', job)}"
-                if evicted is None or not await self._release(
+                queue = None
+                if evicted is not None and await self._release(
                     evicted,
                     "Pending",
                     [
@@ -374,32 +439,97 @@ class Controller:
                     ],
                     disruption=(rc.PREEMPTION_BY_SCHEDULER, why),
                 ):
-                    raise CommitConflict(f"victim {victim} changed")
-                self.metrics.preempted(str((evicted.get("spec") or {}).get("queueName", "")))
-            record = admission_record(decision.reservation, secrets.token_hex(8))
-            transitions = [
-                Transition(rc.QUEUED, False, "Admitted", decision.reason),
-                Transition(rc.ADMITTED, True, "Admitted", decision.reason),
-                *_clear(job, (rc.PREEMPTED, rc.EVICTED), "Admitted", decision.reason),
-            ]
-            conditions, changed = rc.with_conditions(job, transitions, rc.now_time())
-            written = await write_admission(
-                self.rest, job, record, {"phase": "Admitted", "conditions": conditions}
-            )
-        except (CommitConflict, *WRITE_ERRORS) as exc:
-            undone = ledger.rollback(uid)
-            self.metrics.admission("conflict" if isinstance(exc, CommitConflict) else "error")
-            log.info("admission rolled back", gang=uid, undone=undone, error=str(exc))
-            self._changed.set()
-            if not isinstance(exc, CommitConflict):
-                retry_after = exc.retry_after if isinstance(exc, KubeError) else None
-                self._pause = self._commit_backoff.next_delay(retry_after or 0.0)
+                    queue = str((evicted.get("spec") or {}).get("queueName", ""))
+                    # what its pods and claims still hold counts as others' from now on,
+                    # so the preemptor waits for them (drain.py)
+                    self.caches.refresh_gang(victim)
+            if queue is None:
+                raise CommitConflict(f"victim {victim} changed")
+            self.metrics.preempted(queue)
+
+    async def _evict_foreign(self, uid: str, why: str) -> str | None:
+        """A foreign gang's eviction up to its commit point (foreign_commit.py): its
+        queue, or None if its record changed or is gone."""
+        gangs = self.caches.foreign
+        group, found = gangs.groups.get(uid), gangs.members.get(uid)
+        obj = None if group is None else gangs.record_object(group)
+        if obj is None or found is None:
+            return None
+        try:
+            written = foreign.read_record(obj)
+        except InvalidInput:
+            return None
+        if foreign.released(written) is not None:
+            return None
+        await self._disrupt_recorded(found.group.namespace, written, why)
+        try:
+            made = await fc.release_record(self.rest, obj, written, "Preempted", why)
+        except CommitConflict:
+            return None
+        self.caches.assume(CONFIG_MAPS, made)
+        log.info("foreign gang evicted", gang=uid, why=why)
+        return found.gang.queue
+
+    def _recorded_pods(self, namespace: str, written: Obj) -> list[Obj]:
+        """The live pods a foreign gang's record admitted (same name and uid)."""
+        cached = self.caches.cache("pods")
+        out = []
+        for name, uid in foreign.recorded_pods(written):
+            pod = cached.get(f"{namespace}/{name}")
+            if pod is not None and str(_meta(pod).get("uid")) == uid:
+                out.append(pod)
+        return out
+
+    async def _disrupt_recorded(self, namespace: str, written: Obj, why: str) -> None:
+        now = self._now()
+        await self._each(
+            self._recorded_pods(namespace, written),
+            lambda p: disrupt_pod(self.rest, p, rc.PREEMPTION_BY_SCHEDULER, why, now),
+        )
+
+    async def _tear_down_foreign(self, group: foreign.Group, obj: Obj, written: Obj) -> None:
+        """What a released record (an evicted foreign gang) still holds: its pods marked
+        and deleted, its claims deallocated once their pods are done; then the record
+        deleted. Every step idempotent, so a new leader resumes it."""
+        namespace = group.namespace
+        why = str((foreign.released(written) or {}).get("message", ""))
+        await self._disrupt_recorded(namespace, written, why)
+        pods = self._recorded_pods(namespace, written)
+        await self._each(pods, lambda p: delete_pod(self.rest, p))
+        cached_pods, cached_claims = self.caches.cache("pods"), self.caches.cache("resourceclaims")
+
+        def pod_of(consumer: Obj) -> Obj | None:
+            pod = cached_pods.get(f"{namespace}/{consumer.get('name')}")
+            return pod if pod is not None and _meta(pod).get("uid") == consumer.get("uid") else None
+
+        async def claim_step(claim: Obj) -> bool:
+            try:
+                return await release_claim(self.rest, claim, pod_of, delete_it=False)
+            except KubeError as exc:
+                if exc.status not in (404, 409):
+                    raise
+                return False
+
+        claims = [
+            c
+            for name in sorted(foreign.recorded_claims(written))
+            if (c := cached_claims.get(f"{namespace}/{name}")) is not None
+        ]
+        released = await self._each(claims, claim_step)
+        if not all(released) or not all(rc.pod_done(p) for p in pods):
             return
-        ledger.commit(uid)
-        self._commit_backoff.reset()
-        self.metrics.admission("admitted")
-        self.caches.assume(GANG_JOBS, written)
-        await self._events(written, changed)
+        meta = _meta(obj)
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+        }
+        try:
+            await self.rest.request("DELETE", CONFIG_MAPS.path(namespace, meta["name"]), body=body)
+        except KubeError as exc:
+            if exc.status not in (404, 409):
+                raise
+        log.info("evicted foreign gang torn down", gang=group.uid)
 
     async def _commit_foreign(self, decision: Decision, ledger: Ledger) -> None:
         """The commit point of a foreign gang: its record ConfigMap (foreign.py)."""
@@ -407,35 +537,52 @@ class Controller:
         found = gangs.members.get(uid)
         assert decision.reservation is not None
         try:
-            if found is None or decision.victims:
-                raise CommitConflict(
-                    "the gang changed, or needs preemption (not done for foreign gangs)"
-                )
+            if found is None:
+                raise CommitConflict("the gang changed")
+            await self._evict(decision.victims, f"gang {found.group.uid}")
             group = found.group
             current = gangs.record_object(group)
             written = foreign.record(found, decision.reservation, secrets.token_hex(8))
             manifest = foreign.record_object(found, written, current, gangs.pod_group(group))
             made = await fc.write_record(self.rest, manifest, replacing=current is not None)
         except (CommitConflict, *WRITE_ERRORS) as exc:
-            undone = ledger.rollback(uid)
-            self.metrics.admission("conflict" if isinstance(exc, CommitConflict) else "error")
-            log.info("admission rolled back", gang=uid, undone=undone, error=str(exc))
-            self._changed.set()
+            self._rolled_back(uid, ledger, exc)
             return
         ledger.commit(uid)
+        self._commit_backoff.reset()
         self.metrics.admission("admitted")
+        pods = list(found.pods.values())
+        self._latency_from(uid, written["admissionId"], lambda: max(map(rc.created, pods)))
         self.caches.assume(CONFIG_MAPS, made)
         log.info("foreign gang admitted", gang=uid, pods=len(found.pods))
 
     async def _reconcile_foreign(self, uid: str) -> None:
-        """Allocate the claims and bind the pods of an admitted foreign gang."""
+        """Allocate the claims and bind the pods of an admitted foreign gang, or tear
+        down what an evicted one still holds."""
         gangs = self.caches.foreign
+        group = gangs.groups.get(uid)
+        obj = None if group is None else gangs.record_object(group)
+        if group is not None and obj is not None:
+            try:
+                written = foreign.read_record(obj)
+            except InvalidInput:
+                written = None
+            if written is not None and foreign.released(written) is not None:
+                await self._tear_down_foreign(group, obj, written)
+                return
         found, reservation = gangs.members.get(uid), self.caches.state.admitted.get(uid)
+        if reservation is None:
+            self._queued_at.pop(uid, None)  # released (or never admitted)
         if found is None or reservation is None or uid not in gangs.admission_ids:
             return
         steps, bindings = fc.plan(
             found, reservation, self.caches.cache("pods"), self.caches.cache("resourceclaims")
         )
+        if not steps and not bindings:
+            self._all_bound(uid, gangs.admission_ids[uid])
+            return
+        if self._still_held(uid, uid):
+            return
         try:
             await self._each(steps, self._protect_and_allocate)
             await self._each(bindings, lambda pn: bind(self.rest, pn[0], pn[1]))
@@ -504,10 +651,12 @@ class Controller:
             if meta.get("deletionTimestamp") or spec.get("suspend"):
                 why = "Deleted" if meta.get("deletionTimestamp") else "Suspended"
                 phase = status.get("phase") if why == "Deleted" else "Suspended"
+                message = f"the GangJob was {why.lower()}"
                 await self._release(
                     job,
                     phase,
-                    [Transition(rc.ADMITTED, False, why, f"the GangJob was {why.lower()}")],
+                    [Transition(rc.ADMITTED, False, why, message)],
+                    disruption=None if why == "Deleted" else (rc.SUSPENDED, message),
                 )
                 return
             gone = self._node_lost(key, record)
@@ -530,6 +679,7 @@ class Controller:
             await self._finish_deletion(job)
             return
         if not record:
+            self._backoff_ends(job)
             await self._pending_status(job)
             return
         if uid not in self.caches.state.admitted or self.caches.admission_ids.get(uid) != admission:
@@ -542,13 +692,28 @@ class Controller:
             return
         current = await self._materialise(protected, mine)
         if current is not None:
+            self._all_bound(uid, str(record["admissionId"]))
             await self._follow(protected, current)
+
+    def _latency_from(self, uid: str, admission: str, start: Callable[[], float]) -> None:
+        """Remember when an admitted gang was queued (an unreadable time: not observed)."""
+        try:
+            self._queued_at[uid] = (admission, start())
+        except ValueError:
+            self._queued_at.pop(uid, None)
+
+    def _all_bound(self, uid: str, admission: str) -> None:
+        """Every pod of the admission is bound: observe its latency, once."""
+        since = self._queued_at.get(uid)
+        if since is not None and since[0] == admission:
+            del self._queued_at[uid]
+            self.metrics.gang_bound(max(0.0, self.clock() - since[1]))
 
     def _node_lost(self, key: str, record: Obj) -> tuple[str, str] | None:
         """(reason, message) if a node of the record is deleted or NotReady past the grace
         period; otherwise None, with a recheck timed for the first grace period to end."""
         nodes, grace = self.caches.cache("nodes"), self.options.node_grace
-        now = asyncio.get_running_loop().time()
+        now = self.clock()
         soonest = math.inf
         for name in sorted(
             {str(p["node"]) for ps in record.get("podSets") or () for p in ps["pods"]}
@@ -558,7 +723,10 @@ class Controller:
                 return "NodeDeleted", f"node {name} was deleted"
             if rc.node_ready(node):
                 continue
-            left = self._not_ready_since.setdefault(name, now) + grace - now
+            since = _not_ready_since(node)
+            if since is None:
+                since = self._not_ready_since.setdefault(name, now)
+            left = since + grace - now
             if left <= 0:
                 return "NodeNotReady", f"node {name} has not been Ready for {grace:g} s"
             soonest = min(soonest, left)
@@ -568,46 +736,63 @@ class Controller:
 
     async def _ready_timeout(self, job: Obj, pods: list[Obj]) -> bool:
         """Release and requeue with backoff a gang whose pods are not all Ready within
-        `readyTimeoutSeconds` of its admission (as this leader saw it); True if it did."""
-        spec, status, meta = job.get("spec") or {}, job.get("status") or {}, _meta(job)
+        `readyTimeoutSeconds` of its admission; True if it did. Both ends are in the job's
+        status, so a new leader resumes the timer: the admission time is the Admitted
+        condition's lastTransitionTime, and the PodsReady condition, written once every
+        pod was Ready, says the timer is over."""
+        spec, status = job.get("spec") or {}, job.get("status") or {}
         timeout = spec.get("readyTimeoutSeconds")
-        if not timeout:
+        if not timeout or rc.condition_since(job, rc.PODS_READY) is not None:
             return False
-        uid, admission = str(meta["uid"]), str(status["admission"]["admissionId"])
-        now = asyncio.get_running_loop().time()
-        seen, deadline = self._ready_by.get(uid, ("", 0.0))
-        if seen != admission:
-            deadline = now + float(timeout)
-            self._ready_by[uid] = (admission, deadline)
         expected = sum(int(ps["replicas"]) for ps in spec.get("podSets") or ())
-        if deadline == math.inf or (len(pods) == expected and all(map(rc.pod_ready, pods))):
-            self._ready_by[uid] = (admission, math.inf)
+        if len(pods) == expected and all(map(rc.pod_ready, pods)):
+            ready = f"all {expected} pods Ready"
+            await self._set_status(
+                job, status.get("phase"), [Transition(rc.PODS_READY, True, "AllPodsReady", ready)]
+            )
             return False
+        now = self.clock()
+        admitted = rc.condition_since(job, rc.ADMITTED)
+        deadline = (now if admitted is None else admitted) + float(timeout)
         if now < deadline:
             self._recheck(_key(job), deadline - now)
             return False
         count = int((status.get("requeueState") or {}).get("count") or 0) + 1
         delay = rc.requeue_delay(count, *self.options.requeue_backoff)
         message = f"not all {expected} pods Ready within {timeout} s; requeued in {delay:g} s"
-        requeue_at = rc.now_time(datetime.now(UTC) + timedelta(seconds=delay))
-        self.caches.park(uid)
-        released = await self._release(
+        requeue_at = rc.now_time(datetime.fromtimestamp(now + delay, UTC))
+        await self._release(
             job,
             "Pending",
             _requeue("ReadyTimeout", message),
             disruption=(rc.READY_TIMEOUT, message),
             requeueState={"count": count, "requeueAt": requeue_at},
         )
-        if released:
-            asyncio.get_running_loop().call_later(delay, self._unpark, uid)
-        else:
-            self._unpark(uid)
         return True
 
+    def _backoff_ends(self, job: Obj) -> None:
+        """A job in its requeue backoff (the caches keep it out of the queue until
+        `requeueAt`, by the record in its status): reconsider it when the backoff ends."""
+        uid = str(_meta(job)["uid"])
+        try:
+            at = rc.requeue_at(job)
+        except ValueError:
+            return
+        left = None if at is None else at - self.clock()
+        if left is None or left <= 0 or uid in self._unparking:
+            return
+        loop = asyncio.get_running_loop()
+        self._unparking[uid] = loop.call_later(left + 0.5, self._unpark, uid)
+
     def _unpark(self, uid: str) -> None:
+        self._unparking.pop(uid, None)
         self.caches.unpark(uid)
         self._changed.set()
         self._dirty_uid(uid)
+
+    def _now(self) -> str:
+        """metav1.Time of the controller's clock, for condition transition times."""
+        return rc.now_time(datetime.fromtimestamp(self.clock(), UTC))
 
     async def _each(self, items: Iterable[T], step: Callable[[T], Awaitable[Any]]) -> list[Any]:
         """Run `step` on every item, at most `writes_in_flight` at once; all finish, then
@@ -717,6 +902,8 @@ class Controller:
         claims, made_pods = created[: len(claim_plans)], created[len(claim_plans) :][: len(plans)]
         if any(o is None for o in (*claims, *made_pods)):
             return None  # a name still held by an earlier admission's object
+        if self._still_held(_key(job), str(_meta(job)["uid"])):
+            return None
         claim_of = {_meta(c)["name"]: c for c in claims}
         steps = [
             ClaimStep(claim_of[c.manifest["metadata"]["name"]], c.results, pod, p.node)
@@ -740,6 +927,18 @@ class Controller:
         self._services.add(str(_meta(job)["uid"]))
         return made
 
+    def _still_held(self, key: str, uid: str) -> bool:
+        """Whether the admitted gang must wait for others to let go of its nodes or
+        devices before its claims are allocated and its pods bound (drain.py)."""
+        why = drain.still_held(self.caches.state, uid)
+        if why is None:
+            self._draining.pop(key, None)
+            return False
+        if self._draining.get(key) != why:
+            log.info("waiting for others to let go", gang=key, why=why)
+        self._draining[key] = why
+        return True
+
     async def _allocate(self, step: ClaimStep) -> None:
         try:
             await allocate_claim(self.rest, step)
@@ -760,22 +959,24 @@ class Controller:
             limit = int((spec.get("failurePolicy") or {}).get("maxRestarts") or 0)
             message = f"pod {failed[0]} failed"
             if restarts < limit:
+                message = f"{message}; restart {restarts + 1} of {limit}"
                 await self._release(
                     job,
                     "Pending",
-                    _requeue("Restarting", f"{message}; restart {restarts + 1} of {limit}"),
+                    _requeue("Restarting", message),
+                    disruption=(rc.GANG_MEMBER_FAILED, message),
                     restarts=restarts + 1,
                 )
             else:
+                message = f"{message}; no restarts left"
                 await self._release(
                     job,
                     "Failed",
                     [
                         Transition(rc.RUNNING, False, "PodFailed", message),
-                        Transition(
-                            rc.FAILED, True, "PodFailed", f"{message}; no restarts left", True
-                        ),
+                        Transition(rc.FAILED, True, "PodFailed", message, True),
                     ],
+                    disruption=(rc.GANG_MEMBER_FAILED, message),
                 )
             return
         if all(ph == "Succeeded" for ph in phases):
@@ -869,7 +1070,7 @@ class Controller:
         """One /status write (if anything changes), with the job's resourceVersion; then
         an Event per condition change. None on a conflict (a newer job is on its way)."""
         status = job.get("status") or {}
-        conditions, changed = rc.with_conditions(job, transitions, rc.now_time())
+        conditions, changed = rc.with_conditions(job, transitions, self._now())
         update = {"phase": phase, "conditions": conditions, **fields}
         if all(status.get(k) == v for k, v in update.items()):
             return job
@@ -883,6 +1084,8 @@ class Controller:
                 content_type=MERGE_PATCH,
             )
         except KubeError as exc:
+            if exc.status == 409:  # a newer version is on its way; look again if not
+                self._recheck(_key(job), 1.0)
             if exc.status in (404, 409):
                 return None
             raise
@@ -902,11 +1105,12 @@ class Controller:
         phase; the admission's pods and claims are stale from then on. A `disruption`
         (reason, message) first marks the admission's pods DisruptionTarget."""
         uid = str(_meta(job)["uid"])
-        self._ready_by.pop(uid, None)
+        self._queued_at.pop(uid, None)
+        transitions = [*transitions, *_clear(job, (rc.PODS_READY,), "Released", "released")]
         record = (job.get("status") or {}).get("admission")
         if disruption is not None and record:
             pods, _ = self.caches.owned(uid)
-            now = rc.now_time()
+            now = self._now()
             await self._each(
                 [p for p in pods if admission_of(p) == record["admissionId"]],
                 lambda p: disrupt_pod(self.rest, p, *disruption, now),
@@ -936,6 +1140,27 @@ class Controller:
                     )
             except WRITE_ERRORS as exc:
                 log.warning("event not recorded", job=_key(job), reason=t.reason, error=str(exc))
+
+
+def _not_ready_since(node: Obj) -> float | None:
+    """When a NotReady node's Ready condition last changed (None if not recorded)."""
+    for c in (node.get("status") or {}).get("conditions") or ():
+        if c.get("type") == "Ready" and c.get("lastTransitionTime"):
+            try:
+                return rc.seconds(str(c["lastTransitionTime"]))
+            except ValueError:
+                return None
+    return None
+
+
+def _lets_go(plural: str, kind: str, obj: Obj) -> bool:
+    """A pod or claim event that may give back a node's room or a device: a deletion, a
+    pod finished, a claim without an allocation."""
+    if kind == DELETED:
+        return True
+    if plural == "pods":
+        return rc.pod_phase(obj) in ("Succeeded", "Failed")
+    return not (obj.get("status") or {}).get("allocation")
 
 
 def _current(obj: Obj | None, admission: str) -> Obj | None:

@@ -36,14 +36,19 @@ CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 class Recorder:
     """What the controller reports; this base records nothing."""
 
-    def cycle_done(self, result: CycleResult, seconds: float) -> None:
-        """An admission cycle ended after `seconds`; gangs it left pending count as
-        attempts with outcome `pending` (admitted ones are reported by `admission`, once
-        their commit point is written or lost)."""
+    def cycle_done(self, result: CycleResult, decided: float, seconds: float) -> None:
+        """An admission cycle ended: its decide step took `decided` seconds, the whole
+        cycle (decide, then the commit point of each admission) `seconds`. Gangs it left
+        pending count as attempts with outcome `pending` (admitted ones are reported by
+        `admission`, once their commit point is written or lost)."""
 
-    def admission(self, outcome: str, latency: float | None = None) -> None:
-        """One gang's admission attempt ended: `admitted` (with its latency in seconds
-        when known), `conflict` (commit point lost the race), `error`, ..."""
+    def admission(self, outcome: str) -> None:
+        """One gang's admission attempt ended: `admitted`, `conflict` (commit point lost
+        the race), `error`, ..."""
+
+    def gang_bound(self, latency: float) -> None:
+        """Every pod of an admitted gang is bound, `latency` seconds after the gang was
+        last queued (see `Metrics.latency`)."""
 
     def preempted(self, queue: str, gangs: int = 1) -> None:
         """Whole gangs of `queue` evicted to make room."""
@@ -72,13 +77,23 @@ class Metrics(Recorder):
         )
         self.latency = Histogram(
             "phalanx_admission_latency_seconds",
-            "From the gang's last pod created to all its pods bound.",
+            "From when the gang was last queued to all its pods bound: for a GangJob the "
+            "lastTransitionTime of its Queued condition (its creation if it was admitted "
+            "before being marked Queued), for a foreign gang its last pod's creation. "
+            "Start times are the API's whole-second timestamps.",
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
         self.cycles = Histogram(
             "phalanx_cycle_duration_seconds",
-            "Duration of one admission cycle (decide and commit).",
+            "Duration of one whole admission cycle: decide, then the commit point of each "
+            "admission it made.",
+            buckets=CYCLE_BUCKETS,
+            registry=reg,
+        )
+        self.decides = Histogram(
+            "phalanx_cycle_decide_seconds",
+            "Duration of the decide step of one admission cycle (the engine alone, no I/O).",
             buckets=CYCLE_BUCKETS,
             registry=reg,
         )
@@ -96,16 +111,18 @@ class Metrics(Recorder):
         )
 
     # ---- events -----------------------------------------------------------------------
-    def cycle_done(self, result: CycleResult, seconds: float) -> None:
+    def cycle_done(self, result: CycleResult, decided: float, seconds: float) -> None:
+        self.decides.observe(decided)
         self.cycles.observe(seconds)
         pending = sum(1 for d in result.decisions if d.outcome is Outcome.PENDING)
         if pending:
             self.attempts.labels("pending").inc(pending)
 
-    def admission(self, outcome: str, latency: float | None = None) -> None:
+    def admission(self, outcome: str) -> None:
         self.attempts.labels(outcome).inc()
-        if latency is not None:
-            self.latency.observe(latency)
+
+    def gang_bound(self, latency: float) -> None:
+        self.latency.observe(latency)
 
     def preempted(self, queue: str, gangs: int = 1) -> None:
         self.preemptions.labels(queue).inc(gangs)

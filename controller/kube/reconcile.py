@@ -45,10 +45,16 @@ QUEUED, ADMITTED, RUNNING, SUCCEEDED, FAILED, PREEMPTED, EVICTED = (
     "Preempted",
     "Evicted",
 )
+PODS_READY = "PodsReady"
+"""Set True once every pod of a job with `readyTimeoutSeconds` has been Ready (so a new
+leader knows its readiness timeout no longer runs); False again when it is released."""
 PREEMPTION_BY_SCHEDULER = "PreemptionByScheduler"
-"""DisruptionTarget reasons: Kubernetes' own for a scheduler's preemption, ours for the
-other evictions of a whole gang."""
+"""DisruptionTarget reasons: Kubernetes' own for a scheduler's preemption, ours (prefixed,
+UpperCamelCase, as the conventions ask of a controller's own reasons) for the other
+evictions of a whole gang: a node lost, not Ready in time, the job suspended, and the
+gang stopped because one of its pods failed (restarted whole, or failed for good)."""
 NODE_LOST, READY_TIMEOUT = "PhalanxNodeLost", "PhalanxReadyTimeout"
+SUSPENDED, GANG_MEMBER_FAILED = "PhalanxSuspended", "PhalanxGangMemberFailed"
 
 
 def _meta(obj: Obj) -> dict[str, Any]:
@@ -297,6 +303,44 @@ def pod_done(pod: Obj | None) -> bool:
 
 
 # ---- status --------------------------------------------------------------------------------
+def seconds(text: str) -> float:
+    """A metav1.Time (RFC 3339) as seconds since the epoch."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def created(obj: Obj) -> float:
+    return seconds(str(_meta(obj).get("creationTimestamp")))
+
+
+def condition_since(obj: Obj, kind: str, status: str = "True") -> float | None:
+    """When the object's condition `kind` last moved to `status` (its lastTransitionTime),
+    or None if it is not in that status or the time is not recorded (or unreadable)."""
+    for c in (obj.get("status") or {}).get("conditions") or ():
+        if c.get("type") == kind:
+            if c.get("status") != status or not c.get("lastTransitionTime"):
+                return None
+            try:
+                return seconds(str(c["lastTransitionTime"]))
+            except ValueError:
+                return None
+    return None
+
+
+def requeue_at(job: Obj) -> float | None:
+    """When a job backing off after a readiness timeout may be admitted again."""
+    at = ((job.get("status") or {}).get("requeueState") or {}).get("requeueAt")
+    return seconds(str(at)) if at else None
+
+
+def queued_since(job: Obj) -> float:
+    """When the job was last queued: its Queued condition's lastTransitionTime while it is
+    True, else (admitted before it was ever marked Queued) its creation."""
+    for c in (job.get("status") or {}).get("conditions") or ():
+        if c.get("type") == QUEUED and c.get("status") == "True" and c.get("lastTransitionTime"):
+            return seconds(str(c["lastTransitionTime"]))
+    return created(job)
+
+
 def now_time(now: datetime | None = None) -> str:
     """metav1.Time: RFC 3339 in UTC, whole seconds."""
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")

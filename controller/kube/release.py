@@ -4,7 +4,8 @@ The admission record is cleared first (that is the release's commit point, and r
 the quota); what the admission made is then stale and is torn down here:
 
 - pods are deleted (gracefully: the kubelet stops them); a gang evicted while it ran
-  (preempted, its node lost, not ready in time) first gets the DisruptionTarget pod
+  (preempted, its node lost, not ready in time, suspended, or stopped because one of its
+  pods failed) first gets the DisruptionTarget pod
   condition on each pod, as the scheduler and the taint manager do, so the job's
   controller and users can tell a disruption from a failure;
 - a claim is released once every pod it is reserved for is done (gone, finished, or
@@ -94,9 +95,12 @@ async def _status(rest: Rest, claim: Obj, status: Obj) -> Obj:
     return await rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
 
 
-async def release_claim(rest: Rest, claim: Obj, pod_of: Callable[[Obj], Obj | None]) -> bool:
+async def release_claim(
+    rest: Rest, claim: Obj, pod_of: Callable[[Obj], Obj | None], *, delete_it: bool = True
+) -> bool:
     """Take one stale claim as far down as it can go now. `pod_of` finds a
-    `reservedFor` consumer's pod (None if gone). True once the claim is gone."""
+    `reservedFor` consumer's pod (None if gone). True once the claim is gone (or, if not
+    `delete_it`, a claim of others: once it is deallocated and unprotected)."""
     status = claim.get("status") or {}
     reserved = status.get("reservedFor") or []
     if reserved:
@@ -114,6 +118,6 @@ async def release_claim(rest: Rest, claim: Obj, pod_of: Callable[[Obj], Obj | No
         path = RESOURCE_CLAIMS.path(meta["namespace"], meta["name"])
         claim = await rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
         meta = _meta(claim)
-    if not meta.get("deletionTimestamp"):
+    if delete_it and not meta.get("deletionTimestamp"):
         await delete(rest, RESOURCE_CLAIMS.path(meta["namespace"], meta["name"]))
     return True

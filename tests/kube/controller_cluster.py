@@ -7,6 +7,7 @@ cancelling to play a restart); `until` waits, in loop time, for a condition on t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,8 @@ from controller.kube import resources as r
 from controller.kube.caches import ClusterCaches
 from controller.kube.loop import Controller, LoopOptions
 from controller.kube.manager import engine_for
-from controller.kube.rest import Obj, Rest
+from controller.kube.metrics import NO_METRICS, Recorder
+from controller.kube.rest import KubeError, Obj, Rest
 from controller.kube.translate import ADMISSION_ANNOTATION
 from controller.settings import Settings
 from tests.kube.controller_env import GANG_API, create, owned_by
@@ -27,18 +29,38 @@ NAMESPACE = "default"
 
 
 class Running:
-    """Start and crash controllers; every one started is stopped at the end."""
+    """Start and crash controllers; every one started is stopped at the end.
+
+    Their wall clock (`clock`) moves with the event loop's time, which looptime makes
+    virtual: the timers a controller derives from the API's timestamps then run on it,
+    and stay continuous across restarts."""
 
     def __init__(self, rest: Rest) -> None:
         self.rest = rest
         self.tasks: list[asyncio.Task[None]] = []
         self.controller: Controller | None = None
+        self._offset: float | None = None
 
-    async def start(self, settings: Settings | None = None) -> Controller:
+    def clock(self) -> float:
+        loop = asyncio.get_running_loop()
+        if self._offset is None:
+            self._offset = time.time() - loop.time()
+        return self._offset + loop.time()
+
+    async def start(
+        self, settings: Settings | None = None, metrics: Recorder = NO_METRICS
+    ) -> Controller:
         """A controller with the default engine, or the policies of `settings`."""
-        caches = await ClusterCaches.discover(self.rest, ClusterState())
+        caches = await ClusterCaches.discover(self.rest, ClusterState(), clock=self.clock)
         engine = Engine(caches.state) if settings is None else engine_for(settings, caches.state)
-        controller = Controller(self.rest, caches, engine, options=LoopOptions(instance="test"))
+        controller = Controller(
+            self.rest,
+            caches,
+            engine,
+            options=LoopOptions(instance="test"),
+            metrics=metrics,
+            clock=self.clock,
+        )
         self.tasks = [
             asyncio.create_task(caches.run()),
             asyncio.create_task(controller.run()),
@@ -222,3 +244,21 @@ async def allocated_claim(
     result = {"request": "gpu", "driver": "gpu.io", "pool": device[0], "device": device[1]}
     claim["status"] = {"allocation": {"devices": {"results": [result]}}}
     return await rest.request("PUT", r.RESOURCE_CLAIMS.path("default", name, "status"), body=claim)
+
+
+async def foreign_gang_gone(rest: Rest, gang: str) -> bool:
+    """No pod of the foreign (label) gang left, none of its claims allocated, and its
+    record ConfigMap deleted."""
+    try:
+        await rest.get(r.CONFIG_MAPS.path(NAMESPACE, f"phalanx-gang-{gang}"))
+        return False
+    except KubeError as exc:
+        if exc.status != 404:
+            raise
+    pods = await items(rest, r.PODS, labelSelector=f"phalanx.dev/gang={gang}")
+    claims = [
+        c
+        for c in await items(rest, r.RESOURCE_CLAIMS)
+        if c["metadata"]["name"].startswith(f"{gang}-")
+    ]
+    return not pods and not any((c.get("status") or {}).get("allocation") for c in claims)

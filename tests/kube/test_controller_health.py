@@ -54,7 +54,7 @@ async def get(http: aiohttp.ClientSession, path: str) -> tuple[int, str]:
 
 async def test_metrics_serves_the_exposition_text(serve: Serve) -> None:
     metrics = Metrics()
-    metrics.admission("admitted", latency=1.5)
+    metrics.admission("admitted")
     _, http = await serve(metrics)
     async with http.get("/metrics") as response:
         assert response.status == 200

@@ -5,13 +5,15 @@ they are deleted; the job gets Evicted or Preempted and is requeued whole."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
 from controller.kube import resources as r
 from controller.kube.informer import Informer
 from controller.kube.queue_status import status_patch
-from controller.kube.reconcile import requeue_delay
+from controller.kube.reconcile import now_time, requeue_delay
+from controller.kube.reconcile import seconds as rc_seconds
 from controller.kube.rest import MERGE_PATCH, Obj, Rest
 from controller.settings import Settings
 from tests.kube.controller_cluster import (
@@ -94,8 +96,11 @@ async def two_node_gang(rest: Rest, name: str = "train", **spec: object) -> None
     await create(rest, r.GANG_JOBS, gang_job(name, [("w", 2)], **spec))
 
 
-async def set_node_ready(rest: Rest, name: str, status: str) -> None:
-    body = {"status": {"conditions": [{"type": "Ready", "status": status}]}}
+async def set_node_ready(rest: Rest, name: str, status: str, since: str | None = None) -> None:
+    condition: Obj = {"type": "Ready", "status": status}
+    if since is not None:
+        condition["lastTransitionTime"] = since
+    body = {"status": {"conditions": [condition]}}
     await rest.request(
         "PATCH", r.NODES.path(name=name, sub="status"), body=body, content_type=MERGE_PATCH
     )
@@ -219,6 +224,164 @@ async def test_a_gang_ready_in_time_keeps_its_admission(crds: Rest, running) -> 
     await make_ready(crds, "train")
     await asyncio.sleep(60)
     assert (await job(crds, "train"))["status"]["phase"] == "Running"
+
+
+async def set_pod_phase(rest: Rest, name: str, phase: str) -> None:
+    pod = await rest.get(r.PODS.path(NAMESPACE, name))
+    pod["status"] = {**(pod.get("status") or {}), "phase": phase}
+    await rest.request("PUT", r.PODS.path(NAMESPACE, name, "status"), body=pod)
+
+
+async def running_gang(rest: Rest, running, name: str = "train", **spec: object) -> None:  # type: ignore[no-untyped-def]
+    """A 2-pod gang admitted, bound and Ready."""
+    await two_node_gang(rest, name, **spec)
+    await running.start()
+
+    async def bound() -> bool:
+        pods = await items(rest, r.PODS)
+        return len(pods) == 2 and all(p["spec"].get("nodeName") for p in pods)
+
+    await until(bound)
+    await make_ready(rest, name)
+    await until(phase_is(rest, name, "Running"))
+
+
+async def test_a_suspended_gang_is_released_and_its_pods_get_a_disruption_target(
+    crds: Rest, running, disruptions: Disruptions
+) -> None:
+    await running_gang(crds, running)
+    await crds.request(
+        "PATCH",
+        r.GANG_JOBS.path(NAMESPACE, "train"),
+        body={"spec": {"suspend": True}},
+        content_type=MERGE_PATCH,
+    )
+    await until(phase_is(crds, "train", "Suspended"))
+    train = await job(crds, "train")
+    assert "admission" not in train["status"]
+    assert condition(train, "Admitted")["reason"] == "Suspended"
+    await until(pods_deleted(crds))
+    assert disruptions.seen == {"train-w-0": "PhalanxSuspended", "train-w-1": "PhalanxSuspended"}
+
+
+async def test_a_failed_pod_restarts_the_gang_whole_and_its_others_get_a_disruption_target(
+    crds: Rest, running, disruptions: Disruptions
+) -> None:
+    await running_gang(crds, running, failurePolicy={"maxRestarts": 1})
+    await set_pod_phase(crds, "train-w-1", "Failed")
+    await until(phase_is(crds, "train", "Pending"))
+    train = await job(crds, "train")
+    assert train["status"]["restarts"] == 1
+    admitted = condition(train, "Admitted")
+    assert (admitted["status"], admitted["reason"], admitted["message"]) == (
+        "False",
+        "Restarting",
+        "pod train-w-1 failed; restart 1 of 1",
+    )
+    await until(pods_deleted(crds))
+    assert disruptions.seen == {"train-w-0": "PhalanxGangMemberFailed"}
+
+
+async def test_a_failed_pod_with_no_restarts_left_fails_the_gang_and_stops_the_others(
+    crds: Rest, running, disruptions: Disruptions
+) -> None:
+    await running_gang(crds, running)
+    await set_pod_phase(crds, "train-w-0", "Failed")
+    await until(phase_is(crds, "train", "Failed"))
+    assert condition(await job(crds, "train"), "Failed")["message"] == (
+        "pod train-w-0 failed; no restarts left"
+    )
+    await until(pods_deleted(crds))
+    assert disruptions.seen == {"train-w-1": "PhalanxGangMemberFailed"}
+
+
+def stamp(seconds: float) -> str:
+    return now_time(datetime.fromtimestamp(seconds, UTC))
+
+
+async def test_a_readiness_timeout_resumes_after_a_restart_from_the_admission_time(
+    crds: Rest, running
+) -> None:
+    await two_node_gang(crds, readyTimeoutSeconds=30)
+    await running.start()
+    await until(phase_is(crds, "train", "Admitted"), step=0.05)
+    loop = asyncio.get_running_loop()
+    admitted = loop.time()
+    await asyncio.sleep(20)
+    await running.crash()
+    await asyncio.sleep(5)
+    await running.start()
+    await until(phase_is(crds, "train", "Pending"), step=0.05)
+    assert 29 <= loop.time() - admitted <= 31
+    assert condition(await job(crds, "train"), "Queued")["reason"] == "ReadyTimeout"
+
+
+async def test_a_gang_ready_once_is_not_timed_out_by_a_new_leader(crds: Rest, running) -> None:
+    await two_node_gang(crds, readyTimeoutSeconds=30)
+    await running.start()
+
+    async def bound() -> bool:
+        pods = await items(crds, r.PODS)
+        return len(pods) == 2 and all(p["spec"].get("nodeName") for p in pods)
+
+    await until(bound)
+    await make_ready(crds, "train")
+    await until(lambda: _pods_ready_recorded(crds))
+    await running.crash()
+    await make_unready(crds, "train")
+    await running.start()
+    await asyncio.sleep(60)
+    assert (await job(crds, "train"))["status"].get("admission")
+
+
+async def _pods_ready_recorded(rest: Rest) -> bool:
+    return condition(await job(rest, "train"), "PodsReady").get("status") == "True"
+
+
+async def make_unready(rest: Rest, name: str) -> None:
+    for pod in await items(rest, r.PODS, labelSelector=f"phalanx.dev/gang={name}"):
+        pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}
+        await rest.request(
+            "PUT", r.PODS.path(NAMESPACE, pod["metadata"]["name"], "status"), body=pod
+        )
+
+
+async def test_a_node_not_ready_grace_resumes_after_a_restart_from_the_nodes_condition(
+    crds: Rest, running
+) -> None:
+    await two_node_gang(crds)
+    await running.start()
+    await until(phase_is(crds, "train", "Admitted"))
+    loop = asyncio.get_running_loop()
+    lost = loop.time()
+    await set_node_ready(crds, "n1", "False", since=stamp(running.clock()))
+    await asyncio.sleep(20)
+    await running.crash()
+    await asyncio.sleep(5)
+    await running.start()
+    await until(phase_is(crds, "train", "Pending"), step=0.05)
+    assert 39 <= loop.time() - lost <= 42
+    assert condition(await job(crds, "train"), "Evicted")["reason"] == "NodeNotReady"
+
+
+async def test_a_requeue_backoff_survives_a_restart(crds: Rest, running) -> None:
+    await two_node_gang(crds, readyTimeoutSeconds=30)
+    await running.start()
+    await until(phase_is(crds, "train", "Admitted"))
+    first = (await job(crds, "train"))["status"]["admission"]["admissionId"]
+    await until(phase_is(crds, "train", "Pending"), step=0.05)
+    loop = asyncio.get_running_loop()
+    released = loop.time()
+    await running.crash()
+    back_at = rc_seconds((await job(crds, "train"))["status"]["requeueState"]["requeueAt"])
+    assert 9 <= back_at - running.clock() <= 10
+    await stop_pods(crds)
+    await running.start()
+    await asyncio.sleep(7)
+    assert (await job(crds, "train"))["status"]["phase"] == "Pending"
+    await until(phase_is(crds, "train", "Admitted"), step=0.05)
+    assert 9 <= loop.time() - released <= 12
+    assert (await job(crds, "train"))["status"]["admission"]["admissionId"] != first
 
 
 def test_the_requeue_backoff_doubles_up_to_its_cap() -> None:

@@ -209,6 +209,32 @@ async def test_a_gracefully_deleted_pod_is_stopped_and_removed(kube: Client) -> 
         assert await until(lambda: _gone(kube, f"{NS}/pods/p1"))
 
 
+async def test_a_deleted_pod_stays_terminating_while_its_containers_stop(kube: Client) -> None:
+    async with kubelets(kube):
+        await bound_pod(kube, "p1", **{"phalanx.dev/sim-stop-seconds": "20"})
+        await until(lambda: _ready(kube, "p1"))
+        await kube.ok("DELETE", f"{NS}/pods/p1")
+        await asyncio.sleep(15)
+        stopping = await kube.ok("GET", f"{NS}/pods/p1")
+        assert stopping["metadata"]["deletionTimestamp"]
+        assert stopping["status"]["phase"] == "Running"
+        await asyncio.sleep(10)
+        assert await _gone(kube, f"{NS}/pods/p1")
+
+
+async def test_containers_slower_than_the_grace_period_are_killed_when_it_ends(
+    kube: Client,
+) -> None:
+    async with kubelets(kube):
+        await bound_pod(kube, "p1", **{"phalanx.dev/sim-stop-seconds": "600"})
+        await until(lambda: _ready(kube, "p1"))
+        await kube.ok("DELETE", f"{NS}/pods/p1", query={"gracePeriodSeconds": "5"})
+        await asyncio.sleep(4)
+        assert await kube.get(f"{NS}/pods/p1") is not None
+        await asyncio.sleep(2)
+        assert await _gone(kube, f"{NS}/pods/p1")
+
+
 async def _gone(kube: Client, path: str) -> bool:
     return await kube.get(path) is None
 

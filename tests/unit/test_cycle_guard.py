@@ -335,12 +335,47 @@ class KeyRaises(FifoWithinPriority):
         return (-gang.priority, gang.created)
 
 
-def test_a_static_key_that_raises_falls_back_to_the_policys_order_and_is_reported():
+def lazy_backlog() -> ClusterState:
+    """300 one-GPU gangs for one 8-GPU node: enough for the cycle's lazy walk."""
     state = cluster(nodes=1)
     for i in range(300):
         state.add_gang(gang(f"g{i:04d}", gpus=1, created=i))
-    engine = Engine(state, ordering=KeyRaises())
-    result = engine.cycle(now=0)
+    return state
+
+
+def test_a_static_key_that_raises_falls_back_to_the_policys_order_and_is_reported():
+    state = lazy_backlog()
+    result = Engine(state, ordering=KeyRaises()).cycle(now=0)
     assert admitted(result) == [f"g{i:04d}" for i in range(8)]
-    assert len(result.faults) == 1 and "static_key raised" in result.faults[0]
+    (fault,) = result.faults
+    assert fault.startswith(
+        "ordering policy 'fifo' failed: static_key raised RuntimeError: no key for g0299 "
+        "for gang g0299;"
+    )
+    assert state.violations() == []
+
+
+class ForGangRaises(BinPack):
+    """A placement plug-in that cannot say which policy places one gang."""
+
+    name = "for-gang-raises"
+
+    def for_gang(self, gang: Gang) -> BinPack:
+        if gang.uid == "g0299":
+            raise RuntimeError("no policy for g0299")
+        return self
+
+
+def test_a_placement_fault_in_the_lazy_walk_is_reported_as_that_plug_ins_not_static_keys():
+    state = lazy_backlog()
+    result = Engine(state, placement=ForGangRaises()).cycle(now=0)
+    assert admitted(result) == [f"g{i:04d}" for i in range(8)]
+    walk_fault = next(f for f in result.faults if f.startswith("lazy walk"))
+    assert "placement policy 'for-gang-raises' failed: for_gang raised RuntimeError" in walk_fault
+    assert "static_key" not in " ".join(result.faults)
+    assert outcome(result, "g0299") == (
+        Outcome.PENDING,
+        "placement policy 'for-gang-raises' failed: "
+        "for_gang raised RuntimeError: no policy for g0299",
+    )
     assert state.violations() == []

@@ -38,16 +38,18 @@ def test_every_metric_name_has_the_phalanx_prefix() -> None:
 
 def test_each_metrics_object_has_its_own_registry() -> None:
     one, other = Metrics(), Metrics()
-    one.admission("admitted", latency=1.0)
+    one.admission("admitted")
     assert value(one, "phalanx_admission_attempts_total", outcome="admitted") == 1
     assert value(other, "phalanx_admission_attempts_total", outcome="admitted") is None
 
 
-def test_admissions_count_by_outcome_and_observe_latency() -> None:
+def test_admissions_count_by_outcome_and_bound_gangs_observe_latency() -> None:
     metrics = Metrics()
-    metrics.admission("admitted", latency=0.3)
-    metrics.admission("admitted", latency=40.0)
+    metrics.admission("admitted")
+    metrics.admission("admitted")
     metrics.admission("conflict")
+    metrics.gang_bound(0.3)
+    metrics.gang_bound(40.0)
     assert value(metrics, "phalanx_admission_attempts_total", outcome="admitted") == 2
     assert value(metrics, "phalanx_admission_attempts_total", outcome="conflict") == 1
     assert value(metrics, "phalanx_admission_latency_seconds_count") == 2
@@ -55,16 +57,18 @@ def test_admissions_count_by_outcome_and_observe_latency() -> None:
     assert value(metrics, "phalanx_admission_latency_seconds_sum") == 40.3
 
 
-def test_a_cycle_observes_its_duration_and_counts_gangs_left_pending() -> None:
+def test_a_cycle_observes_its_durations_and_counts_gangs_left_pending() -> None:
     state = cluster(nodes=1, gpus_per_node=8)
     state.add_gang(gang("fits", pods=1, gpus=8))
     state.add_gang(gang("too-big", pods=2, gpus=8))
     result = engine(state).cycle()
     metrics = Metrics()
-    metrics.cycle_done(result, 0.02)
+    metrics.cycle_done(result, 0.002, 0.02)
     assert value(metrics, "phalanx_cycle_duration_seconds_count") == 1
     assert value(metrics, "phalanx_cycle_duration_seconds_bucket", le="0.025") == 1
     assert value(metrics, "phalanx_cycle_duration_seconds_bucket", le="0.01") == 0
+    assert value(metrics, "phalanx_cycle_decide_seconds_bucket", le="0.0025") == 1
+    assert value(metrics, "phalanx_cycle_decide_seconds_bucket", le="0.001") == 0
     assert value(metrics, "phalanx_admission_attempts_total", outcome="pending") == 1
     assert value(metrics, "phalanx_admission_attempts_total", outcome="admitted") is None
 
@@ -154,6 +158,13 @@ def test_leader_status_follows_leadership_changes() -> None:
 def test_the_default_recorder_offers_every_event_metrics_records() -> None:
     events = [n for n, f in vars(Recorder).items() if callable(f) and not n.startswith("_")]
     assert type(NO_METRICS) is Recorder
-    assert events == ["cycle_done", "admission", "preempted", "api_error", "leader_changed"]
+    assert events == [
+        "cycle_done",
+        "admission",
+        "gang_bound",
+        "preempted",
+        "api_error",
+        "leader_changed",
+    ]
     for name in events:
         assert signature(getattr(Metrics, name)) == signature(getattr(Recorder, name)), name
