@@ -258,7 +258,10 @@ def compare(simulated: RunResult, live: RunResult, run: LiveRun) -> Parity:
 def cause(
     run: LiveRun, live: JobRecord, sim: JobRecord, error: float, sim_jobs: dict[str, JobRecord]
 ) -> str:
-    """The first explanation that fits a start `error` seconds off (live minus simulated);
+    """Where a start `error` seconds off (live minus simulated) came from, step by step:
+    the GangJob seen late, the cycle that admitted it (and what that cycle waited for: a
+    release seen late, or the least time between cycles), the record's write and watch,
+    the pods' creation and binding. Steps under a tenth of a cycle are left out;
     `sim_jobs` are the simulator's records by name."""
     speed = run.plan.speed
     interval = run.plan.scenario.cycle_interval or 1.0
@@ -266,41 +269,39 @@ def cause(
     last = seen.admissions[-1]
     assert sim.start is not None
 
-    def wall(seconds: float) -> str:
-        return f"{seconds / speed * 1000:.0f} ms at {speed:g}x"
+    def took(seconds: float) -> str:
+        return f"{seconds:.1f} s ({seconds / speed * 1000:.0f} ms)"
 
-    cycles = f"{abs(error) / interval:.1f} cycles {'later' if error > 0 else 'earlier'}"
-    if error > 0 and seen.created is not None and seen.created - sim.submit >= interval:
-        lag = seen.created - sim.submit
-        return (
-            f"admitted {cycles}: its GangJob was seen {lag:.1f} s after its submit time "
-            f"({wall(lag)}: the create request and the watch)"
+    parts = []
+    if seen.created is not None and seen.created - sim.submit >= interval / 10:
+        parts.append(
+            f"its GangJob was seen {took(seen.created - sim.submit)} after its submit time"
         )
+    decided = next((c.at for c in run.cycles if c.number == last.cycle), None)
+    if decided is not None and abs(decided - sim.start) >= interval / 10:
+        why = ""
+        if decided > sim.start:
+            blocker = _released_before(run, last, since=sim.start - interval)
+            previous = max((c.at for c in run.cycles if c.at < decided), default=None)
+            if blocker is not None:
+                name, released = blocker
+                ended = sim_jobs[name].end if name in sim_jobs else None
+                was = "" if ended is None else f", which the simulator ended at t={ended:.1f} s"
+                why = f" after {name}'s release, seen at t={released:.1f} s{was}"
+            elif previous is not None and decided - previous <= interval * 1.5:
+                why = f", a cycle after the one at t={previous:.1f} s (cycles {interval:g} s apart)"
+        parts.append(
+            f"the cycle that admitted it ran at t={decided:.1f} s, "
+            f"{decided - sim.start:+.1f} s from the simulator's{why}"
+        )
+    committed = last.seen - (decided if decided is not None else sim.start)
+    if decided is not None and committed >= interval / 10:
+        parts.append(f"its record was seen {took(committed)} after that cycle")
     bound = run_start(last) - last.seen
-    if abs(last.seen - sim.start) < interval and bound >= interval:
-        return (
-            f"admitted on time (t={last.seen:.1f} s), its last pod bound {bound:.1f} s later "
-            f"({wall(bound)}: claims, pods and bindings written through the API)"
-        )
-    if error > 0:
-        blocker = _released_before(run, last, since=sim.start - interval)
-        if blocker is not None:
-            name, released = blocker
-            sim_end = sim_jobs[name].end if name in sim_jobs else None
-            late = "" if sim_end is None else f"; the simulator ended it at t={sim_end:.1f} s"
-            return (
-                f"admitted {cycles}: it waited for {name}, released at t={released:.1f} s "
-                f"live{late}"
-            )
-        before = [c for c in run.cycles if sim.start - 1e-9 <= c.at < last.seen - 1e-9]
-        if run.cycles and not before:
-            previous = max((c.at for c in run.cycles if c.at < sim.start), default=None)
-            after = "" if previous is None else f" (the one before ran at t={previous:.1f} s)"
-            return (
-                f"admitted {cycles}: no cycle ran between t={sim.start:.1f} s and "
-                f"t={last.seen:.1f} s{after}; cycles are at least {interval:g} s apart"
-            )
-    return f"admitted {cycles} ({error:+.1f} s)"
+    if bound >= interval / 10:
+        parts.append(f"its last pod was bound {took(bound)} after the record")
+    head = f"starts {error:+.1f} s ({error / interval:+.1f} cycles)"
+    return head + (": " + "; ".join(parts) if parts else "")
 
 
 def _released_before(run: LiveRun, admission: Admission, since: float) -> tuple[str, float] | None:

@@ -45,20 +45,24 @@ DeviceKey = tuple[str, str, str]
 
 
 class Clock:
-    """Scenario seconds on the event loop's clock: `(loop time - t0) * speed`."""
+    """Scenario seconds on the event loop's clock: `(loop time - t0) * speed`; 0 until
+    `start` (what happens before, such as the creation of the jobs due at 0, is at 0)."""
 
     def __init__(self, speed: float) -> None:
         self.speed = speed
-        self.t0 = asyncio.get_running_loop().time()
+        self.t0: float | None = None
 
     def start(self) -> None:
         """Scenario time 0 is now."""
         self.t0 = asyncio.get_running_loop().time()
 
     def now(self) -> float:
+        if self.t0 is None:
+            return 0.0
         return (asyncio.get_running_loop().time() - self.t0) * self.speed
 
     def loop_time(self, scenario_seconds: float) -> float:
+        assert self.t0 is not None, "the clock has not started"
         return self.t0 + scenario_seconds / self.speed
 
 

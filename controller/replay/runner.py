@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
@@ -91,7 +92,7 @@ async def replay(plan: ReplayPlan, options: Options) -> LiveRun:
         except ConfigError as exc:
             raise ReplayError(str(exc)) from None
         clients = [await stack.enter_async_context(client.ApiClient(conf)) for _ in range(3)]
-        if options.kubeconfig is None:
+        if _loopback(conf):
             for api_client in clients:
                 _local(api_client)
         rest, watching, kubelet_api = Rest(clients[0]), Rest(clients[1]), clients[2]
@@ -145,9 +146,15 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 # ---- setting up -------------------------------------------------------------------------
+def _loopback(conf: client.Configuration) -> bool:
+    """Whether the API server is on this machine (the emulator, in or out of process)."""
+    host = urlsplit(conf.host).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 def _local(api_client: client.ApiClient) -> None:
-    """A client of the in-process emulator (127.0.0.1: no proxy, no netrc) skips
-    aiohttp's per-request look-ups of both in a worker thread."""
+    """A client of an API server on this machine (no proxy, no netrc to consult) skips
+    aiohttp's look-ups of both in a worker thread on every request."""
     rest_client = api_client.rest_client
     old: aiohttp.ClientSession = rest_client.pool_manager
     rest_client.pool_manager = aiohttp.ClientSession(
@@ -276,7 +283,7 @@ async def _controller(
     ready: asyncio.Future[CycleLog] = asyncio.get_running_loop().create_future()
 
     def hook(replica: Replica) -> None:
-        if options.kubeconfig is None:
+        if _loopback(conf):
             _local(replica.controller.rest.api_client)
         log = CycleLog(replica.controller.metrics, clock, replica.caches.state)
         replica.controller.metrics = log
