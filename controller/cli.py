@@ -715,3 +715,42 @@ def _print_replay(outcome: Outcome, json_out: Path | None, out: Path | None) -> 
         paths = write_files(outcome, out)
         report = next(p for p in paths if p.name == "report.html")
         console.print(f"wrote {len(paths)} files; open {report}")
+
+
+@bench_app.command("replay")
+def bench_replay(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Shipped scenario to replay (repeat; default: minimal-deadlock, default)."
+        ),
+    ] = None,
+    speed: Annotated[
+        list[float] | None, typer.Option(min=0.001, help="Speeds (repeat; default 60, 600, 6000).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    """Replay scenarios live at rising speeds (emulator in its own process) and report how
+    far job start times drift from the simulator's."""
+    import logging
+    import sys
+
+    from controller.logs import configure_json_logs
+    from controller.replay.bench import SCENARIOS, SPEEDS, run
+
+    configure_json_logs("error", stream=sys.stderr)
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    names, speeds = tuple(scenario or SCENARIOS), tuple(speed or SPEEDS)
+    with console.status(
+        f"replaying {', '.join(names)} at {', '.join(f'{s:g}x' for s in speeds)}..."
+    ):
+        figures, targets, met = run(names, speeds)
+    _print_bench(
+        "phalanx bench replay (live vs simulated start times)", figures, targets, met, json_out
+    )
+    console.print(
+        "The simulator's per-pod and gang-timeout baselines are not replayed: Phalanx admits "
+        "whole gangs, so there is nothing live to compare them with."
+    )

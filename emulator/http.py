@@ -8,6 +8,7 @@ newline-delimited watch events).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import OrderedDict
 from collections.abc import Callable
@@ -542,7 +543,8 @@ class Routes:
             store.unwatch(watcher)
             raise
         store.unwatch(watcher)
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the client went first
+            await response.write_eof()
         return response
 
     def _bookmark(self, rt: ResourceType, rv: int, *, initial_end: bool) -> Obj:
