@@ -16,7 +16,8 @@ from typing import Any
 from emulator.kubelet import DURATION_ANNOTATION, NodeDescription, nodes_from_groups
 from policies.registry import KINDS
 from simulations.run import DRIVER, GPU_CLASS, Simulation
-from simulations.scenario import JobSpec, PolicySpec, QueueSpec, Scenario
+from simulations.scenario import JobSpec, PolicySpec, QueueSpec, Scenario, Workload
+from simulations.workload import jobs_of
 
 Obj = dict[str, Any]
 
@@ -93,21 +94,13 @@ class ReplayPlan:
 
 
 def first_jobs(scenario: Scenario, count: int) -> Scenario:
-    """The scenario with only its first `count` jobs (a generator draws the same first
-    ones; listed jobs and traces are cut in submission order)."""
-    wl = scenario.workload
-    if wl.synthetic is not None:
-        synthetic = wl.synthetic.model_copy(update={"jobs": min(count, wl.synthetic.jobs)})
-        workload = wl.model_copy(update={"synthetic": synthetic})
-    elif wl.trace is not None:
-        limit = count if wl.trace.limit is None else min(count, wl.trace.limit)
-        workload = wl.model_copy(update={"trace": wl.trace.model_copy(update={"limit": limit})})
-    else:
-        assert wl.jobs is not None
-        kept = sorted(wl.jobs, key=lambda j: (j.submit, j.name))[:count]
-        workload = wl.model_copy(update={"jobs": kept})
-    name = f"{scenario.name}-first-{count}"
-    return scenario.model_copy(update={"workload": workload, "name": name})
+    """The scenario with only its first `count` jobs (by submission), listed as they are
+    in the whole workload (a generator's or a trace's draws, names included)."""
+    jobs = sorted(jobs_of(scenario), key=lambda j: (j.submit, j.name))[:count]
+    workload = Workload(jobs=jobs)
+    return scenario.model_copy(
+        update={"workload": workload, "name": f"{scenario.name}-first-{len(jobs)}"}
+    )
 
 
 def run_name(scenario: Scenario) -> str:
