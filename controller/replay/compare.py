@@ -243,6 +243,8 @@ def compare(simulated: RunResult, live: RunResult, run: LiveRun) -> Parity:
             timing.cause = cause(run, job, s, error, sim_jobs)
         timings.append(timing)
     order = compare_order(simulated_order(simulated), live_order(run))
+    if order.first_difference is not None:
+        order.message += _tie(run, order)
     return Parity(
         run.plan.scenario.name,
         run.plan.speed,
@@ -302,6 +304,25 @@ def cause(
         parts.append(f"its last pod was bound {took(bound)} after the record")
     head = f"starts {error:+.1f} s ({error / interval:+.1f} cycles)"
     return head + (": " + "; ".join(parts) if parts else "")
+
+
+def _tie(run: LiveRun, order: Order) -> str:
+    """Why two gangs of one instant came in another order, if it is the uid tie-break."""
+    i = order.first_difference
+    assert i is not None
+    if i >= min(len(order.simulated), len(order.live)):
+        return ""
+    jobs = run.watcher.jobs
+    a, b = jobs[order.simulated[i].job], jobs[order.live[i].job]
+    priority = {j.spec.name: j.spec.priority for j in run.plan.jobs}
+    if a.stamp != b.stamp or priority[a.name] != priority[b.name]:
+        return ""
+    return (
+        f"; a tie: same priority and creationTimestamp ({a.stamp}), which the controller "
+        f"breaks by uid ({b.name} {b.uid[:8]}... < {a.name} {a.uid[:8]}...), the simulator "
+        "by name (on the built-in emulator uids follow creation order; a real API server "
+        "draws them at random)"
+    )
 
 
 def _released_before(run: LiveRun, admission: Admission, since: float) -> tuple[str, float] | None:

@@ -94,6 +94,8 @@ class JobSeen:
     pods: int
     created: float | None = None
     uid: str = ""
+    stamp: str = ""
+    """metadata.creationTimestamp (one-second resolution)."""
     admissions: list[Admission] = field(default_factory=list)
     succeeded: float | None = None
     failed: float | None = None
@@ -226,6 +228,7 @@ class Watcher:
         now = self.clock.now()
         if seen.created is None:
             seen.created, seen.uid = now, str(meta.get("uid"))
+            seen.stamp = str(meta.get("creationTimestamp", ""))
         record = None if kind == DELETED else status.get("admission")
         current = seen.current
         if current is not None and (not record or record.get("admissionId") != current.id):
