@@ -609,9 +609,9 @@ def replay_command(
     import sys
 
     from controller.logs import configure_json_logs
-    from controller.replay.command import run_replay
+    from controller.replay.command import outcome_of, run_replay
     from controller.replay.plan import ReplayError, build, first_jobs
-    from controller.replay.runner import Options
+    from controller.replay.runner import LiveRun, Options
     from simulations.run import never_fit_warnings
     from simulations.scenario import ScenarioError, load_scenario, shipped_scenario
 
@@ -634,9 +634,10 @@ def replay_command(
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"{sc.name} live at {speed:g}x", total=len(plan.jobs))
 
-            async def kept(_: object) -> None:
+            async def kept(run: LiveRun) -> None:
                 bar.stop()
-                console.print("kept; serving until Ctrl-C")
+                _print_replay(outcome_of(run, with_simulation=compare), json_out, out)
+                console.print("kept: the emulator, controller and kubelets serve until Ctrl-C")
                 await asyncio.Event().wait()
 
             options = Options(
@@ -655,6 +656,8 @@ def replay_command(
     except ReplayError as err:
         _error(err)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # --keep on the emulator: its report is printed already
+        raise typer.Exit(0) from None
     _print_replay(outcome, json_out, out)
     if outcome.live.violations:
         raise typer.Exit(1)

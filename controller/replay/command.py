@@ -56,10 +56,14 @@ class Outcome:
 
 
 async def run_replay(plan: ReplayPlan, options: Options, *, with_simulation: bool) -> Outcome:
-    run = await replay(plan, options)
-    outcome = Outcome(plan, run, live_result(run))
+    return outcome_of(await replay(plan, options), with_simulation=with_simulation)
+
+
+def outcome_of(run: LiveRun, *, with_simulation: bool) -> Outcome:
+    """The figures of a finished run, and with `with_simulation` the parity report."""
+    outcome = Outcome(run.plan, run, live_result(run))
     if with_simulation:
-        outcome.simulated = Simulation(plan.scenario, "phalanx").run()
+        outcome.simulated = Simulation(run.plan.scenario, "phalanx").run()
         outcome.parity = compare(outcome.simulated, outcome.live, run)
     return outcome
 

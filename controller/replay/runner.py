@@ -83,8 +83,9 @@ async def replay(plan: ReplayPlan, options: Options) -> LiveRun:
         if kubeconfig is None:
             from emulator import Emulator
 
+            # TLS only when kept: kubectl sends its token over HTTPS only
             emulator = await stack.enter_async_context(
-                Emulator(controllers=True, ordered_uids=True)
+                Emulator(controllers=True, ordered_uids=True, tls=options.keep)
             )
             kubeconfig = emulator.kubeconfig_path
         try:
@@ -189,7 +190,7 @@ async def _refuse_taken_names(rest: Rest, plan: ReplayPlan) -> None:
     """Names the replay would create that something else already has (or an earlier
     replay kept): one line each, then nothing is created."""
     try:
-        await rest.get(r.GANG_JOBS.path())
+        await rest.get(r.GANG_JOBS.path(), {"limit": 1})
     except KubeError as exc:
         if exc.status == 404:
             raise ReplayError(
