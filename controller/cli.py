@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from controller.replay.command import Outcome
     from controller.settings import Settings
 
 app = typer.Typer(
@@ -596,3 +597,204 @@ def crds(
     for d in dirs:
         for path in write_crds(d):
             console.print(f"wrote {path}")
+
+
+@app.command("replay")
+def replay_command(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario YAML; the built-in default if omitted.")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run on this cluster (a test cluster: it creates Nodes); default: "
+            "the built-in API emulator, in this process."
+        ),
+    ] = None,
+    external_controller: Annotated[
+        bool,
+        typer.Option(help="A controller already runs against the cluster: do not start one."),
+    ] = False,
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="Scenario seconds per wall second (600: 10 min/s).")
+    ] = 60.0,
+    keep: Annotated[
+        bool,
+        typer.Option(help="Leave everything in place (on the emulator: serve until Ctrl-C)."),
+    ] = False,
+    compare: Annotated[
+        bool, typer.Option(help="Also run the simulator and report the two side by side.")
+    ] = False,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Replay only the scenario's first N jobs.")
+    ] = None,
+    qps: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Client QPS (and burst) of the in-process controller; default: unthrottled.",
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures (and parity) here.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write simulate's report files, and parity.json/.md, here."),
+    ] = None,
+) -> None:
+    """Run a scenario live: its jobs as GangJobs through the real controller, on simulated
+    nodes, on the scenario's clock sped up; figures from what the API server showed."""
+    import asyncio
+    import logging
+    import sys
+
+    from controller.logs import configure_json_logs
+    from controller.replay.command import outcome_of, run_replay
+    from controller.replay.plan import ReplayError, build, first_jobs
+    from controller.replay.runner import LiveRun, Options
+    from simulations.run import never_fit_warnings
+    from simulations.scenario import ScenarioError, load_scenario, shipped_scenario
+
+    try:
+        sc = load_scenario(scenario) if scenario is not None else shipped_scenario("default")
+        if jobs is not None:
+            sc = first_jobs(sc, jobs)
+        plan = build(sc, speed)
+    except (ScenarioError, ReplayError) as err:
+        _error(err)
+        raise typer.Exit(2) from None
+    for note in plan.notes:
+        console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+    for warning in never_fit_warnings(plan.never_fit):
+        console.print(Text(warning, style="yellow"), soft_wrap=True)
+    configure_json_logs("error", stream=sys.stderr)
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # watches cut at the end
+
+    async def main() -> Outcome:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"{sc.name} live at {speed:g}x", total=len(plan.jobs))
+
+            async def kept(run: LiveRun) -> None:
+                bar.stop()
+                _print_replay(outcome_of(run, with_simulation=compare), json_out, out)
+                console.print("kept: the emulator, controller and kubelets serve until Ctrl-C")
+                await asyncio.Event().wait()
+
+            options = Options(
+                kubeconfig=kubeconfig,
+                external_controller=external_controller,
+                keep=keep,
+                qps=qps,
+                announce=console.print,
+                on_progress=_advance(bar, task),
+                kept=kept if keep and kubeconfig is None else None,
+            )
+            return await run_replay(plan, options, with_simulation=compare)
+
+    try:
+        outcome = asyncio.run(main())
+    except ReplayError as err:
+        _error(err)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # --keep on the emulator: its report is printed already
+        raise typer.Exit(0) from None
+    _print_replay(outcome, json_out, out)
+    if outcome.live.violations:
+        raise typer.Exit(1)
+
+
+def _print_replay(outcome: Outcome, json_out: Path | None, out: Path | None) -> None:
+    from controller.replay.command import write_files
+    from simulations.metrics import summarize
+
+    live = summarize(outcome.live)
+    parity = outcome.parity
+    name = outcome.plan.scenario.name
+    table = Table(title=f"phalanx replay: {name} at {outcome.plan.speed:g}x")
+    table.add_column("figure")
+    if parity is not None:
+        for column in ("simulated", "live", "difference"):
+            table.add_column(column, justify="right")
+        for key, sim, got, diff in parity.figures:
+            table.add_row(key, *("-" if v is None else str(v) for v in (sim, got, diff)))
+    else:
+        table.add_column("live", justify="right")
+        for key, value in live.items():
+            if key not in ("scenario", "scheduler"):
+                table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+    console.print(Text(f"time: {outcome.time_mapping()}"), soft_wrap=True)
+    if parity is not None:
+        summary = parity.summary()
+        console.print(Text(f"admission order: {parity.order.message}"), soft_wrap=True)
+        console.print(
+            Text(
+                f"start times: largest error {summary['start_error_max_s']} s "
+                f"({summary['start_error_max_cycles']} cycles, {summary['worst_job']}), p95 "
+                f"{summary['start_error_p95_s']} s, mean {summary['start_error_mean_s']} s; "
+                f"{summary['within_one_cycle']} of {summary['jobs_compared']} jobs within "
+                "one cycle"
+            ),
+            soft_wrap=True,
+        )
+        causes = [t for t in parity.timings if t.cause]
+        for t in causes[:10]:
+            console.print(Text(f"  {t.job}: {t.cause}"), soft_wrap=True)
+        if len(causes) > 10:
+            console.print(f"  and {len(causes) - 10} more (parity.md with --out)")
+    held = outcome.invariants()
+    style = "red" if outcome.live.violations else "green"
+    console.print(Text(f"invariants: {held[0]}", style=style), soft_wrap=True)
+    for line in held[1:10]:
+        console.print(Text(f"  {line}", style=style), soft_wrap=True)
+    for note in outcome.run.notes:
+        console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+    if json_out is not None:
+        payload: dict[str, object] = {"live": live}
+        if parity is not None:
+            payload["parity"] = parity.as_dict()
+        json_out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    if out is not None:
+        paths = write_files(outcome, out)
+        report = next(p for p in paths if p.name == "report.html")
+        console.print(f"wrote {len(paths)} files; open {report}")
+
+
+@bench_app.command("replay")
+def bench_replay(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Shipped scenario to replay (repeat; default: minimal-deadlock, default)."
+        ),
+    ] = None,
+    speed: Annotated[
+        list[float] | None, typer.Option(min=0.001, help="Speeds (repeat; default 60, 600, 6000).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    """Replay scenarios live at rising speeds (emulator in its own process) and report how
+    far job start times drift from the simulator's."""
+    import logging
+    import sys
+
+    from controller.logs import configure_json_logs
+    from controller.replay.bench import SCENARIOS, SPEEDS, run
+
+    configure_json_logs("error", stream=sys.stderr)
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    names, speeds = tuple(scenario or SCENARIOS), tuple(speed or SPEEDS)
+    with console.status(
+        f"replaying {', '.join(names)} at {', '.join(f'{s:g}x' for s in speeds)}..."
+    ):
+        figures, targets, met = run(names, speeds)
+    _print_bench(
+        "phalanx bench replay (live vs simulated start times)", figures, targets, met, json_out
+    )
+    console.print(
+        "The simulator's per-pod and gang-timeout baselines are not replayed: Phalanx admits "
+        "whole gangs, so there is nothing live to compare them with."
+    )

@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import random
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +44,7 @@ from emulator.store import Obj, Store, TooOld, obj_key
 if TYPE_CHECKING:
     from emulator.audit import Request
 from emulator.timefmt import MicroTimeError, parse_microtime
+from emulator.uids import random_uid
 
 _SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _NS = ResourceType("", "v1", "Namespace", "namespaces", False)
@@ -102,6 +102,8 @@ class Api:
         self.too_new_wait = too_new_wait
         self.crds: dict[str, Obj] = {}
         self.on_write: list[Callable[[ResourceType, str, Obj], None]] = []
+        self.new_uid: Callable[[], str] = random_uid
+        """Makes each created object's uid (`uids.OrderedUids` for creation order)."""
 
     # --- presentation ----------------------------------------------------------------------
 
@@ -303,7 +305,7 @@ class Api:
         self._validate(rt, obj, None, namespace)
         if self.store.peek(rt.key, obj_key(obj)) is not None:
             raise already_exists(rt, name)
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = self.new_uid()
         meta["creationTimestamp"] = now_time()
         if rt.has_generation:
             meta["generation"] = 1

@@ -50,6 +50,10 @@ _NAME_DESCRIPTION = (
 )
 DEFAULT_WATCH_TIMEOUT = 1800.0
 BOOKMARK_INTERVAL = 60.0
+DUE = 1e-3
+"""A wait's end counts as reached this close to it: the loop may fire a timer a hair
+early, and on a fake clock (looptime) that moves only when idle, waiting out the hair
+again would spin forever."""
 
 
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
@@ -531,7 +535,7 @@ class Routes:
             next_bookmark = loop.time() + BOOKMARK_INTERVAL
             while True:
                 now = loop.time()
-                if now >= deadline:
+                if now >= deadline - DUE:
                     break
                 wait = min(deadline, next_bookmark) - now if bookmarks else deadline - now
                 try:
@@ -541,7 +545,7 @@ class Routes:
                     else:
                         item = watcher.queue.get_nowait()
                 except TimeoutError:
-                    if bookmarks and loop.time() >= next_bookmark:
+                    if bookmarks and loop.time() >= next_bookmark - DUE:
                         await send("BOOKMARK", self._bookmark(rt, store.rv, initial_end=False))
                         next_bookmark = loop.time() + BOOKMARK_INTERVAL
                     continue

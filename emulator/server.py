@@ -25,6 +25,7 @@ from emulator.podgroups import PodGroupProtection
 from emulator.resources import Registry
 from emulator.store import Store
 from emulator.tls import ServerCert, make_cert
+from emulator.uids import OrderedUids
 
 
 class Emulator:
@@ -41,6 +42,7 @@ class Emulator:
         service_account_admission: bool = True,
         controllers: bool = False,
         window_seconds: float = 75.0,
+        ordered_uids: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -56,6 +58,8 @@ class Emulator:
             self.faults,
             service_account_admission=service_account_admission,
         )
+        if ordered_uids:  # creation order breaks ties of equal creationTimestamps
+            self.api.new_uid = OrderedUids()
         self.controllers: ControllerManager | None = None
         """The controller-manager's controllers (with `controllers=True`); they run while
         the server does. `await emu.controllers.idle()` waits until they have caught up."""

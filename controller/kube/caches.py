@@ -35,7 +35,7 @@ from controller.engine.errors import InvalidInput
 from controller.engine.state import ClusterState
 from controller.kube import resources as r
 from controller.kube import translate
-from controller.kube.foreign import RECORD_SELECTOR, group_of_record
+from controller.kube.foreign import RECORD_SELECTOR, group_of, group_of_record
 from controller.kube.foreign_gangs import Changed, ForeignGangs
 from controller.kube.informer import DELETED, Handler, Informer
 from controller.kube.reconcile import requeue_at
@@ -221,6 +221,47 @@ class ClusterCaches:
             owner in self.state.admitted
             and owner in self.admission_ids
             and translate.admission_of(obj) == self.admission_ids[owner]
+        )
+
+    def moves_engine(self, plural: str, kind: str, old: Obj | None, new: Obj) -> bool:
+        """Whether an event (already taken into the state) can change what a cycle decides.
+
+        Not: the pods and claims of a gang's current admission (the engine counts the
+        admission, not them), other pods and claims whose usage stays the same (a status
+        update of a running pod, the deletion of a finished one), a Queue status write, a
+        GangJob status write that keeps its spec, record and whether it is done, and the
+        record of an admission being committed (the engine made it). When in doubt: yes.
+        """
+        if plural in ("pods", "resourceclaims"):
+            if self.ours(new) and (old is None or self.ours(old)):
+                return False
+            pods = [o for o in (old, new) if o is not None]
+            if plural == "resourceclaims":
+                pods = [p for c in pods if (p := self.pod_of_claim(c)) is not None]
+            if any(group_of(p) is not None for p in pods):
+                return True
+            usage = translate.pod_usage if plural == "pods" else translate.claim_devices
+            try:
+                before = None if old is None else usage(old)
+                after = None if kind == DELETED else usage(new)
+            except InvalidInput:
+                return True
+            return bool(before or after) and before != after
+        if kind == DELETED or old is None or plural not in ("queues", "gangjobs"):
+            return True
+        old_meta, new_meta = _meta(old), _meta(new)
+        if any(old_meta.get(k) != new_meta.get(k) for k in ("generation", "deletionTimestamp")):
+            return True
+        if plural == "queues":
+            return False
+        old_status, new_status = old.get("status") or {}, new.get("status") or {}
+        old_id = (old_status.get("admission") or {}).get("admissionId")
+        new_id = (new_status.get("admission") or {}).get("admissionId")
+        if old_id != new_id:
+            return not (new_id and str(new_meta.get("uid")) in self._held)
+        done = ("Succeeded", "Failed")
+        return old_status.get("phase") != new_status.get("phase") and (
+            old_status.get("phase") in done or new_status.get("phase") in done
         )
 
     # ---- the first full state ---------------------------------------------------------

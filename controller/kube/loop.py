@@ -3,7 +3,8 @@ level-triggered reconcile of every GangJob (materialise, lifecycle, release).
 
 Two kinds of work, both driven by the caches' watch events:
 
-- Cycles. Any change to the cluster state wakes the cycle task; events that arrive
+- Cycles. Any change to the cluster state wakes the cycle task (an event that cannot
+  change a decision does not: `ClusterCaches.moves_engine`); events that arrive
   while a cycle runs are coalesced into the next one, and `CycleResult.wake_at` sets a
   timer. Each admission is committed at its commit point (the record, with a
   resourceVersion precondition); a conflict or a failed write rolls that gang back in
@@ -199,7 +200,8 @@ class Controller:
     # ---- events ------------------------------------------------------------------------
     def _on_event(self, plural: str) -> Callable[[str, Obj | None, Obj], None]:
         def handler(kind: str, old: Obj | None, new: Obj) -> None:
-            self._changed.set()
+            if self.caches.moves_engine(plural, kind, old, new):
+                self._changed.set()
             self._queues_changed.set()
             if plural == "nodes":
                 self._on_node(kind, new)
@@ -980,6 +982,12 @@ class Controller:
                 )
             return
         if all(ph == "Succeeded" for ph in phases):
+            # The devices go back before the record: the release then finds them free, so
+            # the cycle it wakes can hand them out at once (no pod needs them any more;
+            # after a crash in between, the record is released as it would have been).
+            admission = status["admission"]["admissionId"]
+            _, claims = self.caches.owned(str(_meta(job)["uid"]))
+            await self._tear_down([], [c for c in claims if admission_of(c) == admission])
             await self._release(
                 job,
                 "Succeeded",

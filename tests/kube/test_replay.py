@@ -1,0 +1,104 @@
+"""Shipped scenarios replayed live (`phalanx replay --compare`) on the API emulator, on
+virtual time, held to the simulator's run of the same scenario.
+
+Each scenario is replayed once (on a looptime loop: requests take no time, so what is
+compared is what the controller decided, not how fast the machine is) and the tests read
+the outcome: the same admissions in the same order, every job completed, every invariant
+held on the live objects, every job started within one cycle of its simulated start.
+`multi-tenant-200` (the first 200 jobs of multi-tenant, through its node failure) takes
+about 40 s of CPU; `default-with-failures` has a failure that kills a running gang.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import looptime
+import pytest
+
+from controller.replay.command import Outcome, run_replay
+from controller.replay.plan import build, first_jobs
+from controller.replay.runner import Options
+from simulations.scenario import FailureSpec, Scenario, shipped_scenario
+
+SPEED = 60.0
+_OUTCOMES: dict[str, Outcome] = {}
+
+
+def with_failures(scenario: Scenario) -> Scenario:
+    """`default` with gpu-0 down while train-a runs on it, and a later failure."""
+    failures = [
+        FailureSpec.model_validate({"at": 1000, "node": "gpu-0", "downFor": 600}),
+        FailureSpec.model_validate({"at": 5000, "node": "gpu-5", "downFor": 300}),
+    ]
+    return scenario.model_copy(update={"failures": failures, "name": "default-with-failures"})
+
+
+SCENARIOS = {
+    "minimal-deadlock": lambda: shipped_scenario("minimal-deadlock"),
+    "deadlock-two-gangs": lambda: shipped_scenario("deadlock-two-gangs"),
+    "default": lambda: shipped_scenario("default"),
+    "default-with-failures": lambda: with_failures(shipped_scenario("default")),
+    "multi-tenant-200": lambda: first_jobs(shipped_scenario("multi-tenant"), 200),
+}
+NAMES = [
+    pytest.param(name, marks=pytest.mark.slow) if name == "multi-tenant-200" else name
+    for name in SCENARIOS
+]
+
+
+def outcome(name: str) -> Outcome:
+    """The scenario replayed live and compared (once per test session)."""
+    if name not in _OUTCOMES:
+        logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+        plan = build(SCENARIOS[name](), SPEED)
+        loop = looptime.new_event_loop(start=0, noop_cycles=200, idle_step=1e-4)
+        try:
+            replaying = run_replay(plan, Options(announce=lambda _: None), with_simulation=True)
+            _OUTCOMES[name] = loop.run_until_complete(replaying)
+        finally:
+            loop.close()
+    return _OUTCOMES[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_live_admits_the_same_gangs_in_the_same_order_as_the_simulator(name: str) -> None:
+    parity = outcome(name).parity
+    assert parity is not None
+    assert parity.order.same, parity.order.message
+    assert len(parity.order.live) >= len(parity.timings)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_job_completes_live(name: str) -> None:
+    run = outcome(name)
+    assert run.run.stopped == "every job done"
+    assert [j.name for j in run.live.jobs if j.end is None] == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_invariants_hold_on_the_live_objects(name: str) -> None:
+    run = outcome(name)
+    assert run.live.violations == []
+    assert run.run.watcher.events > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_job_starts_within_one_cycle_of_its_simulated_start(name: str) -> None:
+    parity = outcome(name).parity
+    assert parity is not None
+    late = [(t.job, t.start_error, t.cause) for t in parity.timings if t.start_error is None]
+    late += [
+        (t.job, t.start_error, t.cause)
+        for t in parity.timings
+        if t.start_error is not None and abs(t.start_error) >= parity.cycle_interval
+    ]
+    assert late == []
+
+
+def test_a_failure_on_a_running_gang_restarts_it_live_as_in_the_simulator() -> None:
+    run = outcome("default-with-failures")
+    figures = {k: (s, v) for k, s, v, _ in run.parity.figures} if run.parity else {}
+    assert figures["restarts"] == (1, 1)
+    assert figures["node_failures"] == (2, 2)
+    assert figures["lost_gpu_h"][0] == figures["lost_gpu_h"][1] > 0
