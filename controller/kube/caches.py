@@ -237,6 +237,8 @@ class ClusterCaches:
                 return False
             pods = [o for o in (old, new) if o is not None]
             if plural == "resourceclaims":
+                if self.foreign.group_of_claim(r.RESOURCE_CLAIMS.key(new)) is not None:
+                    return True  # a foreign gang's named claim: it may complete the gang
                 pods = [p for c in pods if (p := self.pod_of_claim(c)) is not None]
             if any(group_of(p) is not None for p in pods):
                 return True
