@@ -327,6 +327,8 @@ class CertManager:
         self.clock = clock
         self.on_bundle = on_bundle
         self.rotations = 0
+        self.settled = anyio.Event()
+        """Set once a reconcile has completed: the Secret is valid and the caBundles agree."""
 
     async def reconcile(self) -> Bundle:
         """Make the Secret valid (creating or renewing it), patch the caBundles, and
@@ -353,6 +355,7 @@ class CertManager:
         if self.on_bundle is not None:
             self.on_bundle(bundle)
         await self.patch_ca_bundles(bundle.ca_crt)
+        self.settled.set()
         return bundle
 
     async def _read(self) -> Obj | None:

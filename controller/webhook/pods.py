@@ -216,32 +216,35 @@ def validate(request: Request, cluster: Cluster, labels: Mapping[str, str] | Non
                 ]
             )
         return allow()
-    ours = scheduler == SCHEDULER_NAME or in_gang(pod) or QUEUE_LABEL in _labels(pod)
-    if not (needs_devices(pod) or ours):
+    devices = needs_devices(pod)
+    if not (devices or scheduler == SCHEDULER_NAME):
         return allow()
     usable = leaf_queues_for(cluster, request.namespace, labels)
     if not usable:
         return allow()  # not a managed namespace
     errors: list[FieldError] = []
-    where = f"in namespace {request.namespace}"
+    what = "a pod that requests GPUs or DRA devices" if devices else "a Phalanx pod"
     if spec.get("nodeName"):
         errors.append(
             forbidden(
                 ("spec", "nodeName"),
-                f"a pod that requests GPUs or DRA devices {where} may not choose its node: "
-                f"Phalanx places it within its queue's quota; {HOW_TO_SUBMIT}",
+                f"{what} in namespace {request.namespace} may not choose its node: Phalanx "
+                f"places it within its queue's quota; {HOW_TO_SUBMIT}",
             )
         )
-    if scheduler != SCHEDULER_NAME:
+    if scheduler not in (SCHEDULER_NAME, DEFAULT_SCHEDULER) or (
+        scheduler == DEFAULT_SCHEDULER and not spec.get("nodeName")
+    ):
         errors.append(
             forbidden(
                 ("spec", "schedulerName"),
-                f"pods that request GPUs or DRA devices {where} are scheduled by "
-                f"{SCHEDULER_NAME}, not {scheduler}; {HOW_TO_SUBMIT}",
+                f"pods that request GPUs or DRA devices in namespace {request.namespace} are "
+                f"scheduled by {SCHEDULER_NAME}, not {scheduler}; {HOW_TO_SUBMIT}",
             )
         )
-    errors += _queue_label(pod, request.namespace, cluster, labels, usable)
-    errors += _gang_size(pod)
+    if scheduler == SCHEDULER_NAME:
+        errors += _queue_label(pod, request.namespace, cluster, labels, usable)
+        errors += _gang_size(pod)
     return refuse(errors) if errors else allow()
 
 
