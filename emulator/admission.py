@@ -294,7 +294,8 @@ class Admission:
         except TimeoutError:
             raise CallFailed(f"{failed}: context deadline exceeded") from None
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise CallFailed(f"{failed}: tls: failed to verify certificate: {_x509(exc)}") from None
+            why = _x509(exc, server_name)
+            raise CallFailed(f"{failed}: tls: failed to verify certificate: {why}") from None
         except aiohttp.ClientConnectorError as exc:
             raise CallFailed(
                 f"{failed}: dial tcp {host}:{port}: connect: connection refused"
@@ -458,10 +459,13 @@ def _patch(hook: Obj, response: Obj) -> list[Any]:
     return operations if isinstance(operations, list) else [operations]
 
 
-def _x509(exc: aiohttp.ClientConnectorCertificateError) -> str:
-    verify = getattr(exc.certificate_error, "verify_message", "") or str(exc.certificate_error)
-    if "hostname" in verify.lower() or "ip address mismatch" in verify.lower():
-        return f"x509: certificate is not valid for the requested name ({verify})"
+def _x509(exc: aiohttp.ClientConnectorCertificateError, server_name: str) -> str:
+    """Go's words for why the certificate was not accepted."""
+    verify = str(getattr(exc.certificate_error, "verify_message", "") or exc.certificate_error)
+    if "mismatch" in verify.lower():
+        return f"x509: certificate is not valid for {server_name}"
+    if "expired" in verify.lower():
+        return "x509: certificate has expired or is not yet valid"
     return "x509: certificate signed by unknown authority"
 
 
