@@ -21,6 +21,7 @@ mirror pods of static pods (the kubelet's, bound at birth), and unmanaged namesp
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,7 @@ MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 GANG_PREFIX = "pod."
 """One-pod gangs are named `pod.<pod name>`: apart from gang labels users choose."""
 _LABEL_VALUE_MAX = 63
+_LABEL_SAFE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 HOW_TO_SUBMIT = (
     "leave spec.schedulerName and spec.nodeName unset (use a nodeSelector to narrow "
     "placement) and Phalanx schedules the pod as a one-pod gang, or submit a GangJob"
@@ -73,16 +75,22 @@ def is_extended(resource: str) -> bool:
 
 def needs_devices(pod: Obj) -> bool:
     """Whether the pod requests extended resources or DRA claims."""
-    spec = pod.get("spec") or {}
+    spec = _map(pod.get("spec"))
     if spec.get("resourceClaims"):
         return True
     for field in ("containers", "initContainers"):
-        for container in spec.get(field) or []:
-            resources = (container or {}).get("resources") or {}
+        containers = spec.get(field)
+        for container in containers if isinstance(containers, list) else ():
+            resources = _map(_map(container).get("resources"))
             for amounts in (resources.get("requests"), resources.get("limits")):
-                if any(is_extended(str(r)) for r in amounts or {}):
+                if any(is_extended(str(r)) for r in _map(amounts)):
                     return True
     return False
+
+
+def _map(value: Any) -> dict[str, Any]:
+    """A map from the pod, or an empty one where the pod has something else."""
+    return value if isinstance(value, dict) else {}
 
 
 def in_gang(pod: Obj) -> bool:
@@ -92,17 +100,16 @@ def in_gang(pod: Obj) -> bool:
 
 
 def gang_name(pod: Obj, request_uid: str) -> str:
-    """`pod.<name>`, a valid label value; a long name or a generateName pod (no name yet)
-    gets a hash of the name or of the request."""
+    """`pod.<name>`, a valid label value; a long or odd name, or a generateName pod (no
+    name yet), gets a hash of the name or of the request."""
     meta = _meta(pod)
     name = str(meta.get("name") or "")
-    if name and len(GANG_PREFIX) + len(name) <= _LABEL_VALUE_MAX:
+    if name and len(GANG_PREFIX) + len(name) <= _LABEL_VALUE_MAX and _LABEL_SAFE.fullmatch(name):
         return GANG_PREFIX + name
-    seed = name or request_uid
-    digest = hashlib.sha256(seed.encode()).hexdigest()[:10]
-    stem = (name or str(meta.get("generateName") or "pod")).rstrip("-.")
-    stem = stem[: _LABEL_VALUE_MAX - len(GANG_PREFIX) - len(digest) - 1].rstrip("-.")
-    return f"{GANG_PREFIX}{stem}-{digest}"
+    digest = hashlib.sha256((name or request_uid).encode()).hexdigest()[:10]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "", name or str(meta.get("generateName") or "pod"))
+    stem = stem[: _LABEL_VALUE_MAX - len(GANG_PREFIX) - len(digest) - 1].strip("-._")
+    return f"{GANG_PREFIX}{stem}-{digest}" if stem else f"{GANG_PREFIX}{digest}"
 
 
 def namespace_queue(
