@@ -1,8 +1,8 @@
 """GangJob admission: what the CRD schema cannot say.
 
-Checked on CREATE, and on UPDATE when the spec changes (metadata and status writes, like
-the controller's own finalizer and record, always pass; so does anything once the job is
-being deleted):
+Checked on CREATE, and on UPDATE when the spec changes other than by `suspend`
+(metadata and status writes, like the controller's own finalizer and record, always pass;
+so do suspending and resuming, and anything once the job is being deleted):
 1. the object reads as a GangJob (the schema's rules again, with their field paths);
 2. it is not so large that its admission record could not be stored (every pod is listed
    with its node and devices; the estimate must stay under 1 MiB of the 1.5 MiB etcd
@@ -61,9 +61,12 @@ def validate(
     if request.operation == "DELETE" or job is None:
         return allow()
     if request.operation == "UPDATE" and old is not None:
-        if (job.get("metadata") or {}).get("deletionTimestamp"):
-            return allow()
-        if job.get("spec") == old.get("spec"):
+        spec, before = job.get("spec") or {}, old.get("spec") or {}
+        if (
+            (job.get("metadata") or {}).get("deletionTimestamp")
+            or spec.get("suspend")
+            or _without_suspend(spec) == _without_suspend(before)
+        ):
             return allow()
     job = _named(job, request)
     errors = _schema(job)
@@ -83,6 +86,10 @@ def validate(
     if never is not None:
         return refuse([_never_fit_error(never, job)])
     return allow()
+
+
+def _without_suspend(spec: Obj) -> Obj:
+    return {k: v for k, v in spec.items() if k != "suspend"}
 
 
 def _named(job: Obj, request: Request) -> Obj:

@@ -15,12 +15,13 @@ neither ever stops the server, and a hostile object costs one request, not the p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +94,12 @@ class WebhookServer:
             return False
         if serial == self.serial:
             return False
-        with tempfile.TemporaryDirectory(prefix="phalanx-webhook-") as workdir:
-            cert_file, key_file = Path(workdir) / "tls.crt", Path(workdir) / "tls.key"
-            cert_file.write_bytes(bundle.tls_crt)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(bundle.tls_key)
-            try:
+        try:
+            with _pem_file(bundle.tls_crt) as cert_file, _pem_file(bundle.tls_key) as key_file:
                 self.context.load_cert_chain(cert_file, key_file)
-            except (ssl.SSLError, OSError) as exc:
-                log.warning("webhook certificate does not load", error=str(exc))
-                return False
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("webhook certificate does not load", error=str(exc))
+            return False
         self.serial = serial
         self.loaded.set()
         log.info("webhook certificate loaded", serial=f"{serial:x}")
@@ -179,6 +175,27 @@ class WebhookServer:
                 return None
             raise
         return (found.get("metadata") or {}).get("labels") or {}
+
+
+@contextlib.contextmanager
+def _pem_file(data: bytes) -> Iterator[str]:
+    """A path to `data` for `load_cert_chain`, which reads only files: an in-memory file
+    (the key never touches a disk, and a read-only root filesystem is fine), else a
+    private temporary file."""
+    if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
+        fd = os.memfd_create("phalanx-webhook-pem", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="phalanx-webhook-") as workdir:
+        path = Path(workdir) / "pem"
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        yield str(path)
 
 
 class SecretWatch:

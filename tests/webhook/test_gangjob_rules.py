@@ -177,7 +177,7 @@ def test_a_job_being_deleted_is_never_held_up() -> None:
     old = gang_job("train", [("w", 2)], queue_name="gone")
     new = copy.deepcopy(old)
     new["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    new["spec"]["suspend"] = True
+    new["spec"]["queueName"] = "also-gone"
     verdict = gangjob.validate(request(new, "UPDATE", old), small_cluster(), {})
     assert verdict.allowed
 
@@ -210,3 +210,11 @@ def test_the_record_estimate_grows_with_devices_per_pod() -> None:
 
     plain, with_gpu = gang(), gang(gpu=True)
     assert gangjob.record_bytes(with_gpu, cluster) > gangjob.record_bytes(plain, cluster) > 0
+
+
+def test_suspending_or_resuming_a_job_passes_even_if_it_no_longer_fits() -> None:
+    old = gang_job("train", [("w", 2)], queue_name="gone")
+    suspended = copy.deepcopy(old)
+    suspended["spec"]["suspend"] = True
+    assert gangjob.validate(request(suspended, "UPDATE", old), small_cluster(), {}).allowed
+    assert gangjob.validate(request(old, "UPDATE", suspended), small_cluster(), {}).allowed
