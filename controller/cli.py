@@ -530,6 +530,27 @@ def controller_command(
         raise typer.Exit(2) from None
 
 
+@app.command("webhook")
+def webhook_command(
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="A kubeconfig file (default: PHALANX_KUBECONFIG, else in-cluster)."),
+    ] = None,
+) -> None:
+    """Serve only the admission webhook (the controller serves it too) until SIGTERM."""
+    import asyncio
+
+    from controller.kube.manager import ConfigError
+    from controller.webhook.run import main
+
+    settings = _settings()
+    try:
+        asyncio.run(main(settings, kubeconfig or settings.kubeconfig))
+    except ConfigError as err:
+        _error(err)
+        raise typer.Exit(2) from None
+
+
 @app.command("emulator")
 def emulator_command(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 0,

@@ -140,6 +140,72 @@ class Settings(BaseSettings):
     health_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # ---- admission webhook (controller/webhook) ----
+    webhook_enabled: Annotated[
+        bool, Field(description="Serve the admission webhook from the controller process.")
+    ] = True
+    webhook_host: Annotated[str, Field(description="Bind address of the webhook.")] = "0.0.0.0"
+    webhook_port: Annotated[int, Field(ge=0, le=65535)] = 9443
+    webhook_namespace: Annotated[
+        str, Field(min_length=1, description="Namespace of the webhook Service and Secret.")
+    ] = "phalanx-system"
+    webhook_service: Annotated[str, Field(min_length=1)] = "phalanx-webhook"
+    webhook_secret: Annotated[
+        str, Field(min_length=1, description="Secret with tls.crt, tls.key, ca.crt (ca.key).")
+    ] = "phalanx-webhook-tls"
+    webhook_certificates: Annotated[
+        Literal["self-signed", "cert-manager"],
+        Field(
+            description="self-signed: the controller makes, renews and injects them; "
+            "cert-manager: it only reads the Secret."
+        ),
+    ] = "self-signed"
+    webhook_cert_days: Annotated[float, Field(gt=0)] = 365.0
+    webhook_renew_before_days: Annotated[float, Field(gt=0)] = 30.0
+    webhook_ca_days: Annotated[float, Field(gt=0)] = 3650.0
+    webhook_ca_renew_before_days: Annotated[float, Field(gt=0)] = 730.0
+    webhook_cert_check_seconds: Annotated[
+        float, Field(gt=0, description="How often the Secret and caBundles are checked.")
+    ] = 60.0
+    webhook_cert_extra_hosts: Annotated[
+        list[str],
+        NoDecode,
+        Field(description="More names (or IPs) for the serving certificate, comma-separated."),
+    ] = []
+    webhook_validating_configuration: str = "phalanx-validating"
+    webhook_mutating_configuration: str = "phalanx-mutating"
+
+    @field_validator("webhook_cert_extra_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("webhook_renew_before_days")
+    @classmethod
+    def _renew_within_cert(cls, value: float, info: ValidationInfo) -> float:
+        days = info.data.get("webhook_cert_days")
+        if days is not None and value >= days:
+            raise ValueError(
+                f"must be shorter than PHALANX_WEBHOOK_CERT_DAYS ({days}), got {value}"
+            )
+        return value
+
+    @field_validator("webhook_ca_renew_before_days")
+    @classmethod
+    def _renew_within_ca(cls, value: float, info: ValidationInfo) -> float:
+        days = info.data.get("webhook_ca_days")
+        cert = info.data.get("webhook_cert_days")
+        if days is not None and value >= days:
+            raise ValueError(f"must be shorter than PHALANX_WEBHOOK_CA_DAYS ({days}), got {value}")
+        if cert is not None and value <= cert:
+            raise ValueError(
+                f"must be longer than PHALANX_WEBHOOK_CERT_DAYS ({cert}), so a serving "
+                f"certificate signed by the old CA expires before the CA does; got {value}"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from emulator import apply as ssa
-from emulator import defaults, dra, schema, validation
+from emulator import defaults, dra, schema, validation, webhookconfig
+from emulator.admission import Admission, Attributes
 from emulator.clock import now_time
 from emulator.conversion import from_storage, to_storage
 from emulator.errors import (
@@ -104,6 +105,12 @@ class Api:
         self.on_write: list[Callable[[ResourceType, str, Obj], None]] = []
         self.new_uid: Callable[[], str] = random_uid
         """Makes each created object's uid (`uids.OrderedUids` for creation order)."""
+        self.admission = Admission(store, self._namespace_labels)
+        """Calls the admission webhooks of the stored webhook configurations (admission.py)."""
+
+    def _namespace_labels(self, name: str) -> dict[str, str]:
+        ns = self.store.peek("namespaces", ("", name))
+        return dict(((ns or {}).get("metadata") or {}).get("labels") or {})
 
     # --- presentation ----------------------------------------------------------------------
 
@@ -187,6 +194,10 @@ class Api:
                     listed = ", ".join(f'unknown field "spec.{k}"' for k in extra)
                     raise decode_error(rt, rt.version, f"strict decoding error: {listed}")
             self._microtimes(rt, body)
+            if rt.kind == "Secret" and not rt.group:
+                problem = webhookconfig.secret_data_problem(body)
+                if problem:
+                    raise decode_error(rt, rt.version, problem)
         return to_storage(rt.group, rt.kind, body)
 
     def _microtimes(self, rt: ResourceType, body: Obj) -> None:
@@ -249,6 +260,10 @@ class Api:
             return dra.claim(obj) if old is None else dra.claim_update(obj, old)
         if kind == ("resource.k8s.io", "ResourceClaimTemplate"):
             return dra.claim_template(obj)
+        if kind == ("", "Secret"):
+            return webhookconfig.secret(obj, old)
+        if rt.group == webhookconfig.GROUP:
+            return webhookconfig.configuration(obj, mutating=rt.kind.startswith("Mutating"))
         causes = validation.metadata(obj)
         if old is not None:
             causes += validation.finalizers_update(obj, old, repeat=1)
@@ -259,8 +274,33 @@ class Api:
     ) -> None:
         if rt.custom:
             schema.default_object(obj, self._schema(rt), only)
+        elif rt.kind == "Secret" and not rt.group:
+            webhookconfig.secret_defaults(obj)
+        elif rt.group == webhookconfig.GROUP:
+            webhookconfig.configuration_defaults(obj, mutating=rt.kind.startswith("Mutating"))
         else:
             defaults.apply_defaults(rt.group, rt.kind, obj, creating)
+
+    async def _mutate(
+        self,
+        rt: ResourceType,
+        operation: str,
+        namespace: str,
+        name: str,
+        obj: Obj,
+        old: Obj | None,
+        subresource: str,
+        warnings: list[str],
+    ) -> Obj:
+        """The object after the mutating webhooks, defaulted again if one changed it."""
+        attrs = Attributes(rt, operation, namespace, name, subresource, obj, old)
+        mutated = await self.admission.mutate(attrs, warnings)
+        if mutated is obj or mutated is None:
+            return obj
+        if rt.custom:
+            mutated, _ = schema.prune_object(mutated, self._schema(rt))
+        self._defaults(rt, mutated, creating=old is None)
+        return mutated
 
     # --- create ----------------------------------------------------------------------------
 
@@ -281,14 +321,13 @@ class Api:
         name = meta.get("name") or ""
         if meta.get("resourceVersion"):
             raise internal("resourceVersion should not be set on objects to be created")
-        if not name and meta.get("generateName"):
-            name = meta["generateName"] + "".join(random.choices(_SUFFIX_CHARS, k=5))
         if rt.namespaced:
             self._namespace_checks(rt, namespace, name)
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
-        meta["name"] = name
+        if name:
+            meta["name"] = name
         if rt.kind == "Pod" and not rt.group and self.service_account_admission:
             account = (obj.get("spec") or {}).get("serviceAccountName") or "default"
             if self.store.peek(_SA_KEY, (namespace, account)) is None:
@@ -302,7 +341,15 @@ class Api:
         if rt.custom and rt.has_status:
             obj.pop("status", None)
         self._defaults(rt, obj, creating=True)
+        obj = await self._mutate(rt, "CREATE", namespace, name, obj, None, "", warnings)
+        meta = obj["metadata"]
+        if not name and meta.get("generateName"):
+            name = meta["generateName"] + "".join(random.choices(_SUFFIX_CHARS, k=5))
+        meta["name"] = name
         self._validate(rt, obj, None, namespace)
+        await self.admission.validate(
+            Attributes(rt, "CREATE", namespace, name, "", obj, None), warnings
+        )
         if self.store.peek(rt.key, obj_key(obj)) is not None:
             raise already_exists(rt, name)
         meta["uid"] = self.new_uid()
@@ -477,7 +524,9 @@ class Api:
     ) -> Obj:
         old = self._existing(rt, namespace, name)
         new = self._decode(rt, _kept(rt, body, subresource), query, warnings)
-        return self._write(rt, namespace, old, new, subresource, manager, "update")
+        return await self._write(
+            rt, namespace, old, new, subresource, manager, "update", warnings=warnings
+        )
 
     async def patch(
         self,
@@ -519,8 +568,16 @@ class Api:
                 "UnsupportedMediaType",
             )
         new = self._decode(rt, _kept(rt, patched, subresource), query, warnings)
-        written = self._write(
-            rt, namespace, old, new, subresource, manager or "unknown", "patch", read_only=read_only
+        written = await self._write(
+            rt,
+            namespace,
+            old,
+            new,
+            subresource,
+            manager or "unknown",
+            "patch",
+            read_only=read_only,
+            warnings=warnings,
         )
         return 200, written
 
@@ -575,9 +632,9 @@ class Api:
             created["metadata"]["managedFields"] = clone(managed)
             return 201, created
         new = self._decode(rt, merged, query, [])
-        return 200, self._write(rt, namespace, live, new, "", manager, "apply", track=False)
+        return 200, await self._write(rt, namespace, live, new, "", manager, "apply", track=False)
 
-    def _write(
+    async def _write(
         self,
         rt: ResourceType,
         namespace: str,
@@ -589,10 +646,13 @@ class Api:
         *,
         track: bool = True,
         read_only: bool = False,
+        warnings: list[str] | None = None,
     ) -> Obj:
-        """The shared update path: conflicts, status split, defaults, validation, no-ops.
-        `old` is only read; the result is presented (a view if `read_only`)."""
+        """The shared update path: conflicts, status split, defaults, admission webhooks,
+        validation, no-ops. `old` is only read; the result is presented (a view if
+        `read_only`)."""
         present = self.view if read_only else self.present
+        warnings = warnings if warnings is not None else []
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
         wanted_rv = meta.get("resourceVersion")
         if wanted_rv and wanted_rv != old_meta["resourceVersion"]:
@@ -629,9 +689,16 @@ class Api:
         if "managedFields" in old_meta and "managedFields" not in meta:
             meta["managedFields"] = old_meta["managedFields"]
         self._defaults(rt, new, creating=False, only="status" if subresource == "status" else None)
+        name = old_meta["name"]
+        view = self.view(rt, old)
+        new = await self._mutate(rt, "UPDATE", namespace, name, new, view, subresource, warnings)
+        meta = new["metadata"]
         if not rt.custom:
             _omit_empty_lists(new.get("spec"))
         self._validate(rt, new, old, namespace, subresource)
+        await self.admission.validate(
+            Attributes(rt, "UPDATE", namespace, name, subresource, new, view), warnings
+        )
         if track:
             ssa.record_update(new, old, manager, rt.api_version, subresource)
         if _same(new, old):
@@ -670,6 +737,9 @@ class Api:
     ) -> Obj:
         old = self._existing(rt, namespace, name)
         meta = old["metadata"]
+        attrs = Attributes(rt, "DELETE", namespace, name, "", None, self.view(rt, old))
+        await self.admission.mutate(attrs, [])
+        await self.admission.validate(attrs, [])
         preconditions = options.get("preconditions") or {}
         if preconditions.get("uid") and preconditions["uid"] != meta["uid"]:
             raise precondition_conflict(
@@ -776,6 +846,12 @@ class Api:
         )
         if not target.get("name"):
             raise internal("target.name: Required value")
+        binding = body if isinstance(body, dict) else {}
+        attrs = Attributes(
+            rt, "CREATE", namespace, name, "binding", binding, None, ("", "v1", "Binding")
+        )
+        await self.admission.mutate(attrs, [])
+        await self.admission.validate(attrs, [])
 
         def refuse(why: str) -> ApiError:
             return error(

@@ -195,6 +195,7 @@ BUILTIN: tuple[ResourceType, ...] = (
         ("cm",),
         storage_hash="qFsyl6wFWjQ=",
     ),
+    ResourceType("", "v1", "Secret", "secrets", True, "secret", storage_hash="S6u1pOWzb84="),
     ResourceType(
         "events.k8s.io",
         "v1",
@@ -298,6 +299,24 @@ BUILTIN: tuple[ResourceType, ...] = (
         "priorityclass",
         ("pc",),
         empty={"value": 0},
+    ),
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        False,
+        "validatingwebhookconfiguration",
+        has_generation=True,
+    ),
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        False,
+        "mutatingwebhookconfiguration",
+        has_generation=True,
     ),
     ResourceType(
         "apiextensions.k8s.io",

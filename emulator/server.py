@@ -112,6 +112,7 @@ class Emulator:
     async def stop(self) -> None:
         if self.controllers is not None:
             await self.controllers.stop()
+        await self.api.admission.close()
         self.store.close_watches()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -158,6 +159,11 @@ class Emulator:
         return self.kubeconfig_path
 
     # --- test hooks ----------------------------------------------------------------------
+
+    def route_service(self, namespace: str, name: str, port: int, address: tuple[str, int]) -> None:
+        """Where a webhook's service reference (namespace, name, port) reaches its server:
+        what kube-proxy and the Service's endpoints do in a cluster."""
+        self.api.admission.services[(namespace, name, port)] = address
 
     def inject_fault(self, fault: Fault) -> Fault:
         """Make matching requests fail (status code), wait (delay) or drop watches."""

@@ -112,11 +112,16 @@ def _location(error: Any) -> tuple[PathPart, ...]:
     return loc
 
 
+def problems(err: ValidationError) -> list[tuple[tuple[PathPart, ...], str]]:
+    """(field path, what is wrong) for each problem, in pydantic's order."""
+    return [(_location(error), _describe(error)) for error in err.errors()]
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem: `<source>: spec.podSets[0].replicas: must be >= 1 (got -1)`."""
     lines = []
-    for error in err.errors():
-        path = format_path(_location(error))
+    for location, problem in problems(err):
+        path = format_path(location)
         where = f"{source}: {path}" if path else source
-        lines.append(f"{where}: {_describe(error)}")
+        lines.append(f"{where}: {problem}")
     return "\n".join(lines)

@@ -56,6 +56,14 @@ def quota_resource_problem(value: str) -> str | None:
             return "the DeviceClass name after 'devices/' must be a DNS subdomain"
         return None
     if "/" in value and not qualified_name_problem(value):
+        domain = value.split("/", 1)[0]
+        if domain == "kubernetes.io" or domain.endswith(".kubernetes.io"):
+            return (
+                "the kubernetes.io domain is Kubernetes' own: an extended resource is named "
+                "in its vendor's domain, such as nvidia.com/gpu"
+            )
+        if domain.startswith("requests."):
+            return "name the resource itself, without the 'requests.' prefix of ResourceQuota"
         return None
     return (
         "unknown quota resource: use cpu, memory, pods, ephemeral-storage, an extended "

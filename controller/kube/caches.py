@@ -74,11 +74,16 @@ class ClusterCaches:
         optional: tuple[Resource, ...] = (),
         default_queue: str = "default",
         clock: Callable[[], float] = time.time,
+        shape_only: bool = False,
         **informer_options: Any,
     ) -> None:
         self.state = state
         self.clock = clock
         """Wall-clock seconds: whether a job's requeue backoff (`requeueAt`) is over."""
+        self.shape_only = shape_only
+        """Only the cluster's shape (namespaces, nodes, DRA classes and slices, queues,
+        claim templates, priority classes): no usage, no gangs. What the admission
+        webhook reads when it runs on its own."""
         self.ready = anyio.Event()
         """Set once every cache has synced and the state was built from them."""
         self.problems: dict[str, str] = {}
@@ -94,22 +99,22 @@ class ClusterCaches:
         self._held: set[str] = set()
         self._deferred: dict[str, tuple[str, Obj]] = {}
         self._gang_keys: dict[str, str] = {}
-        watched = [
+        shape = [
             r.NAMESPACES,
             r.NODES,
             r.DEVICE_CLASSES,
             r.RESOURCE_SLICES,
             r.QUEUES,
             r.CLAIM_TEMPLATES,
-            r.GANG_JOBS,
-            r.RESOURCE_CLAIMS,
-            r.PODS,
-            *optional,
         ]
+        usage = [] if shape_only else [r.GANG_JOBS, r.RESOURCE_CLAIMS, r.PODS]
+        optional = tuple(o for o in optional if not shape_only or o is r.PRIORITY_CLASSES)
+        watched = [*shape, *usage, *optional]
         self.informers = {res.plural: Informer(rest, res, **informer_options) for res in watched}
-        self.informers["configmaps"] = Informer(
-            rest, r.CONFIG_MAPS, label_selector=RECORD_SELECTOR, **informer_options
-        )
+        if not shape_only:
+            self.informers["configmaps"] = Informer(
+                rest, r.CONFIG_MAPS, label_selector=RECORD_SELECTOR, **informer_options
+            )
         self.foreign = ForeignGangs(
             state,
             lambda plural: self.informers[plural].cache if plural in self.informers else {},
@@ -143,7 +148,8 @@ class ClusterCaches:
         if r.PRIORITY_CLASSES in optional:
             self._handlers["priorityclasses"] = self._on_priority_class
         for plural, handler in self._handlers.items():
-            self.informers[plural].add_handler(self._live(handler))
+            if plural in self.informers:
+                self.informers[plural].add_handler(self._live(handler))
 
     @classmethod
     async def discover(cls, rest: Rest, state: ClusterState, **options: Any) -> ClusterCaches:
@@ -277,6 +283,8 @@ class ClusterCaches:
             self._take_priority_class(obj, deleted=False)
         for obj in self.cache("queues").values():
             self._handlers["queues"]("ADDED", None, obj)
+        if self.shape_only:
+            return
         recorded = {
             str(_meta(g).get("uid"))
             for g in self.cache("gangjobs").values()
@@ -382,6 +390,8 @@ class ClusterCaches:
 
     def _resync_pending(self, which: Callable[[Obj], bool]) -> None:
         """Translate again the GangJobs not admitted (their templates or priority moved)."""
+        if self.shape_only:
+            return
         for obj in list(self.cache("gangjobs").values()):
             if str(_meta(obj).get("uid")) not in self.state.admitted and which(obj):
                 self._sync_gang(obj)

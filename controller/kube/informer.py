@@ -74,13 +74,14 @@ def _newer(version: str, than: str) -> bool:
 
 
 class Informer:
-    """A list+watch cache of one resource (all namespaces), optionally filtered."""
+    """A list+watch cache of one resource (all namespaces, or one), optionally filtered."""
 
     def __init__(
         self,
         rest: Rest,
         resource: Resource,
         *,
+        namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
         page_size: int = 500,
@@ -91,6 +92,7 @@ class Informer:
     ) -> None:
         self.rest = rest
         self.resource = resource
+        self.namespace = namespace
         self.selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
         self.page_size = page_size
         self.watch_timeout = watch_timeout
@@ -154,7 +156,7 @@ class Informer:
         version = ""
         while True:
             page = await self.rest.get(
-                self.resource.path(),
+                self.resource.path(self.namespace),
                 {**self.selectors, "limit": self.page_size, "continue": token},
             )
             meta = page.get("metadata") or {}
@@ -184,7 +186,7 @@ class Informer:
         fresh: dict[str, Obj] | None = {} if initial else None
         delivered = False
         try:
-            async with self.rest.watch(self.resource.path(), query) as events:
+            async with self.rest.watch(self.resource.path(self.namespace), query) as events:
                 while True:
                     with anyio.move_on_after(self.inactivity_timeout) as silent:
                         event = await anext(events, None)

@@ -1,7 +1,8 @@
 """Wires the controller together: client configuration, caches, engine, decision loop,
-leader election, the /metrics /healthz /readyz server and JSON logs.
+leader election, the admission webhook, the /metrics /healthz /readyz server and JSON logs.
 
-The caches and the HTTP server run all the time (a standby is warm and answers probes);
+The caches, the webhook and the HTTP server run all the time (a standby is warm, answers
+probes and admission reviews);
 the decision loop runs only while this replica holds the Lease, or always when leader
 election is off (`PHALANX_LEADER_ELECT=false`, a single replica). On shutdown the loop
 stops first, then the elector releases the Lease so a standby takes over at once.
@@ -14,7 +15,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,6 +34,7 @@ from controller.kube.ratelimit import TokenBucket
 from controller.kube.rest import Rest, settle_environment
 from controller.logs import configure_json_logs
 from controller.settings import Settings
+from controller.webhook.run import Webhook, webhook_for
 from policies.routing import build as build_policies
 
 log = structlog.get_logger("phalanx.manager")
@@ -120,6 +122,7 @@ class Replica:
     metrics: Metrics
     server: HealthServer
     elector: LeaderElector | None
+    webhook: Webhook | None = None
 
 
 async def run(
@@ -165,17 +168,19 @@ async def run(
             is_leader=elector.is_leader if elector is not None else None,
             metrics=metrics,
         )
+        webhook = webhook_for(settings, rest, caches, metrics) if settings.webhook_enabled else None
+        ready = readiness(caches, elector)
+        if webhook is not None:
+            ready["webhook"] = webhook.readiness()
         server = HealthServer(
-            metrics,
-            ready=readiness(caches, elector),
-            host=settings.health_host,
-            port=settings.health_port,
+            metrics, ready=ready, host=settings.health_host, port=settings.health_port
         )
         if on_ready is not None:
-            on_ready(Replica(controller, caches, metrics, server, elector))
+            on_ready(Replica(controller, caches, metrics, server, elector, webhook))
         async with asyncio.TaskGroup() as tasks:
             serving = tasks.create_task(server.run())
             watching = tasks.create_task(caches.run())
+            admitting = tasks.create_task(webhook.run()) if webhook is not None else None
             deciding = tasks.create_task(
                 elector.run(controller.run) if elector is not None else controller.run()
             )
@@ -187,6 +192,21 @@ async def run(
             await asyncio.wait([deciding])
             watching.cancel()
             serving.cancel()
+            if admitting is not None:
+                admitting.cancel()
+
+
+async def until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `run(stop)` with `stop` set on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 async def main(settings: Settings, kubeconfig: Path | None) -> None:
@@ -194,12 +214,4 @@ async def main(settings: Settings, kubeconfig: Path | None) -> None:
     cleanly (every step the loop was in is idempotent, so a successor resumes it)."""
     configure_json_logs(settings.log_level)
     conf = await configuration(kubeconfig)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await run(settings, conf, stop=stop)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    await until_signalled(lambda stop: run(settings, conf, stop=stop))

@@ -59,6 +59,10 @@ class Recorder:
     def leader_changed(self, leading: bool) -> None:
         """Leadership gained or lost (fits `LeaderElector.subscribe`)."""
 
+    def webhook_review(self, webhook: str, outcome: str, seconds: float) -> None:
+        """The admission webhook answered one review: `allowed`, `mutated`, `denied`,
+        `unavailable`, `bad-request` or `error`."""
+
 
 NO_METRICS = Recorder()
 
@@ -109,6 +113,19 @@ class Metrics(Recorder):
         self.leader = Gauge(
             "phalanx_leader", "1 while this replica holds the leader lease.", registry=reg
         )
+        self.webhook_reviews = Counter(
+            "phalanx_webhook_reviews",
+            "Admission reviews answered, by webhook and outcome.",
+            ["webhook", "outcome"],
+            registry=reg,
+        )
+        self.webhook_latency = Histogram(
+            "phalanx_webhook_review_duration_seconds",
+            "Time to answer one admission review, by webhook.",
+            ["webhook"],
+            buckets=CYCLE_BUCKETS,
+            registry=reg,
+        )
 
     # ---- events -----------------------------------------------------------------------
     def cycle_done(self, result: CycleResult, decided: float, seconds: float) -> None:
@@ -132,6 +149,10 @@ class Metrics(Recorder):
 
     def leader_changed(self, leading: bool) -> None:
         self.leader.set(1 if leading else 0)
+
+    def webhook_review(self, webhook: str, outcome: str, seconds: float) -> None:
+        self.webhook_reviews.labels(webhook, outcome).inc()
+        self.webhook_latency.labels(webhook).observe(seconds)
 
     # ---- state read at scrape time ----------------------------------------------------
     def watch_state(self, state: ClusterState) -> None:

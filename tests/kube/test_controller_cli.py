@@ -92,6 +92,8 @@ def health_port(monkeypatch: pytest.MonkeyPatch) -> int:
         port = int(probe.getsockname()[1])
     monkeypatch.setenv("PHALANX_HEALTH_HOST", "127.0.0.1")
     monkeypatch.setenv("PHALANX_HEALTH_PORT", str(port))
+    monkeypatch.setenv("PHALANX_WEBHOOK_HOST", "127.0.0.1")
+    monkeypatch.setenv("PHALANX_WEBHOOK_PORT", "0")
     monkeypatch.setenv("PHALANX_IDENTITY", "cli-replica")
     return port
 
@@ -180,3 +182,9 @@ def test_the_controller_command_reads_kubeconfig_from_the_environment(
     result = CliRunner().invoke(app, ["controller"])
     assert result.exit_code == 2
     assert result.output.strip() == f"$KUBECONFIG {tmp_path / 'env-config'}: no such file"
+
+
+def test_the_webhook_command_names_a_missing_kubeconfig(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["webhook", "--kubeconfig", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"--kubeconfig {tmp_path / 'nope'}: no such file"

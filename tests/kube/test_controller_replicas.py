@@ -43,7 +43,14 @@ class Replicas:
         """(virtual time, identity, leading) at every change of leadership."""
 
     async def start(self, identity: str) -> Replica:
-        settings = Settings.load(identity=identity, health_host="127.0.0.1", health_port=0, **LEASE)
+        settings = Settings.load(
+            identity=identity,
+            health_host="127.0.0.1",
+            health_port=0,
+            webhook_host="127.0.0.1",
+            webhook_port=0,
+            **LEASE,
+        )
 
         def ready(replica: Replica) -> None:
             assert replica.elector is not None

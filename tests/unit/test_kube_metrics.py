@@ -155,6 +155,15 @@ def test_leader_status_follows_leadership_changes() -> None:
     assert value(metrics, "phalanx_leader") == 0
 
 
+def test_webhook_reviews_are_counted_by_outcome_and_timed() -> None:
+    metrics = Metrics()
+    metrics.webhook_review("gangjob", "denied", 0.002)
+    metrics.webhook_review("gangjob", "allowed", 0.001)
+    metrics.webhook_review("gangjob", "denied", 0.003)
+    assert value(metrics, "phalanx_webhook_reviews_total", webhook="gangjob", outcome="denied") == 2
+    assert value(metrics, "phalanx_webhook_review_duration_seconds_count", webhook="gangjob") == 3
+
+
 def test_the_default_recorder_offers_every_event_metrics_records() -> None:
     events = [n for n, f in vars(Recorder).items() if callable(f) and not n.startswith("_")]
     assert type(NO_METRICS) is Recorder
@@ -165,6 +174,7 @@ def test_the_default_recorder_offers_every_event_metrics_records() -> None:
         "preempted",
         "api_error",
         "leader_changed",
+        "webhook_review",
     ]
     for name in events:
         assert signature(getattr(Metrics, name)) == signature(getattr(Recorder, name)), name
