@@ -66,9 +66,13 @@ def resource_request(
     name: str,
     sub: str,
 ) -> Request:
-    return Request(
-        agent, verb(method, name, query), rt.group, rt.plural, sub, namespace or "", name
-    )
+    action = verb(method, name, query)
+    term = query.get("fieldSelector", "")
+    if action in ("list", "watch") and term.startswith("metadata.name=") and "," not in term:
+        # as the API server's request info does: a list or watch selecting one name is a
+        # request for that name, so a rule's resourceNames can grant it
+        name = term.removeprefix("metadata.name=")
+    return Request(agent, action, rt.group, rt.plural, sub, namespace or "", name)
 
 
 def owner_checks(agent: str, request: Request, body: Any, registry: Registry) -> list[Request]:

@@ -6,10 +6,11 @@ every path that makes a different kind of API call.
 1. the sample DeviceClass and queue tree; the sample PyTorch DDP GangJob (4 pods x 8
    GPUs in team-a). Its first claim finalizer and its first binding answer 409 (as a
    stale cache would see), so the re-read paths run; the broken binding requeues the
-   gang, which is admitted again;
+   gang, which is admitted again. Its headless Service exists already (as an earlier
+   leader leaves it): create answers 409, the controller reads it;
 2. a node of the admitted job is deleted: the pods get the DisruptionTarget condition,
-   are deleted, and the gang is admitted again on the other nodes (its Service exists
-   already: create answers 409, the controller reads it);
+   are deleted, and the gang is admitted again on the other nodes; then the webhook's
+   certificate Secret is spoilt, and the controller writes a new one;
 3. a gang of another controller's pods in team-b (gang labels, one GPU each): its
    record ConfigMap is created; its pods finish, a second attempt of the same gang is
    admitted and the record replaced;
@@ -75,8 +76,10 @@ INFORMED = (
     "configmaps",
     "priorityclasses",
     "podgroups",
+    "secrets",
 )
-"""Every resource the controller caches; the first watch of each is refused."""
+"""Every resource the controller caches (and the webhook's Secret); the first watch of
+each is refused."""
 
 
 @dataclass
@@ -129,6 +132,7 @@ async def create(rest: Rest, obj: Obj) -> Obj:
         "Queue": "queues",
         "GangJob": "gangjobs",
         "Pod": "pods",
+        "Service": "services",
     }[obj["kind"]]
     namespace = obj["metadata"].get("namespace")
     resource = r.Resource(group, version, plural, obj["kind"], namespace is not None)
@@ -155,6 +159,8 @@ async def _scenario() -> Run:
                 )
             await apply(rest, SAMPLES / "device-class.yaml")
             await apply(rest, SAMPLES / "queues.yaml")
+            for config in _webhook_configurations():
+                await rest.request("POST", _WEBHOOK_CONFIGS[config["kind"]].path(), body=config)
             kubelet = Kubelet(api, NODES, ready_seconds=5, renew_seconds=60)
             await kubelet.start()
             try:
@@ -173,6 +179,9 @@ async def _controller(emu: Emulator, conf: client.Configuration) -> Any:
         health_host="127.0.0.1",
         health_port=0,
         requeue_backoff_base_seconds=1.0,
+        webhook_host="127.0.0.1",
+        webhook_port=0,
+        webhook_cert_check_seconds=30.0,
     )
     stop = asyncio.Event()
     ready: list[Replica] = []
@@ -193,6 +202,27 @@ async def _controller(emu: Emulator, conf: client.Configuration) -> Any:
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+_WEBHOOK_CONFIGS = {
+    kind: r.Resource("admissionregistration.k8s.io", "v1", kind.lower() + "s", kind, False)
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+}
+
+
+def _webhook_configurations() -> list[Obj]:
+    """deploy/'s webhook configurations, each webhook narrowed to objects with a label
+    nothing has: the controller keeps their caBundle (get, update) as on a cluster, while
+    the calls themselves are tested with a served webhook in tests/kube."""
+    configs = [
+        d
+        for d in yaml.safe_load_all((DEPLOY / "default" / "webhooks.yaml").read_text())
+        if d and d["kind"] in _WEBHOOK_CONFIGS
+    ]
+    for config in configs:
+        for hook in config["webhooks"]:
+            hook["objectSelector"] = {"matchLabels": {"phalanx.dev/scenario": "never"}}
+    return configs
 
 
 async def _job(rest: Rest, namespace: str, name: str) -> Obj | None:
@@ -225,6 +255,13 @@ async def _steps(rest: Rest, emu: Emulator, kubelet: Kubelet, replica: Replica, 
     # 1. the sample job; the first claim protection and the first binding meet a 409
     emu.inject_fault(Fault("patch", "resourceclaims", code=409, times=1, agent=AGENT))
     emu.inject_fault(Fault("bind", "pods", code=409, times=1, agent=AGENT))
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "llama-ddp", "namespace": "team-a"},
+        "spec": {"clusterIP": "None", "selector": {"phalanx.dev/gang": "llama-ddp"}},
+    }
+    await create(rest, service)  # left by an earlier leader
     await apply(rest, SAMPLES / "pytorch-ddp.yaml")
     first: list[Obj] = []
 
@@ -249,6 +286,23 @@ async def _steps(rest: Rest, emu: Emulator, kubelet: Kubelet, replica: Replica, 
         return True
 
     await until(readmitted, "the sample job admitted again after losing a node")
+
+    # 2b. the webhook's serving certificate spoilt: the controller writes a new one
+    secret_path = r.Resource("", "v1", "secrets", "Secret", True).path(
+        NAMESPACE, "phalanx-webhook-tls"
+    )
+    spoilt = "bm90IGEgY2VydGlmaWNhdGU="  # "not a certificate"
+    await rest.request(
+        "PATCH",
+        secret_path,
+        body={"data": {"tls.crt": spoilt}},
+        content_type="application/merge-patch+json",
+    )
+
+    async def certificate_renewed() -> bool:
+        return bool((await rest.get(secret_path))["data"]["tls.crt"] != spoilt)
+
+    await until(certificate_renewed, "the spoilt webhook certificate written anew")
 
     # 3. a gang of another controller's pods, twice
     await create(rest, _one_gpu_template("team-b"))

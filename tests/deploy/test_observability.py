@@ -41,8 +41,9 @@ def exported() -> dict[str, frozenset[str]]:
     metrics = Metrics()
     metrics.watch_state(state)
     metrics.watch_informers(lambda: {"pods": Informer(None, PODS, backoff=Backoff())})  # type: ignore[arg-type]
-    metrics.cycle_done(result, 0.01)
-    metrics.admission("admitted", 1.5)
+    metrics.cycle_done(result, 0.01, 0.02)
+    metrics.admission("admitted")
+    metrics.gang_bound(1.5)
     metrics.preempted("team-a")
     metrics.api_error("PATCH", 500)
     metrics.leader_changed(True)
