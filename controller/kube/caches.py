@@ -35,7 +35,7 @@ from controller.engine.errors import InvalidInput
 from controller.engine.state import ClusterState
 from controller.kube import resources as r
 from controller.kube import translate
-from controller.kube.foreign import RECORD_SELECTOR, group_of, group_of_record
+from controller.kube.foreign import RECORD_SELECTOR, Group, group_of, group_of_record
 from controller.kube.foreign_gangs import Changed, ForeignGangs
 from controller.kube.informer import DELETED, Handler, Informer
 from controller.kube.reconcile import requeue_at
@@ -229,6 +229,15 @@ class ClusterCaches:
             and translate.admission_of(obj) == self.admission_ids[owner]
         )
 
+    def foreign_group(self, plural: str, obj: Obj) -> Group | None:
+        """The foreign gang a pod belongs to, or a claim: through its pod, or as the named
+        claim of a gang's pod (which may complete the gang when it arrives)."""
+        if plural != "resourceclaims":
+            return group_of(obj)
+        pod = self.pod_of_claim(obj)
+        found = None if pod is None else group_of(pod)
+        return found or self.foreign.group_of_claim(r.RESOURCE_CLAIMS.key(obj))
+
     def moves_engine(self, plural: str, kind: str, old: Obj | None, new: Obj) -> bool:
         """Whether an event (already taken into the state) can change what a cycle decides.
 
@@ -241,12 +250,7 @@ class ClusterCaches:
         if plural in ("pods", "resourceclaims"):
             if self.ours(new) and (old is None or self.ours(old)):
                 return False
-            pods = [o for o in (old, new) if o is not None]
-            if plural == "resourceclaims":
-                if self.foreign.group_of_claim(r.RESOURCE_CLAIMS.key(new)) is not None:
-                    return True  # a foreign gang's named claim: it may complete the gang
-                pods = [p for c in pods if (p := self.pod_of_claim(c)) is not None]
-            if any(group_of(p) is not None for p in pods):
+            if any(self.foreign_group(plural, o) is not None for o in (old, new) if o):
                 return True
             usage = translate.pod_usage if plural == "pods" else translate.claim_devices
             try:

@@ -212,10 +212,7 @@ class Controller:
                 if group is not None:
                     self._work.add(group.uid)
             elif plural in ("pods", "resourceclaims"):
-                pod = new if plural == "pods" else self.caches.pod_of_claim(new)
-                group = None if pod is None else foreign.group_of(pod)
-                if group is None and plural == "resourceclaims":
-                    group = self.caches.foreign.group_of_claim(RESOURCE_CLAIMS.key(new))
+                group = self.caches.foreign_group(plural, new)
                 if group is not None:
                     self._work.add(group.uid)
                 for ref in _meta(new).get("ownerReferences") or ():
