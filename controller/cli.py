@@ -510,45 +510,40 @@ def policies_command(
         console.print(Text(f"plug-in {name} is unusable: ", style="red") + Text(problem))
 
 
-@app.command("controller")
-def controller_command(
-    kubeconfig: Annotated[
-        Path | None,
-        typer.Option(help="A kubeconfig file (default: PHALANX_KUBECONFIG, else in-cluster)."),
-    ] = None,
-) -> None:
-    """Run the gang-scheduling controller until SIGTERM or SIGINT."""
-    import asyncio
-
-    from controller.kube.manager import ConfigError, main
-
-    settings = _settings()
-    try:
-        asyncio.run(main(settings, kubeconfig or settings.kubeconfig))
-    except ConfigError as err:
-        _error(err)
-        raise typer.Exit(2) from None
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(help="A kubeconfig file (default: PHALANX_KUBECONFIG, else in-cluster)."),
+]
 
 
-@app.command("webhook")
-def webhook_command(
-    kubeconfig: Annotated[
-        Path | None,
-        typer.Option(help="A kubeconfig file (default: PHALANX_KUBECONFIG, else in-cluster)."),
-    ] = None,
-) -> None:
-    """Serve only the admission webhook (the controller serves it too) until SIGTERM."""
+def _serve(command: str, kubeconfig: Path | None) -> None:
+    """Run `phalanx controller` or `phalanx webhook` until SIGTERM or SIGINT; a cluster
+    configuration that cannot be used is one line and exit code 2."""
     import asyncio
 
     from controller.kube.manager import ConfigError
-    from controller.webhook.run import main
+    from controller.kube.manager import main as controller_main
+    from controller.webhook.run import main as webhook_main
 
     settings = _settings()
+    main = controller_main if command == "controller" else webhook_main
     try:
         asyncio.run(main(settings, kubeconfig or settings.kubeconfig))
     except ConfigError as err:
         _error(err)
         raise typer.Exit(2) from None
+
+
+@app.command("controller")
+def controller_command(kubeconfig: KubeconfigOption = None) -> None:
+    """Run the gang-scheduling controller until SIGTERM or SIGINT."""
+    _serve("controller", kubeconfig)
+
+
+@app.command("webhook")
+def webhook_command(kubeconfig: KubeconfigOption = None) -> None:
+    """Serve only the admission webhook (the controller serves it too) until SIGTERM."""
+    _serve("webhook", kubeconfig)
 
 
 @app.command("emulator")

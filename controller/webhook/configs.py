@@ -111,6 +111,16 @@ def _common(name: str, config: Obj) -> Obj:
     }
 
 
+def _rule(operations: tuple[str, ...], group: str, version: str, resource: str, scope: str) -> Obj:
+    return {
+        "operations": list(operations),
+        "apiGroups": [group],
+        "apiVersions": [version],
+        "resources": [resource],
+        "scope": scope,
+    }
+
+
 def _pod_namespaces(extra: tuple[str, ...]) -> Obj:
     """Every namespace but the system ones (and `extra`)."""
     names = [*SYSTEM_NAMESPACES, *(n for n in extra if n not in SYSTEM_NAMESPACES)]
@@ -141,39 +151,17 @@ def configurations(
         "webhooks": [
             {
                 **_common(f"gangjobs.{GROUP}", cc(GANGJOB_PATH)),
-                "rules": [
-                    {
-                        "operations": ["CREATE", "UPDATE"],
-                        "apiGroups": [GROUP],
-                        "apiVersions": [VERSION],
-                        "resources": ["gangjobs"],
-                        "scope": "Namespaced",
-                    }
-                ],
+                "rules": [_rule(("CREATE", "UPDATE"), GROUP, VERSION, "gangjobs", "Namespaced")],
             },
             {
                 **_common(f"queues.{GROUP}", cc(QUEUE_PATH)),
                 "rules": [
-                    {
-                        "operations": ["CREATE", "UPDATE", "DELETE"],
-                        "apiGroups": [GROUP],
-                        "apiVersions": [VERSION],
-                        "resources": ["queues"],
-                        "scope": "Cluster",
-                    }
+                    _rule(("CREATE", "UPDATE", "DELETE"), GROUP, VERSION, "queues", "Cluster")
                 ],
             },
             {
                 **_common(f"pods.{GROUP}", cc(VALIDATE_POD_PATH)),
-                "rules": [
-                    {
-                        "operations": ["CREATE", "UPDATE"],
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
+                "rules": [_rule(("CREATE", "UPDATE"), "", "v1", "pods", "Namespaced")],
                 "namespaceSelector": _pod_namespaces(system_namespaces),
                 "matchConditions": [
                     {"name": "concerns-phalanx", "expression": POD_VALIDATE_CONDITION}
@@ -188,15 +176,7 @@ def configurations(
         "webhooks": [
             {
                 **_common(f"pods.{GROUP}", cc(MUTATE_POD_PATH)),
-                "rules": [
-                    {
-                        "operations": ["CREATE"],
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
+                "rules": [_rule(("CREATE",), "", "v1", "pods", "Namespaced")],
                 "namespaceSelector": _pod_namespaces(system_namespaces),
                 "matchConditions": [
                     {"name": "requests-devices-or-phalanx", "expression": POD_MUTATE_CONDITION}

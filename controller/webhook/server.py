@@ -114,7 +114,9 @@ class WebhookServer:
 
     async def run(self) -> None:
         await self.loaded.wait()
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port, ssl_context=self.context)
@@ -124,7 +126,7 @@ class WebhookServer:
             log.info("webhook serving", port=self.port)
             await anyio.sleep_forever()
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await runner.cleanup()
 
     def _handler(self, name: str, rule: Rule) -> Callable[[web.Request], Awaitable[web.Response]]:

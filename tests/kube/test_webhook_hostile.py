@@ -129,6 +129,12 @@ async def test_a_one_mebibyte_template_is_admitted_and_run(installed: Installed)
     await create(rest, r.GANG_JOBS, fat)
     await until_admitted(rest, "fat")
 
+    async def bound() -> bool:
+        pods = await rest.get(r.PODS.path("team-a"), {"labelSelector": "phalanx.dev/gang=fat"})
+        return len(pods["items"]) == 2 and all(p["spec"].get("nodeName") for p in pods["items"])
+
+    await until(bound)
+
 
 async def test_unicode_and_overlong_names_never_reach_the_controller(
     installed: Installed,
