@@ -305,18 +305,30 @@ class Controller:
         result = self.engine.cycle(now=self.clock())
         pending = self.caches.state.pending
         self._cycled.update(uid for uid in unseen if uid in pending)
-        for uid in unseen:
-            self._dirty_uid(uid)
         self.cycles += 1
         self.metrics.cycle_done(result, time.perf_counter() - started)
         self._wake_at = result.wake_at
         for fault in result.faults:
             log.error("policy fault", fault=fault)
-        for decision in result.decisions:
-            self._dirty_uid(decision.gang_uid)
         admitted = result.admitted
-        if not admitted:
-            return result
+        try:
+            if admitted:
+                await self._commit_all(result)
+        finally:
+            # The gangs left pending get their status after the admissions are written
+            # (those are what the next cycle waits for).
+            done = {d.gang_uid for d in admitted}  # reconciled once written
+            for uid in unseen:
+                if uid not in done:
+                    self._dirty_uid(uid)
+            for decision in result.decisions:
+                if decision.gang_uid not in done:
+                    self._dirty_uid(decision.gang_uid)
+        return result
+
+    async def _commit_all(self, result: CycleResult) -> None:
+        """The commit point of every admission of a cycle."""
+        admitted = result.admitted
         held = [d.gang_uid for d in admitted] + [v for d in admitted for v in d.victims]
         self.caches.hold(held)
         released: set[str] = set()
@@ -348,7 +360,6 @@ class Controller:
                 release(uid)
         for uid in result.ledger.unrestorable:
             self._dirty_uid(uid)
-        return result
 
     async def _commit(self, decision: Decision, ledger: Ledger) -> None:
         uid = decision.gang_uid
