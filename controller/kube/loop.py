@@ -322,22 +322,28 @@ class Controller:
         decided = time.perf_counter() - started
         pending = self.caches.state.pending
         self._cycled.update(uid for uid in unseen if uid in pending)
-        for uid in unseen:
-            self._dirty_uid(uid)
         self.cycles += 1
         try:
             await self._commit_all(result)
         finally:
             seconds = asyncio.get_running_loop().time() - began
             self.metrics.cycle_done(result, decided, seconds)
+            # The gangs left pending get their status after the admissions are written
+            # (those are what the next cycle waits for); the admitted ones once each is.
+            done = {d.gang_uid for d in result.admitted}
+            for uid in unseen:
+                if uid not in done:
+                    self._dirty_uid(uid)
+            for decision in result.decisions:
+                if decision.gang_uid not in done:
+                    self._dirty_uid(decision.gang_uid)
         return result
 
     async def _commit_all(self, result: CycleResult) -> None:
+        """The commit point of every admission of a cycle."""
         self._wake_at = result.wake_at
         for fault in result.faults:
             log.error("policy fault", fault=fault)
-        for decision in result.decisions:
-            self._dirty_uid(decision.gang_uid)
         admitted = result.admitted
         if not admitted:
             return
