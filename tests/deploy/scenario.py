@@ -10,22 +10,30 @@ every path that makes a different kind of API call.
    leader leaves it): create answers 409, the controller reads it;
 2. a node of the admitted job is deleted: the pods get the DisruptionTarget condition,
    are deleted, and the gang is admitted again on the other nodes; then the webhook's
-   certificate Secret is spoilt, and the controller writes a new one;
+   certificate Secret is spoilt, and the controller writes a new one (with cert-manager
+   managing the certificates: cert-manager, played by the test, issues a new one and the
+   controller's webhook serves it);
 3. a gang of another controller's pods in team-b (gang labels, one GPU each): its
    record ConfigMap is created; its pods finish, a second attempt of the same gang is
    admitted and the record replaced;
 4. a GangJob of team-a that names team-b's queue stays pending;
 5. the sample job is deleted: pods, claims and Service released, finalizer removed.
 
-The first watch of every cache is refused with 400, as by a server without streaming
-lists, so the caches take the list+watch path. Runs on its own looptime event loop
-(virtual time: lease renewals, readiness, backoff).
+The install is deploy/default (the controller makes its own certificates) or
+deploy/overlays/cert-manager (the test writes the Secret and the caBundles as
+cert-manager and its CA injector would, before the controller starts); the controller runs
+with the PHALANX_ settings the install's Deployment sets (but for addresses). The first
+watch of every cache is refused with 400, as by a server without streaming lists, so the
+caches take the list+watch path. Runs on its own looptime event loop (virtual time:
+lease renewals, readiness, backoff).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import datetime
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +48,18 @@ from controller.kube import resources as r
 from controller.kube.manager import Replica
 from controller.kube.rest import KubeError, Obj, Rest
 from controller.settings import Settings
+from controller.webhook.certs import (
+    SECRETS,
+    Bundle,
+    Policy,
+    make_serving,
+    renewed,
+    service_hosts,
+)
 from emulator import Emulator, Fault
 from emulator.audit import Request
 from emulator.kubelet import Kubelet, NodeDescription
-from tests.deploy.render import DEPLOY, NAMESPACE
+from tests.deploy.render import DEPLOY, NAMESPACE, find, kustomize
 from tests.kube.controller_cluster import one_gpu_template
 
 SAMPLES = DEPLOY / "samples"
@@ -80,12 +96,18 @@ INFORMED = (
 )
 """Every resource the controller caches (and the webhook's Secret); the first watch of
 each is refused."""
+INSTALLS = ("default", "cert-manager")
+"""The kustomizations the scenario runs as: the controller gets the settings their
+Deployment gives it, and the requests are held to their RBAC."""
+SECRET = SECRETS.path(NAMESPACE, "phalanx-webhook-tls")
 
 
 @dataclass
 class Run:
     """What the scenario saw: the controller's requests, and snapshots along the way."""
 
+    install: str
+    """deploy/default, or an overlay of it (its name): the RBAC the requests are held to."""
     requests: list[Request] = field(default_factory=list)
     first_pods: list[Obj] = field(default_factory=list)
     """The sample job's pods once first admitted whole."""
@@ -96,11 +118,12 @@ class Run:
     job_gone: bool = False
 
 
-def run_scenario() -> Run:
-    """The scenario on a fresh looptime loop (for a module-scoped fixture)."""
+def run_scenario(install: str = "default") -> Run:
+    """The scenario on a fresh looptime loop (for a module-scoped fixture), as installed
+    by `install` (a key of INSTALLS)."""
     loop = looptime.new_event_loop(start=0)
     try:
-        return loop.run_until_complete(asyncio.wait_for(_scenario(), TIMEOUT))
+        return loop.run_until_complete(asyncio.wait_for(_scenario(Run(install)), TIMEOUT))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -144,8 +167,7 @@ async def items(rest: Rest, resource: r.Resource, namespace: str, **query: str) 
     return list(found.get("items") or [])
 
 
-async def _scenario() -> Run:
-    run = Run()
+async def _scenario(run: Run) -> Run:
     async with Emulator(controllers=True) as emu:
         audit = emu.start_audit()
         for crd in sorted(CRDS.glob("*.yaml")):
@@ -159,30 +181,45 @@ async def _scenario() -> Run:
                 )
             await apply(rest, SAMPLES / "device-class.yaml")
             await apply(rest, SAMPLES / "queues.yaml")
-            for config in _webhook_configurations():
+            issuer = _CertManager(rest) if run.install == "cert-manager" else None
+            ca_bundle = (await issuer.issue()).ca_crt if issuer is not None else b""
+            for config in _webhook_configurations(ca_bundle):
                 await rest.request("POST", _WEBHOOK_CONFIGS[config["kind"]].path(), body=config)
             kubelet = Kubelet(api, NODES, ready_seconds=5, renew_seconds=60)
             await kubelet.start()
             try:
-                async with _controller(emu, conf) as replica:
-                    await _steps(rest, emu, kubelet, replica, run)
+                async with _controller(emu, conf, deployed_settings(run.install)) as replica:
+                    await _steps(rest, emu, kubelet, replica, run, issuer)
             finally:
                 await kubelet.stop()
     run.requests = [q for q in audit if q.user_agent.startswith(AGENT)]
     return run
 
 
+def deployed_settings(install: str) -> dict[str, str]:
+    """The settings the install's Deployment gives the controller (its literal PHALANX_
+    variables)."""
+    deployment = find(kustomize(install), "Deployment", "phalanx-controller")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {
+        e["name"].removeprefix("PHALANX_").lower(): e["value"]
+        for e in container["env"]
+        if e["name"].startswith("PHALANX_") and "value" in e
+    }
+
+
 @contextlib.asynccontextmanager
-async def _controller(emu: Emulator, conf: client.Configuration) -> Any:
-    settings = Settings.load(
-        identity="replica-a",
-        health_host="127.0.0.1",
-        health_port=0,
-        requeue_backoff_base_seconds=1.0,
-        webhook_host="127.0.0.1",
-        webhook_port=0,
-        webhook_cert_check_seconds=30.0,
-    )
+async def _controller(emu: Emulator, conf: client.Configuration, deployed: dict[str, str]) -> Any:
+    here = {
+        "identity": "replica-a",
+        "health_host": "127.0.0.1",
+        "health_port": 0,
+        "requeue_backoff_base_seconds": 1.0,
+        "webhook_host": "127.0.0.1",
+        "webhook_port": 0,
+        "webhook_cert_check_seconds": 30.0,
+    }
+    settings = Settings.load(**{**deployed, **here})
     stop = asyncio.Event()
     ready: list[Replica] = []
     for informer in INFORMED:
@@ -210,10 +247,11 @@ _WEBHOOK_CONFIGS = {
 }
 
 
-def _webhook_configurations() -> list[Obj]:
+def _webhook_configurations(ca_bundle: bytes) -> list[Obj]:
     """deploy/'s webhook configurations, each webhook narrowed to objects with a label
     nothing has: the controller keeps their caBundle (get, update) as on a cluster, while
-    the calls themselves are tested with a served webhook in tests/kube."""
+    the calls themselves are tested with a served webhook in tests/kube. `ca_bundle`, if
+    any, injected (as cert-manager's CA injector does)."""
     configs = [
         d
         for d in yaml.safe_load_all((DEPLOY / "default" / "webhooks.yaml").read_text())
@@ -222,7 +260,51 @@ def _webhook_configurations() -> list[Obj]:
     for config in configs:
         for hook in config["webhooks"]:
             hook["objectSelector"] = {"matchLabels": {"phalanx.dev/scenario": "never"}}
+            if ca_bundle:
+                hook["clientConfig"]["caBundle"] = base64.b64encode(ca_bundle).decode()
     return configs
+
+
+class _CertManager:
+    """What cert-manager does with deploy/overlays/cert-manager's Certificate: a Secret
+    with tls.crt, tls.key and ca.crt (no CA key), the serving pair issued again by the
+    same CA on renewal."""
+
+    def __init__(self, rest: Rest) -> None:
+        self.rest = rest
+        self.policy = Policy(tuple(service_hosts("phalanx-webhook", NAMESPACE)))
+        self.ca: Bundle | None = None
+
+    async def issue(self) -> Bundle:
+        now = datetime.datetime.now(datetime.UTC)
+        if self.ca is None:
+            made = renewed(None, now, self.policy)
+            assert made is not None
+            self.ca = made[0]
+        crt, key = make_serving(self.ca.ca_crt, self.ca.ca_key, self.policy.hosts, now, 90)
+        bundle = Bundle(crt, key, self.ca.ca_crt, b"")
+        data = {k: v for k, v in bundle.data().items() if k != "ca.key"}
+        secret: Obj = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "phalanx-webhook-tls",
+                "namespace": NAMESPACE,
+                "annotations": {"cert-manager.io/certificate-name": "phalanx-webhook"},
+            },
+            "type": "kubernetes.io/tls",
+            "data": data,
+        }
+        try:
+            found = await self.rest.get(SECRET)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+            await self.rest.request("POST", SECRETS.path(NAMESPACE), body=secret)
+        else:
+            secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
+            await self.rest.request("PUT", SECRET, body=secret)
+        return bundle
 
 
 async def _job(rest: Rest, namespace: str, name: str) -> Obj | None:
@@ -251,7 +333,14 @@ async def _admitted_pods(rest: Rest, namespace: str, job: str, count: int) -> li
     return None
 
 
-async def _steps(rest: Rest, emu: Emulator, kubelet: Kubelet, replica: Replica, run: Run) -> None:
+async def _steps(
+    rest: Rest,
+    emu: Emulator,
+    kubelet: Kubelet,
+    replica: Replica,
+    run: Run,
+    issuer: _CertManager | None,
+) -> None:
     # 1. the sample job; the first claim protection and the first binding meet a 409
     emu.inject_fault(Fault("patch", "resourceclaims", code=409, times=1, agent=AGENT))
     emu.inject_fault(Fault("bind", "pods", code=409, times=1, agent=AGENT))
@@ -287,22 +376,12 @@ async def _steps(rest: Rest, emu: Emulator, kubelet: Kubelet, replica: Replica, 
 
     await until(readmitted, "the sample job admitted again after losing a node")
 
-    # 2b. the webhook's serving certificate spoilt: the controller writes a new one
-    secret_path = r.Resource("", "v1", "secrets", "Secret", True).path(
-        NAMESPACE, "phalanx-webhook-tls"
-    )
-    spoilt = "bm90IGEgY2VydGlmaWNhdGU="  # "not a certificate"
-    await rest.request(
-        "PATCH",
-        secret_path,
-        body={"data": {"tls.crt": spoilt}},
-        content_type="application/merge-patch+json",
-    )
-
-    async def certificate_renewed() -> bool:
-        return bool((await rest.get(secret_path))["data"]["tls.crt"] != spoilt)
-
-    await until(certificate_renewed, "the spoilt webhook certificate written anew")
+    # 2b. a new serving certificate: the controller's own (it finds the Secret spoilt), or
+    # cert-manager's renewal, which the controller's webhook then serves
+    if issuer is None:
+        await _spoil_certificate(rest)
+    else:
+        await _renewed_by_cert_manager(issuer, replica)
 
     # 3. a gang of another controller's pods, twice
     await create(rest, _one_gpu_template("team-b"))
@@ -347,6 +426,38 @@ async def _steps(rest: Rest, emu: Emulator, kubelet: Kubelet, replica: Replica, 
 
     await until(gone, "the sample job deleted and released")
     run.job_gone = True
+
+
+async def _spoil_certificate(rest: Rest) -> None:
+    """Spoil the Secret's serving certificate; return once the controller wrote a new one."""
+    spoilt = "bm90IGEgY2VydGlmaWNhdGU="  # "not a certificate"
+    await rest.request(
+        "PATCH",
+        SECRET,
+        body={"data": {"tls.crt": spoilt}},
+        content_type="application/merge-patch+json",
+    )
+
+    async def certificate_renewed() -> bool:
+        return bool((await rest.get(SECRET))["data"]["tls.crt"] != spoilt)
+
+    await until(certificate_renewed, "the spoilt webhook certificate written anew")
+
+
+async def _renewed_by_cert_manager(issuer: _CertManager, replica: Replica) -> None:
+    """cert-manager renews the serving certificate; return once the webhook serves it."""
+    assert replica.webhook is not None
+    assert replica.webhook.certs is None, (
+        "the install runs the controller's own certificate manager beside cert-manager: "
+        "both would write the Secret (PHALANX_WEBHOOK_CERTIFICATES=cert-manager missing)"
+    )
+    server = replica.webhook.server
+    renewed_serial = (await issuer.issue()).serving().serial_number
+
+    async def served() -> bool:
+        return server.serial == renewed_serial
+
+    await until(served, "cert-manager's renewed webhook certificate served")
 
 
 def _one_gpu_template(namespace: str) -> Obj:

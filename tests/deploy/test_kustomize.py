@@ -286,6 +286,12 @@ def test_the_cert_manager_overlay_issues_the_secret_the_webhook_reads() -> None:
     assert ca["isCA"] is True and issuer == {"ca": {"secretName": ca["secretName"]}}
 
 
+def test_the_cert_manager_overlay_leaves_the_certificates_to_cert_manager() -> None:
+    assert "PHALANX_WEBHOOK_CERTIFICATES" not in env(kustomize("default"))
+    chosen = env(kustomize("cert-manager"))["PHALANX_WEBHOOK_CERTIFICATES"]
+    assert Settings.load(webhook_certificates=chosen).webhook_certificates == "cert-manager"
+
+
 def test_the_cert_manager_overlay_injects_its_ca_into_both_webhook_configurations() -> None:
     for kind, name in (
         ("ValidatingWebhookConfiguration", "phalanx-validating"),

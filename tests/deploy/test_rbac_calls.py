@@ -1,7 +1,10 @@
 """Least privilege, proven: every request a running controller makes (scenario.py records
 them at the API server) is allowed by the RBAC objects of deploy/, and every rule those
-objects grant the controller is used by some request. The same run shows the samples
-work: the PyTorch DDP job is admitted whole, and a team cannot use another's queue."""
+objects grant the controller is used by some request; for each way of installing it that
+changes what the controller does: deploy/default (it makes its own webhook certificates)
+and deploy/overlays/cert-manager (it only follows the Secret cert-manager writes). The
+same runs show the samples work: the PyTorch DDP job is admitted whole, and a team cannot
+use another's queue."""
 
 from __future__ import annotations
 
@@ -10,16 +13,16 @@ import pytest
 from emulator.audit import Request
 from tests.deploy.rbac import Grant, Rbac, Subject, rule_matches
 from tests.deploy.render import NAMESPACE, REPO, kustomize
-from tests.deploy.scenario import Run, run_scenario
+from tests.deploy.scenario import INSTALLS, Run, run_scenario
 
 CONTROLLER = Subject.service_account(NAMESPACE, "phalanx-controller")
 WEBHOOK_ROLES = {"phalanx-webhook"}
 """Grants for the admission webhook's certificates, served by the same process."""
 
 
-@pytest.fixture(scope="module")
-def run() -> Run:
-    return run_scenario()
+@pytest.fixture(scope="module", params=INSTALLS)
+def run(request: pytest.FixtureRequest) -> Run:
+    return run_scenario(request.param)
 
 
 def describe(request: Request) -> str:
@@ -62,14 +65,14 @@ def controller_grants(rbac: Rbac, roles: set[str] | None = None) -> list[Grant]:
 
 
 def test_every_request_of_the_controller_is_allowed_by_deploy(run: Run) -> None:
-    rbac = Rbac(kustomize("default"))
+    rbac = Rbac(kustomize(run.install))
     denied = sorted({describe(q) for q in run.requests if not rbac.allows(CONTROLLER, q)})
     assert len(run.requests) > 100
     assert denied == []
 
 
 def test_every_rule_granted_to_the_controller_is_used(run: Run) -> None:
-    rbac = Rbac(kustomize("default"))
+    rbac = Rbac(kustomize(run.install))
     grants = controller_grants(rbac)
     assert grants and unused(grants, run.requests) == []
 
@@ -77,12 +80,30 @@ def test_every_rule_granted_to_the_controller_is_used(run: Run) -> None:
 def test_every_rule_granted_for_the_webhook_certificates_is_used(run: Run) -> None:
     if not [p for p in (REPO / "controller" / "webhook").glob("*.py") if p.name != "__init__.py"]:
         pytest.skip("controller/webhook is not built yet: its grants are checked once it serves")
-    rbac = Rbac(kustomize("default"))
+    rbac = Rbac(kustomize(run.install))
     assert unused(controller_grants(rbac, WEBHOOK_ROLES), run.requests) == []
 
 
+def test_the_controller_writes_the_secret_and_the_caBundles_only_if_it_makes_the_certificates(
+    run: Run,
+) -> None:
+    writes = {
+        (q.resource, q.verb)
+        for q in run.requests
+        if q.verb not in ("get", "list", "watch")
+        and (q.resource == "secrets" or q.group == "admissionregistration.k8s.io")
+    }
+    ours = {
+        ("secrets", "create"),
+        ("secrets", "update"),
+        ("validatingwebhookconfigurations", "update"),
+        ("mutatingwebhookconfigurations", "update"),
+    }
+    assert writes == (set() if run.install == "cert-manager" else ours)
+
+
 def test_a_request_outside_the_grants_would_be_caught(run: Run) -> None:
-    rbac = Rbac(kustomize("default"))
+    rbac = Rbac(kustomize(run.install))
     sneaky = Request("phalanx/", "list", "", "secrets", namespace="team-a")
     assert not rbac.allows(CONTROLLER, sneaky)
     without_events = [q for q in run.requests if q.resource != "events"]
