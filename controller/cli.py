@@ -1,4 +1,5 @@
-"""The `phalanx` command line: the controller, benchmarks, simulation, policies, CRDs."""
+"""The `phalanx` command line: the controller, benchmarks, simulation, policies, CRDs,
+webhook configurations."""
 
 from __future__ import annotations
 
@@ -613,6 +614,33 @@ def crds(
     for d in dirs:
         for path in write_crds(d):
             console.print(f"wrote {path}")
+
+
+@app.command("webhook-configs")
+def webhook_configs(
+    check: Annotated[
+        bool, typer.Option(help="Only check that deploy/'s configurations are up to date.")
+    ] = False,
+    root: Annotated[
+        Path, typer.Option(help="The repository, whose deploy/ is written or checked.")
+    ] = Path(),
+) -> None:
+    """Write deploy/'s webhook configurations (kustomize base, Helm chart) from
+    controller/webhook/configs.py."""
+    from controller.webhook import manifests
+
+    if check:
+        stale = manifests.stale(root)
+        if stale:
+            _error(
+                f"stale webhook configurations: {', '.join(map(str, stale))}; "
+                "run `phalanx webhook-configs` to regenerate"
+            )
+            raise typer.Exit(1)
+        console.print("webhook configurations in deploy/ are up to date")
+        return
+    for path in manifests.write(root):
+        console.print(f"wrote {path}")
 
 
 @app.command("replay")

@@ -39,6 +39,11 @@ QUEUE_PATH = "/validate-phalanx-dev-v1alpha1-queue"
 MUTATE_POD_PATH = "/mutate--v1-pod"
 VALIDATE_POD_PATH = "/validate--v1-pod"
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+LABELS = {
+    "app.kubernetes.io/name": "phalanx",
+    "app.kubernetes.io/component": "webhook",
+    "app.kubernetes.io/part-of": "phalanx",
+}
 
 _DEVICES = (
     "(has(object.spec.resourceClaims) && size(object.spec.resourceClaims) > 0)"
@@ -147,7 +152,7 @@ def configurations(
     validating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": VALIDATING_NAME, "labels": {"app.kubernetes.io/name": "phalanx"}},
+        "metadata": {"name": VALIDATING_NAME, "labels": LABELS},
         "webhooks": [
             {
                 **_common(f"gangjobs.{GROUP}", cc(GANGJOB_PATH)),
@@ -172,7 +177,7 @@ def configurations(
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": MUTATING_NAME, "labels": {"app.kubernetes.io/name": "phalanx"}},
+        "metadata": {"name": MUTATING_NAME, "labels": LABELS},
         "webhooks": [
             {
                 **_common(f"pods.{GROUP}", cc(MUTATE_POD_PATH)),

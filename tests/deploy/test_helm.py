@@ -13,6 +13,7 @@ import pytest
 
 from controller.api.queue import Queue, validate_queue_tree
 from controller.settings import Settings
+from controller.webhook import configs
 from tests.deploy.helmlite import Chart, TemplateError
 from tests.deploy.render import DEPLOY, NAMESPACE, Obj, find, key, kustomize, schema_problems
 
@@ -104,6 +105,16 @@ def test_the_release_namespace_is_used_throughout() -> None:
     hook = find(objects, "ValidatingWebhookConfiguration", "phalanx-validating")["webhooks"][0]
     assert hook["clientConfig"]["service"]["namespace"] == "batch-system"
     assert NAMESPACE not in str(objects).replace("batch-system", "")
+
+
+def test_the_webhook_configurations_are_those_configs_py_builds_for_the_release() -> None:
+    objects = chart().manifests({}, namespace="batch-system")
+    built = configs.configurations(
+        service=("batch-system", "phalanx-webhook", 443), system_namespaces=("batch-system",)
+    )
+    for config in built:
+        installed = find(objects, config["kind"], config["metadata"]["name"])
+        assert installed["webhooks"] == config["webhooks"]
 
 
 def test_image_replicas_and_resources_come_from_the_values() -> None:

@@ -12,6 +12,7 @@ import yaml
 
 from controller.api.crdgen import check_crds
 from controller.settings import Settings
+from controller.webhook import configs, manifests
 from tests.deploy.podsecurity import restricted_violations
 from tests.deploy.render import (
     LOADER,
@@ -215,6 +216,21 @@ def test_every_webhook_calls_the_controller_service_on_its_agreed_path(name: str
         assert hook["failurePolicy"] == "Fail"
 
 
+@pytest.mark.parametrize("name", RENDERS)
+def test_the_webhook_configurations_are_those_configs_py_builds(name: str) -> None:
+    built = configs.configurations(
+        service=(NAMESPACE, "phalanx-webhook", 443), system_namespaces=(NAMESPACE,)
+    )
+    for config in built:
+        installed = find(kustomize(name), config["kind"], config["metadata"]["name"])
+        assert installed["metadata"]["labels"] == config["metadata"]["labels"]
+        assert installed["webhooks"] == config["webhooks"]
+
+
+def test_deploy_holds_the_webhook_configurations_generated_now() -> None:
+    assert manifests.stale(REPO) == [], "regenerate with `phalanx webhook-configs`"
+
+
 def test_pod_webhooks_never_see_system_namespaces_or_the_webhooks_own_pods() -> None:
     for where, hook in webhooks(kustomize("default")).items():
         if where[1] != "pods.phalanx.dev":
@@ -225,8 +241,9 @@ def test_pod_webhooks_never_see_system_namespaces_or_the_webhooks_own_pods() -> 
 
 
 def _sent(hook: Obj, pod: Obj, old: Obj | None = None) -> bool:
+    request = {"operation": "CREATE" if old is None else "UPDATE"}
     return all(
-        cel.evaluate(c["expression"], {"object": pod, "oldObject": old})
+        cel.evaluate(c["expression"], {"object": pod, "oldObject": old, "request": request})
         for c in hook["matchConditions"]
     )
 
@@ -251,8 +268,9 @@ def test_pod_webhooks_are_sent_pods_that_ask_for_devices_or_name_phalanx(
 
 def test_removing_the_gang_label_from_a_pod_is_sent_to_the_validating_webhook() -> None:
     hook = webhooks(kustomize("default"))[("phalanx-validating", "pods.phalanx.dev")]
-    labelled = {**_pod(), "metadata": {"name": "p", "labels": {"phalanx.dev/gang": "g"}}}
-    assert _sent(hook, _pod(), old=labelled) is True
+    labelled = {**_pod(schedulerName="phalanx"), "metadata": {"name": "p"}}
+    labelled["metadata"]["labels"] = {"phalanx.dev/gang": "g"}
+    assert _sent(hook, _pod(schedulerName="phalanx"), old=labelled) is True
 
 
 def test_the_network_policy_admits_only_the_webhook_and_metrics_ports() -> None:
