@@ -70,6 +70,18 @@ def find(objects: list[Obj], kind: str, name: str) -> Obj:
     return found[0]
 
 
+def phalanx_settings(objects: list[Obj]) -> dict[str, str]:
+    """The controller settings (Settings keywords) that the literal PHALANX_ variables of
+    the controller Deployment among `objects` give."""
+    deployment = find(objects, "Deployment", "phalanx-controller")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {
+        e["name"].removeprefix("PHALANX_").lower(): e["value"]
+        for e in container.get("env") or ()
+        if e["name"].startswith("PHALANX_") and "value" in e
+    }
+
+
 def key(obj: Obj) -> tuple[str, str, str, str]:
     meta = obj["metadata"]
     return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])

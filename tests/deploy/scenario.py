@@ -59,7 +59,7 @@ from controller.webhook.certs import (
 from emulator import Emulator, Fault
 from emulator.audit import Request
 from emulator.kubelet import Kubelet, NodeDescription
-from tests.deploy.render import DEPLOY, NAMESPACE, find, kustomize
+from tests.deploy.render import DEPLOY, NAMESPACE, kustomize, phalanx_settings
 from tests.kube.controller_cluster import one_gpu_template
 
 SAMPLES = DEPLOY / "samples"
@@ -185,27 +185,16 @@ async def _scenario(run: Run) -> Run:
             ca_bundle = (await issuer.issue()).ca_crt if issuer is not None else b""
             for config in _webhook_configurations(ca_bundle):
                 await rest.request("POST", _WEBHOOK_CONFIGS[config["kind"]].path(), body=config)
+            deployed = phalanx_settings(kustomize(run.install))
             kubelet = Kubelet(api, NODES, ready_seconds=5, renew_seconds=60)
             await kubelet.start()
             try:
-                async with _controller(emu, conf, deployed_settings(run.install)) as replica:
+                async with _controller(emu, conf, deployed) as replica:
                     await _steps(rest, emu, kubelet, replica, run, issuer)
             finally:
                 await kubelet.stop()
     run.requests = [q for q in audit if q.user_agent.startswith(AGENT)]
     return run
-
-
-def deployed_settings(install: str) -> dict[str, str]:
-    """The settings the install's Deployment gives the controller (its literal PHALANX_
-    variables)."""
-    deployment = find(kustomize(install), "Deployment", "phalanx-controller")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    return {
-        e["name"].removeprefix("PHALANX_").lower(): e["value"]
-        for e in container["env"]
-        if e["name"].startswith("PHALANX_") and "value" in e
-    }
 
 
 @contextlib.asynccontextmanager

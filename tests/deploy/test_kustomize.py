@@ -13,6 +13,7 @@ import yaml
 from controller.api.crdgen import check_crds
 from controller.settings import Settings
 from controller.webhook import configs, manifests
+from tests.deploy.netpol import ANYONE, EVERY_PORT, admitted
 from tests.deploy.podsecurity import restricted_violations
 from tests.deploy.render import (
     LOADER,
@@ -24,6 +25,7 @@ from tests.deploy.render import (
     is_built_in,
     key,
     kustomize,
+    phalanx_settings,
     schema_problem,
     schema_problems,
 )
@@ -64,6 +66,11 @@ def selects_controller(selector: Obj, objects: list[Obj]) -> bool:
 
 def env(objects: list[Obj]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(objects)["env"]}
+
+
+def controller_settings(objects: list[Obj]) -> Settings:
+    """The settings the Deployment's literal PHALANX_ variables give the controller."""
+    return Settings.load(**phalanx_settings(objects))
 
 
 def webhooks(objects: list[Obj]) -> dict[tuple[str, str], Obj]:
@@ -165,14 +172,10 @@ def test_probes_and_metrics_are_on_the_port_the_controller_serves(name: str) -> 
 
 @pytest.mark.parametrize("name", RENDERS)
 def test_every_phalanx_variable_the_pod_sets_is_a_controller_setting(name: str) -> None:
-    values = env(kustomize(name))
-    settings = {k: v for k, v in values.items() if k.startswith("PHALANX_")}
-    fields = {f"PHALANX_{f.upper()}" for f in Settings.model_fields}
-    assert set(settings) <= fields
-    literal = {
-        k.removeprefix("PHALANX_").lower(): v for k, v in settings.items() if isinstance(v, str)
-    }
-    Settings.load(**literal)
+    objects = kustomize(name)
+    settings = {k for k in env(objects) if k.startswith("PHALANX_")}
+    assert settings <= {f"PHALANX_{f.upper()}" for f in Settings.model_fields}
+    controller_settings(objects)
 
 
 def test_the_services_reach_the_controller_pods_on_named_ports() -> None:
@@ -273,15 +276,31 @@ def test_removing_the_gang_label_from_a_pod_is_sent_to_the_validating_webhook() 
     assert _sent(hook, _pod(schedulerName="phalanx"), old=labelled) is True
 
 
-def test_the_network_policy_admits_only_the_webhook_and_metrics_ports() -> None:
+@pytest.mark.parametrize("name", RENDERS)
+def test_the_network_policy_admits_the_webhook_and_metrics_ports_and_nothing_else(
+    name: str,
+) -> None:
+    objects = kustomize(name)
+    policy = find(objects, "NetworkPolicy", "phalanx-controller")
+    named = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
+    listens = controller_settings(objects)
+    assert selects_controller(policy["spec"]["podSelector"], objects)
+    assert admitted(policy, "ingress", named) == {
+        listens.webhook_port: [ANYONE],  # the API server is no pod: no `from` can name it
+        listens.health_port: [{"namespaceSelector": {}}],  # Prometheus, in any namespace
+    }
+    # the API server: the kubernetes Service's port, and its endpoints' after DNAT; no DNS
+    # (in the cluster the client reaches KUBERNETES_SERVICE_HOST, an address)
+    assert admitted(policy, "egress", named) == {443: [ANYONE], 6443: [ANYONE]}
+
+
+def test_the_network_policy_check_sees_a_rule_that_opens_every_port() -> None:
     objects = kustomize("default")
-    policy = find(objects, "NetworkPolicy", "phalanx-controller")["spec"]
-    assert selects_controller(policy["podSelector"], objects)
-    assert policy["policyTypes"] == ["Ingress", "Egress"]
-    ingress = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
-    egress = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
-    assert ingress == {"webhook", "metrics"}
-    assert egress == {443, 6443}
+    policy = find(objects, "NetworkPolicy", "phalanx-controller")
+    policy["spec"]["ingress"].append({"from": [{"podSelector": {}}]})
+    assert admitted(policy, "ingress", {"webhook": 9443, "metrics": 8080})[EVERY_PORT] == [
+        {"podSelector": {}}
+    ]
 
 
 def test_the_dev_overlay_runs_one_replica_with_debug_logs() -> None:
