@@ -131,6 +131,24 @@ def test_the_controller_reads_only_its_own_secret() -> None:
     assert not rbac.allows(CONTROLLER, ask("list", "secrets"))
 
 
+@pytest.mark.parametrize("name", ["default", "dev", "prometheus", "cert-manager"])
+def test_no_secret_but_the_webhooks_own_certificate_is_open_to_the_controller(name: str) -> None:
+    """The serving certificate's Secret holds the CA key too (deploy/README.md, Security):
+    nothing else of any Secret, the cert-manager CA's included, is the controller's."""
+    rbac = Rbac(kustomize(name))
+    elsewhere = [
+        (NAMESPACE, "other"),
+        (NAMESPACE, "phalanx-webhook-ca"),
+        (NAMESPACE, ""),
+        ("team-a", "phalanx-webhook-tls"),
+        ("", ""),
+    ]
+    for verb in ("get", "list", "watch", "update", "patch", "delete", "deletecollection"):
+        for namespace, secret in elsewhere:
+            request = ask(verb, "secrets", namespace=namespace, name=secret)
+            assert not rbac.allows(CONTROLLER, request), (verb, namespace, secret)
+
+
 def test_the_controller_renews_only_its_own_lease_in_its_namespace() -> None:
     rbac = Rbac(kustomize("default"))
     lease = {"group": "coordination.k8s.io", "namespace": NAMESPACE}
