@@ -16,7 +16,9 @@ every path that makes a different kind of API call.
 3. a gang of another controller's pods in team-b (gang labels, one GPU each): its
    record ConfigMap is created; its pods finish, a second attempt of the same gang is
    admitted and the record replaced;
-4. a GangJob of team-a that names team-b's queue stays pending;
+4. a GangJob of team-a that names team-b's queue stays pending; the webhook is asked
+   about a namespace its caches have not seen (as for a job submitted right after its
+   namespace was made) and reads it from the API server;
 5. the sample job is deleted: pods, claims and Service released, finalizer removed.
 
 The install is deploy/default (the controller makes its own certificates) or
@@ -115,6 +117,8 @@ class Run:
     deleted_node: str = ""
     foreign_record: Obj = field(default_factory=dict)
     wrong_queue_job: Obj = field(default_factory=dict)
+    unseen_namespace_labels: object = "not asked"
+    """What the webhook found of a namespace its caches had not seen (it does not exist)."""
     job_gone: bool = False
 
 
@@ -406,6 +410,8 @@ async def _steps(
 
     await until(judged, "the job on another team's queue judged")
     run.wrong_queue_job = await _job(rest, "team-a", "sneaky") or {}
+    assert replica.webhook is not None
+    run.unseen_namespace_labels = await replica.webhook.server.namespace_labels("team-new")
 
     # 5. the sample job deleted
     await rest.request("DELETE", r.GANG_JOBS.path("team-a", "llama-ddp"))

@@ -113,6 +113,7 @@ def test_a_request_outside_the_grants_would_be_caught(run: Run) -> None:
 
 
 def test_the_scenario_took_every_path_it_describes(run: Run) -> None:
+    assert run.unseen_namespace_labels is None
     assert run.deleted_node and run.deleted_node not in run.readmitted_nodes
     assert len(run.readmitted_nodes) == 4
     record = run.foreign_record["data"]["admission"]
