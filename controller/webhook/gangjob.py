@@ -24,9 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
-from controller.api.errors import PathPart, problems
+from controller.api.errors import PathPart
 from controller.api.gangjob import GangJob as GangJobModel
 from controller.engine.errors import InvalidInput
 from controller.engine.model import AllocationMode, Gang
@@ -42,6 +40,8 @@ from controller.webhook.review import (
     invalid_at,
     not_found,
     refuse,
+    schema_errors,
+    settled_update,
     too_many,
 )
 
@@ -57,19 +57,16 @@ _PATH_PART = re.compile(r"([^.\[\]]+)|\[([^\]]*)\]")
 def validate(
     request: Request, cluster: Cluster, namespace_labels: Mapping[str, str] | None
 ) -> Verdict:
-    job, old = request.object, request.old_object
+    job = request.object
     if request.operation == "DELETE" or job is None:
         return allow()
-    if request.operation == "UPDATE" and old is not None:
-        spec, before = job.get("spec") or {}, old.get("spec") or {}
-        if (
-            (job.get("metadata") or {}).get("deletionTimestamp")
-            or spec.get("suspend")
-            or _without_suspend(spec) == _without_suspend(before)
-        ):
-            return allow()
+    suspended = bool((job.get("spec") or {}).get("suspend"))
+    if settled_update(request, ignore=("suspend",)) or (
+        suspended and request.operation == "UPDATE" and request.old_object is not None
+    ):
+        return allow()
     job = _named(job, request)
-    errors = _schema(job)
+    errors = schema_errors(GangJobModel.from_manifest, job)
     if errors:
         return refuse(errors)
     errors = _queue(job, request.namespace, cluster, namespace_labels)
@@ -88,10 +85,6 @@ def validate(
     return allow()
 
 
-def _without_suspend(spec: Obj) -> Obj:
-    return {k: v for k, v in spec.items() if k != "suspend"}
-
-
 def _named(job: Obj, request: Request) -> Obj:
     """The job with a name and namespace: a `generateName` job has none before it is stored."""
     meta = dict(job.get("metadata") or {})
@@ -100,14 +93,6 @@ def _named(job: Obj, request: Request) -> Obj:
     meta.setdefault("namespace", request.namespace)
     meta.setdefault("uid", request.uid)
     return {**job, "metadata": meta}
-
-
-def _schema(job: Obj) -> list[FieldError]:
-    try:
-        GangJobModel.from_manifest(job)
-    except ValidationError as err:
-        return [invalid_at(path, problem) for path, problem in problems(err)]
-    return []
 
 
 def _gang(job: Obj, cluster: Cluster) -> tuple[FieldError | None, Gang | None]:

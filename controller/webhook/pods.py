@@ -27,20 +27,9 @@ from typing import Any
 
 from controller.kube.foreign import GANG_LABEL, QUEUE_LABEL, SCHEDULER_NAME, SIZE_ANNOTATION
 from controller.kube.translate import owner_gang
+from controller.webhook import review
 from controller.webhook.cluster import Cluster
 from controller.webhook.gangjob import leaf_queues_for
-from controller.webhook.review import (
-    FieldError,
-    Request,
-    Verdict,
-    allow,
-    forbidden,
-    invalid,
-    not_found,
-    pointer,
-    refuse,
-    required,
-)
 
 Obj = dict[str, Any]
 DEFAULT_SCHEDULER = "default-scheduler"
@@ -138,25 +127,27 @@ def _exempt(pod: Obj) -> bool:
 
 
 # ---- mutation ----------------------------------------------------------------------------
-def mutate(request: Request, cluster: Cluster, labels: Mapping[str, str] | None) -> Verdict:
+def mutate(
+    request: review.Request, cluster: Cluster, labels: Mapping[str, str] | None
+) -> review.Verdict:
     pod = request.object
     if request.operation != "CREATE" or pod is None or _exempt(pod) or owner_gang(pod):
-        return allow()
+        return review.allow()
     spec = pod.get("spec") or {}
     scheduler = spec.get("schedulerName") or DEFAULT_SCHEDULER
     if spec.get("nodeName") or scheduler not in (DEFAULT_SCHEDULER, SCHEDULER_NAME):
-        return allow()  # a bypass: `validate` refuses it with the reason
+        return review.allow()  # a bypass: `validate` refuses it with the reason
     if scheduler != SCHEDULER_NAME and not needs_devices(pod):
-        return allow()
+        return review.allow()
     usable = leaf_queues_for(cluster, request.namespace, labels)
     if not usable:
-        return allow()  # not a managed namespace
+        return review.allow()  # not a managed namespace
     queue, _ = namespace_queue(cluster, request.namespace, labels)
     patch: list[Obj] = []
     meta = _meta(pod)
     if scheduler != SCHEDULER_NAME:
         patch.append(
-            {"op": "add", "path": pointer("spec", "schedulerName"), "value": SCHEDULER_NAME}
+            {"op": "add", "path": review.pointer("spec", "schedulerName"), "value": SCHEDULER_NAME}
         )
     current = _labels(pod)
     wanted: dict[str, str] = {}
@@ -166,10 +157,12 @@ def mutate(request: Request, cluster: Cluster, labels: Mapping[str, str] | None)
         wanted[QUEUE_LABEL] = queue
     if wanted:
         if meta.get("labels") is None:
-            patch.append({"op": "add", "path": pointer("metadata", "labels"), "value": wanted})
+            patch.append(
+                {"op": "add", "path": review.pointer("metadata", "labels"), "value": wanted}
+            )
         else:
             patch += [
-                {"op": "add", "path": pointer("metadata", "labels", k), "value": v}
+                {"op": "add", "path": review.pointer("metadata", "labels", k), "value": v}
                 for k, v in wanted.items()
             ]
     if GANG_LABEL in wanted:
@@ -177,7 +170,7 @@ def mutate(request: Request, cluster: Cluster, labels: Mapping[str, str] | None)
             patch.append(
                 {
                     "op": "add",
-                    "path": pointer("metadata", "annotations"),
+                    "path": review.pointer("metadata", "annotations"),
                     "value": {SIZE_ANNOTATION: "1"},
                 }
             )
@@ -185,7 +178,7 @@ def mutate(request: Request, cluster: Cluster, labels: Mapping[str, str] | None)
             patch.append(
                 {
                     "op": "add",
-                    "path": pointer("metadata", "annotations", SIZE_ANNOTATION),
+                    "path": review.pointer("metadata", "annotations", SIZE_ANNOTATION),
                     "value": "1",
                 }
             )
@@ -197,43 +190,45 @@ def mutate(request: Request, cluster: Cluster, labels: Mapping[str, str] | None)
             + (" as a one-pod gang" if GANG_LABEL in wanted else "")
             + (f", charged to queue {charged}" if charged else "")
         )
-    return allow(patch, warnings)
+    return review.allow(patch, warnings)
 
 
 # ---- validation --------------------------------------------------------------------------
-def validate(request: Request, cluster: Cluster, labels: Mapping[str, str] | None) -> Verdict:
+def validate(
+    request: review.Request, cluster: Cluster, labels: Mapping[str, str] | None
+) -> review.Verdict:
     pod = request.object
     if pod is None or _exempt(pod):
-        return allow()
+        return review.allow()
     if request.operation == "UPDATE" and request.old_object is not None:
         return _update(pod, request.old_object)
     if request.operation != "CREATE":
-        return allow()
+        return review.allow()
     spec = pod.get("spec") or {}
     scheduler = spec.get("schedulerName") or DEFAULT_SCHEDULER
     if owner_gang(pod):
         if scheduler != SCHEDULER_NAME:
-            return refuse(
+            return review.refuse(
                 [
-                    forbidden(
+                    review.forbidden(
                         ("spec", "schedulerName"),
                         f"a pod of a GangJob is scheduled by {SCHEDULER_NAME}; the GangJob's "
                         "controller creates its pods, do not make them yourself",
                     )
                 ]
             )
-        return allow()
+        return review.allow()
     devices = needs_devices(pod)
     if not (devices or scheduler == SCHEDULER_NAME):
-        return allow()
+        return review.allow()
     usable = leaf_queues_for(cluster, request.namespace, labels)
     if not usable:
-        return allow()  # not a managed namespace
-    errors: list[FieldError] = []
+        return review.allow()  # not a managed namespace
+    errors: list[review.FieldError] = []
     what = "a pod that requests GPUs or DRA devices" if devices else "a Phalanx pod"
     if spec.get("nodeName"):
         errors.append(
-            forbidden(
+            review.forbidden(
                 ("spec", "nodeName"),
                 f"{what} in namespace {request.namespace} may not choose its node: Phalanx "
                 f"places it within its queue's quota; {HOW_TO_SUBMIT}",
@@ -243,7 +238,7 @@ def validate(request: Request, cluster: Cluster, labels: Mapping[str, str] | Non
         scheduler == DEFAULT_SCHEDULER and not spec.get("nodeName")
     ):
         errors.append(
-            forbidden(
+            review.forbidden(
                 ("spec", "schedulerName"),
                 f"pods that request GPUs or DRA devices in namespace {request.namespace} are "
                 f"scheduled by {SCHEDULER_NAME}, not {scheduler}; {HOW_TO_SUBMIT}",
@@ -252,7 +247,7 @@ def validate(request: Request, cluster: Cluster, labels: Mapping[str, str] | Non
     if scheduler == SCHEDULER_NAME:
         errors += _queue_label(pod, request.namespace, cluster, labels, usable)
         errors += _gang_size(pod)
-    return refuse(errors) if errors else allow()
+    return review.refuse(errors) if errors else review.allow()
 
 
 def _queue_label(
@@ -261,14 +256,14 @@ def _queue_label(
     cluster: Cluster,
     labels: Mapping[str, str] | None,
     usable: list[str],
-) -> list[FieldError]:
+) -> list[review.FieldError]:
     path = ("metadata", "labels", QUEUE_LABEL)
     name = _labels(pod).get(QUEUE_LABEL)
     shown = ", ".join(usable[:5]) + (", ..." if len(usable) > 5 else "")
     if name is None:
         if namespace_queue(cluster, namespace, labels)[0] is None:
             return [
-                required(
+                review.required(
                     path,
                     f"queues {shown} take pods from namespace {namespace}: "
                     f"label the pod {QUEUE_LABEL}=<one of them>",
@@ -280,15 +275,15 @@ def _queue_label(
     quota = cluster.state.quota
     if quota.get(name) is None:
         return [
-            not_found(
+            review.not_found(
                 path, name, f"no Queue named {name}; queues for namespace {namespace}: {shown}"
             )
         ]
     blocker = quota.admission_blocker(name)
     if blocker is not None:
-        return [invalid(path, name, f"{blocker}; queues for namespace {namespace}: {shown}")]
+        return [review.invalid(path, name, f"{blocker}; queues for namespace {namespace}: {shown}")]
     return [
-        forbidden(
+        review.forbidden(
             path,
             f"queue {name} does not take pods from namespace {namespace} (its "
             f"namespaceSelector does not match); queues that do: {shown}",
@@ -296,22 +291,26 @@ def _queue_label(
     ]
 
 
-def _gang_size(pod: Obj) -> list[FieldError]:
+def _gang_size(pod: Obj) -> list[review.FieldError]:
     if GANG_LABEL not in _labels(pod):
         return []
     value = (_meta(pod).get("annotations") or {}).get(SIZE_ANNOTATION)
     path = ("metadata", "annotations", SIZE_ANNOTATION)
     if value is None:
-        return [required(path, 'the number of pods in the gang, e.g. "4"')]
+        return [review.required(path, 'the number of pods in the gang, e.g. "4"')]
     if not str(value).isdigit() or int(str(value)) < 1:
-        return [invalid(path, value, "must be a positive integer: the number of pods in the gang")]
+        return [
+            review.invalid(
+                path, value, "must be a positive integer: the number of pods in the gang"
+            )
+        ]
     return []
 
 
-def _update(pod: Obj, old: Obj) -> Verdict:
+def _update(pod: Obj, old: Obj) -> review.Verdict:
     """A Phalanx pod keeps its gang label, gang size and queue for life."""
     if ((old.get("spec") or {}).get("schedulerName")) != SCHEDULER_NAME:
-        return allow()
+        return review.allow()
     before, after = _labels(old), _labels(pod)
     size_before = (_meta(old).get("annotations") or {}).get(SIZE_ANNOTATION)
     size_after = (_meta(pod).get("annotations") or {}).get(SIZE_ANNOTATION)
@@ -320,10 +319,10 @@ def _update(pod: Obj, old: Obj) -> Verdict:
         "would leave its gang's quota while it runs); delete the pod and create it again"
     )
     errors = [
-        forbidden(("metadata", "labels", key), how)
+        review.forbidden(("metadata", "labels", key), how)
         for key in (GANG_LABEL, QUEUE_LABEL)
         if before.get(key) != after.get(key)
     ]
     if size_before != size_after:
-        errors.append(forbidden(("metadata", "annotations", SIZE_ANNOTATION), how))
-    return refuse(errors) if errors else allow()
+        errors.append(review.forbidden(("metadata", "annotations", SIZE_ANNOTATION), how))
+    return review.refuse(errors) if errors else review.allow()

@@ -18,23 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from controller.api.common import DEVICE_QUOTA_PREFIX
-from controller.api.errors import problems
 from controller.api.queue import Queue as QueueModel
+from controller.webhook import review
 from controller.webhook.cluster import Cluster
-from controller.webhook.review import (
-    FieldError,
-    Request,
-    Verdict,
-    allow,
-    forbidden,
-    invalid,
-    invalid_at,
-    not_found,
-    refuse,
-)
 
 Obj = dict[str, Any]
 MAX_DEPTH = 16
@@ -46,63 +33,59 @@ def _parent_of(obj: Obj | None) -> str | None:
     return str(parent) if parent else None
 
 
-def validate(request: Request, cluster: Cluster) -> Verdict:
+def validate(request: review.Request, cluster: Cluster) -> review.Verdict:
     queues = cluster.queues
     if request.operation == "DELETE":
         name = request.name
         children = sorted(n for n, q in queues.items() if _parent_of(q) == name and n != name)
         if children:
             shown = ", ".join(children[:10]) + (", ..." if len(children) > 10 else "")
-            return refuse(
+            return review.refuse(
                 [
-                    forbidden(
+                    review.forbidden(
                         (),
                         f"queue {name} is the parent of {shown}: deleting it would orphan "
                         "them; delete them or set another spec.parent first",
                     )
                 ]
             )
-        return allow()
+        return review.allow()
     queue = request.object
     if queue is None:
-        return allow()
-    if request.operation == "UPDATE" and request.old_object is not None:
-        if (queue.get("metadata") or {}).get("deletionTimestamp"):
-            return allow()
-        if queue.get("spec") == request.old_object.get("spec"):
-            return allow()
-    try:
-        QueueModel.from_manifest(queue)
-    except ValidationError as err:
-        return refuse([invalid_at(path, problem) for path, problem in problems(err)])
+        return review.allow()
+    if review.settled_update(request):
+        return review.allow()
+    errors = review.schema_errors(QueueModel.from_manifest, queue)
+    if errors:
+        return review.refuse(errors)
     name = str((queue.get("metadata") or {}).get("name") or request.name)
     errors = _tree(name, _parent_of(queue), queues)
     if errors:
-        return refuse(errors)
-    return allow(warnings=_device_warnings(queue, cluster))
+        return review.refuse(errors)
+    return review.allow(warnings=_device_warnings(queue, cluster))
 
 
-def _tree(name: str, parent: str | None, queues: Mapping[str, Obj]) -> list[FieldError]:
+def _tree(name: str, parent: str | None, queues: Mapping[str, Obj]) -> list[review.FieldError]:
     path = ("spec", "parent")
     ancestors: list[str] = []
     if parent is not None:
         if parent not in queues:
-            return [not_found(path, parent, "create the parent queue first")]
+            return [review.not_found(path, parent, "create the parent queue first")]
         node: str | None = parent
         while node is not None and node in queues and len(ancestors) <= MAX_DEPTH:
             if node == name:
                 cycle = " -> ".join([name, *ancestors, name])
-                return [invalid(path, parent, f"would close a queue cycle: {cycle}")]
+                return [review.invalid(path, parent, f"would close a queue cycle: {cycle}")]
             if node in ancestors:
                 cycle = " -> ".join([*ancestors[ancestors.index(node) :], node])
-                return [invalid(path, parent, f"its ancestors form a queue cycle: {cycle}")]
+                return [review.invalid(path, parent, f"its ancestors form a queue cycle: {cycle}")]
             ancestors.append(node)
             node = _parent_of(queues[node])
     depth = 1 + len(ancestors) + _height(name, queues)
     if depth > MAX_DEPTH:
         shown = str(depth) if len(ancestors) <= MAX_DEPTH else f"more than {MAX_DEPTH}"
         return [
-            invalid(
+            review.invalid(
                 path,
                 parent,
                 f"the queue tree would be {shown} levels deep; at most {MAX_DEPTH} are allowed",

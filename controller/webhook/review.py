@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.api.errors import PathPart, format_path
+from pydantic import ValidationError
+
+from controller.api.errors import PathPart, format_path, problems
 
 Obj = dict[str, Any]
 API_VERSION = "admission.k8s.io/v1"
@@ -179,6 +182,32 @@ def forbidden(path: tuple[PathPart, ...], detail: str) -> FieldError:
 
 def too_many(path: tuple[PathPart, ...], count: int, detail: str) -> FieldError:
     return FieldError(path, TOO_MANY, detail, count)
+
+
+def schema_errors(read: Callable[[Obj], object], obj: Obj) -> list[FieldError]:
+    """Why `read` (a model's `from_manifest`) refuses `obj`: the schema's rules, each at its
+    field path; empty if it reads."""
+    try:
+        read(obj)
+    except ValidationError as err:
+        return [invalid_at(path, problem) for path, problem in problems(err)]
+    return []
+
+
+def settled_update(request: Request, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether `request` is an UPDATE with nothing to judge: of an object being deleted,
+    or leaving its spec (but for the `ignore`d fields) as it was (metadata and status
+    writes, the controller's own included)."""
+    new, old = request.object, request.old_object
+    if request.operation != "UPDATE" or new is None or old is None:
+        return False
+    if (new.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+
+    def spec(obj: Obj) -> Obj:
+        return {k: v for k, v in (obj.get("spec") or {}).items() if k not in ignore}
+
+    return spec(new) == spec(old)
 
 
 def aggregate(errors: list[FieldError]) -> str:
