@@ -62,6 +62,18 @@ def _default(ref: PolicyRef | None) -> PolicyRef:
     return ref
 
 
+_SHORTER_THAN = {
+    "renew_deadline_seconds": "lease_duration_seconds",
+    "webhook_renew_before_days": "webhook_cert_days",
+    "webhook_ca_renew_before_days": "webhook_ca_days",
+}
+"""Margins, and what each is taken from (so must be shorter than)."""
+
+
+def _env(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
 class SettingsError(ValueError):
     """Settings that cannot be used; one line per problem, naming the env var."""
 
@@ -182,26 +194,23 @@ class Settings(BaseSettings):
             return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
-    @field_validator("webhook_renew_before_days")
+    @field_validator(*_SHORTER_THAN)
     @classmethod
-    def _renew_within_cert(cls, value: float, info: ValidationInfo) -> float:
-        days = info.data.get("webhook_cert_days")
-        if days is not None and value >= days:
-            raise ValueError(
-                f"must be shorter than PHALANX_WEBHOOK_CERT_DAYS ({days}), got {value}"
-            )
+    def _shorter_than(cls, value: float, info: ValidationInfo) -> float:
+        assert info.field_name is not None
+        other = _SHORTER_THAN[info.field_name]
+        limit = info.data.get(other)
+        if limit is not None and value >= limit:
+            raise ValueError(f"must be shorter than {_env(other)} ({limit}), got {value}")
         return value
 
     @field_validator("webhook_ca_renew_before_days")
     @classmethod
-    def _renew_within_ca(cls, value: float, info: ValidationInfo) -> float:
-        days = info.data.get("webhook_ca_days")
+    def _ca_outlives_cert(cls, value: float, info: ValidationInfo) -> float:
         cert = info.data.get("webhook_cert_days")
-        if days is not None and value >= days:
-            raise ValueError(f"must be shorter than PHALANX_WEBHOOK_CA_DAYS ({days}), got {value}")
         if cert is not None and value <= cert:
             raise ValueError(
-                f"must be longer than PHALANX_WEBHOOK_CERT_DAYS ({cert}), so a serving "
+                f"must be longer than {_env('webhook_cert_days')} ({cert}), so a serving "
                 f"certificate signed by the old CA expires before the CA does; got {value}"
             )
         return value
@@ -211,24 +220,14 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("renew_deadline_seconds")
-    @classmethod
-    def _renew_within_lease(cls, value: float, info: ValidationInfo) -> float:
-        duration = info.data.get("lease_duration_seconds")
-        if duration is not None and value >= duration:
-            raise ValueError(
-                f"must be shorter than PHALANX_LEASE_DURATION_SECONDS ({duration}), got {value}"
-            )
-        return value
-
     @field_validator("retry_period_seconds")
     @classmethod
     def _retry_within_deadline(cls, value: float, info: ValidationInfo) -> float:
         deadline = info.data.get("renew_deadline_seconds")
         if deadline is not None and value * RETRY_JITTER >= deadline:
             raise ValueError(
-                f"times {RETRY_JITTER} must be shorter than PHALANX_RENEW_DEADLINE_SECONDS "
-                f"({deadline}), got {value}"
+                f"times {RETRY_JITTER} must be shorter than "
+                f"{_env('renew_deadline_seconds')} ({deadline}), got {value}"
             )
         return value
 
