@@ -1,4 +1,6 @@
-"""A small JSON client for the emulator's HTTP API, and a fixture-friendly way to start one."""
+"""A small JSON client for the emulator's HTTP API, and a fixture-friendly way to start one;
+the `emu` and `http` fixtures (an emulator, and a raw session to it with a namespace `t`
+labelled `tier: apps`) for tests of the HTTP API itself."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import pytest
 
 from emulator import Emulator
 
@@ -57,15 +60,31 @@ class Client:
             return response.status, events
 
 
+def session(emulator: Emulator) -> aiohttp.ClientSession:
+    """An HTTP session to the emulator, with its token."""
+    return aiohttp.ClientSession(
+        emulator.url, headers={"Authorization": f"Bearer {emulator.token}"}
+    )
+
+
 @asynccontextmanager
 async def running(**options: Any) -> AsyncIterator[Client]:
-    async with (
-        Emulator(**options) as emulator,
-        aiohttp.ClientSession(
-            emulator.url, headers={"Authorization": f"Bearer {emulator.token}"}
-        ) as session,
-    ):
-        yield Client(emulator, session)
+    async with Emulator(**options) as emulator, session(emulator) as http:
+        yield Client(emulator, http)
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def http(emu: Emulator) -> AsyncIterator[aiohttp.ClientSession]:
+    async with session(emu) as http:
+        labelled = {**namespace("t"), "metadata": {"name": "t", "labels": {"tier": "apps"}}}
+        assert (await http.post("/api/v1/namespaces", json=labelled)).status == 201
+        yield http
 
 
 def namespace(name: str) -> Obj:

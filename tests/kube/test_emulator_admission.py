@@ -4,14 +4,16 @@ refusal or a failure looks like to the client, and what failurePolicy changes.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from emulator import Emulator
+from tests.kube.client import emu, http
 from tests.kube.webhooks import Scripted, configuration, free_port, patch_of, webhook
+
+__all__ = ["emu", "http"]
 
 pytestmark = pytest.mark.looptime
 
@@ -26,23 +28,6 @@ def cm(name: str, **labels: str) -> Obj:
     if labels:
         meta["labels"] = labels
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"k": "v"}}
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def http(emu: Emulator) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        emu.url, headers={"Authorization": f"Bearer {emu.token}"}
-    ) as session:
-        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t"}}
-        ns["metadata"]["labels"] = {"tier": "apps"}  # type: ignore[index]
-        assert (await session.post("/api/v1/namespaces", json=ns)).status == 201
-        yield session
 
 
 async def install(http: aiohttp.ClientSession, kind: str, *hooks: Obj, name: str = "c") -> None:

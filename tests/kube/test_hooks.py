@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from emulator import Emulator, Fault
+from tests.kube.client import emu, http
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t"}}
+__all__ = ["emu", "http"]
 
 
 def cm(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}}
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def http(emu: Emulator) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        emu.url, headers={"Authorization": f"Bearer {emu.token}"}
-    ) as session:
-        status = (await session.post("/api/v1/namespaces", json=NS)).status
-        assert status == 201
-        yield session
 
 
 async def _watch(http: aiohttp.ClientSession, query: dict[str, str]) -> list[dict[str, Any]]:
