@@ -1,7 +1,9 @@
 """A running controller against the emulator, and the cluster objects e2e tests build on.
 
 `running` starts caches + decision loop as a fresh controller would (call it again after
-cancelling to play a restart); `until` waits, in loop time, for a condition on the API.
+cancelling to play a restart); `until` waits, in loop time, for a condition on the API;
+`crash_after`, `recovered` and `writes_until` fail-stop a controller after so many writes,
+let a fresh one take over, and count what it writes (the crash tests).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from controller.kube.metrics import NO_METRICS, Recorder
 from controller.kube.rest import KubeError, Obj, Rest
 from controller.kube.translate import ADMISSION_ANNOTATION
 from controller.settings import Settings
+from emulator import Emulator
 from tests.kube.controller_env import GANG_API, create, owned_by
 
 NAMESPACE = "default"
@@ -94,6 +97,54 @@ async def until(
         if loop.time() > deadline:
             raise AssertionError(f"condition not reached in {timeout} s: {check.__name__}")
         await asyncio.sleep(step)
+
+
+async def crash_after(
+    emulator: Emulator, running: Running, writes: int, settings: Settings | None = None
+) -> None:
+    """Start a controller that fail-stops after `writes` writes (or has nothing more to
+    write for a minute); crash it; clear the fault."""
+    emulator.fail_after_writes(writes)
+    await running.start(settings)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    async def writes_used_up() -> bool:
+        return emulator.faults.writes_left == 0 or loop.time() - began > 60
+
+    await until(writes_used_up)
+    await asyncio.sleep(1)
+    await running.crash()
+    emulator.clear_faults()
+
+
+async def recovered(
+    emulator: Emulator,
+    running: Running,
+    writes: int,
+    done: Callable[[], Awaitable[bool]],
+    settings: Settings | None = None,
+) -> Controller:
+    """A controller fail-stopped after `writes` writes (`crash_after`), then a fresh one
+    until `done` holds, and 2 s more for it to settle; returns the fresh one."""
+    await crash_after(emulator, running, writes, settings)
+    controller = await running.start(settings)
+    await until(done)
+    await asyncio.sleep(2)
+    return controller
+
+
+async def writes_until(
+    emulator: Emulator, running: Running, done: Callable[[], Awaitable[bool]]
+) -> int:
+    """How many writes a fresh controller makes until `done` holds (and 2 s after)."""
+    budget = 10**6
+    emulator.fail_after_writes(budget)
+    await running.start()
+    await until(done)
+    await asyncio.sleep(2)
+    assert emulator.faults.writes_left is not None
+    return budget - emulator.faults.writes_left
 
 
 async def items(rest: Rest, resource: r.Resource, **query: str) -> list[Obj]:
@@ -204,12 +255,18 @@ def gang_job(
     }
 
 
-async def gpu_cluster(rest: Rest, nodes: int, gpus: int, pods: int = 110) -> None:
+async def gpu_cluster(
+    rest: Rest, nodes: int, gpus: int, pods: int = 110, *, queue_gpus: int | None = None
+) -> None:
+    """`nodes` nodes of `gpus` GPUs each (the GPU DeviceClass, the one-GPU claim template),
+    and, given `queue_gpus`, the queue `q` with that devices/gpu quota."""
     await create(rest, r.DEVICE_CLASSES, gpu_class())
     await create(rest, r.CLAIM_TEMPLATES, one_gpu_template())
     for i in range(nodes):
         await add_node(rest, f"n{i}", pods)
         await create(rest, r.RESOURCE_SLICES, gpu_slice(f"n{i}", gpus))
+    if queue_gpus is not None:
+        await create(rest, r.QUEUES, queue(devices__gpu=queue_gpus))
 
 
 async def finish_pods(rest: Rest, job_name: str, phase: str = "Succeeded") -> None:

@@ -23,13 +23,14 @@ from tests.kube.controller_cluster import (
     gpu_cluster,
     items,
     job,
-    queue,
+    recovered,
     running,
     until,
+    writes_until,
 )
-from tests.kube.controller_env import create, emulator, load_crds, rest
+from tests.kube.controller_env import crds, create, emulator, rest
 
-__all__ = ["emulator", "rest", "running"]
+__all__ = ["crds", "emulator", "rest", "running"]
 
 pytestmark = pytest.mark.looptime
 
@@ -40,12 +41,10 @@ binding (and maybe one Queued status write first)."""
 
 
 @pytest.fixture
-async def cluster(emulator: Emulator, rest: Rest) -> Rest:
-    await load_crds(emulator)
-    await gpu_cluster(rest, nodes=2, gpus=2)
-    await create(rest, r.QUEUES, queue(devices__gpu=2))
-    await create(rest, r.GANG_JOBS, gang_job("train", [("w", PODS)], gpu=True))
-    return rest
+async def cluster(crds: Rest) -> Rest:
+    await gpu_cluster(crds, nodes=2, gpus=2, queue_gpus=2)
+    await create(crds, r.GANG_JOBS, gang_job("train", [("w", PODS)], gpu=True))
+    return crds
 
 
 async def gang_bound(rest: Rest) -> bool:
@@ -103,19 +102,7 @@ async def assert_exact(rest: Rest, running: Running, foreign: int = 0) -> None:
 async def test_a_controller_stopped_after_any_write_is_rolled_forward_by_the_next(
     cluster: Rest, emulator: Emulator, running: Running, writes: int
 ) -> None:
-    emulator.fail_after_writes(writes)
-    await running.start()
-
-    async def writes_used_up() -> bool:
-        return emulator.faults.writes_left == 0
-
-    await until(writes_used_up)
-    await asyncio.sleep(1)
-    await running.crash()
-    emulator.clear_faults()
-    await running.start()
-    await until(lambda: gang_bound(cluster))
-    await asyncio.sleep(2)
+    await recovered(emulator, running, writes, lambda: gang_bound(cluster))
     await assert_exact(cluster, running)
     await finish_pods(cluster, "train")
 
@@ -131,13 +118,7 @@ async def test_a_controller_stopped_after_any_write_is_rolled_forward_by_the_nex
 async def test_every_write_of_an_admission_is_covered(
     cluster: Rest, emulator: Emulator, running: Running
 ) -> None:
-    budget = 10**6
-    emulator.fail_after_writes(budget)
-    await running.start()
-    await until(lambda: gang_bound(cluster))
-    await asyncio.sleep(2)
-    assert emulator.faults.writes_left is not None
-    assert budget - emulator.faults.writes_left <= WRITES
+    assert await writes_until(emulator, running, lambda: gang_bound(cluster)) <= WRITES
 
 
 async def test_a_record_whose_device_was_taken_meanwhile_is_rolled_back(

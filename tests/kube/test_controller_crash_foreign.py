@@ -6,7 +6,6 @@ leaked device, no double allocation, no partial gang and exact quota."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import pytest
@@ -22,15 +21,16 @@ from tests.kube.controller_cluster import (
     gang_job,
     gpu_cluster,
     items,
-    queue,
+    recovered,
     running,
     until,
+    writes_until,
 )
-from tests.kube.controller_env import create, emulator, load_crds, rest
+from tests.kube.controller_env import crds, create, emulator, rest
 from tests.kube.test_controller_crash import kubelet_finishes_deletions
 from tests.kube.test_controller_foreign import indexed_job_pod
 
-__all__ = ["emulator", "rest", "running"]
+__all__ = ["crds", "emulator", "rest", "running"]
 
 pytestmark = pytest.mark.looptime
 
@@ -47,23 +47,21 @@ pods, a Queue status write or two."""
 
 
 @pytest.fixture
-async def cluster(emulator: Emulator, rest: Rest) -> Rest:
+async def cluster(crds: Rest) -> Rest:
     """Two 2-GPU nodes, and a 2-pod foreign gang whose claims the resourceclaim controller
     has made from its template."""
-    await load_crds(emulator)
-    await gpu_cluster(rest, nodes=2, gpus=2)
-    await create(rest, r.QUEUES, queue(devices__gpu=4))
+    await gpu_cluster(crds, nodes=2, gpus=2, queue_gpus=4)
     for i in range(PODS):
-        await create(rest, r.PODS, indexed_job_pod("theirs", i, PODS))
+        await create(crds, r.PODS, indexed_job_pod("theirs", i, PODS))
 
     async def claims_made() -> bool:
-        pods = await items(rest, r.PODS)
-        return len(await items(rest, r.RESOURCE_CLAIMS)) == PODS and all(
+        pods = await items(crds, r.PODS)
+        return len(await items(crds, r.RESOURCE_CLAIMS)) == PODS and all(
             (p.get("status") or {}).get("resourceClaimStatuses") for p in pods
         )
 
     await until(claims_made)
-    return rest
+    return crds
 
 
 def devices(claim: Obj) -> list[tuple[str, str]]:
@@ -100,46 +98,18 @@ async def assert_exact(rest: Rest, running: Running) -> None:
     assert state.violations() == []
 
 
-async def crash_after(
-    emulator: Emulator, running: Running, writes: int, settings: Settings | None = None
-) -> None:
-    """Start a controller that fail-stops after `writes` writes (or has nothing more to
-    write for a minute); crash it; clear the fault."""
-    emulator.fail_after_writes(writes)
-    await running.start(settings)
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-
-    async def writes_used_up() -> bool:
-        return emulator.faults.writes_left == 0 or loop.time() - began > 60
-
-    await until(writes_used_up)
-    await asyncio.sleep(1)
-    await running.crash()
-    emulator.clear_faults()
-
-
 @pytest.mark.parametrize("writes", range(ADMISSION_WRITES))
 async def test_a_foreign_gang_admission_stopped_after_any_write_is_rolled_forward(
     cluster: Rest, emulator: Emulator, running: Running, writes: int
 ) -> None:
-    await crash_after(emulator, running, writes)
-    await running.start()
-    await until(lambda: gang_bound(cluster))
-    await asyncio.sleep(2)
+    await recovered(emulator, running, writes, lambda: gang_bound(cluster))
     await assert_exact(cluster, running)
 
 
 async def test_every_write_of_a_foreign_admission_is_covered(
     cluster: Rest, emulator: Emulator, running: Running
 ) -> None:
-    budget = 10**6
-    emulator.fail_after_writes(budget)
-    await running.start()
-    await until(lambda: gang_bound(cluster))
-    await asyncio.sleep(2)
-    assert emulator.faults.writes_left is not None
-    assert budget - emulator.faults.writes_left <= ADMISSION_WRITES
+    assert await writes_until(emulator, running, lambda: gang_bound(cluster)) <= ADMISSION_WRITES
 
 
 async def preempted(rest: Rest, running: Running) -> None:
@@ -150,20 +120,16 @@ async def preempted(rest: Rest, running: Running) -> None:
     await create(rest, r.GANG_JOBS, gang_job("high", [("w", 4)], gpu=True, priority=100))
 
 
-async def evicted_and_replaced(rest: Rest, running: Running) -> None:
-    """What a kubelet would do meanwhile (finish deleted pods), until the foreign gang is
-    gone whole (pods, allocations, record) and the preemptor bound."""
-
-    async def done() -> bool:
-        await kubelet_finishes_deletions(rest)
-        high = await items(rest, r.PODS, labelSelector="phalanx.dev/gang=high")
-        return (
-            await foreign_gang_gone(rest, "theirs")
-            and len(high) == 4
-            and all(p["spec"].get("nodeName") for p in high)
-        )
-
-    await until(done)
+async def evicted_and_replaced(rest: Rest) -> bool:
+    """Whether the foreign gang is gone whole (pods, allocations, record) and the
+    preemptor bound; doing what a kubelet would meanwhile (finish deleted pods)."""
+    await kubelet_finishes_deletions(rest)
+    high = await items(rest, r.PODS, labelSelector="phalanx.dev/gang=high")
+    return (
+        await foreign_gang_gone(rest, "theirs")
+        and len(high) == 4
+        and all(p["spec"].get("nodeName") for p in high)
+    )
 
 
 @pytest.mark.parametrize("writes", range(EVICTION_WRITES))
@@ -172,10 +138,9 @@ async def test_a_foreign_gang_eviction_stopped_after_any_write_is_finished_by_th
 ) -> None:
     await preempted(cluster, running)
     settings = Settings.load(preemption="priority")
-    await crash_after(emulator, running, writes, settings)
-    controller = await running.start(settings)
-    await evicted_and_replaced(cluster, running)
-    await asyncio.sleep(2)
+    controller = await recovered(
+        emulator, running, writes, lambda: evicted_and_replaced(cluster), settings
+    )
     claims = await items(cluster, r.RESOURCE_CLAIMS)
     held = Counter(d for c in claims for d in devices(c))
     assert all(n == 1 for n in held.values()) and len(held) == 4, held

@@ -76,8 +76,7 @@ async def test_two_100_pod_gangs_on_100_one_slot_nodes_bind_100_and_0(crds: Rest
 async def test_a_16_pod_pytorch_gang_gets_16_devices_and_the_torchrun_environment(
     crds: Rest, running
 ) -> None:
-    await gpu_cluster(crds, nodes=4, gpus=4)
-    await create(crds, r.QUEUES, queue(devices__gpu=16))
+    await gpu_cluster(crds, nodes=4, gpus=4, queue_gpus=16)
     await create(crds, r.GANG_JOBS, gang_job("torch", [("master", 1), ("worker", 15)], gpu=True))
     await running.start()
 
@@ -122,8 +121,7 @@ async def test_a_16_pod_pytorch_gang_gets_16_devices_and_the_torchrun_environmen
 
 
 async def test_quota_holds_a_third_job_until_one_finishes(crds: Rest, running) -> None:
-    await gpu_cluster(crds, nodes=2, gpus=8)
-    await create(crds, r.QUEUES, queue(devices__gpu=8))
+    await gpu_cluster(crds, nodes=2, gpus=8, queue_gpus=8)
     for name in ("one", "two", "three"):
         await create(crds, r.GANG_JOBS, gang_job(name, [("w", 4)], gpu=True))
     controller = await running.start()
@@ -168,8 +166,7 @@ async def test_quota_holds_a_third_job_until_one_finishes(crds: Rest, running) -
 
 
 async def test_claims_allocated_by_someone_else_are_never_reused(crds: Rest, running) -> None:
-    await gpu_cluster(crds, nodes=1, gpus=4)
-    await create(crds, r.QUEUES, queue(devices__gpu=8))
+    await gpu_cluster(crds, nodes=1, gpus=4, queue_gpus=8)
     await allocated_claim(crds, "theirs", ("n0", "gpu-1"))
     await create(crds, r.GANG_JOBS, gang_job("small", [("w", 3)], gpu=True, priority=10))
     await create(crds, r.GANG_JOBS, gang_job("late", [("w", 1)], gpu=True))

@@ -24,13 +24,12 @@ from tests.kube.controller_cluster import (
     gpu_cluster,
     items,
     job,
-    queue,
     running,
     until,
 )
-from tests.kube.controller_env import create, emulator, load_crds, pod, rest
+from tests.kube.controller_env import crds, create, emulator, pod, rest
 
-__all__ = ["emulator", "rest", "running"]
+__all__ = ["crds", "emulator", "rest", "running"]
 
 pytestmark = pytest.mark.looptime
 
@@ -40,11 +39,9 @@ ADMITTED = 3
 
 
 @pytest.fixture
-async def cluster(emulator: Emulator, rest: Rest) -> Rest:
-    await load_crds(emulator)
-    await gpu_cluster(rest, nodes=3, gpus=2)
-    await create(rest, r.QUEUES, queue(devices__gpu=PODS * ADMITTED))
-    return rest
+async def cluster(crds: Rest) -> Rest:
+    await gpu_cluster(crds, nodes=3, gpus=2, queue_gpus=PODS * ADMITTED)
+    return crds
 
 
 WAITING = "waits"

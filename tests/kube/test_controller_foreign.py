@@ -12,7 +12,7 @@ import pytest
 from controller.kube import resources as r
 from controller.kube.informer import Informer
 from controller.kube.rest import Obj, Rest
-from tests.kube.controller_cluster import NAMESPACE, gpu_cluster, items, queue, running, until
+from tests.kube.controller_cluster import NAMESPACE, gpu_cluster, items, running, until
 from tests.kube.controller_env import crds, create, emulator, rest
 
 __all__ = ["crds", "emulator", "rest", "running"]
@@ -82,8 +82,7 @@ class Bindings:
 
 async def one_node_started(rest: Rest, running: Any, gpus: int) -> Any:
     """One node with `gpus` GPUs, a queue with room for all of them, the controller on."""
-    await gpu_cluster(rest, nodes=1, gpus=gpus)
-    await create(rest, r.QUEUES, queue(devices__gpu=gpus))
+    await gpu_cluster(rest, nodes=1, gpus=gpus, queue_gpus=gpus)
     return await running.start()
 
 
@@ -99,8 +98,7 @@ async def until_bound(rest: Rest, count: int) -> None:
 
 
 async def test_an_indexed_job_with_gang_labels_is_admitted_whole(crds: Rest, running) -> None:
-    await gpu_cluster(crds, nodes=2, gpus=4)
-    await create(crds, r.QUEUES, queue(devices__gpu=8))
+    await gpu_cluster(crds, nodes=2, gpus=4, queue_gpus=8)
     watch = Bindings(crds)
     controller = await running.start()
     for i in range(7):
@@ -133,8 +131,7 @@ async def test_an_indexed_job_with_gang_labels_is_admitted_whole(crds: Rest, run
 async def test_an_upstream_pod_group_is_admitted_whole_once_min_count_pods_exist(
     crds: Rest, running
 ) -> None:
-    await gpu_cluster(crds, nodes=2, gpus=2)
-    await create(crds, r.QUEUES, queue(devices__gpu=4))
+    await gpu_cluster(crds, nodes=2, gpus=2, queue_gpus=4)
     await create(crds, r.POD_GROUPS, pod_group("pg", 4))
     watch = Bindings(crds)
     controller = await running.start()
@@ -155,8 +152,7 @@ async def test_an_upstream_pod_group_is_admitted_whole_once_min_count_pods_exist
 
 
 async def test_too_few_pods_for_the_gang_bind_nothing(crds: Rest, running) -> None:
-    await gpu_cluster(crds, nodes=2, gpus=4)
-    await create(crds, r.QUEUES, queue(devices__gpu=8))
+    await gpu_cluster(crds, nodes=2, gpus=4, queue_gpus=8)
     controller = await running.start()
     for i in range(3):
         await create(crds, r.PODS, indexed_job_pod("small", i, 4))
@@ -171,8 +167,7 @@ async def test_too_few_pods_for_the_gang_bind_nothing(crds: Rest, running) -> No
 async def test_a_restarted_controller_keeps_a_foreign_gang_from_its_record(
     crds: Rest, running
 ) -> None:
-    await gpu_cluster(crds, nodes=1, gpus=4)
-    await create(crds, r.QUEUES, queue(devices__gpu=4))
+    await gpu_cluster(crds, nodes=1, gpus=4, queue_gpus=4)
     await running.start()
     for i in range(4):
         await create(crds, r.PODS, indexed_job_pod("first", i, 4))

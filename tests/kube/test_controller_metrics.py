@@ -17,7 +17,7 @@ from controller.kube.health import HealthServer
 from controller.kube.metrics import Metrics
 from controller.kube.rest import Rest
 from emulator import Emulator, Fault
-from tests.kube.controller_cluster import gang_job, gpu_cluster, items, queue, running, until
+from tests.kube.controller_cluster import gang_job, gpu_cluster, items, running, until
 from tests.kube.controller_env import crds, create, emulator, rest
 from tests.kube.test_controller_foreign import indexed_job_pod
 
@@ -64,8 +64,7 @@ async def test_every_gang_bound_observes_its_admission_latency(
     metrics, http = scraped
     loop = asyncio.get_running_loop()
     began, began_virtual = time.time(), loop.time()
-    await gpu_cluster(crds, nodes=2, gpus=4)
-    await create(crds, r.QUEUES, queue(devices__gpu=8))
+    await gpu_cluster(crds, nodes=2, gpus=4, queue_gpus=8)
     await running.start(metrics=metrics)
     await create(crds, r.GANG_JOBS, gang_job("train", [("w", 4)], gpu=True))
     for i in range(4):
@@ -87,8 +86,7 @@ async def test_a_cycle_lasts_until_its_admissions_are_committed(
     scraped: tuple[Metrics, aiohttp.ClientSession],
 ) -> None:
     metrics, http = scraped
-    await gpu_cluster(crds, nodes=1, gpus=2)
-    await create(crds, r.QUEUES, queue(devices__gpu=2))
+    await gpu_cluster(crds, nodes=1, gpus=2, queue_gpus=2)
     await create(crds, r.GANG_JOBS, gang_job("train", [("w", 2)], gpu=True))
     emulator.inject_fault(Fault("patch", "gangjobs", code=0, delay=4.0))
     await running.start(metrics=metrics)

@@ -22,7 +22,6 @@ from tests.kube.controller_cluster import (
     gpu_cluster,
     items,
     job,
-    queue,
     until,
 )
 from tests.kube.controller_env import crds, create, emulator, rest
@@ -39,8 +38,7 @@ async def paced(crds: Rest) -> AsyncIterator[Controller]:
     """Two gangs of 2 one-GPU pods on one node with 2 GPUs: `a` runs, `b` waits for it;
     the controller runs cycles at least GAP seconds apart. (Entered in the test body:
     looptime fakes the clock of the test body only.)"""
-    await gpu_cluster(crds, nodes=1, gpus=2)
-    await create(crds, r.QUEUES, queue(devices__gpu=4))
+    await gpu_cluster(crds, nodes=1, gpus=2, queue_gpus=4)
     await create(crds, r.GANG_JOBS, gang_job("a", [("w", 2)], gpu=True))
     caches = await ClusterCaches.discover(crds, ClusterState())
     controller = Controller(
