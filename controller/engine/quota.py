@@ -56,6 +56,7 @@ class QuotaTree:
         self._children: dict[str, list[str]] = {}
         self._deleted: set[str] = set()
         self._dropped: dict[str, Queue] = {}  # deleted and dropped, for undone releases
+        self._refused: dict[str, str] = {}  # why a queue's last spec was refused (a cycle)
         self._usage: dict[str, dict[str, int]] = {}  # leaf -> own usage
         self._pool_usage: dict[str, dict[str, int]] = {}  # W(X)
         self._subtree: dict[str, dict[str, int]] = {}
@@ -67,12 +68,19 @@ class QuotaTree:
 
     # ---- structure -------------------------------------------------------------------
     def upsert(self, queue: Queue) -> None:
-        """Add or replace a queue; refuses (and changes nothing) if it would close a cycle.
+        """Add or replace a queue; refuses (and changes nothing but remembering why, for
+        the blockers of the gangs below it) if it would close a cycle.
 
         Limits and pool usage are rebuilt from leaf usage, so a moved queue takes its
         usage along to its new parent.
         """
-        self._check_no_cycle(queue)
+        try:
+            self._check_no_cycle(queue)
+        except InvalidInput as exc:
+            self._refused[queue.name] = exc.what
+            self.generation += 1  # blockers below it now say why
+            raise
+        self._refused.pop(queue.name, None)
         old = self._queues.get(queue.name)
         if old is not None and old.parent in self._children:
             self._children[old.parent].remove(queue.name)
@@ -91,6 +99,8 @@ class QuotaTree:
     def remove(self, name: str) -> None:
         """Delete a queue as the module docstring defines: a tombstone while it holds
         usage or children, gone after that."""
+        if self._refused.pop(name, None) is not None:
+            self.generation += 1
         if name not in self._queues or name in self._deleted:
             return
         self._deleted.add(name)
@@ -177,6 +187,8 @@ class QuotaTree:
         """Why a gang cannot use this queue at all, or None if it may."""
         q = self._queues.get(name)
         if q is None:
+            if name in self._refused:
+                return f"queue {name} is not usable: {self._refused[name]}"
             return f"queue {name} does not exist"
         if name in self._deleted:
             return f"queue {name} is deleted: it admits nothing new"
@@ -187,6 +199,8 @@ class QuotaTree:
             if ancestor in self._deleted:
                 return f"queue {name}: ancestor {ancestor} is deleted: it admits nothing new"
         top = self._queues[path[-1]]
+        if top.parent in self._refused:
+            return f"queue {name}: ancestor {top.parent} is not usable: {self._refused[top.parent]}"
         if top.parent is not None:
             return f"queue {name}: ancestor {top.parent} does not exist"
         return None

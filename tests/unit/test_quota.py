@@ -117,6 +117,34 @@ def test_queue_cycle_is_refused_and_names_the_cycle():
     assert t.get("a") == Queue("a")
 
 
+def test_a_gang_under_a_queue_refused_for_a_cycle_is_told_the_cycle():
+    t = tree(Queue("ring-a", "ring-b"))
+    with pytest.raises(InvalidInput):
+        t.upsert(Queue("ring-b", "ring-a"))
+    assert t.admission_blocker("ring-a") == (
+        "queue ring-a: ancestor ring-b is not usable: queue cycle: ring-b -> ring-a -> ring-b"
+    )
+    assert t.admission_blocker("ring-b") == (
+        "queue ring-b is not usable: queue cycle: ring-b -> ring-a -> ring-b"
+    )
+
+
+def test_a_refused_queue_published_again_without_the_cycle_is_usable():
+    t = tree(Queue("ring-a", "ring-b"))
+    with pytest.raises(InvalidInput):
+        t.upsert(Queue("ring-b", "ring-a"))
+    t.upsert(Queue("ring-b"))
+    assert t.admission_blocker("ring-a") is None
+
+
+def test_a_refused_queue_deleted_is_forgotten():
+    t = tree(Queue("ring-a", "ring-b"))
+    with pytest.raises(InvalidInput):
+        t.upsert(Queue("ring-b", "ring-a"))
+    t.remove("ring-b")
+    assert t.admission_blocker("ring-a") == "queue ring-a: ancestor ring-b does not exist"
+
+
 @pytest.mark.parametrize(
     ("queues", "leaf", "blocker"),
     [
