@@ -66,6 +66,22 @@ async def until_admitted(rest: Rest, name: str) -> None:
     await until(admitted)
 
 
+async def still_admitting(rest: Rest) -> None:
+    """An ordinary job submitted after the hostile ones is admitted: the webhook and the
+    controller are up."""
+    await create(rest, r.GANG_JOBS, job("after", [("w", 1)]))
+    await until_admitted(rest, "after")
+
+
+def named_queue(name: str, **spec: object) -> Obj:
+    return {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Queue",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
 def review(obj: Obj) -> Obj:
     return {
         "apiVersion": "admission.k8s.io/v1",
@@ -119,6 +135,7 @@ async def test_ten_thousand_pods_are_refused_by_the_schema_or_the_webhook(
     spread = await refused(rest, r.GANG_JOBS, three_sets)
     assert 'admission webhook "gangjobs.phalanx.dev" denied the request' in spread.message
     assert "can never fit" in spread.message
+    await still_admitting(rest)
 
 
 async def test_a_one_mebibyte_template_is_admitted_and_run(installed: Installed) -> None:
@@ -136,17 +153,23 @@ async def test_a_one_mebibyte_template_is_admitted_and_run(installed: Installed)
     await until(bound)
 
 
-async def test_unicode_and_overlong_names_never_reach_the_controller(
+async def test_unicode_and_overlong_names_are_refused_at_their_field(
     installed: Installed,
 ) -> None:
     rest = installed.rest
     unicode_queue = job("train", [("w", 1)])
     unicode_queue["spec"]["queueName"] = "队列"
-    overlong = job("x" * 300, [("w", 1)])
-    for bad in (unicode_queue, overlong):
-        assert (await refused(rest, r.GANG_JOBS, bad)).status == 422
-    await create(rest, r.GANG_JOBS, job("after", [("w", 1)]))
-    await until_admitted(rest, "after")
+    subdomain = "Invalid value: must be a DNS subdomain"
+    for resource, bad, field in (
+        (r.GANG_JOBS, unicode_queue, "spec.queueName"),
+        (r.GANG_JOBS, job("x" * 300, [("w", 1)]), "metadata.name"),
+        (r.QUEUES, named_queue("队列"), "metadata.name"),
+        (r.QUEUES, named_queue("q" * 300), "metadata.name"),
+    ):
+        refusal = await refused(rest, resource, bad)
+        assert refusal.status == 422
+        assert f"denied the request: {field}: {subdomain}" in refusal.message
+    await still_admitting(rest)
 
 
 async def test_a_queue_tree_deeper_than_the_limit_is_refused_at_the_level_too_many(
@@ -155,22 +178,12 @@ async def test_a_queue_tree_deeper_than_the_limit_is_refused_at_the_level_too_ma
     rest = installed.rest
     parent = None
     for level in range(1, MAX_DEPTH + 1):
-        q: Obj = {
-            "apiVersion": "phalanx.dev/v1alpha1",
-            "kind": "Queue",
-            "metadata": {"name": f"deep-{level}"},
-            "spec": {"parent": parent} if parent else {},
-        }
+        q = named_queue(f"deep-{level}", **({"parent": parent} if parent else {}))
         await create(rest, r.QUEUES, q)
         parent = f"deep-{level}"
-    too_deep = {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Queue",
-        "metadata": {"name": "deep-bottom"},
-        "spec": {"parent": parent},
-    }
-    refusal = await refused(rest, r.QUEUES, too_deep)
+    refusal = await refused(rest, r.QUEUES, named_queue("deep-bottom", parent=parent))
     assert refusal.message.endswith(
         f'spec.parent: Invalid value: "deep-{MAX_DEPTH}": the queue tree would be '
         f"{MAX_DEPTH + 1} levels deep; at most {MAX_DEPTH} are allowed"
     )
+    await still_admitting(rest)
