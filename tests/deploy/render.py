@@ -56,6 +56,11 @@ def kustomize(name: str) -> list[Obj]:
     return copy.deepcopy(_parsed(kustomization(name)))
 
 
+def kustomize_at(path: Path) -> list[Obj]:
+    """The objects `kubectl kustomize` renders for the kustomization at `path`."""
+    return copy.deepcopy(_parsed(path))
+
+
 @functools.cache
 def _parsed(path: Path) -> list[Obj]:
     return [d for d in yaml.load_all(_rendered(path), Loader=LOADER) if d]
