@@ -13,10 +13,15 @@ CPU under load).
 
 Watch streams are split into lines here rather than with aiohttp's `readline`, which
 refuses lines over 128 KiB (a large GangJob status is bigger).
+
+A request's timeout is `asyncio.timeout`'s, not aiohttp's: aiohttp's timer turns a
+cancellation that arrives as it fires into a TimeoutError (aio-libs/aiohttp#5979), so a
+worker that retries on errors would outlive the controller that cancelled it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -141,8 +146,6 @@ class Rest:
         timeout: float | aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
         verb = "WATCH" if query and query.get("watch") else method
-        if self.limiter is not None and verb != "WATCH":
-            await self.limiter.acquire()
         try:
             client = self.api_client
             headers = {**client.default_headers, "Accept": JSON, "Content-Type": content_type}
@@ -190,12 +193,21 @@ class Rest:
         content_type: str = JSON,
         timeout: float | None = 60.0,
     ) -> Obj:
-        """One request; the answer's JSON body, or KubeError."""
-        response = await self._send(method, path, query, body, content_type, timeout)
+        """One request; the answer's JSON body, or KubeError (TimeoutError after
+        `timeout` seconds)."""
+        if self.limiter is not None:
+            await self.limiter.acquire()  # before the timeout starts: a wait for our turn
         try:
-            data = await response.read()
-        finally:
-            response.release()
+            async with asyncio.timeout(timeout):
+                response = await self._send(method, path, query, body, content_type, None)
+                try:
+                    data = await response.read()
+                finally:
+                    response.release()
+        except TimeoutError:
+            if self.on_error is not None:
+                self.on_error(method, 0)
+            raise
         parsed = json.loads(data) if data else {}
         return parsed if isinstance(parsed, dict) else {"items": parsed}
 
