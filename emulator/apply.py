@@ -9,6 +9,7 @@ nobody else owns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from emulator.clock import now_time
@@ -103,8 +104,15 @@ def _get(obj: Any, path: Path) -> Any:
 _ABSENT = object()
 
 
-def _covers(owned: set[Path], path: Path) -> bool:
-    return any(path[: len(p)] == p or p[: len(path)] == path for p in owned)
+def _covers(owned: set[Path]) -> Callable[[Path], bool]:
+    """Whether a path is one of `owned`, inside one, or holds one: a test per path of a
+    few set lookups (its prefixes), not a walk over `owned`."""
+    prefixes = {p[:i] for p in owned for i in range(len(p) + 1)}
+
+    def covered(path: Path) -> bool:
+        return path in prefixes or any(path[:i] in owned for i in range(len(path)))
+
+    return covered
 
 
 def record_update(
@@ -119,8 +127,9 @@ def record_update(
     kept: list[Obj] = []
     mine_at: int | None = None
     mine: set[Path] = set()
+    covered = _covers(changed | removed)
     for entry, paths in entries:
-        remaining = {p for p in paths if not _covers(changed | removed, p)}
+        remaining = {p for p in paths if not covered(p)}
         if (
             entry["manager"] == manager
             and entry["operation"] == "Update"

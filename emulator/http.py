@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from controller import jsonio
 from emulator import audit
 from emulator.api import APPLY, Api, truthy
 from emulator.errors import ApiError, error, no_route, status_body
@@ -58,7 +59,7 @@ again would spin forever."""
 
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
     response = web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
+        body=jsonio.dumps(body),
         status=status,
         content_type="application/json",
     )
@@ -333,7 +334,7 @@ class Routes:
         body = await self._body(request)
         if method == "POST" and not name:
             created = await self.api.create(
-                rt, namespace or "", body, query, manager, warnings, read_only=True
+                rt, namespace or "", body, query, manager, warnings, read_only=True, fresh=True
             )
             return _json(created, 201, warnings)
         if method == "POST" and sub == "binding":
@@ -380,7 +381,7 @@ class Routes:
         try:
             if request.content_type == APPLY:
                 return yaml.safe_load(raw)
-            return json.loads(raw)
+            return jsonio.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:
             raise error(400, f"error decoding request body: {exc}", "BadRequest") from exc
 
@@ -612,7 +613,7 @@ class _RecentLines:
 
 
 def _line(kind: str, obj: Obj) -> bytes:
-    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+    return jsonio.dumps_line({"type": kind, "object": obj})
 
 
 def _strip_type(obj: Obj) -> Obj:

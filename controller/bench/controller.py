@@ -48,6 +48,7 @@ from typing import Any
 import aiohttp
 
 from controller.kube.foreign import GANG_LABEL, QUEUE_LABEL, SIZE_ANNOTATION
+from controller.runtime import loop_factory, serve, settle_heap
 from emulator.kubelet import NodeDescription, node_object, slice_object
 
 Obj = dict[str, Any]
@@ -97,10 +98,47 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _serve_emulator(conn: Connection) -> None:
+class _Profile:
+    """A pyinstrument profile of this process from `start()` to `write()` (nothing if no
+    folder was given): `name`.txt is the call tree, `name`-flat.txt the functions by their
+    own time."""
+
+    def __init__(self, folder: str | None, name: str) -> None:
+        self.path = Path(folder) / name if folder else None
+        self.profiler: Any = None
+
+    def start(self) -> None:
+        if self.path is not None:
+            from pyinstrument import Profiler
+
+            self.profiler = Profiler(interval=0.0005, async_mode="disabled")
+            self.profiler.start()
+
+    def write(self) -> None:
+        if self.profiler is None or self.path is None:
+            return
+        session = self.profiler.stop()
+        self.profiler = None
+        tree = self._render(session, flat=False)
+        self.path.with_suffix(".txt").write_text(tree)
+        flat = self._render(session, flat=True)
+        self.path.with_name(f"{self.path.name}-flat.txt").write_text(flat)
+
+    @staticmethod
+    def _render(session: Any, *, flat: bool) -> str:
+        from pyinstrument.renderers import ConsoleRenderer
+
+        renderer = ConsoleRenderer(unicode=True, color=False, show_all=False, flat=flat)
+        return str(renderer.render(session))
+
+
+def _serve_emulator(conn: Connection, profile: str | None) -> None:
     """The API server process: our CRDs loaded, (url, kubeconfig) sent, serve until told
-    "stop"; from "start" to "cpu" its CPU seconds are the run's (sent back on "cpu")."""
+    "stop"; from "start" to "cpu" its CPU seconds are the run's (sent back on "cpu"), and
+    the profile's (`profile`: a folder, or None)."""
     from emulator.server import Emulator
+
+    profiler = _Profile(profile, "emulator")
 
     async def main() -> None:
         async with Emulator(controllers=True, token="bench") as emulator:
@@ -111,10 +149,12 @@ def _serve_emulator(conn: Connection) -> None:
             while (said := await loop.run_in_executor(None, conn.recv)) != "stop":
                 if said == "start":
                     started = time.process_time()
+                    profiler.start()
                 else:  # "cpu"
                     conn.send(time.process_time() - started)
+                    profiler.write()
 
-    asyncio.run(main())
+    serve(main())
 
 
 def _verb(method: str, path: str, query: object) -> str:
@@ -131,13 +171,14 @@ def _verb(method: str, path: str, query: object) -> str:
 
 
 def _serve_controller(
-    conn: Connection, kubeconfig: str, qps: float, burst: int, cold: bool
+    conn: Connection, kubeconfig: str, qps: float, burst: int, cold: bool, profile: str | None
 ) -> None:
     """The controller process: `phalanx controller` without leader election; counts its
     requests by verb. Sends ("ready", when) once its caches synced and ("cycle", decided,
     done, admitted) after its first cycle (times on the system's monotonic clock). Unless
     `cold`, the counts and CPU time start at "start"; at "stop" it sends ("figures",
-    counts, cpu seconds, peak RSS)."""
+    counts, cpu seconds, peak RSS), having written its profile (`profile`: a folder, or
+    None) of the same span."""
     from controller.kube import manager
     from controller.kube.manager import Replica
     from controller.logs import configure_json_logs
@@ -190,8 +231,10 @@ def _serve_controller(
             await loop.run_in_executor(None, conn.recv)  # "start"
             counts.clear()
             started = time.process_time()
+            profiler.start()
         await loop.run_in_executor(None, conn.recv)  # "stop"
         cpu[0] = time.process_time() - started
+        profiler.write()
         stop.set()
 
     async def main() -> None:
@@ -199,8 +242,10 @@ def _serve_controller(
         await manager.run(settings, conf, stop=stop, on_ready=watch)
 
     cpu = [0.0]
+    profiler = _Profile(profile, "controller")
     waiting: list[asyncio.Task[None]] = []
-    loop = asyncio.new_event_loop()
+    settle_heap()
+    loop = loop_factory()()
     stop = asyncio.Event()
     loop.run_until_complete(main())
     conn.send(("figures", dict(counts), cpu[0], _rss_mib()))
@@ -454,14 +499,18 @@ async def _cold_cluster(url: str, token: str, shape: Shape) -> None:
 
 @contextmanager
 def _processes(
-    qps: float, burst: int, cold: bool
+    qps: float, burst: int, cold: bool, profile: Path | None = None
 ) -> Iterator[tuple[str, str, Connection, _Messages, Callable[[], None]]]:
     """The emulator process started; yields (url, token, emulator pipe, controller
     messages, start the controller process)."""
+    folder = None
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        folder = str(profile)
     context = multiprocessing.get_context("spawn")
     api_end, api_child = context.Pipe()
     ctl_end, ctl_child = context.Pipe()
-    server = context.Process(target=_serve_emulator, args=(api_child,))
+    server = context.Process(target=_serve_emulator, args=(api_child, folder))
     server.start()
     processes = [server]
     messages = _Messages(ctl_end)
@@ -470,7 +519,8 @@ def _processes(
 
         def start_controller() -> None:
             controller = context.Process(
-                target=_serve_controller, args=(ctl_child, kubeconfig, qps, burst, cold)
+                target=_serve_controller,
+                args=(ctl_child, kubeconfig, qps, burst, cold, folder),
             )
             controller.start()
             processes.append(controller)
@@ -493,11 +543,20 @@ def run(
     qps: float = 50.0,
     burst: int = 100,
     timeout: float = 600.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Start the emulator and the controller processes, drive them, return the figures."""
+    """Start the emulator and the controller processes, drive them, return the figures;
+    with `profile` (a folder), each process's pyinstrument profile of the measured span
+    is written there (emulator.txt, controller.txt and their -flat.txt)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    with _processes(qps, burst, cold=False) as (url, token, api_end, messages, start_controller):
+    with _processes(qps, burst, False, profile) as (
+        url,
+        token,
+        api_end,
+        messages,
+        start_controller,
+    ):
         start_controller()
         messages.expect("ready", timeout)
 
