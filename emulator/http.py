@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 
 from controller import jsonio
 from emulator import audit
@@ -234,7 +235,7 @@ class Routes:
 
     # --- the handler -----------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             if (
                 self.token is not None
@@ -272,7 +273,7 @@ class Routes:
             response.headers.update(exc.headers)
             return response
 
-    async def _audit(self, request: web.Request, parts: list[str]) -> None:
+    async def _audit(self, request: web.BaseRequest, parts: list[str]) -> None:
         """Record the request's authorization attributes (audit.py)."""
         assert self.api.audit is not None
         agent = request.headers.get("User-Agent", "")
@@ -292,7 +293,7 @@ class Routes:
             self.api.audit.extend(audit.owner_checks(agent, seen, body, self.registry))
 
     async def _dispatch(
-        self, request: web.Request, rt: ResourceType, namespace: str | None, name: str, sub: str
+        self, request: web.BaseRequest, rt: ResourceType, namespace: str | None, name: str, sub: str
     ) -> web.StreamResponse:
         query = {k: request.query.getone(k) for k in request.query}
         method = request.method
@@ -372,7 +373,7 @@ class Routes:
             {},
         )
 
-    async def _body(self, request: web.Request) -> Any:
+    async def _body(self, request: web.BaseRequest) -> Any:
         if not request.body_exists:  # (read() keeps the body: the audit may have read it)
             return None
         raw = await request.read()
@@ -454,7 +455,7 @@ class Routes:
 
     async def _watch(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         rt: ResourceType,
         namespace: str | None,
         query: dict[str, str],
@@ -641,8 +642,42 @@ def _age(stamp: str) -> str:
     return f"{seconds // 86400}d"
 
 
-def make_app(api: Api, token: str | None) -> web.Application:
+def make_server(api: Api, token: str | None) -> web.Server:
+    """aiohttp's low-level server with one handler: every path is ours to route (an
+    Application's router and middleware chain would only hand each request on, at a
+    cost per request)."""
     routes = Routes(api, token)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", routes.handle)
-    return app
+    loop = asyncio.get_running_loop()
+
+    def make_request(
+        message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY
+        )
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if hdrs.EXPECT in request.headers:
+            refused = await _expect(request)
+            if refused is not None:
+                return refused
+        return await routes.handle(request)
+
+    return web.Server(handle, request_factory=make_request, access_log=None)
+
+
+MAX_BODY = 64 * 1024 * 1024
+"""The largest request body read (well above the API server's own limit, 3 MiB)."""
+
+
+async def _expect(request: web.BaseRequest) -> web.StreamResponse | None:
+    """An `Expect: 100-continue` request is told to go on (as Go's server does when the
+    handler reads the body); any other expectation fails (417)."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return web.Response(status=417, text=f"Unknown Expect: {expect}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
+    return None
