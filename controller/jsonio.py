@@ -14,11 +14,12 @@ reads numbers in unstructured objects).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 DecodeError = json.JSONDecodeError
+T = TypeVar("T")
 
 
 def dumps(value: Any) -> bytes:
@@ -43,3 +44,14 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(bytes(data) if isinstance(data, memoryview) else data)
+
+
+def clone(value: T) -> T:
+    """A deep copy of a JSON tree (dicts, lists, scalars), several times faster than
+    `copy.deepcopy`, which keeps a memo and dispatches on every type."""
+    kind = type(value)
+    if kind is dict:
+        return {k: clone(v) for k, v in value.items()}  # type: ignore[attr-defined,return-value]
+    if kind is list:
+        return [clone(v) for v in value]  # type: ignore[attr-defined,return-value]
+    return value

@@ -99,6 +99,13 @@ def _timeout(seconds: float | aiohttp.ClientTimeout | None) -> aiohttp.ClientTim
     return aiohttp.ClientTimeout(total=seconds) if seconds else aiohttp.ClientTimeout()
 
 
+@functools.lru_cache(maxsize=1024)
+def _url(text: str) -> URL:
+    """The parsed URL (what aiohttp would parse from the text on every request): most
+    requests go to a few collection paths (creations, watches), parsed once each."""
+    return URL(text)
+
+
 def settle_environment(api_client: ApiClient) -> None:
     """Read the proxy variables once, not on every request.
 
@@ -180,7 +187,7 @@ class Rest:
             # send it, with the body encoded here (orjson) rather than by it (json)
             response: aiohttp.ClientResponse = await rest_client.pool_manager.request(
                 method,
-                url,
+                _url(url),
                 headers=headers,
                 data=None if body is None or isinstance(body, bytes) else jsonio.dumps(body),
                 timeout=_timeout(timeout),
