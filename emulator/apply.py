@@ -57,6 +57,29 @@ def to_fields_v1(paths: list[Path]) -> Obj:
     return root
 
 
+def fields_of(obj: Obj, *, include_status: bool = False) -> Obj:
+    """`to_fields_v1(sorted(leaves(obj)))`, built in one walk of the object (keys sorted
+    at every level, which is the order sorting the paths gives)."""
+
+    def walk(value: Any) -> Obj:
+        if isinstance(value, dict) and value:
+            return {f"f:{key}": walk(value[key]) for key in sorted(value)}
+        return {}
+
+    root: Obj = {}
+    for key in sorted(obj):
+        if key in ("apiVersion", "kind") or (key == "status" and not include_status):
+            continue
+        if key == "metadata":
+            meta = obj[key]
+            owned = {f"f:{k}": walk(meta[k]) for k in sorted(meta) if k in _META_OWNED}
+            if owned:
+                root["f:metadata"] = owned
+            continue
+        root[f"f:{key}"] = walk(obj[key])
+    return root
+
+
 def from_fields_v1(fields: Obj) -> set[Path]:
     paths: set[Path] = set()
 
@@ -198,6 +221,17 @@ def record_update(
     new: Obj, old: Obj | None, manager: str, api_version: str, subresource: str = ""
 ) -> None:
     """Give `manager` (operation Update) the fields this write changed; drop removed ones."""
+    if old is None:  # a creation: the manager owns every field of the object
+        fields = fields_of(new, include_status=bool(subresource))
+        if fields:
+            entry = _entry(manager, "Update", api_version, set())
+            entry["fieldsV1"] = fields
+            if subresource:
+                entry["subresource"] = subresource
+            new["metadata"]["managedFields"] = [entry]
+        elif new["metadata"].get("managedFields") is not None:
+            new["metadata"]["managedFields"] = []
+        return
     changed, removed = _changes(old, new, bool(subresource))
     entries = (
         []

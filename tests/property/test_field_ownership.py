@@ -1,16 +1,19 @@
 """The emulator's field ownership (managedFields) finds what a write changed by walking
-only the subtrees that differ; that must be exactly what comparing every owned leaf of
-the old and the new object gives (a leaf: a scalar, a list or an empty map, under map
-keys; in metadata, only labels, annotations, finalizers and ownerReferences)."""
+only the subtrees that differ, and builds a created object's fields in one walk; both
+must be exactly what the owned leaves give (a leaf: a scalar, a list or an empty map,
+under map keys; in metadata, only labels, annotations, finalizers and ownerReferences):
+the leaves that differ between the old and the new object, and every leaf of a new one,
+in sorted order."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.apply import _changes, leaves
+from emulator.apply import _changes, fields_of, leaves, to_fields_v1
 from tests.property.harness import property_settings
 
 KEYS = st.sampled_from(["a", "b", "c", "spec", "status", "kind"])
@@ -61,3 +64,14 @@ def test_a_write_changes_and_removes_exactly_the_owned_leaves_that_differ(
     expected_changed = {p for p, v in after.items() if p not in before or before[p] != v}
     expected_removed = {p for p in before if p not in after}
     assert _changes(None if created else old, new, status) == (expected_changed, expected_removed)
+
+
+@property_settings(300)
+@given(objects(), st.booleans())
+def test_a_created_objects_fields_are_every_owned_leaf_in_sorted_order(
+    obj: dict[str, Any], status: bool
+) -> None:
+    expected = to_fields_v1(sorted(leaves(obj, include_status=status)))
+    built = fields_of(obj, include_status=status)
+    assert built == expected
+    assert json.dumps(built) == json.dumps(expected)  # the same key order, as written
