@@ -933,12 +933,16 @@ class Controller:
         return None
 
     async def _bind(self, pod: Obj, node: str) -> None:
-        """Bind (commit.bind), unless this leader bound the pod there already and only
-        the pod's event, which will show it, has not arrived: a reconcile running again
-        meanwhile would otherwise bind it a second time and get a 409 for it."""
+        """Bind (commit.bind) the pod as the cache has it now (the reconcile's copy may
+        be older than its binding's event), unless this leader bound it there already
+        and only that event has not arrived: a reconcile running again meanwhile would
+        otherwise bind it a second time and get a 409 for it."""
         uid = str(_meta(pod).get("uid"))
         if self._bound.get(uid) == node:
             return
+        cached = self.caches.cache("pods").get(PODS.key(pod))
+        if cached is not None and str(_meta(cached).get("uid")) == uid:
+            pod = cached
         await bind(self.rest, pod, node)
         if not (pod.get("spec") or {}).get("nodeName"):
             self._bound[uid] = node
