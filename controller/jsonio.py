@@ -1,8 +1,8 @@
 """JSON in and out of the API's bodies and watch streams, with orjson where it can.
 
 Every request and every watch event is a JSON document on both sides (the controller's
-client and the emulator's server), and the standard library's codec was a sixth of
-their CPU; orjson does the same work several times faster. Where orjson refuses a
+client and the emulator's server), and the standard library's codec was a tenth to a
+sixth of their CPU; orjson does the same work several times faster. Where orjson refuses a
 document, the standard library has the last word: a body it accepts (`NaN`, a lone
 surrogate, a byte order mark) is still accepted and its error message is the one
 raised; a value orjson cannot write (an integer beyond 64 bits) is written by it.

@@ -214,8 +214,10 @@ class Controller:
                 if group is not None:
                     self._work.add(group.uid)
             elif plural in ("pods", "resourceclaims"):
-                if plural == "pods" and self._bound and (
-                    kind == DELETED or (new.get("spec") or {}).get("nodeName")
+                if (
+                    plural == "pods"
+                    and self._bound
+                    and (kind == DELETED or (new.get("spec") or {}).get("nodeName"))
                 ):
                     self._bound.pop(str(_meta(new).get("uid")), None)
                 group = self.caches.foreign_group(plural, new)
