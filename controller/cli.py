@@ -189,6 +189,13 @@ def bench_controller(
             "time to its first cycle.",
         ),
     ] = False,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write pyinstrument profiles of the emulator and the controller over the "
+            "measured span into this folder."
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures here.")
     ] = None,
@@ -220,7 +227,7 @@ def bench_controller(
                 figures = run_cold_start(shape, qps=qps, burst=burst)
         else:
             with console.status(f"binding {shape.pods} pods in {mode} mode..."):
-                figures = run(shape, mode=mode, qps=qps, burst=burst)
+                figures = run(shape, mode=mode, qps=qps, burst=burst, profile=profile)
     except (ValueError, RuntimeError) as exc:
         _error(exc)
         raise typer.Exit(2) from None
@@ -520,8 +527,7 @@ KubeconfigOption = Annotated[
 def _serve(command: str, kubeconfig: Path | None) -> None:
     """Run `phalanx controller` or `phalanx webhook` until SIGTERM or SIGINT; a cluster
     configuration that cannot be used is one line and exit code 2."""
-    import asyncio
-
+    from controller import runtime
     from controller.kube.manager import ConfigError
     from controller.kube.manager import main as controller_main
     from controller.webhook.run import main as webhook_main
@@ -529,7 +535,7 @@ def _serve(command: str, kubeconfig: Path | None) -> None:
     settings = _settings()
     main = controller_main if command == "controller" else webhook_main
     try:
-        asyncio.run(main(settings, kubeconfig or settings.kubeconfig))
+        runtime.serve(main(settings, kubeconfig or settings.kubeconfig))
     except ConfigError as err:
         _error(err)
         raise typer.Exit(2) from None
@@ -561,16 +567,16 @@ def emulator_command(
     ] = None,
 ) -> None:
     """Run the in-process Kubernetes API emulator; prints the kubeconfig path."""
-    import asyncio
     import contextlib
 
+    from controller import runtime
     from emulator.cli import manifests_in, serve
 
     def announce(line: str) -> None:
         print(line, flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
+        runtime.serve(
             serve(port=port, tls=tls, manifests=manifests_in(load or []), announce=announce)
         )
 

@@ -150,7 +150,7 @@ class Admission:
 
     # --- which webhooks -------------------------------------------------------------------
     def _hooks(self, key: str, attrs: Attributes) -> list[Obj]:
-        if attrs.rt.group == GROUP:
+        if attrs.rt.group == GROUP or not self.store.count(key):
             return []
         found = []
         configurations = sorted(self.store.items(key, None), key=lambda c: c["metadata"]["name"])

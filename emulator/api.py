@@ -171,11 +171,20 @@ class Api:
         return obj
 
     def _decode(
-        self, rt: ResourceType, body: Any, query: dict[str, str], warnings: list[str]
+        self,
+        rt: ResourceType,
+        body: Any,
+        query: dict[str, str],
+        warnings: list[str],
+        *,
+        fresh: bool = False,
     ) -> Obj:
+        """The body as it will be stored: copied, unless `fresh` (nobody else holds it,
+        as a body just parsed from a request)."""
         if not isinstance(body, dict):
             raise bad_request(f"Object '{rt.kind}' is invalid: not a JSON object")
-        body = clone(body)
+        if not fresh:
+            body = clone(body)
         body.setdefault("metadata", {})
         strict = query.get("fieldValidation") == "Strict"
         if rt.custom:
@@ -314,9 +323,12 @@ class Api:
         warnings: list[str],
         *,
         read_only: bool = False,
+        fresh: bool = False,
     ) -> Obj:
-        """The created object, presented; `read_only`: a view the caller only serialises."""
-        obj = self._decode(rt, body, query, warnings)
+        """The created object, presented; `read_only`: a view the caller only serialises;
+        `fresh`: the body is the caller's to give away (just parsed), and is stored
+        without a copy."""
+        obj = self._decode(rt, body, query, warnings, fresh=fresh)
         meta = obj["metadata"]
         name = meta.get("name") or ""
         if meta.get("resourceVersion"):

@@ -9,6 +9,8 @@ nobody else owns.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from emulator.clock import now_time
@@ -55,6 +57,29 @@ def to_fields_v1(paths: list[Path]) -> Obj:
     return root
 
 
+def fields_of(obj: Obj, *, include_status: bool = False) -> Obj:
+    """`to_fields_v1(sorted(leaves(obj)))`, built in one walk of the object (keys sorted
+    at every level, which is the order sorting the paths gives)."""
+
+    def walk(value: Any) -> Obj:
+        if isinstance(value, dict) and value:
+            return {f"f:{key}": walk(value[key]) for key in sorted(value)}
+        return {}
+
+    root: Obj = {}
+    for key in sorted(obj):
+        if key in ("apiVersion", "kind") or (key == "status" and not include_status):
+            continue
+        if key == "metadata":
+            meta = obj[key]
+            owned = {f"f:{k}": walk(meta[k]) for k in sorted(meta) if k in _META_OWNED}
+            if owned:
+                root["f:metadata"] = owned
+            continue
+        root[f"f:{key}"] = walk(obj[key])
+    return root
+
+
 def from_fields_v1(fields: Obj) -> set[Path]:
     paths: set[Path] = set()
 
@@ -92,6 +117,84 @@ def _owned(obj: Obj) -> list[tuple[Obj, set[Path]]]:
     ]
 
 
+_PARSED: OrderedDict[int, tuple[Obj, frozenset[Path]]] = OrderedDict()
+"""The paths of recently read `fieldsV1` trees, by identity: a stored object is never
+changed, and an entry a write does not touch is carried into the next version as it
+is, so each entry's tree is parsed once, not on every write to its object."""
+_PARSED_SIZE = 8192
+
+
+def _paths_of(fields: Obj) -> frozenset[Path]:
+    if not fields:
+        return frozenset()
+    found = _PARSED.get(id(fields))
+    if found is not None and found[0] is fields:
+        _PARSED.move_to_end(id(fields))
+        return found[1]
+    paths = frozenset(from_fields_v1(fields))
+    _PARSED[id(fields)] = (fields, paths)  # the reference keeps the id from being reused
+    if len(_PARSED) > _PARSED_SIZE:
+        _PARSED.popitem(last=False)
+    return paths
+
+
+def _changes(old: Obj | None, new: Obj, include_status: bool) -> tuple[set[Path], set[Path]]:
+    """(changed, removed): the owned paths (`leaves`) that `new` sets to a value `old`
+    does not have there, and those of `old` that `new` no longer has. The same as
+    comparing `leaves(old)` with `leaves(new)`, but equal subtrees are passed over at
+    once (compared in C) instead of walked leaf by leaf."""
+    changed: set[Path] = set()
+    removed: set[Path] = set()
+
+    def owned(obj: Obj) -> dict[Path, Any]:
+        parts: dict[Path, Any] = {}
+        for key, value in obj.items():
+            if key in ("apiVersion", "kind") or (key == "status" and not include_status):
+                continue
+            if key == "metadata":
+                for meta_key in _META_OWNED:
+                    if meta_key in value:
+                        parts[("metadata", meta_key)] = value[meta_key]
+                continue
+            parts[(key,)] = value
+        return parts
+
+    def into(value: Any, path: Path, out: set[Path]) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                into(item, (*path, key), out)
+        else:
+            out.add(path)
+
+    def diff(before: Any, after: Any, path: Path) -> None:
+        if before is not _ABSENT and before == after:
+            return
+        if isinstance(after, dict) and after:
+            if isinstance(before, dict) and before:
+                for key, item in after.items():
+                    diff(before.get(key, _ABSENT), item, (*path, key))
+                for key, item in before.items():
+                    if key not in after:
+                        into(item, (*path, key), removed)
+                return
+            if before is not _ABSENT:
+                removed.add(path)  # a leaf here before, a map of leaves now
+            into(after, path, changed)
+            return
+        changed.add(path)
+        if isinstance(before, dict) and before:
+            into(before, path, removed)
+
+    before = owned(old) if old else {}
+    after = owned(new)
+    for path, value in after.items():
+        diff(before.get(path, _ABSENT), value, path)
+    for path, value in before.items():
+        if path not in after:
+            into(value, path, removed)
+    return changed, removed
+
+
 def _get(obj: Any, path: Path) -> Any:
     for part in path:
         if not isinstance(obj, dict) or part not in obj:
@@ -103,24 +206,47 @@ def _get(obj: Any, path: Path) -> Any:
 _ABSENT = object()
 
 
-def _covers(owned: set[Path], path: Path) -> bool:
-    return any(path[: len(p)] == p or p[: len(path)] == path for p in owned)
+def _covers(owned: set[Path]) -> Callable[[Path], bool]:
+    """Whether a path is one of `owned`, inside one, or holds one: a test per path of a
+    few set lookups (its prefixes), not a walk over `owned`."""
+    prefixes = {p[:i] for p in owned for i in range(len(p) + 1)}
+
+    def covered(path: Path) -> bool:
+        return path in prefixes or any(path[:i] in owned for i in range(len(path)))
+
+    return covered
 
 
 def record_update(
     new: Obj, old: Obj | None, manager: str, api_version: str, subresource: str = ""
 ) -> None:
     """Give `manager` (operation Update) the fields this write changed; drop removed ones."""
-    before = leaves(old, include_status=bool(subresource)) if old else {}
-    after = leaves(new, include_status=bool(subresource))
-    changed = {p for p, v in after.items() if before.get(p, _ABSENT) != v}
-    removed = {p for p in before if p not in after}
-    entries = [] if old is None else _owned(old)
+    if old is None:  # a creation: the manager owns every field of the object
+        fields = fields_of(new, include_status=bool(subresource))
+        if fields:
+            entry = _entry(manager, "Update", api_version, set())
+            entry["fieldsV1"] = fields
+            if subresource:
+                entry["subresource"] = subresource
+            new["metadata"]["managedFields"] = [entry]
+        elif new["metadata"].get("managedFields") is not None:
+            new["metadata"]["managedFields"] = []
+        return
+    changed, removed = _changes(old, new, bool(subresource))
+    entries = (
+        []
+        if old is None
+        else [
+            (e, _paths_of(e.get("fieldsV1") or {}))
+            for e in old["metadata"].get("managedFields") or []
+        ]
+    )
     kept: list[Obj] = []
     mine_at: int | None = None
     mine: set[Path] = set()
+    covered = _covers(changed | removed)
     for entry, paths in entries:
-        remaining = {p for p in paths if not _covers(changed | removed, p)}
+        remaining = {p for p in paths if not covered(p)}
         if (
             entry["manager"] == manager
             and entry["operation"] == "Update"

@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 
+from controller import jsonio
 from emulator import audit
 from emulator.api import APPLY, Api, truthy
 from emulator.errors import ApiError, error, no_route, status_body
@@ -58,7 +60,7 @@ again would spin forever."""
 
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
     response = web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
+        body=jsonio.dumps(body),
         status=status,
         content_type="application/json",
     )
@@ -233,7 +235,7 @@ class Routes:
 
     # --- the handler -----------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             if (
                 self.token is not None
@@ -271,7 +273,7 @@ class Routes:
             response.headers.update(exc.headers)
             return response
 
-    async def _audit(self, request: web.Request, parts: list[str]) -> None:
+    async def _audit(self, request: web.BaseRequest, parts: list[str]) -> None:
         """Record the request's authorization attributes (audit.py)."""
         assert self.api.audit is not None
         agent = request.headers.get("User-Agent", "")
@@ -291,7 +293,7 @@ class Routes:
             self.api.audit.extend(audit.owner_checks(agent, seen, body, self.registry))
 
     async def _dispatch(
-        self, request: web.Request, rt: ResourceType, namespace: str | None, name: str, sub: str
+        self, request: web.BaseRequest, rt: ResourceType, namespace: str | None, name: str, sub: str
     ) -> web.StreamResponse:
         query = {k: request.query.getone(k) for k in request.query}
         method = request.method
@@ -333,7 +335,7 @@ class Routes:
         body = await self._body(request)
         if method == "POST" and not name:
             created = await self.api.create(
-                rt, namespace or "", body, query, manager, warnings, read_only=True
+                rt, namespace or "", body, query, manager, warnings, read_only=True, fresh=True
             )
             return _json(created, 201, warnings)
         if method == "POST" and sub == "binding":
@@ -371,7 +373,7 @@ class Routes:
             {},
         )
 
-    async def _body(self, request: web.Request) -> Any:
+    async def _body(self, request: web.BaseRequest) -> Any:
         if not request.body_exists:  # (read() keeps the body: the audit may have read it)
             return None
         raw = await request.read()
@@ -380,7 +382,7 @@ class Routes:
         try:
             if request.content_type == APPLY:
                 return yaml.safe_load(raw)
-            return json.loads(raw)
+            return jsonio.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:
             raise error(400, f"error decoding request body: {exc}", "BadRequest") from exc
 
@@ -453,7 +455,7 @@ class Routes:
 
     async def _watch(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         rt: ResourceType,
         namespace: str | None,
         query: dict[str, str],
@@ -612,7 +614,7 @@ class _RecentLines:
 
 
 def _line(kind: str, obj: Obj) -> bytes:
-    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+    return jsonio.dumps_line({"type": kind, "object": obj})
 
 
 def _strip_type(obj: Obj) -> Obj:
@@ -640,8 +642,42 @@ def _age(stamp: str) -> str:
     return f"{seconds // 86400}d"
 
 
-def make_app(api: Api, token: str | None) -> web.Application:
+def make_server(api: Api, token: str | None) -> web.Server:
+    """aiohttp's low-level server with one handler: every path is ours to route (an
+    Application's router and middleware chain would only hand each request on, at a
+    cost per request)."""
     routes = Routes(api, token)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", routes.handle)
-    return app
+    loop = asyncio.get_running_loop()
+
+    def make_request(
+        message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY
+        )
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if hdrs.EXPECT in request.headers:
+            refused = await _expect(request)
+            if refused is not None:
+                return refused
+        return await routes.handle(request)
+
+    return web.Server(handle, request_factory=make_request, access_log=None)
+
+
+MAX_BODY = 64 * 1024 * 1024
+"""The largest request body read (well above the API server's own limit, 3 MiB)."""
+
+
+async def _expect(request: web.BaseRequest) -> web.StreamResponse | None:
+    """An `Expect: 100-continue` request is told to go on (as Go's server does when the
+    handler reads the body); any other expectation fails (417)."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return web.Response(status=417, text=f"Unknown Expect: {expect}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
+    return None

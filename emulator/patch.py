@@ -34,10 +34,13 @@ MERGED_PRIMITIVE_LISTS = frozenset({"finalizers"})
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge recursively, null deletes, anything else replaces."""
+    """RFC 7386: objects merge recursively, null deletes, anything else replaces. The
+    target is not changed: the maps the patch goes into are copied (one level each) and
+    what it sets is copied; what it does not touch is shared with the target, so a
+    caller that changes the result copies it first (as `Api._decode` does)."""
     if not isinstance(patch, dict):
         return clone(patch)
-    result = clone(target) if isinstance(target, dict) else {}
+    result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)

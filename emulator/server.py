@@ -18,7 +18,7 @@ from emulator.claims import ResourceClaims
 from emulator.controllers import ControllerManager, ServiceAccounts, bootstrap
 from emulator.faults import Fault, Faults
 from emulator.garbage import GarbageCollector
-from emulator.http import make_app
+from emulator.http import make_server
 from emulator.namespaces import Namespaces
 from emulator.nodes import NodeLifecycle
 from emulator.podgroups import PodGroupProtection
@@ -76,7 +76,7 @@ class Emulator:
                 self.controllers.add(controller)
             bootstrap(self.api)
         self._cert: ServerCert | None = make_cert(host) if tls else None
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
 
     @property
     def url(self) -> str:
@@ -87,11 +87,8 @@ class Emulator:
         return self.workdir / "kubeconfig"
 
     async def start(self) -> Emulator:
-        self._runner = web.AppRunner(
-            make_app(self.api, self.token),
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=0.1,
+        self._runner = web.ServerRunner(
+            make_server(self.api, self.token), handle_signals=False, shutdown_timeout=0.1
         )
         await self._runner.setup()
         context = None

@@ -191,6 +191,8 @@ class Controller:
         """Pending gangs a cycle has passed over without a reason (written as waiting)."""
         self._services: set[str] = set()
         """GangJobs (by uid) whose headless Service this leader made or found."""
+        self._bound: dict[str, str] = {}
+        """Pods (by uid) this leader bound whose event has not shown it yet: their node."""
         self._background: set[asyncio.Task[None]] = set()
         self._event_slots = asyncio.Semaphore(EVENTS_IN_FLIGHT)
         """Event posts in flight (see `_events`); cancelled when `run` ends."""
@@ -212,6 +214,12 @@ class Controller:
                 if group is not None:
                     self._work.add(group.uid)
             elif plural in ("pods", "resourceclaims"):
+                if (
+                    plural == "pods"
+                    and self._bound
+                    and (kind == DELETED or (new.get("spec") or {}).get("nodeName"))
+                ):
+                    self._bound.pop(str(_meta(new).get("uid")), None)
                 group = self.caches.foreign_group(plural, new)
                 if group is not None:
                     self._work.add(group.uid)
@@ -590,7 +598,7 @@ class Controller:
             return
         try:
             await self._each(steps, self._protect_and_allocate)
-            await self._each(bindings, lambda pn: bind(self.rest, pn[0], pn[1]))
+            await self._each(bindings, lambda pn: self._bind(pn[0], pn[1]))
         except CommitBroken as exc:
             log.error("foreign gang admission broken", gang=uid, error=str(exc))
 
@@ -919,12 +927,27 @@ class Controller:
             await self._each(steps, self._protect_and_allocate)  # no write if protected
             await self._each(
                 list(zip(plans, made_pods, strict=True)),
-                lambda pp: bind(self.rest, pp[1], pp[0].node),
+                lambda pp: self._bind(pp[1], pp[0].node),
             )
         except CommitBroken as exc:
             await self._release(job, "Pending", _requeue("AdmissionBroken", str(exc)))
             return None
         return None
+
+    async def _bind(self, pod: Obj, node: str) -> None:
+        """Bind (commit.bind) the pod as the cache has it now (the reconcile's copy may
+        be older than its binding's event), unless this leader bound it there already
+        and only that event has not arrived: a reconcile running again meanwhile would
+        otherwise bind it a second time and get a 409 for it."""
+        uid = str(_meta(pod).get("uid"))
+        if self._bound.get(uid) == node:
+            return
+        cached = self.caches.cache("pods").get(PODS.key(pod))
+        if cached is not None and str(_meta(cached).get("uid")) == uid:
+            pod = cached
+        await bind(self.rest, pod, node)
+        if not (pod.get("spec") or {}).get("nodeName"):
+            self._bound[uid] = node
 
     async def _service(self, job: Obj) -> Obj:
         """The job's headless Service, made once per job by this leader."""

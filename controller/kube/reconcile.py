@@ -15,7 +15,6 @@ over the gang, RANK the global rank of the pod's first process, NODE_RANK the po
 
 from __future__ import annotations
 
-import copy
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.api.common import API_VERSION, SCHEDULER_NAME
+from controller.jsonio import clone
 from controller.kube.commit import DELETE_PROTECTION
 from controller.kube.rest import Obj
 from controller.kube.translate import ADMISSION_ANNOTATION, GANG_JOB_KIND
@@ -228,7 +228,7 @@ def _claim(job: Obj, name: str, pod: str, admission: str, template: Obj) -> Obj:
             "ownerReferences": [owner_reference(job)],
             "finalizers": [DELETE_PROTECTION],
         },
-        "spec": copy.deepcopy((template.get("spec") or {}).get("spec") or {}),
+        "spec": clone((template.get("spec") or {}).get("spec") or {}),
     }
 
 
@@ -243,7 +243,7 @@ def _pod(
 ) -> Obj:
     template = pod_set["template"]
     tmeta = template.get("metadata") or {}
-    spec = copy.deepcopy(template.get("spec") or {})
+    spec = clone(template.get("spec") or {})
     spec["schedulerName"] = SCHEDULER_NAME
     spec["hostname"] = name
     spec["subdomain"] = _meta(job)["name"]

@@ -6,10 +6,12 @@ know yet (resource.k8s.io/v1, `spec.schedulingGroup`) are kept instead of droppe
 shape serves every resource (one informer, one translator), and deserializing thousands
 of pods into models costs CPU the admission loop needs. Requests still go through
 the client's own authentication (`update_params_for_auth`: bearer-token refresh, exec
-plugins) and its REST client (configuration, TLS, proxy), with `_preload_content=False`;
-only `call_api`'s walk over every body, header and query value to serialise its models
-is skipped, since ours are plain JSON already (that walk was a tenth of the controller's
-CPU under load).
+plugins) and its REST client's session and settings (connection pool, TLS, proxy);
+what is skipped is `call_api`'s walk over every body, header and query value to
+serialise its models (ours are plain JSON already: that walk was a tenth of the
+controller's CPU under load), and its REST client's `request`, which re-encodes the
+body with the standard library's json: bodies are encoded and answers decoded with
+orjson (`controller.jsonio`).
 
 Watch streams are split into lines here rather than with aiohttp's `readline`, which
 refuses lines over 128 KiB (a large GangJob status is bigger).
@@ -22,16 +24,19 @@ worker that retries on errors would outlive the controller that cancelled it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio.client import ApiClient
 from yarl import URL
 
+from controller import jsonio
 from controller.kube.ratelimit import TokenBucket
 
 Obj = dict[str, Any]
@@ -90,6 +95,22 @@ def _query(query: Mapping[str, object] | None) -> list[tuple[str, str]]:
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _timeout(seconds: float | aiohttp.ClientTimeout | None) -> aiohttp.ClientTimeout:
+    """`seconds` in all, or the timeout given, or none (aiohttp's default); one object
+    per value, not one per request."""
+    if isinstance(seconds, aiohttp.ClientTimeout):
+        return seconds
+    return aiohttp.ClientTimeout(total=seconds) if seconds else aiohttp.ClientTimeout()
+
+
+@functools.lru_cache(maxsize=1024)
+def _url(text: str) -> URL:
+    """The parsed URL (what aiohttp would parse from the text on every request): most
+    requests go to a few collection paths (creations, watches), parsed once each."""
+    return URL(text)
+
+
 def settle_environment(api_client: ApiClient) -> None:
     """Read the proxy variables once, not on every request.
 
@@ -98,7 +119,9 @@ def settle_environment(api_client: ApiClient) -> None:
     hops per request, a fifth of the controller's CPU under load. The session is swapped
     for one on the same connector (TLS settings and pool kept) with the environment's
     proxy for the API server resolved here, once. netrc credentials are not looked up:
-    the API server authenticates with tokens or client certificates, never netrc."""
+    the API server authenticates with tokens or client certificates, never netrc; nor
+    are cookies kept (it sets none, and client-go keeps none), which spares filtering
+    a cookie jar on every request."""
     rest_client = api_client.rest_client
     old: aiohttp.ClientSession = rest_client.pool_manager
     proxy: URL | None = None
@@ -109,6 +132,7 @@ def settle_environment(api_client: ApiClient) -> None:
     rest_client.pool_manager = aiohttp.ClientSession(
         connector=old.connector,
         trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
         proxy=proxy,
         proxy_auth=proxy_auth,
         read_bufsize=2**21,  # kubernetes-asyncio's: an object can be 1.5 MiB (etcd)
@@ -148,17 +172,29 @@ class Rest:
         verb = "WATCH" if query and query.get("watch") else method
         try:
             client = self.api_client
+            rest_client = client.rest_client
             headers = {**client.default_headers, "Accept": JSON, "Content-Type": content_type}
             params = _query(query)
             await client.update_params_for_auth(headers, params, AUTH_SETTINGS)
-            response: aiohttp.ClientResponse = await client.request(
+            url = f"{client.configuration.host}{path}"
+            if params:
+                url = f"{url}?{urlencode(params)}"
+            options: dict[str, Any] = {}
+            if rest_client.proxy:
+                options["proxy"] = rest_client.proxy
+            if rest_client.proxy_headers:
+                options["proxy_headers"] = rest_client.proxy_headers
+            if rest_client.server_hostname:
+                options["server_hostname"] = rest_client.server_hostname
+            # the client's own session, TLS and proxy settings, as its REST client would
+            # send it, with the body encoded here (orjson) rather than by it (json)
+            response: aiohttp.ClientResponse = await rest_client.pool_manager.request(
                 method,
-                f"{client.configuration.host}{path}",
-                query_params=params,
+                _url(url),
                 headers=headers,
-                body=body,
-                _preload_content=False,
-                _request_timeout=timeout,
+                data=None if body is None or isinstance(body, bytes) else jsonio.dumps(body),
+                timeout=_timeout(timeout),
+                **options,
             )
         except (aiohttp.ClientError, OSError, TimeoutError):
             if self.on_error is not None:
@@ -208,7 +244,7 @@ class Rest:
             if self.on_error is not None:
                 self.on_error(method, 0)
             raise
-        parsed = json.loads(data) if data else {}
+        parsed = jsonio.loads(data) if data else {}
         return parsed if isinstance(parsed, dict) else {"items": parsed}
 
     async def get(self, path: str, query: Mapping[str, object] | None = None) -> Obj:
@@ -240,11 +276,11 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[Obj]:
         for i, piece in enumerate(complete):
             line = b"".join([*pending, piece]) if i == 0 and pending else piece
             if line.strip():
-                yield json.loads(line)
+                yield jsonio.loads(line)
         if complete:
             pending.clear()
         if rest:
             pending.append(rest)
     tail = b"".join(pending)
     if tail.strip():
-        yield json.loads(tail)
+        yield jsonio.loads(tail)

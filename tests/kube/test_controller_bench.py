@@ -40,6 +40,23 @@ def test_bench_controller_prints_a_table_and_writes_its_figures_as_json(tmp_path
         assert figures[name] > 0, name
 
 
+def test_bench_controller_times_gangs_from_their_last_pod_and_also_from_submission(
+    tmp_path: Path,
+) -> None:
+    _, written = bench(tmp_path, *TINY)
+    figures = written["figures"]
+    # each gang's pods are created after its GangJob is submitted
+    assert figures["admission_from_submission_p50_ms"] >= figures["admission_p50_ms"] > 0
+    assert figures["admission_from_submission_p95_ms"] >= figures["admission_p95_ms"] > 0
+
+
+def test_bench_controller_profiles_both_processes_over_the_measured_span(tmp_path: Path) -> None:
+    bench(tmp_path, *TINY, "--profile", str(tmp_path / "profile"))
+    written = sorted(p.name for p in (tmp_path / "profile").iterdir())
+    assert written == ["controller-flat.txt", "controller.txt", "emulator-flat.txt", "emulator.txt"]
+    assert "CPU time:" in (tmp_path / "profile" / "controller.txt").read_text()
+
+
 def test_bench_controller_in_foreign_mode_protects_allocates_and_binds_the_users_claims(
     tmp_path: Path,
 ) -> None:
@@ -51,6 +68,7 @@ def test_bench_controller_in_foreign_mode_protects_allocates_and_binds_the_users
     assert written["targets"]["scheduling_writes_per_pod"] == 3.2
     assert "requests_per_pod[POST pods]" not in figures
     assert "requests_per_pod[POST resourceclaims]" not in figures
+    assert "admission_from_submission_p95_ms" not in figures  # the bench makes the pods
     assert figures["requests_per_pod[PATCH resourceclaims]"] == 1  # the finalizer
     assert figures["requests_per_pod[PATCH resourceclaims/status]"] >= 1
     assert figures["requests_per_pod[POST configmaps]"] == 0.5  # one record per gang of 2
