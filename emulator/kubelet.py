@@ -9,7 +9,9 @@ Ready condition, a ResourceSlice of its GPUs, a Lease in `kube-node-lease` renew
   the kubelet's DRA manager requires; otherwise it fails (phase Failed, reason
   `FailedPrepareDynamicResources`) with a Warning event saying which claim and why;
 - a started pod is marked Running, then Ready `ready_seconds` later;
-- it finishes after `phalanx.dev/sim-duration-seconds` (annotation) with exit code
+- it finishes `phalanx.dev/sim-duration-seconds` (annotation) after the kubelet took it
+  (saw it bound to its node: its run is timed from its binding, as a simulated job's
+  from its admission, not from the status writes that report it) with exit code
   `phalanx.dev/sim-exit-code` (default 0: Succeeded, else Failed), or when `finish` says so;
 - a pod being deleted is stopped (Failed, exit 143 unless it had finished) and removed
   (grace 0, uid precondition), as the kubelet does once the containers are gone; its
@@ -54,6 +56,10 @@ COMPONENT = "kubelet"
 class Clock(Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
+    def monotonic(self) -> float:
+        """Seconds on the clock `sleep` waits on."""
+        ...
+
     def now(self) -> datetime: ...
 
 
@@ -62,6 +68,9 @@ class LoopClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -397,7 +406,8 @@ class Kubelet:
             known = self.pods[key] = _Pod(meta["uid"], node)
             known.done = phase in ("Succeeded", "Failed")
             if not known.done and node not in self.failed and not meta.get("deletionTimestamp"):
-                known.task = asyncio.create_task(self._run(pod), name=f"pod {key}")
+                taken = self.clock.monotonic()
+                known.task = asyncio.create_task(self._run(pod, taken), name=f"pod {key}")
         if meta.get("deletionTimestamp") and not known.stopping:
             known.stopping = True
             stopping = asyncio.create_task(self._stop_pod(key, pod), name=f"stop {key}")
@@ -411,7 +421,8 @@ class Kubelet:
 
     # --- a pod's life ----------------------------------------------------------------------
 
-    async def _run(self, pod: Obj) -> None:
+    async def _run(self, pod: Obj, taken: float) -> None:
+        """Start the pod taken at `taken` (clock seconds), run it, end it."""
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
         problem = await self._claims_problem(pod)
@@ -430,7 +441,7 @@ class Kubelet:
         duration = (meta.get("annotations") or {}).get(DURATION_ANNOTATION)
         if duration is None:
             return
-        await self.clock.sleep(float(duration))
+        await self.clock.sleep(taken + float(duration) - self.clock.monotonic())
         exit_code = int((meta.get("annotations") or {}).get(EXIT_CODE_ANNOTATION, "0"))
         await self._terminate(key, pod, exit_code)
 

@@ -14,7 +14,11 @@ After that each watch event updates the state incrementally. "Ours" means contro
 a GangJob whose reservation the state holds and made for that very admission (the
 `phalanx.dev/admission-id` annotation matches the record); everything else bound or
 allocated, including what an earlier admission of the same job left behind, is foreign
-usage (`add_foreign_pod`, `add_foreign_claim`), so nothing is handed out twice.
+usage (`add_foreign_pod`, `add_foreign_claim`), so nothing is handed out twice. One
+exception: a claim of a GangJob that succeeded is ours to deallocate, and will be; its
+devices are free for decisions at once (`releasing`), as the simulator frees a finished
+job's, and the gang given them waits for the deallocation before allocating them
+(drain.py), as a preemptor waits for its victims'.
 
 The decision loop writes admission records while the engine's ledger holds them open;
 `hold` defers the GangJob events of those gangs until the outcome is known, and `assume`
@@ -32,6 +36,7 @@ import anyio
 import structlog
 
 from controller.engine.errors import InvalidInput
+from controller.engine.model import DeviceKey
 from controller.engine.state import ClusterState
 from controller.kube import resources as r
 from controller.kube import translate
@@ -94,6 +99,10 @@ class ClusterCaches:
         self.default_priority = 0
         self.admission_ids: dict[str, str] = {}
         """The recorded admission id of every admitted GangJob, by uid."""
+        self.releasing: dict[str, tuple[DeviceKey, ...]] = {}
+        """Claims (by key) of GangJobs that succeeded, still allocated: left out of the
+        state (a decision may hand their devices out), but allocating those devices waits
+        until they are deallocated (drain.py)."""
         self._pods_of: dict[str, set[str]] = {}
         self._claims_of: dict[str, set[str]] = {}
         self._held: set[str] = set()
@@ -253,9 +262,10 @@ class ClusterCaches:
             if any(self.foreign_group(plural, o) is not None for o in (old, new) if o):
                 return True
             usage = translate.pod_usage if plural == "pods" else translate.claim_devices
+            counted = self._counted if plural == "resourceclaims" else lambda _: True
             try:
-                before = None if old is None else usage(old)
-                after = None if kind == DELETED else usage(new)
+                before = None if old is None or not counted(old) else usage(old)
+                after = None if kind == DELETED or not counted(new) else usage(new)
             except InvalidInput:
                 return True
             return bool(before or after) and before != after
@@ -545,6 +555,7 @@ class ClusterCaches:
         self._owner(self._claims_of, key, new, kind == DELETED)
         if kind == DELETED:
             self.state.remove_foreign_claim(key)
+            self.releasing.pop(key, None)
         else:
             self._claim_usage(new)
         pod = self.pod_of_claim(new)
@@ -562,6 +573,7 @@ class ClusterCaches:
 
     def _claim_usage(self, new: Obj) -> None:
         key = r.RESOURCE_CLAIMS.key(new)
+        self.releasing.pop(key, None)
         if self.ours(new) or self.foreign.is_ours("resourceclaims", key):
             self.state.remove_foreign_claim(key)
             return
@@ -570,10 +582,27 @@ class ClusterCaches:
         except InvalidInput as exc:
             self._problem("ResourceClaim", new, exc)
             return
-        if devices:
+        if devices and self._let_go(new):
+            self.state.remove_foreign_claim(key)
+            self.releasing[key] = devices
+        elif devices:
             self.state.add_foreign_claim(key, devices)
         else:
             self.state.remove_foreign_claim(key)
+
+    def _let_go(self, claim: Obj) -> bool:
+        """Whether a claim is one of a GangJob that succeeded: every pod of its admission
+        is done and its record is cleared, so its reconcile deallocates the claim
+        (release.py) and nobody will use it again. Succeeded is final, so a claim's answer
+        never changes while the job stays, and the state counted it as it says now."""
+        owner = translate.owner_gang(claim)
+        job = None if owner is None else self.gang_job(owner)
+        return job is not None and (job.get("status") or {}).get("phase") == "Succeeded"
+
+    def _counted(self, claim: Obj) -> bool:
+        """Whether the state counts a claim's devices as others' usage (it does not for
+        ours, nor for `releasing` ones)."""
+        return not self.ours(claim) and not self._let_go(claim)
 
 
 def _status_only_change(old: Obj, new: Obj, state: ClusterState) -> bool:

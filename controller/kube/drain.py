@@ -9,6 +9,9 @@ put two pods' worth of work on one node and one device in two claims, which the 
 server does not prevent; kube-scheduler waits the same way for its victims (the preemptor
 keeps a nominated node until they are gone).
 
+The same holds for the devices of a finished gang's claims that a decision handed out
+before they were deallocated (`ClusterCaches.releasing`: the state no longer counts them).
+
 `still_held` names the first such overlap of the gang's reservation, or None once there is
 none: the caller allocates and binds only then. Nothing but the gang's own resources is
 checked: a node over on a resource no pod of the gang asks for does not hold it back.
@@ -16,6 +19,9 @@ checked: a node over on a resource no pod of the gang asks for does not hold it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from controller.engine.model import DeviceKey
 from controller.engine.quantity import format_canonical
 from controller.engine.state import ClusterState
 
@@ -23,13 +29,17 @@ FOREIGN_OWNER = "foreign:"
 """How the state names a holder that is not an admitted gang (a claim by its cache key)."""
 
 
-def still_held(state: ClusterState, uid: str) -> str | None:
+def still_held(
+    state: ClusterState, uid: str, releasing: Mapping[str, tuple[DeviceKey, ...]] | None = None
+) -> str | None:
     """Why the admitted gang `uid` must wait before its claims are allocated and its pods
-    bound (one line), or None when nothing of its reservation is held by others."""
+    bound (one line), or None when nothing of its reservation is held by others;
+    `releasing` are claims (by key) being deallocated that the state leaves out."""
     reservation = state.admitted.get(uid)
     if reservation is None:
         return None
     inventory = state.inventory
+    deallocating = {d: key for key, devices in (releasing or {}).items() for d in devices}
     wanted: dict[str, set[str]] = {}
     for pod in reservation.pods:
         wanted.setdefault(pod.node, set()).update(r for r, v in pod.requests.items() if v)
@@ -39,6 +49,8 @@ def still_held(state: ClusterState, uid: str) -> str | None:
                 if da.shared or inventory.is_shareable(da.device):
                     continue
                 others = sorted(h for h in inventory.owners.get(da.device, ()) if h != mine)
+                if da.device in deallocating:
+                    others.append(FOREIGN_OWNER + deallocating[da.device])
                 if others:
                     holder = others[0]
                     if holder.startswith(FOREIGN_OWNER):

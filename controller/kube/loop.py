@@ -107,7 +107,8 @@ class LoopOptions:
     writes_in_flight: int = 32
     """Concurrent API writes within one GangJob's reconcile."""
     min_cycle_gap: float = 0.0
-    """Seconds between cycles, so a burst of events makes one cycle, not many."""
+    """Least seconds from one cycle's start to the next's, so a burst of events makes one
+    cycle, not many."""
     instance: str = "phalanx"
     """`reportingInstance` of our Events (the pod name in a cluster)."""
     node_grace: float = 40.0
@@ -280,10 +281,14 @@ class Controller:
             self._changed.clear()
             if not self.is_leader():
                 continue
+            began = asyncio.get_running_loop().time()
             await self.cycle()
             self._queues_changed.set()
-            pause, self._pause = max(self._pause, self.options.min_cycle_gap), 0.0
-            if pause:
+            # the least gap runs from the cycle's start (the simulator's `cycleInterval`),
+            # so the time its commits took counts towards it
+            gap = began + self.options.min_cycle_gap - asyncio.get_running_loop().time()
+            pause, self._pause = max(self._pause, gap), 0.0
+            if pause > 0:
                 await asyncio.sleep(pause)  # a failing API server is not hammered
 
     async def _worker(self) -> None:
@@ -935,7 +940,7 @@ class Controller:
     def _still_held(self, key: str, uid: str) -> bool:
         """Whether the admitted gang must wait for others to let go of its nodes or
         devices before its claims are allocated and its pods bound (drain.py)."""
-        why = drain.still_held(self.caches.state, uid)
+        why = drain.still_held(self.caches.state, uid, self.caches.releasing)
         if why is None:
             self._draining.pop(key, None)
             return False
@@ -985,12 +990,9 @@ class Controller:
                 )
             return
         if all(ph == "Succeeded" for ph in phases):
-            # The devices go back before the record: the release then finds them free, so
-            # the cycle it wakes can hand them out at once (no pod needs them any more;
-            # after a crash in between, the record is released as it would have been).
-            admission = status["admission"]["admissionId"]
-            _, claims = self.caches.owned(str(_meta(job)["uid"]))
-            await self._tear_down([], [c for c in claims if admission_of(c) == admission])
+            # The record first, as every release: the cycle it wakes hands the devices out
+            # at once (the caches count a succeeded gang's claims as `releasing`), and the
+            # gang given them allocates them once the next pass here has deallocated them.
             await self._release(
                 job,
                 "Succeeded",
@@ -1073,7 +1075,13 @@ class Controller:
                 return
             self._cycled.discard(uid)
             reason = reason or "waiting for the next admission cycle"
-            await self._set_status(job, "Pending", [Transition(rc.QUEUED, True, "Waiting", reason)])
+            written = await self._set_status(
+                job, "Pending", [Transition(rc.QUEUED, True, "Waiting", reason)]
+            )
+            if written is not None:
+                # A gang that waits gets its finalizer now, so its admission, when it
+                # comes, makes its pods and claims without one more write before them.
+                await self._ensure_finalizer(written)
 
     async def _set_status(
         self, job: Obj, phase: str | None, transitions: list[Transition], **fields: Any

@@ -1,9 +1,9 @@
 """Release in the cluster: the commit protocol in reverse, one idempotent step at a time.
 
 The admission record is cleared first (that is the release's commit point, and returns
-the quota); what the admission made is then stale and is torn down here. (A gang whose
-pods all succeeded has its claims released just before its record: no pod needs them, and
-the cycle the release wakes then finds their devices free.)
+the quota); what the admission made is then stale and is torn down here. (The devices of
+a gang whose pods all succeeded count as free from its release on: the caches know it
+deallocates them next, and whoever is given them waits for that, see drain.py.)
 
 - pods are deleted (gracefully: the kubelet stops them); a gang evicted while it ran
   (preempted, its node lost, not ready in time, suspended, or stopped because one of its

@@ -127,6 +127,17 @@ async def test_a_bound_pod_runs_then_is_ready_then_succeeds_after_its_duration(
         assert await until(lambda: _phase_is(kube, "p1", "Succeeded"))
 
 
+async def test_a_pods_run_is_timed_from_its_binding_not_from_its_status_writes(
+    kube: Client,
+) -> None:
+    async with kubelets(kube):  # Ready only 5 s after it starts: within its 30 s
+        loop = asyncio.get_running_loop()
+        await bound_pod(kube, "p1", **{DURATION_ANNOTATION: "30"})
+        bound = loop.time()
+        await until(lambda: _phase_is(kube, "p1", "Succeeded"))
+        assert 30 <= loop.time() - bound < 30.5
+
+
 async def _running(kube: Client, name: str) -> Obj | None:
     found = await kube.get(f"{NS}/pods/{name}")
     return found if found and found["status"].get("phase") == "Running" else None
