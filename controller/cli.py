@@ -754,6 +754,8 @@ def _print_replay(outcome: Outcome, json_out: Path | None, out: Path | None) -> 
             ),
             soft_wrap=True,
         )
+        if parity.failures:
+            console.print(Text(f"node failures: {parity.failures}"), soft_wrap=True)
         causes = [t for t in parity.timings if t.cause]
         for t in causes[:10]:
             console.print(Text(f"  {t.job}: {t.cause}"), soft_wrap=True)

@@ -201,12 +201,11 @@ class Controller:
     # ---- events ------------------------------------------------------------------------
     def _on_event(self, plural: str) -> Callable[[str, Obj | None, Obj], None]:
         def handler(kind: str, old: Obj | None, new: Obj) -> None:
-            if self.caches.moves_engine(plural, kind, old, new):
+            evicting = plural == "nodes" and self._on_node(kind, new)
+            if self.caches.moves_engine(plural, kind, old, new) and not evicting:
                 self._changed.set()
             self._queues_changed.set()
-            if plural == "nodes":
-                self._on_node(kind, new)
-            elif plural == "gangjobs":
+            if plural == "gangjobs":
                 self._work.add(_key(new))
             elif plural == "configmaps":
                 group = foreign.group_of_record(new)
@@ -225,15 +224,21 @@ class Controller:
 
         return handler
 
-    def _on_node(self, kind: str, node: Obj) -> None:
-        """A node deleted or not Ready: reconcile the admitted gangs with pods there."""
+    def _on_node(self, kind: str, node: Obj) -> bool:
+        """A node deleted or not Ready: reconcile the admitted gangs with pods there.
+        True if GangJobs there are evicted at once (no grace): their releases wake the
+        cycle, which would find nothing to do before them (a simulated failure takes the
+        node and its gangs away in one step, and a cycle between would cost a gap)."""
         name = str(_meta(node).get("name"))
         if kind != DELETED and rc.node_ready(node):
             self._not_ready_since.pop(name, None)
-            return
+            return False
+        evicted = False
         for uid, reservation in self.caches.state.admitted.items():
             if any(p.node == name for p in reservation.pods):
                 self._dirty_uid(uid)
+                evicted |= uid not in self.caches.foreign.groups
+        return evicted and (kind == DELETED or self.options.node_grace <= 0)
 
     def _recheck(self, key: str, delay: float) -> None:
         """Reconcile `key` again in `delay` seconds (one timer per job)."""
@@ -940,7 +945,8 @@ class Controller:
     def _still_held(self, key: str, uid: str) -> bool:
         """Whether the admitted gang must wait for others to let go of its nodes or
         devices before its claims are allocated and its pods bound (drain.py)."""
-        why = drain.still_held(self.caches.state, uid, self.caches.releasing)
+        caches = self.caches
+        why = drain.still_held(caches.state, uid, caches.releasing, caches.releasing_pods)
         if why is None:
             self._draining.pop(key, None)
             return False
@@ -1130,10 +1136,13 @@ class Controller:
         if disruption is not None and record:
             pods, _ = self.caches.owned(uid)
             now = self._now()
-            await self._each(
+            marked = await self._each(
                 [p for p in pods if admission_of(p) == record["admissionId"]],
                 lambda p: disrupt_pod(self.rest, p, *disruption, now),
             )
+            for pod in marked:  # seen marked when the release lets them go (caches.py)
+                if pod is not None:
+                    self.caches.assume(PODS, pod)
         written = await self._set_status(job, phase, transitions, admission=None, **fields)
         if written is not None:
             log.info("released", job=_key(job), phase=phase)

@@ -62,14 +62,15 @@ async def delete_pod(rest: Rest, pod: Obj) -> None:
             raise
 
 
-async def disrupt_pod(rest: Rest, pod: Obj, reason: str, message: str, now: str) -> None:
+async def disrupt_pod(rest: Rest, pod: Obj, reason: str, message: str, now: str) -> Obj | None:
     """Mark a pod about to be deleted with the DisruptionTarget condition (merged by type,
-    so the kubelet's conditions stay); a finished, deleted or marked pod is left alone."""
+    so the kubelet's conditions stay); a finished, deleted or marked pod is left alone.
+    Returns the pod as marked (None if left alone or gone)."""
     meta, status = _meta(pod), pod.get("status") or {}
     if meta.get("deletionTimestamp") or pod_phase(pod) in ("Succeeded", "Failed"):
-        return
+        return None
     if any(c.get("type") == DISRUPTION_TARGET for c in status.get("conditions") or ()):
-        return
+        return None
     condition = {
         "type": DISRUPTION_TARGET,
         "status": "True",
@@ -79,7 +80,7 @@ async def disrupt_pod(rest: Rest, pod: Obj, reason: str, message: str, now: str)
     }
     body = {"status": {"conditions": [condition]}}
     try:
-        await rest.request(
+        return await rest.request(
             "PATCH",
             PODS.path(meta["namespace"], meta["name"], "status"),
             body=body,
@@ -88,6 +89,7 @@ async def disrupt_pod(rest: Rest, pod: Obj, reason: str, message: str, now: str)
     except KubeError as exc:
         if exc.status != 404:
             raise
+        return None
 
 
 async def _status(rest: Rest, claim: Obj, status: Obj) -> Obj:

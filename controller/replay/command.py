@@ -102,6 +102,7 @@ def markdown(outcome: Outcome) -> str:
         f"{summary['start_error_p95_s']} s; {summary['within_one_cycle']} of "
         f"{summary['jobs_compared']} jobs within one cycle",
         f"- invariants: {'; '.join(outcome.invariants())}",
+        *([f"- node failures: {parity.failures}"] if parity.failures else []),
         *(f"- note: {n}" for n in parity.notes),
         "",
         "| figure | simulated | live | difference |",

@@ -10,6 +10,9 @@
   simulated, in scenario seconds, in cycles, and relative to the simulated completion time
   (submit to end); the end times likewise.
 - Every summary figure of `simulate`, simulated and live, with the difference.
+- Node failures: each outage the replay applied (the scenario's fixed failures, or the
+  random ones as the simulator drew them) against when the watcher saw its node go
+  NotReady.
 - Causes: for each job whose start is off by a cycle or more, the first explanation that
   fits, from what the watcher saw: its GangJob seen late, its pods bound late, the release
   it waited for seen late, no cycle in between, or else just the difference.
@@ -20,7 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from controller.replay.record import Admission, JobSeen
+from controller.replay.plan import Outage
+from controller.replay.record import Admission, JobSeen, NodeDown
 from controller.replay.result import run_start
 from controller.replay.runner import LiveRun
 from simulations.metrics import summarize
@@ -84,6 +88,8 @@ class Parity:
     """(figure, simulated, live, live minus simulated or same/differs)."""
     violations: list[str]
     notes: list[str] = field(default_factory=list)
+    failures: str = ""
+    """The node failures compared (empty when the scenario has none)."""
 
     def start_errors(self) -> list[float]:
         return [abs(t.start_error) for t in self.timings if t.start_error is not None]
@@ -128,6 +134,7 @@ class Parity:
             ],
             "violations": self.violations,
             "notes": self.notes,
+            "node_failures": self.failures,
         }
 
 
@@ -254,7 +261,28 @@ def compare(simulated: RunResult, live: RunResult, run: LiveRun) -> Parity:
         compare_figures(simulated, live),
         list(live.violations),
         list(run.plan.notes) + list(run.notes),
+        compare_outages(run.plan.outages, run.watcher.outages, run.end),
     )
+
+
+def compare_outages(planned: list[Outage], seen: list[NodeDown], end: float) -> str:
+    """The outages the replay applied (those due before the run's `end`) against the
+    NotReady periods the watcher saw: how many, and how far apart their starts were."""
+    due = [o for o in planned if o.start < end]
+    if not due and not seen:
+        return ""
+    starts: dict[str, list[float]] = {}
+    for down in seen:
+        starts.setdefault(down.node, []).append(down.at)
+    gaps = [
+        abs(starts[o.node].pop(0) - o.start)
+        for o in due
+        if starts.get(o.node)  # the same node's outages, in order
+    ]
+    head = f"{len(due)} simulated, {len(seen)} seen live"
+    if len(gaps) == len(due) == len(seen):
+        return f"{head}: the same nodes, each down within {max(gaps, default=0.0):.1f} s"
+    return f"{head}: {len(gaps)} matched by node (starts within {max(gaps, default=0.0):.1f} s)"
 
 
 def cause(
@@ -330,9 +358,11 @@ def _released_before(run: LiveRun, admission: Admission, since: float) -> tuple[
     for, as (job, time)."""
     latest: tuple[str, float] | None = None
     for job in run.watcher.jobs.values():
+        if job.name == admission.job:
+            continue  # its own release (a restart) is not room it waited for
         for a in job.admissions:
             r = a.released
             later = latest is None or (r is not None and r > latest[1])
-            if r is not None and since <= r <= admission.seen and a is not admission and later:
+            if r is not None and since <= r <= admission.seen and later:
                 latest = (job.name, r)
     return latest

@@ -117,7 +117,6 @@ async def replay(plan: ReplayPlan, options: Options) -> LiveRun:
         log: CycleLog | None = None
         if not options.external_controller:
             log = await stack.enter_async_context(_controller(conf, plan, options, clock))
-            watcher.cycle_log = log
         clock.start()
         run = LiveRun(plan, watcher, 0.0, "", 0, 0.0, in_process=log is not None)
         started = asyncio.get_running_loop().time()
@@ -127,6 +126,7 @@ async def replay(plan: ReplayPlan, options: Options) -> LiveRun:
             run.loop_seconds = asyncio.get_running_loop().time() - started
         if log is not None:
             run.cycles = list(log.cycles)
+            watcher.link_cycles(run.cycles)
         if run.stopped == "every job done":
             run.held_at_end = await _settled(watcher, options.settle_seconds)
         if options.keep:

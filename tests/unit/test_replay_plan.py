@@ -9,14 +9,17 @@ from controller.api.gangjob import GangJob
 from controller.api.queue import Queue
 from controller.replay.compare import Admitted, compare_order
 from controller.replay.plan import (
+    CHECKPOINT_ANNOTATION,
     DURATION_ANNOTATION,
     TENANT_LABEL,
     Outage,
     ReplayError,
     build,
     first_jobs,
+    merged,
     outages,
 )
+from simulations.run import Simulation
 from simulations.scenario import parse_scenario, shipped_scenario
 from simulations.workload import jobs_of
 
@@ -77,11 +80,29 @@ def test_overlapping_failures_of_a_node_are_one_outage() -> None:
     assert got == [Outage("gpu-0", 100, 120), Outage("gpu-1", 500, 10)]
 
 
-def test_random_failures_are_refused_in_one_line_naming_the_field() -> None:
-    failures = "horizon: 3600\nfailures: [{mtbfHours: 10, repairSeconds: 60}]\n"
+def test_random_failures_are_replayed_as_the_outages_the_simulator_draws() -> None:
+    failures = "horizon: 36000\nseed: 4\nfailures: [{mtbfHours: 0.5, repairSeconds: 60}]\n"
+    small = parse_scenario(scenario(failures), "small.yaml")
+    plan = build(small, speed=60)
+    simulation = Simulation(small, "phalanx")
+    simulation.run()
+    assert plan.outages == merged(simulation.outages) != []
+    assert any(n.startswith("random failures (mtbfHours): the simulator's") for n in plan.notes)
+
+
+def test_a_checkpoint_interval_reaches_the_simulated_kubelet_sped_up() -> None:
+    plan = build(parse_scenario(scenario("checkpointInterval: 120\n"), "small.yaml"), speed=60)
+    j1 = next(j for j in plan.jobs if j.spec.name == "j1").manifest
+    annotations = j1["spec"]["podSets"][0]["template"]["metadata"]["annotations"]
+    assert annotations[CHECKPOINT_ANNOTATION] == "2"
+    assert j1["spec"]["checkpointIntervalSeconds"] == 2
+
+
+def test_a_job_name_no_gang_job_can_have_is_refused_in_one_line() -> None:
+    bad = scenario().replace("name: j2", "name: J_2")
     with pytest.raises(ReplayError) as err:
-        build(parse_scenario(scenario(failures), "small.yaml"), speed=60)
-    assert str(err.value).startswith("failures: random failures (mtbfHours) are not replayed")
+        build(parse_scenario(bad, "small.yaml"), speed=60)
+    assert str(err.value).startswith("workload: job 'J_2': not usable as a GangJob name")
     assert "\n" not in str(err.value)
 
 
