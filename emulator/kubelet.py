@@ -8,7 +8,8 @@ Ready condition, a ResourceSlice of its GPUs, a Lease in `kube-node-lease` renew
 - a pod is started only if every DRA claim it names is allocated and reserved for it, as
   the kubelet's DRA manager requires; otherwise it fails (phase Failed, reason
   `FailedPrepareDynamicResources`) with a Warning event saying which claim and why;
-- a started pod is marked Running, then Ready `ready_seconds` later;
+- a started pod is marked Running, then Ready `ready_seconds` later (in one status write
+  when that is 0);
 - it finishes `phalanx.dev/sim-duration-seconds` (annotation) after the kubelet took it
   (saw it bound to its node: its run is timed from its binding, as a simulated job's
   from its admission, not from the status writes that report it) with exit code
@@ -487,8 +488,9 @@ class Kubelet:
             return
         started = self._stamp()
         self.pods[key].started = started
-        await self._set_status(pod, self._running_status(pod, started, ready=False))
-        await self.clock.sleep(self.ready_seconds)
+        if self.ready_seconds:
+            await self._set_status(pod, self._running_status(pod, started, ready=False))
+            await self.clock.sleep(self.ready_seconds)
         await self._set_status(pod, self._running_status(pod, started, ready=True))
         if known.duration is None:
             return
