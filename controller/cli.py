@@ -750,7 +750,8 @@ def _print_replay(outcome: Outcome, json_out: Path | None, out: Path | None) -> 
                 f"({summary['start_error_max_cycles']} cycles, {summary['worst_job']}), p95 "
                 f"{summary['start_error_p95_s']} s, mean {summary['start_error_mean_s']} s; "
                 f"{summary['within_one_cycle']} of {summary['jobs_compared']} jobs within "
-                "one cycle"
+                f"one cycle; step error (each admission's own lag) largest "
+                f"{summary['step_error_max_s']} s, mean {summary['step_error_mean_s']} s"
             ),
             soft_wrap=True,
         )

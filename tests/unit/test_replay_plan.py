@@ -7,7 +7,7 @@ import pytest
 
 from controller.api.gangjob import GangJob
 from controller.api.queue import Queue
-from controller.replay.compare import Admitted, compare_order
+from controller.replay.compare import Admitted, compare_order, step_errors
 from controller.replay.plan import (
     CHECKPOINT_ANNOTATION,
     DURATION_ANNOTATION,
@@ -19,7 +19,7 @@ from controller.replay.plan import (
     merged,
     outages,
 )
-from simulations.run import Simulation
+from simulations.run import JobRecord, Simulation
 from simulations.scenario import parse_scenario, shipped_scenario
 from simulations.workload import jobs_of
 
@@ -118,3 +118,17 @@ def test_the_order_comparison_names_the_first_position_that_differs() -> None:
     assert order.first_difference == 1
     assert order.message == ("position 2: the simulator admitted b (t=0.0 s), live c (t=5.0 s)")
     assert compare_order(simulated, simulated).same
+
+
+def run_of(name: str, submit: float, start: float, end: float) -> JobRecord:
+    return JobRecord(name, "q", 1, 1, end - start, submit, start=start, end=end)
+
+
+def test_a_step_error_is_what_a_start_adds_to_the_lateness_of_the_end_it_waited_for() -> None:
+    simulated = [
+        run_of("a", 0, 0, 100),
+        run_of("b", 0, 100, 200),  # waited for a's end
+        run_of("c", 150, 150, 200),  # waited for no job
+    ]
+    live = [run_of("a", 0, 5, 105), run_of("b", 0, 112, 212), run_of("c", 150, 153, 203)]
+    assert step_errors(simulated, live) == {"a": 5, "b": 7, "c": 3}
