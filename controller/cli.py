@@ -784,10 +784,13 @@ def _print_replay(outcome: Outcome, json_out: Path | None, out: Path | None) -> 
                 f"({summary['start_error_max_cycles']} cycles, {summary['worst_job']}), p95 "
                 f"{summary['start_error_p95_s']} s, mean {summary['start_error_mean_s']} s; "
                 f"{summary['within_one_cycle']} of {summary['jobs_compared']} jobs within "
-                "one cycle"
+                f"one cycle; step error (each admission's own lag) largest "
+                f"{summary['step_error_max_s']} s, mean {summary['step_error_mean_s']} s"
             ),
             soft_wrap=True,
         )
+        if parity.failures:
+            console.print(Text(f"node failures: {parity.failures}"), soft_wrap=True)
         causes = [t for t in parity.timings if t.cause]
         for t in causes[:10]:
             console.print(Text(f"  {t.job}: {t.cause}"), soft_wrap=True)

@@ -8,9 +8,15 @@ Ready condition, a ResourceSlice of its GPUs, a Lease in `kube-node-lease` renew
 - a pod is started only if every DRA claim it names is allocated and reserved for it, as
   the kubelet's DRA manager requires; otherwise it fails (phase Failed, reason
   `FailedPrepareDynamicResources`) with a Warning event saying which claim and why;
-- a started pod is marked Running, then Ready `ready_seconds` later;
-- it finishes after `phalanx.dev/sim-duration-seconds` (annotation) with exit code
+- a started pod is marked Running, then Ready `ready_seconds` later (in one status write
+  when that is 0);
+- it finishes `phalanx.dev/sim-duration-seconds` (annotation) after the kubelet took it
+  (saw it bound to its node: its run is timed from its binding, as a simulated job's
+  from its admission, not from the status writes that report it) with exit code
   `phalanx.dev/sim-exit-code` (default 0: Succeeded, else Failed), or when `finish` says so;
+- a pod annotated `phalanx.dev/sim-checkpoint-seconds` saves its work that often: stopped
+  early (deleted, or its node failed), it keeps the work of its last checkpoint, and the
+  next pod of the same name and owner (its job run again) runs only what is left;
 - a pod being deleted is stopped (Failed, exit 143 unless it had finished) and removed
   (grace 0, uid precondition), as the kubelet does once the containers are gone; its
   containers take `phalanx.dev/sim-stop-seconds` (annotation, default 0) to exit after
@@ -36,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from simulations.run import DRIVER
+from simulations.run import DRIVER, checkpointed
 
 if TYPE_CHECKING:
     from simulations.scenario import NodeGroup
@@ -44,6 +50,7 @@ if TYPE_CHECKING:
 Obj = dict[str, Any]
 DURATION_ANNOTATION = "phalanx.dev/sim-duration-seconds"
 EXIT_CODE_ANNOTATION = "phalanx.dev/sim-exit-code"
+CHECKPOINT_ANNOTATION = "phalanx.dev/sim-checkpoint-seconds"
 STOP_ANNOTATION = "phalanx.dev/sim-stop-seconds"
 LEASE_NAMESPACE = "kube-node-lease"
 MERGE = "application/merge-patch+json"
@@ -54,6 +61,10 @@ COMPONENT = "kubelet"
 class Clock(Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
+    def monotonic(self) -> float:
+        """Seconds on the clock `sleep` waits on."""
+        ...
+
     def now(self) -> datetime: ...
 
 
@@ -62,6 +73,9 @@ class LoopClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -198,14 +212,41 @@ async def _json(call: Awaitable[Any]) -> Any:
     return json.loads(body) if body else None
 
 
+Work = tuple[str, str, str]
+"""(namespace, pod name, owner uid): a pod's work, which a later pod of that name and owner
+resumes from its last checkpoint."""
+
+
 @dataclass
 class _Pod:
     uid: str
     node: str
+    work: Work
+    duration: float | None = None
+    """Seconds of work (None: it runs until stopped)."""
+    every: float | None = None
+    """Seconds between checkpoints (none if None)."""
+    taken: float = 0.0
+    """When the kubelet took the pod (clock seconds): its run starts there."""
     task: asyncio.Task[None] | None = None
     started: str = ""
     done: bool = False
     stopping: bool = False
+    saved: bool = False
+    """Its progress was counted (it finished, or was stopped)."""
+
+
+def _work(pod: Obj) -> Work:
+    meta = pod["metadata"]
+    owner = next(
+        (str(r.get("uid")) for r in meta.get("ownerReferences") or () if r.get("controller")), ""
+    )
+    return meta["namespace"], meta["name"], owner
+
+
+def _seconds(pod: Obj, annotation: str) -> float | None:
+    value = (pod["metadata"].get("annotations") or {}).get(annotation)
+    return None if value is None else float(value)
 
 
 class Kubelet:
@@ -234,6 +275,8 @@ class Kubelet:
         self.ready_seconds = ready_seconds
         self.failed: set[str] = set()
         self.pods: dict[tuple[str, str], _Pod] = {}
+        self.progress: dict[Work, float] = {}
+        """Seconds of work kept by the checkpoints of pods stopped early."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: set[asyncio.Task[None]] = set()
         self._node_uids: dict[str, str] = {}
@@ -394,10 +437,17 @@ class Kubelet:
             return
         phase = (pod.get("status") or {}).get("phase")
         if known is None:
-            known = self.pods[key] = _Pod(meta["uid"], node)
+            known = self.pods[key] = _Pod(
+                meta["uid"],
+                node,
+                _work(pod),
+                _seconds(pod, DURATION_ANNOTATION),
+                _seconds(pod, CHECKPOINT_ANNOTATION),
+            )
             known.done = phase in ("Succeeded", "Failed")
             if not known.done and node not in self.failed and not meta.get("deletionTimestamp"):
-                known.task = asyncio.create_task(self._run(pod), name=f"pod {key}")
+                known.taken = self.clock.monotonic()
+                known.task = asyncio.create_task(self._run(pod, known), name=f"pod {key}")
         if meta.get("deletionTimestamp") and not known.stopping:
             known.stopping = True
             stopping = asyncio.create_task(self._stop_pod(key, pod), name=f"stop {key}")
@@ -408,10 +458,24 @@ class Kubelet:
         known = self.pods.pop(key, None)
         if known is not None and known.task is not None:
             known.task.cancel()
+            self._interrupted(known)
+
+    def _interrupted(self, known: _Pod) -> None:
+        """A pod stopped before its end keeps the work of its last checkpoint (counted
+        once, and only for a pod that was running)."""
+        if known.done or known.saved or known.task is None:
+            return
+        if not known.every or known.duration is None:
+            return
+        known.saved = True
+        done = self.progress.get(known.work, 0.0)
+        ran = self.clock.monotonic() - known.taken
+        self.progress[known.work] = done + checkpointed(ran, known.every, known.duration - done)
 
     # --- a pod's life ----------------------------------------------------------------------
 
-    async def _run(self, pod: Obj) -> None:
+    async def _run(self, pod: Obj, known: _Pod) -> None:
+        """Start the pod (taken at `known.taken`), run what is left of its work, end it."""
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
         problem = await self._claims_problem(pod)
@@ -424,13 +488,14 @@ class Kubelet:
             return
         started = self._stamp()
         self.pods[key].started = started
-        await self._set_status(pod, self._running_status(pod, started, ready=False))
-        await self.clock.sleep(self.ready_seconds)
+        if self.ready_seconds:
+            await self._set_status(pod, self._running_status(pod, started, ready=False))
+            await self.clock.sleep(self.ready_seconds)
         await self._set_status(pod, self._running_status(pod, started, ready=True))
-        duration = (meta.get("annotations") or {}).get(DURATION_ANNOTATION)
-        if duration is None:
+        if known.duration is None:
             return
-        await self.clock.sleep(float(duration))
+        left = known.duration - self.progress.get(known.work, 0.0)
+        await self.clock.sleep(known.taken + left - self.clock.monotonic())
         exit_code = int((meta.get("annotations") or {}).get(EXIT_CODE_ANNOTATION, "0"))
         await self._terminate(key, pod, exit_code)
 
@@ -484,6 +549,9 @@ class Kubelet:
         if known is None or known.done:
             return
         known.done = True
+        if exit_code == 0:  # its work is done: nothing to resume
+            known.saved = True
+            self.progress.pop(known.work, None)
         await self._set_status(pod, self._finished_status(pod, known.started, exit_code))
 
     async def _stop_pod(self, key: tuple[str, str], pod: Obj) -> None:
@@ -491,6 +559,7 @@ class Kubelet:
         known = self.pods.get(key)
         if known is None:
             return
+        self._interrupted(known)  # at the stop signal: what it saved by then is kept
         if known.task is not None and not known.task.done():
             known.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -519,13 +588,15 @@ class Kubelet:
         if name not in self.nodes:
             raise ValueError(f"node {name} is not one of these kubelets' nodes")
         self.failed.add(name)
-        await self._node_status(name, "Unknown")
-        for key, known in list(self.pods.items()):
-            if known.node != name or known.done:
-                continue
+        lost = [k for k, known in self.pods.items() if known.node == name and not known.done]
+        for key in lost:
+            known = self.pods[key]
+            self._interrupted(known)
             if known.task is not None:
                 known.task.cancel()
             known.done = True
+        await self._node_status(name, "Unknown")
+        for key in lost:
             with contextlib.suppress(ApiException):
                 pod = await _json(
                     self.core.read_namespaced_pod(key[1], key[0], _preload_content=False)

@@ -23,8 +23,10 @@ future event could admit.
 
 A node failure removes the node and its ResourceSlice from the engine's state; every job
 with a pod there is killed (`restarts` grows) and resubmitted; the node and its slice
-come back after the repair time. A preempted job goes back to pending (`preemptions`
-grows). Either way a job keeps the progress of its last checkpoint and loses the rest.
+come back after the repair time (`Simulation.outages` lists every failure that took
+effect, random ones as drawn). A preempted job goes back to pending (`preemptions`
+grows). Either way a job keeps the progress of its last checkpoint and loses the rest
+(`checkpointed`).
 """
 
 from __future__ import annotations
@@ -164,6 +166,19 @@ def build_queues(scenario: Scenario) -> list[Queue]:
     return out
 
 
+CHECKPOINT_SLACK = 1e-6
+"""A run this close to its next checkpoint (in intervals) has taken it: a sped-up live
+replay measures the same run with float clocks, and must keep the same checkpoints."""
+
+
+def checkpointed(ran: float, every: float | None, remaining: float) -> float:
+    """Seconds of progress a run of `ran` seconds keeps when it is cut short: its last
+    checkpoint (one every `every` seconds, none if None), at most what it had left."""
+    if not every:
+        return 0.0
+    return min(remaining, math.floor(ran / every + CHECKPOINT_SLACK) * every)
+
+
 class Simulation:
     """Drives one scheduler over one scenario; `run()` returns a RunResult."""
 
@@ -248,6 +263,9 @@ class Simulation:
         self.violations: list[str] = []
         self._down: dict[str, int] = {}
         self.node_failures = 0
+        self.outages: list[tuple[str, float, float]] = []
+        """(node, down at, back at) of every failure that took effect, in order (one may
+        overlap another of the same node, which then stays down until both are over)."""
         if check:
             self.kernel.after_event = self._check
 
@@ -448,8 +466,7 @@ class Simulation:
         job = self.jobs[name]
         assert job.start is not None and job.end is None
         ran = now - job.start
-        every = self._checkpoint_interval(name)
-        kept = min(job.remaining, math.floor(ran / every) * every) if every else 0.0
+        kept = checkpointed(ran, self._checkpoint_interval(name), job.remaining)
         job.remaining -= kept
         job.kept_gpu_seconds += job.gpus * kept
         job.lost_gpu_seconds += job.gpus * (ran - kept)
@@ -549,6 +566,7 @@ class Simulation:
         down_for = f.repair_seconds if f.random else f.down_for
         assert down_for is not None
         self.kernel.schedule(now + down_for, "node-up", key)
+        self.outages.append((name, now, now + down_for))
         depth = self._down.get(name, 0)
         self._down[name] = depth + 1
         if depth:

@@ -14,7 +14,13 @@ After that each watch event updates the state incrementally. "Ours" means contro
 a GangJob whose reservation the state holds and made for that very admission (the
 `phalanx.dev/admission-id` annotation matches the record); everything else bound or
 allocated, including what an earlier admission of the same job left behind, is foreign
-usage (`add_foreign_pod`, `add_foreign_claim`), so nothing is handed out twice.
+usage (`add_foreign_pod`, `add_foreign_claim`), so nothing is handed out twice. One
+exception: what a released admission of a GangJob still holds while it is let go (its
+pods being stopped, with a deletion or the DisruptionTarget condition; its claims once
+every pod they are reserved for is done or being stopped) is ours to take down, and will
+be: it is free for decisions at once (`releasing_pods`, `releasing`), as the simulator
+frees a finished or killed job's, and the gang given it waits for it to be let go before
+binding and allocating (drain.py), as a preemptor waits for its victims.
 
 The decision loop writes admission records while the engine's ledger holds them open;
 `hold` defers the GangJob events of those gangs until the outcome is known, and `assume`
@@ -32,13 +38,15 @@ import anyio
 import structlog
 
 from controller.engine.errors import InvalidInput
+from controller.engine.model import DeviceKey
 from controller.engine.state import ClusterState
 from controller.kube import resources as r
 from controller.kube import translate
 from controller.kube.foreign import RECORD_SELECTOR, Group, group_of, group_of_record
 from controller.kube.foreign_gangs import Changed, ForeignGangs
 from controller.kube.informer import DELETED, Handler, Informer
-from controller.kube.reconcile import requeue_at
+from controller.kube.reconcile import pod_done, requeue_at
+from controller.kube.release import DISRUPTION_TARGET
 from controller.kube.resources import Resource
 from controller.kube.rest import KubeError, Obj, Rest
 
@@ -94,6 +102,13 @@ class ClusterCaches:
         self.default_priority = 0
         self.admission_ids: dict[str, str] = {}
         """The recorded admission id of every admitted GangJob, by uid."""
+        self.releasing: dict[str, tuple[DeviceKey, ...]] = {}
+        """Claims (by key) of released admissions being let go, still allocated: left out
+        of the state (a decision may hand their devices out), but allocating those devices
+        waits until they are deallocated (drain.py)."""
+        self.releasing_pods: dict[str, tuple[str, dict[str, int]]] = {}
+        """Pods (by key: node, requests) of released admissions being stopped: likewise,
+        binding to their nodes waits until they are gone or done."""
         self._pods_of: dict[str, set[str]] = {}
         self._claims_of: dict[str, set[str]] = {}
         self._held: set[str] = set()
@@ -254,8 +269,8 @@ class ClusterCaches:
                 return True
             usage = translate.pod_usage if plural == "pods" else translate.claim_devices
             try:
-                before = None if old is None else usage(old)
-                after = None if kind == DELETED else usage(new)
+                before = None if old is None or not self._counted(plural, old) else usage(old)
+                after = None if kind == DELETED or not self._counted(plural, new) else usage(new)
             except InvalidInput:
                 return True
             return bool(before or after) and before != after
@@ -491,12 +506,19 @@ class ClusterCaches:
 
     def _on_pod(self, kind: str, old: Obj | None, new: Obj) -> None:
         key = r.PODS.key(new)
-        self._owner(self._pods_of, key, new, kind == DELETED)
+        owner = self._owner(self._pods_of, key, new, kind == DELETED)
         group = self.foreign.index(new, deleted=kind == DELETED)
         if kind == DELETED:
             self.state.remove_foreign_pod(key)
+            self.releasing_pods.pop(key, None)
         else:
             self._pod_usage(new)
+        if owner is not None and not self.ours(new):
+            # whether its gang's stale claims are let go follows their pods
+            for claim in list(self._claims_of.get(owner, ())):
+                obj = self.cache("resourceclaims").get(claim)
+                if obj is not None:
+                    self._claim_usage(obj)
         if group is not None and self.ready.is_set():
             self._refresh(self.foreign.sync(group))
 
@@ -527,6 +549,7 @@ class ClusterCaches:
 
     def _pod_usage(self, new: Obj) -> None:
         key = r.PODS.key(new)
+        self.releasing_pods.pop(key, None)
         if self.ours(new) or self.foreign.is_ours("pods", key):
             self.state.remove_foreign_pod(key)
             return
@@ -537,6 +560,9 @@ class ClusterCaches:
             return
         if usage is None:
             self.state.remove_foreign_pod(key)
+        elif _stopping(new):
+            self.state.remove_foreign_pod(key)
+            self.releasing_pods[key] = usage
         else:
             self.state.add_foreign_pod(key, *usage)
 
@@ -545,6 +571,7 @@ class ClusterCaches:
         self._owner(self._claims_of, key, new, kind == DELETED)
         if kind == DELETED:
             self.state.remove_foreign_claim(key)
+            self.releasing.pop(key, None)
         else:
             self._claim_usage(new)
         pod = self.pod_of_claim(new)
@@ -562,6 +589,7 @@ class ClusterCaches:
 
     def _claim_usage(self, new: Obj) -> None:
         key = r.RESOURCE_CLAIMS.key(new)
+        self.releasing.pop(key, None)
         if self.ours(new) or self.foreign.is_ours("resourceclaims", key):
             self.state.remove_foreign_claim(key)
             return
@@ -570,10 +598,47 @@ class ClusterCaches:
         except InvalidInput as exc:
             self._problem("ResourceClaim", new, exc)
             return
-        if devices:
+        if devices and self._let_go(new):
+            self.state.remove_foreign_claim(key)
+            self.releasing[key] = devices
+        elif devices:
             self.state.add_foreign_claim(key, devices)
         else:
             self.state.remove_foreign_claim(key)
+
+    def _let_go(self, claim: Obj) -> bool:
+        """Whether a claim not of a current admission is a GangJob's whose pods are all
+        done or being stopped: the GangJob's reconcile deallocates it (release.py) once
+        they are done. (Re-judged on every event of its gang's stale pods, so the state
+        counted a claim as this says now.)"""
+        if translate.owner_gang(claim) is None or self.ours(claim):
+            return False
+        namespace, pods = _meta(claim).get("namespace"), self.cache("pods")
+        for consumer in (claim.get("status") or {}).get("reservedFor") or ():
+            pod = pods.get(f"{namespace}/{consumer.get('name')}")
+            if pod is None or _meta(pod).get("uid") != consumer.get("uid"):
+                continue  # gone
+            if not pod_done(pod) and not _stopping(pod):
+                return False
+        return True
+
+    def _counted(self, plural: str, obj: Obj) -> bool:
+        """Whether the state counts a pod's or claim's usage as others' (it does not for
+        ours, nor for what is being let go)."""
+        if self.ours(obj):
+            return False
+        return not (_stopping(obj) if plural == "pods" else self._let_go(obj))
+
+
+def _stopping(pod: Obj) -> bool:
+    """A GangJob's pod being stopped: deleted, or marked DisruptionTarget before that.
+    (Only stale pods are judged so: a released admission's.)"""
+    if translate.owner_gang(pod) is None:
+        return False
+    if _meta(pod).get("deletionTimestamp"):
+        return True
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == DISRUPTION_TARGET and c.get("status") == "True" for c in conditions)
 
 
 def _status_only_change(old: Obj, new: Obj, state: ClusterState) -> bool:

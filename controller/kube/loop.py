@@ -107,7 +107,8 @@ class LoopOptions:
     writes_in_flight: int = 32
     """Concurrent API writes within one GangJob's reconcile."""
     min_cycle_gap: float = 0.0
-    """Seconds between cycles, so a burst of events makes one cycle, not many."""
+    """Least seconds from one cycle's start to the next's, so a burst of events makes one
+    cycle, not many."""
     instance: str = "phalanx"
     """`reportingInstance` of our Events (the pod name in a cluster)."""
     node_grace: float = 40.0
@@ -202,12 +203,11 @@ class Controller:
     # ---- events ------------------------------------------------------------------------
     def _on_event(self, plural: str) -> Callable[[str, Obj | None, Obj], None]:
         def handler(kind: str, old: Obj | None, new: Obj) -> None:
-            if self.caches.moves_engine(plural, kind, old, new):
+            evicting = plural == "nodes" and self._on_node(kind, new)
+            if self.caches.moves_engine(plural, kind, old, new) and not evicting:
                 self._changed.set()
             self._queues_changed.set()
-            if plural == "nodes":
-                self._on_node(kind, new)
-            elif plural == "gangjobs":
+            if plural == "gangjobs":
                 self._work.add(_key(new))
             elif plural == "configmaps":
                 group = foreign.group_of_record(new)
@@ -232,15 +232,21 @@ class Controller:
 
         return handler
 
-    def _on_node(self, kind: str, node: Obj) -> None:
-        """A node deleted or not Ready: reconcile the admitted gangs with pods there."""
+    def _on_node(self, kind: str, node: Obj) -> bool:
+        """A node deleted or not Ready: reconcile the admitted gangs with pods there.
+        True if GangJobs there are evicted at once (no grace): their releases wake the
+        cycle, which would find nothing to do before them (a simulated failure takes the
+        node and its gangs away in one step, and a cycle between would cost a gap)."""
         name = str(_meta(node).get("name"))
         if kind != DELETED and rc.node_ready(node):
             self._not_ready_since.pop(name, None)
-            return
+            return False
+        evicted = False
         for uid, reservation in self.caches.state.admitted.items():
             if any(p.node == name for p in reservation.pods):
                 self._dirty_uid(uid)
+                evicted |= uid not in self.caches.foreign.groups
+        return evicted and (kind == DELETED or self.options.node_grace <= 0)
 
     def _recheck(self, key: str, delay: float) -> None:
         """Reconcile `key` again in `delay` seconds (one timer per job)."""
@@ -288,10 +294,14 @@ class Controller:
             self._changed.clear()
             if not self.is_leader():
                 continue
+            began = asyncio.get_running_loop().time()
             await self.cycle()
             self._queues_changed.set()
-            pause, self._pause = max(self._pause, self.options.min_cycle_gap), 0.0
-            if pause:
+            # the least gap runs from the cycle's start (the simulator's `cycleInterval`),
+            # so the time its commits took counts towards it
+            gap = began + self.options.min_cycle_gap - asyncio.get_running_loop().time()
+            pause, self._pause = max(self._pause, gap), 0.0
+            if pause > 0:
                 await asyncio.sleep(pause)  # a failing API server is not hammered
 
     async def _worker(self) -> None:
@@ -958,7 +968,8 @@ class Controller:
     def _still_held(self, key: str, uid: str) -> bool:
         """Whether the admitted gang must wait for others to let go of its nodes or
         devices before its claims are allocated and its pods bound (drain.py)."""
-        why = drain.still_held(self.caches.state, uid)
+        caches = self.caches
+        why = drain.still_held(caches.state, uid, caches.releasing, caches.releasing_pods)
         if why is None:
             self._draining.pop(key, None)
             return False
@@ -1008,12 +1019,9 @@ class Controller:
                 )
             return
         if all(ph == "Succeeded" for ph in phases):
-            # The devices go back before the record: the release then finds them free, so
-            # the cycle it wakes can hand them out at once (no pod needs them any more;
-            # after a crash in between, the record is released as it would have been).
-            admission = status["admission"]["admissionId"]
-            _, claims = self.caches.owned(str(_meta(job)["uid"]))
-            await self._tear_down([], [c for c in claims if admission_of(c) == admission])
+            # The record first, as every release: the cycle it wakes hands the devices out
+            # at once (the caches count a succeeded gang's claims as `releasing`), and the
+            # gang given them allocates them once the next pass here has deallocated them.
             await self._release(
                 job,
                 "Succeeded",
@@ -1096,7 +1104,13 @@ class Controller:
                 return
             self._cycled.discard(uid)
             reason = reason or "waiting for the next admission cycle"
-            await self._set_status(job, "Pending", [Transition(rc.QUEUED, True, "Waiting", reason)])
+            written = await self._set_status(
+                job, "Pending", [Transition(rc.QUEUED, True, "Waiting", reason)]
+            )
+            if written is not None:
+                # A gang that waits gets its finalizer now, so its admission, when it
+                # comes, makes its pods and claims without one more write before them.
+                await self._ensure_finalizer(written)
 
     async def _set_status(
         self, job: Obj, phase: str | None, transitions: list[Transition], **fields: Any
@@ -1145,10 +1159,13 @@ class Controller:
         if disruption is not None and record:
             pods, _ = self.caches.owned(uid)
             now = self._now()
-            await self._each(
+            marked = await self._each(
                 [p for p in pods if admission_of(p) == record["admissionId"]],
                 lambda p: disrupt_pod(self.rest, p, *disruption, now),
             )
+            for pod in marked:  # seen marked when the release lets them go (caches.py)
+                if pod is not None:
+                    self.caches.assume(PODS, pod)
         written = await self._set_status(job, phase, transitions, admission=None, **fields)
         if written is not None:
             log.info("released", job=_key(job), phase=phase)

@@ -1,9 +1,9 @@
 """Release in the cluster: the commit protocol in reverse, one idempotent step at a time.
 
 The admission record is cleared first (that is the release's commit point, and returns
-the quota); what the admission made is then stale and is torn down here. (A gang whose
-pods all succeeded has its claims released just before its record: no pod needs them, and
-the cycle the release wakes then finds their devices free.)
+the quota); what the admission made is then stale and is torn down here. (The devices of
+a gang whose pods all succeeded count as free from its release on: the caches know it
+deallocates them next, and whoever is given them waits for that, see drain.py.)
 
 - pods are deleted (gracefully: the kubelet stops them); a gang evicted while it ran
   (preempted, its node lost, not ready in time, suspended, or stopped because one of its
@@ -62,14 +62,15 @@ async def delete_pod(rest: Rest, pod: Obj) -> None:
             raise
 
 
-async def disrupt_pod(rest: Rest, pod: Obj, reason: str, message: str, now: str) -> None:
+async def disrupt_pod(rest: Rest, pod: Obj, reason: str, message: str, now: str) -> Obj | None:
     """Mark a pod about to be deleted with the DisruptionTarget condition (merged by type,
-    so the kubelet's conditions stay); a finished, deleted or marked pod is left alone."""
+    so the kubelet's conditions stay); a finished, deleted or marked pod is left alone.
+    Returns the pod as marked (None if left alone or gone)."""
     meta, status = _meta(pod), pod.get("status") or {}
     if meta.get("deletionTimestamp") or pod_phase(pod) in ("Succeeded", "Failed"):
-        return
+        return None
     if any(c.get("type") == DISRUPTION_TARGET for c in status.get("conditions") or ()):
-        return
+        return None
     condition = {
         "type": DISRUPTION_TARGET,
         "status": "True",
@@ -79,7 +80,7 @@ async def disrupt_pod(rest: Rest, pod: Obj, reason: str, message: str, now: str)
     }
     body = {"status": {"conditions": [condition]}}
     try:
-        await rest.request(
+        return await rest.request(
             "PATCH",
             PODS.path(meta["namespace"], meta["name"], "status"),
             body=body,
@@ -88,6 +89,7 @@ async def disrupt_pod(rest: Rest, pod: Obj, reason: str, message: str, now: str)
     except KubeError as exc:
         if exc.status != 404:
             raise
+        return None
 
 
 async def _status(rest: Rest, claim: Obj, status: Obj) -> Obj:

@@ -100,17 +100,20 @@ def markdown(outcome: Outcome) -> str:
         f"- start times: largest error {summary['start_error_max_s']} s "
         f"({summary['start_error_max_cycles']} cycles, {summary['worst_job']}); p95 "
         f"{summary['start_error_p95_s']} s; {summary['within_one_cycle']} of "
-        f"{summary['jobs_compared']} jobs within one cycle",
+        f"{summary['jobs_compared']} jobs within one cycle; step error (what each admission "
+        f"added to the end error of the job it waited for) largest "
+        f"{summary['step_error_max_s']} s, mean {summary['step_error_mean_s']} s",
         f"- invariants: {'; '.join(outcome.invariants())}",
+        *([f"- node failures: {parity.failures}"] if parity.failures else []),
         *(f"- note: {n}" for n in parity.notes),
         "",
         "| figure | simulated | live | difference |",
         "|---|---:|---:|---:|",
         *(f"| {k} | {_md(s)} | {_md(v)} | {_md(d)} |" for k, s, v, d in parity.figures),
         "",
-        "| job | submit | start (sim) | start (live) | error s | cycles | end (sim) | end (live) "
-        "| cause |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| job | submit | start (sim) | start (live) | error s | cycles | step s | end (sim) "
+        "| end (live) | cause |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for t in parity.timings:
         cells = [
@@ -119,6 +122,7 @@ def markdown(outcome: Outcome) -> str:
             t.live_start,
             t.start_error,
             t.start_error_cycles,
+            t.step_error,
             t.simulated_end,
             t.live_end,
         ]

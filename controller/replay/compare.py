@@ -8,8 +8,14 @@
   position where the lists differ is named.
 - Start times: per job, the start of its last run (all pods placed) live minus
   simulated, in scenario seconds, in cycles, and relative to the simulated completion time
-  (submit to end); the end times likewise.
+  (submit to end); the end times likewise. Errors add up along chains of jobs (a job that
+  waits for another's end starts as late as that end came, and more), so each start also
+  has its step error: its error less the end error of the job whose end it waited for
+  (the simulator started it the moment that job ended), the lag its own admission added.
 - Every summary figure of `simulate`, simulated and live, with the difference.
+- Node failures: each outage the replay applied (the scenario's fixed failures, or the
+  random ones as the simulator drew them) against when the watcher saw its node go
+  NotReady.
 - Causes: for each job whose start is off by a cycle or more, the first explanation that
   fits, from what the watcher saw: its GangJob seen late, its pods bound late, the release
   it waited for seen late, no cycle in between, or else just the difference.
@@ -20,7 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from controller.replay.record import Admission, JobSeen
+from controller.replay.plan import Outage
+from controller.replay.record import Admission, JobSeen, NodeDown
 from controller.replay.result import run_start
 from controller.replay.runner import LiveRun
 from simulations.metrics import summarize
@@ -71,6 +78,9 @@ class Timing:
     live_end: float | None
     end_error: float | None
     cause: str = ""
+    step_error: float | None = None
+    """The start error less the end error of the job the simulator started it for (its
+    start is that job's end); the start error if it waited for no job's end."""
 
 
 @dataclass
@@ -84,6 +94,8 @@ class Parity:
     """(figure, simulated, live, live minus simulated or same/differs)."""
     violations: list[str]
     notes: list[str] = field(default_factory=list)
+    failures: str = ""
+    """The node failures compared (empty when the scenario has none)."""
 
     def start_errors(self) -> list[float]:
         return [abs(t.start_error) for t in self.timings if t.start_error is not None]
@@ -96,6 +108,7 @@ class Parity:
             default=None,
         )
         cycle = self.cycle_interval or 1.0
+        steps = [abs(t.step_error) for t in self.timings if t.step_error is not None]
         return {
             "admission_order_same": self.order.same,
             "jobs_compared": len(errors),
@@ -103,6 +116,8 @@ class Parity:
             "start_error_p95_s": round(_p95(errors), 3) if errors else None,
             "start_error_max_s": round(max(errors), 3) if errors else None,
             "start_error_max_cycles": round(max(errors) / cycle, 3) if errors else None,
+            "step_error_max_s": round(max(steps), 3) if steps else None,
+            "step_error_mean_s": round(sum(steps) / len(steps), 3) if steps else None,
             "worst_job": None if worst is None else worst.job,
             "within_one_cycle": sum(1 for e in errors if e < cycle),
             "invariants_held": not self.violations,
@@ -128,6 +143,7 @@ class Parity:
             ],
             "violations": self.violations,
             "notes": self.notes,
+            "node_failures": self.failures,
         }
 
 
@@ -222,6 +238,7 @@ def compare(simulated: RunResult, live: RunResult, run: LiveRun) -> Parity:
     interval = run.plan.scenario.cycle_interval
     cycle = interval or 1.0
     sim_jobs = {j.name: j for j in simulated.jobs}
+    steps = step_errors(simulated.jobs, live.jobs)
     timings = []
     for job in live.jobs:
         s = sim_jobs[job.name]
@@ -241,6 +258,7 @@ def compare(simulated: RunResult, live: RunResult, run: LiveRun) -> Parity:
         )
         if error is not None and abs(error) >= cycle:
             timing.cause = cause(run, job, s, error, sim_jobs)
+        timing.step_error = steps.get(job.name)
         timings.append(timing)
     order = compare_order(simulated_order(simulated), live_order(run))
     if order.first_difference is not None:
@@ -254,7 +272,49 @@ def compare(simulated: RunResult, live: RunResult, run: LiveRun) -> Parity:
         compare_figures(simulated, live),
         list(live.violations),
         list(run.plan.notes) + list(run.notes),
+        compare_outages(run.plan.outages, run.watcher.outages, run.end),
     )
+
+
+def compare_outages(planned: list[Outage], seen: list[NodeDown], end: float) -> str:
+    """The outages the replay applied (those due before the run's `end`) against the
+    NotReady periods the watcher saw: how many, and how far apart their starts were."""
+    due = [o for o in planned if o.start < end]
+    if not due and not seen:
+        return ""
+    starts: dict[str, list[float]] = {}
+    for down in seen:
+        starts.setdefault(down.node, []).append(down.at)
+    gaps = [
+        abs(starts[o.node].pop(0) - o.start)
+        for o in due
+        if starts.get(o.node)  # the same node's outages, in order
+    ]
+    head = f"{len(due)} simulated, {len(seen)} seen live"
+    if len(gaps) == len(due) == len(seen):
+        return f"{head}: the same nodes, each down within {max(gaps, default=0.0):.1f} s"
+    return f"{head}: {len(gaps)} matched by node (starts within {max(gaps, default=0.0):.1f} s)"
+
+
+def step_errors(simulated: list[JobRecord], live: list[JobRecord]) -> dict[str, float]:
+    """Per job started both ways: its start error (live minus simulated) less the end
+    error of the job whose end it waited for, that is one that ended when the simulator
+    started it, after its submission (the latest live, if several); its start error if
+    it waited for no job's end."""
+    live_jobs = {j.name: j for j in live}
+    ended: dict[float, list[str]] = {}
+    for j in simulated:
+        if j.end is not None:
+            ended.setdefault(j.end, []).append(j.name)
+    out = {}
+    for s in simulated:
+        v = live_jobs.get(s.name)
+        if s.start is None or v is None or v.start is None:
+            continue
+        waited = ended.get(s.start, []) if s.start > s.submit else []
+        late = [end - s.start for n in waited if (end := live_jobs[n].end) is not None]
+        out[s.name] = round(v.start - s.start - max(late, default=0.0), 4)
+    return out
 
 
 def cause(
@@ -330,9 +390,11 @@ def _released_before(run: LiveRun, admission: Admission, since: float) -> tuple[
     for, as (job, time)."""
     latest: tuple[str, float] | None = None
     for job in run.watcher.jobs.values():
+        if job.name == admission.job:
+            continue  # its own release (a restart) is not room it waited for
         for a in job.admissions:
             r = a.released
             later = latest is None or (r is not None and r > latest[1])
-            if r is not None and since <= r <= admission.seen and a is not admission and later:
+            if r is not None and since <= r <= admission.seen and later:
                 latest = (job.name, r)
     return latest

@@ -10,10 +10,16 @@ namespace is `<prefix><queue>`, labelled so that only its queue selects it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.kubelet import DURATION_ANNOTATION, NodeDescription, nodes_from_groups
+from emulator.kubelet import (
+    CHECKPOINT_ANNOTATION,
+    DURATION_ANNOTATION,
+    NodeDescription,
+    nodes_from_groups,
+)
 from policies.registry import KINDS
 from simulations.run import DRIVER, GPU_CLASS, Simulation
 from simulations.scenario import JobSpec, PolicySpec, QueueSpec, Scenario, Workload
@@ -114,11 +120,6 @@ def build(scenario: Scenario, speed: float, *, namespace_prefix: str = "replay-"
     if speed <= 0:
         raise ReplayError(f"--speed must be > 0, got {speed:g}")
     problems: list[str] = []
-    if any(f.random for f in scenario.failures):
-        problems.append(
-            "failures: random failures (mtbfHours) are not replayed; give fixed "
-            "{at, node, downFor} failures"
-        )
     sim = Simulation(scenario, "phalanx")
     run = run_name(scenario)
     notes = []
@@ -129,14 +130,6 @@ def build(scenario: Scenario, speed: float, *, namespace_prefix: str = "replay-"
         notes.append(
             f"{' and '.join(baselines)}: simulator baselines, not run live (Phalanx admits "
             "whole gangs; a per-pod scheduler is not what it does)"
-        )
-    checkpoints = scenario.checkpoint_interval is not None or any(
-        j.checkpoint_interval is not None for j in sim.specs.values()
-    )
-    if checkpoints:
-        notes.append(
-            "checkpoints are not replayed: a job killed or preempted live runs its whole "
-            "duration again, where the simulator resumes it from its last checkpoint"
         )
     queues = {q.name for q in scenario.queues}
     leaves = sorted(queues - {q.parent for q in scenario.queues if q.parent})
@@ -167,6 +160,14 @@ def build(scenario: Scenario, speed: float, *, namespace_prefix: str = "replay-"
         )
     if problems:
         raise ReplayError("\n".join(problems))
+    failures = outages(scenario)
+    if any(f.random for f in scenario.failures):
+        sim.run()  # the failures as the simulator draws them for this seed
+        failures = merged(sim.outages)
+        notes.append(
+            f"random failures (mtbfHours): the simulator's draws for seed {scenario.seed}, "
+            f"replayed as {len(failures)} fixed outages"
+        )
     nodes = [
         NodeDescription(**{**vars(n), "labels": {**n.labels, RUN_LABEL: run}})
         for n in nodes_from_groups(scenario.cluster)
@@ -182,7 +183,7 @@ def build(scenario: Scenario, speed: float, *, namespace_prefix: str = "replay-"
         templates=[_template(ns, n, run) for ns in namespace_of.values() for n in per_pod],
         queues=[_queue(q, namespace_prefix, run, leaf=q.name in leaves) for q in scenario.queues],
         jobs=jobs,
-        outages=outages(scenario),
+        outages=failures,
         never_fit=dict(sim.never_fit),
         total_gpus=sim.total_gpus,
         notes=notes,
@@ -190,14 +191,23 @@ def build(scenario: Scenario, speed: float, *, namespace_prefix: str = "replay-"
 
 
 def outages(scenario: Scenario) -> list[Outage]:
-    """Fixed failures as outages, overlapping ones of a node merged (the simulator keeps a
-    node down until its last failure is repaired)."""
-    spans: dict[str, list[list[float]]] = {}
+    """Fixed failures as outages (random ones are the simulator's to draw: `merged` takes
+    its `Simulation.outages`)."""
+    spans = []
     for f in scenario.failures:
         if f.random:
             continue
         assert f.at is not None and f.node is not None and f.down_for is not None
-        spans.setdefault(f.node, []).append([f.at, f.at + f.down_for])
+        spans.append((f.node, f.at, f.at + f.down_for))
+    return merged(spans)
+
+
+def merged(failures: Iterable[tuple[str, float, float]]) -> list[Outage]:
+    """(node, down at, back at) failures as outages, overlapping ones of a node merged
+    (the simulator keeps a node down until its last failure is repaired)."""
+    spans: dict[str, list[list[float]]] = {}
+    for node, start, end in failures:
+        spans.setdefault(node, []).append([start, end])
     out: list[Outage] = []
     for node, intervals in spans.items():
         merged: list[list[float]] = []
@@ -305,11 +315,17 @@ def _gang_job(
             {"name": CLAIM, "resourceClaimTemplateName": template_name(job.gpus_per_pod)}
         ]
         container["resources"]["claims"] = [{"name": CLAIM}]
+    min_runtime = job.min_runtime if job.min_runtime is not None else scenario.min_runtime
+    checkpoint = (
+        job.checkpoint_interval
+        if job.checkpoint_interval is not None
+        else scenario.checkpoint_interval
+    )
+    annotations = {DURATION_ANNOTATION: _seconds(job.duration / speed)}
+    if checkpoint is not None:  # the simulated kubelet resumes a rerun from its last one
+        annotations[CHECKPOINT_ANNOTATION] = _seconds(checkpoint / speed)
     template = {
-        "metadata": {
-            "labels": _labels(run),
-            "annotations": {DURATION_ANNOTATION: _seconds(job.duration / speed)},
-        },
+        "metadata": {"labels": _labels(run), "annotations": annotations},
         "spec": pod_spec,
     }
     spec: Obj = {
@@ -318,12 +334,6 @@ def _gang_job(
         "failurePolicy": {"maxRestarts": MAX_RESTARTS},
         "podSets": [{"name": POD_SET, "replicas": job.pods, "template": template}],
     }
-    min_runtime = job.min_runtime if job.min_runtime is not None else scenario.min_runtime
-    checkpoint = (
-        job.checkpoint_interval
-        if job.checkpoint_interval is not None
-        else scenario.checkpoint_interval
-    )
     if estimate is not None:
         spec["runtimeEstimateSeconds"] = estimate / speed
     if min_runtime:

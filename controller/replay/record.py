@@ -5,6 +5,7 @@ replay judges by: its GangJobs and pods (by the run's label), every ResourceClai
 Queues and its nodes. Each event is stamped with the scenario time of its arrival, and
 kept only as far as the figures and the invariants need it:
 
+- per node: when it was seen NotReady and Ready again (`outages`);
 - per job: when its GangJob was first seen, each admission (the record's id and pods,
   when the record appeared, each pod's binding, the moment the last one was bound, when
   and why the record was cleared), and when it succeeded;
@@ -36,7 +37,7 @@ from controller.kube import resources as r
 from controller.kube import translate
 from controller.kube.informer import DELETED, Informer
 from controller.kube.metrics import Recorder
-from controller.kube.reconcile import ADMITTED, GANG_LABEL
+from controller.kube.reconcile import ADMITTED, GANG_LABEL, node_ready
 from controller.kube.rest import Obj, Rest
 from controller.kube.translate import ADMISSION_ANNOTATION
 from controller.replay.plan import RUN_LABEL, ReplayPlan
@@ -85,7 +86,7 @@ class Admission:
     """Why the record was cleared: Completed, Failed, or the Admitted condition's reason
     (Restarting, NodeNotReady, Preempted, ...)."""
     cycle: int | None = None
-    """The in-process controller's cycle that decided it (CycleLog), if known."""
+    """The in-process controller's cycle that decided it (`Watcher.link_cycles`), if known."""
 
 
 @dataclass
@@ -106,10 +107,20 @@ class JobSeen:
         return last if last is not None and last.released is None else None
 
 
+@dataclass
+class NodeDown:
+    """A node seen not Ready from `at` (scenario seconds) until `until` (None: still)."""
+
+    node: str
+    at: float
+    until: float | None = None
+
+
 @dataclass(frozen=True)
 class CycleSeen:
     number: int
     at: float
+    """When it began (scenario seconds): its decisions are made then."""
     admitted: tuple[str, ...]
     """Gang uids in the order the cycle decided them."""
     pending: int
@@ -127,7 +138,8 @@ class CycleLog(Recorder):
     def cycle_done(self, result: CycleResult, decided: float, seconds: float) -> None:
         admitted = tuple(d.gang_uid for d in result.admitted)
         pending = len(self.state.pending) + len(admitted)
-        self.cycles.append(CycleSeen(len(self.cycles), self.clock.now(), admitted, pending))
+        began = self.clock.now() - seconds * self.clock.speed
+        self.cycles.append(CycleSeen(len(self.cycles), began, admitted, pending))
         self.inner.cycle_done(result, decided, seconds)
 
     def admission(self, outcome: str) -> None:
@@ -182,7 +194,6 @@ class Watcher:
         self.changed = asyncio.Event()
         """Set on every event (the runner waits on it)."""
         self.violations: list[str] = []
-        self.cycle_log: CycleLog | None = None
         self._bindings: dict[str, tuple[float, str, str, str, str]] = {}
         """Pod uid -> (time, pod, job, admission id, node) of every binding seen."""
         self._bound_by_admission: dict[str, dict[str, float]] = {}
@@ -190,6 +201,9 @@ class Watcher:
         self._pod_usage: dict[str, tuple[str, dict[str, int]]] = {}
         self._node_used: dict[str, dict[str, int]] = {}
         self._allocatable: dict[str, dict[str, int]] = {}
+        self.outages: list[NodeDown] = []
+        """Every time a node of the run was seen not Ready, in order."""
+        self._down: dict[str, NodeDown] = {}
         self._claim_devices: dict[str, tuple[DeviceKey, ...]] = {}
         self._holder: dict[DeviceKey, str] = {}
         self._queue_specs = {q["metadata"]["name"]: q for q in plan.queues}
@@ -273,9 +287,6 @@ class Watcher:
         self._records[admission.id] = admission
         for pod, at in self._bound_by_admission.get(admission.id, {}).items():
             self._bound(admission, pod, at)
-        if self.cycle_log is not None:
-            decided = [c.number for c in self.cycle_log.cycles if seen.uid in c.admitted]
-            admission.cycle = decided[-1] if decided else None
         try:
             self.quota.charge(queue, charged)
         except InvalidInput as exc:
@@ -339,6 +350,13 @@ class Watcher:
         if kind == DELETED:
             self._allocatable.pop(name, None)
             return
+        down = self._down.get(name)
+        if not node_ready(new) and down is None:
+            self._down[name] = NodeDown(name, self.clock.now())
+            self.outages.append(self._down[name])
+        elif node_ready(new) and down is not None:
+            down.until = self.clock.now()
+            del self._down[name]
         with contextlib.suppress(InvalidInput):
             self._allocatable[name] = dict(translate.node(new).allocatable)
 
@@ -388,6 +406,18 @@ class Watcher:
                 self._violation(f"Queue {name}: borrowed {amount} {res} > borrowingLimit {cap}")
 
     # ---- at the end -------------------------------------------------------------------------
+    def link_cycles(self, cycles: list[CycleSeen]) -> None:
+        """Give each admission the cycle that decided it: the last to admit its gang
+        before its record was seen, after the one of the job's previous admission (a
+        cycle is logged once its commit points are written, after their records show)."""
+        for seen in self.jobs.values():
+            mine = [c for c in cycles if seen.uid in c.admitted]
+            previous = -1
+            for a in seen.admissions:
+                before = [c.number for c in mine if previous < c.number and c.at <= a.seen]
+                a.cycle = before[-1] if before else None
+                previous = previous if a.cycle is None else a.cycle
+
     def held(self) -> list[str]:
         """What is still held: bound pods, allocated devices, quota in records and Queue
         status (empty once every job is done and released)."""

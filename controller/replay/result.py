@@ -6,7 +6,9 @@ How each field is read off the API server (times in scenario seconds):
   start: all pods placed) and ends when the GangJob was seen Succeeded;
 - a run cut short is an admission released for a lost node (`NodeNotReady`,
   `NodeDeleted`, `Restarting` after a pod failed: a restart) or for preemption
-  (`Preempted`); its GPU-seconds from start to release are lost (no checkpoints live);
+  (`Preempted`); its GPU-seconds from start to release are lost but for what its last
+  checkpoint kept, counted as the simulator counts them (`checkpointed`; the simulated
+  kubelet resumes the next run from there);
 - GPUs held idle are those of pods bound before the last pod of their admission;
 - fragmentation: the simulator's, from each admission's pods and devices, from the
   record's appearance to its release;
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from controller.replay.record import Admission, JobSeen
 from controller.replay.runner import LiveRun
-from simulations.run import JobRecord, RunResult
+from simulations.run import JobRecord, RunResult, checkpointed
 
 LIVE = "phalanx-live"
 """The scheduler name of a live run in tables and reports (the simulated one: phalanx)."""
@@ -73,13 +75,19 @@ def _record(run: LiveRun, name: str, gpus: int, estimate: float | None) -> JobRe
         runtime_estimate=estimate,
         never_fit=plan.never_fit.get(name),
     )
+    every = spec.checkpoint_interval
+    every = plan.scenario.checkpoint_interval if every is None else every
     for a in seen.admissions:
         cut = a.released is not None and a.reason not in ("Completed", "Failed")
         if cut:
             assert a.released is not None
             begin = run_start(a)
             job.interrupted.append((begin, a.released))
-            job.lost_gpu_seconds += gpus * max(0.0, a.released - begin)
+            ran = max(0.0, a.released - begin)
+            kept = checkpointed(ran, every, job.remaining)
+            job.remaining -= kept
+            job.kept_gpu_seconds += gpus * kept
+            job.lost_gpu_seconds += gpus * (ran - kept)
             if a.reason in PREEMPTION_REASONS:
                 job.preemptions += 1
             else:

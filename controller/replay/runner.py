@@ -117,7 +117,6 @@ async def replay(plan: ReplayPlan, options: Options) -> LiveRun:
         log: CycleLog | None = None
         if not options.external_controller:
             log = await stack.enter_async_context(_controller(conf, plan, options, clock))
-            watcher.cycle_log = log
         clock.start()
         run = LiveRun(plan, watcher, 0.0, "", 0, 0.0, in_process=log is not None)
         started = asyncio.get_running_loop().time()
@@ -127,6 +126,7 @@ async def replay(plan: ReplayPlan, options: Options) -> LiveRun:
             run.loop_seconds = asyncio.get_running_loop().time() - started
         if log is not None:
             run.cycles = list(log.cycles)
+            watcher.link_cycles(run.cycles)
         if run.stopped == "every job done":
             run.held_at_end = await _settled(watcher, options.settle_seconds)
         if options.keep:
@@ -263,7 +263,9 @@ async def _controller(
 ) -> AsyncIterator[CycleLog]:
     """`phalanx controller` in this process: the scenario's policies, its cycle interval
     scaled, no leader election, nodes evicted as soon as they are NotReady (the simulator
-    kills a failed node's jobs at once). Yields once its caches are in sync."""
+    kills a failed node's jobs at once), no admission webhook (the replay registers none, and
+    its certificate work would only take the event loop from the replay). Yields once its
+    caches are in sync."""
     from controller.settings import Settings, SettingsError
 
     qps = options.qps or UNTHROTTLED
@@ -275,6 +277,7 @@ async def _controller(
             cycle_interval_seconds=plan.cycle_interval,
             queue_status_interval_seconds=plan.cycle_interval,
             node_grace_seconds=0.0,
+            webhook_enabled=False,
             qps=qps,
             burst=max(1, int(min(qps, UNTHROTTLED))),
             **policy_settings(plan.scenario.policies),

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from emulator.kubelet import (
+    CHECKPOINT_ANNOTATION,
     DURATION_ANNOTATION,
     EXIT_CODE_ANNOTATION,
     Kubelet,
@@ -127,6 +128,17 @@ async def test_a_bound_pod_runs_then_is_ready_then_succeeds_after_its_duration(
         assert await until(lambda: _phase_is(kube, "p1", "Succeeded"))
 
 
+async def test_a_pods_run_is_timed_from_its_binding_not_from_its_status_writes(
+    kube: Client,
+) -> None:
+    async with kubelets(kube):  # Ready only 5 s after it starts: within its 30 s
+        loop = asyncio.get_running_loop()
+        await bound_pod(kube, "p1", **{DURATION_ANNOTATION: "30"})
+        bound = loop.time()
+        await until(lambda: _phase_is(kube, "p1", "Succeeded"))
+        assert 30 <= loop.time() - bound < 30.5
+
+
 async def _running(kube: Client, name: str) -> Obj | None:
     found = await kube.get(f"{NS}/pods/{name}")
     return found if found and found["status"].get("phase") == "Running" else None
@@ -237,6 +249,41 @@ async def test_containers_slower_than_the_grace_period_are_killed_when_it_ends(
 
 async def _gone(kube: Client, path: str) -> bool:
     return await kube.get(path) is None
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "left"),
+    [({CHECKPOINT_ANNOTATION: "30"}, 100 - 60), ({}, 100)],
+    ids=["from-its-last-checkpoint", "from-the-start-without-checkpoints"],
+)
+async def test_a_pod_run_again_after_being_stopped_resumes(
+    kube: Client, checkpoint: dict[str, str], left: float
+) -> None:
+    async with kubelets(kube):
+        loop = asyncio.get_running_loop()
+        await bound_pod(kube, "p1", **{DURATION_ANNOTATION: "100"}, **checkpoint)
+        await asyncio.sleep(70)  # two checkpoints taken, at 30 and 60 s
+        await kube.ok("DELETE", f"{NS}/pods/p1")
+        await until(lambda: _gone(kube, f"{NS}/pods/p1"))
+        await bound_pod(kube, "p1", **{DURATION_ANNOTATION: "100"}, **checkpoint)
+        again = loop.time()
+        await until(lambda: _phase_is(kube, "p1", "Succeeded"))
+        assert left <= loop.time() - again < left + 0.5
+
+
+async def test_a_pod_lost_with_its_node_keeps_its_last_checkpoint(kube: Client) -> None:
+    async with kubelets(kube) as kubelet:
+        loop = asyncio.get_running_loop()
+        work = {DURATION_ANNOTATION: "100", CHECKPOINT_ANNOTATION: "25"}
+        await bound_pod(kube, "p1", **work)
+        await asyncio.sleep(60)  # checkpoints at 25 and 50 s
+        await kubelet.fail_node("n1")
+        await kube.ok("DELETE", f"{NS}/pods/p1", query={"gracePeriodSeconds": "0"})
+        await until(lambda: _gone(kube, f"{NS}/pods/p1"))
+        await bound_pod(kube, "p1", "n2", **work)
+        again = loop.time()
+        await until(lambda: _phase_is(kube, "p1", "Succeeded"))
+        assert 50 <= loop.time() - again < 50.5
 
 
 async def test_a_failed_node_is_not_ready_and_its_pods_are_lost(kube: Client) -> None:

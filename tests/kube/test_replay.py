@@ -6,7 +6,9 @@ compared is what the controller decided, not how fast the machine is) and the te
 the outcome: the same admissions in the same order, every job completed, every invariant
 held on the live objects, every job started within one cycle of its simulated start.
 `multi-tenant-200` (the first 200 jobs of multi-tenant, through its node failure) takes
-about 40 s of CPU; `default-with-failures` has a failure that kills a running gang.
+about 40 s of CPU; `default-with-failures` has a failure that kills a running gang;
+`default-random-failures` has random failures (the seed's draws kill two running gangs,
+which restart at once) and checkpoints.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import looptime
 import pytest
 
 from controller.replay.command import Outcome, run_replay
-from controller.replay.plan import build, first_jobs
+from controller.replay.plan import build, first_jobs, merged
 from controller.replay.runner import Options
+from simulations.run import Simulation
 from simulations.scenario import FailureSpec, Scenario, shipped_scenario
 
 SPEED = 60.0
@@ -34,11 +37,26 @@ def with_failures(scenario: Scenario) -> Scenario:
     return scenario.model_copy(update={"failures": failures, "name": "default-with-failures"})
 
 
+def with_random_failures(scenario: Scenario) -> Scenario:
+    """`default` with random failures (seed 1 draws two, each under a running training
+    gang) and a checkpoint every 300 s."""
+    failures = [FailureSpec.model_validate({"mtbfHours": 40, "repairSeconds": 600})]
+    return scenario.model_copy(
+        update={
+            "failures": failures,
+            "seed": 1,
+            "checkpoint_interval": 300.0,
+            "name": "default-random-failures",
+        }
+    )
+
+
 SCENARIOS = {
     "minimal-deadlock": lambda: shipped_scenario("minimal-deadlock"),
     "deadlock-two-gangs": lambda: shipped_scenario("deadlock-two-gangs"),
     "default": lambda: shipped_scenario("default"),
     "default-with-failures": lambda: with_failures(shipped_scenario("default")),
+    "default-random-failures": lambda: with_random_failures(shipped_scenario("default")),
     "multi-tenant-200": lambda: first_jobs(shipped_scenario("multi-tenant"), 200),
 }
 NAMES = [
@@ -102,3 +120,29 @@ def test_a_failure_on_a_running_gang_restarts_it_live_as_in_the_simulator() -> N
     assert figures["restarts"] == (1, 1)
     assert figures["node_failures"] == (2, 2)
     assert figures["lost_gpu_h"][0] == figures["lost_gpu_h"][1] > 0
+
+
+def test_random_failures_take_the_same_nodes_down_live_when_the_simulator_does() -> None:
+    run = outcome("default-random-failures")
+    simulation = Simulation(SCENARIOS["default-random-failures"](), "phalanx")
+    simulation.run()
+    drawn = [(o.node, o.start, o.start + o.length) for o in merged(simulation.outages)]
+    seen = [(d.node, d.at, d.until) for d in run.run.watcher.outages]
+    assert len(drawn) == 2
+    assert [d[0] for d in seen] == [d[0] for d in drawn]
+    for (_, start, end), (_, at, until) in zip(drawn, seen, strict=True):
+        assert at == pytest.approx(start, abs=1e-3)
+        assert until == pytest.approx(end, abs=1e-3)
+
+
+def test_a_gang_killed_live_resumes_from_its_last_checkpoint_as_in_the_simulator() -> None:
+    run = outcome("default-random-failures")
+    assert run.parity is not None and run.simulated is not None
+    figures = {k: (s, v) for k, s, v, _ in run.parity.figures}
+    assert figures["restarts"] == (2, 2)
+    assert figures["lost_gpu_h"][0] == figures["lost_gpu_h"][1]
+    kept = {j.name: j.kept_gpu_seconds for j in run.live.jobs if j.kept_gpu_seconds}
+    assert kept == {j.name: j.kept_gpu_seconds for j in run.simulated.jobs if j.kept_gpu_seconds}
+    assert kept  # the checkpoints kept work: train-a ran 303 s, kept its 300
+    ends = [(t.job, t.end_error) for t in run.parity.timings]
+    assert all(abs(e or 0.0) < run.parity.cycle_interval for _, e in ends), ends

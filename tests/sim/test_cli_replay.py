@@ -30,15 +30,17 @@ def logs_as_they_were() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-def test_random_failures_are_refused_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
-    path = tmp_path / "random.yaml"
-    path.write_text(SCENARIO + "failures: [{mtbfHours: 10, repairSeconds: 60}]\n")
+def test_a_job_name_no_gang_job_can_have_is_refused_in_one_line_with_exit_code_2(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bad-name.yaml"
+    path.write_text(SCENARIO.replace("name: j,", "name: J_1,"))
     result = CliRunner().invoke(app, ["replay", str(path)])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == [
-        "failures: random failures (mtbfHours) are not replayed; give fixed {at, node, "
-        "downFor} failures"
+        "workload: job 'J_1': not usable as a GangJob name (a DNS label whose pod names, "
+        "e.g. 'J_1-worker-0', stay within 63 characters)"
     ]
 
 

@@ -94,6 +94,25 @@ def test_overlapping_failures_keep_the_node_down_until_the_last_repair():
     assert result.jobs[0].start == 400
 
 
+def test_outages_list_every_failure_that_took_effect_as_it_did():
+    failures = (
+        "[{at: 100, node: gpu-0, downFor: 300}, {at: 200, node: gpu-0, downFor: 50},"
+        " {at: 9000, node: gpu-0, downFor: 10}]"
+    )
+    simulation = Simulation(scenario(ONE_JOB, failures), "phalanx")
+    simulation.run()
+    assert simulation.outages == [("gpu-0", 100, 400), ("gpu-0", 200, 250)]
+
+
+def test_random_outages_are_the_seeds_draws():
+    first = Simulation(random_failures(seed=1, nodes=2), "phalanx")
+    first.run()
+    again = Simulation(random_failures(seed=1, nodes=2), "phalanx")
+    again.run()
+    assert first.outages == again.outages
+    assert len(first.outages) == first.node_failures > 0
+
+
 def test_failures_after_every_job_finished_change_nothing():
     result = run(scenario(ONE_JOB, "[{at: 5000, node: gpu-0, downFor: 100}]"))
     assert result.node_failures == 0 and result.end_time == 1000

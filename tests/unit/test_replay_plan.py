@@ -7,16 +7,19 @@ import pytest
 
 from controller.api.gangjob import GangJob
 from controller.api.queue import Queue
-from controller.replay.compare import Admitted, compare_order
+from controller.replay.compare import Admitted, compare_order, step_errors
 from controller.replay.plan import (
+    CHECKPOINT_ANNOTATION,
     DURATION_ANNOTATION,
     TENANT_LABEL,
     Outage,
     ReplayError,
     build,
     first_jobs,
+    merged,
     outages,
 )
+from simulations.run import JobRecord, Simulation
 from simulations.scenario import parse_scenario, shipped_scenario
 from simulations.workload import jobs_of
 
@@ -77,11 +80,29 @@ def test_overlapping_failures_of_a_node_are_one_outage() -> None:
     assert got == [Outage("gpu-0", 100, 120), Outage("gpu-1", 500, 10)]
 
 
-def test_random_failures_are_refused_in_one_line_naming_the_field() -> None:
-    failures = "horizon: 3600\nfailures: [{mtbfHours: 10, repairSeconds: 60}]\n"
+def test_random_failures_are_replayed_as_the_outages_the_simulator_draws() -> None:
+    failures = "horizon: 36000\nseed: 4\nfailures: [{mtbfHours: 0.5, repairSeconds: 60}]\n"
+    small = parse_scenario(scenario(failures), "small.yaml")
+    plan = build(small, speed=60)
+    simulation = Simulation(small, "phalanx")
+    simulation.run()
+    assert plan.outages == merged(simulation.outages) != []
+    assert any(n.startswith("random failures (mtbfHours): the simulator's") for n in plan.notes)
+
+
+def test_a_checkpoint_interval_reaches_the_simulated_kubelet_sped_up() -> None:
+    plan = build(parse_scenario(scenario("checkpointInterval: 120\n"), "small.yaml"), speed=60)
+    j1 = next(j for j in plan.jobs if j.spec.name == "j1").manifest
+    annotations = j1["spec"]["podSets"][0]["template"]["metadata"]["annotations"]
+    assert annotations[CHECKPOINT_ANNOTATION] == "2"
+    assert j1["spec"]["checkpointIntervalSeconds"] == 2
+
+
+def test_a_job_name_no_gang_job_can_have_is_refused_in_one_line() -> None:
+    bad = scenario().replace("name: j2", "name: J_2")
     with pytest.raises(ReplayError) as err:
-        build(parse_scenario(scenario(failures), "small.yaml"), speed=60)
-    assert str(err.value).startswith("failures: random failures (mtbfHours) are not replayed")
+        build(parse_scenario(bad, "small.yaml"), speed=60)
+    assert str(err.value).startswith("workload: job 'J_2': not usable as a GangJob name")
     assert "\n" not in str(err.value)
 
 
@@ -97,3 +118,17 @@ def test_the_order_comparison_names_the_first_position_that_differs() -> None:
     assert order.first_difference == 1
     assert order.message == ("position 2: the simulator admitted b (t=0.0 s), live c (t=5.0 s)")
     assert compare_order(simulated, simulated).same
+
+
+def run_of(name: str, submit: float, start: float, end: float) -> JobRecord:
+    return JobRecord(name, "q", 1, 1, end - start, submit, start=start, end=end)
+
+
+def test_a_step_error_is_what_a_start_adds_to_the_lateness_of_the_end_it_waited_for() -> None:
+    simulated = [
+        run_of("a", 0, 0, 100),
+        run_of("b", 0, 100, 200),  # waited for a's end
+        run_of("c", 150, 150, 200),  # waited for no job
+    ]
+    live = [run_of("a", 0, 5, 105), run_of("b", 0, 112, 212), run_of("c", 150, 153, 203)]
+    assert step_errors(simulated, live) == {"a": 5, "b": 7, "c": 3}
