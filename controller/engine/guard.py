@@ -26,6 +26,7 @@ from controller.engine.cel import SelectorError, compile_selector
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang, Topology
 from controller.engine.placement import Domain
+from controller.engine.policy import node_order_is_local
 
 if TYPE_CHECKING:
     from controller.engine.context import CycleContext
@@ -209,6 +210,7 @@ class SafePlacement:
         self.inner = inner
         self.name = policy_name(inner)
         self._guard = guard
+        self.node_order_is_local = node_order_is_local(inner)
 
     def for_gang(self, gang: Gang) -> PlacementPolicy:
         try:
