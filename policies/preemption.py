@@ -296,7 +296,8 @@ def minimal_victims(
     only satisfy it more). Every set returned was probed and fits. Probes keep their
     victims released from one to the next (see `CycleContext.fits`), so `admissible` and
     `allowed` must not read usage or reservations from the state: they take what they
-    need before the search.
+    need before the search. A set found is returned with the state as the last probe
+    left it, for the engine to take the eviction from (`CycleContext.take`) or settle.
     """
     state = ctx.state
     pool = [c for c in candidates if ctx.evictable(c.uid)]
@@ -354,10 +355,14 @@ def minimal_victims(
             if ok:
                 best = [c]
                 break
-    finally:
+    except BaseException:
         ctx.settle()
+        raise
     if best is None:
+        ctx.settle()
         return []
+    # The state stays as the last probe left it: the engine takes the victims' eviction
+    # and the gang's placement from there (CycleContext.take), or settles it.
     chosen = {v.uid for v in best}
     return [c.uid for c in pool if c.uid in chosen]
 

@@ -100,10 +100,14 @@ class CycleContext:
     def now(self) -> float:
         return self.state.now
 
+    def is_admitted(self, uid: str) -> bool:
+        """Admitted (a kept probe's released victims are)."""
+        return uid in self.state.admitted or uid in self._out
+
     def evictable(self, uid: str) -> bool:
         """Admitted, and not admitted or evicted earlier in this cycle."""
         ledger = self.ledger
-        return uid in self.state.admitted and not ledger.is_open(uid) and uid not in ledger.evicted
+        return self.is_admitted(uid) and not ledger.is_open(uid) and uid not in ledger.evicted
 
     def fits(self, gang: Gang, without: Sequence[str] = (), keep: bool = False) -> bool:
         """Would `gang` pass queue, quota and placement with `without` evicted? Changes
@@ -138,6 +142,39 @@ class CycleContext:
         finally:
             if not keep:
                 self.settle()
+
+    def take(
+        self, gang: Gang, victims: Sequence[str]
+    ) -> tuple[tuple[PodPlacement, ...], list[tuple[Gang, Reservation]]] | None:
+        """The gang's placement with exactly `victims` (distinct, evictable) released, as
+        placing it after evicting them would find it, handed over with the victims (in
+        that order, released without requeue): from the kept probes if the last one was
+        of this set, else from a kept probe of it now. The change counters are then as
+        if the victims had been released after `settle`. None, changing nothing beyond
+        what a kept probe may: no such placement to hand over (the caller settles)."""
+        if not self.reuse or not victims or len(set(victims)) != len(victims):
+            return None
+        if not all(self.evictable(uid) for uid in victims):
+            return None
+        kept = self._kept
+        shown = kept is not None and kept[0] is gang and self._placed is not None
+        if not (shown and set(self._out) == set(victims)):
+            if not self.fits(gang, victims, keep=True) or self._placed is None:
+                return None
+            kept = self._kept
+        assert kept is not None and self._placed is not None
+        pods = self._placed.pods
+        released = [self._out.pop(uid) for uid in victims]
+        self._placed, self._kept, self._changed = None, None, set()
+        self._placed_held.clear()
+        epoch, generation = kept[1]
+        self.state.capacity_epoch = epoch + len(victims)
+        self.state.admission_generation = generation + len(victims)
+        return pods, released
+
+    def kept(self) -> bool:
+        """Whether kept probes left anything to `settle`."""
+        return self._kept is not None or self._placed is not None
 
     def settle(self) -> None:
         """Release the gang's placement a kept probe left applied, restore every gang

@@ -64,7 +64,9 @@ class PreemptionPolicy(Protocol):
         ...
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> Sequence[str]:
-        """Uids of admitted gangs to evict, or empty for none."""
+        """Uids of admitted gangs to evict, or empty for none. May return with kept
+        probes in place (`ctx.fits(..., keep=True)`): the caller takes the eviction from
+        them or settles (`CycleContext.take`, `settle`)."""
         ...
 
 
