@@ -54,6 +54,8 @@ class Spread(BinPack):
     applies; there is no policy default."""
 
     name = "spread"
+    node_order_is_local = True
+    """Nodes by their own free devices (or cpu), most first, then name."""
 
     def node_candidates(
         self, state: ClusterState, demand: PodDemand, eligible: frozenset[str]
@@ -74,6 +76,8 @@ class TopologyPacking:
     smallest that completes the room), then anywhere. Nodes in a domain: bin-pack."""
 
     name = "topology"
+    node_order_is_local = True
+    """Nodes by their own free devices (or cpu), then name."""
     key: str | None = None
     mode: Literal["preferred", "required"] = "preferred"
     device_attribute: bool = False
@@ -208,6 +212,9 @@ class FragmentationAware:
     Domains: those breaking fewest whole nodes first (partly used ones), then tightest."""
 
     name = "fragmentation-aware"
+    node_order_is_local = True
+    """Nodes by whether they are whole, then their own free devices (or cpu), then name
+    (a node is whole by its own state; the largest node size does not depend on use)."""
     _largest: dict[MatchKey, tuple[MatchSet, int, int]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

@@ -280,6 +280,7 @@ def minimal_victims(
     max_probes: int = 32,
     work_first: bool = False,
     admissible: Admissible | None = None,
+    closed: bool = False,
     allowed: Callable[[Sequence[Gang]], bool] | None = None,
 ) -> list[str]:
     """A small set of `candidates` whose eviction lets `gang` fit, or [] if none is found.
@@ -292,11 +293,14 @@ def minimal_victims(
     fitting prefix), a reprieve pass dropping victims the gang does not need (costliest
     first), then single victims cheaper than the best set. `admissible` keeps, in order,
     the candidates a policy allows together (each decided from those kept before it; one
-    kept after others must be kept alone); `allowed` checks a whole set (more victims can
-    only satisfy it more). Every set returned was probed and fits. Probes keep their
+    kept after others must be kept alone); `closed` declares that it keeps every part
+    (subsequence) of a sequence it keeps whole, so the reprieve pass (whose sets are
+    parts of one kept whole) need not ask it. `allowed` checks a whole set (more victims
+    can only satisfy it more). Every set returned was probed and fits. Probes keep their
     victims released from one to the next (see `CycleContext.fits`), so `admissible` and
     `allowed` must not read usage or reservations from the state: they take what they
-    need before the search.
+    need before the search. A set found is returned with the state as the last probe
+    left it, for the engine to take the eviction from (`CycleContext.take`) or settle.
     """
     state = ctx.state
     pool = [c for c in candidates if ctx.evictable(c.uid)]
@@ -340,7 +344,7 @@ def minimal_victims(
             found = _shortest_prefix(probes, seq)
             if found is None:
                 continue
-            found = _reprieve(probes, found, lambda c: one[c.uid], chain)
+            found = _reprieve(probes, found, lambda c: one[c.uid], None if closed else chain)
             if best is None or key(found) < key(best):
                 best = found
         for c in singly:
@@ -354,10 +358,14 @@ def minimal_victims(
             if ok:
                 best = [c]
                 break
-    finally:
+    except BaseException:
         ctx.settle()
+        raise
     if best is None:
+        ctx.settle()
         return []
+    # The state stays as the last probe left it: the engine takes the victims' eviction
+    # and the gang's placement from there (CycleContext.take), or settles it.
     chosen = {v.uid for v in best}
     return [c.uid for c in pool if c.uid in chosen]
 
@@ -378,15 +386,15 @@ def _reprieve(
     probes: _Probes,
     victims: list[Gang],
     cost: Callable[[Gang], tuple[object, ...]],
-    chain: Admissible,
+    chain: Admissible | None,
 ) -> list[Gang]:
-    """Spare every victim the gang fits without (and the policy still allows the rest),
-    the costliest first."""
+    """Spare every victim the gang fits without (and the policy still allows the rest:
+    `chain` None when it allows every part of what it allowed), the costliest first."""
     for v in sorted(victims, key=cost, reverse=True):
         if len(victims) == 1:
             break
         trial = [x for x in victims if x is not v]
-        if len(chain(trial)) != len(trial):
+        if chain is not None and len(chain(trial)) != len(trial):
             continue
         ok = probes.fits(trial)
         if ok is None:
@@ -633,6 +641,8 @@ class ReclaimPreemption:
             lambda v: work_lost(state, v.uid, v.checkpoint_interval),
             max_probes=self.max_probes,
             admissible=admissible,
+            # Closed: with fewer victims before it, a victim's queue borrows no less.
+            closed=True,
         )
 
 
@@ -940,6 +950,11 @@ class FairSharePreemption:
                 lambda v: work_lost(state, v.uid, v.checkpoint_interval),
                 max_probes=left,
                 admissible=admissible,
+                # Closed: with fewer victims of its side before it, a victim's side has
+                # more pool usage left, so every share it is compared with is no lower,
+                # and its side keeps at least as much of each resource, fewer of them
+                # freed (shares grow with usage; `alone` is a share after fewer victims).
+                closed=True,
                 allowed=allowed,
             )
             if found:

@@ -15,6 +15,20 @@ Two things keep a search of many probes cheap without changing any answer:
   a search whose sets differ by a few gangs (a prefix and a longer one, a set and that
   set less one) then releases and restores only the difference. Nothing may read the
   state until `settle` (the search must not look at usage or reservations meanwhile).
+- A kept probe that fits also leaves the gang's placement applied, and the next probe
+  keeps the pods the change cannot have moved (an undo of the difference instead of a
+  placement from scratch). The placer's first greedy pass puts each pod on the first
+  node, in the policy's order, that can host it; with a policy whose order is local
+  (`node_order_is_local`: a node's rank depends on its own state), nodes whose state
+  did not change keep their relative order. So when the gangs released or restored
+  between two probes touch only nodes `C`, the new pass repeats the old one pod for pod
+  up to the first pod that (a) went to a node of `C`, or (b) is of a pod set some node
+  of `C` could host now (eligible, room for its requests and its primary device count),
+  or (c) could meet a device budget (quota headroom, old or new) smaller than the
+  devices the pod could take: nothing else the pass reads differs. The probe keeps the
+  pods before that point, puts back or releases the victims, and resumes the pass
+  there; if the resumed pass fails it places from scratch. Every answer (and every
+  placement) is the one a placement from scratch gives; `reuse=False` turns it off.
 """
 
 from __future__ import annotations
@@ -26,10 +40,17 @@ from controller.engine.cel import SelectorError
 from controller.engine.devices import MatchKey
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang
-from controller.engine.placement import GangPlan, Placer, device_budget, reservation_charge
-from controller.engine.reservation import Reservation
+from controller.engine.placement import (
+    FirstPass,
+    GangPlan,
+    Placer,
+    device_budget,
+    reservation_charge,
+)
+from controller.engine.reservation import PodPlacement, Reservation
 
 if TYPE_CHECKING:
+    from controller.engine.devices import DeviceInventory
     from controller.engine.ledger import Ledger
     from controller.engine.state import ClusterState
 
@@ -48,12 +69,25 @@ class CycleContext:
         placer: Placer,
         plan: Callable[[Gang], GangPlan],
         held: HeldDevices | None = None,
+        reuse: bool = True,
     ) -> None:
         self.state = state
         self.ledger = ledger
         self._placer = placer
         self._plan = plan
+        self.reuse = reuse
+        """Kept probes keep the pods of the gang's last placement a change cannot move
+        (see the module docstring); False: every probe places from scratch."""
         self.probes = 0
+        self._placed: FirstPass | None = None
+        """The gang's placement a kept probe left applied (reuse only)."""
+        self._changed: set[str | None] = set()
+        """Nodes whose state changed since `_placed` was placed (None: network-attached
+        devices)."""
+        self._placed_held: dict[MatchKey, dict[str | None, int]] = {}
+        """Devices of a match set `_placed`'s pods hold, per node (`_placed_devices`)."""
+        self._touches: dict[str, tuple[Reservation, frozenset[str | None]]] = {}
+        """Nodes each admitted gang's reservation touches (`_touched`), per uid."""
         self._devices: HeldDevices = {} if held is None else held
         """Devices of a match set per node that an admitted gang holds (`_held_by`); the
         engine passes one table for all its cycles."""
@@ -66,10 +100,14 @@ class CycleContext:
     def now(self) -> float:
         return self.state.now
 
+    def is_admitted(self, uid: str) -> bool:
+        """Admitted (a kept probe's released victims are)."""
+        return uid in self.state.admitted or uid in self._out
+
     def evictable(self, uid: str) -> bool:
         """Admitted, and not admitted or evicted earlier in this cycle."""
         ledger = self.ledger
-        return uid in self.state.admitted and not ledger.is_open(uid) and uid not in ledger.evicted
+        return self.is_admitted(uid) and not ledger.is_open(uid) and uid not in ledger.evicted
 
     def fits(self, gang: Gang, without: Sequence[str] = (), keep: bool = False) -> bool:
         """Would `gang` pass queue, quota and placement with `without` evicted? Changes
@@ -94,8 +132,9 @@ class CycleContext:
                 return False
             self._kept = (gang, stamp, blocker)
             self._hold_out(without)
-            return self._fits_now(gang)
+            return self._fits_kept(gang) if self.reuse else self._fits_now(gang)
         except SelectorError:
+            self._drop_placed()
             return False  # a request selector that does not compile: the gang never fits
         except BaseException:
             self.settle()
@@ -104,8 +143,43 @@ class CycleContext:
             if not keep:
                 self.settle()
 
+    def take(
+        self, gang: Gang, victims: Sequence[str]
+    ) -> tuple[tuple[PodPlacement, ...], list[tuple[Gang, Reservation]]] | None:
+        """The gang's placement with exactly `victims` (distinct, evictable) released, as
+        placing it after evicting them would find it, handed over with the victims (in
+        that order, released without requeue): from the kept probes if the last one was
+        of this set, else from a kept probe of it now. The change counters are then as
+        if the victims had been released after `settle`. None, changing nothing beyond
+        what a kept probe may: no such placement to hand over (the caller settles)."""
+        if not self.reuse or not victims or len(set(victims)) != len(victims):
+            return None
+        if not all(self.evictable(uid) for uid in victims):
+            return None
+        kept = self._kept
+        shown = kept is not None and kept[0] is gang and self._placed is not None
+        if not (shown and set(self._out) == set(victims)):
+            if not self.fits(gang, victims, keep=True) or self._placed is None:
+                return None
+            kept = self._kept
+        assert kept is not None and self._placed is not None
+        pods = self._placed.pods
+        released = [self._out.pop(uid) for uid in victims]
+        self._placed, self._kept, self._changed = None, None, set()
+        self._placed_held.clear()
+        epoch, generation = kept[1]
+        self.state.capacity_epoch = epoch + len(victims)
+        self.state.admission_generation = generation + len(victims)
+        return pods, released
+
+    def kept(self) -> bool:
+        """Whether kept probes left anything to `settle`."""
+        return self._kept is not None or self._placed is not None
+
     def settle(self) -> None:
-        """Restore every gang a kept probe left released, and the change counters."""
+        """Release the gang's placement a kept probe left applied, restore every gang
+        kept probes left released, and the change counters."""
+        self._drop_placed()
         if self._kept is None:
             return
         stamp = self._kept[1]
@@ -115,16 +189,105 @@ class CycleContext:
 
     def _hold_out(self, without: Sequence[str]) -> None:
         """Make the released gangs exactly `without`: restore the others (newest first),
-        then release the missing ones."""
+        then release the missing ones. The kept placement's pods from the first one on a
+        node they touch are released first (restored gangs get their room back)."""
         state, out = self.state, self._out
         wanted = set(without)
-        for uid in reversed([u for u in out if u not in wanted]):
+        back = [u for u in out if u not in wanted]
+        gone = [u for u in without if u not in out]
+        if self._placed is not None and (back or gone):
+            changed: set[str | None] = set()
+            for uid in back:
+                changed |= self._touched(uid)
+            for uid in gone:
+                changed |= self._touched(uid)
+            self._cut_placed(changed)
+        for uid in reversed(back):
             victim, res = out.pop(uid)
             state.restore(victim, res, trusted=True)  # released here, nothing took it since
-        for uid in without:
-            if uid not in out:
-                victim = state.admitted_gangs[uid]
-                out[uid] = (victim, state.release(uid))
+        for uid in gone:
+            victim = state.admitted_gangs[uid]
+            out[uid] = (victim, state.release(uid))
+
+    # ---- the kept placement -----------------------------------------------------------
+    def _touched(self, uid: str) -> frozenset[str | None]:
+        """The nodes an admitted gang's pods and devices are on (None for a device that
+        is network-attached or not published): what releasing or restoring it changes."""
+        kept = self._out.get(uid)
+        res = kept[1] if kept is not None else self.state.admitted[uid]
+        hit = self._touches.get(uid)
+        if hit is not None and hit[0] is res:
+            return hit[1]
+        devices = self.state.inventory.devices
+        nodes: set[str | None] = set()
+        for pod in res.pods:
+            nodes.add(pod.node)
+            for claim in pod.claims:
+                for da in claim.devices:
+                    d = devices.get(da.device)
+                    nodes.add(None if d is None else d.node)
+        touched = frozenset(nodes)
+        self._touches[uid] = (res, touched)
+        return touched
+
+    def _cut_placed(self, changed: set[str | None]) -> None:
+        """Release the kept pods from the first one on a node of `changed` on (all of
+        them if network-attached devices changed hands), and note the change."""
+        placed = self._placed
+        assert placed is not None
+        pods = placed.pods
+        if None in changed:
+            cut = 0
+        else:
+            cut = next((i for i, p in enumerate(pods) if p.node in changed), len(pods))
+        self._release_placed(cut)
+        self._changed |= changed
+
+    def _release_placed(self, keep: int) -> None:
+        """Release the kept pods after the first `keep`, newest first."""
+        placed = self._placed
+        assert placed is not None
+        state, uid = self.state, placed.gang_uid
+        for pod in reversed(placed.pods[keep:]):
+            state.release_pod(uid, pod)
+        if keep < len(placed.pods):
+            placed.pods = placed.pods[:keep]
+            self._placed_held.clear()
+
+    def _drop_placed(self) -> None:
+        if self._placed is not None:
+            self._release_placed(0)
+            self._placed = None
+        self._changed = set()
+
+    def _fits_kept(self, gang: Gang) -> bool:
+        """`_fits_now`, keeping the gang's placement applied when it fits and placing
+        again from the kept one (see the module docstring)."""
+        state = self.state
+        plan = self._plan(gang)
+        if state.quota.check(gang.queue, plan.minimum_charge) is not None:
+            self._drop_placed()
+            return False
+        budget = device_budget(state.quota, gang.queue, plan)
+        placed, self._placed = self._placed, None
+        self._placed_held.clear()
+        if placed is None:
+            outcome = self._placer.place(plan, budget)
+        else:  # the placer releases what it does not keep
+            outcome = self._placer.again(plan, budget, placed, self._changed)
+        self._changed = set()
+        pods = outcome.pods
+        if pods is None:
+            return False
+        if state.quota.check(gang.queue, reservation_charge(pods)) is not None:
+            for pod in reversed(pods):
+                state.release_pod(gang.uid, pod)
+            return False
+        self._placed = self._placer.first_pass(plan, outcome, budget)
+        if self._placed is None:  # nothing to resume from: release now
+            for pod in reversed(pods):
+                state.release_pod(gang.uid, pod)
+        return True
 
     def too_few_devices(self, gang: Gang, without: Sequence[str]) -> bool:
         """Whether counting devices shows that `gang` cannot fit even with every gang of
@@ -178,7 +341,20 @@ class CycleContext:
         for uid, sign in changes:
             for node, n in self._held_by(uid, mk).items():
                 out[node] = out.get(node, 0) + sign * n
+        if self._placed is not None:  # the gang's kept pods are not there either
+            for node, n in self._placed_devices(mk).items():
+                out[node] = out.get(node, 0) + n
         return out
+
+    def _placed_devices(self, mk: MatchKey) -> dict[str | None, int]:
+        """Devices of match set `mk` the kept placement's pods hold, per node."""
+        placed = self._placed
+        assert placed is not None
+        hit = self._placed_held.get(mk)
+        if hit is None:
+            inv = self.state.inventory
+            hit = self._placed_held[mk] = _devices_in(inv, mk, placed.pods)
+        return hit
 
     def _held_by(self, uid: str, mk: MatchKey) -> dict[str | None, int]:
         """Devices of match set `mk` one admitted gang holds, per node (kept per cycle
@@ -190,14 +366,7 @@ class CycleContext:
         hit = self._devices.get((uid, mk))
         if hit is not None and hit[0] is res and hit[1] == inv.generation:
             return hit[2]
-        members = inv.match_set(mk).by_node
-        out: dict[str | None, int] = {}
-        for pod in res.pods:
-            for claim in pod.claims:
-                for da in claim.devices:
-                    d = inv.devices.get(da.device)
-                    if d is not None and da.device in members.get(d.node, ()):
-                        out[d.node] = out.get(d.node, 0) + 1
+        out = _devices_in(inv, mk, res.pods)
         if len(self._devices) > 65536:
             self._devices.clear()
         self._devices[(uid, mk)] = (res, inv.generation, out)
@@ -215,3 +384,18 @@ class CycleContext:
         for pod in reversed(outcome.pods):
             state.release_pod(gang.uid, pod)
         return ok
+
+
+def _devices_in(
+    inv: DeviceInventory, mk: MatchKey, pods: Sequence[PodPlacement]
+) -> dict[str | None, int]:
+    """Devices of match set `mk` the pods hold, per node."""
+    members = inv.match_set(mk).by_node
+    out: dict[str | None, int] = {}
+    for pod in pods:
+        for claim in pod.claims:
+            for da in claim.devices:
+                d = inv.devices.get(da.device)
+                if d is not None and da.device in members.get(d.node, ()):
+                    out[d.node] = out.get(d.node, 0) + 1
+    return out

@@ -59,7 +59,7 @@ from controller.engine.policy import (
     help_key,
     help_stamp,
 )
-from controller.engine.reservation import Reservation
+from controller.engine.reservation import PodPlacement, Reservation
 from controller.engine.state import ClusterState, PendingJournal
 
 
@@ -636,7 +636,19 @@ class Engine:
             return replace(first, reason=memo.reason)
         result.preemption_searches += 1
         ledger = ctx.ledger
-        victims = [v for v in self.preemption.victims(ctx, gang, first.reason) if ctx.evictable(v)]
+        try:
+            named = self.preemption.victims(ctx, gang, first.reason)
+            taken = ctx.take(gang, named)
+        finally:
+            if ctx.kept():  # not handed over (or a fault): the state as before the search
+                ctx.settle()
+        if taken is not None:  # the search's probe placed it with these victims evicted
+            pods, released = taken
+            result.placements_tried += 1
+            self._failed_preemption.pop(gang.uid, None)
+            evicted = ledger.adopt(released)
+            return self._admit(ledger, gang, pods, reservation_charge(pods), evicted, 1)
+        victims = [v for v in named if ctx.evictable(v)]
         if victims:
             evicted = ledger.evict(victims)
             second = self._try(gang, plan, placer, ledger, result, evicted)
@@ -700,14 +712,26 @@ class Engine:
             return self._fail(
                 "quota", gang, short.message, (short.resource, short.would_use), outcome.attempts
             )
-        reservation = ledger.admit(gang, outcome.pods, charge, evicted)
+        return self._admit(ledger, gang, outcome.pods, charge, evicted, outcome.attempts)
+
+    @staticmethod
+    def _admit(
+        ledger: Ledger,
+        gang: Gang,
+        pods: tuple[PodPlacement, ...],
+        charge: dict[str, int],
+        evicted: list[tuple[Gang, Reservation]],
+        attempts: int,
+    ) -> Decision:
+        """Admit the gang with its pods (applied) in the ledger."""
+        reservation = ledger.admit(gang, pods, charge, evicted)
         return Decision(
             gang.uid,
             Outcome.ADMITTED,
-            f"admitted to queue {gang.queue} on {len({p.node for p in outcome.pods})} nodes",
+            f"admitted to queue {gang.queue} on {len({p.node for p in pods})} nodes",
             reservation,
             tuple(g.uid for g, _ in evicted),
-            outcome.attempts,
+            attempts,
         )
 
 

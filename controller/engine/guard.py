@@ -26,6 +26,7 @@ from controller.engine.cel import SelectorError, compile_selector
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang, Topology
 from controller.engine.placement import Domain
+from controller.engine.policy import node_order_is_local
 
 if TYPE_CHECKING:
     from controller.engine.context import CycleContext
@@ -167,7 +168,7 @@ class SafePreemption:
             raise _fault("preemption", self.inner, "victims", exc) from exc
         seen: set[str] = set()
         for uid in named:
-            problem = _victim_problem(uid, gang, seen, ctx.state)
+            problem = _victim_problem(uid, gang, seen, ctx)
             if problem is not None:
                 raise PolicyFault("preemption", self.inner, problem)
             assert isinstance(uid, str)
@@ -190,14 +191,14 @@ class SafePreemption:
         return float(until)
 
 
-def _victim_problem(uid: object, gang: Gang, seen: set[str], state: ClusterState) -> str | None:
+def _victim_problem(uid: object, gang: Gang, seen: set[str], ctx: CycleContext) -> str | None:
     if not isinstance(uid, str):
         return f"named {_short.repr(uid)} as a victim, which is not a gang uid"
     if uid == gang.uid:
         return f"named the gang itself ({uid}) as a victim"
     if uid in seen:
         return f"named victim {uid} twice"
-    if uid not in state.admitted:
+    if not ctx.is_admitted(uid):
         return f"named {uid} as a victim, which is not admitted"
     return None
 
@@ -209,6 +210,7 @@ class SafePlacement:
         self.inner = inner
         self.name = policy_name(inner)
         self._guard = guard
+        self.node_order_is_local = node_order_is_local(inner)
 
     def for_gang(self, gang: Gang) -> PlacementPolicy:
         try:

@@ -51,6 +51,15 @@ class Ledger:
             self._loose[uid] = out[-1]
         return out
 
+    def adopt(self, released: list[tuple[Gang, Reservation]]) -> list[tuple[Gang, Reservation]]:
+        """`evict` for gangs a what-if probe released already (`CycleContext.take`):
+        they go back to pending and are recorded as evicted."""
+        for gang, res in released:
+            self.state.requeue(gang, res)
+            self.evicted.add(gang.uid)
+            self._loose[gang.uid] = (gang, res)
+        return list(released)
+
     def restore(self, evicted: list[tuple[Gang, Reservation]]) -> list[str]:
         """Undo `evict`; a victim whose reservation no longer holds (its node or devices
         changed meanwhile) stays pending. Returns those victims."""

@@ -10,11 +10,12 @@ within the queue's device quota. A failure explains itself in terms a user can a
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+import math
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from controller.engine.allocation import DeviceFilter, DeviceSearch, match_key
-from controller.engine.devices import DeviceInventory, MatchKey
+from controller.engine.devices import DeviceInventory, MatchKey, MatchSet
 from controller.engine.model import (
     AllocationMode,
     DeviceKey,
@@ -24,7 +25,7 @@ from controller.engine.model import (
     TopologyMode,
     device_quota_resource,
 )
-from controller.engine.policy import PlacementPolicy
+from controller.engine.policy import PlacementPolicy, node_order_is_local
 from controller.engine.quantity import format_canonical
 from controller.engine.quota import QuotaTree
 from controller.engine.reservation import ClaimAllocation, PodPlacement
@@ -197,6 +198,20 @@ class PlacementOutcome:
     pods: tuple[PodPlacement, ...] | None
     attempts: int
     reason: str = ""
+    domain: Domain | None = None
+    """The topology domain the pods were placed in (None: anywhere)."""
+
+
+@dataclass(slots=True)
+class FirstPass:
+    """A gang's pods as the first greedy pass of `Placer.place` put them (applied to the
+    state), the pass's domain (None: anywhere) and the device budget it ran under: what
+    `Placer.again` resumes."""
+
+    gang_uid: str
+    pods: tuple[PodPlacement, ...]
+    domain: Domain | None
+    budget: dict[str, int]
 
 
 @dataclass
@@ -268,7 +283,7 @@ class Placer:
                 else:
                     pods, fail = self._attempt(plan, dom, "policy", plan.demands, budget)
                 if pods is not None:
-                    return PlacementOutcome(pods, attempts)
+                    return PlacementOutcome(pods, attempts, domain=dom)
                 if fail is not None and fail.note and fail.note not in notes:
                     notes.append(fail.note)
         kind = "device attribute" if topo.device_attribute else "node label"
@@ -292,6 +307,103 @@ class Placer:
         if topo.mode is TopologyMode.PREFERRED:
             return self._search_unconstrained(plan, budget, attempts, summary)
         return PlacementOutcome(None, attempts, summary)
+
+    # ---- placing again after a small change ------------------------------------------
+    def first_pass(
+        self, plan: GangPlan, outcome: PlacementOutcome, budget: Mapping[str, int]
+    ) -> FirstPass | None:
+        """The placement `place(plan, budget)` found, as a `FirstPass` that `again` can
+        resume, if it came from the first greedy pass and the gang's policy declares
+        `node_order_is_local`; else None."""
+        if outcome.pods is None or outcome.attempts != 1:
+            return None
+        if not node_order_is_local(self.policy.for_gang(plan.gang)):
+            return None
+        return FirstPass(plan.gang.uid, outcome.pods, outcome.domain, dict(budget))
+
+    def again(
+        self,
+        plan: GangPlan,
+        budget: Mapping[str, int],
+        kept: FirstPass,
+        changed: Set[str | None],
+    ) -> PlacementOutcome:
+        """`place(plan, budget)`, for a gang whose pods `kept` are applied: the first
+        greedy pass of a placement in a state that differs from this one (the gang's pods
+        aside) only on the nodes `changed`, none of which holds a kept pod.
+
+        The policy's node order is local, so on nodes that did not change this state's
+        first pass (in the same domain) repeats that one pod for pod, until a pod set
+        that a changed node could host (`_host_bound`) or a pod that could meet a device
+        budget, old or new (`_budget_bound`). Those pods stay, the rest are released, and
+        the pass resumes; if it fails, `place` starts over. The outcome is the one
+        `place` gives; its pods are applied, or none of the gang's."""
+        keep = 0
+        domain: Domain | None = None
+        uid = plan.gang.uid
+        try:
+            if kept.pods:
+                passes, domain = self._first_domain(plan, kept.pods)
+                if passes and _same_domain(domain, kept.domain):
+                    keep = min(
+                        len(kept.pods),
+                        self._host_bound(plan, domain, changed),
+                        _budget_bound(plan, kept.pods, kept.budget, budget),
+                    )
+        finally:  # also when a plug-in raised: then nothing is kept
+            for pod in reversed(kept.pods[keep:]):
+                self.state.release_pod(uid, pod)
+        if keep:
+            self._active = self.policy.for_gang(plan.gang)
+            prefix = kept.pods[:keep]
+            pods, _ = self._attempt(plan, domain, "policy", plan.demands, budget, prefix)
+            if pods is not None:
+                # `place`'s up-front count of free devices is a necessary condition of
+                # any placement: a pass that succeeds passes it.
+                return PlacementOutcome(pods, 1, domain=domain)
+        return self.place(plan, budget)
+
+    def _first_domain(
+        self, plan: GangPlan, kept: Sequence[PodPlacement]
+    ) -> tuple[bool, Domain | None]:
+        """Where `place` would make its first greedy pass if the gang's `kept` pods
+        (applied) were not: (True, its domain or None for anywhere), or (False, None)
+        when it would make none (a required topology with no domain room enough)."""
+        policy = self.policy.for_gang(plan.gang)
+        topo = policy.topology(plan.gang)
+        if topo is None:
+            return True, None
+        domains = self._domains(plan, topo, _Held.of(self.state, kept))
+        needed = sum(d.pod_set.count for d in plan.demands)
+        lead_pods = plan.demands[0].pod_set.count
+        for dom in policy.order_domains(plan.gang, domains, needed):
+            if dom.pods_fitting >= lead_pods:
+                return True, dom
+        return topo.mode is TopologyMode.PREFERRED, None
+
+    def _host_bound(self, plan: GangPlan, domain: Domain | None, changed: Set[str | None]) -> int:
+        """The pods before the first pod set that a node of `changed` could host now:
+        eligible (in `domain`), room for its requests, and (with no network-attached
+        devices to make up the rest) its primary device count free there. A pass that
+        places pods elsewhere leaves those nodes as they are, so from that pod set on
+        one of them might come first."""
+        step = 0
+        for demand in plan.demands:
+            eligible = self._eligible(demand, domain)
+            for node in changed:
+                if node is not None and node in eligible and self._could_host(node, demand):
+                    return step
+            step += demand.pod_set.count
+        return step
+
+    def _could_host(self, node: str, demand: PodDemand) -> bool:
+        if not self.state.nodes[node].fits(demand.requests):
+            return False
+        if demand.primary is None:
+            return True
+        mk, per_pod = demand.primary
+        ms = self.state.inventory.match_set(mk)
+        return ms.free.get(node, 0) >= per_pod or bool(ms.by_node.get(None))
 
     # ---- search ----------------------------------------------------------------------
     def _search_unconstrained(
@@ -344,17 +456,26 @@ class Placer:
         order: str,
         demands: list[PodDemand],
         budget: Mapping[str, int] | None,
+        prefix: tuple[PodPlacement, ...] = (),
     ) -> tuple[tuple[PodPlacement, ...] | None, _Failure | None]:
-        """One greedy pass: each pod on the first node (in `order`) that can host it."""
+        """One greedy pass: each pod on the first node (in `order`) that can host it.
+        The pass's first pods are `prefix` (applied already, released with the rest if
+        the pass fails)."""
         state = self.state
         uid = plan.gang.uid
         search = plan.device_search(state.inventory, domain, budget)
-        placed: list[PodPlacement] = []
+        placed: list[PodPlacement] = list(prefix)
+        for kept in prefix:
+            search.charge(kept.claims, -1)
+        skip = len(prefix)
         try:
             for demand in demands:
                 ps = demand.pod_set
+                if skip >= ps.count:
+                    skip -= ps.count
+                    continue
                 eligible = self._eligible(demand, domain)
-                for index in range(ps.count):
+                for index in range(skip, ps.count):
                     pod = self._place_pod(plan.gang, demand, index, eligible, order, search)
                     if pod is None:
                         for p in reversed(placed):
@@ -363,6 +484,7 @@ class Placer:
                     state.apply_pod(uid, pod)
                     search.charge(pod.claims, -1)
                     placed.append(pod)
+                skip = 0
         except BaseException:
             # A plug-in fault or a selector error mid-way: leave nothing of this attempt.
             for p in reversed(placed):
@@ -504,11 +626,13 @@ class Placer:
                 return f"needs {need} {device_quota_resource(mk[0])}; {free} free"
         return None
 
-    def _domains(self, plan: GangPlan, topo: Topology) -> list[Domain]:
+    def _domains(self, plan: GangPlan, topo: Topology, held: _Held | None = None) -> list[Domain]:
+        """The gang's topology domains with their room now (counting what `held` holds
+        as free)."""
         lead = plan.demands[0]
         out = []
         for v, nodes, partial, allowed in self._domain_members(plan, topo):
-            fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial)
+            fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial, held)
             out.append(Domain(v, nodes, fitting, allowed, whole_nodes, whole_pods))
         return out
 
@@ -556,23 +680,30 @@ class Placer:
         return out
 
     def _pods_fitting(
-        self, demand: PodDemand, nodes: frozenset[str], partial: dict[str, list[DeviceKey]] | None
+        self,
+        demand: PodDemand,
+        nodes: frozenset[str],
+        partial: dict[str, list[DeviceKey]] | None,
+        held: _Held | None = None,
     ) -> tuple[int, int, int]:
         """How many pods of `demand` the domain's free primary devices (or cpu) could host,
         and how many of its nodes are whole (everything free) and how many pods they host.
 
         `partial` lists, for nodes only some of whose devices are in the domain, which
-        ones are; other nodes count all their free matching devices.
+        ones are; other nodes count all their free matching devices. What `held` holds
+        counts as free.
         """
         state = self.state
         total = whole_nodes = whole_pods = 0
         if demand.primary is None:
             cpu = max(1, demand.requests.get("cpu", 0))
+            more_cpu = held.cpu if held is not None else {}
             for n in nodes:
                 usage = state.nodes[n]
-                pods = max(0, usage.free("cpu")) // cpu
+                free_cpu = usage.free("cpu") + more_cpu.get(n, 0)
+                pods = max(0, free_cpu) // cpu
                 total += pods
-                if usage.free("cpu") == usage.node.allocatable.get("cpu", 0):
+                if free_cpu == usage.node.allocatable.get("cpu", 0):
                     whole_nodes += 1
                     whole_pods += pods
             return total, whole_nodes, whole_pods
@@ -580,17 +711,21 @@ class Placer:
         inv = state.inventory
         ms = inv.match_set(mk)
         free = ms.free
-        network = free.get(None, 0) if partial is None else 0
+        more: dict[str | None, int] = {}
+        freed: frozenset[DeviceKey] = frozenset()
+        if held is not None:
+            more, freed = held.free_of(inv, ms), held.devices
+        network = free.get(None, 0) + more.get(None, 0) if partial is None else 0
         rest = 0
         for n in nodes:
             if partial and n in partial:
                 members = set(ms.by_node.get(n, ()))
                 mine = [dk for dk in partial[n] if dk in members]
-                usable = [dk for dk in mine if inv.is_free(dk)]
+                usable = [dk for dk in mine if inv.is_free(dk) or dk in freed]
                 count, size = len(usable), len(mine)
                 shared = sum(1 for dk in usable if inv.is_shareable(dk)) if ms.shareable else 0
             else:
-                count = free.get(n, 0)
+                count = free.get(n, 0) + more.get(n, 0)
                 size = len(ms.by_node.get(n, ()))
                 shared = (
                     sum(1 for dk in ms.by_node.get(n, ()) if inv.is_shareable(dk))
@@ -618,6 +753,90 @@ def _pods_per_node(free: int, shareable: int, per_pod: int) -> int:
     if shareable:
         return (free - shareable) // (per_pod - shareable)
     return free // per_pod
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What some applied pods of the gang being placed hold, to count as free."""
+
+    devices: frozenset[DeviceKey]
+    cpu: dict[str, int]
+    _free: dict[MatchKey, dict[str | None, int]]
+
+    @staticmethod
+    def of(state: ClusterState, pods: Sequence[PodPlacement]) -> _Held:
+        cpu: dict[str, int] = {}
+        for pod in pods:
+            cpu[pod.node] = cpu.get(pod.node, 0) + pod.requests.get("cpu", 0)
+        keys = frozenset(da.device for pod in pods for c in pod.claims for da in c.devices)
+        return _Held(keys, cpu, {})
+
+    def free_of(self, inv: DeviceInventory, ms: MatchSet) -> dict[str | None, int]:
+        """Per node, the devices of `ms` that would be free without these pods (the
+        unshared ones: a shareable device counts as free while held)."""
+        out = self._free.get(ms.key)
+        if out is None:
+            out = self._free[ms.key] = {}
+            for dk in self.devices:
+                d = inv.devices.get(dk)
+                if d is not None and not d.shareable and dk in ms.by_node.get(d.node, ()):
+                    out[d.node] = out.get(d.node, 0) + 1
+        return out
+
+
+def _same_domain(a: Domain | None, b: Domain | None) -> bool:
+    """The same domain (or both anywhere): a domain's value and nodes determine its
+    devices within a cycle."""
+    if a is None or b is None:
+        return a is b
+    return (
+        a.value == b.value
+        and a.nodes == b.nodes
+        and (a.device_filter is None) == (b.device_filter is None)
+    )
+
+
+def _budget_bound(
+    plan: GangPlan,
+    pods: Sequence[PodPlacement],
+    before: Mapping[str, int],
+    now: Mapping[str, int],
+) -> int:
+    """The pods of `pods` (a pass's first ones, in order) before the first that could
+    meet a device budget, old or new: a class with less room left than the pod could
+    take of it. Before that, neither budget refuses any device (a device search
+    compares the room only with what it takes), so both passes choose alike."""
+    if not before and not now:
+        return len(pods)
+    classes = before.keys() | now.keys()
+    room = {c: min(before.get(c, math.inf), now.get(c, math.inf)) for c in classes}
+    step = 0
+    for demand in plan.demands:
+        takes = _most_per_pod(demand)
+        for _ in range(demand.pod_set.count):
+            if step == len(pods) or any(room[c] < takes.get(c, 0) for c in classes):
+                return step
+            for claim in pods[step].claims:
+                for da in claim.devices:
+                    if da.device_class in room:
+                        room[da.device_class] -= 1
+            step += 1
+    return step
+
+
+def _most_per_pod(demand: PodDemand) -> dict[str, float]:
+    """The most devices of each class one pod of the demand can take: each request's
+    largest alternative of the class (All: unbounded)."""
+    most: dict[str, float] = {}
+    for claim in demand.pod_set.claims:
+        for req in claim.spec.requests:
+            largest: dict[str, float] = {}
+            for sub in req.alternatives:
+                n = math.inf if sub.mode is AllocationMode.ALL else sub.count
+                largest[sub.device_class] = max(largest.get(sub.device_class, 0), n)
+            for c, n in largest.items():
+                most[c] = most.get(c, 0) + n
+    return most
 
 
 def device_budget(quota: QuotaTree, queue: str, plan: GangPlan) -> dict[str, int]:

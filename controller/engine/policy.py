@@ -64,7 +64,9 @@ class PreemptionPolicy(Protocol):
         ...
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> Sequence[str]:
-        """Uids of admitted gangs to evict, or empty for none."""
+        """Uids of admitted gangs to evict, or empty for none. May return with kept
+        probes in place (`ctx.fits(..., keep=True)`): the caller takes the eviction from
+        them or settles (`CycleContext.take`, `settle`)."""
         ...
 
 
@@ -75,6 +77,9 @@ class PlacementPolicy(Protocol):
     order of the engine's second greedy pass; without it that pass takes the most free
     nodes first. A policy that keeps whole nodes or domains should define it, or the
     retry may break what its first pass kept.
+
+    Optional: `node_order_is_local = True` (see `node_order_is_local`), which lets
+    what-if probes reuse the pods of a gang's previous placement.
     """
 
     name: str
@@ -132,6 +137,21 @@ def help_stamp(policy: PreemptionPolicy) -> Callable[[ClusterState, str], object
     return stamp if callable(stamp) else None
 
 
+def node_order_is_local(policy: PlacementPolicy) -> bool:
+    """The policy's optional `node_order_is_local` flag: `node_candidates` decides
+    whether it offers a node, and in what order relative to the others, from that node's
+    own state alone (its usage and its devices' holders), the network-attached devices'
+    holders, and its arguments; so changing some nodes' state changes neither whether
+    nor in what relative order the other nodes are offered. `for_gang` and `topology`
+    answer the same for a gang throughout a cycle. A what-if probe may then keep the
+    pods of a gang's last placement that a change elsewhere cannot have moved (see
+    `CycleContext`). False unless declared True."""
+    try:
+        return getattr(policy, "node_order_is_local", False) is True
+    except Exception:  # a faulty plug-in: no reuse
+        return False
+
+
 class NoPreemption:
     """Never evicts anything: a gang that does not fit waits."""
 
@@ -151,6 +171,12 @@ class BinPack:
     """Most-allocated first: fill partly used nodes and domains before touching empty ones."""
 
     name = "bin-pack"
+
+    @property
+    def node_order_is_local(self) -> bool:
+        """Nodes by their own free devices (or cpu), then name; a subclass that offers
+        nodes its own way declares its own flag."""
+        return type(self).node_candidates is BinPack.node_candidates
 
     def for_gang(self, gang: Gang) -> PlacementPolicy:
         return self

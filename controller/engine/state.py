@@ -467,9 +467,14 @@ class ClusterState:
         self.admission_generation += 1
         self._grow()
         if requeue:
-            self._service.setdefault(uid, []).append(self._run_service(reservation))
-            self.add_gang(gang)
+            self.requeue(gang, reservation)
         return reservation
+
+    def requeue(self, gang: Gang, reservation: Reservation) -> None:
+        """What `release(requeue=True)` does beyond `release`, for a gang released
+        without it: its run credited to its attained service, and back in pending."""
+        self._service.setdefault(gang.uid, []).append(self._run_service(reservation))
+        self.add_gang(gang)
 
     # ---- invariants ------------------------------------------------------------------
     def violations(self) -> list[str]:

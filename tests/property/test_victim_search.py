@@ -181,6 +181,7 @@ def ask(state: ClusterState, engine: Engine, policy: PreemptionPolicy) -> list[o
         g = state.pending[uid]
         ctx = CycleContext(state, Ledger(state), Placer(state, engine.placement), engine.plan)
         out.append((uid, policy.could_help(state, g), list(policy.victims(ctx, g, ""))))
+        ctx.settle()  # as the engine does when it does not take the search's last probe
     return out
 
 
