@@ -172,6 +172,11 @@ class CycleContext:
         self.state.admission_generation = generation + len(victims)
         return pods, released
 
+    @property
+    def placed(self) -> tuple[PodPlacement, ...] | None:
+        """The gang's pods a kept probe left applied (None: none)."""
+        return self._placed.pods if self._placed is not None else None
+
     def kept(self) -> bool:
         """Whether kept probes left anything to `settle`."""
         return self._kept is not None or self._placed is not None

@@ -200,6 +200,8 @@ class PlacementOutcome:
     reason: str = ""
     domain: Domain | None = None
     """The topology domain the pods were placed in (None: anywhere)."""
+    domains: list[Domain] | None = None
+    """The gang's topology domains as the placement found them (None: no topology)."""
 
 
 @dataclass(slots=True)
@@ -212,6 +214,8 @@ class FirstPass:
     pods: tuple[PodPlacement, ...]
     domain: Domain | None
     budget: dict[str, int]
+    domains: list[Domain] | None = None
+    """The gang's topology domains before the pass (None: no topology)."""
 
 
 @dataclass
@@ -283,7 +287,7 @@ class Placer:
                 else:
                     pods, fail = self._attempt(plan, dom, "policy", plan.demands, budget)
                 if pods is not None:
-                    return PlacementOutcome(pods, attempts, domain=dom)
+                    return PlacementOutcome(pods, attempts, domain=dom, domains=domains)
                 if fail is not None and fail.note and fail.note not in notes:
                     notes.append(fail.note)
         kind = "device attribute" if topo.device_attribute else "node label"
@@ -305,8 +309,10 @@ class Placer:
             + "".join(f"; {n}" for n in notes)
         )
         if topo.mode is TopologyMode.PREFERRED:
-            return self._search_unconstrained(plan, budget, attempts, summary)
-        return PlacementOutcome(None, attempts, summary)
+            outcome = self._search_unconstrained(plan, budget, attempts, summary)
+            outcome.domains = domains
+            return outcome
+        return PlacementOutcome(None, attempts, summary, domains=domains)
 
     # ---- placing again after a small change ------------------------------------------
     def first_pass(
@@ -319,7 +325,7 @@ class Placer:
             return None
         if not node_order_is_local(self.policy.for_gang(plan.gang)):
             return None
-        return FirstPass(plan.gang.uid, outcome.pods, outcome.domain, dict(budget))
+        return FirstPass(plan.gang.uid, outcome.pods, outcome.domain, dict(budget), outcome.domains)
 
     def again(
         self,
@@ -340,10 +346,11 @@ class Placer:
         `place` gives; its pods are applied, or none of the gang's."""
         keep = 0
         domain: Domain | None = None
+        domains: list[Domain] | None = None
         uid = plan.gang.uid
         try:
             if kept.pods:
-                passes, domain = self._first_domain(plan, kept.pods)
+                passes, domain, domains = self._first_domain(plan, kept, changed)
                 if passes and _same_domain(domain, kept.domain):
                     keep = min(
                         len(kept.pods),
@@ -360,26 +367,41 @@ class Placer:
             if pods is not None:
                 # `place`'s up-front count of free devices is a necessary condition of
                 # any placement: a pass that succeeds passes it.
-                return PlacementOutcome(pods, 1, domain=domain)
+                return PlacementOutcome(pods, 1, domain=domain, domains=domains)
         return self.place(plan, budget)
 
     def _first_domain(
-        self, plan: GangPlan, kept: Sequence[PodPlacement]
-    ) -> tuple[bool, Domain | None]:
+        self, plan: GangPlan, kept: FirstPass, changed: Set[str | None]
+    ) -> tuple[bool, Domain | None, list[Domain] | None]:
         """Where `place` would make its first greedy pass if the gang's `kept` pods
         (applied) were not: (True, its domain or None for anywhere), or (False, None)
-        when it would make none (a required topology with no domain room enough)."""
+        when it would make none (a required topology with no domain room enough); and
+        the domains it would order. Of `kept`'s domains, those without a node of
+        `changed` are as they were (None in `changed`: all are counted again)."""
         policy = self.policy.for_gang(plan.gang)
         topo = policy.topology(plan.gang)
         if topo is None:
-            return True, None
-        domains = self._domains(plan, topo, _Held.of(self.state, kept))
+            return True, None, None
+        held = _Held.of(self.state, kept.pods)
+        before = kept.domains
+        if before is None or None in changed:
+            domains = self._domains(plan, topo, held)
+        else:
+            lead = plan.demands[0]
+            members = self._domain_members(plan, topo)
+            domains = []
+            for old, (v, nodes, partial, allowed) in zip(before, members, strict=True):
+                if nodes.isdisjoint(changed):
+                    domains.append(old)
+                    continue
+                fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial, held)
+                domains.append(Domain(v, nodes, fitting, allowed, whole_nodes, whole_pods))
         needed = sum(d.pod_set.count for d in plan.demands)
         lead_pods = plan.demands[0].pod_set.count
         for dom in policy.order_domains(plan.gang, domains, needed):
             if dom.pods_fitting >= lead_pods:
-                return True, dom
-        return topo.mode is TopologyMode.PREFERRED, None
+                return True, dom, domains
+        return topo.mode is TopologyMode.PREFERRED, None, domains
 
     def _host_bound(self, plan: GangPlan, domain: Domain | None, changed: Set[str | None]) -> int:
         """The pods before the first pod set that a node of `changed` could host now:

@@ -187,22 +187,19 @@ class Informer:
         delivered = False
         try:
             async with self.rest.watch(self.resource.path(self.namespace), query) as events:
-                # one scope per watch, its deadline moved before each wait for the next
-                # event (a scope per event cost more than a small event's handling)
-                with anyio.CancelScope() as silent:
-                    while True:
-                        silent.deadline = anyio.current_time() + self.inactivity_timeout
+                while True:
+                    with anyio.move_on_after(self.inactivity_timeout) as silent:
                         event = await anext(events, None)
-                        if event is None:
-                            break
-                        delivered = True
-                        fresh = self._apply(event, fresh)
-                if silent.cancelled_caught:
-                    self.stats.inactive += 1
-                    if fresh is not None:
-                        raise _WatchListUnavailable()
-                    self.log.info("watch silent too long, re-opening")
-                    return delivered
+                    if silent.cancelled_caught:
+                        self.stats.inactive += 1
+                        if fresh is not None:
+                            raise _WatchListUnavailable()
+                        self.log.info("watch silent too long, re-opening")
+                        return delivered
+                    if event is None:
+                        break
+                    delivered = True
+                    fresh = self._apply(event, fresh)
         except KubeError as exc:
             if initial and exc.status in (400, 403, 422):
                 raise _WatchListUnavailable() from exc

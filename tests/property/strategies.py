@@ -110,9 +110,10 @@ def gpu_devices(draw: st.DrawFn, node: str, shareable: bool = True) -> tuple[Dev
 
 @st.composite
 def nodes_and_slices(
-    draw: st.DrawFn, shareable: bool = True
+    draw: st.DrawFn, shareable: bool = True, network: bool = False
 ) -> tuple[tuple[Node, ...], tuple[ResourceSlice, ...]]:
-    """1-6 nodes, some labelled rack=r0/r1, each with 0-8 GPUs in one slice."""
+    """1-6 nodes, some labelled rack=r0/r1, each with 0-8 GPUs in one slice; with
+    `network`, also 1-4 network-attached GPUs (node None) that any node's pods can use."""
     n = draw(st.integers(1, 6))
     nodes = []
     slices = []
@@ -125,6 +126,10 @@ def nodes_and_slices(
         devices = draw(gpu_devices(name, shareable))
         if devices:
             slices.append(ResourceSlice(f"{name}-gpus", DRIVER, name, name, devices))
+    if network:
+        fabric = draw(gpu_devices("fabric", shareable).filter(bool))
+        moved = tuple(replace(d, node=None) for d in fabric[:4])
+        slices.append(ResourceSlice("fabric-gpus", DRIVER, "fabric", None, moved))
     return tuple(nodes), tuple(slices)
 
 
@@ -177,8 +182,8 @@ def queue_trees(draw: st.DrawFn, max_leaves: int = 5) -> tuple[tuple[Queue, ...]
 
 
 @st.composite
-def cluster_specs(draw: st.DrawFn, shareable: bool = True) -> ClusterSpec:
-    nodes, slices = draw(nodes_and_slices(shareable))
+def cluster_specs(draw: st.DrawFn, shareable: bool = True, network: bool = False) -> ClusterSpec:
+    nodes, slices = draw(nodes_and_slices(shareable, network))
     queues, leaves = draw(queue_trees())
     return ClusterSpec(nodes, slices, queues, leaves)
 

@@ -20,6 +20,7 @@ from controller.engine.model import Gang, Queue
 from controller.engine.placement import Placer
 from controller.engine.policy import PreemptionPolicy
 from controller.engine.state import ClusterState
+from policies import preemption
 from policies.registry import PolicyRef, create_preemption
 from tests.builders import cluster, gang, gpu_quota
 from tests.property.harness import (
@@ -238,3 +239,61 @@ def test_policies_kept_across_contention_answer_as_fresh_ones(
         state.add_gang(
             gang(f"late{step}", pods, gpus, queue=leaves[i % len(leaves)], created=300.0 + step)
         )
+
+
+CLOSED = [
+    PolicyRef("reclaim"),
+    PolicyRef("reclaim", {"priority": "lower"}),
+    PolicyRef("fair-share"),
+    PolicyRef("fair-share", {"strategies": ["LessThanInitialShare"]}),
+    PolicyRef("fair-share", {"strategies": ["LessThanOrEqualToFinalShare"]}),
+]
+
+
+@property_settings(300)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(CLOSED), st.randoms(use_true_random=False))
+def test_reclaim_and_fair_share_allow_every_part_of_a_victim_list_they_allow(
+    seed: int, ref: PolicyRef, rnd: random.Random
+) -> None:
+    """`minimal_victims(closed=True)` skips asking the policy about the reprieve pass's
+    sets (parts of a list it allowed whole): reclaim's and fair-share's admissibility in
+    full clusters keeps every drawn part (subsequence) of what it keeps of the
+    candidates."""
+    longest = 0
+    problems: list[object] = []  # (an assertion in a search would be the gang's fault)
+    real = preemption.minimal_victims
+
+    def check(ctx: CycleContext, gang: Gang, candidates: Sequence[Gang], *a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal longest
+        admissible = kw["admissible"]
+        whole = admissible([c for c in candidates if ctx.evictable(c.uid)])
+        longest = max(longest, len(whole))
+        parts = [whole] + [[g for g in whole if rnd.random() < 0.6] for _ in range(8)]
+        problems.extend(
+            (gang.uid, [g.uid for g in part])
+            for part in parts
+            if not kw.get("closed") or admissible(part) != part
+        )
+        return real(ctx, gang, candidates, *a, **kw)
+
+    with mock.patch.object(preemption, "minimal_victims", check):
+        decide(contended(seed), ref, CycleContext)
+    target(float(longest), label="longest list allowed")
+    assert problems == []
+
+
+@property_settings(100)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(CLOSED))
+def test_reprieve_without_re_asking_admissibility_picks_the_same_victims(
+    seed: int, ref: PolicyRef
+) -> None:
+    """The same decisions, victims included, with reclaim's and fair-share's searches
+    asking admissibility of every reprieve set as without."""
+    real = preemption.minimal_victims
+
+    def asking(*a, **kw):  # type: ignore[no-untyped-def]
+        return real(*a, **{**kw, "closed": False})
+
+    fast = decide(contended(seed), ref, CycleContext)
+    with mock.patch.object(preemption, "minimal_victims", asking):
+        assert fast == decide(contended(seed), ref, CycleContext)
