@@ -318,9 +318,13 @@ class DeviceInventory:
 
     def allocate(self, keys: Iterable[DeviceKey], owner: str) -> None:
         """Record `owner` as holding the devices (which may not be published at all)."""
+        self.allocate_owned((key, owner) for key in keys)
+
+    def allocate_owned(self, held: Iterable[tuple[DeviceKey, str]]) -> None:
+        """`allocate` for (device, owner) pairs at once."""
         owners, devices = self.owners, self.devices
         moved: list[DeviceKey] = []
-        for key in keys:
+        for key, owner in held:
             holders = owners.get(key)
             if holders:  # free before only if shareable, and then still free
                 holders.add(owner)
@@ -339,13 +343,17 @@ class DeviceInventory:
     def release(self, keys: Iterable[DeviceKey], owner: str) -> None:
         """Drop `owner` from the devices' holders; refuses (changing nothing) if it holds
         any of them not."""
+        self.release_owned([(key, owner) for key in keys])
+
+    def release_owned(self, held: list[tuple[DeviceKey, str]]) -> None:
+        """`release` for (device, owner) pairs at once; refuses (changing nothing) if
+        any of them is not held so."""
         owners, devices = self.owners, self.devices
-        keys = list(keys)
-        for key in keys:
+        for key, owner in held:
             if owner not in owners.get(key, ()):
                 raise InvalidInput(f"device {'/'.join(key)}", f"is not held by {owner}")
         moved: list[DeviceKey] = []
-        for key in keys:
+        for key, owner in held:
             holders = owners[key]
             holders.discard(owner)
             if holders:  # still held: free after only if shareable, and then before too

@@ -403,6 +403,33 @@ class ClusterState:
             owner = pod.claim_owner(gang_uid, claim.claim)
             self.inventory.release([da.device for da in claim.devices], owner)
 
+    def _hold_pods(self, gang_uid: str, pods: Sequence[PodPlacement], sign: int) -> None:
+        """`apply_pod` (sign +1) or `release_pod` (-1) of every pod, in one pass: each
+        node's usage once, the devices in one batch (a release refuses, changing
+        nothing, devices not held as recorded)."""
+        inv = self.inventory
+        per_node: dict[str, dict[str, int]] = {}
+        held: list[tuple[DeviceKey, str]] = []
+        for pod in pods:
+            need = per_node.get(pod.node)
+            if need is None:
+                per_node[pod.node] = dict(pod.requests)
+            else:
+                for r, v in pod.requests.items():
+                    need[r] = need.get(r, 0) + v
+            for claim in pod.claims:
+                owner = pod.claim_owner(gang_uid, claim.claim)
+                for da in claim.devices:
+                    if sign > 0 and da.shared:
+                        inv.remember_shareable(da.device)
+                    held.append((da.device, owner))
+        if sign < 0:
+            inv.release_owned(held)
+        for node, need in per_node.items():
+            self._use(node, need, sign)
+        if sign > 0:
+            inv.allocate_owned(held)
+
     def admit(self, gang: Gang, reservation: Reservation) -> None:
         """Hold a reservation whose pods were applied with apply_pod; charges quota."""
         self.quota.charge(reservation.queue, reservation.charge)
@@ -427,8 +454,7 @@ class ClusterState:
         if not trusted:
             self._check_restorable(gang, reservation)
         since = self.pending_since.get(gang.uid)
-        for pod in reservation.pods:
-            self.apply_pod(gang.uid, pod)
+        self._hold_pods(gang.uid, reservation.pods, +1)
         self.admit(gang, reservation)
         if undo:
             runs = self._service.get(gang.uid)
@@ -472,8 +498,7 @@ class ClusterState:
         if reservation is None:
             raise InvalidInput(f"gang {uid}", "holds no reservation")
         gang = self.admitted_gangs.pop(uid)
-        for pod in reservation.pods:
-            self.release_pod(uid, pod)
+        self._hold_pods(uid, reservation.pods, -1)
         self.quota.uncharge(reservation.queue, reservation.charge)
         self.admission_generation += 1
         self._grow()
