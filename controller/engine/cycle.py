@@ -18,7 +18,13 @@ gangs wait for the next cycle (Kueue likewise lets a queue's head preempt), whic
 cycle's cost bounded by the number of queues rather than the backlog. With a large
 backlog the walk goes over groups of alike gangs (backlog.py) and leaves a group out
 while its gangs would fail as its first did and search no victims; `walk_all` is the
-reference it must agree with.
+reference it must agree with. A group head whose recorded failure holds and for which
+deciding would change nothing (`_moot`: no search, no new reason) is passed as decided.
+
+When the search found victims with a what-if probe, its last probe is the admission:
+`CycleContext.take` hands over the gang's pods with exactly those victims released (the
+state that evicting them and placing the gang again would give), instead of putting the
+victims back, evicting them and placing the gang once more.
 """
 
 from __future__ import annotations
