@@ -6,7 +6,7 @@ was (including the change counters, so no memo is invalidated by a question). It
 what preemption policies use to find minimal victim sets, and what a starvation guard
 uses to find a waiting gang's earliest start.
 
-Two things keep a search of many probes cheap without changing any answer:
+These keep a search of many probes cheap without changing any answer:
 - Most probes are answered "no" by counting: before releasing anything, `fits` checks
   that the devices free plus those the victims hold could serve the gang's primary
   device requests at all (per node, and in total): necessary conditions of any
@@ -27,8 +27,12 @@ Two things keep a search of many probes cheap without changing any answer:
   or (c) could meet a device budget (quota headroom, old or new) smaller than the
   devices the pod could take: nothing else the pass reads differs. The probe keeps the
   pods before that point, puts back or releases the victims, and resumes the pass
-  there; if the resumed pass fails it places from scratch. Every answer (and every
-  placement) is the one a placement from scratch gives; `reuse=False` turns it off.
+  there (`Placer.again`; a topology gang in the same first domain, its domains counted
+  again only where a node changed); if the resumed pass fails it places from scratch.
+  Every answer (and every placement) is the one a placement from scratch gives;
+  `reuse=False` turns it off.
+- `take` hands the engine the last kept probe (or a kept probe of the victims it
+  chose) as the admission itself: see engine/cycle.py.
 """
 
 from __future__ import annotations

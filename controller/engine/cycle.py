@@ -18,7 +18,13 @@ gangs wait for the next cycle (Kueue likewise lets a queue's head preempt), whic
 cycle's cost bounded by the number of queues rather than the backlog. With a large
 backlog the walk goes over groups of alike gangs (backlog.py) and leaves a group out
 while its gangs would fail as its first did and search no victims; `walk_all` is the
-reference it must agree with.
+reference it must agree with. A group head whose recorded failure holds and for which
+deciding would change nothing (`_moot`: no search, no new reason) is passed as decided.
+
+When the search found victims with a what-if probe, its last probe is the admission:
+`CycleContext.take` hands over the gang's pods with exactly those victims released (the
+state that evicting them and placing the gang again would give), instead of putting the
+victims back, evicting them and placing the gang once more.
 """
 
 from __future__ import annotations
@@ -354,7 +360,8 @@ class Engine:
             gang = state.pending.get(entry[1])
             if gang is not None:
                 visited.add(gang.uid)
-                self._visit(gang, placer, ctx, result)
+                if not self._moot(backlog, where, gang):
+                    self._visit(gang, placer, ctx, result)
             now = (state.admission_generation, state.capacity_epoch)
             changed = self._helping and now != seen
             if changed:
@@ -385,6 +392,22 @@ class Engine:
                 self.reasons[uid] = reason
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
+
+    def _moot(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
+        """Whether deciding the gang now would change nothing, so the walk passes it as
+        decided: its recorded failure still holds and no victims would be searched for
+        it (its failure is its queue's or can never pass, or `could_help` says no for
+        its class: it is skipped), or its queue was searched and the failure's reason is
+        the one it was last told. Common after capacity grew: groups woken for room that
+        gangs before them took again."""
+        memo = self._failed_gangs.get(gang.uid)
+        if memo is None or not self._still_fails(memo, gang):
+            return False
+        if memo.kind in ("queue", "never") or not self._helping:
+            return True
+        if gang.queue in self._searched_queues:
+            return self.reasons.get(gang.uid) == memo.reason
+        return not self._class_helped(backlog, (where[0], where[3]))
 
     def _leaves(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
         """Whether the rest of the pending gang's group would fail as it did and search

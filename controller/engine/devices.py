@@ -9,6 +9,7 @@ admission cycle never re-evaluates CEL per device.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -60,7 +61,8 @@ class MatchSet:
     key: MatchKey
     by_node: dict[str | None, list[DeviceKey]] = field(default_factory=dict)
     free: dict[str | None, int] = field(default_factory=dict)
-    buckets: dict[int, SortedSet[str]] = field(default_factory=dict)
+    buckets: dict[int, list[str]] = field(default_factory=dict)
+    """Nodes by their free count, each bucket sorted by name."""
     errors: dict[DeviceKey, str] = field(default_factory=dict)
     class_missing: bool = False
     shareable: int = 0
@@ -91,20 +93,27 @@ class MatchSet:
         return total + (network + rest) // per_pod
 
     def _set_free(self, node: str | None, value: int) -> None:
-        old = self.free.get(node, 0)
+        free = self.free
+        old = free.get(node, 0)
         if value:
-            self.free[node] = value
+            free[node] = value
         else:
-            self.free.pop(node, None)
+            free.pop(node, None)
         if node is None:
             return
+        buckets = self.buckets
         if old:
-            self.buckets[old].discard(node)
+            bucket = buckets[old]
+            i = bisect_left(bucket, node)
+            if i < len(bucket) and bucket[i] == node:
+                del bucket[i]
         if value > 0:
-            bucket = self.buckets.get(value)
-            if bucket is None:
-                bucket = self.buckets[value] = SortedSet()
-            bucket.add(node)
+            into = buckets.get(value)
+            if into is None:
+                into = buckets[value] = []
+            i = bisect_left(into, node)
+            if i == len(into) or into[i] != node:
+                into.insert(i, node)
 
 
 class DeviceInventory:
@@ -309,49 +318,72 @@ class DeviceInventory:
 
     def allocate(self, keys: Iterable[DeviceKey], owner: str) -> None:
         """Record `owner` as holding the devices (which may not be published at all)."""
+        self.allocate_owned((key, owner) for key in keys)
+
+    def allocate_owned(self, held: Iterable[tuple[DeviceKey, str]]) -> None:
+        """`allocate` for (device, owner) pairs at once."""
+        owners, devices = self.owners, self.devices
         moved: list[DeviceKey] = []
-        for key in keys:
-            was_free = self.is_free(key)
-            holders = self.owners.setdefault(key, set())
-            if not holders and key in self.devices:
+        for key, owner in held:
+            holders = owners.get(key)
+            if holders:  # free before only if shareable, and then still free
+                holders.add(owner)
+                continue
+            owners[key] = {owner}
+            d = devices.get(key)
+            if d is not None:
                 self.held_published += 1
-            holders.add(owner)
-            if was_free and not self.is_free(key):
+                if not d.shareable:
+                    moved.append(key)
+            elif not self._unpublished_shareable.get(key, False):
                 moved.append(key)
-        self._shift(moved, -1)
+        if moved:
+            self._shift(moved, -1)
 
     def release(self, keys: Iterable[DeviceKey], owner: str) -> None:
         """Drop `owner` from the devices' holders; refuses (changing nothing) if it holds
         any of them not."""
-        keys = list(keys)
-        for key in keys:
-            if owner not in self.owners.get(key, ()):
+        self.release_owned([(key, owner) for key in keys])
+
+    def release_owned(self, held: list[tuple[DeviceKey, str]]) -> None:
+        """`release` for (device, owner) pairs at once; refuses (changing nothing) if
+        any of them is not held so."""
+        owners, devices = self.owners, self.devices
+        for key, owner in held:
+            if owner not in owners.get(key, ()):
                 raise InvalidInput(f"device {'/'.join(key)}", f"is not held by {owner}")
         moved: list[DeviceKey] = []
-        for key in keys:
-            holders = self.owners[key]
-            was_free = self.is_free(key)
+        for key, owner in held:
+            holders = owners[key]
             holders.discard(owner)
-            if not holders:
-                del self.owners[key]
-                self._unpublished_shareable.pop(key, None)
-                if key in self.devices:
-                    self.held_published -= 1
-            if not was_free and self.is_free(key):
+            if holders:  # still held: free after only if shareable, and then before too
+                continue
+            del owners[key]
+            shared = self._unpublished_shareable.pop(key, False)
+            d = devices.get(key)
+            if d is not None:
+                self.held_published -= 1
+                if not d.shareable:
+                    moved.append(key)
+            elif not shared:
                 moved.append(key)
-        self._shift(moved, +1)
+        if moved:
+            self._shift(moved, +1)
 
     def _shift(self, keys: list[DeviceKey], step: int) -> None:
         """Move free counts once per (match set, node) for a batch of devices."""
+        devices, member_of = self.devices, self._member_of
         deltas: dict[tuple[MatchKey, str | None], int] = {}
         for key in keys:
-            d = self.devices.get(key)
+            d = devices.get(key)
             if d is None:
                 continue
-            for mk in self._member_of.get(key, ()):
-                deltas[(mk, d.node)] = deltas.get((mk, d.node), 0) + step
+            node = d.node
+            for mk in member_of.get(key, ()):
+                deltas[(mk, node)] = deltas.get((mk, node), 0) + step
+        matches = self._matches
         for (mk, node), delta in deltas.items():
-            ms = self._matches[mk]
+            ms = matches[mk]
             ms._set_free(node, ms.free.get(node, 0) + delta)
 
     def double_allocations(self) -> list[str]:

@@ -8,7 +8,7 @@ reserved and restores any gangs evicted for it, so a failed write leaves no trac
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang
@@ -85,7 +85,8 @@ class Ledger:
         evicted: list[tuple[Gang, Reservation]] | None = None,
     ) -> Reservation:
         """Hold pods already applied to the state and charge the queue: tentative."""
-        reservation = Reservation(gang.uid, gang.queue, pods, charge, admitted_at=self.state.now)
+        now = self.state.now
+        reservation = Reservation.placed(gang.uid, gang.queue, pods, charge, admitted_at=now)
         since = self.state.pending_since.get(gang.uid)
         self.state.admit(gang, reservation)
         entry = self._open[gang.uid] = _Entry(gang, reservation, list(evicted or ()), since)
@@ -94,7 +95,8 @@ class Ledger:
         quota = self.state.quota
         borrowed = {r: b for r in sorted(charge) if (b := quota.borrowed(gang.queue, r))}
         if borrowed:
-            reservation = entry.reservation = replace(reservation, borrowed=borrowed)
+            reservation = Reservation.placed(gang.uid, gang.queue, pods, charge, borrowed, now)
+            entry.reservation = reservation
             self.state.admitted[gang.uid] = reservation
         return reservation
 

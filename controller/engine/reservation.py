@@ -65,6 +65,37 @@ class Reservation:
     admitted_at: float = 0.0
 
     def __post_init__(self) -> None:
+        where = self._check_own()
+        for pod in self.pods:
+            _check_pod(pod, where)
+
+    @classmethod
+    def placed(
+        cls,
+        gang_uid: str,
+        queue: str,
+        pods: tuple[PodPlacement, ...],
+        charge: Resources,
+        borrowed: Resources | None = None,
+        admitted_at: float = 0.0,
+    ) -> Reservation:
+        """A reservation of pods the engine's placer made: their parts come from gangs,
+        nodes and devices checked when built, so only its own fields are checked."""
+        res = object.__new__(cls)
+        for name, value in (
+            ("gang_uid", gang_uid),
+            ("queue", queue),
+            ("pods", pods),
+            ("charge", charge),
+            ("borrowed", {} if borrowed is None else borrowed),
+            ("admitted_at", admitted_at),
+        ):
+            object.__setattr__(res, name, value)
+        res._check_own()
+        return res
+
+    def _check_own(self) -> str:
+        """Check the reservation's fields but each pod's parts; returns where it is."""
         check.name(self.gang_uid, "reservation.gang_uid")
         where = f"reservation of gang {self.gang_uid}"
         check.name(self.queue, f"{where}: queue")
@@ -74,10 +105,10 @@ class Reservation:
         check.number(self.admitted_at, f"{where}: admitted_at")
         seen: set[tuple[str, int]] = set()
         for pod in self.pods:
-            _check_pod(pod, where)
             if (pod.pod_set, pod.index) in seen:
                 raise InvalidInput(where, f"pod {pod.pod_set}-{pod.index} appears twice")
             seen.add((pod.pod_set, pod.index))
+        return where
 
     def device_count(self) -> int:
         return sum(len(c.devices) for p in self.pods for c in p.claims)

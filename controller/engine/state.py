@@ -21,6 +21,7 @@ preemptions) from it.
 from __future__ import annotations
 
 import weakref
+from bisect import bisect_left, insort
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -95,7 +96,8 @@ class ClusterState:
         self.admitted_gangs: dict[str, Gang] = {}
         self.foreign_pods: dict[str, tuple[str, Resources]] = {}
         self.foreign_claims: dict[str, tuple[DeviceKey, ...]] = {}
-        self._free_cpu: SortedList[tuple[int, str]] = SortedList()
+        self._free_cpu: list[tuple[int, str]] = []
+        """(free millicores, node) of every node, sorted."""
         self._eligible: dict[EligibilityKey, frozenset[str]] = {}
         self.capacity_epoch = 0
         self.node_generation = 0
@@ -124,7 +126,7 @@ class ClusterState:
         """
         old = self.nodes.get(node.name)
         if old is not None:
-            self._free_cpu.discard((old.free("cpu"), node.name))
+            self._unsort_cpu(old.free("cpu"), node.name)
             old.node = node
         else:
             usage = NodeUsage(node)
@@ -138,7 +140,7 @@ class ClusterState:
             for req in holders:
                 for r, v in req.items():
                     usage.used[r] = usage.used.get(r, 0) + v
-        self._free_cpu.add((self.nodes[node.name].free("cpu"), node.name))
+        insort(self._free_cpu, (self.nodes[node.name].free("cpu"), node.name))
         self._eligible.clear()
         self._label_domains.clear()
         self.node_generation += 1
@@ -153,7 +155,7 @@ class ClusterState:
         usage = self.nodes.pop(name, None)
         if usage is None:
             return []
-        self._free_cpu.discard((usage.free("cpu"), name))
+        self._unsort_cpu(usage.free("cpu"), name)
         self._eligible.clear()
         self._label_domains.clear()
         self.node_generation += 1
@@ -193,7 +195,7 @@ class ClusterState:
 
     def nodes_by_free_cpu(self, minimum: int, descending: bool = False) -> Iterator[str]:
         """Nodes with at least `minimum` free millicores, least free first (or most)."""
-        start = self._free_cpu.bisect_left((minimum, ""))
+        start = bisect_left(self._free_cpu, (minimum, ""))
         if descending:
             for i in range(len(self._free_cpu) - 1, start - 1, -1):
                 yield self._free_cpu[i][1]
@@ -205,7 +207,9 @@ class ClusterState:
         usage = self.nodes.get(node_name)
         if usage is None:
             return
-        self._free_cpu.discard((usage.free("cpu"), node_name))
+        cpu = requests.get("cpu", 0)
+        if cpu:
+            self._unsort_cpu(usage.free("cpu"), node_name)
         used = usage.used
         for r, v in requests.items():
             left = used.get(r, 0) + sign * v
@@ -213,7 +217,14 @@ class ClusterState:
                 used[r] = left
             else:
                 used.pop(r, None)
-        self._free_cpu.add((usage.free("cpu"), node_name))
+        if cpu:
+            insort(self._free_cpu, (usage.free("cpu"), node_name))
+
+    def _unsort_cpu(self, free: int, node_name: str) -> None:
+        entries = self._free_cpu
+        i = bisect_left(entries, (free, node_name))
+        if i < len(entries) and entries[i] == (free, node_name):
+            del entries[i]
 
     # ---- pods and claims that are not ours -------------------------------------------
     def add_foreign_pod(self, key: str, node: str, requests: Resources) -> None:
@@ -392,6 +403,33 @@ class ClusterState:
             owner = pod.claim_owner(gang_uid, claim.claim)
             self.inventory.release([da.device for da in claim.devices], owner)
 
+    def _hold_pods(self, gang_uid: str, pods: Sequence[PodPlacement], sign: int) -> None:
+        """`apply_pod` (sign +1) or `release_pod` (-1) of every pod, in one pass: each
+        node's usage once, the devices in one batch (a release refuses, changing
+        nothing, devices not held as recorded)."""
+        inv = self.inventory
+        per_node: dict[str, dict[str, int]] = {}
+        held: list[tuple[DeviceKey, str]] = []
+        for pod in pods:
+            need = per_node.get(pod.node)
+            if need is None:
+                per_node[pod.node] = dict(pod.requests)
+            else:
+                for r, v in pod.requests.items():
+                    need[r] = need.get(r, 0) + v
+            for claim in pod.claims:
+                owner = pod.claim_owner(gang_uid, claim.claim)
+                for da in claim.devices:
+                    if sign > 0 and da.shared:
+                        inv.remember_shareable(da.device)
+                    held.append((da.device, owner))
+        if sign < 0:
+            inv.release_owned(held)
+        for node, need in per_node.items():
+            self._use(node, need, sign)
+        if sign > 0:
+            inv.allocate_owned(held)
+
     def admit(self, gang: Gang, reservation: Reservation) -> None:
         """Hold a reservation whose pods were applied with apply_pod; charges quota."""
         self.quota.charge(reservation.queue, reservation.charge)
@@ -416,8 +454,7 @@ class ClusterState:
         if not trusted:
             self._check_restorable(gang, reservation)
         since = self.pending_since.get(gang.uid)
-        for pod in reservation.pods:
-            self.apply_pod(gang.uid, pod)
+        self._hold_pods(gang.uid, reservation.pods, +1)
         self.admit(gang, reservation)
         if undo:
             runs = self._service.get(gang.uid)
@@ -461,8 +498,7 @@ class ClusterState:
         if reservation is None:
             raise InvalidInput(f"gang {uid}", "holds no reservation")
         gang = self.admitted_gangs.pop(uid)
-        for pod in reservation.pods:
-            self.release_pod(uid, pod)
+        self._hold_pods(uid, reservation.pods, -1)
         self.quota.uncharge(reservation.queue, reservation.charge)
         self.admission_generation += 1
         self._grow()

@@ -513,12 +513,14 @@ class ClusterCaches:
             self.releasing_pods.pop(key, None)
         else:
             self._pod_usage(new)
-        if owner is not None and not self.ours(new):
-            # whether its gang's stale claims are let go follows their pods
-            for claim in list(self._claims_of.get(owner, ())):
-                obj = self.cache("resourceclaims").get(claim)
-                if obj is not None:
-                    self._claim_usage(obj)
+        gone = kind == DELETED
+        if owner is not None and (old is None or gone or _done(old) != _done(new)):
+            # whether the stale claims it is reserved for are let go follows it
+            namespace, claims = _meta(new).get("namespace"), self.cache("resourceclaims")
+            for name in _claim_names(new):
+                claim = claims.get(f"{namespace}/{name}")
+                if claim is not None and not self.ours(claim):
+                    self._claim_usage(claim)
         if group is not None and self.ready.is_set():
             self._refresh(self.foreign.sync(group))
 
@@ -618,7 +620,7 @@ class ClusterCaches:
             pod = pods.get(f"{namespace}/{consumer.get('name')}")
             if pod is None or _meta(pod).get("uid") != consumer.get("uid"):
                 continue  # gone
-            if not pod_done(pod) and not _stopping(pod):
+            if not _done(pod):
                 return False
         return True
 
@@ -628,6 +630,19 @@ class ClusterCaches:
         if self.ours(obj):
             return False
         return not (_stopping(obj) if plural == "pods" else self._let_go(obj))
+
+
+def _done(pod: Obj) -> bool:
+    """Done with its claims, or about to be (being stopped)."""
+    return pod_done(pod) or _stopping(pod)
+
+
+def _claim_names(pod: Obj) -> list[str]:
+    """The ResourceClaims a pod names, directly or as generated for it."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    named = [c.get("resourceClaimName") for c in spec.get("resourceClaims") or ()]
+    generated = [c.get("resourceClaimName") for c in status.get("resourceClaimStatuses") or ()]
+    return [str(n) for n in (*named, *generated) if n]
 
 
 def _stopping(pod: Obj) -> bool:
