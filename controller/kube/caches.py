@@ -257,13 +257,17 @@ class ClusterCaches:
         """Whether an event (already taken into the state) can change what a cycle decides.
 
         Not: the pods and claims of a gang's current admission (the engine counts the
-        admission, not them), other pods and claims whose usage stays the same (a status
+        admission, not them; for a foreign gang, as long as its pods neither finish nor
+        leave it: `ForeignGangs.moot`), other pods and claims whose usage stays the same (a status
         update of a running pod, the deletion of a finished one), a Queue status write, a
         GangJob status write that keeps its spec, record and whether it is done, and the
         record of an admission being committed (the engine made it). When in doubt: yes.
         """
         if plural in ("pods", "resourceclaims"):
             if self.ours(new) and (old is None or self.ours(old)):
+                return False
+            key = (r.PODS if plural == "pods" else r.RESOURCE_CLAIMS).key(new)
+            if self.foreign.moot(plural, key, old, new, kind == DELETED):
                 return False
             if any(self.foreign_group(plural, o) is not None for o in (old, new) if o):
                 return True
@@ -521,7 +525,11 @@ class ClusterCaches:
                 claim = claims.get(f"{namespace}/{name}")
                 if claim is not None and not self.ours(claim):
                     self._claim_usage(claim)
-        if group is not None and self.ready.is_set():
+        if (
+            group is not None
+            and self.ready.is_set()
+            and not self.foreign.moot("pods", key, old, new, gone)
+        ):
             self._refresh(self.foreign.sync(group))
 
     def _usage(self, plural: str, obj: Obj) -> None:
@@ -576,6 +584,8 @@ class ClusterCaches:
             self.releasing.pop(key, None)
         else:
             self._claim_usage(new)
+        if self.foreign.moot("resourceclaims", key, old, new, kind == DELETED):
+            return
         pod = self.pod_of_claim(new)
         group = None if pod is None else self.foreign.index(pod)
         group = group or self.foreign.group_of_claim(key)

@@ -194,14 +194,16 @@ def members(
     queue: str,
     priority: int,
 ) -> Members:
-    """The gang of `pods`: one pod set per distinct shape, in pod order."""
+    """The gang of `pods`: one pod set per distinct shape, in pod order. Every pod's
+    claims are looked up before any is translated: a gang whose pods came before their
+    claims is judged again at each claim's arrival, and waits at the cost of lookups."""
     shapes: dict[str, list[tuple[Obj, list[tuple[str, str, Obj]]]]] = {}
     specs: dict[str, tuple[dict[str, int], tuple[PodClaim, ...], Obj]] = {}
-    for pod in sorted(pods, key=pod_order):
+    ordered = [(pod, _pod_claims(pod, claims)) for pod in sorted(pods, key=pod_order)]
+    for pod, own in ordered:
         spec = pod.get("spec") or {}
         where = describe("Pod", pod)
         requests = pod_requests(spec, f"{where}: spec")
-        own = _pod_claims(pod, claims)
         pod_claims = tuple(
             PodClaim(
                 name,

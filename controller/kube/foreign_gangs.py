@@ -94,6 +94,23 @@ class ForeignGangs:
         """Whether a pod or claim belongs to an admitted foreign gang."""
         return f"{plural}:{key}" in self._ours
 
+    def moot(self, plural: str, key: str, old: Obj | None, new: Obj, deleted: bool) -> bool:
+        """Whether an update of a pod or claim (cache key `key`) leaves its gang's
+        judgement, and so the state, as it was: an update of a pod or claim of an
+        admitted gang's admission that neither finishes the pod nor moves it (or the
+        claim) to another gang. The binding, the claims' finalizer and allocation, and
+        the pods' status as they run are such updates: `_judge` of an admitted gang
+        looks only at its record and at which recorded pods live, never at its claims."""
+        if deleted or old is None or f"{plural}:{key}" not in self._ours:
+            return False
+        if plural != PODS.plural:
+            return _owners(old) == _owners(new)
+        return (
+            _uid(old) == _uid(new)
+            and f.finished(old) == f.finished(new)
+            and f.group_of(old) == f.group_of(new)
+        )
+
     def covered(self) -> tuple[set[str], set[str]]:
         """(pod uids, claim keys) the cached records name: restore those before counting
         them as usage by others (start-up)."""
@@ -255,3 +272,7 @@ class ForeignGangs:
 
 def _uid(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("uid"))
+
+
+def _owners(obj: Obj) -> object:
+    return (obj.get("metadata") or {}).get("ownerReferences")

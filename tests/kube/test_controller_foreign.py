@@ -12,7 +12,14 @@ import pytest
 from controller.kube import resources as r
 from controller.kube.informer import Informer
 from controller.kube.rest import Obj, Rest
-from tests.kube.controller_cluster import NAMESPACE, gpu_cluster, items, running, until
+from tests.kube.controller_cluster import (
+    NAMESPACE,
+    finish_pods,
+    gpu_cluster,
+    items,
+    running,
+    until,
+)
 from tests.kube.controller_env import crds, create, emulator, rest
 
 __all__ = ["crds", "emulator", "rest", "running"]
@@ -38,6 +45,12 @@ def indexed_job_pod(job: str, index: int, size: int) -> Obj:
         },
         "spec": _pod_spec(),
     }
+
+
+async def submit_indexed_job(rest: Rest, job: str, size: int) -> None:
+    """Every pod of an Indexed Job of `size` with the gang labels."""
+    for i in range(size):
+        await create(rest, r.PODS, indexed_job_pod(job, i, size))
 
 
 def group_pod(name: str, group: str) -> Obj:
@@ -169,13 +182,11 @@ async def test_a_restarted_controller_keeps_a_foreign_gang_from_its_record(
 ) -> None:
     await gpu_cluster(crds, nodes=1, gpus=4, queue_gpus=4)
     await running.start()
-    for i in range(4):
-        await create(crds, r.PODS, indexed_job_pod("first", i, 4))
+    await submit_indexed_job(crds, "first", 4)
 
     await until_bound(crds, 4)
     await running.crash()
-    for i in range(4):
-        await create(crds, r.PODS, indexed_job_pod("second", i, 4))
+    await submit_indexed_job(crds, "second", 4)
     controller = await running.start()
     await asyncio.sleep(10)
     state = controller.caches.state
@@ -189,10 +200,8 @@ async def test_a_finished_foreign_gang_is_released_and_the_next_one_admitted(
     crds: Rest, running
 ) -> None:
     controller = await one_node_started(crds, running, gpus=4)
-    for i in range(4):
-        await create(crds, r.PODS, indexed_job_pod("first", i, 4))
-    for i in range(4):
-        await create(crds, r.PODS, indexed_job_pod("second", i, 4))
+    await submit_indexed_job(crds, "first", 4)
+    await submit_indexed_job(crds, "second", 4)
 
     await until_bound(crds, 4)
     winner = next(p for p in await items(crds, r.PODS) if p["spec"].get("nodeName"))
@@ -244,3 +253,23 @@ async def test_a_gang_whose_named_claims_come_after_its_pods_is_admitted_once_th
     for claim in await items(crds, r.RESOURCE_CLAIMS):
         assert claim["metadata"]["finalizers"] == ["resource.kubernetes.io/delete-protection"]
         assert claim["status"]["allocation"]["devices"]["results"]
+
+
+async def test_status_updates_of_a_running_foreign_gangs_pods_and_claims_run_no_cycle(
+    crds: Rest, running
+) -> None:
+    controller = await one_node_started(crds, running, gpus=4)
+    await submit_indexed_job(crds, "train", 4)
+    await until_bound(crds, 4)
+    await asyncio.sleep(10)
+    cycles = controller.cycles
+    await finish_pods(crds, "train", phase="Running")
+    for claim in await items(crds, r.RESOURCE_CLAIMS):
+        claim["metadata"].setdefault("labels", {})["seen"] = "yes"
+        await crds.request(
+            "PUT", r.RESOURCE_CLAIMS.path(NAMESPACE, claim["metadata"]["name"]), body=claim
+        )
+    await asyncio.sleep(10)
+    assert controller.cycles == cycles
+    assert "gang:default/train" in controller.caches.state.admitted
+    assert controller.caches.state.violations() == []
