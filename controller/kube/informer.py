@@ -17,10 +17,12 @@ from the last version seen, with bookmarks so a quiet resource still moves forwa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import anyio
@@ -71,6 +73,42 @@ def _newer(version: str, than: str) -> bool:
     if version.isdigit() and than.isdigit():
         return int(version) > int(than)
     return version != than
+
+
+class _Silence:
+    """Ends a watch (a cancel scope around it) once `timeout` seconds of loop time pass
+    without an event. An event only notes the time; the one timer re-arms itself when it
+    finds that an event came meanwhile. (A scope per event, `move_on_after`, cost a
+    tenth of the controller's CPU under a stream of events.)"""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.scope = anyio.CancelScope()
+        self.loop = asyncio.get_running_loop()
+        self.last = self.loop.time()
+        self.timer = self.loop.call_later(timeout, self._check)
+
+    def heard(self) -> None:
+        self.last = self.loop.time()
+
+    @property
+    def cancelled_caught(self) -> bool:
+        return self.scope.cancelled_caught
+
+    def _check(self) -> None:
+        left = self.last + self.timeout - self.loop.time()
+        if left <= 0:
+            self.scope.cancel()
+        else:
+            self.timer = self.loop.call_later(left, self._check)
+
+    def __enter__(self) -> _Silence:
+        self.scope.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self.timer.cancel()
+        return bool(self.scope.__exit__(*exc))
 
 
 class Informer:
@@ -187,19 +225,17 @@ class Informer:
         delivered = False
         try:
             async with self.rest.watch(self.resource.path(self.namespace), query) as events:
-                while True:
-                    with anyio.move_on_after(self.inactivity_timeout) as silent:
-                        event = await anext(events, None)
-                    if silent.cancelled_caught:
-                        self.stats.inactive += 1
-                        if fresh is not None:
-                            raise _WatchListUnavailable()
-                        self.log.info("watch silent too long, re-opening")
-                        return delivered
-                    if event is None:
-                        break
-                    delivered = True
-                    fresh = self._apply(event, fresh)
+                with _Silence(self.inactivity_timeout) as silent:
+                    while (event := await anext(events, None)) is not None:
+                        silent.heard()
+                        delivered = True
+                        fresh = self._apply(event, fresh)
+                if silent.cancelled_caught:
+                    self.stats.inactive += 1
+                    if fresh is not None:
+                        raise _WatchListUnavailable()
+                    self.log.info("watch silent too long, re-opening")
+                    return delivered
         except KubeError as exc:
             if initial and exc.status in (400, 403, 422):
                 raise _WatchListUnavailable() from exc
