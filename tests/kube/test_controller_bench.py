@@ -101,3 +101,10 @@ def test_bench_controller_cold_start_is_for_gang_jobs_only() -> None:
     result = CliRunner().invoke(app, ["bench", "controller", "--cold-start", "--mode", "foreign"])
     assert result.exit_code == 2
     assert "--mode gangjob" in result.output
+
+
+def test_bench_controller_reports_the_drivers_own_pace_and_cpu(tmp_path: Path) -> None:
+    _, written = bench(tmp_path, "--mode", "foreign", *TINY)
+    figures = written["figures"]
+    assert 0 < figures["driver_submitting_s"] <= figures["pods"] / figures["pods_bound_per_s"]
+    assert figures["driver_cpu_s"] > 0
