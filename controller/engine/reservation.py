@@ -65,9 +65,7 @@ class Reservation:
     admitted_at: float = 0.0
 
     def __post_init__(self) -> None:
-        where = self._check_own()
-        for pod in self.pods:
-            _check_pod(pod, where)
+        self._check_own(parts=True)
 
     @classmethod
     def placed(
@@ -94,8 +92,9 @@ class Reservation:
         res._check_own()
         return res
 
-    def _check_own(self) -> str:
-        """Check the reservation's fields but each pod's parts; returns where it is."""
+    def _check_own(self, parts: bool = False) -> str:
+        """Check the reservation's fields, and each pod's parts too if `parts` (before
+        the pods are told apart by set and index); returns where it is."""
         check.name(self.gang_uid, "reservation.gang_uid")
         where = f"reservation of gang {self.gang_uid}"
         check.name(self.queue, f"{where}: queue")
@@ -103,6 +102,8 @@ class Reservation:
         check.resources(self.charge, f"{where}: charge")
         check.resources(self.borrowed, f"{where}: borrowed")
         check.number(self.admitted_at, f"{where}: admitted_at")
+        for pod in self.pods if parts else ():
+            _check_pod(pod, where)
         seen: set[tuple[str, int]] = set()
         for pod in self.pods:
             if (pod.pod_set, pod.index) in seen:
