@@ -139,6 +139,10 @@ class Engine:
     walk_all: bool = False
     """Walk the ordering's whole order every cycle, never the group index: the reference
     the lazy walk is tested against."""
+    copy_dormant: bool = False
+    """Copy the dormant groups of the classes preemption helps into the walk at the
+    start of each cycle (O(dormant groups)) instead of walking the backlog's sorted
+    positions behind cursors: the reference the cursors are tested against."""
     lazy_from: int = 256
     lazy_below: int = 64
     """The group index is built once `lazy_from` gangs wait and dropped below
@@ -301,7 +305,7 @@ class Engine:
             backlog.sync(self.state.pending)
         else:
             backlog.sync(changed)
-        backlog.wake()
+        backlog.start_cycle()
         return backlog
 
     def _group_of(self, gang: Gang) -> GroupKey:
@@ -331,9 +335,6 @@ class Engine:
         that may fit now resume as well. Newcomers left unwalked are told their group's
         reason."""
         state = self.state
-        walk = Frontier(backlog.heads())
-        maybe, queued = walk.maybe, walk.queued
-        """Groups walked only in case preemption helps them; groups in the walk."""
         self._help_cache.clear()
         self._help_reps.clear()
         self._help_stamps.clear()
@@ -344,19 +345,30 @@ class Engine:
         """Classes `could_help` said yes for at the last asking: their groups left out
         are in the walk already."""
         if self._helping:
-            for cls, groups in backlog.classes.items():
+            for cls in backlog.classes:
                 if self._class_helped(backlog, cls):
                     helped_before.add(cls)
-                    walk.push_conditional((backlog.head(w), w) for w in groups - backlog.awake)
+        if self.copy_dormant:
+            walk = Frontier(backlog.heads())
+            for cls in backlog.classes:
+                if cls in helped_before:
+                    groups = backlog.classes[cls] - backlog.awake
+                    walk.push_conditional((backlog.head(w), w) for w in groups)
+        else:
+            dormant = backlog.dormant
+            walk = Frontier(
+                backlog.heads(),
+                {cls: dormant[cls] for cls in helped_before if cls in dormant},
+                backlog.dormant_at,
+                backlog.woke,
+            )
         stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
         seen = (state.admission_generation, state.capacity_epoch)
         while (position := walk.pop(self._searched_queues)) is not None:
-            entry, where = position
-            if where in maybe:
-                maybe.discard(where)
-                if not self._class_helped(backlog, (where[0], where[3])):
-                    continue  # it fails as it did, and searches no victims
+            entry, where, maybe = position
+            if maybe and not self._class_helped(backlog, (where[0], where[3])):
+                continue  # it fails as it did, and searches no victims
             gang = state.pending.get(entry[1])
             if gang is not None:
                 visited.add(gang.uid)
@@ -375,13 +387,14 @@ class Engine:
                 walk.push((following, where))
             if changed:
                 sure, helped = self._resumed(
-                    backlog, stopped, queued, helped_before, grew=now[1] != seen[1]
+                    backlog, stopped, walk, helped_before, grew=now[1] != seen[1]
                 )
-                maybe.difference_update(sure)
-                maybe.update(helped - sure - queued)
-                for w in (sure | helped) - queued:
+                walk.certain(sure)
+                for w in sorted(sure | helped):
+                    if walk.is_queued(w):
+                        continue
                     if (following := backlog.after(w, entry)) is not None:
-                        walk.push((following, w), conditional=w in maybe)
+                        walk.push((following, w), conditional=w not in sure)
                 seen = now
         for uid in sorted(backlog.fresh - visited):
             member = state.pending.get(uid)
@@ -492,7 +505,7 @@ class Engine:
         self,
         backlog: Backlog,
         stopped: dict[GroupKey, Gang],
-        queued: set[GroupKey],
+        walk: Frontier,
         helped_before: set[HelpClass],
         grew: bool,
     ) -> tuple[set[GroupKey], set[GroupKey]]:
@@ -508,7 +521,7 @@ class Engine:
         helped: set[GroupKey] = set()
         now = self._helped_classes(backlog)
         for cls in now - helped_before:
-            helped.update(backlog.classes[cls] - queued)
+            helped.update(w for w in backlog.classes[cls] if not walk.is_queued(w))
         helped_before.clear()
         helped_before.update(now)
         return sure, helped
