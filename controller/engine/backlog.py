@@ -78,7 +78,11 @@ class Backlog:
         """Sleeping shapes: the need they wait for and how many pods of it."""
         self._sleepers: dict[Need, SortedList[tuple[int, int]]] = {}
         self.short_of_quota: dict[GroupKey, tuple[Room, int]] = {}
-        self._quota_sleepers: dict[Room, SortedList[tuple[int, GroupKey]]] = {}
+        self._quota_sleepers: dict[Room, list[tuple[int, GroupKey, tuple[Room, int]]]] = {}
+        """Per room, heaps of (amount, group, its `short_of_quota` record): an entry
+        whose record is no longer the group's is stale, skipped when it surfaces."""
+        self._quota_live: dict[Room, int] = {}
+        """Groups asleep per room (its heap's entries that are not stale)."""
         self._queues_seen = (-1, -1)
         self._epoch_seen = -1
         self._heads: dict[GroupKey, Entry] = {}
@@ -133,7 +137,7 @@ class Backlog:
             del self.classes[where[0], where[3]]
         slept_on = self.short_of_quota.pop(where, None)
         if slept_on is not None:
-            self._quota_sleepers[slept_on[0]].remove((slept_on[1], where))
+            self._quota_live[slept_on[0]] -= 1  # its heap entry is stale now
         shape = where[2]
         groups = self._of_shape[shape]
         groups.discard(where)
@@ -179,11 +183,16 @@ class Backlog:
         """Leave the group out until its queue has room for `amount` of the resource."""
         if where in self.short_of_quota or where not in self.groups:
             return
-        self.short_of_quota[where] = (room, amount)
+        record = self.short_of_quota[where] = (room, amount)
         sleepers = self._quota_sleepers.get(room)
         if sleepers is None:
-            sleepers = self._quota_sleepers[room] = SortedList()
-        sleepers.add((amount, where))
+            sleepers = self._quota_sleepers[room] = []
+        live = self._quota_live[room] = self._quota_live.get(room, 0) + 1
+        heapq.heappush(sleepers, (amount, where, record))
+        if len(sleepers) > 4 * live + 64:  # mostly stale: keep the live entries only
+            short = self.short_of_quota
+            sleepers[:] = [e for e in sleepers if short.get(e[1]) is e[2]]
+            heapq.heapify(sleepers)
         self.awake.discard(where)
         self._dirty.add(where)
 
@@ -247,11 +256,15 @@ class Backlog:
                 _, shape = waiting.pop(0)
                 del self.asleep[shape]
                 woken.extend(w for w in self._of_shape.get(shape, ()) if self._rouse(w))
+        short = self.short_of_quota
         for (queue, resource), groups in self._quota_sleepers.items():
             room = None if changed else quota.headroom(queue, resource)[0]
             while groups and (room is None or groups[0][0] <= room):
-                _, group = groups.pop(0)
-                del self.short_of_quota[group]
+                _, group, record = heapq.heappop(groups)
+                if short.get(group) is not record:
+                    continue  # stale: the group left, or sleeps on another entry
+                del short[group]
+                self._quota_live[record[0]] -= 1
                 if self._rouse(group):
                     woken.append(group)
         return woken
