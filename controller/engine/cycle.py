@@ -372,17 +372,25 @@ class Engine:
             gang = state.pending.get(entry[1])
             if gang is not None:
                 visited.add(gang.uid)
-                if not self._moot(backlog, where, gang):
-                    self._visit(gang, placer, ctx, result)
+                memo = self._moot(backlog, where, gang)
+                if memo is not None:  # passed as decided: nothing changed
+                    if self._leaves(backlog, where, gang, memo):
+                        stopped[where] = gang
+                        self._sleep(backlog, where, gang, memo)
+                    elif (following := backlog.after(where, entry)) is not None:
+                        walk.push((following, where))
+                    continue
+                self._visit(gang, placer, ctx, result)
             now = (state.admission_generation, state.capacity_epoch)
             changed = self._helping and now != seen
             if changed:
                 self._help_cache.clear()
                 self._help_stamps.clear()
             still = gang if gang is not None and gang.uid in state.pending else None
-            if still is not None and self._leaves(backlog, where, still):
+            memo = self._failed_gangs.get(still.uid) if still is not None else None
+            if still is not None and memo is not None and self._leaves(backlog, where, still, memo):
                 stopped[where] = still
-                self._sleep(backlog, where, still)
+                self._sleep(backlog, where, still, memo)
             elif (following := backlog.after(where, entry)) is not None:
                 walk.push((following, where))
             if changed:
@@ -406,29 +414,30 @@ class Engine:
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
 
-    def _moot(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
-        """Whether deciding the gang now would change nothing, so the walk passes it as
-        decided: its recorded failure still holds and no victims would be searched for
-        it (its failure is its queue's or can never pass, or `could_help` says no for
-        its class: it is skipped), or its queue was searched and the failure's reason is
-        the one it was last told. Common after capacity grew: groups woken for room that
-        gangs before them took again."""
+    def _moot(self, backlog: Backlog, where: GroupKey, gang: Gang) -> _Memo | None:
+        """The gang's recorded failure if deciding the gang now would change nothing, so
+        the walk passes it as decided (None: decide it): its recorded failure still holds
+        and no victims would be searched for it (its failure is its queue's or can never
+        pass, or `could_help` says no for its class: it is skipped), or its queue was
+        searched and the failure's reason is the one it was last told. Common after
+        capacity grew: groups woken for room that gangs before them took again."""
         memo = self._failed_gangs.get(gang.uid)
         if memo is None or not self._still_fails(memo, gang):
-            return False
+            return None
         if memo.kind in ("queue", "never") or not self._helping:
-            return True
+            return memo
         if gang.queue in self._searched_queues:
-            return self.reasons.get(gang.uid) == memo.reason
-        return not self._class_helped(backlog, (where[0], where[3]))
+            return memo if self.reasons.get(gang.uid) == memo.reason else None
+        return None if self._class_helped(backlog, (where[0], where[3])) else memo
 
-    def _leaves(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
-        """Whether the rest of the pending gang's group would fail as it did and search
-        no victims: its failure holds for the group, and no victims are searched for it
-        (its queue was searched, or `could_help` says no for its class)."""
-        if not self._fails_for_group(gang):
+    def _leaves(self, backlog: Backlog, where: GroupKey, gang: Gang, memo: _Memo) -> bool:
+        """Whether the rest of the pending gang's group would fail as it did (`memo`, its
+        recorded failure) and search no victims: its failure holds for the group, and no
+        victims are searched for it (its queue was searched, or `could_help` says no for
+        its class)."""
+        if not self._fails_for_group(gang, memo):
             return False
-        if not self._helping or self._failed_gangs[gang.uid].kind in ("queue", "never"):
+        if not self._helping or memo.kind in ("queue", "never"):
             return True
         return not self._class_helped(backlog, (where[0], where[3]))
 
@@ -532,10 +541,9 @@ class Engine:
             return False
         return where[2] not in backlog.asleep and where not in backlog.short_of_quota
 
-    def _sleep(self, backlog: Backlog, where: GroupKey, gang: Gang) -> None:
-        """Put the group (or its whole shape) to sleep if its failure waits for a known
-        amount: free devices to host its pods, or quota headroom."""
-        memo = self._failed_gangs[gang.uid]
+    def _sleep(self, backlog: Backlog, where: GroupKey, gang: Gang, memo: _Memo) -> None:
+        """Put the group (or its whole shape) to sleep if its failure (`memo`) waits for a
+        known amount: free devices to host its pods, or quota headroom."""
         if memo.kind == "placement":
             short = shortfall(self.state.inventory, self.plan(gang))
             if short is not None:
@@ -545,10 +553,10 @@ class Engine:
             resource, amount = memo.stamp
             backlog.sleep_on_quota(where, (gang.queue, str(resource)), int(amount))
 
-    def _fails_for_group(self, gang: Gang) -> bool:
-        """Whether the pending gang's recorded failure holds for its whole group now."""
-        memo = self._failed_gangs.get(gang.uid)
-        if memo is None or memo.gang is not gang:
+    def _fails_for_group(self, gang: Gang, memo: _Memo) -> bool:
+        """Whether the pending gang's recorded failure (`memo`) holds for its whole group
+        now."""
+        if memo.gang is not gang:
             return False
         if memo.kind == "quota":
             shape = self.plan(gang).shape_id
