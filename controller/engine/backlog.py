@@ -95,6 +95,8 @@ class Backlog:
         """Groups whose head or wakefulness changed since the last `settle_dormant`."""
         self.woke: set[GroupKey] = set()
         """Groups woken at the start of this cycle (still in `dormant`)."""
+        self.dormant_wanted = True
+        """Keep `dormant` (a walk with no preemption never reads it)."""
 
     def sync(self, changed: Iterable[str]) -> None:
         """Follow pending gangs added, replaced or removed (`changed`, all of them since
@@ -209,12 +211,16 @@ class Backlog:
         the wake, groups that wake at each cycle's start and fall asleep again during it
         leave `dormant` as it was."""
         self.settle_dormant()
-        self.woke = set(self.wake())
+        woken = self.wake()
+        self.woke = set(woken) if self.dormant_wanted else set()
 
     def settle_dormant(self) -> None:
         """Bring `dormant` up to date with the groups' heads and wakefulness now (only
         groups that changed since the last call are looked at). A cycle settles it once,
         before its walk, and walks that snapshot: nothing changes it during the walk."""
+        if not self.dormant_wanted:
+            self._dirty.clear()
+            return
         dormant, at, awake, groups = self.dormant, self.dormant_at, self.awake, self.groups
         for where in self._dirty:
             old = at.get(where)

@@ -302,6 +302,7 @@ class Engine:
             backlog = self._backlog = Backlog(
                 self.state, ordering, _checked_key(ordering, key), self._group_of
             )
+            backlog.dormant_wanted = helping
             backlog.sync(self.state.pending)
         else:
             backlog.sync(changed)
