@@ -26,7 +26,7 @@ use what it freed, not at every group.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -47,6 +47,8 @@ Need = tuple[MatchKey, int]
 """(match set, devices per pod) of a pod set's largest device request."""
 Room = tuple[str, str]
 """(leaf queue, resource) whose quota headroom a group waits for."""
+Position = tuple[Entry, GroupKey]
+"""Where the walk is in one group: the entry of the group's next gang, and the group."""
 
 
 class Backlog:
@@ -76,10 +78,25 @@ class Backlog:
         """Sleeping shapes: the need they wait for and how many pods of it."""
         self._sleepers: dict[Need, SortedList[tuple[int, int]]] = {}
         self.short_of_quota: dict[GroupKey, tuple[Room, int]] = {}
-        self._quota_sleepers: dict[Room, SortedList[tuple[int, GroupKey]]] = {}
+        self._quota_sleepers: dict[Room, list[tuple[int, GroupKey, tuple[Room, int]]]] = {}
+        """Per room, heaps of (amount, group, its `short_of_quota` record): an entry
+        whose record is no longer the group's is stale, skipped when it surfaces."""
+        self._quota_live: dict[Room, int] = {}
+        """Groups asleep per room (its heap's entries that are not stale)."""
         self._queues_seen = (-1, -1)
         self._epoch_seen = -1
         self._heads: dict[GroupKey, Entry] = {}
+        self.dormant: dict[HelpClass, SortedList[Position]] = {}
+        """Per class, the positions (head, group) of its groups not awake, as of the last
+        `settle_dormant`: what a cycle walks only in case preemption helps them."""
+        self.dormant_at: dict[GroupKey, Position] = {}
+        """Each group's position in `dormant` (the same tuple)."""
+        self._dirty: set[GroupKey] = set()
+        """Groups whose head or wakefulness changed since the last `settle_dormant`."""
+        self.woke: set[GroupKey] = set()
+        """Groups woken at the start of this cycle (still in `dormant`)."""
+        self.dormant_wanted = True
+        """Keep `dormant` (a walk with no preemption never reads it)."""
 
     def sync(self, changed: Iterable[str]) -> None:
         """Follow pending gangs added, replaced or removed (`changed`, all of them since
@@ -89,6 +106,7 @@ class Backlog:
             old = self.place.pop(uid, None)
             if old is not None:
                 self._heads.pop(old[0], None)
+                self._dirty.add(old[0])
                 self._leave(*old)
             gang = pending.get(uid)
             if gang is None:
@@ -98,6 +116,7 @@ class Backlog:
             entry = (self._key(gang), uid)
             self.place[uid] = (where, entry)
             self._heads.pop(where, None)
+            self._dirty.add(where)
             group = self.groups.get(where)
             if group is None:
                 group = self.groups[where] = SortedList()
@@ -120,7 +139,7 @@ class Backlog:
             del self.classes[where[0], where[3]]
         slept_on = self.short_of_quota.pop(where, None)
         if slept_on is not None:
-            self._quota_sleepers[slept_on[0]].remove((slept_on[1], where))
+            self._quota_live[slept_on[0]] -= 1  # its heap entry is stale now
         shape = where[2]
         groups = self._of_shape[shape]
         groups.discard(where)
@@ -158,24 +177,70 @@ class Backlog:
         if sleepers is None:
             sleepers = self._sleepers[need] = SortedList()
         sleepers.add((pods, shape))
-        self.awake.difference_update(self._of_shape[shape])
+        groups = self._of_shape[shape]
+        self.awake.difference_update(groups)
+        self._dirty.update(groups)
 
     def sleep_on_quota(self, where: GroupKey, room: Room, amount: int) -> None:
         """Leave the group out until its queue has room for `amount` of the resource."""
         if where in self.short_of_quota or where not in self.groups:
             return
-        self.short_of_quota[where] = (room, amount)
+        record = self.short_of_quota[where] = (room, amount)
         sleepers = self._quota_sleepers.get(room)
         if sleepers is None:
-            sleepers = self._quota_sleepers[room] = SortedList()
-        sleepers.add((amount, where))
+            sleepers = self._quota_sleepers[room] = []
+        live = self._quota_live[room] = self._quota_live.get(room, 0) + 1
+        heapq.heappush(sleepers, (amount, where, record))
+        if len(sleepers) > 4 * live + 64:  # mostly stale: keep the live entries only
+            short = self.short_of_quota
+            sleepers[:] = [e for e in sleepers if short.get(e[1]) is e[2]]
+            heapq.heapify(sleepers)
         self.awake.discard(where)
+        self._dirty.add(where)
 
     def _rouse(self, where: GroupKey) -> bool:
         if where[2] not in self.asleep and where not in self.short_of_quota:
             self.awake.add(where)
+            self._dirty.add(where)
             return True
         return False
+
+    def start_cycle(self) -> None:
+        """Settle `dormant`, then wake the sleepers whose wait is over (`woke`). The
+        cycle's walk takes `dormant` less `woke` as the groups not awake: settled before
+        the wake, groups that wake at each cycle's start and fall asleep again during it
+        leave `dormant` as it was."""
+        self.settle_dormant()
+        woken = self.wake()
+        self.woke = set(woken) if self.dormant_wanted else set()
+
+    def settle_dormant(self) -> None:
+        """Bring `dormant` up to date with the groups' heads and wakefulness now (only
+        groups that changed since the last call are looked at). A cycle settles it once,
+        before its walk, and walks that snapshot: nothing changes it during the walk."""
+        if not self.dormant_wanted:
+            self._dirty.clear()
+            return
+        dormant, at, awake, groups = self.dormant, self.dormant_at, self.awake, self.groups
+        for where in self._dirty:
+            old = at.get(where)
+            now: Position | None = None
+            if where in groups and where not in awake:
+                now = (self.head(where), where)
+                if old is not None and old[0] is now[0]:
+                    continue  # the same head, still dormant
+            cls = (where[0], where[3])
+            if old is not None:
+                del at[where]
+                dormant[cls].remove(old)
+                if not dormant[cls]:
+                    del dormant[cls]
+            if now is not None:
+                at[where] = now
+                if cls not in dormant:
+                    dormant[cls] = SortedList()
+                dormant[cls].add(now)
+        self._dirty.clear()
 
     def wake(self) -> list[GroupKey]:
         """Wake every sleeper whose wait is over: shapes whose pods the free devices
@@ -197,11 +262,15 @@ class Backlog:
                 _, shape = waiting.pop(0)
                 del self.asleep[shape]
                 woken.extend(w for w in self._of_shape.get(shape, ()) if self._rouse(w))
+        short = self.short_of_quota
         for (queue, resource), groups in self._quota_sleepers.items():
             room = None if changed else quota.headroom(queue, resource)[0]
             while groups and (room is None or groups[0][0] <= room):
-                _, group = groups.pop(0)
-                del self.short_of_quota[group]
+                _, group, record = heapq.heappop(groups)
+                if short.get(group) is not record:
+                    continue  # stale: the group left, or sleeps on another entry
+                del short[group]
+                self._quota_live[record[0]] -= 1
                 if self._rouse(group):
                     woken.append(group)
         return woken
@@ -239,101 +308,218 @@ def charge_is_exact(gang: Gang) -> bool:
     )
 
 
-Position = tuple[Entry, GroupKey]
-"""Where the walk is in one group: the entry of the group's next gang, and the group."""
+class _Cursor:
+    """Where the walk is in one dormant class's sorted positions."""
+
+    __slots__ = ("at", "cls", "positions")
+
+    def __init__(self, positions: SortedList[Position], cls: HelpClass) -> None:
+        self.positions = positions
+        self.at = 0
+        """The index of the next position."""
+        self.cls = cls
 
 
 class Frontier:
     """The cycle's walk: the next position of each group it walks, merged by entry.
 
     A group walked only in case preemption helps it (`maybe`: passed over unvisited if,
-    when its turn comes, its queue was searched or `could_help` says no) waits in a heap
-    of its queue's such groups; only the first of each queue is in the merged heap. Once
-    a queue was searched, its turn passes over every such group of it at once (they
-    would each be passed over in turn: a queue searched stays searched for the cycle)
-    instead of one pop each. Groups are in the walk once at most (`queued`).
+    when its turn comes, its queue was searched or `could_help` says no) waits with its
+    queue's such groups; only the first of each queue is in the merged heap. Once a queue
+    was searched, its turn passes over every such group of it at once (they would each
+    be passed over in turn: a queue searched stays searched for the cycle) instead of one
+    pop each. Groups are in the walk once at most (`is_queued`).
+
+    The dormant groups of the classes preemption helps at the start (`dormant`: the
+    backlog's sorted positions per class, unchanged during the walk) join that way
+    without being copied: each such class is a cursor over its sorted positions, and a
+    dormant group is in the walk while the cursor has not passed it and its queue's
+    conditional groups were not dropped. So a cycle costs what it walks, not the number
+    of dormant groups.
     """
 
-    def __init__(self, positions: Iterable[Position] = ()) -> None:
+    def __init__(
+        self,
+        positions: Iterable[Position] = (),
+        dormant: Mapping[HelpClass, SortedList[Position]] | None = None,
+        dormant_at: Mapping[GroupKey, Position] | None = None,
+        awake: Iterable[GroupKey] = (),
+    ) -> None:
         self._heap: list[tuple[Entry, GroupKey, bool]] = [(e, w, False) for e, w in positions]
         """Positions in order; True marks a queue's first conditional one."""
         heapq.heapify(self._heap)
         self._waiting: dict[str, list[Position]] = {}
+        """Conditional positions pushed one by one, per queue (heaps)."""
         self._first: dict[str, Entry] = {}
-        self.queued: set[GroupKey] = {w for _, w, _ in self._heap}
-        self.maybe: set[GroupKey] = set()
-        """Queued groups walked only in case preemption helps them."""
+        self._queued: set[GroupKey] = {w for _, w, _ in self._heap}
+        """Groups in the walk, those behind a cursor aside."""
+        self._maybe: set[GroupKey] = set()
+        """Conditional groups pushed one by one."""
+        self._cursors: dict[HelpClass, _Cursor] = {}
+        """Per dormant class walked, where the walk is in it."""
+        self._lazy: dict[str, list[_Cursor]] = {}
+        """The cursors of each queue."""
+        self._dormant_at: Mapping[GroupKey, Position] = dormant_at or {}
+        self._awake = frozenset(awake)
+        """Groups of `dormant` that are awake now: not behind a cursor (they are walked
+        from `positions`)."""
+        self._promoted: dict[str, set[GroupKey]] = {}
+        """Groups behind a cursor that are no longer conditional, per queue."""
+        for cls, sorted_positions in sorted((dormant or {}).items()):
+            if sorted_positions:
+                cursor = self._cursors[cls] = _Cursor(sorted_positions, cls)
+                self._lazy.setdefault(cls[0], []).append(cursor)
+        for queue in sorted(self._lazy):
+            first = self._queue_first(queue)
+            if first is not None:
+                self._first[queue] = first[0]
+                self._heap.append((first[0], first[1], True))
+        heapq.heapify(self._heap)
+
+    # ---- membership ------------------------------------------------------------------
+    def _behind_cursor(self, where: GroupKey) -> bool:
+        """Whether a dormant group is still ahead of its class's cursor."""
+        cursor = self._cursors.get((where[0], where[3]))
+        if cursor is None:
+            return False
+        position = self._dormant_at.get(where)
+        if position is None or where in self._awake:
+            return False
+        positions, i = cursor.positions, cursor.at
+        return i < len(positions) and bool(position >= positions[i])
+
+    def is_queued(self, where: GroupKey) -> bool:
+        """Whether the group is in the walk."""
+        return where in self._queued or self._behind_cursor(where)
+
+    def is_maybe(self, where: GroupKey) -> bool:
+        """Whether the group is in the walk only in case preemption helps it."""
+        if where in self._maybe:
+            return True
+        return self._behind_cursor(where) and where not in self._promoted.get(where[0], ())
+
+    def certain(self, groups: Iterable[GroupKey]) -> None:
+        """The groups (those in the walk) are walked whatever preemption would do."""
+        for where in groups:
+            if where in self._maybe:
+                self._maybe.discard(where)
+            elif self._behind_cursor(where):
+                self._promoted.setdefault(where[0], set()).add(where)
+
+    # ---- a queue's conditional positions -----------------------------------------------
+    def _queue_first(self, queue: str) -> Position | None:
+        """The queue's first conditional position, pushed or behind a cursor."""
+        best: Position | None = None
+        waiting = self._waiting.get(queue)
+        if waiting:
+            best = waiting[0]
+        awake = self._awake
+        for cursor in self._lazy.get(queue, ()):
+            positions, i = cursor.positions, cursor.at
+            while i < len(positions) and positions[i][1] in awake:
+                i += 1  # awake: not dormant in this cycle
+            cursor.at = i
+            if i < len(positions) and (best is None or positions[i] < best):
+                best = positions[i]
+        return best
+
+    def _take_first(self, queue: str, position: Position) -> None:
+        """Take the queue's first conditional position (`position`) out of the walk."""
+        waiting = self._waiting.get(queue)
+        if waiting and waiting[0] is position:
+            heapq.heappop(waiting)
+            self._queued.discard(position[1])
+            return
+        for cursor in self._lazy[queue]:
+            positions, i = cursor.positions, cursor.at
+            if i < len(positions) and positions[i] is position:
+                cursor.at = i + 1
+                self._promoted.get(queue, set()).discard(position[1])
+                return
+        raise AssertionError(f"{position} is not the first of queue {queue}")
 
     def push_conditional(self, positions: Iterable[Position]) -> None:
         """`push(position, conditional=True)` for each, at once."""
         touched: set[str] = set()
         for position in positions:
             where = position[1]
-            self.queued.add(where)
-            self.maybe.add(where)
+            self._queued.add(where)
+            self._maybe.add(where)
             waiting = self._waiting.get(where[0])
             if waiting is None:
                 waiting = self._waiting[where[0]] = []
             waiting.append(position)
             touched.add(where[0])
         for queue in sorted(touched):
-            waiting = self._waiting[queue]
-            heapq.heapify(waiting)
-            entry, where = waiting[0]
-            if self._first.get(queue) is not entry:
-                self._first[queue] = entry
-                heapq.heappush(self._heap, (entry, where, True))
+            heapq.heapify(self._waiting[queue])
+            first = self._queue_first(queue)
+            assert first is not None
+            if self._first.get(queue) is not first[0]:
+                self._first[queue] = first[0]
+                heapq.heappush(self._heap, (first[0], first[1], True))
 
     def push(self, position: Position, conditional: bool = False) -> None:
         """Walk the group from `position` (conditionally: see the class docstring)."""
         entry, where = position
-        self.queued.add(where)
+        self._queued.add(where)
         if not conditional:
             heapq.heappush(self._heap, (entry, where, False))
             return
-        self.maybe.add(where)
+        self._maybe.add(where)
         queue = where[0]
         waiting = self._waiting.get(queue)
         if waiting is None:
             waiting = self._waiting[queue] = []
         heapq.heappush(waiting, position)
-        if waiting[0] is position:  # a new first of its queue: it joins the merged heap
+        if self._queue_first(queue) is position:  # a new first: it joins the merged heap
             self._first[queue] = entry
             heapq.heappush(self._heap, (entry, where, True))
 
-    def pop(self, searched: set[str]) -> Position | None:
-        """The next position (the group leaves the walk), or None at the end. A queue's
-        conditional groups are dropped at its first one's turn if it is in `searched`
-        (that first one is returned, still `maybe`, for the caller to pass over)."""
+    def pop(self, searched: set[str]) -> tuple[Entry, GroupKey, bool] | None:
+        """The next position (the group leaves the walk) and whether it was walked only
+        in case preemption helps it, or None at the end. A queue's conditional groups are
+        dropped at its first one's turn if it is in `searched` (that first one is
+        returned, for the caller to pass over)."""
         heap = self._heap
         while heap:
             entry, where, first = heapq.heappop(heap)
             if not first:
-                self.queued.discard(where)
-                return entry, where
+                self._queued.discard(where)
+                maybe = where in self._maybe
+                self._maybe.discard(where)
+                return entry, where, maybe
             queue = where[0]
             if self._first.get(queue) is not entry:
-                continue  # an earlier first of the queue, back in its queue's heap
-            waiting = self._waiting[queue]
-            heapq.heappop(waiting)
-            self.queued.discard(where)
+                continue  # an earlier first of the queue, back with its queue's others
+            maybe = self.is_maybe(where)
+            position = self._queue_first(queue)
+            assert position is not None and position[0] is entry
+            self._take_first(queue, position)
+            self._maybe.discard(where)
             if queue in searched:
                 self._drop(queue)
-            elif waiting:
-                self._first[queue] = waiting[0][0]
-                heapq.heappush(heap, (waiting[0][0], waiting[0][1], True))
+            elif (following := self._queue_first(queue)) is not None:
+                self._first[queue] = following[0]
+                heapq.heappush(heap, (following[0], following[1], True))
             else:
                 del self._first[queue]
-            return entry, where
+            return entry, where, maybe
         return None
 
     def _drop(self, queue: str) -> None:
         """Take the queue's conditional groups out of the walk; those no longer
-        conditional (`maybe` left them meanwhile) go on in the merged heap."""
-        for entry, where in self._waiting.pop(queue):
-            if where in self.maybe:
-                self.maybe.discard(where)
-                self.queued.discard(where)
+        conditional go on in the merged heap."""
+        for entry, where in self._waiting.pop(queue, ()):
+            if where in self._maybe:
+                self._maybe.discard(where)
+                self._queued.discard(where)
             else:
                 heapq.heappush(self._heap, (entry, where, False))
+        for where in sorted(self._promoted.pop(queue, ())):
+            if self._behind_cursor(where):
+                entry = self._dormant_at[where][0]
+                self._queued.add(where)
+                heapq.heappush(self._heap, (entry, where, False))
+        for cursor in self._lazy.pop(queue, ()):
+            del self._cursors[cursor.cls]
         del self._first[queue]

@@ -139,6 +139,10 @@ class Engine:
     walk_all: bool = False
     """Walk the ordering's whole order every cycle, never the group index: the reference
     the lazy walk is tested against."""
+    copy_dormant: bool = False
+    """Copy the dormant groups of the classes preemption helps into the walk at the
+    start of each cycle (O(dormant groups)) instead of walking the backlog's sorted
+    positions behind cursors: the reference the cursors are tested against."""
     lazy_from: int = 256
     lazy_below: int = 64
     """The group index is built once `lazy_from` gangs wait and dropped below
@@ -298,10 +302,11 @@ class Engine:
             backlog = self._backlog = Backlog(
                 self.state, ordering, _checked_key(ordering, key), self._group_of
             )
+            backlog.dormant_wanted = helping
             backlog.sync(self.state.pending)
         else:
             backlog.sync(changed)
-        backlog.wake()
+        backlog.start_cycle()
         return backlog
 
     def _group_of(self, gang: Gang) -> GroupKey:
@@ -331,9 +336,6 @@ class Engine:
         that may fit now resume as well. Newcomers left unwalked are told their group's
         reason."""
         state = self.state
-        walk = Frontier(backlog.heads())
-        maybe, queued = walk.maybe, walk.queued
-        """Groups walked only in case preemption helps them; groups in the walk."""
         self._help_cache.clear()
         self._help_reps.clear()
         self._help_stamps.clear()
@@ -344,44 +346,64 @@ class Engine:
         """Classes `could_help` said yes for at the last asking: their groups left out
         are in the walk already."""
         if self._helping:
-            for cls, groups in backlog.classes.items():
+            for cls in backlog.classes:
                 if self._class_helped(backlog, cls):
                     helped_before.add(cls)
-                    walk.push_conditional((backlog.head(w), w) for w in groups - backlog.awake)
+        if self.copy_dormant:
+            walk = Frontier(backlog.heads())
+            for cls in backlog.classes:
+                if cls in helped_before:
+                    groups = backlog.classes[cls] - backlog.awake
+                    walk.push_conditional((backlog.head(w), w) for w in groups)
+        else:
+            dormant = backlog.dormant
+            walk = Frontier(
+                backlog.heads(),
+                {cls: dormant[cls] for cls in helped_before if cls in dormant},
+                backlog.dormant_at,
+                backlog.woke,
+            )
         stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
         seen = (state.admission_generation, state.capacity_epoch)
         while (position := walk.pop(self._searched_queues)) is not None:
-            entry, where = position
-            if where in maybe:
-                maybe.discard(where)
-                if not self._class_helped(backlog, (where[0], where[3])):
-                    continue  # it fails as it did, and searches no victims
+            entry, where, maybe = position
+            if maybe and not self._class_helped(backlog, (where[0], where[3])):
+                continue  # it fails as it did, and searches no victims
             gang = state.pending.get(entry[1])
             if gang is not None:
                 visited.add(gang.uid)
-                if not self._moot(backlog, where, gang):
-                    self._visit(gang, placer, ctx, result)
+                memo = self._moot(backlog, where, gang)
+                if memo is not None:  # passed as decided: nothing changed
+                    if self._leaves(backlog, where, gang, memo):
+                        stopped[where] = gang
+                        self._sleep(backlog, where, gang, memo)
+                    elif (following := backlog.after(where, entry)) is not None:
+                        walk.push((following, where))
+                    continue
+                self._visit(gang, placer, ctx, result)
             now = (state.admission_generation, state.capacity_epoch)
             changed = self._helping and now != seen
             if changed:
                 self._help_cache.clear()
                 self._help_stamps.clear()
             still = gang if gang is not None and gang.uid in state.pending else None
-            if still is not None and self._leaves(backlog, where, still):
+            memo = self._failed_gangs.get(still.uid) if still is not None else None
+            if still is not None and memo is not None and self._leaves(backlog, where, still, memo):
                 stopped[where] = still
-                self._sleep(backlog, where, still)
+                self._sleep(backlog, where, still, memo)
             elif (following := backlog.after(where, entry)) is not None:
                 walk.push((following, where))
             if changed:
                 sure, helped = self._resumed(
-                    backlog, stopped, queued, helped_before, grew=now[1] != seen[1]
+                    backlog, stopped, walk, helped_before, grew=now[1] != seen[1]
                 )
-                maybe.difference_update(sure)
-                maybe.update(helped - sure - queued)
-                for w in (sure | helped) - queued:
+                walk.certain(sure)
+                for w in sorted(sure | helped):
+                    if walk.is_queued(w):
+                        continue
                     if (following := backlog.after(w, entry)) is not None:
-                        walk.push((following, w), conditional=w in maybe)
+                        walk.push((following, w), conditional=w not in sure)
                 seen = now
         for uid in sorted(backlog.fresh - visited):
             member = state.pending.get(uid)
@@ -393,29 +415,30 @@ class Engine:
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
 
-    def _moot(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
-        """Whether deciding the gang now would change nothing, so the walk passes it as
-        decided: its recorded failure still holds and no victims would be searched for
-        it (its failure is its queue's or can never pass, or `could_help` says no for
-        its class: it is skipped), or its queue was searched and the failure's reason is
-        the one it was last told. Common after capacity grew: groups woken for room that
-        gangs before them took again."""
+    def _moot(self, backlog: Backlog, where: GroupKey, gang: Gang) -> _Memo | None:
+        """The gang's recorded failure if deciding the gang now would change nothing, so
+        the walk passes it as decided (None: decide it): its recorded failure still holds
+        and no victims would be searched for it (its failure is its queue's or can never
+        pass, or `could_help` says no for its class: it is skipped), or its queue was
+        searched and the failure's reason is the one it was last told. Common after
+        capacity grew: groups woken for room that gangs before them took again."""
         memo = self._failed_gangs.get(gang.uid)
         if memo is None or not self._still_fails(memo, gang):
-            return False
+            return None
         if memo.kind in ("queue", "never") or not self._helping:
-            return True
+            return memo
         if gang.queue in self._searched_queues:
-            return self.reasons.get(gang.uid) == memo.reason
-        return not self._class_helped(backlog, (where[0], where[3]))
+            return memo if self.reasons.get(gang.uid) == memo.reason else None
+        return None if self._class_helped(backlog, (where[0], where[3])) else memo
 
-    def _leaves(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
-        """Whether the rest of the pending gang's group would fail as it did and search
-        no victims: its failure holds for the group, and no victims are searched for it
-        (its queue was searched, or `could_help` says no for its class)."""
-        if not self._fails_for_group(gang):
+    def _leaves(self, backlog: Backlog, where: GroupKey, gang: Gang, memo: _Memo) -> bool:
+        """Whether the rest of the pending gang's group would fail as it did (`memo`, its
+        recorded failure) and search no victims: its failure holds for the group, and no
+        victims are searched for it (its queue was searched, or `could_help` says no for
+        its class)."""
+        if not self._fails_for_group(gang, memo):
             return False
-        if not self._helping or self._failed_gangs[gang.uid].kind in ("queue", "never"):
+        if not self._helping or memo.kind in ("queue", "never"):
             return True
         return not self._class_helped(backlog, (where[0], where[3]))
 
@@ -492,7 +515,7 @@ class Engine:
         self,
         backlog: Backlog,
         stopped: dict[GroupKey, Gang],
-        queued: set[GroupKey],
+        walk: Frontier,
         helped_before: set[HelpClass],
         grew: bool,
     ) -> tuple[set[GroupKey], set[GroupKey]]:
@@ -508,7 +531,7 @@ class Engine:
         helped: set[GroupKey] = set()
         now = self._helped_classes(backlog)
         for cls in now - helped_before:
-            helped.update(backlog.classes[cls] - queued)
+            helped.update(w for w in backlog.classes[cls] if not walk.is_queued(w))
         helped_before.clear()
         helped_before.update(now)
         return sure, helped
@@ -519,10 +542,9 @@ class Engine:
             return False
         return where[2] not in backlog.asleep and where not in backlog.short_of_quota
 
-    def _sleep(self, backlog: Backlog, where: GroupKey, gang: Gang) -> None:
-        """Put the group (or its whole shape) to sleep if its failure waits for a known
-        amount: free devices to host its pods, or quota headroom."""
-        memo = self._failed_gangs[gang.uid]
+    def _sleep(self, backlog: Backlog, where: GroupKey, gang: Gang, memo: _Memo) -> None:
+        """Put the group (or its whole shape) to sleep if its failure (`memo`) waits for a
+        known amount: free devices to host its pods, or quota headroom."""
         if memo.kind == "placement":
             short = shortfall(self.state.inventory, self.plan(gang))
             if short is not None:
@@ -532,10 +554,10 @@ class Engine:
             resource, amount = memo.stamp
             backlog.sleep_on_quota(where, (gang.queue, str(resource)), int(amount))
 
-    def _fails_for_group(self, gang: Gang) -> bool:
-        """Whether the pending gang's recorded failure holds for its whole group now."""
-        memo = self._failed_gangs.get(gang.uid)
-        if memo is None or memo.gang is not gang:
+    def _fails_for_group(self, gang: Gang, memo: _Memo) -> bool:
+        """Whether the pending gang's recorded failure (`memo`) holds for its whole group
+        now."""
+        if memo.gang is not gang:
             return False
         if memo.kind == "quota":
             shape = self.plan(gang).shape_id

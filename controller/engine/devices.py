@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sortedcontainers import SortedSet
@@ -114,6 +114,16 @@ class MatchSet:
             i = bisect_left(into, node)
             if i == len(into) or into[i] != node:
                 into.insert(i, node)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBatch:
+    """Exclusive published devices with their owners, and how many of them each match
+    set has per node (see `DeviceInventory.exclusive_batch`)."""
+
+    stamp: tuple[int, int]
+    held: tuple[tuple[DeviceKey, str], ...]
+    counts: tuple[tuple[MatchSet, str | None, int], ...]
 
 
 class DeviceInventory:
@@ -369,6 +379,66 @@ class DeviceInventory:
                 moved.append(key)
         if moved:
             self._shift(moved, +1)
+
+    # ---- whole reservations of exclusive devices, in one batch ---------------------------
+    def batch_stamp(self) -> tuple[int, int]:
+        """What a `HeldBatch` depends on: slices and classes (`generation`), and the match
+        sets built so far (they only grow between generations)."""
+        return (self.generation, len(self._matches))
+
+    def exclusive_batch(self, held: Sequence[tuple[DeviceKey, str]]) -> HeldBatch | None:
+        """The free-count changes of taking or giving back `held` at once, when every
+        device is published, not shareable and named once (None otherwise): what
+        `allocate_owned` and `release_owned` would work out device by device."""
+        devices, member_of = self.devices, self._member_of
+        counts: dict[tuple[MatchKey, str | None], int] = {}
+        for key, _ in held:
+            d = devices.get(key)
+            if d is None or d.shareable:
+                return None
+            for mk in member_of.get(key, ()):
+                counts[(mk, d.node)] = counts.get((mk, d.node), 0) + 1
+        if len({key for key, _ in held}) != len(held):
+            return None
+        matches = self._matches
+        return HeldBatch(
+            self.batch_stamp(),
+            tuple(held),
+            tuple((matches[mk], node, n) for (mk, node), n in counts.items()),
+        )
+
+    def release_batch(self, batch: HeldBatch) -> bool:
+        """`release_owned(batch.held)` when each device is held by its owner alone and
+        the batch is current; False, changing nothing, otherwise (use `release_owned`)."""
+        if batch.stamp != self.batch_stamp():
+            return False
+        owners = self.owners
+        for key, owner in batch.held:
+            holders = owners.get(key)
+            if holders is None or len(holders) != 1 or owner not in holders:
+                return False
+        for key, _ in batch.held:
+            del owners[key]
+        self.held_published -= len(batch.held)
+        for ms, node, n in batch.counts:
+            ms._set_free(node, ms.free.get(node, 0) + n)
+        return True
+
+    def allocate_batch(self, batch: HeldBatch) -> bool:
+        """`allocate_owned(batch.held)` when no device is held and the batch is current;
+        False, changing nothing, otherwise (use `allocate_owned`)."""
+        if batch.stamp != self.batch_stamp():
+            return False
+        owners = self.owners
+        for key, _ in batch.held:
+            if owners.get(key):
+                return False
+        for key, owner in batch.held:
+            owners[key] = {owner}
+        self.held_published += len(batch.held)
+        for ms, node, n in batch.counts:
+            ms._set_free(node, ms.free.get(node, 0) - n)
+        return True
 
     def _shift(self, keys: list[DeviceKey], step: int) -> None:
         """Move free counts once per (match set, node) for a batch of devices."""

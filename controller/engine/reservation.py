@@ -65,7 +65,10 @@ class Reservation:
     admitted_at: float = 0.0
 
     def __post_init__(self) -> None:
-        self._check_own(parts=True)
+        where = self._check_fields()
+        for pod in self.pods:
+            _check_pod(pod, where)
+        self._check_distinct(where)
 
     @classmethod
     def placed(
@@ -92,9 +95,13 @@ class Reservation:
         res._check_own()
         return res
 
-    def _check_own(self, parts: bool = False) -> str:
-        """Check the reservation's fields, and each pod's parts too if `parts` (before
-        the pods are told apart by set and index); returns where it is."""
+    def _check_own(self) -> str:
+        """Check the reservation's fields but each pod's parts; returns where it is."""
+        where = self._check_fields()
+        self._check_distinct(where)
+        return where
+
+    def _check_fields(self) -> str:
         check.name(self.gang_uid, "reservation.gang_uid")
         where = f"reservation of gang {self.gang_uid}"
         check.name(self.queue, f"{where}: queue")
@@ -102,14 +109,16 @@ class Reservation:
         check.resources(self.charge, f"{where}: charge")
         check.resources(self.borrowed, f"{where}: borrowed")
         check.number(self.admitted_at, f"{where}: admitted_at")
-        for pod in self.pods if parts else ():
-            _check_pod(pod, where)
+        return where
+
+    def _check_distinct(self, where: str) -> None:
+        """No pod twice (pod sets and indexes are valid: checked by `_check_pod`, or made
+        by the placer)."""
         seen: set[tuple[str, int]] = set()
         for pod in self.pods:
             if (pod.pod_set, pod.index) in seen:
                 raise InvalidInput(where, f"pod {pod.pod_set}-{pod.index} appears twice")
             seen.add((pod.pod_set, pod.index))
-        return where
 
     def device_count(self) -> int:
         return sum(len(c.devices) for p in self.pods for c in p.claims)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from sortedcontainers import SortedList
 
-from controller.engine.devices import DeviceInventory
+from controller.engine.devices import DeviceInventory, HeldBatch
 from controller.engine.errors import InvalidInput
 from controller.engine.model import (
     DeviceClass,
@@ -57,6 +57,38 @@ class NodeUsage:
 
     def free(self, resource: str) -> int:
         return self.node.allocatable.get(resource, 0) - self.used.get(resource, 0)
+
+
+@dataclass(slots=True)
+class _Hold:
+    """What a gang's pods hold: requests per node, (device, claim owner) pairs, the
+    devices given as shareable, and the device batch (see `ClusterState._hold_pods`)."""
+
+    pods: Sequence[PodPlacement]
+    per_node: dict[str, dict[str, int]]
+    held: list[tuple[DeviceKey, str]]
+    shared: list[DeviceKey]
+    batch: HeldBatch | None = None
+
+    @staticmethod
+    def of(gang_uid: str, pods: Sequence[PodPlacement]) -> _Hold:
+        per_node: dict[str, dict[str, int]] = {}
+        held: list[tuple[DeviceKey, str]] = []
+        shared: list[DeviceKey] = []
+        for pod in pods:
+            need = per_node.get(pod.node)
+            if need is None:
+                per_node[pod.node] = dict(pod.requests)
+            else:
+                for r, v in pod.requests.items():
+                    need[r] = need.get(r, 0) + v
+            for claim in pod.claims:
+                owner = pod.claim_owner(gang_uid, claim.claim)
+                for da in claim.devices:
+                    if da.shared:
+                        shared.append(da.device)
+                    held.append((da.device, owner))
+        return _Hold(pods, per_node, held, shared)
 
 
 class PendingJournal:
@@ -98,6 +130,8 @@ class ClusterState:
         self.foreign_claims: dict[str, tuple[DeviceKey, ...]] = {}
         self._free_cpu: list[tuple[int, str]] = []
         """(free millicores, node) of every node, sorted."""
+        self._holds: dict[str, _Hold] = {}
+        """What each gang's pods hold, by gang uid, kept while its pods are the same."""
         self._eligible: dict[EligibilityKey, frozenset[str]] = {}
         self.capacity_epoch = 0
         self.node_generation = 0
@@ -406,29 +440,27 @@ class ClusterState:
     def _hold_pods(self, gang_uid: str, pods: Sequence[PodPlacement], sign: int) -> None:
         """`apply_pod` (sign +1) or `release_pod` (-1) of every pod, in one pass: each
         node's usage once, the devices in one batch (a release refuses, changing
-        nothing, devices not held as recorded)."""
+        nothing, devices not held as recorded). What the pods hold per node and which
+        devices they name is worked out once per pods (a what-if probe releases and
+        restores the same victims again and again)."""
         inv = self.inventory
-        per_node: dict[str, dict[str, int]] = {}
-        held: list[tuple[DeviceKey, str]] = []
-        for pod in pods:
-            need = per_node.get(pod.node)
-            if need is None:
-                per_node[pod.node] = dict(pod.requests)
-            else:
-                for r, v in pod.requests.items():
-                    need[r] = need.get(r, 0) + v
-            for claim in pod.claims:
-                owner = pod.claim_owner(gang_uid, claim.claim)
-                for da in claim.devices:
-                    if sign > 0 and da.shared:
-                        inv.remember_shareable(da.device)
-                    held.append((da.device, owner))
-        if sign < 0:
-            inv.release_owned(held)
-        for node, need in per_node.items():
-            self._use(node, need, sign)
+        hold = self._holds.get(gang_uid)
+        if hold is None or hold.pods is not pods:
+            if len(self._holds) > 2 * len(self.admitted) + 1024:
+                self._holds.clear()
+            hold = self._holds[gang_uid] = _Hold.of(gang_uid, pods)
         if sign > 0:
-            inv.allocate_owned(held)
+            for key in hold.shared:
+                inv.remember_shareable(key)
+        batch = hold.batch
+        if batch is None or batch.stamp != inv.batch_stamp():
+            batch = hold.batch = None if hold.shared else inv.exclusive_batch(hold.held)
+        if sign < 0 and (batch is None or not inv.release_batch(batch)):
+            inv.release_owned(hold.held)
+        for node, need in hold.per_node.items():
+            self._use(node, need, sign)
+        if sign > 0 and (batch is None or not inv.allocate_batch(batch)):
+            inv.allocate_owned(hold.held)
 
     def admit(self, gang: Gang, reservation: Reservation) -> None:
         """Hold a reservation whose pods were applied with apply_pod; charges quota."""

@@ -293,15 +293,40 @@ def test_could_help_kept_while_its_stamp_holds_decides_as_asking_after_each_chan
         Engine(state, Priority(), p, lazy_from=0, lazy_below=0)
         for state, p in zip(states, policies, strict=True)
     ]
+    decide_alike(engines, backlog[3])
+
+
+def decide_alike(engines: list[Engine], steps: list[Step]) -> None:
+    """Apply the steps to the engines' identical states; every cycle must make the same
+    decisions (reasons and victims included) with the same number of searches."""
     added = 0
-    for step in backlog[3]:
+    for step in steps:
         if step[0] != "cycle":
-            counts = [apply_step(state, step, added) for state in states]
+            counts = [apply_step(engine.state, step, added) for engine in engines]
             added = counts[0]
             continue
         results = [engine.cycle(now=engine.state.now + 60.0) for engine in engines]
-        kept, asked = ([decision_record(d) for d in r.decisions] for r in results)
-        assert kept == asked
-        assert results[0].preemption_searches == results[1].preemption_searches
+        first, *others = ([decision_record(d) for d in r.decisions] for r in results)
+        assert all(other == first for other in others)
+        assert len({r.preemption_searches for r in results}) == 1
         for r in results:
             r.ledger.commit_all()
+
+
+@property_settings(100)
+@given(preempting_backlogs(), st.sampled_from(PREEMPTING))
+def test_dormant_groups_behind_cursors_decide_as_copying_them_into_the_walk(
+    backlog: tuple[int, int, tuple[int, ...], list[Step]], policy: PolicyRef
+) -> None:
+    """The walk reads the dormant groups of the classes preemption helps from the
+    backlog's sorted positions (kept across cycles, groups woken at a cycle's start left
+    out) instead of copying them in at each cycle's start: cycle after cycle it decides
+    exactly as an engine on an identical state that copies them, reasons, victims and
+    the number of searches included."""
+    states = [borrowing_cluster(backlog) for _ in range(2)]
+    engines = [
+        Engine(state, Priority(), create_preemption(policy), lazy_from=0, lazy_below=0)
+        for state in states
+    ]
+    engines[1].copy_dormant = True
+    decide_alike(engines, backlog[3])
