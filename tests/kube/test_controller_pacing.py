@@ -200,3 +200,28 @@ async def test_the_least_gap_between_cycles_runs_from_a_cycles_start(
 
         await until(c_admitted, step=0.05)
         assert cycles.spans[-1][0] - began == pytest.approx(GAP, abs=0.5)
+
+
+async def test_a_finished_gangs_pods_are_deleted_one_at_a_time_in_the_background(
+    emulator: Emulator, crds: Rest
+) -> None:
+    async with paced(crds):
+        # deleting a pod takes a whole gap: a's deletions are under way while b is bound
+        emulator.faults.inject(Fault("delete", "pods", code=0, delay=GAP))
+        loop = asyncio.get_running_loop()
+        finished = loop.time()
+        await finish_pods(crds, "a")
+        await until(lambda: bound(crds, "b"), step=0.05)
+        assert loop.time() - finished < GAP / 10
+
+        async def left_of_a() -> int:
+            return len(await items(crds, r.PODS, labelSelector="phalanx.dev/gang=a"))
+
+        await asyncio.sleep(finished + 1.5 * GAP - loop.time())
+        assert await left_of_a() == 1  # the first is gone, the second still being deleted
+
+        async def a_cleared() -> bool:
+            claims = await items(crds, r.RESOURCE_CLAIMS)
+            return not await left_of_a() and all(c["metadata"]["name"][0] == "b" for c in claims)
+
+        await until(a_cleared)
