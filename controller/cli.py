@@ -785,7 +785,10 @@ def _print_replay(outcome: Outcome, json_out: Path | None, out: Path | None) -> 
                 f"{summary['start_error_p95_s']} s, mean {summary['start_error_mean_s']} s; "
                 f"{summary['within_one_cycle']} of {summary['jobs_compared']} jobs within "
                 f"one cycle; step error (each admission's own lag) largest "
-                f"{summary['step_error_max_s']} s, mean {summary['step_error_mean_s']} s"
+                f"{summary['step_error_max_s']} s, mean {summary['step_error_mean_s']} s; "
+                f"decisions at most {summary['decision_error_max_s']} s off, placement "
+                f"(decision to last pod bound) largest {summary['placement_max_s']} s, "
+                f"mean {summary['placement_mean_s']} s"
             ),
             soft_wrap=True,
         )

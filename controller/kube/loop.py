@@ -98,6 +98,12 @@ WRITE_ERRORS = (KubeError, aiohttp.ClientError, OSError, TimeoutError)
 EVENTS_IN_FLIGHT = 4
 """Event posts at once: they are best effort, and must not crowd out the admissions
 (a cold start's first cycle admits a thousand gangs, each with its Events)."""
+SWEEPS_IN_FLIGHT = 1
+"""Deletions at once of what a released admission left that holds nothing any more (a
+finished or unbound pod, a claim neither allocated nor reserved): they make room for no
+one, so they go one at a time in the background, and the admission the release woke
+(its commit point, pods, claims, bindings) does not queue behind a big gang's burst of
+them on the API server."""
 
 
 @dataclass
@@ -197,6 +203,9 @@ class Controller:
         self._background: set[asyncio.Task[None]] = set()
         self._event_slots = asyncio.Semaphore(EVENTS_IN_FLIGHT)
         """Event posts in flight (see `_events`); cancelled when `run` ends."""
+        self._sweep_slots = asyncio.Semaphore(SWEEPS_IN_FLIGHT)
+        self._sweeping: set[str] = set()
+        """Objects (plural/namespace/name/uid) whose background deletion is under way."""
         for plural, informer in caches.informers.items():
             informer.add_handler(self._on_event(plural))
 
@@ -697,7 +706,7 @@ class Controller:
                 return
         stale_pods = [p for p in pods if admission_of(p) != admission]
         stale_claims = [c for c in claims if admission_of(c) != admission]
-        await self._tear_down(stale_pods, stale_claims)
+        await self._tear_down(key, stale_pods, stale_claims, sweep=not record)
         if meta.get("deletionTimestamp"):
             await self._finish_deletion(job)
             return
@@ -832,13 +841,21 @@ class Controller:
                 raise r
         return results
 
-    async def _tear_down(self, pods: list[Obj], claims: list[Obj]) -> None:
+    async def _tear_down(
+        self, key: str, pods: list[Obj], claims: list[Obj], *, sweep: bool
+    ) -> None:
+        """Take down what stale admissions of the job `key` left: what still holds a node
+        or devices at once (a gang given them may be waiting); with `sweep` (the job has
+        no admission now, whose pods and claims would need those names), what holds
+        nothing (a finished or unbound pod, a claim neither allocated nor reserved) in
+        the background, one deletion at a time (`_sweep`)."""
         if not pods and not claims:
             return
         cached = self.caches.cache("pods")
+        namespace = _meta((pods or claims)[0]).get("namespace")
 
         def pod_of(consumer: Obj) -> Obj | None:
-            pod = cached.get(f"{_meta(claims[0]).get('namespace')}/{consumer.get('name')}")
+            pod = cached.get(f"{namespace}/{consumer.get('name')}")
             if pod is None or _meta(pod).get("uid") != consumer.get("uid"):
                 return None
             return pod
@@ -850,8 +867,42 @@ class Controller:
                 if exc.status not in (404, 409):
                     raise
 
-        await self._each(pods, lambda p: delete_pod(self.rest, p))
-        await self._each(claims, claim_step)
+        if sweep:
+            for pod in [p for p in pods if _holds_nothing(PODS, p)]:
+                if not _meta(pod).get("deletionTimestamp"):
+                    self._sweep(key, PODS, pod, partial(delete_pod, self.rest, pod))
+            for claim in [c for c in claims if _holds_nothing(RESOURCE_CLAIMS, c)]:
+                self._sweep(key, RESOURCE_CLAIMS, claim, partial(claim_step, claim))
+        now = [p for p in pods if not (sweep and _holds_nothing(PODS, p))]
+        await self._each(now, lambda p: delete_pod(self.rest, p))
+        await self._each(
+            [c for c in claims if not (sweep and _holds_nothing(RESOURCE_CLAIMS, c))], claim_step
+        )
+
+    def _sweep(
+        self, key: str, resource: Resource, obj: Obj, step: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run `step`, the deletion of an object that holds nothing, in the background,
+        one such step at a time, once per object; a failure reconciles the job again."""
+        meta = _meta(obj)
+        token = f"{resource.plural}/{meta.get('namespace')}/{meta.get('name')}/{meta.get('uid')}"
+        if token in self._sweeping:
+            return
+        self._sweeping.add(token)
+
+        async def sweep() -> None:
+            try:
+                async with self._sweep_slots:
+                    await step()
+            except WRITE_ERRORS as exc:
+                log.warning("not deleted", job=key, object=token, error=str(exc))
+                self._recheck(key, 1.0)
+            finally:
+                self._sweeping.discard(token)
+
+        task = asyncio.get_running_loop().create_task(sweep())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _finish_deletion(self, job: Obj) -> None:
         """A deleted GangJob: once nothing of it is left, drop our finalizer."""
@@ -877,14 +928,21 @@ class Controller:
                 raise
 
     async def _create(self, resource: Resource, obj: Obj) -> Obj:
-        """Create; if the name is taken, the object that has it."""
+        """Create; if the name is taken, the object that has it (and if that one was
+        deleted in between, create again)."""
         meta = _meta(obj)
-        try:
-            return await self.rest.request("POST", resource.path(meta["namespace"]), body=obj)
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-            return await self.rest.get(resource.path(meta["namespace"], meta["name"]))
+        for _ in range(2):
+            try:
+                return await self.rest.request("POST", resource.path(meta["namespace"]), body=obj)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            try:
+                return await self.rest.get(resource.path(meta["namespace"], meta["name"]))
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+        return await self.rest.request("POST", resource.path(meta["namespace"]), body=obj)
 
     async def _materialise(self, job: Obj, pods: list[Obj]) -> list[Obj] | None:
         """Claims, pods, allocations and bindings of the recorded admission; the pods
@@ -1202,6 +1260,16 @@ def _not_ready_since(node: Obj) -> float | None:
             except ValueError:
                 return None
     return None
+
+
+def _holds_nothing(resource: Resource, obj: Obj) -> bool:
+    """Whether a stale pod or claim holds nothing any more: a pod finished or never bound,
+    a claim neither allocated nor reserved. Deleting it makes room for no one."""
+    if resource is PODS:
+        unbound = not (obj.get("spec") or {}).get("nodeName")
+        return unbound or rc.pod_phase(obj) in ("Succeeded", "Failed")
+    status = obj.get("status") or {}
+    return not status.get("allocation") and not status.get("reservedFor")
 
 
 def _lets_go(plural: str, kind: str, obj: Obj) -> bool:

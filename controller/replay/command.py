@@ -102,7 +102,11 @@ def markdown(outcome: Outcome) -> str:
         f"{summary['start_error_p95_s']} s; {summary['within_one_cycle']} of "
         f"{summary['jobs_compared']} jobs within one cycle; step error (what each admission "
         f"added to the end error of the job it waited for) largest "
-        f"{summary['step_error_max_s']} s, mean {summary['step_error_mean_s']} s",
+        f"{summary['step_error_max_s']} s, mean {summary['step_error_mean_s']} s; decisions "
+        f"(the start of the live cycle that admitted a job) at most "
+        f"{summary['decision_error_max_s']} s off; placement (from that cycle's start to "
+        f"the last pod bound) largest {summary['placement_max_s']} s, mean "
+        f"{summary['placement_mean_s']} s",
         f"- invariants: {'; '.join(outcome.invariants())}",
         *([f"- node failures: {parity.failures}"] if parity.failures else []),
         *(f"- note: {n}" for n in parity.notes),
@@ -111,9 +115,9 @@ def markdown(outcome: Outcome) -> str:
         "|---|---:|---:|---:|",
         *(f"| {k} | {_md(s)} | {_md(v)} | {_md(d)} |" for k, s, v, d in parity.figures),
         "",
-        "| job | submit | start (sim) | start (live) | error s | cycles | step s | end (sim) "
-        "| end (live) | cause |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| job | submit | start (sim) | start (live) | error s | cycles | step s | decision s "
+        "| placement s | end (sim) | end (live) | cause |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for t in parity.timings:
         cells = [
@@ -123,6 +127,8 @@ def markdown(outcome: Outcome) -> str:
             t.start_error,
             t.start_error_cycles,
             t.step_error,
+            t.decision_error,
+            t.placement,
             t.simulated_end,
             t.live_end,
         ]

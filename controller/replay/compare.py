@@ -6,12 +6,25 @@
   times, an in-process controller's are its own (`CycleLog`); an external controller's
   are guessed (admissions seen within half a cycle interval of each other). The first
   position where the lists differ is named.
-- Start times: per job, the start of its last run (all pods placed) live minus
-  simulated, in scenario seconds, in cycles, and relative to the simulated completion time
-  (submit to end); the end times likewise. Errors add up along chains of jobs (a job that
-  waits for another's end starts as late as that end came, and more), so each start also
-  has its step error: its error less the end error of the job whose end it waited for
-  (the simulator started it the moment that job ended), the lag its own admission added.
+- Start times: per job, the start of its last run live minus simulated, in scenario
+  seconds, in cycles, and relative to the simulated completion time (submit to end); the
+  end times likewise. Both sides mean the moment the job's work begins. Simulated: the
+  instant of the cycle that admitted it (all pods placed at once, its run timed from
+  then). Live: the moment the watcher received the watch event that showed the last pod
+  of the admission bound (`spec.nodeName` set), on the event loop's clock (sub-millisecond)
+  times the speed; the simulated kubelet times a pod's run from its own sight of that
+  binding, so the two agree within a watch delivery. No Kubernetes timestamp is used
+  (creationTimestamp and condition times have one-second resolution: 60 scenario seconds
+  at 60x). A live start therefore includes everything the simulator does not model: the
+  commit point's write, the pods and claims created, the claims allocated, the bindings
+  and one watch delivery. An end is, simulated, start plus duration; live, the GangJob
+  seen Succeeded (the pods' Succeeded writes, the controller's watch, its release write).
+  Each start is split into its decision error (when the live cycle that admitted it
+  began, less the simulated start) and its placement (from that cycle's start to the
+  live start). Errors add up along chains of jobs (a job that waits for another's end
+  starts as late as that end came, and more), so each start also has its step error: its
+  error less the end error of the job whose end it waited for (the simulator started it
+  the moment that job ended), the lag its own admission added.
 - Every summary figure of `simulate`, simulated and live, with the difference.
 - Node failures: each outage the replay applied (the scenario's fixed failures, or the
   random ones as the simulator drew them) against when the watcher saw its node go
@@ -81,6 +94,13 @@ class Timing:
     step_error: float | None = None
     """The start error less the end error of the job the simulator started it for (its
     start is that job's end); the start error if it waited for no job's end."""
+    decision_error: float | None = None
+    """When the live cycle that made its last admission began, less the simulated start:
+    how late (or early) the decision came. None without an in-process controller."""
+    placement: float | None = None
+    """From that cycle's start to the live start: the commit point written, the pods and
+    claims created, the claims allocated, the pods bound and the last binding's watch
+    event; the simulator has none of it (its start is its decision)."""
 
 
 @dataclass
@@ -109,6 +129,8 @@ class Parity:
         )
         cycle = self.cycle_interval or 1.0
         steps = [abs(t.step_error) for t in self.timings if t.step_error is not None]
+        decisions = [abs(t.decision_error) for t in self.timings if t.decision_error is not None]
+        placements = [t.placement for t in self.timings if t.placement is not None]
         return {
             "admission_order_same": self.order.same,
             "jobs_compared": len(errors),
@@ -118,6 +140,11 @@ class Parity:
             "start_error_max_cycles": round(max(errors) / cycle, 3) if errors else None,
             "step_error_max_s": round(max(steps), 3) if steps else None,
             "step_error_mean_s": round(sum(steps) / len(steps), 3) if steps else None,
+            "decision_error_max_s": round(max(decisions), 3) if decisions else None,
+            "placement_max_s": round(max(placements), 3) if placements else None,
+            "placement_mean_s": (
+                round(sum(placements) / len(placements), 3) if placements else None
+            ),
             "worst_job": None if worst is None else worst.job,
             "within_one_cycle": sum(1 for e in errors if e < cycle),
             "invariants_held": not self.violations,
@@ -259,6 +286,10 @@ def compare(simulated: RunResult, live: RunResult, run: LiveRun) -> Parity:
         if error is not None and abs(error) >= cycle:
             timing.cause = cause(run, job, s, error, sim_jobs)
         timing.step_error = steps.get(job.name)
+        decided = _decided(run, job.name)
+        if decided is not None and job.start is not None and s.start is not None:
+            timing.decision_error = round(decided - s.start, 4)
+            timing.placement = round(job.start - decided, 4)
         timings.append(timing)
     order = compare_order(simulated_order(simulated), live_order(run))
     if order.first_difference is not None:
@@ -317,6 +348,16 @@ def step_errors(simulated: list[JobRecord], live: list[JobRecord]) -> dict[str, 
     return out
 
 
+def _decided(run: LiveRun, job: str) -> float | None:
+    """When the in-process controller's cycle that made the job's last admission began
+    (scenario seconds), if known."""
+    admissions = run.watcher.jobs[job].admissions
+    if not admissions or admissions[-1].cycle is None:
+        return None
+    number = admissions[-1].cycle
+    return next((c.at for c in run.cycles if c.number == number), None)
+
+
 def cause(
     run: LiveRun, live: JobRecord, sim: JobRecord, error: float, sim_jobs: dict[str, JobRecord]
 ) -> str:
@@ -339,7 +380,7 @@ def cause(
         parts.append(
             f"its GangJob was seen {took(seen.created - sim.submit)} after its submit time"
         )
-    decided = next((c.at for c in run.cycles if c.number == last.cycle), None)
+    decided = _decided(run, live.name)
     if decided is not None and abs(decided - sim.start) >= interval / 10:
         why = ""
         if decided > sim.start:

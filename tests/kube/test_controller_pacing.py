@@ -33,7 +33,15 @@ from tests.kube.controller_cluster import (
     job,
     until,
 )
-from tests.kube.controller_env import crds, create, emulator, load_crds, rest
+from tests.kube.controller_env import (
+    CONFIG_MAPS,
+    config_map,
+    crds,
+    create,
+    emulator,
+    load_crds,
+    rest,
+)
 
 __all__ = ["crds", "emulator", "rest"]
 
@@ -200,3 +208,44 @@ async def test_the_least_gap_between_cycles_runs_from_a_cycles_start(
 
         await until(c_admitted, step=0.05)
         assert cycles.spans[-1][0] - began == pytest.approx(GAP, abs=0.5)
+
+
+async def test_a_finished_gangs_pods_are_deleted_one_at_a_time_in_the_background(
+    emulator: Emulator, crds: Rest
+) -> None:
+    async with paced(crds):
+        # deleting a pod takes a whole gap: a's deletions are under way while b is bound
+        emulator.faults.inject(Fault("delete", "pods", code=0, delay=GAP))
+        loop = asyncio.get_running_loop()
+        finished = loop.time()
+        await finish_pods(crds, "a")
+        await until(lambda: bound(crds, "b"), step=0.05)
+        assert loop.time() - finished < GAP / 10
+
+        async def left_of_a() -> int:
+            return len(await items(crds, r.PODS, labelSelector="phalanx.dev/gang=a"))
+
+        await asyncio.sleep(finished + 1.5 * GAP - loop.time())
+        assert await left_of_a() == 1  # the first is gone, the second still being deleted
+
+        async def a_cleared() -> bool:
+            claims = await items(crds, r.RESOURCE_CLAIMS)
+            return not await left_of_a() and all(c["metadata"]["name"][0] == "b" for c in claims)
+
+        await until(a_cleared)
+
+
+async def test_a_name_freed_while_its_holder_is_read_is_created_again(
+    emulator: Emulator, crds: Rest
+) -> None:
+    """A gang's object whose name an earlier admission's object held until a moment ago
+    (deleted between the create's conflict and the read of the holder) is created."""
+    caches = await ClusterCaches.discover(crds, ClusterState())
+    controller = Controller(crds, caches, Engine(caches.state))
+    holder = await create(crds, CONFIG_MAPS, config_map("x"))
+    emulator.faults.inject(Fault("get", "configmaps", code=0, delay=1.0, times=1))
+    creating = asyncio.create_task(controller._create(CONFIG_MAPS, config_map("x")))
+    await asyncio.sleep(0.5)  # the create has met the holder, whose read takes 1 s
+    await crds.request("DELETE", CONFIG_MAPS.path("default", "x"))
+    made = await creating
+    assert made["metadata"]["uid"] != holder["metadata"]["uid"]

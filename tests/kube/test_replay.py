@@ -114,6 +114,18 @@ def test_every_job_starts_within_one_cycle_of_its_simulated_start(name: str) -> 
     assert late == []
 
 
+@pytest.mark.parametrize("name", ["minimal-deadlock", "default", "default-random-failures"])
+def test_each_start_splits_into_its_decision_and_its_placement(name: str) -> None:
+    """On virtual time requests take none: each live decision is the simulator's (the
+    cycle that admitted a job began at its simulated start) and placement takes no time."""
+    parity = outcome(name).parity
+    assert parity is not None
+    for t in parity.timings:
+        assert t.decision_error == pytest.approx(0.0, abs=1e-3), t.job  # outages: to the ms
+        assert t.placement == pytest.approx(0.0, abs=1e-3), t.job
+        assert t.start_error == pytest.approx(t.decision_error + t.placement, abs=1e-3)
+
+
 def test_a_failure_on_a_running_gang_restarts_it_live_as_in_the_simulator() -> None:
     run = outcome("default-with-failures")
     figures = {k: (s, v) for k, s, v, _ in run.parity.figures} if run.parity else {}
