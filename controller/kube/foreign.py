@@ -34,7 +34,7 @@ by others until they finish.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -124,6 +124,18 @@ def pod_order(pod: Obj) -> tuple[int, str]:
 
 def gang_size(group: Group, pods: list[Obj], pod_group: Obj | None) -> int:
     """How many pods the gang needs before it may be admitted."""
+    return size_of(group, {size_annotation(p) for p in pods}, pods[0] if pods else None, pod_group)
+
+
+def size_annotation(pod: Obj) -> object:
+    return (_meta(pod).get("annotations") or {}).get(SIZE_ANNOTATION)
+
+
+def size_of(
+    group: Group, sizes: Collection[object], first: Obj | None, pod_group: Obj | None
+) -> int:
+    """`gang_size` from what it reads of the pods: the distinct size annotations (label
+    gangs) and the first pod by cache key (where a disagreement is reported)."""
     if group.kind == POD_GROUP:
         if pod_group is None:
             raise Waiting(f"waiting for PodGroup {group.namespace}/{group.name}")
@@ -133,13 +145,12 @@ def gang_size(group: Group, pods: list[Obj], pod_group: Obj | None) -> int:
             return 1
         value = (policy.get("gang") or {}).get("minCount")
     else:
-        values = {(_meta(p).get("annotations") or {}).get(SIZE_ANNOTATION) for p in pods}
-        where = f"{describe('Pod', pods[0])}: metadata.annotations[{SIZE_ANNOTATION}]"
-        if len(values) != 1:
+        where = f"{describe('Pod', first or {})}: metadata.annotations[{SIZE_ANNOTATION}]"
+        if len(sizes) != 1:
             raise InvalidInput(
-                where, f"pods of gang {group.name} disagree: {sorted(map(str, values))}"
+                where, f"pods of gang {group.name} disagree: {sorted(map(str, sizes))}"
             )
-        (value,) = values
+        (value,) = sizes
     if not str(value).isdigit() or int(str(value)) < 1:
         raise InvalidInput(where, f"must be a positive integer, got {value!r}")
     return int(str(value))
@@ -161,14 +172,30 @@ class Members:
     """(pod name, pod claim name) -> ResourceClaim name."""
 
 
-def _pod_claims(pod: Obj, claims: Mapping[str, Obj]) -> list[tuple[str, str, Obj]]:
-    """(pod claim name, claim name, claim) for each of a pod's claims."""
-    meta, spec = _meta(pod), pod.get("spec") or {}
-    where = describe("Pod", pod)
-    made = {
+def _made(pod: Obj) -> dict[object, object]:
+    """Pod claim name -> the claim the resourceclaim controller made for it."""
+    return {
         s.get("name"): s.get("resourceClaimName")
         for s in (pod.get("status") or {}).get("resourceClaimStatuses") or ()
     }
+
+
+def claim_keys(pod: Obj) -> set[str]:
+    """The cache keys of the claims a pod names, directly or in its status."""
+    made, namespace = _made(pod), _meta(pod).get("namespace")
+    names = (
+        ref.get("resourceClaimName") or made.get(str(ref.get("name", "")))
+        for ref in (pod.get("spec") or {}).get("resourceClaims") or ()
+    )
+    return {f"{namespace}/{name}" for name in names if name}
+
+
+def claims_of(pod: Obj, claims: Mapping[str, Obj]) -> list[tuple[str, str, Obj]]:
+    """(pod claim name, claim name, claim) for each of a pod's claims; raises Waiting
+    while one is missing."""
+    meta, spec = _meta(pod), pod.get("spec") or {}
+    where = describe("Pod", pod)
+    made = _made(pod)
     out = []
     for i, ref in enumerate(spec.get("resourceClaims") or ()):
         name = str(ref.get("name", ""))
@@ -199,7 +226,7 @@ def members(
     claims is judged again at each claim's arrival, and waits at the cost of lookups."""
     shapes: dict[str, list[tuple[Obj, list[tuple[str, str, Obj]]]]] = {}
     specs: dict[str, tuple[dict[str, int], tuple[PodClaim, ...], Obj]] = {}
-    ordered = [(pod, _pod_claims(pod, claims)) for pod in sorted(pods, key=pod_order)]
+    ordered = [(pod, claims_of(pod, claims)) for pod in sorted(pods, key=pod_order)]
     for pod, own in ordered:
         spec = pod.get("spec") or {}
         where = describe("Pod", pod)
