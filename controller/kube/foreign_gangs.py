@@ -156,7 +156,7 @@ class ForeignGangs:
         if group is None:
             return left, None
         self.groups[group.uid] = group
-        tally = self._tallies.setdefault(group, _Tally())
+        tally = self._tally(group)
         for ref in (pod.get("spec") or {}).get("resourceClaims") or ():
             if ref.get("resourceClaimName"):
                 claim = f"{group.namespace}/{ref['resourceClaimName']}"
@@ -287,28 +287,33 @@ class ForeignGangs:
         pods = self.cache("pods")
         return [pods[k] for k in keys if k in pods]
 
+    def _tally(self, group: Group) -> _Tally:
+        tally = self._tallies.get(group)
+        if tally is None:
+            tally = self._tallies[group] = _Tally()
+        return tally
+
+    def record(self, group: Group) -> tuple[Obj | None, Obj | None]:
+        """The gang's record ConfigMap and the admission record it holds (None if it is
+        unreadable), read again only when it changed."""
+        return self._record(group, self._tally(group))
+
     def _written(self, group: Group, tally: _Tally) -> Obj | None:
-        """The gang's record, read again only when it changed (then its live pods counted)."""
+        return self._record(group, tally)[1]
+
+    def _record(self, group: Group, tally: _Tally) -> tuple[Obj | None, Obj | None]:
+        """(ConfigMap, record) of a gang; when the ConfigMap changed, the record is read
+        again and the gang's live pods counted again."""
         obj = self.cache("configmaps").get(f"{group.namespace}/{group.record_name}")
         if obj is not tally.record:
             tally.record = obj
-            tally.written = None if obj is None else self._record(group)[1]
+            tally.written = None if obj is None else _read(group, obj)
             tally.recorded = frozenset(f.recorded_uids(tally.written) if tally.written else ())
             tally.live = sum(tally.unfinished[u] for u in tally.recorded if u in tally.unfinished)
-        return tally.written
-
-    def _record(self, group: Group) -> tuple[Obj | None, Obj | None]:
-        obj = self.cache("configmaps").get(f"{group.namespace}/{group.record_name}")
-        if obj is None:
-            return None, None
-        try:
-            return obj, f.read_record(obj)
-        except InvalidInput as exc:
-            log.warning("unreadable gang record", gang=group.uid, problem=str(exc))
-            return obj, None
+        return tally.record, tally.written
 
     def record_object(self, group: Group) -> Obj | None:
-        return self._record(group)[0]
+        return self.record(group)[0]
 
     def pod_group(self, group: Group) -> Obj | None:
         if group.kind != f.POD_GROUP:
@@ -317,7 +322,7 @@ class ForeignGangs:
 
     def _judge(self, group: Group) -> None:
         uid = group.uid
-        tally = self._tallies.setdefault(group, _Tally())
+        tally = self._tally(group)
         written = self._written(group, tally)
         if written is not None and f.released(written) is not None:
             if uid in self.state.admitted:
@@ -413,6 +418,14 @@ class ForeignGangs:
         self.members.pop(uid, None)
         self.reasons.pop(uid, None)
         self._disown(uid)
+
+
+def _read(group: Group, obj: Obj) -> Obj | None:
+    try:
+        return f.read_record(obj)
+    except InvalidInput as exc:
+        log.warning("unreadable gang record", gang=group.uid, problem=str(exc))
+        return None
 
 
 def _changed(before: set[str] | None, after: set[str] | None) -> set[str]:
