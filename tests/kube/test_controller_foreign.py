@@ -255,6 +255,17 @@ async def test_a_gang_whose_named_claims_come_after_its_pods_is_admitted_once_th
         assert claim["status"]["allocation"]["devices"]["results"]
 
 
+async def status_updates(rest: Rest, job: str) -> None:
+    """What the kubelet and others write to a bound gang's objects: its pods Running, a
+    label on each claim."""
+    await finish_pods(rest, job, phase="Running")
+    for claim in await items(rest, r.RESOURCE_CLAIMS):
+        claim["metadata"].setdefault("labels", {})["seen"] = "yes"
+        await rest.request(
+            "PUT", r.RESOURCE_CLAIMS.path(NAMESPACE, claim["metadata"]["name"]), body=claim
+        )
+
+
 async def test_status_updates_of_a_running_foreign_gangs_pods_and_claims_run_no_cycle(
     crds: Rest, running
 ) -> None:
@@ -263,12 +274,7 @@ async def test_status_updates_of_a_running_foreign_gangs_pods_and_claims_run_no_
     await until_bound(crds, 4)
     await asyncio.sleep(10)
     cycles = controller.cycles
-    await finish_pods(crds, "train", phase="Running")
-    for claim in await items(crds, r.RESOURCE_CLAIMS):
-        claim["metadata"].setdefault("labels", {})["seen"] = "yes"
-        await crds.request(
-            "PUT", r.RESOURCE_CLAIMS.path(NAMESPACE, claim["metadata"]["name"]), body=claim
-        )
+    await status_updates(crds, "train")
     await asyncio.sleep(10)
     assert controller.cycles == cycles
     assert "gang:default/train" in controller.caches.state.admitted
@@ -290,12 +296,7 @@ async def test_status_updates_of_a_bound_foreign_gangs_pods_and_claims_reconcile
         await reconcile(key)
 
     controller.reconcile = counted
-    await finish_pods(crds, "train", phase="Running")
-    for claim in await items(crds, r.RESOURCE_CLAIMS):
-        claim["metadata"].setdefault("labels", {})["seen"] = "yes"
-        await crds.request(
-            "PUT", r.RESOURCE_CLAIMS.path(NAMESPACE, claim["metadata"]["name"]), body=claim
-        )
+    await status_updates(crds, "train")
     await asyncio.sleep(10)
     assert "gang:default/train" not in reconciled
     await finish_pods(crds, "train", phase="Succeeded")
