@@ -238,6 +238,9 @@ def bench_controller(
 @bench_app.command("foreign-gang")
 def bench_foreign_gang(
     pods: Annotated[int, typer.Option(min=1, help="Pods in the gang.")] = 2000,
+    min_count: Annotated[
+        int | None, typer.Option(min=1, help="The gang's size annotation [--pods].")
+    ] = None,
     order: Annotated[
         list[str] | None,
         typer.Option(help="claims-first or pods-first (repeatable) [both]."),
@@ -253,7 +256,7 @@ def bench_foreign_gang(
     try:
         for name in order or ORDERS:
             with console.status(f"forming a {pods}-pod foreign gang, {name}..."):
-                found = run(pods, name)
+                found = run(pods, name, min_count)
             figures.update({f"{name}.{k}": v for k, v in found.items() if k != "order"})
     except ValueError as exc:
         _error(exc)

@@ -13,7 +13,9 @@ Two orders of events. `claims-first`: each pod's ResourceClaim, then the pod nam
 (`resourceClaimName`), as `phalanx bench controller --mode foreign` makes them.
 `pods-first`: the pods, naming a claim template, then for each pod the claim the
 resourceclaim controller makes (owned by the pod) and the pod's status naming it, as an
-Indexed Job, a JobSet or a PyTorchJob with claim templates gives them.
+Indexed Job, a JobSet or a PyTorchJob with claim templates gives them. `min_count` (the
+size annotation; all the pods by default) below `pods` makes a gang that can be admitted
+before all its pods exist.
 """
 
 from __future__ import annotations
@@ -28,15 +30,18 @@ from controller.bench.controller import _foreign_gang
 from controller.engine.state import ClusterState
 from controller.kube import resources as r
 from controller.kube.caches import ClusterCaches
+from controller.kube.foreign import SIZE_ANNOTATION
 from controller.kube.resources import Resource
 from controller.kube.rest import Obj, Rest
 
 ORDERS = ("claims-first", "pods-first")
 
 
-def events(order: str, pods: int) -> Iterator[tuple[Resource, Obj]]:
+def events(order: str, pods: int, min_count: int) -> Iterator[tuple[Resource, Obj]]:
     """The objects, in the order their events reach the controller."""
     claims, made = _foreign_gang("big", pods)
+    for pod in made:
+        pod["metadata"]["annotations"][SIZE_ANNOTATION] = str(min_count)
     if order == "claims-first":
         for claim, pod in zip(claims, made, strict=True):
             yield r.RESOURCE_CLAIMS, claim
@@ -54,14 +59,14 @@ def events(order: str, pods: int) -> Iterator[tuple[Resource, Obj]]:
         yield r.PODS, {**copy.deepcopy(pod), "status": {"resourceClaimStatuses": [claimed]}}
 
 
-def run(pods: int, order: str) -> dict[str, object]:
+def run(pods: int, order: str, min_count: int | None = None) -> dict[str, object]:
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
     state = ClusterState()
     # the caches read nothing from the API here: every event comes through `assume`
     caches = ClusterCaches(cast(Rest, None), state)
     caches.ready.set()
-    feed = list(events(order, pods))
+    feed = list(events(order, pods, min_count or pods))
     for number, (_, obj) in enumerate(feed, 1):
         meta = obj["metadata"]
         meta["resourceVersion"] = str(number)
@@ -77,6 +82,7 @@ def run(pods: int, order: str) -> dict[str, object]:
     return {
         "order": order,
         "pods": pods,
+        "min_count": min_count or pods,
         "events": len(feed),
         "cpu_s": round(sum(cpu), 3),
         "cpu_per_event_first_tenth_median_us": round(statistics.median(cpu[:tenth]) * 1e6, 1),

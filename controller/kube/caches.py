@@ -586,15 +586,16 @@ class ClusterCaches:
             self.releasing.pop(key, None)
         else:
             self._claim_usage(new)
-        if old is None or kind == DELETED:
-            self.foreign.claim_changed(key)
+        groups = set()
+        if old is None or kind == DELETED or old.get("spec") != new.get("spec"):
+            groups = self.foreign.claim_changed(key)
         if self.foreign.moot("resourceclaims", key, old, new, kind == DELETED):
             return
         pod = self.pod_of_claim(new)
         group = None if pod is None else self.foreign.index(pod)
         group = group or self.foreign.group_of_claim(key)
-        if group is not None:
-            self._refresh(self.foreign.sync(group))
+        for each in sorted(groups | ({group} if group is not None else set())):
+            self._refresh(self.foreign.sync(each))
 
     def pod_of_claim(self, claim: Obj) -> Obj | None:
         """The cached pod a claim was generated for (its controlling Pod owner)."""

@@ -37,6 +37,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from controller.engine.errors import InvalidInput
@@ -161,15 +162,45 @@ class Waiting(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """One pod translated: its shape (the pods of one shape form one pod set) and what
+    the pod set takes from it."""
+
+    pod: Obj
+    shape: str
+    requests: dict[str, int]
+    claims: tuple[PodClaim, ...]
+    names: tuple[tuple[str, str], ...]
+    """(pod claim name, ResourceClaim name) of each of its claims."""
+
+
+@dataclass(frozen=True)
 class Members:
     """A foreign gang as the engine sees it, and which object is which of its parts."""
 
     group: Group
     gang: Gang
-    pods: Mapping[tuple[str, int], Obj]
-    """(pod set, index) -> pod."""
-    claims: Mapping[tuple[str, str], str]
-    """(pod name, pod claim name) -> ResourceClaim name."""
+    sets: tuple[tuple[Part, ...], ...]
+    """The pods of each pod set (`set<i>`), in pod order."""
+
+    @cached_property
+    def pods(self) -> Mapping[tuple[str, int], Obj]:
+        """(pod set, index) -> pod."""
+        return {
+            (f"set{i}", index): part.pod
+            for i, parts in enumerate(self.sets)
+            for index, part in enumerate(parts)
+        }
+
+    @cached_property
+    def claims(self) -> Mapping[tuple[str, str], str]:
+        """(pod name, pod claim name) -> ResourceClaim name."""
+        return {
+            (str(_meta(part.pod)["name"]), claim): name
+            for parts in self.sets
+            for part in parts
+            for claim, name in part.names
+        }
 
 
 def _made(pod: Obj) -> dict[object, object]:
@@ -224,53 +255,61 @@ def members(
     """The gang of `pods`: one pod set per distinct shape, in pod order. Every pod's
     claims are looked up before any is translated: a gang whose pods came before their
     claims is judged again at each claim's arrival, and waits at the cost of lookups."""
-    shapes: dict[str, list[tuple[Obj, list[tuple[str, str, Obj]]]]] = {}
-    specs: dict[str, tuple[dict[str, int], tuple[PodClaim, ...], Obj]] = {}
     ordered = [(pod, claims_of(pod, claims)) for pod in sorted(pods, key=pod_order)]
+    shapes: dict[str, list[Part]] = {}
     for pod, own in ordered:
-        spec = pod.get("spec") or {}
-        where = describe("Pod", pod)
-        requests = pod_requests(spec, f"{where}: spec")
-        pod_claims = tuple(
-            PodClaim(
-                name,
-                claim_spec(
-                    ((claim.get("spec") or {}).get("devices")),
-                    f"{describe('ResourceClaim', claim)}: spec.devices",
-                ),
-            )
-            for name, _, claim in own
+        translated = part(pod, own)
+        shapes.setdefault(translated.shape, []).append(translated)
+    created = min(str(_meta(p).get("creationTimestamp") or "") for p in pods)
+    return assemble(group, [tuple(s) for s in shapes.values()], created, queue, priority)
+
+
+def part(pod: Obj, own: list[tuple[str, str, Obj]]) -> Part:
+    """A pod translated, given its claims (`claims_of`)."""
+    spec = pod.get("spec") or {}
+    where = describe("Pod", pod)
+    requests = pod_requests(spec, f"{where}: spec")
+    pod_claims = tuple(
+        PodClaim(
+            name,
+            claim_spec(
+                ((claim.get("spec") or {}).get("devices")),
+                f"{describe('ResourceClaim', claim)}: spec.devices",
+            ),
         )
-        shape = json.dumps(
-            [
-                requests,
-                [(n, (c.get("spec") or {}).get("devices")) for n, _, c in own],
-                spec.get("nodeSelector") or {},
-                spec.get("tolerations") or [],
-            ],
-            sort_keys=True,
-        )
-        shapes.setdefault(shape, []).append((pod, own))
-        specs.setdefault(shape, (requests, pod_claims, spec))
-    pod_sets, placed, claim_names = [], {}, {}
-    for i, (shape, items) in enumerate(shapes.items()):
-        requests, pod_claims, spec = specs[shape]
-        name = f"set{i}"
+        for name, _, claim in own
+    )
+    shape = json.dumps(
+        [
+            requests,
+            [(n, (c.get("spec") or {}).get("devices")) for n, _, c in own],
+            spec.get("nodeSelector") or {},
+            spec.get("tolerations") or [],
+        ],
+        sort_keys=True,
+    )
+    return Part(pod, shape, requests, pod_claims, tuple((n, o) for n, o, _ in own))
+
+
+def assemble(
+    group: Group, sets: list[tuple[Part, ...]], created: str, queue: str, priority: int
+) -> Members:
+    """The gang of these pod sets (each its pods of one shape in pod order, the sets in
+    the order of their first pods), the oldest pod created at `created`."""
+    pod_sets = []
+    for i, parts in enumerate(sets):
+        first = parts[0]
+        spec = first.pod.get("spec") or {}
         pod_sets.append(
             PodSet(
-                name,
-                len(items),
-                requests,
-                pod_claims,
+                f"set{i}",
+                len(parts),
+                first.requests,
+                first.claims,
                 dict(spec.get("nodeSelector") or {}),
                 tolerations_of(spec),
             )
         )
-        for index, (pod, own) in enumerate(items):
-            placed[(name, index)] = pod
-            for claim_name, object_name, _ in own:
-                claim_names[(str(_meta(pod)["name"]), claim_name)] = object_name
-    created = min(str(_meta(p).get("creationTimestamp") or "") for p in pods)
     gang = Gang(
         uid=group.uid,
         name=group.name,
@@ -280,7 +319,7 @@ def members(
         priority=priority,
         created=_seconds(created),
     )
-    return Members(group, gang, placed, claim_names)
+    return Members(group, gang, tuple(sets))
 
 
 def tolerations_of(spec: Obj) -> tuple[Toleration, ...]:

@@ -11,11 +11,14 @@ foreign gang are ours; everything else bound or allocated stays usage by others.
 
 The judgement of a gang costs the same whatever its size while it waits: each pod's part
 in it (`_Facts`: its uid, whether it is finished or waiting, its size annotation, its
-order, the claims it names and whether they are all there) is kept when the pod or one of
-those claims changes, and each gang keeps their sums (`_Tally`: waiting pods in pod order
-and by key, the size annotations among them, the waiting pods still missing a claim,
-unfinished pods by uid, and how many of them its record names, with the record read once
-per version). Only a gang that can be admitted (or restored) has all its pods translated.
+order, the claims it names and whether they are all there, the pod translated or why it
+cannot be) is kept when the pod or one of those claims changes, and each gang keeps their
+sums (`_Tally`: waiting pods in pod order and by key, the size annotations among them, the
+waiting pods still missing a claim or not translatable, the translated ones by shape,
+their creation times, unfinished pods by uid, and how many of them its record names, with
+the record read once per version). A gang that can be admitted is assembled from its
+pods' translations (a list of them per pod set, no pod translated again); only restoring
+a record translates a gang's pods at once.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ class _Facts:
     """Cache keys of the claims it names, directly or in its status."""
     problem: str | None
     """Why its claims cannot be translated yet (waiting pods only)."""
+    part: f.Part | None
+    """The pod translated (waiting pods whose claims are there)."""
+    error: str | None
+    """Why it cannot be translated (waiting pods whose claims are there)."""
+    created: str
 
 
 @dataclass(slots=True)
@@ -75,6 +83,12 @@ class _Tally:
     """Size annotations of the waiting pods."""
     problems: SortedList[tuple[tuple[int, str], str]] = field(default_factory=SortedList)
     """(pod order, key) of each waiting pod whose claims are not all there."""
+    errors: SortedList[tuple[tuple[int, str], str]] = field(default_factory=SortedList)
+    """(pod order, key) of each waiting pod that cannot be translated."""
+    shapes: dict[str, SortedList[tuple[tuple[int, str], str]]] = field(default_factory=dict)
+    """(pod order, key) of the translated waiting pods, by shape."""
+    created: SortedList[str] = field(default_factory=SortedList)
+    """Creation timestamps of the waiting pods."""
     unfinished: Counter[str] = field(default_factory=Counter)
     """Pods not finished, by uid."""
     record: Obj | None = None
@@ -92,8 +106,17 @@ class _Tally:
             self.sizes[facts.size] += sign
             if not self.sizes[facts.size]:
                 del self.sizes[facts.size]
+            entry = (facts.order, key)
+            (self.created.add if sign > 0 else self.created.remove)(facts.created)
             if facts.problem is not None:
-                (self.problems.add if sign > 0 else self.problems.remove)((facts.order, key))
+                (self.problems.add if sign > 0 else self.problems.remove)(entry)
+            if facts.error is not None:
+                (self.errors.add if sign > 0 else self.errors.remove)(entry)
+            if facts.part is not None:
+                shape = self.shapes.setdefault(facts.part.shape, SortedList())
+                (shape.add if sign > 0 else shape.remove)(entry)
+                if not shape:
+                    del self.shapes[facts.part.shape]
         if not facts.finished:
             self.unfinished[facts.uid] += sign
             if not self.unfinished[facts.uid]:
@@ -173,23 +196,31 @@ class ForeignGangs:
                 self._naming.setdefault(claim, set()).add(key)
         return left, group
 
-    def claim_changed(self, key: str) -> None:
-        """A claim (cache key) came or went: the pods naming it see it again."""
-        pods = self.cache("pods")
+    def claim_changed(self, key: str) -> set[Group]:
+        """A claim (cache key) came, went or changed: the pods naming it see it again.
+        The gangs of those pods (to judge again)."""
+        pods, groups = self.cache("pods"), set()
         for pod_key in list(self._naming.get(key, ())):
             pod = pods.get(pod_key)
-            if pod is not None:
-                self.update_pod(pod)
+            group = None if pod is None else self.update_pod(pod)[1]
+            if group is not None:
+                groups.add(group)
+        return groups
 
     def _facts_of(self, pod: Obj, group: Group) -> _Facts:
         finished = f.finished(pod)
         waiting = not finished and not (pod.get("spec") or {}).get("nodeName")
-        problem = None
+        problem = error = part = None
         if waiting:
             try:
-                f.claims_of(pod, self.cache("resourceclaims"))
+                own = f.claims_of(pod, self.cache("resourceclaims"))
             except (InvalidInput, Waiting) as exc:
                 problem = str(exc)
+            else:
+                try:
+                    part = f.part(pod, own)
+                except InvalidInput as exc:
+                    error = str(exc)
         return _Facts(
             group,
             _uid(pod),
@@ -199,6 +230,9 @@ class ForeignGangs:
             f.pod_order(pod),
             frozenset(f.claim_keys(pod)),
             problem,
+            part,
+            error,
+            str((pod.get("metadata") or {}).get("creationTimestamp") or ""),
         )
 
     def _drop(self, key: str, facts: _Facts) -> None:
@@ -361,10 +395,13 @@ class ForeignGangs:
             if len(tally.waiting) < size:
                 raise Waiting(f"waiting for pods: {len(tally.waiting)} of {size} exist")
             head = self._head(group, self._pods([tally.waiting[0][1]]))
-            # the first pod (in pod order) missing a claim, as `f.members` would find it
+            # the first pod (in pod order) missing a claim, else the first that cannot be
+            # translated, as `f.members` would find them
             problem = self._facts[tally.problems[0][1]].problem if tally.problems else None
+            if problem is None and tally.errors:
+                problem = self._facts[tally.errors[0][1]].error
             if problem is None:
-                found = self._translate(group, self._pods([k for _, k in tally.waiting]), *head)
+                found = self._assemble(group, tally, *head)
         except (InvalidInput, Waiting) as exc:
             problem = str(exc)
         if found is None:
@@ -388,6 +425,17 @@ class ForeignGangs:
             (first.get("spec") or {}).get("priorityClassName"), f"{where}: spec.priorityClassName"
         )
         return str(labels.get(f.QUEUE_LABEL) or self.default_queue), priority
+
+    def _assemble(self, group: Group, tally: _Tally, queue: str, priority: int) -> Members:
+        """The gang of a tally's waiting pods, all translated already (`f.members` of them)."""
+        sets = sorted(tally.shapes.values(), key=lambda entries: entries[0])
+        parts = [tuple(self._part(key) for _, key in entries) for entries in sets]
+        return f.assemble(group, parts, tally.created[0], queue, priority)
+
+    def _part(self, key: str) -> f.Part:
+        part = self._facts[key].part
+        assert part is not None
+        return part
 
     def _translate(self, group: Group, pods: list[Obj], queue: str, priority: int) -> Members:
         return f.members(group, pods, self.cache("resourceclaims"), queue=queue, priority=priority)

@@ -12,6 +12,8 @@ from typing import Any, cast
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.engine.errors import InvalidInput
+from controller.engine.model import Gang
 from controller.engine.state import ClusterState
 from controller.kube import foreign as f
 from controller.kube import resources as r
@@ -303,6 +305,44 @@ def from_scratch(cluster: Cluster) -> tuple[ForeignGangs, ClusterState]:
     return gangs, state
 
 
+def waiting_pods(cluster: Cluster, group: f.Group) -> list[Obj]:
+    """A group's pods neither finished nor bound, by cache key."""
+    pods = cluster.caches.cache("pods")
+    return [
+        pods[k]
+        for k in sorted(pods)
+        if f.group_of(pods[k]) == group
+        and not f.finished(pods[k])
+        and not pods[k]["spec"].get("nodeName")
+    ]
+
+
+def translated(cluster: Cluster, group: f.Group) -> Gang:
+    """The gang of a group's waiting pods, translated all at once."""
+    claims = cluster.caches.cache("resourceclaims")
+    return f.members(group, waiting_pods(cluster, group), claims, queue="q", priority=0).gang
+
+
+def reason_from_scratch(cluster: Cluster, group: f.Group) -> str | None:
+    """Why a gang without a record waits (None if it is pending or has no waiting pods):
+    too few pods, its first pod's PriorityClass, its claims, its pods' translation."""
+    waiting = waiting_pods(cluster, group)
+    if not waiting:
+        return None
+    pod_group = cluster.caches.cache("podgroups").get(f"{NS}/{group.name}")
+    try:
+        size = f.gang_size(group, waiting, pod_group)
+        if len(waiting) < size:
+            return f"waiting for pods: {len(waiting)} of {size} exist"
+        first = min(waiting, key=f.pod_order)
+        where = f"Pod {NS}/{first['metadata']['name']}: spec.priorityClassName"
+        cluster.caches.foreign.priority(first["spec"].get("priorityClassName"), where)
+        translated(cluster, group)
+    except (InvalidInput, f.Waiting) as exc:
+        return str(exc)
+    return None
+
+
 def judgement(gangs: ForeignGangs, state: ClusterState, uid: str) -> object:
     return (
         gangs.reasons.get(uid),
@@ -325,6 +365,13 @@ def test_judging_gangs_event_by_event_equals_judging_them_from_scratch(
             assert judgement(cluster.caches.foreign, cluster.state, group.uid) == judgement(
                 scratch, state, group.uid
             ), (event, group.uid)
+        for group in GROUPS:
+            pending = cluster.state.pending.get(group.uid)
+            if pending is not None:
+                assert pending.pod_sets == translated(cluster, group).pod_sets
+            if f"{NS}/{group.record_name}" not in cluster.caches.cache("configmaps"):
+                reason = cluster.caches.foreign.reasons.get(group.uid)
+                assert reason == reason_from_scratch(cluster, group), (event, group.uid)
         for plural in ("pods", "resourceclaims"):
             for key in cluster.caches.cache(plural):
                 assert cluster.caches.foreign.is_ours(plural, key) == scratch.is_ours(plural, key)
