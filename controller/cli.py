@@ -235,6 +235,35 @@ def bench_controller(
     _print_bench(title, figures, targets(figures), verdicts(figures), json_out)
 
 
+@bench_app.command("foreign-gang")
+def bench_foreign_gang(
+    pods: Annotated[int, typer.Option(min=1, help="Pods in the gang.")] = 2000,
+    min_count: Annotated[
+        int | None, typer.Option(min=1, help="The gang's size annotation [--pods].")
+    ] = None,
+    order: Annotated[
+        list[str] | None,
+        typer.Option(help="claims-first or pods-first (repeatable) [both]."),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    """The caches' CPU for forming one foreign gang of `pods` pods (no API server)."""
+    from controller.bench.foreign_gang import ORDERS, run
+
+    figures: dict[str, object] = {}
+    try:
+        for name in order or ORDERS:
+            with console.status(f"forming a {pods}-pod foreign gang, {name}..."):
+                found = run(pods, name, min_count)
+            figures.update({f"{name}.{k}": v for k, v in found.items() if k != "order"})
+    except ValueError as exc:
+        _error(exc)
+        raise typer.Exit(2) from None
+    _print_bench("phalanx bench foreign-gang", figures, {}, {}, json_out)
+
+
 def _print_bench(
     title: str,
     figures: Mapping[str, object],

@@ -32,16 +32,9 @@ gang (`driver_submitting_s`): where the pods are bound about as fast as it makes
 `profile` (`--profile DIR`) writes a pyinstrument profile of each of the two processes
 over the same span (its sampling slows them: time the run without it).
 
-Measured (GangJob mode, unthrottled, on a 2-core machine shared with other work; the
-README has the rest): at load average 1.9, 333 pods bound/s, p50/p95 81/120 ms,
-controller CPU 2.17 s, emulator CPU 1.96 s; at load 2, best of 4: 167 pods/s, p50/p95
-171/292 ms (from submission 3.0/4.5 s), 2.35 s and 2.25 s of CPU; at load 4-4.5, 70-85
-pods/s, p95 540-740 ms, 2.4-3.2 s of CPU each (main before, at the same load: 4.5 s and
-4.1-4.4 s). Where the CPU goes, per pod: the controller makes 4 writes (claim, pod,
-claim /status, binding) and reads about 4 watch events; the emulator serves those writes
-and fans the events out. aiohttp's own per-request work (client and server, with the
-kernel's loopback TCP) is now most of both processes' CPU; JSON goes through orjson, and
-both processes run on uvloop with a settled heap (`controller.runtime`).
+The figures measured, what they depend on (the load of the machine above all) and where
+the CPU goes are in README.md (Benchmarks), not here: they change with the code and the
+machine.
 
 Cold start (`cold_start`): the cluster and `gangs` pending GangJobs are in the API server
 before the controller starts; figures are the seconds from starting the controller's

@@ -511,7 +511,7 @@ class ClusterCaches:
     def _on_pod(self, kind: str, old: Obj | None, new: Obj) -> None:
         key = r.PODS.key(new)
         owner = self._owner(self._pods_of, key, new, kind == DELETED)
-        group = self.foreign.index(new, deleted=kind == DELETED)
+        left, group = self.foreign.update_pod(new, deleted=kind == DELETED)
         if kind == DELETED:
             self.state.remove_foreign_pod(key)
             self.releasing_pods.pop(key, None)
@@ -525,6 +525,8 @@ class ClusterCaches:
                 claim = claims.get(f"{namespace}/{name}")
                 if claim is not None and not self.ours(claim):
                     self._claim_usage(claim)
+        if left is not None and self.ready.is_set():
+            self._refresh(self.foreign.sync(left))
         if (
             group is not None
             and self.ready.is_set()
@@ -584,13 +586,16 @@ class ClusterCaches:
             self.releasing.pop(key, None)
         else:
             self._claim_usage(new)
+        groups = set()
+        if old is None or kind == DELETED or old.get("spec") != new.get("spec"):
+            groups = self.foreign.claim_changed(key)
         if self.foreign.moot("resourceclaims", key, old, new, kind == DELETED):
             return
         pod = self.pod_of_claim(new)
         group = None if pod is None else self.foreign.index(pod)
         group = group or self.foreign.group_of_claim(key)
-        if group is not None:
-            self._refresh(self.foreign.sync(group))
+        for each in sorted(groups | ({group} if group is not None else set())):
+            self._refresh(self.foreign.sync(each))
 
     def pod_of_claim(self, claim: Obj) -> Obj | None:
         """The cached pod a claim was generated for (its controlling Pod owner)."""

@@ -34,9 +34,10 @@ by others until they finish.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from controller.engine.errors import InvalidInput
@@ -124,6 +125,18 @@ def pod_order(pod: Obj) -> tuple[int, str]:
 
 def gang_size(group: Group, pods: list[Obj], pod_group: Obj | None) -> int:
     """How many pods the gang needs before it may be admitted."""
+    return size_of(group, {size_annotation(p) for p in pods}, pods[0] if pods else None, pod_group)
+
+
+def size_annotation(pod: Obj) -> object:
+    return (_meta(pod).get("annotations") or {}).get(SIZE_ANNOTATION)
+
+
+def size_of(
+    group: Group, sizes: Collection[object], first: Obj | None, pod_group: Obj | None
+) -> int:
+    """`gang_size` from what it reads of the pods: the distinct size annotations (label
+    gangs) and the first pod by cache key (where a disagreement is reported)."""
     if group.kind == POD_GROUP:
         if pod_group is None:
             raise Waiting(f"waiting for PodGroup {group.namespace}/{group.name}")
@@ -133,13 +146,12 @@ def gang_size(group: Group, pods: list[Obj], pod_group: Obj | None) -> int:
             return 1
         value = (policy.get("gang") or {}).get("minCount")
     else:
-        values = {(_meta(p).get("annotations") or {}).get(SIZE_ANNOTATION) for p in pods}
-        where = f"{describe('Pod', pods[0])}: metadata.annotations[{SIZE_ANNOTATION}]"
-        if len(values) != 1:
+        where = f"{describe('Pod', first or {})}: metadata.annotations[{SIZE_ANNOTATION}]"
+        if len(sizes) != 1:
             raise InvalidInput(
-                where, f"pods of gang {group.name} disagree: {sorted(map(str, values))}"
+                where, f"pods of gang {group.name} disagree: {sorted(map(str, sizes))}"
             )
-        (value,) = values
+        (value,) = sizes
     if not str(value).isdigit() or int(str(value)) < 1:
         raise InvalidInput(where, f"must be a positive integer, got {value!r}")
     return int(str(value))
@@ -150,25 +162,71 @@ class Waiting(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """One pod translated: its shape (the pods of one shape form one pod set) and what
+    the pod set takes from it."""
+
+    pod: Obj
+    shape: str
+    requests: dict[str, int]
+    claims: tuple[PodClaim, ...]
+    names: tuple[tuple[str, str], ...]
+    """(pod claim name, ResourceClaim name) of each of its claims."""
+
+
+@dataclass(frozen=True)
 class Members:
     """A foreign gang as the engine sees it, and which object is which of its parts."""
 
     group: Group
     gang: Gang
-    pods: Mapping[tuple[str, int], Obj]
-    """(pod set, index) -> pod."""
-    claims: Mapping[tuple[str, str], str]
-    """(pod name, pod claim name) -> ResourceClaim name."""
+    sets: tuple[tuple[Part, ...], ...]
+    """The pods of each pod set (`set<i>`), in pod order."""
+
+    @cached_property
+    def pods(self) -> Mapping[tuple[str, int], Obj]:
+        """(pod set, index) -> pod."""
+        return {
+            (f"set{i}", index): part.pod
+            for i, parts in enumerate(self.sets)
+            for index, part in enumerate(parts)
+        }
+
+    @cached_property
+    def claims(self) -> Mapping[tuple[str, str], str]:
+        """(pod name, pod claim name) -> ResourceClaim name."""
+        return {
+            (str(_meta(part.pod)["name"]), claim): name
+            for parts in self.sets
+            for part in parts
+            for claim, name in part.names
+        }
 
 
-def _pod_claims(pod: Obj, claims: Mapping[str, Obj]) -> list[tuple[str, str, Obj]]:
-    """(pod claim name, claim name, claim) for each of a pod's claims."""
-    meta, spec = _meta(pod), pod.get("spec") or {}
-    where = describe("Pod", pod)
-    made = {
+def _made(pod: Obj) -> dict[object, object]:
+    """Pod claim name -> the claim the resourceclaim controller made for it."""
+    return {
         s.get("name"): s.get("resourceClaimName")
         for s in (pod.get("status") or {}).get("resourceClaimStatuses") or ()
     }
+
+
+def claim_keys(pod: Obj) -> set[str]:
+    """The cache keys of the claims a pod names, directly or in its status."""
+    made, namespace = _made(pod), _meta(pod).get("namespace")
+    names = (
+        ref.get("resourceClaimName") or made.get(str(ref.get("name", "")))
+        for ref in (pod.get("spec") or {}).get("resourceClaims") or ()
+    )
+    return {f"{namespace}/{name}" for name in names if name}
+
+
+def claims_of(pod: Obj, claims: Mapping[str, Obj]) -> list[tuple[str, str, Obj]]:
+    """(pod claim name, claim name, claim) for each of a pod's claims; raises Waiting
+    while one is missing."""
+    meta, spec = _meta(pod), pod.get("spec") or {}
+    where = describe("Pod", pod)
+    made = _made(pod)
     out = []
     for i, ref in enumerate(spec.get("resourceClaims") or ()):
         name = str(ref.get("name", ""))
@@ -197,53 +255,61 @@ def members(
     """The gang of `pods`: one pod set per distinct shape, in pod order. Every pod's
     claims are looked up before any is translated: a gang whose pods came before their
     claims is judged again at each claim's arrival, and waits at the cost of lookups."""
-    shapes: dict[str, list[tuple[Obj, list[tuple[str, str, Obj]]]]] = {}
-    specs: dict[str, tuple[dict[str, int], tuple[PodClaim, ...], Obj]] = {}
-    ordered = [(pod, _pod_claims(pod, claims)) for pod in sorted(pods, key=pod_order)]
+    ordered = [(pod, claims_of(pod, claims)) for pod in sorted(pods, key=pod_order)]
+    shapes: dict[str, list[Part]] = {}
     for pod, own in ordered:
-        spec = pod.get("spec") or {}
-        where = describe("Pod", pod)
-        requests = pod_requests(spec, f"{where}: spec")
-        pod_claims = tuple(
-            PodClaim(
-                name,
-                claim_spec(
-                    ((claim.get("spec") or {}).get("devices")),
-                    f"{describe('ResourceClaim', claim)}: spec.devices",
-                ),
-            )
-            for name, _, claim in own
+        translated = part(pod, own)
+        shapes.setdefault(translated.shape, []).append(translated)
+    created = min(str(_meta(p).get("creationTimestamp") or "") for p in pods)
+    return assemble(group, [tuple(s) for s in shapes.values()], created, queue, priority)
+
+
+def part(pod: Obj, own: list[tuple[str, str, Obj]]) -> Part:
+    """A pod translated, given its claims (`claims_of`)."""
+    spec = pod.get("spec") or {}
+    where = describe("Pod", pod)
+    requests = pod_requests(spec, f"{where}: spec")
+    pod_claims = tuple(
+        PodClaim(
+            name,
+            claim_spec(
+                ((claim.get("spec") or {}).get("devices")),
+                f"{describe('ResourceClaim', claim)}: spec.devices",
+            ),
         )
-        shape = json.dumps(
-            [
-                requests,
-                [(n, (c.get("spec") or {}).get("devices")) for n, _, c in own],
-                spec.get("nodeSelector") or {},
-                spec.get("tolerations") or [],
-            ],
-            sort_keys=True,
-        )
-        shapes.setdefault(shape, []).append((pod, own))
-        specs.setdefault(shape, (requests, pod_claims, spec))
-    pod_sets, placed, claim_names = [], {}, {}
-    for i, (shape, items) in enumerate(shapes.items()):
-        requests, pod_claims, spec = specs[shape]
-        name = f"set{i}"
+        for name, _, claim in own
+    )
+    shape = json.dumps(
+        [
+            requests,
+            [(n, (c.get("spec") or {}).get("devices")) for n, _, c in own],
+            spec.get("nodeSelector") or {},
+            spec.get("tolerations") or [],
+        ],
+        sort_keys=True,
+    )
+    return Part(pod, shape, requests, pod_claims, tuple((n, o) for n, o, _ in own))
+
+
+def assemble(
+    group: Group, sets: list[tuple[Part, ...]], created: str, queue: str, priority: int
+) -> Members:
+    """The gang of these pod sets (each its pods of one shape in pod order, the sets in
+    the order of their first pods), the oldest pod created at `created`."""
+    pod_sets = []
+    for i, parts in enumerate(sets):
+        first = parts[0]
+        spec = first.pod.get("spec") or {}
         pod_sets.append(
             PodSet(
-                name,
-                len(items),
-                requests,
-                pod_claims,
+                f"set{i}",
+                len(parts),
+                first.requests,
+                first.claims,
                 dict(spec.get("nodeSelector") or {}),
                 tolerations_of(spec),
             )
         )
-        for index, (pod, own) in enumerate(items):
-            placed[(name, index)] = pod
-            for claim_name, object_name, _ in own:
-                claim_names[(str(_meta(pod)["name"]), claim_name)] = object_name
-    created = min(str(_meta(p).get("creationTimestamp") or "") for p in pods)
     gang = Gang(
         uid=group.uid,
         name=group.name,
@@ -253,7 +319,7 @@ def members(
         priority=priority,
         created=_seconds(created),
     )
-    return Members(group, gang, placed, claim_names)
+    return Members(group, gang, tuple(sets))
 
 
 def tolerations_of(spec: Obj) -> tuple[Toleration, ...]:

@@ -8,14 +8,27 @@ otherwise the gang's unbound,
 unfinished pods are pending once there are as many as its size says, and wait with a
 reason ("waiting for pods: 3 of 8 exist") until then. Pods and claims of an admitted
 foreign gang are ours; everything else bound or allocated stays usage by others.
+
+The judgement of a gang costs the same whatever its size while it waits: each pod's part
+in it (`_Facts`: its uid, whether it is finished or waiting, its size annotation, its
+order, the claims it names and whether they are all there, the pod translated or why it
+cannot be) is kept when the pod or one of those claims changes, and each gang keeps their
+sums (`_Tally`: waiting pods in pod order and by key, the size annotations among them, the
+waiting pods still missing a claim or not translatable, the translated ones by shape,
+their creation times, unfinished pods by uid, and how many of them its record names, with
+the record read once per version). A gang that can be admitted is assembled from its
+pods' translations (a list of them per pod set, no pod translated again); only restoring
+a record translates a gang's pods at once.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
+from sortedcontainers import SortedList
 
 from controller.engine.errors import InvalidInput
 from controller.engine.state import ClusterState
@@ -33,6 +46,83 @@ class Changed:
 
     pods: set[str] = field(default_factory=set)
     claims: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What a gang's judgement reads of one of its pods (kept from its last event)."""
+
+    group: Group
+    uid: str
+    finished: bool
+    waiting: bool
+    """Neither finished nor bound: a pod the gang still has to place."""
+    size: object
+    """Its size annotation (label gangs)."""
+    order: tuple[int, str]
+    claims: frozenset[str]
+    """Cache keys of the claims it names, directly or in its status."""
+    problem: str | None
+    """Why its claims cannot be translated yet (waiting pods only)."""
+    part: f.Part | None
+    """The pod translated (waiting pods whose claims are there)."""
+    error: str | None
+    """Why it cannot be translated (waiting pods whose claims are there)."""
+    created: str
+
+
+@dataclass(slots=True)
+class _Tally:
+    """One gang's sums over the facts of its pods, and its record read once per version."""
+
+    keys: set[str] = field(default_factory=set)
+    waiting: SortedList[tuple[tuple[int, str], str]] = field(default_factory=SortedList)
+    """(pod order, key) of each waiting pod."""
+    waiting_keys: SortedList[str] = field(default_factory=SortedList)
+    sizes: Counter[object] = field(default_factory=Counter)
+    """Size annotations of the waiting pods."""
+    problems: SortedList[tuple[tuple[int, str], str]] = field(default_factory=SortedList)
+    """(pod order, key) of each waiting pod whose claims are not all there."""
+    errors: SortedList[tuple[tuple[int, str], str]] = field(default_factory=SortedList)
+    """(pod order, key) of each waiting pod that cannot be translated."""
+    shapes: dict[str, SortedList[tuple[tuple[int, str], str]]] = field(default_factory=dict)
+    """(pod order, key) of the translated waiting pods, by shape."""
+    created: SortedList[str] = field(default_factory=SortedList)
+    """Creation timestamps of the waiting pods."""
+    unfinished: Counter[str] = field(default_factory=Counter)
+    """Pods not finished, by uid."""
+    record: Obj | None = None
+    written: Obj | None = None
+    recorded: frozenset[str] = frozenset()
+    live: int = 0
+    """Unfinished pods whose uid the record names."""
+
+    def add(self, key: str, facts: _Facts, sign: int) -> None:
+        """Count a pod's facts in (sign 1) or out (-1)."""
+        change = self.waiting.add if sign > 0 else self.waiting.remove
+        if facts.waiting:
+            change((facts.order, key))
+            (self.waiting_keys.add if sign > 0 else self.waiting_keys.remove)(key)
+            self.sizes[facts.size] += sign
+            if not self.sizes[facts.size]:
+                del self.sizes[facts.size]
+            entry = (facts.order, key)
+            (self.created.add if sign > 0 else self.created.remove)(facts.created)
+            if facts.problem is not None:
+                (self.problems.add if sign > 0 else self.problems.remove)(entry)
+            if facts.error is not None:
+                (self.errors.add if sign > 0 else self.errors.remove)(entry)
+            if facts.part is not None:
+                shape = self.shapes.setdefault(facts.part.shape, SortedList())
+                (shape.add if sign > 0 else shape.remove)(entry)
+                if not shape:
+                    del self.shapes[facts.part.shape]
+        if not facts.finished:
+            self.unfinished[facts.uid] += sign
+            if not self.unfinished[facts.uid]:
+                del self.unfinished[facts.uid]
+            if facts.uid in self.recorded:
+                self.live += sign
 
 
 class ForeignGangs:
@@ -56,7 +146,13 @@ class ForeignGangs:
         """Why a gang is not pending (waiting for pods, claims, or a problem), by uid."""
         self.admission_ids: dict[str, str] = {}
         self.held: set[str] = set()
-        self._pods_of: dict[Group, set[str]] = {}
+        self._tallies: dict[Group, _Tally] = {}
+        self._facts: dict[str, _Facts] = {}
+        """Each pod of a gang, by cache key."""
+        self._naming: dict[str, set[str]] = {}
+        """Pods (cache keys) naming a claim, by the claim's cache key."""
+        self._owned: dict[str, Members] = {}
+        """The translation `_ours_pods` and `_ours_claims` were taken from, by uid."""
         self._claim_groups: dict[str, Group] = {}
         """ResourceClaims named by a gang's pods (`resourceClaimName`), by cache key: such a
         claim has no Pod owner, yet its arrival can complete the gang."""
@@ -68,15 +164,22 @@ class ForeignGangs:
 
     # ---- index --------------------------------------------------------------------------
     def index(self, pod: Obj, deleted: bool = False) -> Group | None:
+        """Take a pod's change; the gang it is in now, if any."""
+        return self.update_pod(pod, deleted)[1]
+
+    def update_pod(self, pod: Obj, deleted: bool = False) -> tuple[Group | None, Group | None]:
+        """Take a pod's change: (the gang it left, if its labels moved it, the gang it is
+        in now), each None if there is none."""
+        key = PODS.key(pod)
         group = f.group_of(pod)
+        old = self._facts.pop(key, None)
+        if old is not None:
+            self._drop(key, old)
+        left = old.group if old is not None and old.group != group else None
         if group is None:
-            return None
+            return left, None
         self.groups[group.uid] = group
-        keys = self._pods_of.setdefault(group, set())
-        if deleted:
-            keys.discard(PODS.key(pod))
-        else:
-            keys.add(PODS.key(pod))
+        tally = self._tally(group)
         for ref in (pod.get("spec") or {}).get("resourceClaims") or ():
             if ref.get("resourceClaimName"):
                 claim = f"{group.namespace}/{ref['resourceClaimName']}"
@@ -84,7 +187,64 @@ class ForeignGangs:
                     self._claim_groups.pop(claim, None)
                 else:
                     self._claim_groups[claim] = group
-        return group
+        if not deleted:
+            facts = self._facts_of(pod, group)
+            self._facts[key] = facts
+            tally.keys.add(key)
+            tally.add(key, facts, 1)
+            for claim in facts.claims:
+                self._naming.setdefault(claim, set()).add(key)
+        return left, group
+
+    def claim_changed(self, key: str) -> set[Group]:
+        """A claim (cache key) came, went or changed: the pods naming it see it again.
+        The gangs of those pods (to judge again)."""
+        pods, groups = self.cache("pods"), set()
+        for pod_key in list(self._naming.get(key, ())):
+            pod = pods.get(pod_key)
+            group = None if pod is None else self.update_pod(pod)[1]
+            if group is not None:
+                groups.add(group)
+        return groups
+
+    def _facts_of(self, pod: Obj, group: Group) -> _Facts:
+        finished = f.finished(pod)
+        waiting = not finished and not (pod.get("spec") or {}).get("nodeName")
+        problem = error = part = None
+        if waiting:
+            try:
+                own = f.claims_of(pod, self.cache("resourceclaims"))
+            except (InvalidInput, Waiting) as exc:
+                problem = str(exc)
+            else:
+                try:
+                    part = f.part(pod, own)
+                except InvalidInput as exc:
+                    error = str(exc)
+        return _Facts(
+            group,
+            _uid(pod),
+            finished,
+            waiting,
+            f.size_annotation(pod),
+            f.pod_order(pod),
+            frozenset(f.claim_keys(pod)),
+            problem,
+            part,
+            error,
+            str((pod.get("metadata") or {}).get("creationTimestamp") or ""),
+        )
+
+    def _drop(self, key: str, facts: _Facts) -> None:
+        tally = self._tallies[facts.group]
+        tally.add(key, facts, -1)
+        tally.keys.discard(key)
+        for claim in facts.claims:
+            naming = self._naming.get(claim)
+            if naming is not None:
+                naming.discard(key)
+                if not naming:
+                    del self._naming[claim]
 
     def group_of_claim(self, key: str) -> Group | None:
         """The gang whose pod names this claim (by cache key), if any."""
@@ -128,7 +288,7 @@ class ForeignGangs:
 
     def all_groups(self) -> list[Group]:
         with_records = (f.group_of_record(o) for o in self.cache("configmaps").values())
-        return sorted({*self._pods_of, *(g for g in with_records if g is not None)})
+        return sorted({*self._tallies, *(g for g in with_records if g is not None)})
 
     # ---- holding during a commit -----------------------------------------------------------
     def hold(self, uid: str) -> None:
@@ -150,27 +310,44 @@ class ForeignGangs:
         if uid in self.held:
             self._deferred.add(group)
             return Changed()
-        before = (set(self._ours_pods.get(uid, ())), set(self._ours_claims.get(uid, ())))
+        # `_own` and `_disown` replace these sets, never change them: the same set is no change
+        pods, claims = self._ours_pods.get(uid), self._ours_claims.get(uid)
         self._judge(group)
-        after = (self._ours_pods.get(uid, set()), self._ours_claims.get(uid, set()))
-        return Changed(before[0] ^ after[0], before[1] ^ after[1])
+        return Changed(
+            _changed(pods, self._ours_pods.get(uid)), _changed(claims, self._ours_claims.get(uid))
+        )
 
-    def _pods(self, group: Group) -> list[Obj]:
+    def _pods(self, keys: list[str]) -> list[Obj]:
         pods = self.cache("pods")
-        return [pods[k] for k in sorted(self._pods_of.get(group, ())) if k in pods]
+        return [pods[k] for k in keys if k in pods]
 
-    def _record(self, group: Group) -> tuple[Obj | None, Obj | None]:
+    def _tally(self, group: Group) -> _Tally:
+        tally = self._tallies.get(group)
+        if tally is None:
+            tally = self._tallies[group] = _Tally()
+        return tally
+
+    def record(self, group: Group) -> tuple[Obj | None, Obj | None]:
+        """The gang's record ConfigMap and the admission record it holds (None if it is
+        unreadable), read again only when it changed."""
+        return self._record(group, self._tally(group))
+
+    def _written(self, group: Group, tally: _Tally) -> Obj | None:
+        return self._record(group, tally)[1]
+
+    def _record(self, group: Group, tally: _Tally) -> tuple[Obj | None, Obj | None]:
+        """(ConfigMap, record) of a gang; when the ConfigMap changed, the record is read
+        again and the gang's live pods counted again."""
         obj = self.cache("configmaps").get(f"{group.namespace}/{group.record_name}")
-        if obj is None:
-            return None, None
-        try:
-            return obj, f.read_record(obj)
-        except InvalidInput as exc:
-            log.warning("unreadable gang record", gang=group.uid, problem=str(exc))
-            return obj, None
+        if obj is not tally.record:
+            tally.record = obj
+            tally.written = None if obj is None else _read(group, obj)
+            tally.recorded = frozenset(f.recorded_uids(tally.written) if tally.written else ())
+            tally.live = sum(tally.unfinished[u] for u in tally.recorded if u in tally.unfinished)
+        return tally.record, tally.written
 
     def record_object(self, group: Group) -> Obj | None:
-        return self._record(group)[0]
+        return self.record(group)[0]
 
     def pod_group(self, group: Group) -> Obj | None:
         if group.kind != f.POD_GROUP:
@@ -179,8 +356,8 @@ class ForeignGangs:
 
     def _judge(self, group: Group) -> None:
         uid = group.uid
-        pods = self._pods(group)
-        _, written = self._record(group)
+        tally = self._tally(group)
+        written = self._written(group, tally)
         if written is not None and f.released(written) is not None:
             if uid in self.state.admitted:
                 self.state.release(uid)
@@ -188,9 +365,7 @@ class ForeignGangs:
             self._forget(uid)
             self.reasons[uid] = "waiting for the pods evicted from its last admission to stop"
             return
-        recorded = f.recorded_uids(written) if written else set()
-        live = [p for p in pods if _uid(p) in recorded and not f.finished(p)]
-        admission = str(written["admissionId"]) if written and live else None
+        admission = str(written["admissionId"]) if written and tally.live else None
         if uid in self.state.admitted:
             if admission is not None and self.admission_ids.get(uid, admission) == admission:
                 self._own(uid, admission)
@@ -199,36 +374,47 @@ class ForeignGangs:
             self._disown(uid)
             log.info("foreign gang released", gang=uid)
         elif admission is not None and written is not None:
+            recorded = [k for k in sorted(tally.keys) if self._facts[k].uid in tally.recorded]
             try:
-                found = self._translate(group, [p for p in pods if _uid(p) in recorded])
-                self.state.restore(found.gang, f.restore(found, written, self.state.now))
+                pods = self._pods(recorded)
+                restored = self._translate(group, pods, *self._head(group, pods))
+                self.state.restore(restored.gang, f.restore(restored, written, self.state.now))
             except (InvalidInput, Waiting) as exc:
                 log.warning("gang record does not hold", gang=uid, problem=str(exc))
             else:
-                self.members[uid] = found
+                self.members[uid] = restored
                 self._own(uid, admission)
                 return
-        waiting = [
-            p for p in pods if not f.finished(p) and not (p.get("spec") or {}).get("nodeName")
-        ]
-        if not waiting:
+        if not tally.waiting:
             self._forget(uid)
             return
+        found: Members | None = None
         try:
-            size = f.gang_size(group, waiting, self.pod_group(group))
-            if len(waiting) < size:
-                raise Waiting(f"waiting for pods: {len(waiting)} of {size} exist")
-            found = self._translate(group, waiting)
+            first = self._pods(tally.waiting_keys[:1])[0]
+            size = f.size_of(group, tally.sizes.keys(), first, self.pod_group(group))
+            if len(tally.waiting) < size:
+                raise Waiting(f"waiting for pods: {len(tally.waiting)} of {size} exist")
+            head = self._head(group, self._pods([tally.waiting[0][1]]))
+            # the first pod (in pod order) missing a claim, else the first that cannot be
+            # translated, as `f.members` would find them
+            problem = self._facts[tally.problems[0][1]].problem if tally.problems else None
+            if problem is None and tally.errors:
+                problem = self._facts[tally.errors[0][1]].error
+            if problem is None:
+                found = self._assemble(group, tally, *head)
         except (InvalidInput, Waiting) as exc:
+            problem = str(exc)
+        if found is None:
             self._forget(uid)
-            self.reasons[uid] = str(exc)
+            self.reasons[uid] = str(problem)
             return
         self.reasons.pop(uid, None)
         self.members[uid] = found
         self.state.add_gang(found.gang)
 
-    def _translate(self, group: Group, pods: list[Obj]) -> Members:
-        first = sorted(pods, key=f.pod_order)[0]
+    def _head(self, group: Group, pods: list[Obj]) -> tuple[str, int]:
+        """The gang's queue and priority, from its PodGroup and its first pod."""
+        first = min(pods, key=f.pod_order)
         pod_group = self.pod_group(group)
         labels = {
             **(((pod_group or {}).get("metadata") or {}).get("labels") or {}),
@@ -238,18 +424,28 @@ class ForeignGangs:
         priority = self.priority(
             (first.get("spec") or {}).get("priorityClassName"), f"{where}: spec.priorityClassName"
         )
-        return f.members(
-            group,
-            pods,
-            self.cache("resourceclaims"),
-            queue=str(labels.get(f.QUEUE_LABEL) or self.default_queue),
-            priority=priority,
-        )
+        return str(labels.get(f.QUEUE_LABEL) or self.default_queue), priority
+
+    def _assemble(self, group: Group, tally: _Tally, queue: str, priority: int) -> Members:
+        """The gang of a tally's waiting pods, all translated already (`f.members` of them)."""
+        sets = sorted(tally.shapes.values(), key=lambda entries: entries[0])
+        parts = [tuple(self._part(key) for _, key in entries) for entries in sets]
+        return f.assemble(group, parts, tally.created[0], queue, priority)
+
+    def _part(self, key: str) -> f.Part:
+        part = self._facts[key].part
+        assert part is not None
+        return part
+
+    def _translate(self, group: Group, pods: list[Obj], queue: str, priority: int) -> Members:
+        return f.members(group, pods, self.cache("resourceclaims"), queue=queue, priority=priority)
 
     def _own(self, uid: str, admission: str) -> None:
-        self.admission_ids[uid] = admission
         self.reasons.pop(uid, None)
         found = self.members[uid]
+        if self.admission_ids.get(uid) == admission and self._owned.get(uid) is found:
+            return
+        self.admission_ids[uid] = admission
         namespace = found.group.namespace
         self._disown(uid)
         self.admission_ids[uid] = admission
@@ -257,9 +453,11 @@ class ForeignGangs:
         self._ours_claims[uid] = {f"{namespace}/{c}" for c in found.claims.values()}
         self._ours |= {f"pods:{k}" for k in self._ours_pods[uid]}
         self._ours |= {f"resourceclaims:{k}" for k in self._ours_claims[uid]}
+        self._owned[uid] = found
 
     def _disown(self, uid: str) -> None:
         self.admission_ids.pop(uid, None)
+        self._owned.pop(uid, None)
         self._ours -= {f"pods:{k}" for k in self._ours_pods.pop(uid, ())}
         self._ours -= {f"resourceclaims:{k}" for k in self._ours_claims.pop(uid, ())}
 
@@ -268,6 +466,18 @@ class ForeignGangs:
         self.members.pop(uid, None)
         self.reasons.pop(uid, None)
         self._disown(uid)
+
+
+def _read(group: Group, obj: Obj) -> Obj | None:
+    try:
+        return f.read_record(obj)
+    except InvalidInput as exc:
+        log.warning("unreadable gang record", gang=group.uid, problem=str(exc))
+        return None
+
+
+def _changed(before: set[str] | None, after: set[str] | None) -> set[str]:
+    return set() if before is after else (before or set()) ^ (after or set())
 
 
 def _uid(obj: Obj) -> str:

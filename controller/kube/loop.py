@@ -57,7 +57,6 @@ import aiohttp
 import structlog
 
 from controller.engine.cycle import CycleResult, Decision, Engine
-from controller.engine.errors import InvalidInput
 from controller.engine.ledger import Ledger
 from controller.kube import drain, foreign
 from controller.kube import foreign_commit as fc
@@ -198,6 +197,8 @@ class Controller:
         """Pending gangs a cycle has passed over without a reason (written as waiting)."""
         self._services: set[str] = set()
         """GangJobs (by uid) whose headless Service this leader made or found."""
+        self._foreign_bound: dict[str, str] = {}
+        """Foreign gangs (by uid) whose admission (this id) was seen with every pod bound."""
         self._bound: dict[str, str] = {}
         """Pods (by uid) this leader bound whose event has not shown it yet: their node."""
         self._background: set[asyncio.Task[None]] = set()
@@ -230,7 +231,7 @@ class Controller:
                 ):
                     self._bound.pop(str(_meta(new).get("uid")), None)
                 group = self.caches.foreign_group(plural, new)
-                if group is not None:
+                if group is not None and not self._nothing_to_bind(group, plural, kind, old, new):
                     self._work.add(group.uid)
                 for ref in _meta(new).get("ownerReferences") or ():
                     if ref.get("kind") == "GangJob" and ref.get("controller"):
@@ -240,6 +241,30 @@ class Controller:
                         self._work.add(key)
 
         return handler
+
+    def _nothing_to_bind(
+        self, group: foreign.Group, plural: str, kind: str, old: Obj | None, new: Obj
+    ) -> bool:
+        """Whether an event of a foreign gang's pod or claim leaves its reconcile nothing to
+        do: every pod of the gang's admission was seen bound (a pod's node never changes)
+        and the event is an update of a pod or claim of that admission that neither replaces
+        (a new uid) nor moves the pod. A reconcile would plan the whole gang again to find
+        no step (kubelet's status updates of a starting or finishing gang of N pods would
+        cost N plans of N pods)."""
+        gangs = self.caches.foreign
+        admission = gangs.admission_ids.get(group.uid)
+        if admission is None or self._foreign_bound.get(group.uid) != admission:
+            return False
+        if kind == DELETED or old is None:
+            return False
+        key = (PODS if plural == "pods" else RESOURCE_CLAIMS).key(new)
+        if not gangs.is_ours(plural, key):
+            return False
+        if plural != "pods":
+            return True
+        return _meta(old).get("uid") == _meta(new).get("uid") and foreign.group_of(
+            old
+        ) == foreign.group_of(new)
 
     def _on_node(self, kind: str, node: Obj) -> bool:
         """A node deleted or not Ready: reconcile the admitted gangs with pods there.
@@ -484,12 +509,8 @@ class Controller:
         queue, or None if its record changed or is gone."""
         gangs = self.caches.foreign
         group, found = gangs.groups.get(uid), gangs.members.get(uid)
-        obj = None if group is None else gangs.record_object(group)
-        if obj is None or found is None:
-            return None
-        try:
-            written = foreign.read_record(obj)
-        except InvalidInput:
+        obj, written = (None, None) if group is None else gangs.record(group)
+        if obj is None or written is None or found is None:
             return None
         if foreign.released(written) is not None:
             return None
@@ -593,18 +614,14 @@ class Controller:
         down what an evicted one still holds."""
         gangs = self.caches.foreign
         group = gangs.groups.get(uid)
-        obj = None if group is None else gangs.record_object(group)
-        if group is not None and obj is not None:
-            try:
-                written = foreign.read_record(obj)
-            except InvalidInput:
-                written = None
-            if written is not None and foreign.released(written) is not None:
-                await self._tear_down_foreign(group, obj, written)
-                return
+        obj, written = (None, None) if group is None else gangs.record(group)
+        if group and obj and written and foreign.released(written) is not None:
+            await self._tear_down_foreign(group, obj, written)
+            return
         found, reservation = gangs.members.get(uid), self.caches.state.admitted.get(uid)
         if reservation is None:
             self._queued_at.pop(uid, None)  # released (or never admitted)
+            self._foreign_bound.pop(uid, None)
         if found is None or reservation is None or uid not in gangs.admission_ids:
             return
         steps, bindings = fc.plan(
@@ -612,6 +629,7 @@ class Controller:
         )
         if not steps and not bindings:
             self._all_bound(uid, gangs.admission_ids[uid])
+            self._foreign_bound[uid] = gangs.admission_ids[uid]
             return
         if self._still_held(uid, uid):
             return

@@ -255,6 +255,17 @@ async def test_a_gang_whose_named_claims_come_after_its_pods_is_admitted_once_th
         assert claim["status"]["allocation"]["devices"]["results"]
 
 
+async def status_updates(rest: Rest, job: str) -> None:
+    """What the kubelet and others write to a bound gang's objects: its pods Running, a
+    label on each claim."""
+    await finish_pods(rest, job, phase="Running")
+    for claim in await items(rest, r.RESOURCE_CLAIMS):
+        claim["metadata"].setdefault("labels", {})["seen"] = "yes"
+        await rest.request(
+            "PUT", r.RESOURCE_CLAIMS.path(NAMESPACE, claim["metadata"]["name"]), body=claim
+        )
+
+
 async def test_status_updates_of_a_running_foreign_gangs_pods_and_claims_run_no_cycle(
     crds: Rest, running
 ) -> None:
@@ -263,13 +274,32 @@ async def test_status_updates_of_a_running_foreign_gangs_pods_and_claims_run_no_
     await until_bound(crds, 4)
     await asyncio.sleep(10)
     cycles = controller.cycles
-    await finish_pods(crds, "train", phase="Running")
-    for claim in await items(crds, r.RESOURCE_CLAIMS):
-        claim["metadata"].setdefault("labels", {})["seen"] = "yes"
-        await crds.request(
-            "PUT", r.RESOURCE_CLAIMS.path(NAMESPACE, claim["metadata"]["name"]), body=claim
-        )
+    await status_updates(crds, "train")
     await asyncio.sleep(10)
     assert controller.cycles == cycles
     assert "gang:default/train" in controller.caches.state.admitted
     assert controller.caches.state.violations() == []
+
+
+async def test_status_updates_of_a_bound_foreign_gangs_pods_and_claims_reconcile_it_no_more(
+    crds: Rest, running
+) -> None:
+    controller = await one_node_started(crds, running, gpus=4)
+    await submit_indexed_job(crds, "train", 4)
+    await until_bound(crds, 4)
+    await asyncio.sleep(10)
+    reconciled: list[str] = []
+    reconcile = controller.reconcile
+
+    async def counted(key: str) -> None:
+        reconciled.append(key)
+        await reconcile(key)
+
+    controller.reconcile = counted
+    await status_updates(crds, "train")
+    await asyncio.sleep(10)
+    assert "gang:default/train" not in reconciled
+    await finish_pods(crds, "train", phase="Succeeded")
+    await asyncio.sleep(10)
+    assert "gang:default/train" in reconciled
+    assert "gang:default/train" not in controller.caches.state.admitted
