@@ -729,7 +729,7 @@ def replay_command(
     import sys
 
     from controller.logs import configure_json_logs
-    from controller.replay.command import outcome_of, run_replay
+    from controller.replay.command import outcome_of, run_replay, serve_replay
     from controller.replay.plan import ReplayError, build, first_jobs
     from controller.replay.runner import LiveRun, Options
     from simulations.run import never_fit_warnings
@@ -772,7 +772,7 @@ def replay_command(
             return await run_replay(plan, options, with_simulation=compare)
 
     try:
-        outcome = asyncio.run(main())
+        outcome = serve_replay(main())
     except ReplayError as err:
         _error(err)
         raise typer.Exit(2) from None

@@ -686,6 +686,7 @@ class FairSharePreemption:
         self._rivals_stamp = (-1, -1)
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
         self._share_above: dict[str, bool] = {}
+        self._shares: dict[str, float] = {}
         self._sides: dict[tuple[str, str], list[tuple[str, float, float, bool]]] = {}
         self._alone_of: dict[str, tuple[Reservation, str, int, Hashable, float, bool]] = {}
         self._ran: dict[str, tuple[Reservation, float, bool]] = {}
@@ -727,6 +728,7 @@ class FairSharePreemption:
             self._rivals_state, self._rivals_stamp = state, stamp
             self._rivals_of.clear()
             self._share_above.clear()
+            self._shares.clear()
             self._sides.clear()
 
     def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
@@ -739,20 +741,73 @@ class FairSharePreemption:
             hit = self._rivals_of[gang.queue] = self._find_rivals(state, gang)
         return hit
 
-    def _find_rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
+    def _passes(self, rival: _Rival, mine: Mapping[str, float]) -> bool:
+        """Whether a strategy may take `rival` alone, `mine` the preemptor's sides' shares
+        with the gang."""
+        p = mine[rival.mine]
+        return (FINAL in self.strategies and p <= rival.alone) or (
+            INITIAL in self.strategies and rival.initial_ok and p < rival.initial
+        )
+
+    @staticmethod
+    def _mine(state: ClusterState, gang: Gang) -> dict[str, float]:
+        """The shares of the preemptor's sides (its queue and ancestors below the root)
+        with the gang admitted."""
         quota = state.quota
-        path = quota.path(gang.queue)
-        at = {q: i for i, q in enumerate(path)}
+        after = pools_after(state, {gang.queue: _minimum(gang)})
+        return {
+            side: share_of_pool(state, side, after.get(side, quota.pool_usage(side)), True)
+            for side in quota.path(gang.queue)[:-1]
+        }
+
+    def _passing_rivals(
+        self, state: ClusterState, gang: Gang, mine: Mapping[str, float]
+    ) -> dict[str, _Rival]:
+        """The rivals (`_rivals`) a strategy may take alone (`_passes`). A rival's share
+        with it alone gone is below its side's share now, so a side whose share now is no
+        more than the preemptor side's with the gang has none: those sides are not looked
+        at (most searches under contention end here with no candidate)."""
+        self._refresh(state)
         out: dict[str, _Rival] = {}
+        for q, side_mine, theirs in self._pairs(state, gang.queue):
+            if mine[side_mine] >= self._side_share(state, theirs):
+                continue
+            for uid, initial, alone, initial_ok in self._side_rivals(state, q, theirs):
+                rival = _Rival(side_mine, theirs, initial, alone, initial_ok)
+                if self._passes(rival, mine):
+                    out[uid] = rival
+        return out
+
+    def _side_share(self, state: ClusterState, side: str) -> float:
+        """`side`'s signed share now (until someone is admitted or released)."""
+        hit = self._shares.get(side)
+        if hit is None:
+            hit = self._shares[side] = share_of_pool(
+                state, side, state.quota.pool_usage(side), True
+            )
+        return hit
+
+    def _pairs(self, state: ClusterState, queue: str) -> list[tuple[str, str, str]]:
+        """(other leaf with gangs running in the tree, the preemptor's side, its side):
+        the children of their common ancestor."""
+        quota = state.quota
+        path = quota.path(queue)
+        at = {q: i for i, q in enumerate(path)}
+        out = []
         for q in self._index.queues(state):
-            if q == gang.queue or quota.root(q) != path[-1]:
+            if q == queue or quota.root(q) != path[-1]:
                 continue
             theirs_path = quota.path(q)
             j = next(j for j, n in enumerate(theirs_path) if n in at)
             i = at[theirs_path[j]]
             if i == 0 or j == 0:
                 continue
-            mine, theirs = path[i - 1], theirs_path[j - 1]
+            out.append((q, path[i - 1], theirs_path[j - 1]))
+        return out
+
+    def _find_rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
+        out: dict[str, _Rival] = {}
+        for q, mine, theirs in self._pairs(state, gang.queue):
             for uid, initial, alone, initial_ok in self._side_rivals(state, q, theirs):
                 out[uid] = _Rival(mine, theirs, initial, alone, initial_ok)
         return out
@@ -846,17 +901,8 @@ class FairSharePreemption:
         quota = state.quota
         admitted = state.admitted
         charge = _minimum(gang)
-        after = pools_after(state, {gang.queue: charge})
-        mine: dict[str, float] = {}  # the preemptor side's share with the gang
-        for side in quota.path(gang.queue)[:-1]:
-            mine[side] = share_of_pool(state, side, after.get(side, quota.pool_usage(side)), True)
-        final, initial = FINAL in self.strategies, INITIAL in self.strategies
-        rivals = {
-            uid: r
-            for uid, r in self._rivals(state, gang).items()
-            if (final and mine[r.mine] <= r.alone)
-            or (initial and r.initial_ok and mine[r.mine] < r.initial)
-        }
+        mine = self._mine(state, gang)  # the preemptor sides' shares with the gang
+        rivals = self._passing_rivals(state, gang, mine)
         others = sorted(
             (state.admitted_gangs[uid] for uid in rivals),
             key=lambda g: (-rivals[g.uid].initial, g.priority, -admitted[g.uid].admitted_at, g.uid),
@@ -875,7 +921,19 @@ class FairSharePreemption:
         charges = {g.uid: admitted[g.uid].charge for g in everyone}
 
         def admissible_under(active: frozenset[str]) -> Admissible:
+            # a function of the sequence alone (it reads what was taken above): the
+            # search asks it about the whole candidate list twice (which strategies add
+            # something, then the search's first order)
+            known: dict[tuple[str, ...], list[Gang]] = {}
+
             def admissible(seq: Sequence[Gang]) -> list[Gang]:
+                uids = tuple(g.uid for g in seq)
+                hit = known.get(uids)
+                if hit is None:
+                    hit = known[uids] = kept_of(seq)
+                return list(hit)
+
+            def kept_of(seq: Sequence[Gang]) -> list[Gang]:
                 # per victim side: pool usage with the victims kept so far gone, and
                 # the resources they free
                 taken: dict[str, tuple[dict[str, dict[str, int]], set[str]]] = {}

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from controller.replay.command import run_replay
+from controller.replay.command import run_replay, serve_replay
 from controller.replay.plan import build
 from controller.replay.runner import Options
 from simulations.scenario import shipped_scenario
@@ -51,7 +51,7 @@ def _serve_emulator(conn: Connection) -> None:
             conn.send(str(emulator.kubeconfig_path))
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
 
-    asyncio.run(main())
+    serve_replay(main())
 
 
 def one(scenario: str, speed: float, *, virtual: bool = False) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def one(scenario: str, speed: float, *, virtual: bool = False) -> dict[str, Any]
         try:
             options = Options(kubeconfig=Path(parent.recv()), announce=lambda _: None)
             started, cpu = time.perf_counter(), time.process_time()
-            outcome = asyncio.run(run_replay(plan, options, with_simulation=True))
+            outcome = serve_replay(run_replay(plan, options, with_simulation=True))
         finally:
             parent.send("stop")
             server.join(timeout=30)

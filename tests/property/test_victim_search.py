@@ -297,3 +297,135 @@ def test_reprieve_without_re_asking_admissibility_picks_the_same_victims(
     fast = decide(contended(seed), ref, CycleContext)
     with mock.patch.object(preemption, "minimal_victims", asking):
         assert fast == decide(contended(seed), ref, CycleContext)
+
+
+class ComparedFairShare(preemption.FairSharePreemption):
+    """fair-share that, before each of its searches, checks its kept rivals of a gang of
+    every leaf (all, and those a strategy may take) against a fresh policy's."""
+
+    compared = 0
+
+    def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
+        self.compare(ctx.state)
+        return super().victims(ctx, gang, reason)
+
+    def compare(self, state: ClusterState) -> None:
+        fresh = preemption.FairSharePreemption(strategies=self.strategies)
+        quota = state.quota
+        for leaf in sorted(q for q in quota.names() if quota.is_leaf(q)):
+            g = gang(f"rivals-of-{leaf}", queue=leaf)
+            kept = list(self._rivals(state, g).items())
+            assert kept == list(fresh._find_rivals(state, g).items()), leaf
+            passing = sorted(self._passing_rivals(state, g, self._mine(state, g)).items())
+            assert passing == passing_rivals_as_computed_in_full(self, state, g), leaf
+            ComparedFairShare.compared += 1
+
+
+@property_settings(150)
+@given(scenarios(max_ops=30, copies=8, exclusive=True, kinds=("fair-share",)))
+def test_fair_share_rivals_kept_in_memos_are_those_computed_afresh(
+    sc: Scenario,
+) -> None:
+    """fair-share keeps its rivals (and each side's, and each gang's share alone) in
+    memos: on drawn trees of up to three levels, before every victim search of a run (so
+    after every admission and eviction of a cycle) and after every operation (gangs
+    released, queues changed or deleted, the clock moving), the long-lived policy's
+    rivals of a gang of every leaf are, in the same order, those a fresh policy computes
+    (a memo kept across admissions must pass this before it goes in)."""
+    driver = Driver.of(sc.spec, "none", ordering=sc.ordering)
+    policy = ComparedFairShare()
+    driver.engine = Engine(driver.state, ordering=driver.engine.ordering, preemption=policy)
+    driver.record_errors = True
+    ComparedFairShare.compared = 0
+    for op in sc.ops:
+        driver.apply(op)
+        policy.compare(driver.state)
+    target(float(ComparedFairShare.compared), label="comparisons")
+
+
+THREE_LEVELS = ("a.0", "a.1", "b.0", "b.1", "c")
+"""Leaves of org -> {a -> {a.0, a.1}, b -> {b.0, b.1}, c}: a victim's side is `a` or `b`
+for preemptors outside it, so one leaf's change moves its sibling's rivals too."""
+
+
+def three_levels(nominal: list[int]) -> ClusterState:
+    """Two nodes of 8 GPUs, the THREE_LEVELS tree with these GPU quotas of its leaves."""
+    queues = (
+        Queue("org"),
+        Queue("a", "org"),
+        Queue("b", "org"),
+        *(
+            Queue(q, q[0] if "." in q else "org", gpu_quota(n))
+            for q, n in zip(THREE_LEVELS, nominal, strict=True)
+        ),
+    )
+    return cluster(nodes=2, gpus_per_node=8, queues=queues)
+
+
+@property_settings(200)
+@given(
+    st.lists(st.sampled_from([0, 2, 4, 8]), min_size=5, max_size=5),
+    st.lists(
+        st.tuples(st.sampled_from(["add", "release", "clock"]), st.integers(0, 63)),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_fair_share_rivals_in_a_three_level_tree_are_those_computed_afresh(
+    nominal: list[int], changes: list[tuple[str, int]]
+) -> None:
+    """Gangs admitted to and released from the leaves of a three-level tree one at a
+    time, the clock moving: after every change, the long-lived fair-share's rivals of a
+    gang of every leaf are a fresh policy's, in the same order."""
+    state = three_levels(nominal)
+    policy = ComparedFairShare()
+    engine = Engine(state)
+    for step, (kind, i) in enumerate(changes):
+        if kind == "add":
+            state.add_gang(
+                gang(f"g{step:02d}", pods=1 + i % 2, gpus=1 + i % 3, queue=THREE_LEVELS[i % 5])
+            )
+            engine.cycle(now=state.now).ledger.commit_all()
+        elif kind == "release" and state.admitted:
+            state.release(sorted(state.admitted)[i % len(state.admitted)])
+        else:
+            state.now += 60.0
+        policy.compare(state)
+
+
+def passing_rivals_as_computed_in_full(
+    policy: preemption.FairSharePreemption, state: ClusterState, g: Gang
+) -> list[tuple[str, object]]:
+    """Every rival of every side (a fresh policy's), then those a strategy may take."""
+    mine = policy._mine(state, g)
+    fresh = preemption.FairSharePreemption(strategies=policy.strategies)
+    return sorted(
+        (u, r) for u, r in fresh._find_rivals(state, g).items() if policy._passes(r, mine)
+    )
+
+
+@property_settings(200)
+@given(
+    st.lists(st.sampled_from([0, 2, 4, 8]), min_size=5, max_size=5),
+    st.lists(st.tuples(st.integers(0, 63), st.integers(1, 2), st.integers(1, 8)), max_size=12),
+    st.sampled_from(CLOSED[2:]),
+)
+def test_fair_share_passes_over_sides_no_rival_of_could_pass(
+    nominal: list[int], arrivals: list[tuple[int, int, int]], ref: PolicyRef
+) -> None:
+    """fair-share skips a side whose share now is no more than the preemptor side's with
+    the gang (a rival alone gone leaves its side below its share now, so neither strategy
+    could take it): in a filled three-level tree, for drawn gangs of every leaf, the
+    rivals it keeps are exactly those of the full computation that a strategy may take."""
+    state = three_levels(nominal)
+    engine = Engine(state)
+    for step, (i, pods, gpus) in enumerate(arrivals):
+        state.add_gang(gang(f"run{step:02d}", pods, 1 + gpus % 4, queue=THREE_LEVELS[i % 5]))
+        engine.cycle(now=float(step)).ledger.commit_all()
+    policy = create_preemption(ref)
+    assert isinstance(policy, preemption.FairSharePreemption)
+    for leaf in THREE_LEVELS:
+        for pods, gpus in [(1, 1), (1, 4), (2, 8), (4, 8)]:
+            g = gang(f"new-{leaf}", pods, gpus, queue=leaf)
+            kept = sorted(policy._passing_rivals(state, g, policy._mine(state, g)).items())
+            assert kept == passing_rivals_as_computed_in_full(policy, state, g)
