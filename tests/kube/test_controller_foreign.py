@@ -266,13 +266,19 @@ async def status_updates(rest: Rest, job: str) -> None:
         )
 
 
+async def a_settled_bound_foreign_gang(rest: Rest, running):
+    """A 4-pod foreign Indexed Job bound on one node, left until its writes settle."""
+    controller = await one_node_started(rest, running, gpus=4)
+    await submit_indexed_job(rest, "train", 4)
+    await until_bound(rest, 4)
+    await asyncio.sleep(10)
+    return controller
+
+
 async def test_status_updates_of_a_running_foreign_gangs_pods_and_claims_run_no_cycle(
     crds: Rest, running
 ) -> None:
-    controller = await one_node_started(crds, running, gpus=4)
-    await submit_indexed_job(crds, "train", 4)
-    await until_bound(crds, 4)
-    await asyncio.sleep(10)
+    controller = await a_settled_bound_foreign_gang(crds, running)
     cycles = controller.cycles
     await status_updates(crds, "train")
     await asyncio.sleep(10)
@@ -284,10 +290,7 @@ async def test_status_updates_of_a_running_foreign_gangs_pods_and_claims_run_no_
 async def test_status_updates_of_a_bound_foreign_gangs_pods_and_claims_reconcile_it_no_more(
     crds: Rest, running
 ) -> None:
-    controller = await one_node_started(crds, running, gpus=4)
-    await submit_indexed_job(crds, "train", 4)
-    await until_bound(crds, 4)
-    await asyncio.sleep(10)
+    controller = await a_settled_bound_foreign_gang(crds, running)
     reconciled: list[str] = []
     reconcile = controller.reconcile
 
