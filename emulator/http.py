@@ -568,7 +568,10 @@ class Routes:
                     await response.write(b"".join(lines))
                 if ended:
                     break
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the client left: its watch ends, nothing failed
+            store.unwatch(watcher)
+            return response
+        except asyncio.CancelledError:
             store.unwatch(watcher)
             raise
         store.unwatch(watcher)
