@@ -58,9 +58,12 @@ if TYPE_CHECKING:
     from controller.engine.ledger import Ledger
     from controller.engine.state import ClusterState
 
-HeldDevices = dict[tuple[str, MatchKey], tuple[Reservation, int, dict[str | None, int]]]
-"""(gang uid, match set) -> (its reservation, the inventory's generation, devices of the
-set it holds per node): true while the reservation and the inventory are the same."""
+HeldItems = tuple[tuple[str | None, int], ...]
+"""(node, devices) pairs: devices of one match set that one gang holds on each node."""
+HeldDevices = dict[MatchKey, tuple[int, dict[str, tuple[Reservation, HeldItems]]]]
+"""Match set -> (the inventory's generation, gang uid -> (its reservation, the devices
+of the set it holds per node)): true while the reservation and the inventory are the
+same."""
 
 
 class CycleContext:
@@ -328,8 +331,9 @@ class CycleContext:
             if ms.free.get(None, 0) or freed.get(None, 0) > 0:
                 continue
             fitting = ms.pods_fitting(per_pod)
+            free_on = ms.free.get
             for node, n in freed.items():
-                free = ms.free.get(node, 0)
+                free = free_on(node, 0)
                 fitting += (free + n) // per_pod - free // per_pod
             if fitting < count:
                 return True
@@ -344,15 +348,28 @@ class CycleContext:
         released: up by what they hold, down by what gangs released now but not in
         `without` hold (they come back)."""
         out: dict[str | None, int] = {}
-        wanted = set(without)
-        changes = [(u, +1) for u in without if u not in self._out]
-        changes += [(u, -1) for u in self._out if u not in wanted]
-        for uid, sign in changes:
-            for node, n in self._held_by(uid, mk).items():
-                out[node] = out.get(node, 0) + sign * n
+        get = out.get
+        released = self._out
+        admitted = self.state.admitted
+        held = self._held_in(mk)
+        for uid in without:
+            if uid not in released:
+                res = admitted[uid]
+                hit = held.get(uid)
+                items = (
+                    hit[1] if hit is not None and hit[0] is res else self._held_by(held, uid, mk)
+                )
+                for node, n in items:
+                    out[node] = get(node, 0) + n
+        if released:
+            wanted = set(without)
+            for uid in released:
+                if uid not in wanted:
+                    for node, n in self._held_by(held, uid, mk):
+                        out[node] = get(node, 0) - n
         if self._placed is not None:  # the gang's kept pods are not there either
             for node, n in self._placed_devices(mk).items():
-                out[node] = out.get(node, 0) + n
+                out[node] = get(node, 0) + n
         return out
 
     def _placed_devices(self, mk: MatchKey) -> dict[str | None, int]:
@@ -365,21 +382,33 @@ class CycleContext:
             hit = self._placed_held[mk] = _devices_in(inv, mk, placed.pods)
         return hit
 
-    def _held_by(self, uid: str, mk: MatchKey) -> dict[str | None, int]:
-        """Devices of match set `mk` one admitted gang holds, per node (kept per cycle
-        while its reservation is the same)."""
-        state = self.state
+    def _held_in(self, mk: MatchKey) -> dict[str, tuple[Reservation, HeldItems]]:
+        """The table of `_held_by` for match set `mk`, emptied when the inventory's
+        generation moved since it was filled (kept across cycles)."""
+        generation = self.state.inventory.generation
+        kept = self._devices.get(mk)
+        if kept is None or kept[0] != generation:
+            if kept is None and len(self._devices) > 256:
+                self._devices.clear()
+            kept = self._devices[mk] = (generation, {})
+        return kept[1]
+
+    def _held_by(
+        self, held: dict[str, tuple[Reservation, HeldItems]], uid: str, mk: MatchKey
+    ) -> HeldItems:
+        """(node, devices of match set `mk`) one admitted gang holds there, for each node
+        where it holds any: kept in `held` (`_held_in(mk)`) while its reservation is the
+        same."""
         kept = self._out.get(uid)
-        res = kept[1] if kept is not None else state.admitted[uid]
-        inv = state.inventory
-        hit = self._devices.get((uid, mk))
-        if hit is not None and hit[0] is res and hit[1] == inv.generation:
-            return hit[2]
-        out = _devices_in(inv, mk, res.pods)
-        if len(self._devices) > 65536:
-            self._devices.clear()
-        self._devices[(uid, mk)] = (res, inv.generation, out)
-        return out
+        res = kept[1] if kept is not None else self.state.admitted[uid]
+        hit = held.get(uid)
+        if hit is not None and hit[0] is res:
+            return hit[1]
+        if len(held) > 65536:
+            held.clear()
+        items = tuple(_devices_in(self.state.inventory, mk, res.pods).items())
+        held[uid] = (res, items)
+        return items
 
     def _fits_now(self, gang: Gang) -> bool:
         state = self.state
