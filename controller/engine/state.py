@@ -270,11 +270,11 @@ class ClusterState:
         nodes = self.nodes
         for name, was in moved.items():
             usage = nodes.get(name)
-            now = usage.free("cpu") if usage is not None else None
-            if now != was:
+            if usage is None:
                 self._unsort_cpu(was, name)
-                if usage is not None:
-                    insort(self._free_cpu, (now, name))
+            elif (now := usage.free("cpu")) != was:
+                self._unsort_cpu(was, name)
+                insort(self._free_cpu, (now, name))
         moved.clear()
 
     def _unsort_cpu(self, free: int, node_name: str) -> None:
