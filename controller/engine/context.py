@@ -38,6 +38,7 @@ These keep a search of many probes cheap without changing any answer:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from controller.engine.cel import SelectorError
@@ -58,9 +59,51 @@ if TYPE_CHECKING:
     from controller.engine.ledger import Ledger
     from controller.engine.state import ClusterState
 
-HeldDevices = dict[tuple[str, MatchKey], tuple[Reservation, int, dict[str | None, int]]]
-"""(gang uid, match set) -> (its reservation, the inventory's generation, devices of the
-set it holds per node): true while the reservation and the inventory are the same."""
+
+@dataclass(slots=True)
+class GangDevices:
+    """The devices of one match set that one gang's reservation holds."""
+
+    res: Reservation
+    items: tuple[tuple[str | None, int], ...]
+    """(node, devices) for each node where it holds any (None: network-attached)."""
+    total: int
+    network: int
+    """Of `total`, the network-attached ones."""
+    _pods: dict[int, int] = field(default_factory=dict)
+
+    @staticmethod
+    def of(res: Reservation, per_node: dict[str | None, int]) -> GangDevices:
+        total = sum(per_node.values())
+        return GangDevices(res, tuple(per_node.items()), total, per_node.get(None, 0))
+
+    def pods(self, per_pod: int) -> int:
+        """How many pods needing `per_pod` devices of the set, all on one node, these
+        devices alone could serve (kept per `per_pod`)."""
+        hit = self._pods.get(per_pod)
+        if hit is None:
+            hit = self._pods[per_pod] = sum(
+                n // per_pod for node, n in self.items if node is not None
+            )
+        return hit
+
+
+@dataclass(slots=True)
+class _Counted:
+    """`CycleContext._counted`: the gangs a set of victims releases and those it brings
+    back (their devices of one match set), what the free devices change by in total and
+    on network-attached devices, and the change per node once worked out (`_freed`)."""
+
+    out: list[GangDevices]
+    back: list[GangDevices]
+    total: int
+    network: int
+    freed: dict[str | None, int] | None = None
+
+
+HeldDevices = dict[MatchKey, tuple[int, dict[str, GangDevices]]]
+"""Match set -> (the inventory's generation, gang uid -> the devices of the set it
+holds): true while the reservation and the inventory are the same."""
 
 
 class CycleContext:
@@ -83,6 +126,9 @@ class CycleContext:
         """Kept probes keep the pods of the gang's last placement a change cannot move
         (see the module docstring); False: every probe places from scratch."""
         self.probes = 0
+        self.bound_from = 8
+        """The fewest gangs released for which the devices count-out tries its bound on
+        pods' worth first (fewer: counting per node is about as quick)."""
         self._placed: FirstPass | None = None
         """The gang's placement a kept probe left applied (reuse only)."""
         self._changed: set[str | None] = set()
@@ -309,10 +355,16 @@ class CycleContext:
         """Whether the devices free with `without` released cannot serve every pod's
         primary request: fewer in total than the pods need, or (without network-attached
         ones to combine with) fewer pods' worth on the nodes than a pod set has pods.
-        Counts every device `without` hold as coming free, so a "no" here is the probe's."""
+        Counts every device `without` hold as coming free, so a "no" here is the probe's.
+
+        Pods' worth, when `without` releases many gangs and brings none back: the pods
+        the free devices serve now plus those each gang's devices serve by themselves
+        (`GangDevices.pods`) are at most the pods served with all of them free (a node's
+        devices serve at least the pods its parts serve apart); when that is enough, the
+        count per node is not made (a search's first question, all its candidates)."""
         inv = self.state.inventory
         need: dict[MatchKey, int] = {}
-        freed_of: dict[MatchKey, dict[str | None, int]] = {}
+        counted_of: dict[MatchKey, _Counted] = {}
         for demand in plan.demands:
             if demand.primary is None:
                 continue
@@ -322,37 +374,80 @@ class CycleContext:
                 continue
             count = demand.pod_set.count
             need[mk] = need.get(mk, 0) + per_pod * count
-            freed = freed_of.get(mk)
-            if freed is None:
-                freed = freed_of[mk] = self._freed(mk, without)
-            if ms.free.get(None, 0) or freed.get(None, 0) > 0:
+            counted = counted_of.get(mk)
+            if counted is None:
+                counted = counted_of[mk] = self._counted(mk, without)
+            if ms.free.get(None, 0) or counted.network > 0:
                 continue
             fitting = ms.pods_fitting(per_pod)
-            for node, n in freed.items():
-                free = ms.free.get(node, 0)
+            if (
+                len(counted.out) >= self.bound_from
+                and not counted.back
+                and fitting + sum(g.pods(per_pod) for g in counted.out) >= count
+            ):
+                continue
+            if counted.freed is None:
+                counted.freed = self._freed(mk, counted)
+            free_on = ms.free.get
+            for node, n in counted.freed.items():
+                free = free_on(node, 0)
                 fitting += (free + n) // per_pod - free // per_pod
             if fitting < count:
                 return True
         for mk, n in need.items():
             ms = inv.match_set(mk)
-            if ms.total_free() + sum(freed_of[mk].values()) < n:
+            if ms.total_free() + counted_of[mk].total < n:
                 return True
         return False
 
-    def _freed(self, mk: MatchKey, without: Sequence[str]) -> dict[str | None, int]:
-        """How the free devices of match set `mk` per node change from now to `without`
-        released: up by what they hold, down by what gangs released now but not in
-        `without` hold (they come back)."""
+    def _counted(self, mk: MatchKey, without: Sequence[str]) -> _Counted:
+        """How releasing `without` changes the free devices of match set `mk`: the gangs
+        it releases, those released now that it brings back, and the change in total
+        and on network-attached devices (the sums of `_freed`)."""
+        released = self._out
+        admitted = self.state.admitted
+        held = self._held_in(mk)
+        out: list[GangDevices] = []
+        total = network = 0
+        for uid in without:
+            if uid not in released:
+                res = admitted[uid]
+                gang = held.get(uid)
+                if gang is None or gang.res is not res:
+                    gang = self._held_by(held, uid, mk)
+                out.append(gang)
+                total += gang.total
+                network += gang.network
+        back: list[GangDevices] = []
+        if released:
+            wanted = set(without)
+            for uid in released:
+                if uid not in wanted:
+                    gang = self._held_by(held, uid, mk)
+                    back.append(gang)
+                    total -= gang.total
+                    network -= gang.network
+        if self._placed is not None:  # the gang's kept pods are not there either
+            placed = self._placed_devices(mk)
+            total += sum(placed.values())
+            network += placed.get(None, 0)
+        return _Counted(out, back, total, network)
+
+    def _freed(self, mk: MatchKey, counted: _Counted) -> dict[str | None, int]:
+        """How the free devices of match set `mk` per node change from now to the victims
+        of `counted` released: up by what they hold, down by what gangs released now but
+        not victims hold (they come back)."""
         out: dict[str | None, int] = {}
-        wanted = set(without)
-        changes = [(u, +1) for u in without if u not in self._out]
-        changes += [(u, -1) for u in self._out if u not in wanted]
-        for uid, sign in changes:
-            for node, n in self._held_by(uid, mk).items():
-                out[node] = out.get(node, 0) + sign * n
+        get = out.get
+        for gang in counted.out:
+            for node, n in gang.items:
+                out[node] = get(node, 0) + n
+        for gang in counted.back:
+            for node, n in gang.items:
+                out[node] = get(node, 0) - n
         if self._placed is not None:  # the gang's kept pods are not there either
             for node, n in self._placed_devices(mk).items():
-                out[node] = out.get(node, 0) + n
+                out[node] = get(node, 0) + n
         return out
 
     def _placed_devices(self, mk: MatchKey) -> dict[str | None, int]:
@@ -365,21 +460,29 @@ class CycleContext:
             hit = self._placed_held[mk] = _devices_in(inv, mk, placed.pods)
         return hit
 
-    def _held_by(self, uid: str, mk: MatchKey) -> dict[str | None, int]:
-        """Devices of match set `mk` one admitted gang holds, per node (kept per cycle
-        while its reservation is the same)."""
-        state = self.state
+    def _held_in(self, mk: MatchKey) -> dict[str, GangDevices]:
+        """The table of `_held_by` for match set `mk`, emptied when the inventory's
+        generation moved since it was filled (kept across cycles)."""
+        generation = self.state.inventory.generation
+        kept = self._devices.get(mk)
+        if kept is None or kept[0] != generation:
+            if kept is None and len(self._devices) > 256:
+                self._devices.clear()
+            kept = self._devices[mk] = (generation, {})
+        return kept[1]
+
+    def _held_by(self, held: dict[str, GangDevices], uid: str, mk: MatchKey) -> GangDevices:
+        """The devices of match set `mk` one admitted gang holds: kept in `held`
+        (`_held_in(mk)`) while its reservation is the same."""
         kept = self._out.get(uid)
-        res = kept[1] if kept is not None else state.admitted[uid]
-        inv = state.inventory
-        hit = self._devices.get((uid, mk))
-        if hit is not None and hit[0] is res and hit[1] == inv.generation:
-            return hit[2]
-        out = _devices_in(inv, mk, res.pods)
-        if len(self._devices) > 65536:
-            self._devices.clear()
-        self._devices[(uid, mk)] = (res, inv.generation, out)
-        return out
+        res = kept[1] if kept is not None else self.state.admitted[uid]
+        hit = held.get(uid)
+        if hit is not None and hit.res is res:
+            return hit
+        if len(held) > 65536:
+            held.clear()
+        gang = held[uid] = GangDevices.of(res, _devices_in(self.state.inventory, mk, res.pods))
+        return gang
 
     def _fits_now(self, gang: Gang) -> bool:
         state = self.state

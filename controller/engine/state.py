@@ -129,7 +129,12 @@ class ClusterState:
         self.foreign_pods: dict[str, tuple[str, Resources]] = {}
         self.foreign_claims: dict[str, tuple[DeviceKey, ...]] = {}
         self._free_cpu: list[tuple[int, str]] = []
-        """(free millicores, node) of every node, sorted."""
+        """(free millicores, node) of every node, sorted, but for the nodes of
+        `_cpu_moved` (`_sorted_cpu` brings it up to date)."""
+        self._cpu_moved: dict[str, int] = {}
+        """Nodes whose free cpu changed since `_free_cpu` was last brought up to date,
+        with the free cpu their entry there has: a what-if probe releases and restores
+        the same gangs many times between two readers of the order."""
         self._holds: dict[str, _Hold] = {}
         """What each gang's pods hold, by gang uid, kept while its pods are the same."""
         self._eligible: dict[EligibilityKey, frozenset[str]] = {}
@@ -158,6 +163,7 @@ class ClusterState:
         A node seen for the first time (or again) counts pods already recorded on it:
         watch events for pods may arrive before the node's.
         """
+        self._sorted_cpu()
         old = self.nodes.get(node.name)
         if old is not None:
             self._unsort_cpu(old.free("cpu"), node.name)
@@ -186,6 +192,7 @@ class ClusterState:
         Pods recorded on it stay recorded until their own removal, so a node that comes
         back counts them again.
         """
+        self._sorted_cpu()
         usage = self.nodes.pop(name, None)
         if usage is None:
             return []
@@ -229,6 +236,10 @@ class ClusterState:
 
     def nodes_by_free_cpu(self, minimum: int, descending: bool = False) -> Iterator[str]:
         """Nodes with at least `minimum` free millicores, least free first (or most)."""
+        self._sorted_cpu()
+        return self._by_free_cpu(minimum, descending)
+
+    def _by_free_cpu(self, minimum: int, descending: bool) -> Iterator[str]:
         start = bisect_left(self._free_cpu, (minimum, ""))
         if descending:
             for i in range(len(self._free_cpu) - 1, start - 1, -1):
@@ -241,9 +252,8 @@ class ClusterState:
         usage = self.nodes.get(node_name)
         if usage is None:
             return
-        cpu = requests.get("cpu", 0)
-        if cpu:
-            self._unsort_cpu(usage.free("cpu"), node_name)
+        if requests.get("cpu", 0) and node_name not in self._cpu_moved:
+            self._cpu_moved[node_name] = usage.free("cpu")
         used = usage.used
         for r, v in requests.items():
             left = used.get(r, 0) + sign * v
@@ -251,8 +261,21 @@ class ClusterState:
                 used[r] = left
             else:
                 used.pop(r, None)
-        if cpu:
-            insort(self._free_cpu, (usage.free("cpu"), node_name))
+
+    def _sorted_cpu(self) -> None:
+        """Bring `_free_cpu` up to date with the nodes whose free cpu moved."""
+        moved = self._cpu_moved
+        if not moved:
+            return
+        nodes = self.nodes
+        for name, was in moved.items():
+            usage = nodes.get(name)
+            if usage is None:
+                self._unsort_cpu(was, name)
+            elif (now := usage.free("cpu")) != was:
+                self._unsort_cpu(was, name)
+                insort(self._free_cpu, (now, name))
+        moved.clear()
 
     def _unsort_cpu(self, free: int, node_name: str) -> None:
         entries = self._free_cpu

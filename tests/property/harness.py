@@ -400,6 +400,7 @@ def index_problems(state: ClusterState) -> list[str]:
     """Derived indexes (free cpu order, match-set free counts, held devices) agree with
     the raw state."""
     out = []
+    state._sorted_cpu()  # kept lazily: up to date whenever it is read
     want_cpu = sorted((u.free("cpu"), n) for n, u in state.nodes.items())
     if list(state._free_cpu) != want_cpu:
         out.append(f"free-cpu index {list(state._free_cpu)} != {want_cpu}")
