@@ -244,8 +244,12 @@ class _Probes:
         gang: Gang,
         budget: int,
         allowed: Callable[[Sequence[Gang]], bool] | None,
+        counted_out: bool = False,
     ) -> None:
         self.ctx, self.gang, self.left, self.allowed = ctx, gang, budget, allowed
+        self.counted_out = counted_out
+        """Every set probed is part of one that counting shows cannot fit: each probe
+        is answered "no" (and counted in `ctx.probes`) without asking `ctx.fits`."""
         self.known: dict[frozenset[str], bool] = {}
         self.failed: list[frozenset[str]] = []
 
@@ -261,7 +265,11 @@ class _Probes:
         if self.left <= 0:
             return None
         self.left -= 1
-        ok = self.known[uids] = self.ctx.fits(self.gang, [v.uid for v in victims], keep=True)
+        if self.counted_out:
+            self.ctx.probes += 1  # the probe `ctx.fits` would have answered by counting
+            ok = self.known[uids] = False
+        else:
+            ok = self.known[uids] = self.ctx.fits(self.gang, [v.uid for v in victims], keep=True)
         if not ok:
             self.failed.append(uids)
         return ok
@@ -269,6 +277,24 @@ class _Probes:
     def hopeless(self, uid: str) -> bool:
         """Whether `uid` was in a set that did not fit (so it cannot fit alone)."""
         return any(uid in f for f in self.failed)
+
+
+COUNT_UNION_FIRST = True
+"""`minimal_victims` counts the union of the sets it could probe before anything else
+(False: the whole pool, then every probe: the reference the tests compare with)."""
+
+
+def _hopeless(ctx: CycleContext, gang: Gang, victims: Sequence[Gang]) -> bool:
+    """Whether counting shows that `gang` fits with no part of `victims` evicted
+    (devices in total or per node, or its quota lower bound); each test only grows
+    stricter for a part of them."""
+    state = ctx.state
+    return (
+        not victims
+        or _too_few_devices(state, gang, victims)
+        or _quota_never_fits(state, gang, victims)
+        or ctx.too_few_devices(gang, [c.uid for c in victims])
+    )
 
 
 def minimal_victims(
@@ -282,6 +308,7 @@ def minimal_victims(
     admissible: Admissible | None = None,
     closed: bool = False,
     allowed: Callable[[Sequence[Gang]], bool] | None = None,
+    exact_probes: bool = False,
 ) -> list[str]:
     """A small set of `candidates` whose eviction lets `gang` fit, or [] if none is found.
 
@@ -301,15 +328,17 @@ def minimal_victims(
     `allowed` must not read usage or reservations from the state: they take what they
     need before the search. A set found is returned with the state as the last probe
     left it, for the engine to take the eviction from (`CycleContext.take`) or settle.
+
+    Every set probed is part of the greedy orders' admissible sequences; when counting
+    shows even their union cannot let the gang fit, no probe is made (with
+    `exact_probes`, for a caller that budgets by `ctx.probes`, the probes the search
+    would make are counted as made, each answered "no" without placing: the count is
+    then what it would be).
     """
     state = ctx.state
     pool = [c for c in candidates if ctx.evictable(c.uid)]
-    if not pool:
+    if not pool or _too_few_devices(state, gang, pool):
         return []
-    if _too_few_devices(state, gang, pool) or _quota_never_fits(state, gang, pool):
-        return []
-    if ctx.too_few_devices(gang, [c.uid for c in pool]):
-        return []  # every probe would be a subset of the pool, counted out alike
     chain: Admissible = admissible or list
     size = {c.uid: width(state, c.uid) for c in pool}
     work = {c.uid: cost(c) for c in pool}
@@ -322,20 +351,32 @@ def minimal_victims(
         top = max(v.priority for v in victims)
         return (*first, top, -min(since[u] for u in uids), len(uids), tuple(uids))
 
-    probes = _Probes(ctx, gang, max_probes, allowed)
     one: dict[str, tuple[object, ...]] = {}  # key([c]) of each, without sorting and sums
     for c in pool:
         u = c.uid
         first = (work[u], size[u]) if work_first else (size[u], work[u])
         one[u] = (*first, c.priority, -since[u], 1, (u,))
     singly = sorted(pool, key=lambda c: one[c.uid])
-    usable = {c.uid for c in pool}
+    # Every set the search probes is part of one of these two sequences: if counting
+    # shows their union cannot free enough, no probe can say yes.
+    seqs = [chain(list(pool)), chain(list(singly))]
+    union = {g.uid for seq in seqs for g in seq}
+    if COUNT_UNION_FIRST:
+        counted_out = _hopeless(ctx, gang, [c for c in pool if c.uid in union])
+        if counted_out and (not exact_probes or _hopeless(ctx, gang, pool)):
+            # Nothing can fit. Probes are made (each answered "no" by counting) only
+            # when the whole pool is not hopeless too, which matters to `exact_probes`.
+            return []
+    else:
+        counted_out = False
+        if _hopeless(ctx, gang, pool):
+            return []
+    probes = _Probes(ctx, gang, max_probes, allowed, counted_out)
     best: list[Gang] | None = None
     tried: list[list[str]] = []
     kept: set[str] = set()
     try:
-        for order in (pool, singly):
-            seq = chain([c for c in order if c.uid in usable])
+        for seq in seqs:
             uids = [g.uid for g in seq]
             kept.update(uids)
             if not seq or uids in tried:
@@ -1014,6 +1055,8 @@ class FairSharePreemption:
                 # freed (shares grow with usage; `alone` is a share after fewer victims).
                 closed=True,
                 allowed=allowed,
+                # a later strategy's budget is what this search leaves of `max_probes`
+                exact_probes=k < len(self.strategies),
             )
             if found:
                 return found

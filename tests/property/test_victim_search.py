@@ -429,3 +429,46 @@ def test_fair_share_passes_over_sides_no_rival_of_could_pass(
             g = gang(f"new-{leaf}", pods, gpus, queue=leaf)
             kept = sorted(policy._passing_rivals(state, g, policy._mine(state, g)).items())
             assert kept == passing_rivals_as_computed_in_full(policy, state, g)
+
+
+def searched(seed: int, ref: PolicyRef, union_first: bool, exact: bool) -> list[object]:
+    """The decisions of `decide`, with each search's victims and `ctx.probes` spent
+    (with `exact`, every search keeps the probe count exact)."""
+    searches: list[object] = []
+    real = preemption.minimal_victims
+
+    def recording(ctx: CycleContext, gang: Gang, candidates: Sequence[Gang], *a, **kw):  # type: ignore[no-untyped-def]
+        before = ctx.probes
+        found = real(ctx, gang, candidates, *a, **({**kw, "exact_probes": True} if exact else kw))
+        searches.append((gang.uid, found, ctx.probes - before if exact else None))
+        return found
+
+    with (
+        mock.patch.object(preemption, "minimal_victims", recording),
+        mock.patch.object(preemption, "COUNT_UNION_FIRST", union_first),
+    ):
+        return [decide(contended(seed), ref, CycleContext), searches]
+
+
+@property_settings(150)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(POLICIES), st.booleans())
+def test_searches_counted_out_by_the_union_of_their_sets_decide_as_probing_them(
+    seed: int, ref: PolicyRef, exact: bool
+) -> None:
+    """`minimal_victims` first counts the union of the sets it could probe, and makes no
+    probe when even that cannot let the gang fit: every shipped policy decides (victims
+    included) as when the whole pool is counted and each set probed, and with
+    `exact_probes` each search spends the same number of probes."""
+    counted_out = 0
+    real = preemption._hopeless
+
+    def counting(*a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal counted_out
+        out = real(*a, **kw)
+        counted_out += out
+        return out
+
+    with mock.patch.object(preemption, "_hopeless", counting):
+        fast = searched(seed, ref, True, exact)
+    target(float(counted_out), label="searches counted out")
+    assert fast == searched(seed, ref, False, exact)
