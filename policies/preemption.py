@@ -502,6 +502,10 @@ class PriorityPreemption:
         )
 
 
+_HelpKey = tuple[int | None, tuple[tuple[str, int], ...]]
+"""reclaim's `help_key`: (the gang's priority under `priority: lower`, its charge)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _ReclaimView:
     """A leaf queue as reclaim sees it: room left below nominal per managed resource, and
@@ -512,9 +516,21 @@ class _ReclaimView:
     lenders: list[tuple[str, frozenset[str], int]]
     full: frozenset[str]
     """Managed resources with no room left: a gang needing any of them may not reclaim."""
-    helps: dict[Hashable, bool] = field(default_factory=dict, compare=False)
+    helps: dict[_HelpKey, bool] = field(default_factory=dict, compare=False)
     """`could_help` per `help_key`: a function of the view and the key alone, so kept for
     as long as an equal view is (a view equal to the last one replaces it by that one)."""
+
+
+class _HelpStamp:
+    """reclaim's `help_stamp` of a queue: the answers given under it (the `helps` of the
+    view it was last checked against)."""
+
+    __slots__ = ("answers", "state", "view")
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.view: _ReclaimView | None = None
+        self.answers: dict[_HelpKey, bool] = {}
 
 
 @builtin
@@ -539,6 +555,8 @@ class ReclaimPreemption:
         self._last_views: dict[str, _ReclaimView | None] = {}
         self._views_state: ClusterState | None = None
         self._views_stamp = (-1, -1)
+        self._stamps: dict[str, _HelpStamp] = {}
+        self._tree_lenders: dict[str, list[tuple[str, frozenset[str], int]]] = {}
 
     def _view(self, state: ClusterState, queue: str) -> _ReclaimView | None:
         """What `could_help` needs of a leaf queue, kept while nobody was admitted or
@@ -557,6 +575,7 @@ class ReclaimPreemption:
             self._views_state = state
             self._views_stamp = (state.admission_generation, state.quota.generation)
             self._views = {}
+            self._tree_lenders = {}
         elif queue in self._views:
             return self._views[queue]
         quota = state.quota
@@ -568,13 +587,7 @@ class ReclaimPreemption:
             for r in quota.managed(queue):
                 lim = q.quota.get(r)
                 room[r] = (lim.nominal if lim is not None else 0) - used.get(r, 0)
-            root = quota.root(queue)
-            lenders = []
-            for name, borrowed in self._borrowing.get(state).items():
-                if name != queue and quota.is_leaf(name) and quota.root(name) == root:
-                    low = self._index.min_priority(state, name)
-                    if low is not None:
-                        lenders.append((name, borrowed, low))
+            lenders = [t for t in self._lenders_in(state, quota.root(queue)) if t[0] != queue]
             full = frozenset(r for r, left in room.items() if left <= 0)
             view = _ReclaimView(room, lenders, full)
             last = self._last_views.get(queue)
@@ -582,6 +595,21 @@ class ReclaimPreemption:
                 view = last
         self._views[queue] = view
         return view
+
+    def _lenders_in(self, state: ClusterState, root: str) -> list[tuple[str, frozenset[str], int]]:
+        """The leaves of the tree under `root` that borrow with gangs running: (queue,
+        resources it borrows, lowest priority running there), once per state of the
+        views (see `_view`)."""
+        hit = self._tree_lenders.get(root)
+        if hit is None:
+            quota = state.quota
+            hit = self._tree_lenders[root] = []
+            for name, borrowed in self._borrowing.get(state).items():
+                if quota.is_leaf(name) and quota.root(name) == root:
+                    low = self._index.min_priority(state, name)
+                    if low is not None:
+                        hit.append((name, borrowed, low))
+        return hit
 
     def _needs(self, state: ClusterState, gang: Gang) -> dict[str, int] | None:
         """The managed resources the gang needs, or None if it would take its queue
@@ -619,25 +647,59 @@ class ReclaimPreemption:
         return priority, _minimum.key(gang)
 
     def help_stamp(self, state: ClusterState, queue: str) -> object:
-        """`could_help` is a function of the queue's view and the `help_key`, and a view
-        equal to the last one is that one."""
-        return self._view(state, queue)
+        """`could_help` is a function of the queue's view and the `help_key`. The stamp
+        stays while every answer given under it (recorded in the view's `helps`) is the
+        same for the queue's view now: a view that changes only where no answer given
+        looks (room that no asked charge comes near) keeps the stamp; an answer that would
+        differ makes a new one. Keys never asked are not covered: nobody kept theirs."""
+        view = self._view(state, queue)
+        if view is None:
+            return None
+        stamp = self._stamps.get(queue)
+        if stamp is not None and stamp.view is view:
+            return stamp
+        if (
+            stamp is not None
+            and stamp.state is state
+            and all(self._answer(view, k) is a for k, a in stamp.answers.items())
+        ):
+            view.helps.update(stamp.answers)  # the same answers (equal where both have one)
+        else:
+            if len(self._stamps) > 4096:
+                self._stamps.clear()
+            stamp = self._stamps[queue] = _HelpStamp(state)
+        stamp.view, stamp.answers = view, view.helps
+        return stamp
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
-        if view is None or not view.lenders:
-            return False  # no lender
-        _, _, needed, charge = _minimum.entry(gang)
-        if not view.full.isdisjoint(needed):
-            return False  # the gang needs something its queue has no room for
-        key = (gang.priority if self.priority == "lower" else None, charge)  # help_key
+        if view is None:
+            return False
+        key = (gang.priority if self.priority == "lower" else None, _minimum.key(gang))  # help_key
         hit = view.helps.get(key)
         if hit is None:
-            needs = self._needs(state, gang)
-            hit = view.helps[key] = (
-                needs is not None and bool(needs) and bool(self._lenders(state, gang, needs))
-            )
+            hit = view.helps[key] = self._answer(view, key)
         return hit
+
+    def _answer(self, view: _ReclaimView, key: _HelpKey) -> bool:
+        """`could_help` for the gangs of `help_key` `key` of a queue with `view`: it has
+        lenders, the charge fits its room below nominal in every managed resource and needs
+        some of them, and a lender borrows one of those (of lower priority, if required)."""
+        if not view.lenders:
+            return False  # no lender
+        priority, charge = key
+        room = view.room
+        needs: set[str] = set()
+        for r, v in charge:
+            if v and r in room:
+                if v > room[r]:
+                    return False  # it would take its queue beyond nominal
+                needs.add(r)
+        return bool(needs) and any(
+            not borrowed.isdisjoint(needs)
+            and (self.priority == "any" or (priority is not None and low < priority))
+            for _, borrowed, low in view.lenders
+        )
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
@@ -662,17 +724,31 @@ class ReclaimPreemption:
             for q in sorted({g.queue for g in candidates})
         }
 
+        # per candidate: the needed resources it uses, with how much of each
+        uses = {
+            uid: tuple((r, charge[r]) for r in needed if charge.get(r, 0))
+            for uid, charge in charges.items()
+        }
+
         def admissible(seq: Sequence[Gang]) -> list[Gang]:
-            taken: dict[str, dict[str, int]] = {}
+            # per lender queue: how far it still borrows each needed resource, net of
+            # the victims kept from it so far; a queue that borrows none of them any
+            # more keeps no further victim
+            left = {q: dict(over) for q, over in above.items()}
+            done = {q for q, over in above.items() if all(v <= 0 for v in over.values())}
             out = []
             for g in seq:
-                charge = charges[g.uid]
-                took = taken.setdefault(g.queue, {})
-                over = above[g.queue]
-                if any(charge.get(r, 0) and over[r] - took.get(r, 0) > 0 for r in needed):
+                q = g.queue
+                if q in done:
+                    continue
+                rem = left[q]
+                used = uses[g.uid]
+                if any(rem[r] > 0 for r, _ in used):
                     out.append(g)
-                    for r, v in charge.items():
-                        took[r] = took.get(r, 0) + v
+                    for r, v in used:
+                        rem[r] -= v
+                    if all(v <= 0 for v in rem.values()):
+                        done.add(q)
             return out
 
         return minimal_victims(

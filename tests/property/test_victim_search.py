@@ -5,7 +5,7 @@ never what it decides."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import replace
 from unittest import mock
 
@@ -232,13 +232,23 @@ def test_policies_kept_across_contention_answer_as_fresh_ones(
         state.now = 200.0 + 600.0 * step
         fresh = make_engine(state, kind).preemption
         assert ask(state, engine, engine.preemption) == ask(state, engine, fresh)
-        engine.cycle().ledger.commit_all()
-        running = sorted(state.admitted)
-        if running:
-            state.release(running[i % len(running)])
-        state.add_gang(
-            gang(f"late{step}", pods, gpus, queue=leaves[i % len(leaves)], created=300.0 + step)
-        )
+        cycle_then_churn(engine, leaves, step, (i, pods, gpus))
+
+
+def cycle_then_churn(
+    engine: Engine, leaves: list[str], step: int, churn: tuple[int, int, int]
+) -> None:
+    """A cycle (committed), then the `i`th running gang finishes and a gang of `pods` x
+    `gpus` arrives at the `i`th leaf."""
+    state = engine.state
+    i, pods, gpus = churn
+    engine.cycle().ledger.commit_all()
+    running = sorted(state.admitted)
+    if running:
+        state.release(running[i % len(running)])
+    state.add_gang(
+        gang(f"late{step}", pods, gpus, queue=leaves[i % len(leaves)], created=300.0 + step)
+    )
 
 
 CLOSED = [
@@ -472,3 +482,120 @@ def test_searches_counted_out_by_the_union_of_their_sets_decide_as_probing_them(
         fast = searched(seed, ref, True, exact)
     target(float(counted_out), label="searches counted out")
     assert fast == searched(seed, ref, False, exact)
+
+
+@property_settings(100)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["reclaim", "reclaim-lower"]),
+    st.lists(st.tuples(st.integers(0, 63), st.integers(1, 3), st.integers(1, 8)), max_size=8),
+)
+def test_reclaim_answers_under_a_stamp_kept_are_a_fresh_policys(
+    seed: int, kind: str, steps: list[tuple[int, int, int]]
+) -> None:
+    """reclaim's `help_stamp` of a queue stays the same object across admissions and
+    releases that change no answer given under it (room no charge asked comes near):
+    in full clusters with gangs admitted, finishing and arriving, whenever a queue's
+    stamp is one seen before, every `could_help` answer recorded under it (per
+    `help_key`) is what a fresh policy answers now."""
+    state = contended(seed)
+    engine = make_engine(state, kind)
+    policy = engine.preemption
+    assert isinstance(policy, preemption.ReclaimPreemption)
+    leaves = sorted(q for q in state.quota.names() if state.quota.is_leaf(q))
+    given_under: list[tuple[object, dict[Hashable, bool]]] = []
+    kept = 0
+    for step, (i, pods, gpus) in enumerate([(0, 1, 1), *steps]):
+        state.now = 200.0 + 600.0 * step
+        fresh = make_engine(state, kind).preemption
+        for q in leaves:
+            stamp = policy.help_stamp(state, q)
+            recorded = next((a for s, a in given_under if s is stamp), None)
+            if recorded is None:
+                recorded = {}
+                given_under.append((stamp, recorded))
+            else:
+                kept += 1
+            for g in sorted(state.pending.values(), key=lambda g: g.uid):
+                if g.queue != q:
+                    continue
+                now = fresh.could_help(state, g)
+                assert recorded.setdefault(policy.help_key(g), now) == now
+                assert policy.could_help(state, g) == now
+        cycle_then_churn(engine, leaves, step, (i, pods, gpus))
+    target(float(kept), label="stamps kept")
+
+
+def reclaim_keeps(
+    state: ClusterState, gang: Gang, needed: list[str], seq: Sequence[Gang]
+) -> list[Gang]:
+    """reclaim's admissibility as its docstring states it: each candidate in turn is
+    kept while its queue still borrows, net of the candidates kept before it, a needed
+    resource it uses."""
+    quota = state.quota
+    taken: dict[str, dict[str, int]] = {}
+    out = []
+    for g in seq:
+        charge = state.admitted[g.uid].charge
+        took = taken.setdefault(g.queue, {})
+        over = {
+            r: quota.pool_usage(g.queue).get(r, 0) - quota.subtree_quota(g.queue, r) for r in needed
+        }
+        if any(charge.get(r, 0) and over[r] - took.get(r, 0) > 0 for r in needed):
+            out.append(g)
+            for r, v in charge.items():
+                took[r] = took.get(r, 0) + v
+    return out
+
+
+@property_settings(150)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([PolicyRef("reclaim"), PolicyRef("reclaim", {"priority": "lower"})]),
+    st.randoms(use_true_random=False),
+)
+def test_reclaim_keeps_the_victims_its_rule_keeps(
+    seed: int, ref: PolicyRef, rnd: random.Random
+) -> None:
+    """reclaim's admissibility (which skips a queue once it borrows nothing needed) keeps,
+    of the candidates and of drawn reorderings and parts of them, the gangs the rule
+    recomputed from the state keeps."""
+    real = preemption.minimal_victims
+    compared = 0
+    problems: list[object] = []  # (an assertion in a search would be the gang's fault)
+
+    def check(ctx: CycleContext, gang: Gang, candidates: Sequence[Gang], *a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal compared
+        needs = preemption.ReclaimPreemption()._needs(ctx.state, gang) or {}
+        pool = list(candidates)
+        for seq in [pool] + [rnd.sample(pool, rnd.randint(0, len(pool))) for _ in range(6)]:
+            kept = kw["admissible"](seq)
+            if kept != reclaim_keeps(ctx.state, gang, sorted(needs), seq):
+                problems.append((gang.uid, [g.uid for g in seq], [g.uid for g in kept]))
+            compared += 1
+        return real(ctx, gang, candidates, *a, **kw)
+
+    with mock.patch.object(preemption, "minimal_victims", check):
+        decide(crowded(seed), ref, CycleContext)
+    target(float(compared), label="lists compared")
+    assert problems == []
+
+
+def crowded(seed: int) -> ClusterState:
+    """Many small gangs: 4-6 nodes of 8 GPUs, 2-3 leaves of 0-8 GPUs nominal, gangs of 1-2
+    GPUs of every leaf admitted until the cluster is full (so leaves borrow, by many
+    gangs each), then newcomers of 1-8 GPUs in leaves that may reclaim."""
+    rng = random.Random(seed)
+    leaves = [f"q{i}" for i in range(rng.randint(2, 3))]
+    queues = (Queue("org"), *(Queue(q, "org", gpu_quota(rng.randint(0, 8))) for q in leaves))
+    state = cluster(nodes=rng.randint(4, 6), gpus_per_node=8, queues=queues)
+    engine = Engine(state)
+    for i in range(48):
+        q = leaves[0] if i < 24 and rng.random() < 0.7 else rng.choice(leaves)
+        state.add_gang(gang(f"run{i:02d}", gpus=rng.randint(1, 2), queue=q, created=float(i)))
+    engine.cycle(now=0.0).ledger.commit_all()
+    for i in range(rng.randint(1, 4)):
+        state.add_gang(
+            gang(f"new{i}", gpus=rng.randint(1, 8), queue=rng.choice(leaves), created=100.0 + i)
+        )
+    return state
