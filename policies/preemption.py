@@ -805,8 +805,10 @@ class FairSharePreemption:
         self._share_above: dict[str, bool] = {}
         self._shares: dict[str, float] = {}
         self._sides: dict[tuple[str, str], list[tuple[str, float, float, bool]]] = {}
-        self._alone_of: dict[str, tuple[Reservation, str, int, Hashable, float, bool]] = {}
+        self._alone_of: dict[tuple[str, str], tuple[Reservation, int, Hashable, float, bool]] = {}
         self._ran: dict[str, tuple[Reservation, float, bool]] = {}
+        self._pairs_of: dict[str, list[tuple[str, str, str]]] = {}
+        self._mine_of: dict[tuple[str, Hashable], dict[str, float]] = {}
 
     def help_key(self, gang: Gang) -> Hashable:
         """`could_help` reads the gang's queue and priority only."""
@@ -847,6 +849,8 @@ class FairSharePreemption:
             self._share_above.clear()
             self._shares.clear()
             self._sides.clear()
+            self._pairs_of.clear()
+            self._mine_of.clear()
 
     def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
         """Admitted gangs of other queues of the tree whose eviction lowers a positive
@@ -866,16 +870,21 @@ class FairSharePreemption:
             INITIAL in self.strategies and rival.initial_ok and p < rival.initial
         )
 
-    @staticmethod
-    def _mine(state: ClusterState, gang: Gang) -> dict[str, float]:
+    def _mine(self, state: ClusterState, gang: Gang) -> dict[str, float]:
         """The shares of the preemptor's sides (its queue and ancestors below the root)
-        with the gang admitted."""
-        quota = state.quota
-        after = pools_after(state, {gang.queue: _minimum(gang)})
-        return {
-            side: share_of_pool(state, side, after.get(side, quota.pool_usage(side)), True)
-            for side in quota.path(gang.queue)[:-1]
-        }
+        with the gang admitted (the same for every gang of its queue with its charge,
+        until someone is admitted or released or the queue tree changes)."""
+        self._refresh(state)
+        key = (gang.queue, _minimum.key(gang))
+        hit = self._mine_of.get(key)
+        if hit is None:
+            quota = state.quota
+            after = pools_after(state, {gang.queue: _minimum(gang)})
+            hit = self._mine_of[key] = {
+                side: share_of_pool(state, side, after.get(side, quota.pool_usage(side)), True)
+                for side in quota.path(gang.queue)[:-1]
+            }
+        return hit
 
     def _passing_rivals(
         self, state: ClusterState, gang: Gang, mine: Mapping[str, float]
@@ -889,10 +898,12 @@ class FairSharePreemption:
         for q, side_mine, theirs in self._pairs(state, gang.queue):
             if mine[side_mine] >= self._side_share(state, theirs):
                 continue
+            p = mine[side_mine]
+            final, initial_share = FINAL in self.strategies, INITIAL in self.strategies
             for uid, initial, alone, initial_ok in self._side_rivals(state, q, theirs):
-                rival = _Rival(side_mine, theirs, initial, alone, initial_ok)
-                if self._passes(rival, mine):
-                    out[uid] = rival
+                # `_passes`, before building the rival
+                if (final and p <= alone) or (initial_share and initial_ok and p < initial):
+                    out[uid] = _Rival(side_mine, theirs, initial, alone, initial_ok)
         return out
 
     def _side_share(self, state: ClusterState, side: str) -> float:
@@ -906,11 +917,16 @@ class FairSharePreemption:
 
     def _pairs(self, state: ClusterState, queue: str) -> list[tuple[str, str, str]]:
         """(other leaf with gangs running in the tree, the preemptor's side, its side):
-        the children of their common ancestor."""
+        the children of their common ancestor (per queue, until someone is admitted or
+        released or the queue tree changes)."""
+        self._refresh(state)
+        hit = self._pairs_of.get(queue)
+        if hit is not None:
+            return hit
         quota = state.quota
         path = quota.path(queue)
         at = {q: i for i, q in enumerate(path)}
-        out = []
+        out = self._pairs_of[queue] = []
         for q in self._index.queues(state):
             if q == queue or quota.root(q) != path[-1]:
                 continue
@@ -960,24 +976,19 @@ class FairSharePreemption:
         """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
         may take `g` (never preempted before, `side` kept at nominal). The shares read the
         queue tree, the gang's reservation and `usage` (the pool usage from its queue up
-        to `side`): kept across admissions and releases that change none of them."""
+        to `side`): kept across admissions and releases that change none of them, per
+        side (preemptors under different ancestors compare different sides of it)."""
         quota = state.quota
         res = state.admitted[g.uid]
-        hit = self._alone_of.get(g.uid)
-        if (
-            hit is None
-            or hit[0] is not res
-            or hit[1] != side
-            or hit[2] != quota.generation
-            or hit[3] != usage
-        ):
+        hit = self._alone_of.get((g.uid, side))
+        if hit is None or hit[0] is not res or hit[1] != quota.generation or hit[2] != usage:
             charge = res.charge
             pools = self._pools_without(state, side, g, charge, None)
             pool = pools.get(side, quota.pool_usage(side))
             alone = share_of_pool(state, side, pool, True)
             keeps = self._keeps_nominal(state, side, pool, charge.keys())
-            hit = self._alone_of[g.uid] = (res, side, quota.generation, usage, alone, keeps)
-        return hit[4], hit[5] and not self._ran_before(state, g)
+            hit = self._alone_of[(g.uid, side)] = (res, quota.generation, usage, alone, keeps)
+        return hit[3], hit[4] and not self._ran_before(state, g)
 
     def _ran_before(self, state: ClusterState, g: Gang) -> bool:
         """`_ran_before`, once per reservation and clock reading (a gang's past runs

@@ -406,9 +406,11 @@ def test_fair_share_rivals_in_a_three_level_tree_are_those_computed_afresh(
 def passing_rivals_as_computed_in_full(
     policy: preemption.FairSharePreemption, state: ClusterState, g: Gang
 ) -> list[tuple[str, object]]:
-    """Every rival of every side (a fresh policy's), then those a strategy may take."""
-    mine = policy._mine(state, g)
+    """Every rival of every side (a fresh policy's), then those a strategy may take (by
+    the preemptor's shares a fresh policy computes, and the kept policy's too)."""
     fresh = preemption.FairSharePreemption(strategies=policy.strategies)
+    mine = fresh._mine(state, g)
+    assert policy._mine(state, g) == mine
     return sorted(
         (u, r) for u, r in fresh._find_rivals(state, g).items() if policy._passes(r, mine)
     )
