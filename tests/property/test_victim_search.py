@@ -443,9 +443,12 @@ def test_fair_share_passes_over_sides_no_rival_of_could_pass(
             assert kept == passing_rivals_as_computed_in_full(policy, state, g)
 
 
-def searched(seed: int, ref: PolicyRef, union_first: bool, exact: bool) -> list[object]:
+def searched(
+    seed: int, ref: PolicyRef, exact: bool, union_first: bool = True, supersets: bool = True
+) -> list[object]:
     """The decisions of `decide`, with each search's victims and `ctx.probes` spent
-    (with `exact`, every search keeps the probe count exact)."""
+    (with `exact`, every search keeps the probe count exact), with the search's
+    shortcuts on or off."""
     searches: list[object] = []
     real = preemption.minimal_victims
 
@@ -458,6 +461,7 @@ def searched(seed: int, ref: PolicyRef, union_first: bool, exact: bool) -> list[
     with (
         mock.patch.object(preemption, "minimal_victims", recording),
         mock.patch.object(preemption, "COUNT_UNION_FIRST", union_first),
+        mock.patch.object(preemption, "ANSWER_SUPERSETS", supersets),
     ):
         return [decide(contended(seed), ref, CycleContext), searches]
 
@@ -481,9 +485,9 @@ def test_searches_counted_out_by_the_union_of_their_sets_decide_as_probing_them(
         return out
 
     with mock.patch.object(preemption, "_hopeless", counting):
-        fast = searched(seed, ref, True, exact)
+        fast = searched(seed, ref, exact)
     target(float(counted_out), label="searches counted out")
-    assert fast == searched(seed, ref, False, exact)
+    assert fast == searched(seed, ref, exact, union_first=False)
 
 
 @property_settings(100)
@@ -601,3 +605,35 @@ def crowded(seed: int) -> ClusterState:
             gang(f"new{i}", gpus=rng.randint(1, 8), queue=rng.choice(leaves), created=100.0 + i)
         )
     return state
+
+
+@property_settings(150)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(POLICIES), st.booleans())
+def test_sets_containing_one_that_fitted_decide_as_probing_them(
+    seed: int, ref: PolicyRef, exact: bool
+) -> None:
+    """The search answers a set containing one that fitted without probing it (counted
+    as a probe): every shipped policy decides (victims, placements and reasons
+    included) as when each such set is probed, and each search spends as many probes."""
+    answered = probed = 0
+    real, real_ctx = preemption._Probes.fits, CycleContext.fits
+
+    def counting(self: preemption._Probes, victims: Sequence[Gang]) -> bool | None:
+        nonlocal answered
+        before = probed
+        ok = real(self, victims)
+        answered += bool(ok) and probed == before and self.left >= 0 and victims != []
+        return ok
+
+    def probing(self: CycleContext, *a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal probed
+        probed += 1
+        return real_ctx(self, *a, **kw)
+
+    with (
+        mock.patch.object(preemption._Probes, "fits", counting),
+        mock.patch.object(CycleContext, "fits", probing),
+    ):
+        fast = searched(seed, ref, exact)
+    target(float(answered), label="answered without probing")
+    assert fast == searched(seed, ref, exact, supersets=False)
