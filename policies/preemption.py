@@ -234,8 +234,9 @@ def _quota_never_fits(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> 
 
 class _Probes:
     """`ctx.fits` within a budget (None once it is spent), for sets the policy allows;
-    each set is probed once, and subsets of a set that did not fit are not probed
-    (evicting less cannot help more). Probes keep their victims released (`keep`):
+    each set is probed once, subsets of a set that did not fit are not probed (evicting
+    less cannot help more) nor supersets of one that fitted (answered yes, counted as
+    probes). Probes keep their victims released (`keep`):
     whoever reads the state after them must `ctx.settle()` first."""
 
     def __init__(
@@ -244,10 +245,15 @@ class _Probes:
         gang: Gang,
         budget: int,
         allowed: Callable[[Sequence[Gang]], bool] | None,
+        counted_out: bool = False,
     ) -> None:
         self.ctx, self.gang, self.left, self.allowed = ctx, gang, budget, allowed
+        self.counted_out = counted_out
+        """Every set probed is part of one that counting shows cannot fit: each probe
+        is answered "no" (and counted in `ctx.probes`) without asking `ctx.fits`."""
         self.known: dict[frozenset[str], bool] = {}
         self.failed: list[frozenset[str]] = []
+        self.fitted: list[frozenset[str]] = []
 
     def fits(self, victims: Sequence[Gang]) -> bool | None:
         uids = frozenset(v.uid for v in victims)
@@ -261,14 +267,46 @@ class _Probes:
         if self.left <= 0:
             return None
         self.left -= 1
-        ok = self.known[uids] = self.ctx.fits(self.gang, [v.uid for v in victims], keep=True)
-        if not ok:
-            self.failed.append(uids)
+        if self.counted_out:
+            self.ctx.probes += 1  # the probe `ctx.fits` would have answered by counting
+            ok = self.known[uids] = False
+        elif ANSWER_SUPERSETS and any(uids >= f for f in self.fitted):
+            # Evicting more cannot help less (what skipping the parts of a set that did
+            # not fit relies on): the probe is counted, its answer known. The state stays
+            # as the last probe left it; `CycleContext.take` places the set the search
+            # returns if that was not the last probed.
+            self.ctx.probes += 1
+            ok = self.known[uids] = True
+        else:
+            ok = self.known[uids] = self.ctx.fits(self.gang, [v.uid for v in victims], keep=True)
+        (self.fitted if ok else self.failed).append(uids)
         return ok
 
     def hopeless(self, uid: str) -> bool:
         """Whether `uid` was in a set that did not fit (so it cannot fit alone)."""
         return any(uid in f for f in self.failed)
+
+
+ANSWER_SUPERSETS = True
+"""`_Probes` answers a set containing one that fitted without probing it (False: it
+probes it: the reference the tests compare with)."""
+
+COUNT_UNION_FIRST = True
+"""`minimal_victims` counts the union of the sets it could probe before anything else
+(False: the whole pool, then every probe: the reference the tests compare with)."""
+
+
+def _hopeless(ctx: CycleContext, gang: Gang, victims: Sequence[Gang]) -> bool:
+    """Whether counting shows that `gang` fits with no part of `victims` evicted
+    (devices in total or per node, or its quota lower bound); each test only grows
+    stricter for a part of them."""
+    state = ctx.state
+    return (
+        not victims
+        or _too_few_devices(state, gang, victims)
+        or _quota_never_fits(state, gang, victims)
+        or ctx.too_few_devices(gang, [c.uid for c in victims])
+    )
 
 
 def minimal_victims(
@@ -282,6 +320,7 @@ def minimal_victims(
     admissible: Admissible | None = None,
     closed: bool = False,
     allowed: Callable[[Sequence[Gang]], bool] | None = None,
+    exact_probes: bool = False,
 ) -> list[str]:
     """A small set of `candidates` whose eviction lets `gang` fit, or [] if none is found.
 
@@ -301,15 +340,17 @@ def minimal_victims(
     `allowed` must not read usage or reservations from the state: they take what they
     need before the search. A set found is returned with the state as the last probe
     left it, for the engine to take the eviction from (`CycleContext.take`) or settle.
+
+    Every set probed is part of the greedy orders' admissible sequences; when counting
+    shows even their union cannot let the gang fit, no probe is made (with
+    `exact_probes`, for a caller that budgets by `ctx.probes`, the probes the search
+    would make are counted as made, each answered "no" without placing: the count is
+    then what it would be).
     """
     state = ctx.state
     pool = [c for c in candidates if ctx.evictable(c.uid)]
-    if not pool:
+    if not pool or _too_few_devices(state, gang, pool):
         return []
-    if _too_few_devices(state, gang, pool) or _quota_never_fits(state, gang, pool):
-        return []
-    if ctx.too_few_devices(gang, [c.uid for c in pool]):
-        return []  # every probe would be a subset of the pool, counted out alike
     chain: Admissible = admissible or list
     size = {c.uid: width(state, c.uid) for c in pool}
     work = {c.uid: cost(c) for c in pool}
@@ -322,20 +363,32 @@ def minimal_victims(
         top = max(v.priority for v in victims)
         return (*first, top, -min(since[u] for u in uids), len(uids), tuple(uids))
 
-    probes = _Probes(ctx, gang, max_probes, allowed)
     one: dict[str, tuple[object, ...]] = {}  # key([c]) of each, without sorting and sums
     for c in pool:
         u = c.uid
         first = (work[u], size[u]) if work_first else (size[u], work[u])
         one[u] = (*first, c.priority, -since[u], 1, (u,))
     singly = sorted(pool, key=lambda c: one[c.uid])
-    usable = {c.uid for c in pool}
+    # Every set the search probes is part of one of these two sequences: if counting
+    # shows their union cannot free enough, no probe can say yes.
+    seqs = [chain(list(pool)), chain(list(singly))]
+    union = {g.uid for seq in seqs for g in seq}
+    if COUNT_UNION_FIRST:
+        counted_out = _hopeless(ctx, gang, [c for c in pool if c.uid in union])
+        if counted_out and (not exact_probes or _hopeless(ctx, gang, pool)):
+            # Nothing can fit. Probes are made (each answered "no" by counting) only
+            # when the whole pool is not hopeless too, which matters to `exact_probes`.
+            return []
+    else:
+        counted_out = False
+        if _hopeless(ctx, gang, pool):
+            return []
+    probes = _Probes(ctx, gang, max_probes, allowed, counted_out)
     best: list[Gang] | None = None
     tried: list[list[str]] = []
     kept: set[str] = set()
     try:
-        for order in (pool, singly):
-            seq = chain([c for c in order if c.uid in usable])
+        for seq in seqs:
             uids = [g.uid for g in seq]
             kept.update(uids)
             if not seq or uids in tried:
@@ -461,6 +514,10 @@ class PriorityPreemption:
         )
 
 
+_HelpKey = tuple[int | None, tuple[tuple[str, int], ...]]
+"""reclaim's `help_key`: (the gang's priority under `priority: lower`, its charge)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _ReclaimView:
     """A leaf queue as reclaim sees it: room left below nominal per managed resource, and
@@ -471,9 +528,21 @@ class _ReclaimView:
     lenders: list[tuple[str, frozenset[str], int]]
     full: frozenset[str]
     """Managed resources with no room left: a gang needing any of them may not reclaim."""
-    helps: dict[Hashable, bool] = field(default_factory=dict, compare=False)
+    helps: dict[_HelpKey, bool] = field(default_factory=dict, compare=False)
     """`could_help` per `help_key`: a function of the view and the key alone, so kept for
     as long as an equal view is (a view equal to the last one replaces it by that one)."""
+
+
+class _HelpStamp:
+    """reclaim's `help_stamp` of a queue: the answers given under it (the `helps` of the
+    view it was last checked against)."""
+
+    __slots__ = ("answers", "state", "view")
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.view: _ReclaimView | None = None
+        self.answers: dict[_HelpKey, bool] = {}
 
 
 @builtin
@@ -498,6 +567,8 @@ class ReclaimPreemption:
         self._last_views: dict[str, _ReclaimView | None] = {}
         self._views_state: ClusterState | None = None
         self._views_stamp = (-1, -1)
+        self._stamps: dict[str, _HelpStamp] = {}
+        self._tree_lenders: dict[str, list[tuple[str, frozenset[str], int]]] = {}
 
     def _view(self, state: ClusterState, queue: str) -> _ReclaimView | None:
         """What `could_help` needs of a leaf queue, kept while nobody was admitted or
@@ -516,6 +587,7 @@ class ReclaimPreemption:
             self._views_state = state
             self._views_stamp = (state.admission_generation, state.quota.generation)
             self._views = {}
+            self._tree_lenders = {}
         elif queue in self._views:
             return self._views[queue]
         quota = state.quota
@@ -527,13 +599,7 @@ class ReclaimPreemption:
             for r in quota.managed(queue):
                 lim = q.quota.get(r)
                 room[r] = (lim.nominal if lim is not None else 0) - used.get(r, 0)
-            root = quota.root(queue)
-            lenders = []
-            for name, borrowed in self._borrowing.get(state).items():
-                if name != queue and quota.is_leaf(name) and quota.root(name) == root:
-                    low = self._index.min_priority(state, name)
-                    if low is not None:
-                        lenders.append((name, borrowed, low))
+            lenders = [t for t in self._lenders_in(state, quota.root(queue)) if t[0] != queue]
             full = frozenset(r for r, left in room.items() if left <= 0)
             view = _ReclaimView(room, lenders, full)
             last = self._last_views.get(queue)
@@ -541,6 +607,21 @@ class ReclaimPreemption:
                 view = last
         self._views[queue] = view
         return view
+
+    def _lenders_in(self, state: ClusterState, root: str) -> list[tuple[str, frozenset[str], int]]:
+        """The leaves of the tree under `root` that borrow with gangs running: (queue,
+        resources it borrows, lowest priority running there), once per state of the
+        views (see `_view`)."""
+        hit = self._tree_lenders.get(root)
+        if hit is None:
+            quota = state.quota
+            hit = self._tree_lenders[root] = []
+            for name, borrowed in self._borrowing.get(state).items():
+                if quota.is_leaf(name) and quota.root(name) == root:
+                    low = self._index.min_priority(state, name)
+                    if low is not None:
+                        hit.append((name, borrowed, low))
+        return hit
 
     def _needs(self, state: ClusterState, gang: Gang) -> dict[str, int] | None:
         """The managed resources the gang needs, or None if it would take its queue
@@ -578,25 +659,59 @@ class ReclaimPreemption:
         return priority, _minimum.key(gang)
 
     def help_stamp(self, state: ClusterState, queue: str) -> object:
-        """`could_help` is a function of the queue's view and the `help_key`, and a view
-        equal to the last one is that one."""
-        return self._view(state, queue)
+        """`could_help` is a function of the queue's view and the `help_key`. The stamp
+        stays while every answer given under it (recorded in the view's `helps`) is the
+        same for the queue's view now: a view that changes only where no answer given
+        looks (room that no asked charge comes near) keeps the stamp; an answer that would
+        differ makes a new one. Keys never asked are not covered: nobody kept theirs."""
+        view = self._view(state, queue)
+        if view is None:
+            return None
+        stamp = self._stamps.get(queue)
+        if stamp is not None and stamp.view is view:
+            return stamp
+        if (
+            stamp is not None
+            and stamp.state is state
+            and all(self._answer(view, k) is a for k, a in stamp.answers.items())
+        ):
+            view.helps.update(stamp.answers)  # the same answers (equal where both have one)
+        else:
+            if len(self._stamps) > 4096:
+                self._stamps.clear()
+            stamp = self._stamps[queue] = _HelpStamp(state)
+        stamp.view, stamp.answers = view, view.helps
+        return stamp
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
-        if view is None or not view.lenders:
-            return False  # no lender
-        _, _, needed, charge = _minimum.entry(gang)
-        if not view.full.isdisjoint(needed):
-            return False  # the gang needs something its queue has no room for
-        key = (gang.priority if self.priority == "lower" else None, charge)  # help_key
+        if view is None:
+            return False
+        key = (gang.priority if self.priority == "lower" else None, _minimum.key(gang))  # help_key
         hit = view.helps.get(key)
         if hit is None:
-            needs = self._needs(state, gang)
-            hit = view.helps[key] = (
-                needs is not None and bool(needs) and bool(self._lenders(state, gang, needs))
-            )
+            hit = view.helps[key] = self._answer(view, key)
         return hit
+
+    def _answer(self, view: _ReclaimView, key: _HelpKey) -> bool:
+        """`could_help` for the gangs of `help_key` `key` of a queue with `view`: it has
+        lenders, the charge fits its room below nominal in every managed resource and needs
+        some of them, and a lender borrows one of those (of lower priority, if required)."""
+        if not view.lenders:
+            return False  # no lender
+        priority, charge = key
+        room = view.room
+        needs: set[str] = set()
+        for r, v in charge:
+            if v and r in room:
+                if v > room[r]:
+                    return False  # it would take its queue beyond nominal
+                needs.add(r)
+        return bool(needs) and any(
+            not borrowed.isdisjoint(needs)
+            and (self.priority == "any" or (priority is not None and low < priority))
+            for _, borrowed, low in view.lenders
+        )
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
@@ -621,17 +736,31 @@ class ReclaimPreemption:
             for q in sorted({g.queue for g in candidates})
         }
 
+        # per candidate: the needed resources it uses, with how much of each
+        uses = {
+            uid: tuple((r, charge[r]) for r in needed if charge.get(r, 0))
+            for uid, charge in charges.items()
+        }
+
         def admissible(seq: Sequence[Gang]) -> list[Gang]:
-            taken: dict[str, dict[str, int]] = {}
+            # per lender queue: how far it still borrows each needed resource, net of
+            # the victims kept from it so far; a queue that borrows none of them any
+            # more keeps no further victim
+            left = {q: dict(over) for q, over in above.items()}
+            done = {q for q, over in above.items() if all(v <= 0 for v in over.values())}
             out = []
             for g in seq:
-                charge = charges[g.uid]
-                took = taken.setdefault(g.queue, {})
-                over = above[g.queue]
-                if any(charge.get(r, 0) and over[r] - took.get(r, 0) > 0 for r in needed):
+                q = g.queue
+                if q in done:
+                    continue
+                rem = left[q]
+                used = uses[g.uid]
+                if any(rem[r] > 0 for r, _ in used):
                     out.append(g)
-                    for r, v in charge.items():
-                        took[r] = took.get(r, 0) + v
+                    for r, v in used:
+                        rem[r] -= v
+                    if all(v <= 0 for v in rem.values()):
+                        done.add(q)
             return out
 
         return minimal_victims(
@@ -688,8 +817,10 @@ class FairSharePreemption:
         self._share_above: dict[str, bool] = {}
         self._shares: dict[str, float] = {}
         self._sides: dict[tuple[str, str], list[tuple[str, float, float, bool]]] = {}
-        self._alone_of: dict[str, tuple[Reservation, str, int, Hashable, float, bool]] = {}
+        self._alone_of: dict[tuple[str, str], tuple[Reservation, int, Hashable, float, bool]] = {}
         self._ran: dict[str, tuple[Reservation, float, bool]] = {}
+        self._pairs_of: dict[str, list[tuple[str, str, str]]] = {}
+        self._mine_of: dict[tuple[str, Hashable], dict[str, float]] = {}
 
     def help_key(self, gang: Gang) -> Hashable:
         """`could_help` reads the gang's queue and priority only."""
@@ -730,6 +861,8 @@ class FairSharePreemption:
             self._share_above.clear()
             self._shares.clear()
             self._sides.clear()
+            self._pairs_of.clear()
+            self._mine_of.clear()
 
     def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
         """Admitted gangs of other queues of the tree whose eviction lowers a positive
@@ -749,16 +882,21 @@ class FairSharePreemption:
             INITIAL in self.strategies and rival.initial_ok and p < rival.initial
         )
 
-    @staticmethod
-    def _mine(state: ClusterState, gang: Gang) -> dict[str, float]:
+    def _mine(self, state: ClusterState, gang: Gang) -> dict[str, float]:
         """The shares of the preemptor's sides (its queue and ancestors below the root)
-        with the gang admitted."""
-        quota = state.quota
-        after = pools_after(state, {gang.queue: _minimum(gang)})
-        return {
-            side: share_of_pool(state, side, after.get(side, quota.pool_usage(side)), True)
-            for side in quota.path(gang.queue)[:-1]
-        }
+        with the gang admitted (the same for every gang of its queue with its charge,
+        until someone is admitted or released or the queue tree changes)."""
+        self._refresh(state)
+        key = (gang.queue, _minimum.key(gang))
+        hit = self._mine_of.get(key)
+        if hit is None:
+            quota = state.quota
+            after = pools_after(state, {gang.queue: _minimum(gang)})
+            hit = self._mine_of[key] = {
+                side: share_of_pool(state, side, after.get(side, quota.pool_usage(side)), True)
+                for side in quota.path(gang.queue)[:-1]
+            }
+        return hit
 
     def _passing_rivals(
         self, state: ClusterState, gang: Gang, mine: Mapping[str, float]
@@ -772,10 +910,12 @@ class FairSharePreemption:
         for q, side_mine, theirs in self._pairs(state, gang.queue):
             if mine[side_mine] >= self._side_share(state, theirs):
                 continue
+            p = mine[side_mine]
+            final, initial_share = FINAL in self.strategies, INITIAL in self.strategies
             for uid, initial, alone, initial_ok in self._side_rivals(state, q, theirs):
-                rival = _Rival(side_mine, theirs, initial, alone, initial_ok)
-                if self._passes(rival, mine):
-                    out[uid] = rival
+                # `_passes`, before building the rival
+                if (final and p <= alone) or (initial_share and initial_ok and p < initial):
+                    out[uid] = _Rival(side_mine, theirs, initial, alone, initial_ok)
         return out
 
     def _side_share(self, state: ClusterState, side: str) -> float:
@@ -789,11 +929,16 @@ class FairSharePreemption:
 
     def _pairs(self, state: ClusterState, queue: str) -> list[tuple[str, str, str]]:
         """(other leaf with gangs running in the tree, the preemptor's side, its side):
-        the children of their common ancestor."""
+        the children of their common ancestor (per queue, until someone is admitted or
+        released or the queue tree changes)."""
+        self._refresh(state)
+        hit = self._pairs_of.get(queue)
+        if hit is not None:
+            return hit
         quota = state.quota
         path = quota.path(queue)
         at = {q: i for i, q in enumerate(path)}
-        out = []
+        out = self._pairs_of[queue] = []
         for q in self._index.queues(state):
             if q == queue or quota.root(q) != path[-1]:
                 continue
@@ -843,24 +988,19 @@ class FairSharePreemption:
         """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
         may take `g` (never preempted before, `side` kept at nominal). The shares read the
         queue tree, the gang's reservation and `usage` (the pool usage from its queue up
-        to `side`): kept across admissions and releases that change none of them."""
+        to `side`): kept across admissions and releases that change none of them, per
+        side (preemptors under different ancestors compare different sides of it)."""
         quota = state.quota
         res = state.admitted[g.uid]
-        hit = self._alone_of.get(g.uid)
-        if (
-            hit is None
-            or hit[0] is not res
-            or hit[1] != side
-            or hit[2] != quota.generation
-            or hit[3] != usage
-        ):
+        hit = self._alone_of.get((g.uid, side))
+        if hit is None or hit[0] is not res or hit[1] != quota.generation or hit[2] != usage:
             charge = res.charge
             pools = self._pools_without(state, side, g, charge, None)
             pool = pools.get(side, quota.pool_usage(side))
             alone = share_of_pool(state, side, pool, True)
             keeps = self._keeps_nominal(state, side, pool, charge.keys())
-            hit = self._alone_of[g.uid] = (res, side, quota.generation, usage, alone, keeps)
-        return hit[4], hit[5] and not self._ran_before(state, g)
+            hit = self._alone_of[(g.uid, side)] = (res, quota.generation, usage, alone, keeps)
+        return hit[3], hit[4] and not self._ran_before(state, g)
 
     def _ran_before(self, state: ClusterState, g: Gang) -> bool:
         """`_ran_before`, once per reservation and clock reading (a gang's past runs
@@ -1014,6 +1154,8 @@ class FairSharePreemption:
                 # freed (shares grow with usage; `alone` is a share after fewer victims).
                 closed=True,
                 allowed=allowed,
+                # a later strategy's budget is what this search leaves of `max_probes`
+                exact_probes=k < len(self.strategies),
             )
             if found:
                 return found

@@ -163,10 +163,16 @@ class Engine:
     _help_stamps: dict[str, object | None] = field(default_factory=dict)
     """The policy's `help_stamp` per queue, in the state `_help_cache` is for."""
     _help_kept: dict[HelpClass, tuple[object, bool]] = field(default_factory=dict)
-    """`could_help` per class in this cycle, with the stamp it was asked under."""
-    _queue_helped: dict[str, tuple[object, set[HelpClass]]] = field(default_factory=dict)
-    """Per queue, the classes helped under a stamp all of them were asked under."""
-    _classes_of: dict[str, list[HelpClass]] = field(default_factory=dict)
+    """`could_help` per class, with the stamp it was asked under: kept across cycles
+    while the backlog (which numbers the classes) and the policy are the same."""
+    _queue_helped: dict[str, tuple[object, tuple[HelpClass, ...], set[HelpClass]]] = field(
+        default_factory=dict
+    )
+    """Per queue, under a stamp all of them were asked under, its classes and those
+    helped (kept across cycles as `_help_kept`, while the queue has the same classes)."""
+    _help_owner: tuple[Backlog, PreemptionPolicy] | None = None
+    """The backlog and the policy `_help_kept` and `_queue_helped` are for."""
+    _classes_of: dict[str, tuple[HelpClass, ...]] = field(default_factory=dict)
     """The backlog's classes per queue, in this cycle."""
     """The member of each class `could_help` is asked about, in this cycle."""
 
@@ -339,16 +345,19 @@ class Engine:
         self._help_cache.clear()
         self._help_reps.clear()
         self._help_stamps.clear()
-        self._help_kept.clear()
-        self._queue_helped.clear()
         self._classes_of.clear()
+        assert self._raw is not None
+        if self._help_owner is None or (
+            self._help_owner[0] is not backlog or self._help_owner[1] is not self._raw[1]
+        ):  # classes are numbered per backlog; answers are the policy's
+            self._help_kept.clear()
+            self._queue_helped.clear()
+            self._help_owner = (backlog, self._raw[1])
         helped_before: set[HelpClass] = set()
         """Classes `could_help` said yes for at the last asking: their groups left out
         are in the walk already."""
         if self._helping:
-            for cls in backlog.classes:
-                if self._class_helped(backlog, cls):
-                    helped_before.add(cls)
+            helped_before.update(self._helped_classes(backlog))
         if self.copy_dormant:
             walk = Frontier(backlog.heads())
             for cls in backlog.classes:
@@ -476,23 +485,32 @@ class Engine:
         """The classes `_class_helped` says yes for now; a queue whose `help_stamp` is
         what it was when each of its classes was last asked answers as then."""
         if not self._classes_of:
+            by_queue: dict[str, list[HelpClass]] = {}
             for cls in backlog.classes:
-                self._classes_of.setdefault(cls[0], []).append(cls)
+                by_queue.setdefault(cls[0], []).append(cls)
+            self._classes_of = {q: tuple(classes) for q, classes in by_queue.items()}
         now: set[HelpClass] = set()
         for queue, classes in self._classes_of.items():
             if queue in self._searched_queues:
                 continue
             stamp = self._help_stamp(queue)
             kept = self._queue_helped.get(queue)
-            if stamp is not None and kept is not None and kept[0] is stamp:
-                now.update(kept[1])
+            if (
+                stamp is not None
+                and kept is not None
+                and kept[0] is stamp
+                and (kept[1] is classes or kept[1] == classes)
+            ):
+                if kept[1] is not classes:  # the same classes, in a later cycle
+                    self._queue_helped[queue] = (stamp, classes, kept[2])
+                now.update(kept[2])
                 continue
             yes = {cls for cls in classes if self._class_helped(backlog, cls)}
             now.update(yes)
             if stamp is not None and all(
                 (k := self._help_kept.get(cls)) is not None and k[0] is stamp for cls in classes
             ):
-                self._queue_helped[queue] = (stamp, yes)
+                self._queue_helped[queue] = (stamp, classes, yes)
         return now
 
     def _help_stamp(self, queue: str) -> object | None:

@@ -283,10 +283,11 @@ class WithoutStamp:
 def test_could_help_kept_while_its_stamp_holds_decides_as_asking_after_each_change(
     backlog: tuple[int, int, tuple[int, ...], list[Step]], policy: PolicyRef
 ) -> None:
-    """The engine keeps `could_help` answers per class (and per queue) while the policy's
-    `help_stamp` of the queue is the same: cycle after cycle it decides exactly as an
-    engine on an identical state whose policy hides its stamp (asked after each change),
-    reasons, victims and the number of searches included."""
+    """The engine keeps `could_help` answers per class (and per queue, while its classes
+    are the same) while the policy's `help_stamp` of the queue is the same, across
+    cycles too (gangs arriving and leaving between them): cycle after cycle it decides
+    exactly as an engine on an identical state whose policy hides its stamp (asked after
+    each change), reasons, victims and the number of searches included."""
     states = [borrowing_cluster(backlog) for _ in range(2)]
     policies = (create_preemption(policy), WithoutStamp(create_preemption(policy)))
     engines = [

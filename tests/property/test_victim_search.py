@@ -5,7 +5,7 @@ never what it decides."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import replace
 from unittest import mock
 
@@ -232,13 +232,23 @@ def test_policies_kept_across_contention_answer_as_fresh_ones(
         state.now = 200.0 + 600.0 * step
         fresh = make_engine(state, kind).preemption
         assert ask(state, engine, engine.preemption) == ask(state, engine, fresh)
-        engine.cycle().ledger.commit_all()
-        running = sorted(state.admitted)
-        if running:
-            state.release(running[i % len(running)])
-        state.add_gang(
-            gang(f"late{step}", pods, gpus, queue=leaves[i % len(leaves)], created=300.0 + step)
-        )
+        cycle_then_churn(engine, leaves, step, (i, pods, gpus))
+
+
+def cycle_then_churn(
+    engine: Engine, leaves: list[str], step: int, churn: tuple[int, int, int]
+) -> None:
+    """A cycle (committed), then the `i`th running gang finishes and a gang of `pods` x
+    `gpus` arrives at the `i`th leaf."""
+    state = engine.state
+    i, pods, gpus = churn
+    engine.cycle().ledger.commit_all()
+    running = sorted(state.admitted)
+    if running:
+        state.release(running[i % len(running)])
+    state.add_gang(
+        gang(f"late{step}", pods, gpus, queue=leaves[i % len(leaves)], created=300.0 + step)
+    )
 
 
 CLOSED = [
@@ -396,9 +406,11 @@ def test_fair_share_rivals_in_a_three_level_tree_are_those_computed_afresh(
 def passing_rivals_as_computed_in_full(
     policy: preemption.FairSharePreemption, state: ClusterState, g: Gang
 ) -> list[tuple[str, object]]:
-    """Every rival of every side (a fresh policy's), then those a strategy may take."""
-    mine = policy._mine(state, g)
+    """Every rival of every side (a fresh policy's), then those a strategy may take (by
+    the preemptor's shares a fresh policy computes, and the kept policy's too)."""
     fresh = preemption.FairSharePreemption(strategies=policy.strategies)
+    mine = fresh._mine(state, g)
+    assert policy._mine(state, g) == mine
     return sorted(
         (u, r) for u, r in fresh._find_rivals(state, g).items() if policy._passes(r, mine)
     )
@@ -429,3 +441,199 @@ def test_fair_share_passes_over_sides_no_rival_of_could_pass(
             g = gang(f"new-{leaf}", pods, gpus, queue=leaf)
             kept = sorted(policy._passing_rivals(state, g, policy._mine(state, g)).items())
             assert kept == passing_rivals_as_computed_in_full(policy, state, g)
+
+
+def searched(
+    seed: int, ref: PolicyRef, exact: bool, union_first: bool = True, supersets: bool = True
+) -> list[object]:
+    """The decisions of `decide`, with each search's victims and `ctx.probes` spent
+    (with `exact`, every search keeps the probe count exact), with the search's
+    shortcuts on or off."""
+    searches: list[object] = []
+    real = preemption.minimal_victims
+
+    def recording(ctx: CycleContext, gang: Gang, candidates: Sequence[Gang], *a, **kw):  # type: ignore[no-untyped-def]
+        before = ctx.probes
+        found = real(ctx, gang, candidates, *a, **({**kw, "exact_probes": True} if exact else kw))
+        searches.append((gang.uid, found, ctx.probes - before if exact else None))
+        return found
+
+    with (
+        mock.patch.object(preemption, "minimal_victims", recording),
+        mock.patch.object(preemption, "COUNT_UNION_FIRST", union_first),
+        mock.patch.object(preemption, "ANSWER_SUPERSETS", supersets),
+    ):
+        return [decide(contended(seed), ref, CycleContext), searches]
+
+
+@property_settings(150)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(POLICIES), st.booleans())
+def test_searches_counted_out_by_the_union_of_their_sets_decide_as_probing_them(
+    seed: int, ref: PolicyRef, exact: bool
+) -> None:
+    """`minimal_victims` first counts the union of the sets it could probe, and makes no
+    probe when even that cannot let the gang fit: every shipped policy decides (victims
+    included) as when the whole pool is counted and each set probed, and with
+    `exact_probes` each search spends the same number of probes."""
+    counted_out = 0
+    real = preemption._hopeless
+
+    def counting(*a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal counted_out
+        out = real(*a, **kw)
+        counted_out += out
+        return out
+
+    with mock.patch.object(preemption, "_hopeless", counting):
+        fast = searched(seed, ref, exact)
+    target(float(counted_out), label="searches counted out")
+    assert fast == searched(seed, ref, exact, union_first=False)
+
+
+@property_settings(100)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["reclaim", "reclaim-lower"]),
+    st.lists(st.tuples(st.integers(0, 63), st.integers(1, 3), st.integers(1, 8)), max_size=8),
+)
+def test_reclaim_answers_under_a_stamp_kept_are_a_fresh_policys(
+    seed: int, kind: str, steps: list[tuple[int, int, int]]
+) -> None:
+    """reclaim's `help_stamp` of a queue stays the same object across admissions and
+    releases that change no answer given under it (room no charge asked comes near):
+    in full clusters with gangs admitted, finishing and arriving, whenever a queue's
+    stamp is one seen before, every `could_help` answer recorded under it (per
+    `help_key`) is what a fresh policy answers now."""
+    state = contended(seed)
+    engine = make_engine(state, kind)
+    policy = engine.preemption
+    assert isinstance(policy, preemption.ReclaimPreemption)
+    leaves = sorted(q for q in state.quota.names() if state.quota.is_leaf(q))
+    given_under: list[tuple[object, dict[Hashable, bool]]] = []
+    kept = 0
+    for step, (i, pods, gpus) in enumerate([(0, 1, 1), *steps]):
+        state.now = 200.0 + 600.0 * step
+        fresh = make_engine(state, kind).preemption
+        for q in leaves:
+            stamp = policy.help_stamp(state, q)
+            recorded = next((a for s, a in given_under if s is stamp), None)
+            if recorded is None:
+                recorded = {}
+                given_under.append((stamp, recorded))
+            else:
+                kept += 1
+            for g in sorted(state.pending.values(), key=lambda g: g.uid):
+                if g.queue != q:
+                    continue
+                now = fresh.could_help(state, g)
+                assert recorded.setdefault(policy.help_key(g), now) == now
+                assert policy.could_help(state, g) == now
+        cycle_then_churn(engine, leaves, step, (i, pods, gpus))
+    target(float(kept), label="stamps kept")
+
+
+def reclaim_keeps(
+    state: ClusterState, gang: Gang, needed: list[str], seq: Sequence[Gang]
+) -> list[Gang]:
+    """reclaim's admissibility as its docstring states it: each candidate in turn is
+    kept while its queue still borrows, net of the candidates kept before it, a needed
+    resource it uses."""
+    quota = state.quota
+    taken: dict[str, dict[str, int]] = {}
+    out = []
+    for g in seq:
+        charge = state.admitted[g.uid].charge
+        took = taken.setdefault(g.queue, {})
+        over = {
+            r: quota.pool_usage(g.queue).get(r, 0) - quota.subtree_quota(g.queue, r) for r in needed
+        }
+        if any(charge.get(r, 0) and over[r] - took.get(r, 0) > 0 for r in needed):
+            out.append(g)
+            for r, v in charge.items():
+                took[r] = took.get(r, 0) + v
+    return out
+
+
+@property_settings(150)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([PolicyRef("reclaim"), PolicyRef("reclaim", {"priority": "lower"})]),
+    st.randoms(use_true_random=False),
+)
+def test_reclaim_keeps_the_victims_its_rule_keeps(
+    seed: int, ref: PolicyRef, rnd: random.Random
+) -> None:
+    """reclaim's admissibility (which skips a queue once it borrows nothing needed) keeps,
+    of the candidates and of drawn reorderings and parts of them, the gangs the rule
+    recomputed from the state keeps."""
+    real = preemption.minimal_victims
+    compared = 0
+    problems: list[object] = []  # (an assertion in a search would be the gang's fault)
+
+    def check(ctx: CycleContext, gang: Gang, candidates: Sequence[Gang], *a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal compared
+        needs = preemption.ReclaimPreemption()._needs(ctx.state, gang) or {}
+        pool = list(candidates)
+        for seq in [pool] + [rnd.sample(pool, rnd.randint(0, len(pool))) for _ in range(6)]:
+            kept = kw["admissible"](seq)
+            if kept != reclaim_keeps(ctx.state, gang, sorted(needs), seq):
+                problems.append((gang.uid, [g.uid for g in seq], [g.uid for g in kept]))
+            compared += 1
+        return real(ctx, gang, candidates, *a, **kw)
+
+    with mock.patch.object(preemption, "minimal_victims", check):
+        decide(crowded(seed), ref, CycleContext)
+    target(float(compared), label="lists compared")
+    assert problems == []
+
+
+def crowded(seed: int) -> ClusterState:
+    """Many small gangs: 4-6 nodes of 8 GPUs, 2-3 leaves of 0-8 GPUs nominal, gangs of 1-2
+    GPUs of every leaf admitted until the cluster is full (so leaves borrow, by many
+    gangs each), then newcomers of 1-8 GPUs in leaves that may reclaim."""
+    rng = random.Random(seed)
+    leaves = [f"q{i}" for i in range(rng.randint(2, 3))]
+    queues = (Queue("org"), *(Queue(q, "org", gpu_quota(rng.randint(0, 8))) for q in leaves))
+    state = cluster(nodes=rng.randint(4, 6), gpus_per_node=8, queues=queues)
+    engine = Engine(state)
+    for i in range(48):
+        q = leaves[0] if i < 24 and rng.random() < 0.7 else rng.choice(leaves)
+        state.add_gang(gang(f"run{i:02d}", gpus=rng.randint(1, 2), queue=q, created=float(i)))
+    engine.cycle(now=0.0).ledger.commit_all()
+    for i in range(rng.randint(1, 4)):
+        state.add_gang(
+            gang(f"new{i}", gpus=rng.randint(1, 8), queue=rng.choice(leaves), created=100.0 + i)
+        )
+    return state
+
+
+@property_settings(150)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(POLICIES), st.booleans())
+def test_sets_containing_one_that_fitted_decide_as_probing_them(
+    seed: int, ref: PolicyRef, exact: bool
+) -> None:
+    """The search answers a set containing one that fitted without probing it (counted
+    as a probe): every shipped policy decides (victims, placements and reasons
+    included) as when each such set is probed, and each search spends as many probes."""
+    answered = probed = 0
+    real, real_ctx = preemption._Probes.fits, CycleContext.fits
+
+    def counting(self: preemption._Probes, victims: Sequence[Gang]) -> bool | None:
+        nonlocal answered
+        before = probed
+        ok = real(self, victims)
+        answered += bool(ok) and probed == before and self.left >= 0 and victims != []
+        return ok
+
+    def probing(self: CycleContext, *a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal probed
+        probed += 1
+        return real_ctx(self, *a, **kw)
+
+    with (
+        mock.patch.object(preemption._Probes, "fits", counting),
+        mock.patch.object(CycleContext, "fits", probing),
+    ):
+        fast = searched(seed, ref, exact)
+    target(float(answered), label="answered without probing")
+    assert fast == searched(seed, ref, exact, supersets=False)
