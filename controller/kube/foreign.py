@@ -221,6 +221,22 @@ def claim_keys(pod: Obj) -> set[str]:
     return {f"{namespace}/{name}" for name in names if name}
 
 
+def named_claim_keys(pod: Obj) -> set[str]:
+    """The cache keys of the claims a pod names directly (`resourceClaimName`)."""
+    namespace = _meta(pod).get("namespace")
+    return {
+        f"{namespace}/{ref['resourceClaimName']}"
+        for ref in (pod.get("spec") or {}).get("resourceClaims") or ()
+        if ref.get("resourceClaimName")
+    }
+
+
+def is_gang_uid(key: str) -> bool:
+    """Whether a work key is a foreign gang's uid (a GangJob's key is `namespace/name`,
+    and a namespace has no colon)."""
+    return key.startswith((f"{LABEL}:", f"{POD_GROUP}:"))
+
+
 def claims_of(pod: Obj, claims: Mapping[str, Obj]) -> list[tuple[str, str, Obj]]:
     """(pod claim name, claim name, claim) for each of a pod's claims; raises Waiting
     while one is missing."""

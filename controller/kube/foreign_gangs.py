@@ -62,6 +62,10 @@ class _Facts:
     order: tuple[int, str]
     claims: frozenset[str]
     """Cache keys of the claims it names, directly or in its status."""
+    named: frozenset[str]
+    """Cache keys of the claims it names directly (`resourceClaimName`): such a claim has
+    no Pod owner, may be named by pods of other gangs too, and its arrival can complete
+    the gang."""
     problem: str | None
     """Why its claims cannot be translated yet (waiting pods only)."""
     part: f.Part | None
@@ -153,9 +157,8 @@ class ForeignGangs:
         """Pods (cache keys) naming a claim, by the claim's cache key."""
         self._owned: dict[str, Members] = {}
         """The translation `_ours_pods` and `_ours_claims` were taken from, by uid."""
-        self._claim_groups: dict[str, Group] = {}
-        """ResourceClaims named by a gang's pods (`resourceClaimName`), by cache key: such a
-        claim has no Pod owner, yet its arrival can complete the gang."""
+        self._named: dict[str, set[str]] = {}
+        """Pods (cache keys) naming a claim directly (`_Facts.named`), by the claim's key."""
         self._deferred: set[Group] = set()
         self._ours_pods: dict[str, set[str]] = {}
         self._ours_claims: dict[str, set[str]] = {}
@@ -178,22 +181,17 @@ class ForeignGangs:
         left = old.group if old is not None and old.group != group else None
         if group is None:
             return left, None
-        self.groups[group.uid] = group
-        tally = self._tally(group)
-        for ref in (pod.get("spec") or {}).get("resourceClaims") or ():
-            if ref.get("resourceClaimName"):
-                claim = f"{group.namespace}/{ref['resourceClaimName']}"
-                if deleted:
-                    self._claim_groups.pop(claim, None)
-                else:
-                    self._claim_groups[claim] = group
         if not deleted:
+            self.groups[group.uid] = group
+            tally = self._tally(group)
             facts = self._facts_of(pod, group)
             self._facts[key] = facts
             tally.keys.add(key)
             tally.add(key, facts, 1)
             for claim in facts.claims:
                 self._naming.setdefault(claim, set()).add(key)
+            for claim in facts.named:
+                self._named.setdefault(claim, set()).add(key)
         return left, group
 
     def claim_changed(self, key: str) -> set[Group]:
@@ -229,6 +227,7 @@ class ForeignGangs:
             f.size_annotation(pod),
             f.pod_order(pod),
             frozenset(f.claim_keys(pod)),
+            frozenset(f.named_claim_keys(pod)),
             problem,
             part,
             error,
@@ -239,16 +238,18 @@ class ForeignGangs:
         tally = self._tallies[facts.group]
         tally.add(key, facts, -1)
         tally.keys.discard(key)
-        for claim in facts.claims:
-            naming = self._naming.get(claim)
-            if naming is not None:
-                naming.discard(key)
-                if not naming:
-                    del self._naming[claim]
+        for index, claims in ((self._naming, facts.claims), (self._named, facts.named)):
+            for claim in claims:
+                naming = index.get(claim)
+                if naming is not None:
+                    naming.discard(key)
+                    if not naming:
+                        del index[claim]
 
-    def group_of_claim(self, key: str) -> Group | None:
-        """The gang whose pod names this claim (by cache key), if any."""
-        return self._claim_groups.get(key)
+    def groups_of_claim(self, key: str) -> set[Group]:
+        """The gangs whose pods name this claim (by cache key) directly: a claim named by
+        pods of several gangs is every one's."""
+        return {self._facts[pod].group for pod in self._named.get(key, ())}
 
     def is_ours(self, plural: str, key: str) -> bool:
         """Whether a pod or claim belongs to an admitted foreign gang."""
@@ -313,9 +314,52 @@ class ForeignGangs:
         # `_own` and `_disown` replace these sets, never change them: the same set is no change
         pods, claims = self._ours_pods.get(uid), self._ours_claims.get(uid)
         self._judge(group)
-        return Changed(
+        changed = Changed(
             _changed(pods, self._ours_pods.get(uid)), _changed(claims, self._ours_claims.get(uid))
         )
+        if self._gone(group):
+            self._drop_gang(group)
+        return changed
+
+    def _gone(self, group: Group) -> bool:
+        """Whether nothing is left of a gang: no pod, no record, nothing held or reserved
+        (a foreign PyTorchJob whose pods were deleted after it finished, say)."""
+        tally = self._tallies.get(group)
+        return (
+            (tally is None or not tally.keys)
+            and f"{group.namespace}/{group.record_name}" not in self.cache("configmaps")
+            and group.uid not in self.held
+            and group.uid not in self.state.admitted
+            and group.uid not in self.state.pending
+        )
+
+    def _drop_gang(self, group: Group) -> None:
+        """Forget every piece of bookkeeping of a gone gang (a pod or record of the same
+        name later starts it afresh)."""
+        self._forget(group.uid)
+        self._tallies.pop(group, None)
+        self._deferred.discard(group)
+        if self.groups.get(group.uid) == group:
+            del self.groups[group.uid]
+
+    def bookkeeping(self) -> dict[str, int]:
+        """The size of every per-gang and per-pod structure (all 0 once no gang is left)."""
+        return {
+            "groups": len(self.groups),
+            "members": len(self.members),
+            "reasons": len(self.reasons),
+            "admission_ids": len(self.admission_ids),
+            "held": len(self.held),
+            "tallies": len(self._tallies),
+            "facts": len(self._facts),
+            "naming": len(self._naming),
+            "named": len(self._named),
+            "owned": len(self._owned),
+            "deferred": len(self._deferred),
+            "ours_pods": len(self._ours_pods),
+            "ours_claims": len(self._ours_claims),
+            "ours": len(self._ours),
+        }
 
     def _pods(self, keys: list[str]) -> list[Obj]:
         pods = self.cache("pods")
@@ -329,8 +373,8 @@ class ForeignGangs:
 
     def record(self, group: Group) -> tuple[Obj | None, Obj | None]:
         """The gang's record ConfigMap and the admission record it holds (None if it is
-        unreadable), read again only when it changed."""
-        return self._record(group, self._tally(group))
+        unreadable), read again only when it changed (kept only for a gang it knows)."""
+        return self._record(group, self._tallies.get(group) or _Tally())
 
     def _written(self, group: Group, tally: _Tally) -> Obj | None:
         return self._record(group, tally)[1]
