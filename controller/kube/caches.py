@@ -40,8 +40,8 @@ import structlog
 from controller.engine.errors import InvalidInput
 from controller.engine.model import DeviceKey
 from controller.engine.state import ClusterState
+from controller.kube import foreign, translate
 from controller.kube import resources as r
-from controller.kube import translate
 from controller.kube.foreign import RECORD_SELECTOR, Group, group_of, group_of_record
 from controller.kube.foreign_gangs import Changed, ForeignGangs
 from controller.kube.informer import DELETED, Handler, Informer
@@ -548,6 +548,10 @@ class ClusterCaches:
                     self._claim_usage(claim)
         if left is not None and self.ready.is_set():
             self._refresh(self.foreign.sync(left))
+        if (old is None or gone) and self.ready.is_set():
+            # a gang that starts or stops naming a claim may change who allocates it
+            for other in sorted(self.foreign.sharing(new) - {group}):
+                self._refresh(self.foreign.sync(other))
         if (
             group is not None
             and self.ready.is_set()
@@ -609,7 +613,12 @@ class ClusterCaches:
         else:
             self._claim_usage(new)
         groups = set()
-        if old is None or kind == DELETED or old.get("spec") != new.get("spec"):
+        if (
+            old is None
+            or kind == DELETED
+            or old.get("spec") != new.get("spec")
+            or (self.foreign.is_named(key) and _sharing(old) != _sharing(new))
+        ):
             groups = self.foreign.claim_changed(key)
         if self.foreign.moot("resourceclaims", key, old, new, kind == DELETED):
             return
@@ -667,6 +676,17 @@ class ClusterCaches:
         if self.ours(obj):
             return False
         return not (_stopping(obj) if plural == "pods" else self._let_go(obj))
+
+
+def _sharing(claim: Obj) -> tuple[bool, str | None, bool]:
+    """What a pod that shares a claim it names reads of it (foreign.part): whether it is
+    allocated, on which node, and whether its reservedFor is full."""
+    reserved = (claim.get("status") or {}).get("reservedFor") or ()
+    return (
+        foreign.allocated(claim),
+        foreign.allocation_node(claim),
+        len(reserved) >= foreign.RESERVED_FOR_MAX,
+    )
 
 
 def _done(pod: Obj) -> bool:

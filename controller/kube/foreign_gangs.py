@@ -66,6 +66,9 @@ class _Facts:
     """Cache keys of the claims it names directly (`resourceClaimName`): such a claim has
     no Pod owner, may be named by pods of other gangs too, and its arrival can complete
     the gang."""
+    unallocated: frozenset[str]
+    """Cache keys of the claims it names directly that are not allocated (waiting pods
+    only): its gang allocates them, unless a gang before it names them too."""
     problem: str | None
     """Why its claims cannot be translated yet (waiting pods only)."""
     part: f.Part | None
@@ -93,6 +96,8 @@ class _Tally:
     """(pod order, key) of the translated waiting pods, by shape."""
     created: SortedList[str] = field(default_factory=SortedList)
     """Creation timestamps of the waiting pods."""
+    unallocated: Counter[str] = field(default_factory=Counter)
+    """Claims (cache keys) the waiting pods name directly that are not allocated."""
     unfinished: Counter[str] = field(default_factory=Counter)
     """Pods not finished, by uid."""
     record: Obj | None = None
@@ -112,6 +117,10 @@ class _Tally:
                 del self.sizes[facts.size]
             entry = (facts.order, key)
             (self.created.add if sign > 0 else self.created.remove)(facts.created)
+            for claim in facts.unallocated:
+                self.unallocated[claim] += sign
+                if not self.unallocated[claim]:
+                    del self.unallocated[claim]
             if facts.problem is not None:
                 (self.problems.add if sign > 0 else self.problems.remove)(entry)
             if facts.error is not None:
@@ -209,14 +218,23 @@ class ForeignGangs:
         finished = f.finished(pod)
         waiting = not finished and not (pod.get("spec") or {}).get("nodeName")
         problem = error = part = None
+        unallocated: frozenset[str] = frozenset()
         if waiting:
             try:
                 own = f.claims_of(pod, self.cache("resourceclaims"))
             except (InvalidInput, Waiting) as exc:
                 problem = str(exc)
             else:
+                shared = f.shared_claims(pod, own, None)
+                namespace = group.namespace
+                unallocated = frozenset(
+                    f"{namespace}/{name}"
+                    for _, name, claim in own
+                    if f"{namespace}/{name}" in f.named_claim_keys(pod) and not f.allocated(claim)
+                )
+                problem = _full(pod, own, shared)
                 try:
-                    part = f.part(pod, own)
+                    part = f.part(pod, own, shared)
                 except InvalidInput as exc:
                     error = str(exc)
         return _Facts(
@@ -228,6 +246,7 @@ class ForeignGangs:
             f.pod_order(pod),
             frozenset(f.claim_keys(pod)),
             frozenset(f.named_claim_keys(pod)),
+            unallocated,
             problem,
             part,
             error,
@@ -245,6 +264,14 @@ class ForeignGangs:
                     naming.discard(key)
                     if not naming:
                         del index[claim]
+
+    def is_named(self, key: str) -> bool:
+        """Whether pods of gangs name this claim directly."""
+        return key in self._named
+
+    def sharing(self, pod: Obj) -> set[Group]:
+        """The gangs whose pods name directly a claim this pod names directly."""
+        return {g for key in f.named_claim_keys(pod) for g in self.groups_of_claim(key)}
 
     def groups_of_claim(self, key: str) -> set[Group]:
         """The gangs whose pods name this claim (by cache key) directly: a claim named by
@@ -265,7 +292,8 @@ class ForeignGangs:
         if deleted or old is None or f"{plural}:{key}" not in self._ours:
             return False
         if plural != PODS.plural:
-            return _owners(old) == _owners(new)
+            # a claim pods name directly may be shared: its changes judge them again
+            return _owners(old) == _owners(new) and key not in self._named
         return (
             _uid(old) == _uid(new)
             and f.finished(old) == f.finished(new)
@@ -421,7 +449,8 @@ class ForeignGangs:
             recorded = [k for k in sorted(tally.keys) if self._facts[k].uid in tally.recorded]
             try:
                 pods = self._pods(recorded)
-                restored = self._translate(group, pods, *self._head(group, pods))
+                claims = f.recorded_claims(written)
+                restored = self._translate(group, pods, *self._head(group, pods), claims)
                 self.state.restore(restored.gang, f.restore(restored, written, self.state.now))
             except (InvalidInput, Waiting) as exc:
                 log.warning("gang record does not hold", gang=uid, problem=str(exc))
@@ -445,6 +474,8 @@ class ForeignGangs:
             if problem is None and tally.errors:
                 problem = self._facts[tally.errors[0][1]].error
             if problem is None:
+                problem = self._allocated_first(group, tally)
+            if problem is None:
                 found = self._assemble(group, tally, *head)
         except (InvalidInput, Waiting) as exc:
             problem = str(exc)
@@ -455,6 +486,18 @@ class ForeignGangs:
         self.reasons.pop(uid, None)
         self.members[uid] = found
         self.state.add_gang(found.gang)
+
+    def _allocated_first(self, group: Group, tally: _Tally) -> str | None:
+        """Why the gang waits for another to allocate a claim both name (None if it does
+        not): of the gangs naming a claim not allocated yet, only the first (by
+        namespace, kind, name) may allocate it; the others share its allocation once it
+        is there (so it is never allocated twice, by two gangs of one cycle)."""
+        for claim in sorted(tally.unallocated):
+            first = min(self.groups_of_claim(claim), default=group)
+            if first != group:
+                name = claim.partition("/")[2]
+                return f"waiting for ResourceClaim {name} to be allocated for gang {first.uid}"
+        return None
 
     def _head(self, group: Group, pods: list[Obj]) -> tuple[str, int]:
         """The gang's queue and priority, from its PodGroup and its first pod."""
@@ -481,8 +524,11 @@ class ForeignGangs:
         assert part is not None
         return part
 
-    def _translate(self, group: Group, pods: list[Obj], queue: str, priority: int) -> Members:
-        return f.members(group, pods, self.cache("resourceclaims"), queue=queue, priority=priority)
+    def _translate(
+        self, group: Group, pods: list[Obj], queue: str, priority: int, recorded: set[str]
+    ) -> Members:
+        claims = self.cache("resourceclaims")
+        return f.members(group, pods, claims, queue=queue, priority=priority, recorded=recorded)
 
     def _own(self, uid: str, admission: str) -> None:
         self.reasons.pop(uid, None)
@@ -510,6 +556,20 @@ class ForeignGangs:
         self.members.pop(uid, None)
         self.reasons.pop(uid, None)
         self._disown(uid)
+
+
+def _full(pod: Obj, own: list[tuple[str, str, Obj]], shared: set[str]) -> str | None:
+    """Why the pod cannot share a claim whose `reservedFor` is full (None if it can)."""
+    uid = _uid(pod)
+    for _, name, claim in own:
+        reserved = (claim.get("status") or {}).get("reservedFor") or ()
+        full = name in shared and len(reserved) >= f.RESERVED_FOR_MAX
+        if full and not any(c.get("uid") == uid for c in reserved):
+            return (
+                f"ResourceClaim {name} is reserved for {len(reserved)} pods, the most "
+                "its reservedFor holds: waiting for one to finish"
+            )
+    return None
 
 
 def _read(group: Group, obj: Obj) -> Obj | None:

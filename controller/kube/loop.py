@@ -605,9 +605,11 @@ class Controller:
             pod = cached_pods.get(f"{namespace}/{consumer.get('name')}")
             return pod if pod is not None and _meta(pod).get("uid") == consumer.get("uid") else None
 
+        mine = foreign.recorded_uids(written)
+
         async def claim_step(claim: Obj) -> bool:
             try:
-                return await release_claim(self.rest, claim, pod_of, delete_it=False)
+                return await release_claim(self.rest, claim, pod_of, delete_it=False, mine=mine)
             except KubeError as exc:
                 if exc.status not in (404, 409):
                     raise
@@ -684,8 +686,17 @@ class Controller:
             return
         if self._still_held(uid, uid):
             return
+        # the steps of one claim (pods sharing it join its reservedFor) one after another
+        by_claim: dict[str, list[ClaimStep]] = {}
+        for step in steps:
+            by_claim.setdefault(RESOURCE_CLAIMS.key(step.claim), []).append(step)
+
+        async def in_turn(claim_steps: list[ClaimStep]) -> None:
+            for step in claim_steps:
+                await self._protect_and_allocate(step)
+
         try:
-            await self._each(steps, self._protect_and_allocate)
+            await self._each(list(by_claim.values()), in_turn)
             await self._each(bindings, lambda pn: self._bind(pn[0], pn[1]))
         except CommitBroken as exc:
             log.error("foreign gang admission broken", gang=uid, error=str(exc))
