@@ -566,12 +566,15 @@ class ClusterCaches:
             self._claim_usage(obj)
 
     def _refresh(self, changed: Changed) -> None:
-        """Count again as ours or others' the pods and claims a foreign gang took or let go."""
+        """Count again as ours or others' the pods and claims a foreign gang took or let go;
+        judge again the gangs it changed the lot of."""
         for plural, keys in (("pods", changed.pods), ("resourceclaims", changed.claims)):
             for key in keys:
                 obj = self.cache(plural).get(key)
                 if obj is not None:
                     self._usage(plural, obj)
+        for other in sorted(changed.others):
+            self._refresh(self.foreign.sync(other))
 
     def _on_record(self, kind: str, old: Obj | None, new: Obj) -> None:
         group = group_of_record(new)

@@ -46,6 +46,9 @@ class Changed:
 
     pods: set[str] = field(default_factory=set)
     claims: set[str] = field(default_factory=set)
+    others: set[Group] = field(default_factory=set)
+    """Gangs to judge again: they name a claim not allocated yet with this one, which
+    began or ceased to be pending or admitted (so they may allocate it now, or not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,13 +344,25 @@ class ForeignGangs:
             return Changed()
         # `_own` and `_disown` replace these sets, never change them: the same set is no change
         pods, claims = self._ours_pods.get(uid), self._ours_claims.get(uid)
+        tally = self._tallies.get(group)
+        unallocated = set(tally.unallocated) if tally is not None else set()
+        queued = self._queued(uid)
         self._judge(group)
+        others: set[Group] = set()
+        if queued != self._queued(uid):
+            unallocated |= set(self._tally(group).unallocated)
+            others = {g for c in unallocated for g in self.groups_of_claim(c)} - {group}
         changed = Changed(
-            _changed(pods, self._ours_pods.get(uid)), _changed(claims, self._ours_claims.get(uid))
+            _changed(pods, self._ours_pods.get(uid)),
+            _changed(claims, self._ours_claims.get(uid)),
+            others,
         )
         if self._gone(group):
             self._drop_gang(group)
         return changed
+
+    def _queued(self, uid: str) -> bool:
+        return uid in self.state.pending or uid in self.state.admitted
 
     def _gone(self, group: Group) -> bool:
         """Whether nothing is left of a gang: no pod, no record, nothing held or reserved
@@ -489,14 +504,15 @@ class ForeignGangs:
 
     def _allocated_first(self, group: Group, tally: _Tally) -> str | None:
         """Why the gang waits for another to allocate a claim both name (None if it does
-        not): of the gangs naming a claim not allocated yet, only the first (by
-        namespace, kind, name) may allocate it; the others share its allocation once it
-        is there (so it is never allocated twice, by two gangs of one cycle)."""
+        not): of the gangs naming a claim not allocated yet, the first to be pending (or
+        admitted) allocates it, the others wait and then share its allocation (so it is
+        never allocated twice, by two gangs of one cycle). A gang that ceases to be
+        pending has the others judged again (`Changed.others`)."""
         for claim in sorted(tally.unallocated):
-            first = min(self.groups_of_claim(claim), default=group)
-            if first != group:
-                name = claim.partition("/")[2]
-                return f"waiting for ResourceClaim {name} to be allocated for gang {first.uid}"
+            for other in sorted(self.groups_of_claim(claim) - {group}):
+                if self._queued(other.uid):
+                    name = claim.partition("/")[2]
+                    return f"waiting for ResourceClaim {name} to be allocated for gang {other.uid}"
         return None
 
     def _head(self, group: Group, pods: list[Obj]) -> tuple[str, int]:

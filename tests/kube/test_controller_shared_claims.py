@@ -84,3 +84,25 @@ async def test_a_restarted_controller_restores_both_gangs_sharing_a_claim(
     assert sorted(state.admitted) == ["gang:default/a", "gang:default/b"]
     assert state.quota.usage("q").get("devices/gpu") == 1
     assert state.violations() == []
+
+
+async def test_a_gang_waits_for_the_pending_gang_that_names_the_same_unallocated_claim(
+    crds: Rest, running
+) -> None:
+    await gpu_cluster(crds, nodes=1, gpus=2, queue_gpus=2)
+    controller = await running.start()
+    await create(crds, r.RESOURCE_CLAIMS, named_claim("shared"))
+    too_big = sharing_pod("a")
+    too_big["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "100"
+    await create(crds, r.PODS, too_big)
+    await asyncio.sleep(5)
+    await create(crds, r.PODS, sharing_pod("b"))
+    await asyncio.sleep(5)
+    assert controller.caches.foreign.reasons["gang:default/b"] == (
+        "waiting for ResourceClaim shared to be allocated for gang gang:default/a"
+    )
+
+    await crds.request("DELETE", r.PODS.path(NAMESPACE, "a-0-x0000"))
+    await until_bound(crds, 1)
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    assert claim["status"]["allocation"]["devices"]["results"]
