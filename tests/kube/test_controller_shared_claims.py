@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from controller.kube import resources as r
+from controller.kube.release import release_claim
 from controller.kube.rest import Obj, Rest
 from tests.kube.controller_cluster import NAMESPACE, finish_pods, gpu_cluster, items, running
 from tests.kube.controller_env import crds, create, emulator, rest
@@ -106,3 +107,22 @@ async def test_a_gang_waits_for_the_pending_gang_that_names_the_same_unallocated
     await until_bound(crds, 1)
     claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
     assert claim["status"]["allocation"]["devices"]["results"]
+
+
+async def test_a_gang_letting_go_of_a_claim_another_gang_uses_leaves_it_allocated(
+    crds: Rest, running
+) -> None:
+    await two_gangs_sharing_a_claim(crds, running)
+    await finish_pods(crds, "a")
+    await asyncio.sleep(2)  # the resourceclaim controller drops a's pod from reservedFor
+    pods = {p["metadata"]["uid"]: p for p in await items(crds, r.PODS)}
+    mine = {u for u, p in pods.items() if p["metadata"]["name"].startswith("a-")}
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+
+    def pod_of(consumer: Obj) -> Obj | None:
+        return pods.get(str(consumer.get("uid")))
+
+    assert await release_claim(crds, claim, pod_of, delete_it=False, mine=mine)
+    after = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    assert after["status"]["allocation"] == claim["status"]["allocation"]
+    assert {c["uid"] for c in after["status"]["reservedFor"]} == set(pods) - mine
