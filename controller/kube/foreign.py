@@ -29,6 +29,18 @@ deleted: they are the pods' or the user's), and once all of that is done the rec
 deleted. A released record holds nothing, and keeps the gang out of the queue until it is
 gone. Losing a record is safe: bound pods and allocated claims it covered count as usage
 by others until they finish.
+
+A ResourceClaim that pods name directly (`resourceClaimName`) may be named by pods of
+several gangs. Its allocation is shared, as kube-scheduler shares it: the first of those
+gangs to be pending allocates it (the others wait for that, so two gangs of one cycle
+never allocate it twice); once it is allocated, the others' pods share it (`Part.shared`):
+not the gang's to allocate (no devices, no quota), held to the claim's node, added to its
+`reservedFor` (at most `RESERVED_FOR_MAX` consumers) when bound. Only the gang that
+allocated it lists it in its record, so only that gang's usage holds its devices; when
+it is released the claim stays counted as others' usage while it is allocated, and an
+evicted gang's tear-down takes only its own pods out of `reservedFor` while other gangs'
+pods still use it. (A claim named directly by several pods of one gang is not shared yet:
+the engine gives each pod its own devices.)
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ their creation times, unfinished pods by uid, and how many of them its record na
 the record read once per version). A gang that can be admitted is assembled from its
 pods' translations (a list of them per pod set, no pod translated again); only restoring
 a record translates a gang's pods at once.
+
+A gang left with no pod and no record, holding nothing (a foreign PyTorchJob whose pods
+were deleted after it finished, say), is forgotten entirely (`_drop_gang`): a long-running
+controller keeps bookkeeping only of gangs that exist (`bookkeeping` gives the sizes).
 """
 
 from __future__ import annotations
