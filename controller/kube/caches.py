@@ -40,8 +40,8 @@ import structlog
 from controller.engine.errors import InvalidInput
 from controller.engine.model import DeviceKey
 from controller.engine.state import ClusterState
+from controller.kube import foreign, translate
 from controller.kube import resources as r
-from controller.kube import translate
 from controller.kube.foreign import RECORD_SELECTOR, Group, group_of, group_of_record
 from controller.kube.foreign_gangs import Changed, ForeignGangs
 from controller.kube.informer import DELETED, Handler, Informer
@@ -244,14 +244,34 @@ class ClusterCaches:
             and translate.admission_of(obj) == self.admission_ids[owner]
         )
 
-    def foreign_group(self, plural: str, obj: Obj) -> Group | None:
-        """The foreign gang a pod belongs to, or a claim: through its pod, or as the named
-        claim of a gang's pod (which may complete the gang when it arrives)."""
+    def foreign_groups(self, plural: str, obj: Obj) -> set[Group]:
+        """The foreign gangs a pod belongs to (one at most), or a claim: through its pod,
+        or as a claim that pods of gangs name (which may complete them when it arrives;
+        a claim named by pods of several gangs is each one's)."""
         if plural != "resourceclaims":
-            return group_of(obj)
+            group = group_of(obj)
+            return set() if group is None else {group}
         pod = self.pod_of_claim(obj)
         found = None if pod is None else group_of(pod)
-        return found or self.foreign.group_of_claim(r.RESOURCE_CLAIMS.key(obj))
+        named = self.foreign.groups_of_claim(r.RESOURCE_CLAIMS.key(obj))
+        return named | {found} if found is not None else named
+
+    def bookkeeping(self) -> dict[str, int]:
+        """The size of every per-gang and per-object structure beside the informers' caches
+        and the state (all 0 once nothing is left), the foreign gangs' with them."""
+        return {
+            "problems": len(self.problems),
+            "unrestorable": len(self.unrestorable),
+            "admission_ids": len(self.admission_ids),
+            "releasing": len(self.releasing),
+            "releasing_pods": len(self.releasing_pods),
+            "pods_of": len(self._pods_of),
+            "claims_of": len(self._claims_of),
+            "held": len(self._held),
+            "deferred": len(self._deferred),
+            "gang_keys": len(self._gang_keys),
+            **{f"foreign.{k}": v for k, v in self.foreign.bookkeeping().items()},
+        }
 
     def moves_engine(self, plural: str, kind: str, old: Obj | None, new: Obj) -> bool:
         """Whether an event (already taken into the state) can change what a cycle decides.
@@ -269,7 +289,7 @@ class ClusterCaches:
             key = (r.PODS if plural == "pods" else r.RESOURCE_CLAIMS).key(new)
             if self.foreign.moot(plural, key, old, new, kind == DELETED):
                 return False
-            if any(self.foreign_group(plural, o) is not None for o in (old, new) if o):
+            if any(self.foreign_groups(plural, o) for o in (old, new) if o):
                 return True
             usage = translate.pod_usage if plural == "pods" else translate.claim_devices
             try:
@@ -394,7 +414,7 @@ class ClusterCaches:
         try:
             name, value, default = translate.priority_class(obj)
         except InvalidInput as exc:
-            self._problem("PriorityClass", obj, exc)
+            self._problem("PriorityClass", obj, None if deleted else exc)
             return
         if deleted:
             self.priorities.pop(name, None)
@@ -515,6 +535,7 @@ class ClusterCaches:
         if kind == DELETED:
             self.state.remove_foreign_pod(key)
             self.releasing_pods.pop(key, None)
+            self._problem("Pod", new, None)
         else:
             self._pod_usage(new)
         gone = kind == DELETED
@@ -527,6 +548,10 @@ class ClusterCaches:
                     self._claim_usage(claim)
         if left is not None and self.ready.is_set():
             self._refresh(self.foreign.sync(left))
+        if (old is None or gone) and self.ready.is_set():
+            # a gang that starts or stops naming a claim may change who allocates it
+            for other in sorted(self.foreign.sharing(new) - {group}):
+                self._refresh(self.foreign.sync(other))
         if (
             group is not None
             and self.ready.is_set()
@@ -541,12 +566,15 @@ class ClusterCaches:
             self._claim_usage(obj)
 
     def _refresh(self, changed: Changed) -> None:
-        """Count again as ours or others' the pods and claims a foreign gang took or let go."""
+        """Count again as ours or others' the pods and claims a foreign gang took or let go;
+        judge again the gangs it changed the lot of."""
         for plural, keys in (("pods", changed.pods), ("resourceclaims", changed.claims)):
             for key in keys:
                 obj = self.cache(plural).get(key)
                 if obj is not None:
                     self._usage(plural, obj)
+        for other in sorted(changed.others):
+            self._refresh(self.foreign.sync(other))
 
     def _on_record(self, kind: str, old: Obj | None, new: Obj) -> None:
         group = group_of_record(new)
@@ -584,16 +612,22 @@ class ClusterCaches:
         if kind == DELETED:
             self.state.remove_foreign_claim(key)
             self.releasing.pop(key, None)
+            self._problem("ResourceClaim", new, None)
         else:
             self._claim_usage(new)
         groups = set()
-        if old is None or kind == DELETED or old.get("spec") != new.get("spec"):
+        if (
+            old is None
+            or kind == DELETED
+            or old.get("spec") != new.get("spec")
+            or (self.foreign.is_named(key) and _sharing(old) != _sharing(new))
+        ):
             groups = self.foreign.claim_changed(key)
         if self.foreign.moot("resourceclaims", key, old, new, kind == DELETED):
             return
         pod = self.pod_of_claim(new)
         group = None if pod is None else self.foreign.index(pod)
-        group = group or self.foreign.group_of_claim(key)
+        groups |= self.foreign.groups_of_claim(key)
         for each in sorted(groups | ({group} if group is not None else set())):
             self._refresh(self.foreign.sync(each))
 
@@ -645,6 +679,17 @@ class ClusterCaches:
         if self.ours(obj):
             return False
         return not (_stopping(obj) if plural == "pods" else self._let_go(obj))
+
+
+def _sharing(claim: Obj) -> tuple[bool, str | None, bool]:
+    """What a pod that shares a claim it names reads of it (foreign.part): whether it is
+    allocated, on which node, and whether its reservedFor is full."""
+    reserved = (claim.get("status") or {}).get("reservedFor") or ()
+    return (
+        foreign.allocated(claim),
+        foreign.allocation_node(claim),
+        len(reserved) >= foreign.RESERVED_FOR_MAX,
+    )
 
 
 def _done(pod: Obj) -> bool:

@@ -62,7 +62,9 @@ async def write_admission(rest: Rest, job: Obj, record: Obj, status: Obj | None 
         raise
 
 
-def _results(claim: Obj) -> list[dict[str, str]]:
+def results(claim: Obj) -> list[dict[str, str]]:
+    """The devices a claim is allocated, as allocation results (request, driver, pool,
+    device)."""
     allocation = (claim.get("status") or {}).get("allocation") or {}
     return [
         {k: str(r.get(k)) for k in ("request", "driver", "pool", "device")}
@@ -94,7 +96,7 @@ async def allocate_claim(rest: Rest, step: ClaimStep) -> Obj:
     """Allocate the recorded devices and reserve the claim for its pod, in one write."""
     claim, pod = step.claim, step.pod
     wanted = sorted(step.results, key=lambda r: (r["request"], r["device"]))
-    have = sorted(_results(claim), key=lambda r: (r["request"], r["device"]))
+    have = sorted(results(claim), key=lambda r: (r["request"], r["device"]))
     consumer = {"resource": "pods", "name": _meta(pod)["name"], "uid": _meta(pod)["uid"]}
     reserved = list((claim.get("status") or {}).get("reservedFor") or ())
     if have and have != [dict(r) for r in wanted]:

@@ -29,12 +29,24 @@ deleted: they are the pods' or the user's), and once all of that is done the rec
 deleted. A released record holds nothing, and keeps the gang out of the queue until it is
 gone. Losing a record is safe: bound pods and allocated claims it covered count as usage
 by others until they finish.
+
+A ResourceClaim that pods name directly (`resourceClaimName`) may be named by pods of
+several gangs. Its allocation is shared, as kube-scheduler shares it: the first of those
+gangs to be pending allocates it (the others wait for that, so two gangs of one cycle
+never allocate it twice); once it is allocated, the others' pods share it (`Part.shared`):
+not the gang's to allocate (no devices, no quota), held to the claim's node, added to its
+`reservedFor` (at most `RESERVED_FOR_MAX` consumers) when bound. Only the gang that
+allocated it lists it in its record, so only that gang's usage holds its devices; when
+it is released the claim stays counted as others' usage while it is allocated, and an
+evicted gang's tear-down takes only its own pods out of `reservedFor` while other gangs'
+pods still use it. (A claim named directly by several pods of one gang is not shared yet:
+the engine gives each pod its own devices.)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -44,6 +56,7 @@ from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang, PodClaim, PodSet, Toleration
 from controller.engine.reservation import Reservation
 from controller.kube.translate import (
+    NODE_NAME_LABEL,
     Obj,
     admission_record,
     claim_spec,
@@ -171,7 +184,12 @@ class Part:
     requests: dict[str, int]
     claims: tuple[PodClaim, ...]
     names: tuple[tuple[str, str], ...]
-    """(pod claim name, ResourceClaim name) of each of its claims."""
+    """(pod claim name, ResourceClaim name) of each of its claims the gang allocates."""
+    shared: tuple[tuple[str, str], ...] = ()
+    """(pod claim name, ResourceClaim name) of each claim it shares, allocated already
+    (`shared_claims`): the pod only joins its `reservedFor`, on the claim's node."""
+    node_selector: Mapping[str, str] | None = None
+    """Its node selector, with the node of the claims it shares (None: the pod's own)."""
 
 
 @dataclass(frozen=True)
@@ -193,13 +211,23 @@ class Members:
         }
 
     @cached_property
+    def shared(self) -> Mapping[tuple[str, str], str]:
+        """(pod name, pod claim name) -> ResourceClaim name, of the claims it shares."""
+        return self._by_pod(lambda part: part.shared)
+
+    @cached_property
     def claims(self) -> Mapping[tuple[str, str], str]:
-        """(pod name, pod claim name) -> ResourceClaim name."""
+        """(pod name, pod claim name) -> ResourceClaim name, of the claims it allocates."""
+        return self._by_pod(lambda part: part.names)
+
+    def _by_pod(
+        self, which: Callable[[Part], tuple[tuple[str, str], ...]]
+    ) -> dict[tuple[str, str], str]:
         return {
             (str(_meta(part.pod)["name"]), claim): name
             for parts in self.sets
             for part in parts
-            for claim, name in part.names
+            for claim, name in which(part)
         }
 
 
@@ -219,6 +247,22 @@ def claim_keys(pod: Obj) -> set[str]:
         for ref in (pod.get("spec") or {}).get("resourceClaims") or ()
     )
     return {f"{namespace}/{name}" for name in names if name}
+
+
+def named_claim_keys(pod: Obj) -> set[str]:
+    """The cache keys of the claims a pod names directly (`resourceClaimName`)."""
+    namespace = _meta(pod).get("namespace")
+    return {
+        f"{namespace}/{ref['resourceClaimName']}"
+        for ref in (pod.get("spec") or {}).get("resourceClaims") or ()
+        if ref.get("resourceClaimName")
+    }
+
+
+def is_gang_uid(key: str) -> bool:
+    """Whether a work key is a foreign gang's uid (a GangJob's key is `namespace/name`,
+    and a namespace has no colon)."""
+    return key.startswith((f"{LABEL}:", f"{POD_GROUP}:"))
 
 
 def claims_of(pod: Obj, claims: Mapping[str, Obj]) -> list[tuple[str, str, Obj]]:
@@ -244,6 +288,44 @@ def claims_of(pod: Obj, claims: Mapping[str, Obj]) -> list[tuple[str, str, Obj]]
     return out
 
 
+RESERVED_FOR_MAX = 256
+"""How many consumers a claim's `status.reservedFor` may list (resource.k8s.io/v1
+ResourceClaimReservedForMaxSize): a pod that would be one more cannot share it."""
+
+
+def allocated(claim: Obj) -> bool:
+    return bool((claim.get("status") or {}).get("allocation"))
+
+
+def allocation_node(claim: Obj) -> str | None:
+    """The node an allocated claim's devices are on (its allocation's node selector, as
+    the scheduler writes it: `metadata.name In [node]`), None if they are reachable from
+    every node."""
+    selector = ((claim.get("status") or {}).get("allocation") or {}).get("nodeSelector") or {}
+    for term in selector.get("nodeSelectorTerms") or ():
+        for field in term.get("matchFields") or ():
+            values = field.get("values") or ()
+            if field.get("key") == "metadata.name" and field.get("operator") == "In" and values:
+                return str(values[0])
+    return None
+
+
+def shared_claims(
+    pod: Obj, own: list[tuple[str, str, Obj]], recorded: Collection[str] | None
+) -> set[str]:
+    """The claims (by name) a pod shares rather than its gang allocating them: those it
+    names directly that are allocated already (by another gang, or anyone), or, for a
+    gang restored from its record, those it names directly that the record does not
+    list (`recorded`): the record lists only what the gang allocated."""
+    refs = (pod.get("spec") or {}).get("resourceClaims") or ()
+    named = {str(r["resourceClaimName"]) for r in refs if r.get("resourceClaimName")}
+    return {
+        name
+        for _, name, claim in own
+        if name in named and (allocated(claim) if recorded is None else name not in recorded)
+    }
+
+
 def members(
     group: Group,
     pods: list[Obj],
@@ -251,24 +333,29 @@ def members(
     *,
     queue: str,
     priority: int,
+    recorded: Collection[str] | None = None,
 ) -> Members:
     """The gang of `pods`: one pod set per distinct shape, in pod order. Every pod's
     claims are looked up before any is translated: a gang whose pods came before their
-    claims is judged again at each claim's arrival, and waits at the cost of lookups."""
+    claims is judged again at each claim's arrival, and waits at the cost of lookups.
+    `recorded`: the claims the gang's record lists (restoring it; see `shared_claims`)."""
     ordered = [(pod, claims_of(pod, claims)) for pod in sorted(pods, key=pod_order)]
     shapes: dict[str, list[Part]] = {}
     for pod, own in ordered:
-        translated = part(pod, own)
+        translated = part(pod, own, shared_claims(pod, own, recorded))
         shapes.setdefault(translated.shape, []).append(translated)
     created = min(str(_meta(p).get("creationTimestamp") or "") for p in pods)
     return assemble(group, [tuple(s) for s in shapes.values()], created, queue, priority)
 
 
-def part(pod: Obj, own: list[tuple[str, str, Obj]]) -> Part:
-    """A pod translated, given its claims (`claims_of`)."""
+def part(pod: Obj, own: list[tuple[str, str, Obj]], shared: Collection[str] = ()) -> Part:
+    """A pod translated, given its claims (`claims_of`) and which of them (by name) it
+    shares: those are not the gang's to allocate, and put the pod on their node."""
     spec = pod.get("spec") or {}
     where = describe("Pod", pod)
     requests = pod_requests(spec, f"{where}: spec")
+    mine = [(n, o, c) for n, o, c in own if o not in shared]
+    theirs = [(n, o, c) for n, o, c in own if o in shared]
     pod_claims = tuple(
         PodClaim(
             name,
@@ -277,18 +364,36 @@ def part(pod: Obj, own: list[tuple[str, str, Obj]]) -> Part:
                 f"{describe('ResourceClaim', claim)}: spec.devices",
             ),
         )
-        for name, _, claim in own
+        for name, _, claim in mine
     )
+    selector = dict(spec.get("nodeSelector") or {})
+    nodes = {node for _, _, c in theirs if (node := allocation_node(c)) is not None}
+    if len(nodes) > 1:
+        raise InvalidInput(
+            f"{where}: spec.resourceClaims",
+            f"shares claims allocated on different nodes ({', '.join(sorted(nodes))})",
+        )
+    if nodes:
+        selector[NODE_NAME_LABEL] = nodes.pop()
     shape = json.dumps(
         [
             requests,
-            [(n, (c.get("spec") or {}).get("devices")) for n, _, c in own],
-            spec.get("nodeSelector") or {},
+            [(n, (c.get("spec") or {}).get("devices")) for n, _, c in mine],
+            selector,
             spec.get("tolerations") or [],
+            [(n, o) for n, o, _ in theirs],
         ],
         sort_keys=True,
     )
-    return Part(pod, shape, requests, pod_claims, tuple((n, o) for n, o, _ in own))
+    return Part(
+        pod,
+        shape,
+        requests,
+        pod_claims,
+        tuple((n, o) for n, o, _ in mine),
+        tuple((n, o) for n, o, _ in theirs),
+        selector,
+    )
 
 
 def assemble(
@@ -306,7 +411,11 @@ def assemble(
                 len(parts),
                 first.requests,
                 first.claims,
-                dict(spec.get("nodeSelector") or {}),
+                dict(
+                    first.node_selector
+                    if first.node_selector is not None
+                    else spec.get("nodeSelector") or {}
+                ),
                 tolerations_of(spec),
             )
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 from controller.engine.reservation import Reservation
 from controller.kube import foreign as f
 from controller.kube.commit import ClaimStep, CommitConflict
+from controller.kube.commit import results as allocated
 from controller.kube.foreign import Members
 from controller.kube.resources import CONFIG_MAPS
 from controller.kube.rest import KubeError, Obj, Rest
@@ -55,7 +56,10 @@ def plan(
     found: Members, reservation: Reservation, pods: dict[str, Obj], claims: dict[str, Obj]
 ) -> tuple[list[ClaimStep], list[tuple[Obj, str]]]:
     """The claim steps and bindings still to do for an admitted foreign gang, from the
-    cached pods and claims (pods bound already, finished or gone are skipped)."""
+    cached pods and claims (pods bound already, finished or gone are skipped). A claim a
+    pod shares (allocated by another gang, or anyone) gets a step that keeps its
+    allocation and adds the pod to its reservedFor, as kube-scheduler does; a pod whose
+    shared claim is no longer allocated waits unbound (its devices are no one's now)."""
     namespace = found.group.namespace
     steps: list[ClaimStep] = []
     bindings: list[tuple[Obj, str]] = []
@@ -65,6 +69,14 @@ def plan(
         pod = pods.get(f"{namespace}/{name}")
         if pod is None or f.finished(pod) or (pod.get("spec") or {}).get("nodeName"):
             continue
+        shared = [
+            claims.get(f"{namespace}/{claim}")
+            for (pod_name, _), claim in sorted(found.shared.items())
+            if pod_name == name
+        ]
+        if not all(c is not None and f.allocated(c) for c in shared):
+            continue
+        steps += [ClaimStep(c, tuple(allocated(c)), pod, placement.node) for c in shared if c]
         for allocation in placement.claims:
             claim = claims.get(f"{namespace}/{found.claims[(name, allocation.claim)]}")
             if claim is None:

@@ -19,6 +19,10 @@ their creation times, unfinished pods by uid, and how many of them its record na
 the record read once per version). A gang that can be admitted is assembled from its
 pods' translations (a list of them per pod set, no pod translated again); only restoring
 a record translates a gang's pods at once.
+
+A gang left with no pod and no record, holding nothing (a foreign PyTorchJob whose pods
+were deleted after it finished, say), is forgotten entirely (`_drop_gang`): a long-running
+controller keeps bookkeeping only of gangs that exist (`bookkeeping` gives the sizes).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class Changed:
 
     pods: set[str] = field(default_factory=set)
     claims: set[str] = field(default_factory=set)
+    others: set[Group] = field(default_factory=set)
+    """Gangs to judge again: they name a claim not allocated yet with this one, which
+    began or ceased to be pending or admitted (so they may allocate it now, or not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,13 @@ class _Facts:
     order: tuple[int, str]
     claims: frozenset[str]
     """Cache keys of the claims it names, directly or in its status."""
+    named: frozenset[str]
+    """Cache keys of the claims it names directly (`resourceClaimName`): such a claim has
+    no Pod owner, may be named by pods of other gangs too, and its arrival can complete
+    the gang."""
+    unallocated: frozenset[str]
+    """Cache keys of the claims it names directly that are not allocated (waiting pods
+    only): its gang allocates them, unless a gang before it names them too."""
     problem: str | None
     """Why its claims cannot be translated yet (waiting pods only)."""
     part: f.Part | None
@@ -89,6 +103,8 @@ class _Tally:
     """(pod order, key) of the translated waiting pods, by shape."""
     created: SortedList[str] = field(default_factory=SortedList)
     """Creation timestamps of the waiting pods."""
+    unallocated: Counter[str] = field(default_factory=Counter)
+    """Claims (cache keys) the waiting pods name directly that are not allocated."""
     unfinished: Counter[str] = field(default_factory=Counter)
     """Pods not finished, by uid."""
     record: Obj | None = None
@@ -108,6 +124,10 @@ class _Tally:
                 del self.sizes[facts.size]
             entry = (facts.order, key)
             (self.created.add if sign > 0 else self.created.remove)(facts.created)
+            for claim in facts.unallocated:
+                self.unallocated[claim] += sign
+                if not self.unallocated[claim]:
+                    del self.unallocated[claim]
             if facts.problem is not None:
                 (self.problems.add if sign > 0 else self.problems.remove)(entry)
             if facts.error is not None:
@@ -153,9 +173,8 @@ class ForeignGangs:
         """Pods (cache keys) naming a claim, by the claim's cache key."""
         self._owned: dict[str, Members] = {}
         """The translation `_ours_pods` and `_ours_claims` were taken from, by uid."""
-        self._claim_groups: dict[str, Group] = {}
-        """ResourceClaims named by a gang's pods (`resourceClaimName`), by cache key: such a
-        claim has no Pod owner, yet its arrival can complete the gang."""
+        self._named: dict[str, set[str]] = {}
+        """Pods (cache keys) naming a claim directly (`_Facts.named`), by the claim's key."""
         self._deferred: set[Group] = set()
         self._ours_pods: dict[str, set[str]] = {}
         self._ours_claims: dict[str, set[str]] = {}
@@ -178,22 +197,17 @@ class ForeignGangs:
         left = old.group if old is not None and old.group != group else None
         if group is None:
             return left, None
-        self.groups[group.uid] = group
-        tally = self._tally(group)
-        for ref in (pod.get("spec") or {}).get("resourceClaims") or ():
-            if ref.get("resourceClaimName"):
-                claim = f"{group.namespace}/{ref['resourceClaimName']}"
-                if deleted:
-                    self._claim_groups.pop(claim, None)
-                else:
-                    self._claim_groups[claim] = group
         if not deleted:
+            self.groups[group.uid] = group
+            tally = self._tally(group)
             facts = self._facts_of(pod, group)
             self._facts[key] = facts
             tally.keys.add(key)
             tally.add(key, facts, 1)
             for claim in facts.claims:
                 self._naming.setdefault(claim, set()).add(key)
+            for claim in facts.named:
+                self._named.setdefault(claim, set()).add(key)
         return left, group
 
     def claim_changed(self, key: str) -> set[Group]:
@@ -211,14 +225,23 @@ class ForeignGangs:
         finished = f.finished(pod)
         waiting = not finished and not (pod.get("spec") or {}).get("nodeName")
         problem = error = part = None
+        unallocated: frozenset[str] = frozenset()
         if waiting:
             try:
                 own = f.claims_of(pod, self.cache("resourceclaims"))
             except (InvalidInput, Waiting) as exc:
                 problem = str(exc)
             else:
+                shared = f.shared_claims(pod, own, None)
+                namespace = group.namespace
+                unallocated = frozenset(
+                    f"{namespace}/{name}"
+                    for _, name, claim in own
+                    if f"{namespace}/{name}" in f.named_claim_keys(pod) and not f.allocated(claim)
+                )
+                problem = _full(pod, own, shared)
                 try:
-                    part = f.part(pod, own)
+                    part = f.part(pod, own, shared)
                 except InvalidInput as exc:
                     error = str(exc)
         return _Facts(
@@ -229,6 +252,8 @@ class ForeignGangs:
             f.size_annotation(pod),
             f.pod_order(pod),
             frozenset(f.claim_keys(pod)),
+            frozenset(f.named_claim_keys(pod)),
+            unallocated,
             problem,
             part,
             error,
@@ -239,16 +264,26 @@ class ForeignGangs:
         tally = self._tallies[facts.group]
         tally.add(key, facts, -1)
         tally.keys.discard(key)
-        for claim in facts.claims:
-            naming = self._naming.get(claim)
-            if naming is not None:
-                naming.discard(key)
-                if not naming:
-                    del self._naming[claim]
+        for index, claims in ((self._naming, facts.claims), (self._named, facts.named)):
+            for claim in claims:
+                naming = index.get(claim)
+                if naming is not None:
+                    naming.discard(key)
+                    if not naming:
+                        del index[claim]
 
-    def group_of_claim(self, key: str) -> Group | None:
-        """The gang whose pod names this claim (by cache key), if any."""
-        return self._claim_groups.get(key)
+    def is_named(self, key: str) -> bool:
+        """Whether pods of gangs name this claim directly."""
+        return key in self._named
+
+    def sharing(self, pod: Obj) -> set[Group]:
+        """The gangs whose pods name directly a claim this pod names directly."""
+        return {g for key in f.named_claim_keys(pod) for g in self.groups_of_claim(key)}
+
+    def groups_of_claim(self, key: str) -> set[Group]:
+        """The gangs whose pods name this claim (by cache key) directly: a claim named by
+        pods of several gangs is every one's."""
+        return {self._facts[pod].group for pod in self._named.get(key, ())}
 
     def is_ours(self, plural: str, key: str) -> bool:
         """Whether a pod or claim belongs to an admitted foreign gang."""
@@ -264,7 +299,8 @@ class ForeignGangs:
         if deleted or old is None or f"{plural}:{key}" not in self._ours:
             return False
         if plural != PODS.plural:
-            return _owners(old) == _owners(new)
+            # a claim pods name directly may be shared: its changes judge them again
+            return _owners(old) == _owners(new) and key not in self._named
         return (
             _uid(old) == _uid(new)
             and f.finished(old) == f.finished(new)
@@ -312,10 +348,65 @@ class ForeignGangs:
             return Changed()
         # `_own` and `_disown` replace these sets, never change them: the same set is no change
         pods, claims = self._ours_pods.get(uid), self._ours_claims.get(uid)
+        tally = self._tallies.get(group)
+        unallocated = set(tally.unallocated) if tally is not None else set()
+        queued = self._queued(uid)
         self._judge(group)
-        return Changed(
-            _changed(pods, self._ours_pods.get(uid)), _changed(claims, self._ours_claims.get(uid))
+        others: set[Group] = set()
+        if queued != self._queued(uid):
+            unallocated |= set(self._tally(group).unallocated)
+            others = {g for c in unallocated for g in self.groups_of_claim(c)} - {group}
+        changed = Changed(
+            _changed(pods, self._ours_pods.get(uid)),
+            _changed(claims, self._ours_claims.get(uid)),
+            others,
         )
+        if self._gone(group):
+            self._drop_gang(group)
+        return changed
+
+    def _queued(self, uid: str) -> bool:
+        return uid in self.state.pending or uid in self.state.admitted
+
+    def _gone(self, group: Group) -> bool:
+        """Whether nothing is left of a gang: no pod, no record, nothing held or reserved
+        (a foreign PyTorchJob whose pods were deleted after it finished, say)."""
+        tally = self._tallies.get(group)
+        return (
+            (tally is None or not tally.keys)
+            and f"{group.namespace}/{group.record_name}" not in self.cache("configmaps")
+            and group.uid not in self.held
+            and group.uid not in self.state.admitted
+            and group.uid not in self.state.pending
+        )
+
+    def _drop_gang(self, group: Group) -> None:
+        """Forget every piece of bookkeeping of a gone gang (a pod or record of the same
+        name later starts it afresh)."""
+        self._forget(group.uid)
+        self._tallies.pop(group, None)
+        self._deferred.discard(group)
+        if self.groups.get(group.uid) == group:
+            del self.groups[group.uid]
+
+    def bookkeeping(self) -> dict[str, int]:
+        """The size of every per-gang and per-pod structure (all 0 once no gang is left)."""
+        return {
+            "groups": len(self.groups),
+            "members": len(self.members),
+            "reasons": len(self.reasons),
+            "admission_ids": len(self.admission_ids),
+            "held": len(self.held),
+            "tallies": len(self._tallies),
+            "facts": len(self._facts),
+            "naming": len(self._naming),
+            "named": len(self._named),
+            "owned": len(self._owned),
+            "deferred": len(self._deferred),
+            "ours_pods": len(self._ours_pods),
+            "ours_claims": len(self._ours_claims),
+            "ours": len(self._ours),
+        }
 
     def _pods(self, keys: list[str]) -> list[Obj]:
         pods = self.cache("pods")
@@ -329,8 +420,8 @@ class ForeignGangs:
 
     def record(self, group: Group) -> tuple[Obj | None, Obj | None]:
         """The gang's record ConfigMap and the admission record it holds (None if it is
-        unreadable), read again only when it changed."""
-        return self._record(group, self._tally(group))
+        unreadable), read again only when it changed (kept only for a gang it knows)."""
+        return self._record(group, self._tallies.get(group) or _Tally())
 
     def _written(self, group: Group, tally: _Tally) -> Obj | None:
         return self._record(group, tally)[1]
@@ -377,7 +468,8 @@ class ForeignGangs:
             recorded = [k for k in sorted(tally.keys) if self._facts[k].uid in tally.recorded]
             try:
                 pods = self._pods(recorded)
-                restored = self._translate(group, pods, *self._head(group, pods))
+                claims = f.recorded_claims(written)
+                restored = self._translate(group, pods, *self._head(group, pods), claims)
                 self.state.restore(restored.gang, f.restore(restored, written, self.state.now))
             except (InvalidInput, Waiting) as exc:
                 log.warning("gang record does not hold", gang=uid, problem=str(exc))
@@ -401,6 +493,8 @@ class ForeignGangs:
             if problem is None and tally.errors:
                 problem = self._facts[tally.errors[0][1]].error
             if problem is None:
+                problem = self._allocated_first(group, tally)
+            if problem is None:
                 found = self._assemble(group, tally, *head)
         except (InvalidInput, Waiting) as exc:
             problem = str(exc)
@@ -411,6 +505,19 @@ class ForeignGangs:
         self.reasons.pop(uid, None)
         self.members[uid] = found
         self.state.add_gang(found.gang)
+
+    def _allocated_first(self, group: Group, tally: _Tally) -> str | None:
+        """Why the gang waits for another to allocate a claim both name (None if it does
+        not): of the gangs naming a claim not allocated yet, the first to be pending (or
+        admitted) allocates it, the others wait and then share its allocation (so it is
+        never allocated twice, by two gangs of one cycle). A gang that ceases to be
+        pending has the others judged again (`Changed.others`)."""
+        for claim in sorted(tally.unallocated):
+            for other in sorted(self.groups_of_claim(claim) - {group}):
+                if self._queued(other.uid):
+                    name = claim.partition("/")[2]
+                    return f"waiting for ResourceClaim {name} to be allocated for gang {other.uid}"
+        return None
 
     def _head(self, group: Group, pods: list[Obj]) -> tuple[str, int]:
         """The gang's queue and priority, from its PodGroup and its first pod."""
@@ -437,8 +544,11 @@ class ForeignGangs:
         assert part is not None
         return part
 
-    def _translate(self, group: Group, pods: list[Obj], queue: str, priority: int) -> Members:
-        return f.members(group, pods, self.cache("resourceclaims"), queue=queue, priority=priority)
+    def _translate(
+        self, group: Group, pods: list[Obj], queue: str, priority: int, recorded: set[str]
+    ) -> Members:
+        claims = self.cache("resourceclaims")
+        return f.members(group, pods, claims, queue=queue, priority=priority, recorded=recorded)
 
     def _own(self, uid: str, admission: str) -> None:
         self.reasons.pop(uid, None)
@@ -466,6 +576,20 @@ class ForeignGangs:
         self.members.pop(uid, None)
         self.reasons.pop(uid, None)
         self._disown(uid)
+
+
+def _full(pod: Obj, own: list[tuple[str, str, Obj]], shared: set[str]) -> str | None:
+    """Why the pod cannot share a claim whose `reservedFor` is full (None if it can)."""
+    uid = _uid(pod)
+    for _, name, claim in own:
+        reserved = (claim.get("status") or {}).get("reservedFor") or ()
+        full = name in shared and len(reserved) >= f.RESERVED_FOR_MAX
+        if full and not any(c.get("uid") == uid for c in reserved):
+            return (
+                f"ResourceClaim {name} is reserved for {len(reserved)} pods, the most "
+                "its reservedFor holds: waiting for one to finish"
+            )
+    return None
 
 
 def _read(group: Group, obj: Obj) -> Obj | None:

@@ -218,11 +218,14 @@ class Controller:
                 self._changed.set()
             self._queues_changed.set()
             if plural == "gangjobs":
-                self._work.add(_key(new))
+                if kind == DELETED:
+                    self._forget(_key(new), str(_meta(new).get("uid")))
+                else:
+                    self._work.add(_key(new))
             elif plural == "configmaps":
                 group = foreign.group_of_record(new)
                 if group is not None:
-                    self._work.add(group.uid)
+                    self._foreign_work(group)
             elif plural in ("pods", "resourceclaims"):
                 if (
                     plural == "pods"
@@ -230,9 +233,9 @@ class Controller:
                     and (kind == DELETED or (new.get("spec") or {}).get("nodeName"))
                 ):
                     self._bound.pop(str(_meta(new).get("uid")), None)
-                group = self.caches.foreign_group(plural, new)
-                if group is not None and not self._nothing_to_bind(group, plural, kind, old, new):
-                    self._work.add(group.uid)
+                for group in sorted(self.caches.foreign_groups(plural, new)):
+                    if not self._nothing_to_bind(group, plural, kind, old, new):
+                        self._foreign_work(group)
                 for ref in _meta(new).get("ownerReferences") or ():
                     if ref.get("kind") == "GangJob" and ref.get("controller"):
                         self._work.add(f"{_meta(new).get('namespace')}/{ref.get('name')}")
@@ -241,6 +244,48 @@ class Controller:
                         self._work.add(key)
 
         return handler
+
+    def _foreign_work(self, group: foreign.Group) -> None:
+        """Reconcile a foreign gang, or forget it if the caches did (nothing left of it)."""
+        if group.uid in self.caches.foreign.groups:
+            self._work.add(group.uid)
+        else:
+            self._forget(group.uid, group.uid)
+
+    def _forget(self, key: str, uid: str) -> None:
+        """Drop what this loop keeps for a gang that is gone (a GangJob deleted, a foreign
+        gang without pods or record): its timers, retries and latency and status marks."""
+        for timers in (self._timers, self._unparking):
+            timer = timers.pop(key if timers is self._timers else uid, None)
+            if timer is not None:
+                timer.cancel()
+        self._retries.pop(key, None)
+        self._draining.pop(key, None)
+        self._queued_at.pop(uid, None)
+        self._foreign_bound.pop(uid, None)
+        self._services.discard(uid)
+        self._cycled.discard(uid)
+        self._unseen.discard(uid)
+
+    def bookkeeping(self) -> dict[str, int]:
+        """The size of every per-gang and per-object structure of the loop and its caches
+        (all 0 once no gang is left and no work is under way)."""
+        return {
+            "retries": len(self._retries),
+            "not_ready_since": len(self._not_ready_since),
+            "unparking": len(self._unparking),
+            "timers": len(self._timers),
+            "draining": len(self._draining),
+            "queued_at": len(self._queued_at),
+            "unseen": len(self._unseen),
+            "cycled": len(self._cycled),
+            "services": len(self._services),
+            "foreign_bound": len(self._foreign_bound),
+            "bound": len(self._bound),
+            "sweeping": len(self._sweeping),
+            "background": len(self._background),
+            **{f"caches.{k}": v for k, v in self.caches.bookkeeping().items()},
+        }
 
     def _nothing_to_bind(
         self, group: foreign.Group, plural: str, kind: str, old: Obj | None, new: Obj
@@ -272,8 +317,9 @@ class Controller:
         cycle, which would find nothing to do before them (a simulated failure takes the
         node and its gangs away in one step, and a cycle between would cost a gap)."""
         name = str(_meta(node).get("name"))
-        if kind != DELETED and rc.node_ready(node):
+        if kind == DELETED or rc.node_ready(node):
             self._not_ready_since.pop(name, None)
+        if kind != DELETED and rc.node_ready(node):
             return False
         evicted = False
         for uid, reservation in self.caches.state.admitted.items():
@@ -288,7 +334,11 @@ class Controller:
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(delay, self._work.add, key)
+        self._timers[key] = loop.call_later(delay, self._timer_fired, key)
+
+    def _timer_fired(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self._work.add(key)
 
     def _dirty_uid(self, uid: str) -> None:
         if uid in self.caches.foreign.groups:
@@ -555,9 +605,11 @@ class Controller:
             pod = cached_pods.get(f"{namespace}/{consumer.get('name')}")
             return pod if pod is not None and _meta(pod).get("uid") == consumer.get("uid") else None
 
+        mine = foreign.recorded_uids(written)
+
         async def claim_step(claim: Obj) -> bool:
             try:
-                return await release_claim(self.rest, claim, pod_of, delete_it=False)
+                return await release_claim(self.rest, claim, pod_of, delete_it=False, mine=mine)
             except KubeError as exc:
                 if exc.status not in (404, 409):
                     raise
@@ -622,6 +674,7 @@ class Controller:
         if reservation is None:
             self._queued_at.pop(uid, None)  # released (or never admitted)
             self._foreign_bound.pop(uid, None)
+            self._draining.pop(uid, None)
         if found is None or reservation is None or uid not in gangs.admission_ids:
             return
         steps, bindings = fc.plan(
@@ -633,8 +686,17 @@ class Controller:
             return
         if self._still_held(uid, uid):
             return
+        # the steps of one claim (pods sharing it join its reservedFor) one after another
+        by_claim: dict[str, list[ClaimStep]] = {}
+        for step in steps:
+            by_claim.setdefault(RESOURCE_CLAIMS.key(step.claim), []).append(step)
+
+        async def in_turn(claim_steps: list[ClaimStep]) -> None:
+            for step in claim_steps:
+                await self._protect_and_allocate(step)
+
         try:
-            await self._each(steps, self._protect_and_allocate)
+            await self._each(list(by_claim.values()), in_turn)
             await self._each(bindings, lambda pn: self._bind(pn[0], pn[1]))
         except CommitBroken as exc:
             log.error("foreign gang admission broken", gang=uid, error=str(exc))
@@ -681,7 +743,7 @@ class Controller:
     async def reconcile(self, key: str) -> None:
         """Bring one GangJob's objects and status in line with its record (or materialise
         a foreign gang's admission)."""
-        if key in self.caches.foreign.groups:
+        if key in self.caches.foreign.groups or foreign.is_gang_uid(key):
             await self._reconcile_foreign(key)
             return
         job = self.caches.cache("gangjobs").get(key)
@@ -729,6 +791,7 @@ class Controller:
             await self._finish_deletion(job)
             return
         if not record:
+            self._draining.pop(key, None)  # released: nothing of it waits to be bound
             self._backoff_ends(job)
             await self._pending_status(job)
             return

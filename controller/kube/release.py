@@ -23,7 +23,7 @@ way through the watch, and the next pass starts from that.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from controller.kube.commit import DELETE_PROTECTION
@@ -100,13 +100,30 @@ async def _status(rest: Rest, claim: Obj, status: Obj) -> Obj:
 
 
 async def release_claim(
-    rest: Rest, claim: Obj, pod_of: Callable[[Obj], Obj | None], *, delete_it: bool = True
+    rest: Rest,
+    claim: Obj,
+    pod_of: Callable[[Obj], Obj | None],
+    *,
+    delete_it: bool = True,
+    mine: Collection[str] | None = None,
 ) -> bool:
     """Take one stale claim as far down as it can go now. `pod_of` finds a
     `reservedFor` consumer's pod (None if gone). True once the claim is gone (or, if not
-    `delete_it`, a claim of others: once it is deallocated and unprotected)."""
+    `delete_it`, a claim of others: once it is deallocated and unprotected).
+
+    With `mine` (the uids of the releasing gang's pods), a claim that pods of other gangs
+    share and still use keeps its allocation: only the gang's own pods leave its
+    reservedFor (once they are done), and that is the release."""
     status = claim.get("status") or {}
     reserved = status.get("reservedFor") or []
+    if mine is not None:
+        others = [c for c in reserved if c.get("uid") not in mine]
+        if not all(pod_done(pod_of(c)) for c in others):
+            if not all(pod_done(pod_of(c)) for c in reserved if c.get("uid") in mine):
+                return False
+            if len(others) < len(reserved):
+                await _status(rest, claim, {"reservedFor": others})
+            return True
     if reserved:
         if not all(pod_done(pod_of(c)) for c in reserved):
             return False

@@ -124,6 +124,12 @@ def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
         total[r] = total.get(r, 0) + v
 
 
+NODE_NAME_LABEL = "phalanx.dev/node-name"
+"""A label every node has in the engine (not in the cluster): its name, so a pod set can
+be held to one node by a node selector, as a claim's allocation holds the pods sharing
+it (the allocation's `matchFields` on `metadata.name`)."""
+
+
 # ---- cluster objects -------------------------------------------------------------------
 def node(obj: Obj) -> Node:
     """A Node: allocatable in engine units, labels, taints, cordon; NotReady gets the
@@ -139,10 +145,11 @@ def node(obj: Obj) -> Node:
     ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
     if ready is not None and ready != "True" and NOT_READY_TAINT not in taints:
         taints.append(NOT_READY_TAINT)
+    name = str(meta.get("name", ""))
     return Node(
-        str(meta.get("name", "")),
+        name,
         allocatable,
-        labels=dict(_map(meta.get("labels"), f"{where}: metadata.labels")),
+        labels={**_map(meta.get("labels"), f"{where}: metadata.labels"), NODE_NAME_LABEL: name},
         taints=tuple(taints),
         unschedulable=bool(spec.get("unschedulable", False)),
     )

@@ -20,6 +20,14 @@ The reconcile writes the Secret first, then patches `caBundle` of every webhook 
 configurations from the Secret it wrote (or found). With cert-manager managing the
 Secret and its CA injector the bundles, none of this runs: the server only reads the
 Secret (server.py).
+
+A Secret that cert-manager manages (its `cert-manager.io/certificate-name` or
+`cert-manager.io/issuer-name` annotation, its `controller.cert-manager.io/fao` label, or
+a Certificate owner) is never written in the built-in mode either: writing it would
+fight cert-manager, which issues it again, and throw away its CA. The reconcile says so
+in a warning (how to switch modes), serves the Secret's certificate as it is, and patches
+the caBundles with the Secret's `ca.crt` (none if it has none: the issuer's CA is then
+unknown, as with ACME, and the caBundles are left as they are).
 """
 
 from __future__ import annotations
@@ -60,6 +68,9 @@ MUTATING = Resource(
     False,
 )
 KEYS = ("tls.crt", "tls.key", "ca.crt", "ca.key")
+CERT_MANAGER_ANNOTATIONS = ("cert-manager.io/certificate-name", "cert-manager.io/issuer-name")
+CERT_MANAGER_LABEL = "controller.cert-manager.io/fao"
+"""Labels every Secret of a Certificate's `spec.secretName` (cert-manager 1.12 and on)."""
 Clock = Callable[[], datetime.datetime]
 
 
@@ -107,6 +118,38 @@ class Bundle:
 
     def cas(self) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(self.ca_crt)
+
+
+def managed_by_cert_manager(secret: Obj) -> str | None:
+    """Who in cert-manager manages a Secret (`Certificate <name>`, `Issuer <name>`,
+    `cert-manager`), or None if it does not."""
+    meta = secret.get("metadata") or {}
+    annotations, labels = meta.get("annotations") or {}, meta.get("labels") or {}
+    for key in CERT_MANAGER_ANNOTATIONS:
+        if annotations.get(key):
+            kind = "Certificate" if key.endswith("certificate-name") else "issuer"
+            return f"{kind} {annotations[key]}"
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("kind") == "Certificate" and str(ref.get("apiVersion", "")).startswith(
+            "cert-manager.io/"
+        ):
+            return f"Certificate {ref.get('name')}"
+    if str(labels.get(CERT_MANAGER_LABEL, "")).lower() == "true":
+        return "cert-manager"
+    return None
+
+
+def issued_bundle(secret: Obj) -> Bundle | None:
+    """The bundle of a Secret someone else issues: `tls.crt` and `tls.key`, `ca.crt` if
+    there is one, never a CA key. None if the pair is missing or not base64."""
+    data = secret.get("data") or {}
+    try:
+        blobs = [base64.b64decode(str(data.get(k, "")), validate=True) for k in KEYS[:3]]
+    except ValueError:
+        return None
+    if not blobs[0] or not blobs[1]:
+        return None
+    return Bundle(blobs[0], blobs[1], blobs[2], b"")
 
 
 # ---- making certificates -------------------------------------------------------------------
@@ -327,6 +370,8 @@ class CertManager:
         self.clock = clock
         self.on_bundle = on_bundle
         self.rotations = 0
+        self._adopted: str | None = None
+        self._no_ca: str | None = None
         self.settled = anyio.Event()
         """Set once a reconcile has completed: the Secret is valid and the caBundles agree."""
 
@@ -335,6 +380,9 @@ class CertManager:
         return the bundle now in the Secret."""
         for _ in range(5):
             found = await self._read()
+            manager = None if found is None else managed_by_cert_manager(found)
+            if found is not None and manager is not None:
+                return await self._adopt(found, manager)
             bundle = Bundle.from_secret(found) if found is not None else None
             change = renewed(bundle, self.clock(), self.policy)
             if change is None:
@@ -355,6 +403,34 @@ class CertManager:
         if self.on_bundle is not None:
             self.on_bundle(bundle)
         await self.patch_ca_bundles(bundle.ca_crt)
+        self.settled.set()
+        return bundle
+
+    async def _adopt(self, found: Obj, manager: str) -> Bundle:
+        """A Secret cert-manager manages: left alone, its certificate served and its CA
+        put in the caBundles (see the module docstring)."""
+        where = f"Secret {self.namespace}/{self.secret}"
+        bundle = issued_bundle(found)
+        if manager != self._adopted:
+            self._adopted = manager
+            log.warning(
+                "webhook Secret is managed by cert-manager: not writing it",
+                secret=where,
+                managed_by=manager,
+                fix="install with overlays/cert-manager or the chart's "
+                "webhook.certManager.enabled=true (PHALANX_WEBHOOK_CERTIFICATES=cert-manager)",
+            )
+        if bundle is None:
+            raise RuntimeError(f"{where} (managed by cert-manager) has no tls.crt and tls.key yet")
+        if self.on_bundle is not None:
+            self.on_bundle(bundle)
+        if bundle.ca_crt:
+            await self.patch_ca_bundles(bundle.ca_crt)
+        elif manager != self._no_ca:
+            self._no_ca = manager
+            log.warning(
+                "cert-manager Secret has no ca.crt: caBundles left as they are", secret=where
+            )
         self.settled.set()
         return bundle
 

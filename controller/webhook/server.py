@@ -34,7 +34,7 @@ from controller.kube.informer import DELETED, Informer
 from controller.kube.resources import NAMESPACES
 from controller.kube.rest import KubeError, Obj, Rest
 from controller.webhook import configs, gangjob, pods, queue
-from controller.webhook.certs import SECRETS, Bundle
+from controller.webhook.certs import SECRETS, Bundle, issued_bundle
 from controller.webhook.cluster import CacheView, Cluster
 from controller.webhook.review import Request, ReviewError, Verdict, parse, response
 
@@ -213,7 +213,7 @@ class SecretWatch:
     def _on_secret(self, kind: str, old: Obj | None, new: Obj) -> None:
         if kind == DELETED:
             return  # keep serving what we have; the CertManager writes a new one
-        bundle = Bundle.from_secret(new)
+        bundle = issued_bundle(new)  # the serving pair is all it needs (no ca.crt with ACME)
         if bundle is not None:
             self.server.load(bundle)
 

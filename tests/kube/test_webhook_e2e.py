@@ -6,6 +6,7 @@ certificates are renewed and reloaded without a restart."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import dataclasses
 import datetime
@@ -14,10 +15,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from controller.kube import resources as r
 from controller.kube.rest import KubeError, Obj, Rest
-from controller.webhook.certs import MUTATING, SECRETS, VALIDATING, Policy, renewed, service_hosts
+from controller.webhook.certs import (
+    MUTATING,
+    SECRETS,
+    VALIDATING,
+    Policy,
+    make_ca,
+    make_serving,
+    renewed,
+    service_hosts,
+)
 from emulator import Emulator
 from tests.kube.controller_cluster import gang_job, until
 from tests.kube.controller_env import create, emulator, rest
@@ -309,6 +320,50 @@ async def test_with_cert_manager_the_server_follows_the_secret_someone_else_writ
 
     await until(reloaded)
     assert await installed.served_serial() == second
+    assert (await create(rest, r.GANG_JOBS, job("train")))["metadata"]["name"] == "train"
+
+
+def cert_manager_secret(now: datetime.datetime) -> Obj:
+    """A Secret as cert-manager writes it for a Certificate of a CA Issuer: the serving
+    pair and the CA's certificate, no CA key, its annotations and label."""
+    ca_crt, ca_key = make_ca(now, 3650)
+    hosts = service_hosts("phalanx-webhook", SYSTEM)
+    tls_crt, tls_key = make_serving(ca_crt, ca_key, hosts, now, 90)
+    blobs = {"tls.crt": tls_crt, "tls.key": tls_key, "ca.crt": ca_crt}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "phalanx-webhook-tls",
+            "namespace": SYSTEM,
+            "labels": {"controller.cert-manager.io/fao": "true"},
+            "annotations": {
+                "cert-manager.io/certificate-name": "phalanx-webhook",
+                "cert-manager.io/issuer-name": "phalanx-ca",
+                "cert-manager.io/issuer-kind": "Issuer",
+            },
+        },
+        "type": "kubernetes.io/tls",
+        "data": {k: base64.b64encode(v).decode() for k, v in blobs.items()},
+    }
+
+
+async def test_built_in_certificates_leave_a_cert_manager_secret_alone_and_trust_its_ca(
+    installed: Installed,
+) -> None:
+    rest = installed.rest
+    made = await create(rest, SECRETS, cert_manager_secret(datetime.datetime.now(datetime.UTC)))
+    webhook = await installed.start()
+
+    assert webhook.certs is not None and webhook.certs.rotations == 0
+    assert await rest.get(SECRETS.path(SYSTEM, "phalanx-webhook-tls")) == made
+    for resource, name in ((VALIDATING, "phalanx-validating"), (MUTATING, "phalanx-mutating")):
+        config = await rest.get(resource.path(name=name))
+        assert {h["clientConfig"]["caBundle"] for h in config["webhooks"]} == {
+            made["data"]["ca.crt"]
+        }
+    served = x509.load_pem_x509_certificate(base64.b64decode(made["data"]["tls.crt"]))
+    assert webhook.server.serial == served.serial_number
     assert (await create(rest, r.GANG_JOBS, job("train")))["metadata"]["name"] == "train"
 
 

@@ -40,12 +40,12 @@ def node_obj(**over: Any) -> dict[str, Any]:
     return obj
 
 
-def test_a_node_has_allocatable_in_engine_units_and_its_labels() -> None:
+def test_a_node_has_allocatable_in_engine_units_and_its_labels_and_name_label() -> None:
     n = translate.node(node_obj())
     assert (n.name, dict(n.allocatable), dict(n.labels), n.taints, n.unschedulable) == (
         "n1",
         {"cpu": 7500, "memory": 16 * GIB, "pods": 110, "gpu.io/x": 2},
-        {"zone": "a"},
+        {"zone": "a", translate.NODE_NAME_LABEL: "n1"},
         (),
         False,
     )

@@ -1,0 +1,128 @@
+"""A ResourceClaim named by pods of several foreign gangs: allocated once (by the first
+gang that names it), shared by the others on its node with every consumer pod in its
+reservedFor, as kube-scheduler does, and held as long as any of them still uses it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from controller.kube import resources as r
+from controller.kube.release import release_claim
+from controller.kube.rest import Obj, Rest
+from tests.kube.controller_cluster import NAMESPACE, finish_pods, gpu_cluster, items, running
+from tests.kube.controller_env import crds, create, emulator, rest
+from tests.kube.test_controller_foreign import indexed_job_pod, named_claim, until_bound
+
+__all__ = ["crds", "emulator", "rest", "running"]
+
+pytestmark = pytest.mark.looptime
+
+
+def sharing_pod(gang: str) -> Obj:
+    """The one pod of a one-pod label gang, naming the claim `shared`."""
+    pod = indexed_job_pod(gang, 0, 1)
+    pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimName": "shared"}]
+    return pod
+
+
+async def two_gangs_sharing_a_claim(rest: Rest, running) -> object:
+    """Two nodes of two GPUs; the claim `shared`; gangs `a` and `b` naming it, bound."""
+    await gpu_cluster(rest, nodes=2, gpus=2, queue_gpus=4)
+    controller = await running.start()
+    await create(rest, r.RESOURCE_CLAIMS, named_claim("shared"))
+    for gang in ("a", "b"):
+        await create(rest, r.PODS, sharing_pod(gang))
+    await until_bound(rest, 2)
+    await asyncio.sleep(5)
+    return controller
+
+
+async def test_a_claim_named_by_two_gangs_is_allocated_once_and_reserved_for_both(
+    crds: Rest, running
+) -> None:
+    controller = await two_gangs_sharing_a_claim(crds, running)
+
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    (result,) = claim["status"]["allocation"]["devices"]["results"]
+    pods = {p["metadata"]["uid"]: p for p in await items(crds, r.PODS)}
+    assert sorted(c["uid"] for c in claim["status"]["reservedFor"]) == sorted(pods)
+    assert {p["spec"]["nodeName"] for p in pods.values()} == {result["pool"]}
+    state = controller.caches.state
+    assert sorted(state.admitted) == ["gang:default/a", "gang:default/b"]
+    assert state.quota.usage("q").get("devices/gpu") == 1
+    assert state.violations() == []
+
+
+async def test_a_shared_claim_stays_held_while_another_gang_still_uses_it(
+    crds: Rest, running
+) -> None:
+    controller = await two_gangs_sharing_a_claim(crds, running)
+    await finish_pods(crds, "a")
+    await crds.request("DELETE", r.PODS.path(NAMESPACE, "a-0-x0000"))
+    await asyncio.sleep(10)
+
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    (b,) = await items(crds, r.PODS)
+    assert [c["uid"] for c in claim["status"]["reservedFor"]] == [b["metadata"]["uid"]]
+    (result,) = claim["status"]["allocation"]["devices"]["results"]
+    device = (result["driver"], result["pool"], result["device"])
+    state = controller.caches.state
+    assert state.inventory.owners.get(device)
+    assert state.violations() == []
+
+
+async def test_a_restarted_controller_restores_both_gangs_sharing_a_claim(
+    crds: Rest, running
+) -> None:
+    await two_gangs_sharing_a_claim(crds, running)
+    await running.crash()
+    controller = await running.start()
+    await asyncio.sleep(10)
+
+    state = controller.caches.state
+    assert sorted(state.admitted) == ["gang:default/a", "gang:default/b"]
+    assert state.quota.usage("q").get("devices/gpu") == 1
+    assert state.violations() == []
+
+
+async def test_a_gang_waits_for_the_pending_gang_that_names_the_same_unallocated_claim(
+    crds: Rest, running
+) -> None:
+    await gpu_cluster(crds, nodes=1, gpus=2, queue_gpus=2)
+    controller = await running.start()
+    await create(crds, r.RESOURCE_CLAIMS, named_claim("shared"))
+    too_big = sharing_pod("a")
+    too_big["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "100"
+    await create(crds, r.PODS, too_big)
+    await asyncio.sleep(5)
+    await create(crds, r.PODS, sharing_pod("b"))
+    await asyncio.sleep(5)
+    assert controller.caches.foreign.reasons["gang:default/b"] == (
+        "waiting for ResourceClaim shared to be allocated for gang gang:default/a"
+    )
+
+    await crds.request("DELETE", r.PODS.path(NAMESPACE, "a-0-x0000"))
+    await until_bound(crds, 1)
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    assert claim["status"]["allocation"]["devices"]["results"]
+
+
+async def test_a_gang_letting_go_of_a_claim_another_gang_uses_leaves_it_allocated(
+    crds: Rest, running
+) -> None:
+    await two_gangs_sharing_a_claim(crds, running)
+    await finish_pods(crds, "a")
+    await asyncio.sleep(2)  # the resourceclaim controller drops a's pod from reservedFor
+    pods = {p["metadata"]["uid"]: p for p in await items(crds, r.PODS)}
+    mine = {u for u, p in pods.items() if p["metadata"]["name"].startswith("a-")}
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+
+    def pod_of(consumer: Obj) -> Obj | None:
+        return pods.get(str(consumer.get("uid")))
+
+    assert await release_claim(crds, claim, pod_of, delete_it=False, mine=mine)
+    after = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    assert after["status"]["allocation"] == claim["status"]["allocation"]
+    assert {c["uid"] for c in after["status"]["reservedFor"]} == set(pods) - mine
