@@ -127,7 +127,10 @@ def parse_path(text: str) -> tuple[PathPart, ...]:
 def record_bytes(gang: Gang, cluster: Cluster) -> int:
     """About how large the admission record of `gang` is, as the controller writes it
     (`translate.with_shared_device_fields`): each pod with the cluster's longest node name
-    and, per device, its longest device name."""
+    and, per device, its longest device name. A claim's devices are taken to come from one
+    pool of one driver, as a node's GPUs do; a claim that mixes pools records each device's
+    driver and pool, more than estimated (the half MiB left of etcd's 1.5 MiB covers
+    some)."""
     sizes = cluster.sizes.refresh(cluster.state)
     driver, pool, device = sizes.device
     total = 0
