@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from controller import jsonio
 from emulator import apply as ssa
 from emulator import defaults, dra, schema, validation, webhookconfig
 from emulator.admission import Admission, Attributes
@@ -48,6 +49,35 @@ from emulator.timefmt import MicroTimeError, parse_microtime
 from emulator.uids import random_uid
 
 _SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+_GENERATED_PREFIX_MAX = 58
+"""apiserver's SimpleNameGenerator: a generateName longer than 63 - 5 characters is cut
+to 58 before the 5 random ones are added."""
+
+ETCD_MAX_REQUEST_BYTES = 1536 * 1024
+"""etcd's default `--max-request-bytes` (1.5 MiB): a write whose key and stored object
+are larger fails in etcd, and the API server passes the error on as a 500."""
+
+
+def generated_name(prefix: str) -> str:
+    """A name made from a generateName, as the API server makes it."""
+    return prefix[:_GENERATED_PREFIX_MAX] + "".join(random.choices(_SUFFIX_CHARS, k=5))
+
+
+def _check_stored_size(rt: ResourceType, obj: Obj) -> None:
+    if stored_size(rt, obj) > ETCD_MAX_REQUEST_BYTES:
+        raise internal("etcdserver: request is too large")
+
+
+def stored_size(rt: ResourceType, obj: Obj) -> int:
+    """The bytes a write puts to etcd: the key and the object as compact JSON (what a
+    custom resource is stored as; built-in types are stored as protobuf, somewhat
+    smaller, so this errs on the large side for them)."""
+    meta = obj["metadata"]
+    group = f"{rt.group}/" if rt.group else ""
+    key = f"/registry/{group}{rt.plural}/{meta.get('namespace', '')}/{meta['name']}"
+    return len(key) + len(jsonio.dumps(obj))
+
+
 _NS = ResourceType("", "v1", "Namespace", "namespaces", False)
 _SA_KEY = "serviceaccounts"
 _CRD_KEY = "customresourcedefinitions.apiextensions.k8s.io"
@@ -244,7 +274,8 @@ class Api:
         kind = (rt.group, rt.kind)
         if rt.custom:
             only = "status" if subresource == "status" else None
-            return schema.validate(obj, old, self._schema(rt), only)
+            named = validation.object_name(obj["metadata"]) if old is None else []
+            return named + schema.validate(obj, old, self._schema(rt), only)
         if old is not None and subresource == "status":
             if kind == ("resource.k8s.io", "ResourceClaim"):
                 return dra.claim_status(obj, old)
@@ -274,6 +305,8 @@ class Api:
         if rt.group == webhookconfig.GROUP:
             return webhookconfig.configuration(obj, mutating=rt.kind.startswith("Mutating"))
         causes = validation.metadata(obj)
+        if kind == ("", "ConfigMap"):
+            causes += validation.config_map(obj)
         if old is not None:
             causes += validation.finalizers_update(obj, old, repeat=1)
         return causes
@@ -356,7 +389,7 @@ class Api:
         obj = await self._mutate(rt, "CREATE", namespace, name, obj, None, "", warnings)
         meta = obj["metadata"]
         if not name and meta.get("generateName"):
-            name = meta["generateName"] + "".join(random.choices(_SUFFIX_CHARS, k=5))
+            name = generated_name(meta["generateName"])
         meta["name"] = name
         self._validate(rt, obj, None, namespace)
         await self.admission.validate(
@@ -378,12 +411,14 @@ class Api:
 
     def _commit_create(self, rt: ResourceType, obj: Obj) -> Obj:
         self.faults.before_write("create", rt)
+        _check_stored_size(rt, obj)
         created = self.store.create(rt.key, obj)
         self._notify(rt, "create", created)
         return created
 
     def _commit_update(self, rt: ResourceType, obj: Obj, verb: str = "update") -> Obj:
         self.faults.before_write(verb, rt)
+        _check_stored_size(rt, obj)
         updated = self.store.update(rt.key, obj)
         self._notify(rt, verb, updated)
         return updated

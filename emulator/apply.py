@@ -25,6 +25,23 @@ _SKIP_TOP = ("apiVersion", "kind", "status")
 _META_OWNED = ("labels", "annotations", "finalizers", "ownerReferences")
 
 
+def _owned_parts(obj: Obj, include_status: bool) -> dict[Path, Any]:
+    """The top of an object that fields are owned under: each top-level field but
+    apiVersion and kind (and status, unless included), and of metadata only the owned
+    maps and lists (labels, annotations, finalizers, ownerReferences), by path."""
+    parts: dict[Path, Any] = {}
+    for key, value in obj.items():
+        if key in ("apiVersion", "kind") or (key == "status" and not include_status):
+            continue
+        if key == "metadata":
+            for meta_key in _META_OWNED:
+                if meta_key in value:
+                    parts[("metadata", meta_key)] = value[meta_key]
+            continue
+        parts[(key,)] = value
+    return parts
+
+
 def leaves(obj: Obj, *, include_status: bool = False) -> dict[Path, Any]:
     """Owned paths -> values: map keys recursively, lists and scalars (and {}) as leaves."""
     result: dict[Path, Any] = {}
@@ -36,15 +53,8 @@ def leaves(obj: Obj, *, include_status: bool = False) -> dict[Path, Any]:
         else:
             result[path] = value
 
-    for key, value in obj.items():
-        if key in ("apiVersion", "kind") or (key == "status" and not include_status):
-            continue
-        if key == "metadata":
-            for meta_key in _META_OWNED:
-                if meta_key in value:
-                    walk(value[meta_key], ("metadata", meta_key))
-            continue
-        walk(value, (key,))
+    for path, value in _owned_parts(obj, include_status).items():
+        walk(value, path)
     return result
 
 
@@ -67,16 +77,11 @@ def fields_of(obj: Obj, *, include_status: bool = False) -> Obj:
         return {}
 
     root: Obj = {}
-    for key in sorted(obj):
-        if key in ("apiVersion", "kind") or (key == "status" and not include_status):
-            continue
-        if key == "metadata":
-            meta = obj[key]
-            owned = {f"f:{k}": walk(meta[k]) for k in sorted(meta) if k in _META_OWNED}
-            if owned:
-                root["f:metadata"] = owned
-            continue
-        root[f"f:{key}"] = walk(obj[key])
+    for path, value in sorted(_owned_parts(obj, include_status).items()):
+        node = root
+        for part in path[:-1]:
+            node = node.setdefault(f"f:{part}", {})
+        node[f"f:{path[-1]}"] = walk(value)
     return root
 
 
@@ -146,19 +151,6 @@ def _changes(old: Obj | None, new: Obj, include_status: bool) -> tuple[set[Path]
     changed: set[Path] = set()
     removed: set[Path] = set()
 
-    def owned(obj: Obj) -> dict[Path, Any]:
-        parts: dict[Path, Any] = {}
-        for key, value in obj.items():
-            if key in ("apiVersion", "kind") or (key == "status" and not include_status):
-                continue
-            if key == "metadata":
-                for meta_key in _META_OWNED:
-                    if meta_key in value:
-                        parts[("metadata", meta_key)] = value[meta_key]
-                continue
-            parts[(key,)] = value
-        return parts
-
     def into(value: Any, path: Path, out: set[Path]) -> None:
         if isinstance(value, dict) and value:
             for key, item in value.items():
@@ -185,8 +177,8 @@ def _changes(old: Obj | None, new: Obj, include_status: bool) -> tuple[set[Path]
         if isinstance(before, dict) and before:
             into(before, path, removed)
 
-    before = owned(old) if old else {}
-    after = owned(new)
+    before = _owned_parts(old, include_status) if old else {}
+    after = _owned_parts(new, include_status)
     for path, value in after.items():
         diff(before.get(path, _ABSENT), value, path)
     for path, value in before.items():

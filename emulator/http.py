@@ -379,6 +379,12 @@ class Routes:
         raw = await request.read()
         if not raw:
             return None
+        if len(raw) > MAX_REQUEST_BODY:
+            raise error(
+                413,
+                f"Request entity too large: limit is {MAX_REQUEST_BODY}",
+                "RequestEntityTooLarge",
+            )
         try:
             if request.content_type == APPLY:
                 return yaml.safe_load(raw)
@@ -671,6 +677,9 @@ def make_server(api: Api, token: str | None) -> web.Server:
 
 MAX_BODY = 64 * 1024 * 1024
 """The largest request body read (well above the API server's own limit, 3 MiB)."""
+MAX_REQUEST_BODY = 3 * 1024 * 1024
+"""The API server's `MaxRequestBodyBytes`: a larger create, update or patch body is
+refused (413) before it is decoded."""
 
 
 async def _expect(request: web.BaseRequest) -> web.StreamResponse | None:

@@ -7,6 +7,8 @@ seen on a real server (see ../shared/kube-transcripts).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from typing import Any
@@ -71,16 +73,79 @@ def immutable(field: str, value: Any) -> dict[str, str]:
 # --- metadata ------------------------------------------------------------------------------
 
 
+def subdomain(value: str, field: str, *, prefix: bool = False) -> Causes:
+    """apimachinery's `NameIsDNSSubdomain`: at most 253 characters, lowercase RFC 1123.
+    A `prefix` (a generateName) may end in '-' (the random suffix follows it)."""
+    checked = value[:-1] + "a" if prefix and value.endswith("-") else value
+    return _pattern(value, field, checked, 253, _DNS1123_SUBDOMAIN, SUBDOMAIN_MSG)
+
+
+def _pattern(
+    value: str,
+    field: str,
+    checked: str,
+    limit: int,
+    regex: re.Pattern[str],
+    message: str,
+    part: str = "",
+) -> Causes:
+    """Go's length check, then its pattern check, of (a `part` of) a name: a cause each."""
+    causes: Causes = []
+    if len(checked) > limit:
+        causes.append(invalid_cause(field, value, f"{part}must be no more than {limit} characters"))
+    if not regex.fullmatch(checked):
+        causes.append(invalid_cause(field, value, message))
+    return causes
+
+
+def object_name(meta: Obj) -> Causes:
+    """`ValidateObjectMeta`'s name rules on create: generateName (as a prefix), then
+    name, required unless generated."""
+    causes: Causes = []
+    generate = meta.get("generateName") or ""
+    if generate:
+        causes += subdomain(generate, "metadata.generateName", prefix=True)
+    name = meta.get("name") or ""
+    if not name:
+        causes.append(required("metadata.name", "name or generateName is required"))
+    else:
+        causes += subdomain(name, "metadata.name")
+    return causes
+
+
 def metadata(obj: Obj) -> Causes:
     causes: Causes = []
     meta = obj.get("metadata") or {}
     name = meta.get("name", "")
-    if name and (len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name)):
-        causes.append(invalid_cause("metadata.name", name, SUBDOMAIN_MSG))
+    if name:
+        causes += subdomain(name, "metadata.name")
     for value in (meta.get("labels") or {}).values():
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
             causes.append(invalid_cause("metadata.labels", value, LABEL_VALUE_MSG))
     return causes
+
+
+DATA_MAX_BYTES = 1024 * 1024
+"""`core.MaxSecretSize`: what the values of a ConfigMap's `data` and `binaryData` (or a
+Secret's `data`, decoded) may hold together."""
+
+
+def too_long(field: str, limit: int) -> dict[str, str]:
+    """field.TooLong's cause (the value is not printed)."""
+    return cause("FieldValueTooLong", f"Too long: must have at most {limit} bytes", field)
+
+
+def config_map(obj: Obj) -> Causes:
+    """`ValidateConfigMap`'s size rule: the values (not the keys) of `data` and the
+    decoded `binaryData` at most 1 MiB together, reported on the path `[]` (Go's
+    `field.NewPath("")`)."""
+    total = sum(len(str(v).encode()) for v in (obj.get("data") or {}).values())
+    for value in (obj.get("binaryData") or {}).values():
+        try:
+            total += len(base64.b64decode(str(value), validate=True))
+        except (binascii.Error, ValueError):
+            total += len(str(value))
+    return [too_long("[]", DATA_MAX_BYTES)] if total > DATA_MAX_BYTES else []
 
 
 def finalizers_update(new: Obj, old: Obj, repeat: int = 2) -> Causes:
@@ -108,11 +173,7 @@ def qualified_name(value: str, field: str) -> Causes:
             causes.append(invalid_cause(field, value, "prefix part " + SUBDOMAIN_MSG))
     if not name:
         causes.append(invalid_cause(field, value, "name part must be non-empty"))
-    elif len(name) > 63:
-        causes.append(invalid_cause(field, value, "name part must be no more than 63 characters"))
-    if not _NAME_PART.fullmatch(name):
-        causes.append(invalid_cause(field, value, NAME_PART_MSG))
-    return causes
+    return causes + _pattern(value, field, name, 63, _NAME_PART, NAME_PART_MSG, "name part ")
 
 
 # --- pods ---------------------------------------------------------------------------------

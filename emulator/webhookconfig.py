@@ -14,12 +14,14 @@ import re
 from typing import Any
 
 from emulator.validation import (
+    DATA_MAX_BYTES,
     Causes,
     forbidden_cause,
     immutable,
     invalid_cause,
     metadata,
     required,
+    too_long,
 )
 
 Obj = dict[str, Any]
@@ -84,6 +86,13 @@ def secret_data_problem(obj: Obj) -> str | None:
     return None
 
 
+def _decoded(value: object) -> bytes:
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        return str(value).encode()
+
+
 # --- validation ----------------------------------------------------------------------------
 def secret(obj: Obj, old: Obj | None) -> Causes:
     causes = metadata(obj)
@@ -99,6 +108,8 @@ def secret(obj: Obj, old: Obj | None) -> Causes:
                     "validation is '[-._a-zA-Z0-9]+')",
                 )
             )
+    if sum(len(_decoded(value)) for value in data.values()) > DATA_MAX_BYTES:
+        causes.append(too_long("data", DATA_MAX_BYTES))
     if obj.get("type") == "kubernetes.io/tls":
         for key in ("tls.crt", "tls.key"):
             if key not in data:

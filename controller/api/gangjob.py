@@ -325,18 +325,52 @@ class GangJobSpec(ApiModel):
 # Status --------------------------------------------------------------------------------
 
 
-class AllocatedDevice(ApiModel):
-    """One device given to a claim request, named as in ResourceClaim status.allocation."""
+SHARED_DEVICE_FIELDS = ("request", "driver", "pool")
+"""Fields of an allocated device that its claim may give once for all its devices."""
 
-    request: Annotated[str, _name(DEVICE_REQUEST_MAX_LENGTH)]
-    driver: Annotated[str, _name(DRIVER_MAX_LENGTH)]
-    pool: Annotated[str, _name(DNS_SUBDOMAIN_MAX)]
+
+def _shared(max_length: int, whose: str) -> Any:
+    return Field(max_length=max_length, description=whose)
+
+
+class AllocatedDevice(ApiModel):
+    """One device given to a claim request, named as in ResourceClaim status.allocation.
+    A request, driver or pool left out is the claim's."""
+
+    request: Annotated[
+        str | None, _shared(DEVICE_REQUEST_MAX_LENGTH, "The request; the claim's if left out.")
+    ] = None
+    driver: Annotated[
+        str | None, _shared(DRIVER_MAX_LENGTH, "The driver; the claim's if left out.")
+    ] = None
+    pool: Annotated[
+        str | None, _shared(DNS_SUBDOMAIN_MAX, "The pool; the claim's if left out.")
+    ] = None
     device: Annotated[str, _name(DNS_LABEL_MAX)]
 
 
 class AdmittedClaim(ApiModel):
+    """A claim's devices. The request, driver and pool all its devices share are given
+    once here (the record of a gang of thousands of many-device pods must fit in one
+    object, at most 1.5 MiB in etcd)."""
+
     name: Annotated[str, _name(DNS_LABEL_MAX, "The claim's name in the pod spec.")]
+    request: Annotated[
+        str | None, _shared(DEVICE_REQUEST_MAX_LENGTH, "The request of every device.")
+    ] = None
+    driver: Annotated[str | None, _shared(DRIVER_MAX_LENGTH, "The driver of every device.")] = None
+    pool: Annotated[str | None, _shared(DNS_SUBDOMAIN_MAX, "The pool of every device.")] = None
     devices: Annotated[list[AllocatedDevice], Field(max_length=MAX_ALLOCATED_DEVICES)] = []
+
+    @model_validator(mode="after")
+    def _every_device_named_in_full(self) -> AdmittedClaim:
+        for i, device in enumerate(self.devices):
+            for field in SHARED_DEVICE_FIELDS:
+                if getattr(device, field) is None and getattr(self, field) is None:
+                    raise FieldProblem(
+                        ("devices", i, field), "required when the claim does not give it"
+                    )
+        return self
 
 
 class AdmittedPod(ApiModel):

@@ -494,12 +494,104 @@ def record_object(found: Members, written: Obj, current: Obj | None, pod_group: 
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta,
-        "data": {RECORD_KEY: json.dumps(written, sort_keys=True)},
+        "data": {RECORD_KEY: encode_record(written)},
     }
 
 
+PACKED = 2
+"""The `format` of a packed record (`encode_record`); a record without one is the plain
+JSON of the written record, as the controller wrote it before (still read)."""
+
+
+def encode_record(written: Obj) -> str:
+    """The record as stored: compact JSON, each pod an array `[index, node, pod name, pod
+    uid, claims]`, each claim `[name, ResourceClaim name, devices]`, each device
+    `[request, driver, pool, device]`, or only `device` where the request, driver and
+    pool are those of the claim's device before it; the names that repeat from pod to pod
+    (nodes, pools, drivers, requests, devices, claim names) are given as indexes into
+    `names`. A third of the plain JSON's size or less: a ConfigMap holds at most 1 MiB
+    of data, which the plain record of a gang of 2,048 eight-device pods exceeds."""
+    names: dict[str, int] = {}
+
+    def ref(value: object) -> int:
+        return names.setdefault(str(value), len(names))
+
+    def packed_devices(devices: list[Obj]) -> list[object]:
+        out: list[object] = []
+        before: list[int] = []
+        for d in devices:
+            where = [ref(d["request"]), ref(d["driver"]), ref(d["pool"])]
+            out.append(ref(d["device"]) if where == before else [*where, ref(d["device"])])
+            before = where
+        return out
+
+    sets = []
+    for pod_set in written.get("podSets") or ():
+        pods = []
+        for entry in pod_set.get("pods") or ():
+            objects = entry.get("claimObjects") or {}
+            claims = [
+                [
+                    ref(claim["name"]),
+                    objects.get(claim["name"]),
+                    packed_devices(claim.get("devices") or []),
+                ]
+                for claim in entry.get("claims") or ()
+            ]
+            pods.append([entry["index"], ref(entry["node"]), entry["pod"], entry["uid"], claims])
+        sets.append({"name": pod_set["name"], "pods": pods})
+    packed = {**written, "format": PACKED, "names": list(names), "podSets": sets}
+    return json.dumps(packed, separators=(",", ":"), sort_keys=True)
+
+
+def _unpack(packed: Obj) -> Obj:
+    """The written record a packed one holds (`encode_record` read back)."""
+    names = [str(n) for n in packed["names"]]
+    sets = []
+    for pod_set in packed["podSets"]:
+        pods = []
+        for index, node, pod, uid, claims in pod_set["pods"]:
+            pods.append(
+                {
+                    "index": index,
+                    "node": names[node],
+                    "claims": [
+                        {"name": names[name], "devices": _unpacked(devices, names)}
+                        for name, _, devices in claims
+                    ],
+                    "pod": pod,
+                    "uid": uid,
+                    "claimObjects": {names[name]: obj for name, obj, _ in claims},
+                }
+            )
+        sets.append({"name": pod_set["name"], "pods": pods})
+    plain = {k: v for k, v in packed.items() if k not in ("format", "names")}
+    plain["podSets"] = sets
+    return plain
+
+
+def _unpacked(devices: list[Any], names: list[str]) -> list[Obj]:
+    out: list[Obj] = []
+    where: list[int] = []
+    for packed in devices:
+        if isinstance(packed, list):
+            *where, device = packed
+        else:
+            device = packed
+        request, driver, pool = where
+        out.append(
+            {
+                "request": names[request],
+                "driver": names[driver],
+                "pool": names[pool],
+                "device": names[device],
+            }
+        )
+    return out
+
+
 def read_record(config_map: Obj) -> Obj:
-    """The admission record a ConfigMap holds."""
+    """The admission record a ConfigMap holds (packed, or plain JSON)."""
     where = f"{describe('ConfigMap', config_map)}: data.{RECORD_KEY}"
     text = (config_map.get("data") or {}).get(RECORD_KEY)
     try:
@@ -508,6 +600,11 @@ def read_record(config_map: Obj) -> Obj:
         raise InvalidInput(where, f"not JSON ({exc})") from None
     if not isinstance(value, dict) or not value.get("admissionId"):
         raise InvalidInput(where, "needs an object with admissionId")
+    if value.get("format") == PACKED:
+        try:
+            return _unpack(value)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise InvalidInput(where, f"not a packed record ({exc!r})") from None
     return value
 
 
@@ -520,7 +617,7 @@ def released(written: Obj) -> Obj | None:
 def released_record(config_map: Obj, written: Obj, reason: str, message: str) -> Obj:
     """The record ConfigMap marked released (to PUT with its resourceVersion)."""
     marked = {**written, RELEASED_KEY: {"reason": reason, "message": message}}
-    return {**config_map, "data": {RECORD_KEY: json.dumps(marked, sort_keys=True)}}
+    return {**config_map, "data": {RECORD_KEY: encode_record(marked)}}
 
 
 def recorded_pods(written: Obj) -> list[tuple[str, str]]:

@@ -86,7 +86,12 @@ from controller.kube.resources import (
     Resource,
 )
 from controller.kube.rest import MERGE_PATCH, KubeError, Obj, Rest
-from controller.kube.translate import admission_of, admission_record, describe
+from controller.kube.translate import (
+    admission_of,
+    admission_record,
+    describe,
+    with_shared_device_fields,
+)
 
 log = structlog.get_logger("phalanx.loop")
 
@@ -492,7 +497,9 @@ class Controller:
             if job is None:
                 raise CommitConflict("the GangJob is gone")
             await self._evict(decision.victims, describe("GangJob", job))
-            record = admission_record(decision.reservation, secrets.token_hex(8))
+            record = with_shared_device_fields(
+                admission_record(decision.reservation, secrets.token_hex(8))
+            )
             transitions = [
                 Transition(rc.QUEUED, False, "Admitted", decision.reason),
                 Transition(rc.ADMITTED, True, "Admitted", decision.reason),

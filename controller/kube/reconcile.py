@@ -25,7 +25,7 @@ from controller.api.common import API_VERSION, SCHEDULER_NAME
 from controller.jsonio import clone
 from controller.kube.commit import DELETE_PROTECTION
 from controller.kube.rest import Obj
-from controller.kube.translate import ADMISSION_ANNOTATION, GANG_JOB_KIND
+from controller.kube.translate import ADMISSION_ANNOTATION, GANG_JOB_KIND, recorded_devices
 
 GANG_LABEL = "phalanx.dev/gang"
 QUEUE_LABEL = "phalanx.dev/queue"
@@ -192,7 +192,7 @@ def plan(job: Obj, templates: Mapping[str, Obj]) -> list[PodPlan]:
             pod_claims.append({"name": rc["name"], "resourceClaimName": cname})
             results = tuple(
                 {k: str(d[k]) for k in ("request", "driver", "pool", "device")}
-                for d in recorded.get(str(rc["name"]), {}).get("devices") or ()
+                for d in recorded_devices(recorded.get(str(rc["name"]), {}))
             )
             claims.append(ClaimPlan(_claim(job, cname, pod, admission, template), results))
         plans.append(

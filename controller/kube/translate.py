@@ -564,6 +564,46 @@ def admission_record(reservation: Reservation, admission_id: str) -> Obj:
     }
 
 
+SHARED_DEVICE_FIELDS = ("request", "driver", "pool")
+
+
+def with_shared_device_fields(record: Obj) -> Obj:
+    """`record` (an `admission_record`) with the request, driver and pool that all
+    devices of a claim share given once on the claim: the GangJob's `status.admission`
+    as written. A gang of 2,048 pods of eight devices each records 2 MB in full, over
+    the 1.5 MiB etcd stores in one object; this way about a third of it."""
+    for pod_set in record["podSets"]:
+        for pod in pod_set["pods"]:
+            pod["claims"] = [_shared(claim) for claim in pod["claims"]]
+    return record
+
+
+def recorded_devices(claim: Obj) -> list[Any]:
+    """A recorded claim's devices, each with its request, driver and pool (the claim's,
+    where a device does not give its own)."""
+    devices = list(claim.get("devices") or ())
+    shared = {k: claim[k] for k in SHARED_DEVICE_FIELDS if k in claim}
+    if not shared:
+        return devices
+    return [{**shared, **d} if isinstance(d, dict) else d for d in devices]
+
+
+def _shared(claim: Obj) -> Obj:
+    devices = claim["devices"]
+    if not devices:
+        return claim
+    shared = {
+        field: devices[0][field]
+        for field in SHARED_DEVICE_FIELDS
+        if all(d[field] == devices[0][field] for d in devices)
+    }
+    return {
+        "name": claim["name"],
+        **shared,
+        "devices": [{k: v for k, v in d.items() if k not in shared} for d in devices],
+    }
+
+
 def _request_class(claim: PodClaim, request: str, where: str) -> str:
     head, _, sub = request.partition("/")
     for r in claim.spec.requests:
@@ -604,7 +644,8 @@ def reservation_from_record(gang: Gang, record: Obj, admitted_at: float = 0.0) -
                 if claim is None:
                     raise InvalidInput(f"{cat}.name", f"pod set has no claim {rc.get('name')!r}")
                 devices = []
-                for m, d in enumerate(_list(rc.get("devices"), f"{cat}.devices")):
+                listed = _list(rc.get("devices"), f"{cat}.devices")
+                for m, d in enumerate(recorded_devices({**rc, "devices": listed})):
                     with _field(cat, f"devices[{m}]"):
                         devices.append(
                             DeviceAllocation(

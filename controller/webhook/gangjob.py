@@ -125,8 +125,12 @@ def parse_path(text: str) -> tuple[PathPart, ...]:
 
 # ---- size ------------------------------------------------------------------------------
 def record_bytes(gang: Gang, cluster: Cluster) -> int:
-    """About how large the admission record of `gang` is: each pod with the cluster's
-    longest node name and, per device, its longest device name."""
+    """About how large the admission record of `gang` is, as the controller writes it
+    (`translate.with_shared_device_fields`): each pod with the cluster's longest node name
+    and, per device, its longest device name. A claim's devices are taken to come from one
+    pool of one driver, as a node's GPUs do; a claim that mixes pools records each device's
+    driver and pool, more than estimated (the half MiB left of etcd's 1.5 MiB covers
+    some)."""
     sizes = cluster.sizes.refresh(cluster.state)
     driver, pool, device = sizes.device
     total = 0
@@ -143,7 +147,10 @@ def record_bytes(gang: Gang, cluster: Cluster) -> int:
                     devices += [entry] * count
             claims.append({"name": claim.name, "devices": devices})
         pod = {"index": ps.count - 1, "node": "x" * sizes.node_name, "claims": claims}
-        total += ps.count * (len(json.dumps(pod, separators=(",", ":"))) + 1)
+        written = translate.with_shared_device_fields({"podSets": [{"pods": [pod]}]})
+        total += ps.count * (
+            len(json.dumps(written["podSets"][0]["pods"][0], separators=(",", ":"))) + 1
+        )
     return total
 
 

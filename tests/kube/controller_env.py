@@ -6,6 +6,7 @@ Test modules import the fixtures they use (`from tests.kube.controller_env impor
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,21 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield emu
 
 
-@pytest.fixture
-async def rest(emulator: Emulator) -> AsyncIterator[Rest]:
+@asynccontextmanager
+async def rest_client(emulator: Emulator) -> AsyncIterator[Rest]:
+    """The controller's client (kubernetes-asyncio) to `emulator`."""
     configuration = client.Configuration()
     await config.load_kube_config(
         config_file=str(emulator.kubeconfig_path), client_configuration=configuration
     )
     async with client.ApiClient(configuration) as api_client:
         yield Rest(api_client)
+
+
+@pytest.fixture
+async def rest(emulator: Emulator) -> AsyncIterator[Rest]:
+    async with rest_client(emulator) as kube:
+        yield kube
 
 
 async def load_crds(emulator: Emulator) -> None:

@@ -12,7 +12,7 @@ import pytest
 from controller.kube import resources as r
 from controller.kube.loop import EVENTS
 from controller.kube.rest import Rest
-from controller.kube.translate import admission_of
+from controller.kube.translate import admission_of, recorded_devices
 from emulator import Emulator
 from tests.kube.controller_cluster import (
     NAMESPACE,
@@ -84,7 +84,7 @@ async def assert_exact(rest: Rest, running: Running, foreign: int = 0) -> None:
         for ps in record["podSets"]
         for p in ps["pods"]
         for c in p["claims"]
-        for d in c["devices"]
+        for d in recorded_devices(c)
     }
     assert recorded <= set(held) and len(recorded) == PODS
     for claim in claims[: PODS if not foreign else None]:
@@ -129,7 +129,7 @@ async def test_a_record_whose_device_was_taken_meanwhile_is_rolled_back(
     await running.crash()
     record = (await job(cluster, "train"))["status"]["admission"]
     first = record["admissionId"]
-    device = record["podSets"][0]["pods"][0]["claims"][0]["devices"][0]
+    device = recorded_devices(record["podSets"][0]["pods"][0]["claims"][0])[0]
     await allocated_claim(cluster, "theirs", (device["pool"], device["device"]))
     await running.start()
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from kubernetes_asyncio import client, config
 
 from controller.engine.cycle import CycleResult, Engine
 from controller.engine.state import ClusterState
@@ -41,6 +40,7 @@ from tests.kube.controller_env import (
     emulator,
     load_crds,
     rest,
+    rest_client,
 )
 
 __all__ = ["crds", "emulator", "rest"]
@@ -54,16 +54,10 @@ GAP = 30.0
 async def bare() -> AsyncIterator[tuple[Emulator, Rest]]:
     """Our CRDs on an emulator without the controller-manager's controllers: nobody but
     the controller deallocates a finished gang's claims."""
-    async with Emulator(service_account_admission=False) as emu:
+    async with Emulator(service_account_admission=False) as emu, rest_client(emu) as rest:
         await load_crds(emu)
-        configuration = client.Configuration()
-        await config.load_kube_config(
-            config_file=str(emu.kubeconfig_path), client_configuration=configuration
-        )
-        async with client.ApiClient(configuration) as api_client:
-            rest = Rest(api_client)
-            await create(rest, r.NAMESPACES, {"metadata": {"name": "default"}})
-            yield emu, rest
+        await create(rest, r.NAMESPACES, {"metadata": {"name": "default"}})
+        yield emu, rest
 
 
 class Cycles(Recorder):

@@ -153,22 +153,35 @@ async def test_a_one_mebibyte_template_is_admitted_and_run(installed: Installed)
     await until(bound)
 
 
-async def test_unicode_and_overlong_names_are_refused_at_their_field(
+async def test_a_unicode_queue_name_is_refused_by_the_webhook_at_its_field(
     installed: Installed,
 ) -> None:
     rest = installed.rest
     unicode_queue = job("train", [("w", 1)])
     unicode_queue["spec"]["queueName"] = "队列"
-    subdomain = "Invalid value: must be a DNS subdomain"
-    for resource, bad, field in (
-        (r.GANG_JOBS, unicode_queue, "spec.queueName"),
-        (r.GANG_JOBS, job("x" * 300, [("w", 1)]), "metadata.name"),
-        (r.QUEUES, named_queue("队列"), "metadata.name"),
-        (r.QUEUES, named_queue("q" * 300), "metadata.name"),
+    refusal = await refused(rest, r.GANG_JOBS, unicode_queue)
+    assert refusal.status == 422
+    assert "denied the request: spec.queueName: Invalid value: must be a DNS subdomain" in (
+        refusal.message
+    )
+    await still_admitting(rest)
+
+
+async def test_unicode_and_overlong_object_names_are_refused_before_the_webhook(
+    installed: Installed,
+) -> None:
+    """The API server checks a custom resource's name itself, before validating webhooks
+    are called."""
+    rest = installed.rest
+    for resource, bad, problem in (
+        (r.GANG_JOBS, job("x" * 300, [("w", 1)]), "must be no more than 253 characters"),
+        (r.QUEUES, named_queue("队列"), "a lowercase RFC 1123 subdomain must consist of"),
+        (r.QUEUES, named_queue("q" * 300), "must be no more than 253 characters"),
     ):
         refusal = await refused(rest, resource, bad)
         assert refusal.status == 422
-        assert f"denied the request: {field}: {subdomain}" in refusal.message
+        assert "metadata.name: Invalid value: " in refusal.message
+        assert problem in refusal.message and "denied the request" not in refusal.message
     await still_admitting(rest)
 
 

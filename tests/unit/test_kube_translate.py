@@ -463,6 +463,54 @@ def test_a_record_gives_back_the_reservation_it_was_made_from() -> None:
     assert translate.reservation_from_record(g, record, admitted_at=5.0) == reservation()
 
 
+def eight_gpu_reservation() -> Reservation:
+    def pod(i: int) -> PodPlacement:
+        devices = tuple(
+            DeviceAllocation("gpu", ("gpu.io", f"n{i}", f"gpu-{d}"), "gpu") for d in range(8)
+        )
+        return PodPlacement(
+            "worker", i, f"n{i}", {"cpu": 2000, "pods": 1}, (ClaimAllocation("gpu", devices),)
+        )
+
+    return Reservation("u1", "team-a", tuple(pod(i) for i in range(4)), {"devices/gpu": 32})
+
+
+def test_a_written_record_gives_what_a_claims_devices_share_once_on_the_claim() -> None:
+    record = translate.with_shared_device_fields(
+        translate.admission_record(eight_gpu_reservation(), "u1-1")
+    )
+    assert record["podSets"][0]["pods"][1]["claims"] == [
+        {
+            "name": "gpu",
+            "request": "gpu",
+            "driver": "gpu.io",
+            "pool": "n1",
+            "devices": [{"device": f"gpu-{d}"} for d in range(8)],
+        }
+    ]
+
+
+def test_a_device_keeps_the_fields_it_does_not_share_with_the_claims_others() -> None:
+    record = translate.admission_record(reservation(), "u1-1")
+    devices = record["podSets"][0]["pods"][0]["claims"][0]["devices"]
+    devices.append({**devices[0], "pool": "elsewhere", "device": "gpu-1"})
+    (claim,) = translate.with_shared_device_fields(record)["podSets"][0]["pods"][0]["claims"]
+    assert (claim["request"], claim["driver"], "pool" in claim) == ("gpu", "gpu.io", False)
+    assert claim["devices"] == [
+        {"pool": "n0", "device": "gpu-0"},
+        {"pool": "elsewhere", "device": "gpu-1"},
+    ]
+
+
+def test_a_record_with_shared_device_fields_gives_back_its_reservation() -> None:
+    multi = translate.gang(gangjob(), {"ns/one-gpu": TEMPLATE}, {})
+    record = translate.with_shared_device_fields(
+        translate.admission_record(eight_gpu_reservation(), "u1-1")
+    )
+    restored = translate.reservation_from_record(multi, record)
+    assert [p.claims for p in restored.pods] == [p.claims for p in eight_gpu_reservation().pods]
+
+
 def _broken(change: str) -> dict[str, Any]:
     record = translate.admission_record(reservation(), "u1-1")
     pods = record["podSets"][0]["pods"]
@@ -478,6 +526,8 @@ def _broken(change: str) -> dict[str, Any]:
         pods[0]["claims"] = []
     elif change == "request":
         pods[0]["claims"][0]["devices"][0]["request"] = "nic"
+    elif change == "no-request":  # neither the device nor its claim gives it
+        del pods[0]["claims"][0]["devices"][0]["request"]
     return record
 
 
@@ -490,6 +540,7 @@ def _broken(change: str) -> dict[str, Any]:
         ("missing", "status.admission.podSets"),
         ("claim", "status.admission.podSets[0].pods[0].claims"),
         ("request", "status.admission.podSets[0].pods[0].claims[0].devices[0]"),
+        ("no-request", "status.admission.podSets[0].pods[0].claims[0]: devices[0]"),
     ],
 )
 def test_a_record_that_does_not_fit_the_gang_names_the_field(change: str, where: str) -> None:
