@@ -48,7 +48,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -74,6 +74,11 @@ RECORD_LABEL = "phalanx.dev/record"
 RECORD_SELECTOR = f"{RECORD_LABEL}=gang"
 RECORD_KEY = "admission"
 RELEASED_KEY = "released"
+BROKEN = "AdmissionBroken"
+"""The reason of a record released because its admission could not be materialised (a
+claim or binding refused, or someone else's result where ours should be): its bound pods
+are taken down and its claims deallocated, its unbound pods left to be admitted again
+once `retryAt` has passed."""
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 LABEL, POD_GROUP = "gang", "podgroup"
 
@@ -614,10 +619,26 @@ def released(written: Obj) -> Obj | None:
     return value if isinstance(value, dict) else None
 
 
-def released_record(config_map: Obj, written: Obj, reason: str, message: str) -> Obj:
-    """The record ConfigMap marked released (to PUT with its resourceVersion)."""
-    marked = {**written, RELEASED_KEY: {"reason": reason, "message": message}}
+def released_record(
+    config_map: Obj, written: Obj, reason: str, message: str, retry_at: float | None = None
+) -> Obj:
+    """The record ConfigMap marked released (to PUT with its resourceVersion); with
+    `retry_at` (seconds since the epoch), kept until then (`retry_at`)."""
+    released: Obj = {"reason": reason, "message": message}
+    if retry_at is not None:
+        released["retryAt"] = datetime.fromtimestamp(retry_at, UTC).isoformat()
+    marked = {**written, RELEASED_KEY: released}
     return {**config_map, "data": {RECORD_KEY: encode_record(marked)}}
+
+
+def retry_at(written: Obj) -> float | None:
+    """When a released record may be deleted, so its gang be tried again (None: once its
+    tear-down is done; an unreadable time counts as none)."""
+    text = (released(written) or {}).get("retryAt")
+    try:
+        return None if text is None else datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        return None
 
 
 def recorded_pods(written: Obj) -> list[tuple[str, str]]:

@@ -23,10 +23,18 @@ from controller.kube.resources import CONFIG_MAPS
 from controller.kube.rest import KubeError, Obj, Rest
 
 
-async def release_record(rest: Rest, config_map: Obj, written: Obj, reason: str, why: str) -> Obj:
-    """The commit point of an eviction: the record marked released."""
+async def release_record(
+    rest: Rest,
+    config_map: Obj,
+    written: Obj,
+    reason: str,
+    why: str,
+    retry_at: float | None = None,
+) -> Obj:
+    """The commit point of an eviction or of a broken admission's roll-back: the record
+    marked released (kept until `retry_at`, if given)."""
     meta = config_map["metadata"]
-    marked = f.released_record(config_map, written, reason, why)
+    marked = f.released_record(config_map, written, reason, why, retry_at)
     try:
         return await rest.request(
             "PUT", CONFIG_MAPS.path(meta["namespace"], meta["name"]), body=marked

@@ -449,12 +449,17 @@ class ForeignGangs:
         uid = group.uid
         tally = self._tally(group)
         written = self._written(group, tally)
-        if written is not None and f.released(written) is not None:
+        released = None if written is None else f.released(written)
+        if released is not None:
             if uid in self.state.admitted:
                 self.state.release(uid)
                 log.info("foreign gang released", gang=uid, evicted=True)
             self._forget(uid)
-            self.reasons[uid] = "waiting for the pods evicted from its last admission to stop"
+            self.reasons[uid] = (
+                str(released.get("message"))
+                if released.get("reason") == f.BROKEN
+                else "waiting for the pods evicted from its last admission to stop"
+            )
             return
         admission = str(written["admissionId"]) if written and tally.live else None
         if uid in self.state.admitted:

@@ -102,6 +102,12 @@ WRITE_ERRORS = (KubeError, aiohttp.ClientError, OSError, TimeoutError)
 EVENTS_IN_FLIGHT = 4
 """Event posts at once: they are best effort, and must not crowd out the admissions
 (a cold start's first cycle admits a thousand gangs, each with its Events)."""
+REFUSED = (400, 422)
+"""Answers to a claim's or a pod's write while materialising an admission that no retry
+changes (the write is invalid as it stands): the admission is broken, as when someone
+else's result is where ours should be (`CommitBroken`)."""
+BROKEN_BACKOFF = (5.0, 300.0)
+"""First and longest wait before a foreign gang whose admission broke is tried again."""
 SWEEPS_IN_FLIGHT = 1
 """Deletions at once of what a released admission left that holds nothing any more (a
 finished or unbound pod, a claim neither allocated nor reserved): they make room for no
@@ -204,6 +210,9 @@ class Controller:
         """GangJobs (by uid) whose headless Service this leader made or found."""
         self._foreign_bound: dict[str, str] = {}
         """Foreign gangs (by uid) whose admission (this id) was seen with every pod bound."""
+        self._broken: dict[str, Backoff] = {}
+        """Foreign gangs (by uid) whose admissions broke, until one is bound whole: the
+        wait before the next try grows with each."""
         self._bound: dict[str, str] = {}
         """Pods (by uid) this leader bound whose event has not shown it yet: their node."""
         self._background: set[asyncio.Task[None]] = set()
@@ -268,6 +277,7 @@ class Controller:
         self._draining.pop(key, None)
         self._queued_at.pop(uid, None)
         self._foreign_bound.pop(uid, None)
+        self._broken.pop(uid, None)
         self._services.discard(uid)
         self._cycled.discard(uid)
         self._unseen.discard(uid)
@@ -286,6 +296,7 @@ class Controller:
             "cycled": len(self._cycled),
             "services": len(self._services),
             "foreign_bound": len(self._foreign_bound),
+            "broken": len(self._broken),
             "bound": len(self._bound),
             "sweeping": len(self._sweeping),
             "background": len(self._background),
@@ -540,7 +551,7 @@ class Controller:
         why = f"preempted for {preemptor}"
         for victim in victims:
             if victim in self.caches.foreign.groups:
-                queue = await self._evict_foreign(victim, why)
+                queue = await self._release_foreign(victim, "Preempted", why)
             else:
                 evicted = self.caches.gang_job(victim)
                 queue = None
@@ -561,9 +572,13 @@ class Controller:
                 raise CommitConflict(f"victim {victim} changed")
             self.metrics.preempted(queue)
 
-    async def _evict_foreign(self, uid: str, why: str) -> str | None:
-        """A foreign gang's eviction up to its commit point (foreign_commit.py): its
-        queue, or None if its record changed or is gone."""
+    async def _release_foreign(
+        self, uid: str, reason: str, why: str, retry_at: float | None = None
+    ) -> str | None:
+        """A foreign gang's release up to its commit point (foreign_commit.py), for an
+        eviction (`Preempted`) or a broken admission (`foreign.BROKEN`, tried again from
+        `retry_at`): the pods it takes down marked DisruptionTarget, then the record
+        marked released. Its queue, or None if its record changed or is gone."""
         gangs = self.caches.foreign
         group, found = gangs.groups.get(uid), gangs.members.get(uid)
         obj, written = (None, None) if group is None else gangs.record(group)
@@ -571,48 +586,81 @@ class Controller:
             return None
         if foreign.released(written) is not None:
             return None
-        await self._disrupt_recorded(found.group.namespace, written, why)
+        namespace = found.group.namespace
+        now = self._now()
+        await self._each(
+            self._taken_down(namespace, written, reason),
+            lambda p: disrupt_pod(self.rest, p, rc.PREEMPTION_BY_SCHEDULER, why, now),
+        )
         try:
-            made = await fc.release_record(self.rest, obj, written, "Preempted", why)
+            made = await fc.release_record(self.rest, obj, written, reason, why, retry_at)
         except CommitConflict:
             return None
         self.caches.assume(CONFIG_MAPS, made)
-        log.info("foreign gang evicted", gang=uid, why=why)
+        log.info("foreign gang released", gang=uid, reason=reason, why=why)
         return found.gang.queue
 
-    def _recorded_pods(self, namespace: str, written: Obj) -> list[Obj]:
-        """The live pods a foreign gang's record admitted (same name and uid)."""
+    def _taken_down(self, namespace: str, written: Obj, reason: str) -> list[Obj]:
+        """The live pods (same name and uid) a foreign gang's record admitted that its
+        release takes down: all of them, or for a broken admission those bound (a binding
+        cannot be undone; the others are left to be admitted again)."""
         cached = self.caches.cache("pods")
         out = []
         for name, uid in foreign.recorded_pods(written):
             pod = cached.get(f"{namespace}/{name}")
-            if pod is not None and str(_meta(pod).get("uid")) == uid:
+            if pod is None or str(_meta(pod).get("uid")) != uid:
+                continue
+            if reason != foreign.BROKEN or (pod.get("spec") or {}).get("nodeName"):
                 out.append(pod)
         return out
 
-    async def _disrupt_recorded(self, namespace: str, written: Obj, why: str) -> None:
-        now = self._now()
-        await self._each(
-            self._recorded_pods(namespace, written),
-            lambda p: disrupt_pod(self.rest, p, rc.PREEMPTION_BY_SCHEDULER, why, now),
-        )
+    async def _broken_foreign(self, uid: str, why: str) -> None:
+        """An admitted foreign gang that cannot be materialised (`CommitBroken`): handled
+        as a GangJob's broken admission is, by the release's commit point (the record
+        marked released), after which the tear-down rolls back what was written (bound
+        pods deleted, claims deallocated) and the engine holds nothing of it; the record
+        stays, keeping the gang out of the queue, until a backoff that grows with each
+        broken admission ends. Said by an Event on its PodGroup, or on each of its pods."""
+        delay = self._broken.setdefault(uid, Backoff(*BROKEN_BACKOFF)).next_delay()
+        message = f"admission broken, rolled back and tried again in {delay:.0f} s: {why}"
+        log.error("foreign gang admission broken", gang=uid, error=why, retry_in=round(delay))
+        gangs = self.caches.foreign
+        group, found = gangs.groups.get(uid), gangs.members.get(uid)
+        pod_group = None if group is None else gangs.pod_group(group)
+        if await self._release_foreign(uid, foreign.BROKEN, message, self.clock() + delay) is None:
+            return  # the record changed meanwhile: its event reconciles the gang again
+        regarding = ("v1", "Pod")
+        about = list((found.pods if found is not None else {}).values())
+        if pod_group is not None:
+            regarding, about = ("scheduling.k8s.io/v1alpha2", "PodGroup"), [pod_group]
+        change = [Transition(rc.ADMITTED, False, foreign.BROKEN, message, True)]
+        for obj in about:
+            await self._events(obj, change, regarding)
 
     async def _tear_down_foreign(self, group: foreign.Group, obj: Obj, written: Obj) -> None:
         """What a released record (an evicted foreign gang) still holds: its pods marked
         and deleted, its claims deallocated once their pods are done; then the record
         deleted. Every step idempotent, so a new leader resumes it."""
         namespace = group.namespace
-        why = str((foreign.released(written) or {}).get("message", ""))
-        await self._disrupt_recorded(namespace, written, why)
-        pods = self._recorded_pods(namespace, written)
+        released = foreign.released(written) or {}
+        why, reason = str(released.get("message", "")), str(released.get("reason", ""))
+        now = self._now()
+        pods = self._taken_down(namespace, written, reason)
+        await self._each(
+            pods, lambda p: disrupt_pod(self.rest, p, rc.PREEMPTION_BY_SCHEDULER, why, now)
+        )
         await self._each(pods, lambda p: delete_pod(self.rest, p))
         cached_pods, cached_claims = self.caches.cache("pods"), self.caches.cache("resourceclaims")
+        mine = foreign.recorded_uids(written)
 
         def pod_of(consumer: Obj) -> Obj | None:
             pod = cached_pods.get(f"{namespace}/{consumer.get('name')}")
-            return pod if pod is not None and _meta(pod).get("uid") == consumer.get("uid") else None
-
-        mine = foreign.recorded_uids(written)
+            if pod is None or _meta(pod).get("uid") != consumer.get("uid"):
+                return None
+            if reason == foreign.BROKEN and consumer.get("uid") in mine:
+                # a pod of a broken admission that was never bound uses nothing yet
+                return pod if (pod.get("spec") or {}).get("nodeName") else None
+            return pod
 
         async def claim_step(claim: Obj) -> bool:
             try:
@@ -627,8 +675,12 @@ class Controller:
             for name in sorted(foreign.recorded_claims(written))
             if (c := cached_claims.get(f"{namespace}/{name}")) is not None
         ]
-        released = await self._each(claims, claim_step)
-        if not all(released) or not all(rc.pod_done(p) for p in pods):
+        let_go = await self._each(claims, claim_step)
+        if not all(let_go) or not all(rc.pod_done(p) for p in pods):
+            return
+        retry_at = foreign.retry_at(written)
+        if retry_at is not None and retry_at > self.clock():
+            self._recheck(group.uid, retry_at - self.clock())
             return
         meta = _meta(obj)
         body = {
@@ -690,6 +742,7 @@ class Controller:
         if not steps and not bindings:
             self._all_bound(uid, gangs.admission_ids[uid])
             self._foreign_bound[uid] = gangs.admission_ids[uid]
+            self._broken.pop(uid, None)
             return
         if self._still_held(uid, uid):
             return
@@ -706,18 +759,24 @@ class Controller:
             await self._each(list(by_claim.values()), in_turn)
             await self._each(bindings, lambda pn: self._bind(pn[0], pn[1]))
         except CommitBroken as exc:
-            log.error("foreign gang admission broken", gang=uid, error=str(exc))
+            await self._broken_foreign(uid, str(exc))
 
     async def _protect_and_allocate(self, step: ClaimStep) -> None:
+        meta = _meta(step.claim)
         try:
-            claim = await protect_claim(self.rest, step.claim)
+            try:
+                claim = await protect_claim(self.rest, step.claim)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                fresh = await self.rest.get(RESOURCE_CLAIMS.path(meta["namespace"], meta["name"]))
+                claim = await protect_claim(self.rest, fresh)
+            await self._allocate(ClaimStep(claim, step.results, step.pod, step.node))
         except KubeError as exc:
-            if exc.status != 409:
+            if exc.status not in REFUSED:
                 raise
-            meta = _meta(step.claim)
-            fresh = await self.rest.get(RESOURCE_CLAIMS.path(meta["namespace"], meta["name"]))
-            claim = await protect_claim(self.rest, fresh)
-        await self._allocate(ClaimStep(claim, step.results, step.pod, step.node))
+            where = f"ResourceClaim {meta['namespace']}/{meta['name']}"
+            raise CommitBroken(f"{where} refused: {exc.message}") from exc
 
     async def _ensure_finalizer(self, job: Obj) -> Obj | None:
         """The job with our finalizer (added if missing); None if the job changed or is
@@ -1101,7 +1160,13 @@ class Controller:
         cached = self.caches.cache("pods").get(PODS.key(pod))
         if cached is not None and str(_meta(cached).get("uid")) == uid:
             pod = cached
-        await bind(self.rest, pod, node)
+        try:
+            await bind(self.rest, pod, node)
+        except KubeError as exc:
+            if exc.status not in REFUSED:
+                raise
+            where = f"Pod {_meta(pod).get('namespace')}/{_meta(pod).get('name')}"
+            raise CommitBroken(f"{where} cannot be bound: {exc.message}") from exc
         if not (pod.get("spec") or {}).get("nodeName"):
             self._bound[uid] = node
 
@@ -1317,23 +1382,33 @@ class Controller:
             log.info("released", job=_key(job), phase=phase)
         return written is not None
 
-    async def _events(self, job: Obj, changed: list[Transition]) -> None:
+    async def _events(
+        self,
+        job: Obj,
+        changed: list[Transition],
+        regarding: tuple[str, str] | None = None,
+    ) -> None:
         """Post an Event per transition in the background: a status write or an
-        admission does not wait for its Events (best effort anyway)."""
+        admission does not wait for its Events (best effort anyway). About a GangJob, or
+        an object of `regarding` (apiVersion, kind)."""
         if not changed:
             return
-        task = asyncio.get_running_loop().create_task(self._post_events(job, changed))
+        task = asyncio.get_running_loop().create_task(self._post_events(job, changed, regarding))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _post_events(self, job: Obj, changed: list[Transition]) -> None:
+    async def _post_events(
+        self, job: Obj, changed: list[Transition], regarding: tuple[str, str] | None
+    ) -> None:
         for t in changed:
             try:
                 async with self._event_slots:
                     await self.rest.request(
                         "POST",
                         EVENTS.path(_meta(job)["namespace"]),
-                        body=rc.event(job, t, self.options.instance),
+                        body=rc.event(job, t, self.options.instance, regarding=regarding)
+                        if regarding is not None
+                        else rc.event(job, t, self.options.instance),
                     )
             except WRITE_ERRORS as exc:
                 log.warning("event not recorded", job=_key(job), reason=t.reason, error=str(exc))

@@ -398,8 +398,15 @@ def with_conditions(
     return conditions, changed
 
 
-def event(job: Obj, t: Transition, instance: str, now: datetime | None = None) -> Obj:
-    """An events.k8s.io/v1 Event about the job for one transition."""
+def event(
+    job: Obj,
+    t: Transition,
+    instance: str,
+    now: datetime | None = None,
+    regarding: tuple[str, str] = (API_VERSION, GANG_JOB_KIND),
+) -> Obj:
+    """An events.k8s.io/v1 Event about the job for one transition (or about another
+    object, of `regarding` (apiVersion, kind): a foreign gang's pod or PodGroup)."""
     meta = _meta(job)
     return {
         "apiVersion": "events.k8s.io/v1",
@@ -416,8 +423,8 @@ def event(job: Obj, t: Transition, instance: str, now: datetime | None = None) -
         "note": t.message[:1024],
         "type": "Warning" if t.warning else "Normal",
         "regarding": {
-            "apiVersion": API_VERSION,
-            "kind": GANG_JOB_KIND,
+            "apiVersion": regarding[0],
+            "kind": regarding[1],
             "name": meta["name"],
             "namespace": meta["namespace"],
             "uid": meta["uid"],
