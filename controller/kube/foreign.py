@@ -39,8 +39,16 @@ not the gang's to allocate (no devices, no quota), held to the claim's node, add
 allocated it lists it in its record, so only that gang's usage holds its devices; when
 it is released the claim stays counted as others' usage while it is allocated, and an
 evicted gang's tear-down takes only its own pods out of `reservedFor` while other gangs'
-pods still use it. (A claim named directly by several pods of one gang is not shared yet:
-the engine gives each pod its own devices.)
+pods still use it.
+
+A claim named directly by several pods of one gang (not allocated yet) is one reservation
+too (`share_within`): the first of those pods in pod order takes it as its own claim (its
+devices reserved once, quota charged once, the record listing it for that pod), the others
+name it in `Part.within` and join its `reservedFor` with the same devices. They must be
+where its devices are usable, and the engine places pods by pod set, not by pod: the gang
+gets a required topology on `phalanx.dev/node-name`, so all of its pods land on one node
+(more than needed when only some of its pods share the claim, or when the devices turn out
+to be reachable from every node; never less).
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ from functools import cached_property
 from typing import Any
 
 from controller.engine.errors import InvalidInput
-from controller.engine.model import Gang, PodClaim, PodSet, Toleration
+from controller.engine.model import Gang, PodClaim, PodSet, Toleration, Topology
 from controller.engine.reservation import Reservation
 from controller.kube.translate import (
     NODE_NAME_LABEL,
@@ -195,6 +203,23 @@ class Part:
     (`shared_claims`): the pod only joins its `reservedFor`, on the claim's node."""
     node_selector: Mapping[str, str] | None = None
     """Its node selector, with the node of the claims it shares (None: the pod's own)."""
+    within: tuple[tuple[str, str], ...] = ()
+    """(pod claim name, ResourceClaim name) of each claim another pod of its gang
+    allocates (`share_within`): the pod joins its `reservedFor` with the same devices."""
+
+    def sharing(self, within: tuple[tuple[str, str], ...]) -> Part:
+        """This pod with claims of its own that another pod of its gang allocates."""
+        names = {name for name, _ in within}
+        return Part(
+            self.pod,
+            json.dumps([self.shape, sorted(within)]),
+            self.requests,
+            tuple(c for c in self.claims if c.name not in names),
+            tuple((n, o) for n, o in self.names if n not in names),
+            self.shared,
+            self.node_selector,
+            within,
+        )
 
 
 @dataclass(frozen=True)
@@ -224,6 +249,12 @@ class Members:
     def claims(self) -> Mapping[tuple[str, str], str]:
         """(pod name, pod claim name) -> ResourceClaim name, of the claims it allocates."""
         return self._by_pod(lambda part: part.names)
+
+    @cached_property
+    def within(self) -> Mapping[tuple[str, str], str]:
+        """(pod name, pod claim name) -> ResourceClaim name, of the claims another pod of
+        the gang allocates (`share_within`)."""
+        return self._by_pod(lambda part: part.within)
 
     def _by_pod(
         self, which: Callable[[Part], tuple[tuple[str, str], ...]]
@@ -401,11 +432,36 @@ def part(pod: Obj, own: list[tuple[str, str, Obj]], shared: Collection[str] = ()
     )
 
 
+def share_within(sets: list[tuple[Part, ...]]) -> list[tuple[Part, ...]] | None:
+    """The pod sets again if pods of the gang name one claim to allocate (None if none
+    does): of the pods naming it, the first in pod order keeps it as its own, the others
+    share it (`Part.within`) and so form pod sets of their own."""
+    counts: dict[str, int] = {}
+    for parts in sets:
+        for part in parts:
+            for _, name in part.names:
+                counts[name] = counts.get(name, 0) + 1
+    if all(n == 1 for n in counts.values()):
+        return None
+    taken: set[str] = set()
+    shapes: dict[str, list[Part]] = {}
+    for part in sorted((p for ps in sets for p in ps), key=lambda p: pod_order(p.pod)):
+        within = tuple((n, o) for n, o in part.names if o in taken)
+        taken.update(o for _, o in part.names if counts[o] > 1)
+        shared = part.sharing(within) if within else part
+        shapes.setdefault(shared.shape, []).append(shared)
+    return [tuple(s) for s in shapes.values()]
+
+
 def assemble(
     group: Group, sets: list[tuple[Part, ...]], created: str, queue: str, priority: int
 ) -> Members:
     """The gang of these pod sets (each its pods of one shape in pod order, the sets in
-    the order of their first pods), the oldest pod created at `created`."""
+    the order of their first pods), the oldest pod created at `created`; claims that
+    several of its pods name are one reservation, those pods on one node (`share_within`)."""
+    within = share_within(sets)
+    if within is not None:
+        sets = within
     pod_sets = []
     for i, parts in enumerate(sets):
         first = parts[0]
@@ -432,6 +488,7 @@ def assemble(
         pod_sets=tuple(pod_sets),
         priority=priority,
         created=_seconds(created),
+        topology=None if within is None else Topology(NODE_NAME_LABEL),
     )
     return Members(group, gang, tuple(sets))
 

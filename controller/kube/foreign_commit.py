@@ -14,6 +14,8 @@ drives (the decision loop's reconcile), then the record deleted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from controller.engine.reservation import Reservation
 from controller.kube import foreign as f
 from controller.kube.commit import ClaimStep, CommitConflict
@@ -67,29 +69,19 @@ def plan(
     cached pods and claims (pods bound already, finished or gone are skipped). A claim a
     pod shares (allocated by another gang, or anyone) gets a step that keeps its
     allocation and adds the pod to its reservedFor, as kube-scheduler does; a pod whose
-    shared claim is no longer allocated waits unbound (its devices are no one's now)."""
+    shared claim is no longer allocated waits unbound (its devices are no one's now). A
+    claim another pod of the gang allocates (`Members.within`) gets a step with that pod's
+    devices: of the steps of one claim, the first allocates it, the others join its
+    reservedFor."""
     namespace = found.group.namespace
     steps: list[ClaimStep] = []
     bindings: list[tuple[Obj, str]] = []
+    devices: dict[str, tuple[Mapping[str, str], ...]] = {}
+    """ResourceClaim name -> its devices, as the record allocates them."""
     for placement in reservation.pods:
-        recorded = found.pods[(placement.pod_set, placement.index)]
-        name = str(recorded["metadata"]["name"])
-        pod = pods.get(f"{namespace}/{name}")
-        if pod is None or f.finished(pod) or (pod.get("spec") or {}).get("nodeName"):
-            continue
-        shared = [
-            claims.get(f"{namespace}/{claim}")
-            for (pod_name, _), claim in sorted(found.shared.items())
-            if pod_name == name
-        ]
-        if not all(c is not None and f.allocated(c) for c in shared):
-            continue
-        steps += [ClaimStep(c, tuple(allocated(c)), pod, placement.node) for c in shared if c]
+        name = str(found.pods[(placement.pod_set, placement.index)]["metadata"]["name"])
         for allocation in placement.claims:
-            claim = claims.get(f"{namespace}/{found.claims[(name, allocation.claim)]}")
-            if claim is None:
-                continue
-            results = tuple(
+            devices[found.claims[(name, allocation.claim)]] = tuple(
                 {
                     "request": da.request,
                     "driver": da.device[0],
@@ -98,6 +90,27 @@ def plan(
                 }
                 for da in allocation.devices
             )
-            steps.append(ClaimStep(claim, results, pod, placement.node))
+    shared_by: dict[str, list[str]] = {}
+    within_by: dict[str, list[str]] = {}
+    for by, names in ((shared_by, found.shared), (within_by, found.within)):
+        for (pod_name, _), claim_name in sorted(names.items()):
+            by.setdefault(pod_name, []).append(claim_name)
+    for placement in reservation.pods:
+        recorded = found.pods[(placement.pod_set, placement.index)]
+        name = str(recorded["metadata"]["name"])
+        pod = pods.get(f"{namespace}/{name}")
+        if pod is None or f.finished(pod) or (pod.get("spec") or {}).get("nodeName"):
+            continue
+        shared = [claims.get(f"{namespace}/{claim}") for claim in shared_by.get(name, ())]
+        if not all(c is not None and f.allocated(c) for c in shared):
+            continue
+        steps += [ClaimStep(c, tuple(allocated(c)), pod, placement.node) for c in shared if c]
+        # its own claims, and those another pod of the gang allocates (the same devices)
+        objects = [found.claims[(name, a.claim)] for a in placement.claims]
+        objects += within_by.get(name, [])
+        for obj in objects:
+            claim = claims.get(f"{namespace}/{obj}")
+            if claim is not None:
+                steps.append(ClaimStep(claim, devices[obj], pod, placement.node))
         bindings.append((pod, placement.node))
     return steps, bindings

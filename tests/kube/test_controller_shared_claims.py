@@ -1,6 +1,7 @@
 """A ResourceClaim named by pods of several foreign gangs: allocated once (by the first
 gang that names it), shared by the others on its node with every consumer pod in its
-reservedFor, as kube-scheduler does, and held as long as any of them still uses it."""
+reservedFor, as kube-scheduler does, and held as long as any of them still uses it. A
+claim named by several pods of one gang: one reservation, its pods on its node."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ import pytest
 from controller.kube import resources as r
 from controller.kube.release import release_claim
 from controller.kube.rest import Obj, Rest
-from tests.kube.controller_cluster import NAMESPACE, finish_pods, gpu_cluster, items, running
+from tests.kube.controller_cluster import (
+    NAMESPACE,
+    add_node,
+    finish_pods,
+    gpu_class,
+    gpu_cluster,
+    gpu_slice,
+    items,
+    queue,
+    running,
+)
 from tests.kube.controller_env import crds, create, emulator, rest
 from tests.kube.test_controller_foreign import indexed_job_pod, named_claim, until_bound
 
@@ -126,3 +137,71 @@ async def test_a_gang_letting_go_of_a_claim_another_gang_uses_leaves_it_allocate
     after = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
     assert after["status"]["allocation"] == claim["status"]["allocation"]
     assert {c["uid"] for c in after["status"]["reservedFor"]} == set(pods) - mine
+
+
+# --- one claim named by several pods of one gang ---------------------------------------------
+
+
+def gang_sharing_one_claim(gang: str, size: int) -> list[Obj]:
+    """The pods of a label gang, every one naming the claim `shared`."""
+    pods = []
+    for i in range(size):
+        pod = indexed_job_pod(gang, i, size)
+        pod["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimName": "shared"}]
+        pods.append(pod)
+    return pods
+
+
+async def one_gang_sharing_a_claim(rest: Rest, running, size: int = 3) -> object:
+    """Nodes n0 (room for one pod) and n1, two GPUs each; a gang of `size` pods naming the
+    claim `shared`, bound."""
+    await create(rest, r.DEVICE_CLASSES, gpu_class())
+    for name, pods in (("n0", 1), ("n1", 110)):
+        await add_node(rest, name, pods)
+        await create(rest, r.RESOURCE_SLICES, gpu_slice(name, 2))
+    await create(rest, r.QUEUES, queue(devices__gpu=4))
+    controller = await running.start()
+    await create(rest, r.RESOURCE_CLAIMS, named_claim("shared"))
+    for pod in gang_sharing_one_claim("a", size):
+        await create(rest, r.PODS, pod)
+    await until_bound(rest, size)
+    await asyncio.sleep(5)
+    return controller
+
+
+async def test_a_claim_named_by_several_pods_of_one_gang_is_allocated_once_for_all(
+    crds: Rest, running
+) -> None:
+    controller = await one_gang_sharing_a_claim(crds, running)
+
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    assert len(claim["status"]["allocation"]["devices"]["results"]) == 1
+    pods = {p["metadata"]["uid"] for p in await items(crds, r.PODS)}
+    assert sorted(c["uid"] for c in claim["status"]["reservedFor"]) == sorted(pods)
+    state = controller.caches.state
+    assert state.quota.usage("q").get("devices/gpu") == 1
+    assert state.violations() == []
+
+
+async def test_pods_of_one_gang_sharing_a_claim_are_put_on_the_node_of_its_devices(
+    crds: Rest, running
+) -> None:
+    await one_gang_sharing_a_claim(crds, running)
+
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    (result,) = claim["status"]["allocation"]["devices"]["results"]
+    assert {p["spec"]["nodeName"] for p in await items(crds, r.PODS)} == {result["pool"]}
+
+
+async def test_a_restarted_controller_restores_a_gang_whose_pods_share_a_claim(
+    crds: Rest, running
+) -> None:
+    await one_gang_sharing_a_claim(crds, running)
+    await running.crash()
+    controller = await running.start()
+    await asyncio.sleep(10)
+
+    state = controller.caches.state
+    assert list(state.admitted) == ["gang:default/a"]
+    assert state.quota.usage("q").get("devices/gpu") == 1
+    assert state.violations() == []
