@@ -681,15 +681,11 @@ class ClusterCaches:
         return not (_stopping(obj) if plural == "pods" else self._let_go(obj))
 
 
-def _sharing(claim: Obj) -> tuple[bool, str | None, bool]:
+def _sharing(claim: Obj) -> tuple[bool, str | None]:
     """What a pod that shares a claim it names reads of it (foreign.part): whether it is
-    allocated, on which node, and whether its reservedFor is full."""
-    reserved = (claim.get("status") or {}).get("reservedFor") or ()
-    return (
-        foreign.allocated(claim),
-        foreign.allocation_node(claim),
-        len(reserved) >= foreign.RESERVED_FOR_MAX,
-    )
+    allocated, and on which node. (Its reservedFor is read by its gangs' judgement, which
+    every change of the claim brings.)"""
+    return foreign.allocated(claim), foreign.allocation_node(claim)
 
 
 def _done(pod: Obj) -> bool:

@@ -105,6 +105,8 @@ class _Tally:
     """Creation timestamps of the waiting pods."""
     unallocated: Counter[str] = field(default_factory=Counter)
     """Claims (cache keys) the waiting pods name directly that are not allocated."""
+    named: Counter[str] = field(default_factory=Counter)
+    """Claims (cache keys) the waiting pods name directly: how many of them name each."""
     unfinished: Counter[str] = field(default_factory=Counter)
     """Pods not finished, by uid."""
     record: Obj | None = None
@@ -124,10 +126,12 @@ class _Tally:
                 del self.sizes[facts.size]
             entry = (facts.order, key)
             (self.created.add if sign > 0 else self.created.remove)(facts.created)
-            for claim in facts.unallocated:
-                self.unallocated[claim] += sign
-                if not self.unallocated[claim]:
-                    del self.unallocated[claim]
+            counts = ((self.unallocated, facts.unallocated), (self.named, facts.named))
+            for counter, claims in counts:
+                for claim in claims:
+                    counter[claim] += sign
+                    if not counter[claim]:
+                        del counter[claim]
             if facts.problem is not None:
                 (self.problems.add if sign > 0 else self.problems.remove)(entry)
             if facts.error is not None:
@@ -239,7 +243,6 @@ class ForeignGangs:
                     for _, name, claim in own
                     if f"{namespace}/{name}" in f.named_claim_keys(pod) and not f.allocated(claim)
                 )
-                problem = _full(pod, own, shared)
                 try:
                     part = f.part(pod, own, shared)
                 except InvalidInput as exc:
@@ -498,6 +501,8 @@ class ForeignGangs:
             if problem is None and tally.errors:
                 problem = self._facts[tally.errors[0][1]].error
             if problem is None:
+                problem = self._crowded(group, tally)
+            if problem is None:
                 problem = self._allocated_first(group, tally)
             if problem is None:
                 found = self._assemble(group, tally, *head)
@@ -510,6 +515,34 @@ class ForeignGangs:
         self.reasons.pop(uid, None)
         self.members[uid] = found
         self.state.add_gang(found.gang)
+
+    def _crowded(self, group: Group, tally: _Tally) -> str | None:
+        """Why the gang waits for room in a claim's `reservedFor` (None if it need not):
+        its waiting pods that name a claim directly join its reservedFor when bound, all
+        of them or none, and it lists at most `RESERVED_FOR_MAX` consumers. Judged for the
+        gang, not pod by pod: a gang that would overfill it is not admitted in part."""
+        claims = self.cache("resourceclaims")
+        for key, naming in sorted(tally.named.items()):
+            reserved = ((claims.get(key) or {}).get("status") or {}).get("reservedFor") or ()
+            if len(reserved) + naming <= f.RESERVED_FOR_MAX:
+                continue
+            there = {str(c.get("uid")) for c in reserved}
+            joining = 0
+            for pod in self._named.get(key, ()):
+                facts = self._facts[pod]
+                joining += facts.group == group and facts.waiting and facts.uid not in there
+            if len(there) + joining <= f.RESERVED_FOR_MAX:
+                continue
+            name, total = key.partition("/")[2], len(there) + joining
+            why = (
+                f"ResourceClaim {name} is reserved for {len(there)} pods and {joining} pods "
+                f"of this gang would join them: {total}, over the {f.RESERVED_FOR_MAX} its "
+                "reservedFor may hold"
+            )
+            if joining > f.RESERVED_FOR_MAX:
+                return f"{why}; the gang can never share it as it is"
+            return f"{why}; waiting for {total - f.RESERVED_FOR_MAX} of them to finish"
+        return None
 
     def _allocated_first(self, group: Group, tally: _Tally) -> str | None:
         """Why the gang waits for another to allocate a claim both name (None if it does
@@ -581,20 +614,6 @@ class ForeignGangs:
         self.members.pop(uid, None)
         self.reasons.pop(uid, None)
         self._disown(uid)
-
-
-def _full(pod: Obj, own: list[tuple[str, str, Obj]], shared: set[str]) -> str | None:
-    """Why the pod cannot share a claim whose `reservedFor` is full (None if it can)."""
-    uid = _uid(pod)
-    for _, name, claim in own:
-        reserved = (claim.get("status") or {}).get("reservedFor") or ()
-        full = name in shared and len(reserved) >= f.RESERVED_FOR_MAX
-        if full and not any(c.get("uid") == uid for c in reserved):
-            return (
-                f"ResourceClaim {name} is reserved for {len(reserved)} pods, the most "
-                "its reservedFor holds: waiting for one to finish"
-            )
-    return None
 
 
 def _read(group: Group, obj: Obj) -> Obj | None:

@@ -15,15 +15,18 @@ from controller.kube.rest import Obj, Rest
 from tests.kube.controller_cluster import (
     NAMESPACE,
     add_node,
+    allocated_claim,
     finish_pods,
     gpu_class,
     gpu_cluster,
     gpu_slice,
     items,
+    one_slot_node,
     queue,
     running,
+    until,
 )
-from tests.kube.controller_env import crds, create, emulator, rest
+from tests.kube.controller_env import crds, create, emulator, pod, rest
 from tests.kube.test_controller_foreign import indexed_job_pod, named_claim, until_bound
 
 __all__ = ["crds", "emulator", "rest", "running"]
@@ -162,8 +165,8 @@ async def one_gang_sharing_a_claim(rest: Rest, running, size: int = 3) -> object
     await create(rest, r.QUEUES, queue(devices__gpu=4))
     controller = await running.start()
     await create(rest, r.RESOURCE_CLAIMS, named_claim("shared"))
-    for pod in gang_sharing_one_claim("a", size):
-        await create(rest, r.PODS, pod)
+    for member in gang_sharing_one_claim("a", size):
+        await create(rest, r.PODS, member)
     await until_bound(rest, size)
     await asyncio.sleep(5)
     return controller
@@ -205,3 +208,101 @@ async def test_a_restarted_controller_restores_a_gang_whose_pods_share_a_claim(
     assert list(state.admitted) == ["gang:default/a"]
     assert state.quota.usage("q").get("devices/gpu") == 1
     assert state.violations() == []
+
+
+# --- the reservedFor limit, for a whole gang -------------------------------------------------
+
+
+def roomy_node(name: str) -> Obj:
+    node = one_slot_node(name, pods=1000)
+    node["status"]["allocatable"]["cpu"] = "64"
+    return node
+
+
+async def one_roomy_node(rest: Rest, running) -> object:
+    """One node (64 CPUs, 1000 pods, 2 GPUs) and the controller on."""
+    await create(rest, r.DEVICE_CLASSES, gpu_class())
+    await create(rest, r.NODES, roomy_node("n0"))
+    await rest.request(
+        "PATCH",
+        r.NODES.path(name="n0"),
+        body={"spec": {"taints": None}},
+        content_type="application/merge-patch+json",
+    )
+    await create(rest, r.RESOURCE_SLICES, gpu_slice("n0", 2))
+    await create(rest, r.QUEUES, queue(devices__gpu=2))
+    return await running.start()
+
+
+async def reserved_for_others(rest: Rest, pods: int) -> list[Obj]:
+    """The claim `shared` allocated by someone else on n0 and reserved for `pods` running
+    pods of theirs; those pods."""
+    await allocated_claim(rest, "shared", ("n0", "gpu-0"))
+    theirs = []
+    for i in range(pods):
+        theirs.append(await create(rest, r.PODS, pod(f"theirs-{i}", "n0", cpu="0")))
+    claim = await rest.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    claim["status"]["reservedFor"] = [
+        {"resource": "pods", "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}
+        for p in theirs
+    ]
+    await rest.request("PUT", r.RESOURCE_CLAIMS.path(NAMESPACE, "shared", "status"), body=claim)
+    return theirs
+
+
+async def test_a_gang_that_would_overfill_a_shared_claims_reserved_for_waits_whole(
+    crds: Rest, running
+) -> None:
+    """250 consumers, and 7 pods of a gang: each pod would fit, the gang does not."""
+    controller = await one_roomy_node(crds, running)
+    await reserved_for_others(crds, 250)
+    for shared_pod in gang_sharing_one_claim("b", 7):
+        await create(crds, r.PODS, shared_pod)
+    await asyncio.sleep(10)
+
+    assert controller.caches.foreign.reasons["gang:default/b"] == (
+        "ResourceClaim shared is reserved for 250 pods and 7 pods of this gang would join "
+        "them: 257, over the 256 its reservedFor may hold; waiting for 1 of them to finish"
+    )
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    assert len(claim["status"]["reservedFor"]) == 250
+    gang = await items(crds, r.PODS, labelSelector="phalanx.dev/gang=b")
+    assert not any(p["spec"].get("nodeName") for p in gang)
+
+
+async def test_a_gang_waiting_for_room_in_a_claims_reserved_for_is_admitted_once_there_is(
+    crds: Rest, running
+) -> None:
+    await one_roomy_node(crds, running)
+    theirs = await reserved_for_others(crds, 250)
+    for shared_pod in gang_sharing_one_claim("b", 7):
+        await create(crds, r.PODS, shared_pod)
+    await asyncio.sleep(5)
+    done = theirs[0]
+    done["status"] = {"phase": "Succeeded"}
+    await crds.request("PUT", r.PODS.path(NAMESPACE, "theirs-0", "status"), body=done)
+
+    async def gang_bound() -> bool:
+        gang = await items(crds, r.PODS, labelSelector="phalanx.dev/gang=b")
+        return len(gang) == 7 and all(p["spec"].get("nodeName") for p in gang)
+
+    await until(gang_bound)
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    assert len(claim["status"]["reservedFor"]) == 256
+
+
+async def test_a_gang_of_more_pods_than_a_reserved_for_holds_says_it_can_never_share_it(
+    crds: Rest, running
+) -> None:
+    controller = await one_roomy_node(crds, running)
+    await create(crds, r.RESOURCE_CLAIMS, named_claim("shared"))
+    for shared_pod in gang_sharing_one_claim("big", 257):
+        await create(crds, r.PODS, shared_pod)
+    await asyncio.sleep(10)
+
+    assert controller.caches.foreign.reasons["gang:default/big"] == (
+        "ResourceClaim shared is reserved for 0 pods and 257 pods of this gang would join "
+        "them: 257, over the 256 its reservedFor may hold; the gang can never share it as it is"
+    )
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    assert not (claim.get("status") or {}).get("allocation")
