@@ -38,6 +38,7 @@ from controller.engine.errors import InvalidInput
 from controller.engine.state import ClusterState
 from controller.kube import foreign as f
 from controller.kube.foreign import Group, Members, Waiting
+from controller.kube.record_size import RecordSizes
 from controller.kube.resources import PODS
 from controller.kube.rest import Obj
 
@@ -182,6 +183,8 @@ class ForeignGangs:
         self._deferred: set[Group] = set()
         self._ours_pods: dict[str, set[str]] = {}
         self._ours_claims: dict[str, set[str]] = {}
+        self.record_sizes = RecordSizes()
+        """How large each gang's record would be (a gang too large to record waits)."""
         self._ours: set[str] = set()
         """Every pod and claim key in `_ours_pods` and `_ours_claims` (one lookup per event)."""
 
@@ -387,6 +390,7 @@ class ForeignGangs:
         """Forget every piece of bookkeeping of a gone gang (a pod or record of the same
         name later starts it afresh)."""
         self._forget(group.uid)
+        self.record_sizes.forget(group.uid)
         self._tallies.pop(group, None)
         self._deferred.discard(group)
         if self.groups.get(group.uid) == group:
@@ -409,6 +413,7 @@ class ForeignGangs:
             "ours_pods": len(self._ours_pods),
             "ours_claims": len(self._ours_claims),
             "ours": len(self._ours),
+            "record_sizes": len(self.record_sizes),
         }
 
     def _pods(self, keys: list[str]) -> list[Obj]:
@@ -506,6 +511,9 @@ class ForeignGangs:
                 problem = self._allocated_first(group, tally)
             if problem is None:
                 found = self._assemble(group, tally, *head)
+                problem = self.record_sizes.too_large(found, self.pod_group(group), self.state)
+                if problem is not None:
+                    found = None
         except (InvalidInput, Waiting) as exc:
             problem = str(exc)
         if found is None:

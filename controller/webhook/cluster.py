@@ -14,31 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.engine.feasibility import NeverFit
-from controller.engine.model import DeviceKey
 from controller.engine.state import ClusterState
 from controller.kube.caches import ClusterCaches
+from controller.kube.record_size import Sizes
 
 Obj = dict[str, Any]
-
-
-@dataclass
-class Sizes:
-    """The longest node name and device key in the cluster (for the admission-record size
-    estimate), recomputed only when nodes or devices change."""
-
-    _stamp: tuple[int, int, int] = (-1, -1, -1)
-    node_name: int = 0
-    device: DeviceKey = ("", "", "")
-
-    def refresh(self, state: ClusterState) -> Sizes:
-        stamp = (id(state), state.node_generation, state.inventory.generation)
-        if stamp != self._stamp:
-            self._stamp = stamp
-            self.node_name = max((len(n) for n in state.nodes), default=0)
-            self.device = max(
-                state.inventory.devices, key=lambda k: sum(map(len, k)), default=("", "", "")
-            )
-        return self
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from controller.engine.reservation import (
 from controller.engine.state import ClusterState
 from controller.kube import foreign as f
 from controller.kube import translate
+from controller.kube.record_size import RecordSizes
 from controller.kube.translate import admission_record, with_shared_device_fields
 from controller.webhook.cluster import Cluster
 from controller.webhook.gangjob import RECORD_BUDGET, record_bytes
@@ -200,6 +201,40 @@ def foreign_record(pods: int, devices: int) -> tuple[Obj, Obj]:
     return written, f.record_object(found, written, None, None)
 
 
+def foreign_cluster(nodes: int) -> ClusterState:
+    """What the controller knows of a cluster of `nodes` such nodes of eight GPUs each
+    (for the foreign record's size estimate, which counts nodes and reads names)."""
+    state = ClusterState()
+    for i in range(nodes):
+        name = node(i)
+        status = {"allocatable": {"pods": "110"}}
+        state.upsert_node(translate.node({"metadata": {"name": name}, "status": status}))
+        pool = {"name": name, "generation": 1, "resourceSliceCount": 1}
+        spec = {
+            "driver": DRIVER,
+            "nodeName": name,
+            "pool": pool,
+            "devices": [{"name": f"gpu-{d}"} for d in range(8)],
+        }
+        state.upsert_slice(translate.resource_slice({"metadata": {"name": name}, "spec": spec}))
+    return state
+
+
+def largest_foreign_gang(devices: int, state: ClusterState) -> int:
+    """The most pods (`devices` GPUs each) a foreign gang may have before the controller
+    refuses it as too large to record, on the cluster `state`."""
+    sizes = RecordSizes()
+
+    def allowed(pods: int) -> bool:
+        return sizes.too_large(foreign_members(pods, devices), None, state) is None
+
+    low, high = 1, 8192
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if allowed(middle) else (low, middle - 1)
+    return low
+
+
 def compact(obj: Any) -> int:
     return len(json.dumps(obj, separators=(",", ":")))
 
@@ -216,6 +251,13 @@ def main() -> None:
         print(
             f"{pods:5} {devices:2} | {full:9,} -> {written_job:9,} | "
             f"{plain:9,} -> {packed:9,}, {compact(config_map):9,}"
+        )
+    state = foreign_cluster(8192)
+    for devices in (1, 8):
+        pods = largest_foreign_gang(devices, state)
+        print(
+            f"largest foreign gang the controller records, {devices} GPU(s) a pod: {pods:,} "
+            f"pods, record ConfigMap {compact(foreign_record(pods, devices)[1]):,} bytes"
         )
     for devices in (1, 8):
         pods = largest_gang_job(devices)

@@ -306,3 +306,27 @@ async def test_status_updates_of_a_bound_foreign_gangs_pods_and_claims_reconcile
     await asyncio.sleep(10)
     assert "gang:default/train" in reconciled
     assert "gang:default/train" not in controller.caches.state.admitted
+
+
+async def test_a_foreign_gang_too_large_to_record_waits_saying_so_and_writes_nothing(
+    crds: Rest, running
+) -> None:
+    """2,600 pods of names of 245 characters: their record (each pod with its name, uid
+    and node, and each an owner of the record) would be over 1.5 MiB, more than etcd
+    stores in one object."""
+    controller = await one_node_started(crds, running, gpus=1)
+    for i in range(2600):
+        pod = indexed_job_pod("big", i, 2600)
+        pod["metadata"]["name"] = f"big-{i:05d}-{'x' * 235}"
+        del pod["spec"]["resourceClaims"]
+        await create(crds, r.PODS, pod)
+    await asyncio.sleep(10)
+
+    reason = controller.caches.foreign.reasons["gang:default/big"]
+    assert reason.startswith("too large to record: 2,600 pods, the record would be ")
+    assert reason.endswith(
+        " bytes, the API server's limit is 1,572,864 (etcd's for one object); split the "
+        "gang or use fewer, larger pods"
+    )
+    assert "gang:default/big" not in controller.caches.state.pending
+    assert await items(crds, r.CONFIG_MAPS, labelSelector="phalanx.dev/record=gang") == []

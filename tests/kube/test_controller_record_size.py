@@ -6,10 +6,12 @@ fit would leave a big gang never admitted, its commit failing on every try.
 The gangs are those of `tests/kube/big_records.py` (pods of one claim each, each pod on a
 node of its own, names of real lengths). The largest GangJob the API allows is what the
 CRD's bounds (16 pod sets of 4,096) and the webhook's record estimate let through; a
-foreign gang has no bound, and is written here up to 4,096 eight-GPU pods."""
+foreign gang is bounded by the controller's own estimate (controller/kube/record_size.py),
+which refuses it before anything is reserved."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 
@@ -108,3 +110,34 @@ async def test_the_record_of_2048_eight_gpu_pods_as_plain_json_would_not_fit_a_c
         await write_record(rest, manifest, replacing=False)
     assert refused.value.status == 422
     assert refused.value.message.endswith("[]: Too long: must have at most 1048576 bytes")
+
+
+@functools.cache
+def largest_foreign_gang() -> int:
+    """The most eight-GPU pods a foreign gang may have on a cluster of 5,000 such nodes
+    before the controller refuses it as too large to record."""
+    return big.largest_foreign_gang(8, big.foreign_cluster(5000))
+
+
+async def test_the_record_of_the_largest_foreign_gang_the_controller_accepts_is_stored(
+    rest: Rest,
+) -> None:
+    pods = largest_foreign_gang()
+    assert pods > 4096
+    written, manifest = big.foreign_record(pods, 8)
+    stored = await write_record(rest, manifest, replacing=False)
+    assert f.read_record(stored) == written
+
+
+async def test_the_record_of_a_foreign_gang_a_percent_larger_would_not_be_stored(
+    rest: Rest,
+) -> None:
+    """The controller's refusal costs no gang the API server would store but the largest
+    one percent."""
+    _, manifest = big.foreign_record(largest_foreign_gang() * 101 // 100, 8)
+    with pytest.raises(KubeError) as refused:
+        await write_record(rest, manifest, replacing=False)
+    assert (refused.value.status, refused.value.message) == (
+        500,
+        "etcdserver: request is too large",
+    )
