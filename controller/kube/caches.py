@@ -291,6 +291,8 @@ class ClusterCaches:
                 return False
             if any(self.foreign_groups(plural, o) for o in (old, new) if o):
                 return True
+            if plural == "pods" and self._lets_claims_go(kind, old, new):
+                return True
             usage = translate.pod_usage if plural == "pods" else translate.claim_devices
             try:
                 before = None if old is None or not self._counted(plural, old) else usage(old)
@@ -672,6 +674,21 @@ class ClusterCaches:
             if not _done(pod):
                 return False
         return True
+
+    def _lets_claims_go(self, kind: str, old: Obj | None, new: Obj) -> bool:
+        """Whether a GangJob's pod event changed whether a stale allocated claim it names
+        is let go (`_on_pod` counts it again): its usage by others may have ended (a
+        broken admission's claim, allocated for a pod deleted unbound, say)."""
+        if translate.owner_gang(new) is None:
+            return False
+        if not (old is None or kind == DELETED or _done(old) != _done(new)):
+            return False
+        namespace, claims = _meta(new).get("namespace"), self.cache("resourceclaims")
+        for name in _claim_names(new):
+            claim = claims.get(f"{namespace}/{name}")
+            if claim is not None and not self.ours(claim) and foreign.allocated(claim):
+                return True
+        return False
 
     def _counted(self, plural: str, obj: Obj) -> bool:
         """Whether the state counts a pod's or claim's usage as others' (it does not for

@@ -260,3 +260,25 @@ async def test_a_restarted_api_server_that_forgot_its_watch_window_is_relisted_a
     assert informers["pods"].stats.resyncs >= 1
     assert controller.caches.state is state
     assert all(state.admitted[uid] is reservation for uid, reservation in held.items())
+
+
+async def test_a_gang_job_whose_claim_write_is_refused_is_released_and_admitted_again(
+    crds: Rest, emulator: Emulator, running: Running
+) -> None:
+    """A 422 no retry can change: the admission is broken, released (AdmissionBroken, an
+    Event), its claims made again, and the gang admitted anew."""
+    await gpu_cluster(crds, nodes=1, gpus=2, queue_gpus=2)
+    await running.start()
+    emulator.inject_fault(Fault("patch", "resourceclaims", code=422, times=1))
+    await create(crds, r.GANG_JOBS, gang_job("train", [("w", 2)], gpu=True))
+
+    async def gang_bound() -> bool:
+        return await bound(crds) == 2
+
+    await until(gang_bound)
+    events = (await crds.get(EVENTS.path("default"))).get("items") or []
+    broken = [e for e in events if e["reason"] == "AdmissionBroken"]
+    assert {(e["regarding"]["kind"], e["regarding"]["name"]) for e in broken} == {
+        ("GangJob", "train")
+    }
+    assert all("injected fault (patch resourceclaims)" in e["note"] for e in broken)
