@@ -528,26 +528,32 @@ class ForeignGangs:
         """Why the gang waits for room in a claim's `reservedFor` (None if it need not):
         its waiting pods that name a claim directly join its reservedFor when bound, all
         of them or none, and it lists at most `RESERVED_FOR_MAX` consumers. Judged for the
-        gang, not pod by pod: a gang that would overfill it is not admitted in part."""
+        gang, not pod by pod (a gang that would overfill it is not admitted in part), and
+        after the gangs before it: the pods of pending or admitted gangs that will join
+        it count as there already (two gangs of one cycle never overfill it together)."""
         claims = self.cache("resourceclaims")
-        for key, naming in sorted(tally.named.items()):
+        for key in sorted(tally.named):
             reserved = ((claims.get(key) or {}).get("status") or {}).get("reservedFor") or ()
-            if len(reserved) + naming <= f.RESERVED_FOR_MAX:
-                continue
             there = {str(c.get("uid")) for c in reserved}
-            joining = 0
+            mine = theirs = 0
             for pod in self._named.get(key, ()):
                 facts = self._facts[pod]
-                joining += facts.group == group and facts.waiting and facts.uid not in there
-            if len(there) + joining <= f.RESERVED_FOR_MAX:
+                if not facts.waiting or facts.uid in there:
+                    continue
+                if facts.group == group:
+                    mine += 1
+                elif self._queued(facts.group.uid):
+                    theirs += 1
+            total = len(there) + theirs + mine
+            if total <= f.RESERVED_FOR_MAX:
                 continue
-            name, total = key.partition("/")[2], len(there) + joining
+            before = f" ({theirs} more of gangs before it)" if theirs else ""
             why = (
-                f"ResourceClaim {name} is reserved for {len(there)} pods and {joining} pods "
-                f"of this gang would join them: {total}, over the {f.RESERVED_FOR_MAX} its "
-                "reservedFor may hold"
+                f"ResourceClaim {key.partition('/')[2]} is reserved for {len(there)} pods"
+                f"{before} and {mine} pods of this gang would join them: {total}, over the "
+                f"{f.RESERVED_FOR_MAX} its reservedFor may hold"
             )
-            if joining > f.RESERVED_FOR_MAX:
+            if mine > f.RESERVED_FOR_MAX:
                 return f"{why}; the gang can never share it as it is"
             return f"{why}; waiting for {total - f.RESERVED_FOR_MAX} of them to finish"
         return None

@@ -306,3 +306,35 @@ async def test_a_gang_of_more_pods_than_a_reserved_for_holds_says_it_can_never_s
     )
     claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
     assert not (claim.get("status") or {}).get("allocation")
+
+
+async def test_two_gangs_that_would_overfill_a_claims_reserved_for_together_are_not_both_admitted(
+    crds: Rest, running
+) -> None:
+    """250 consumers, and two gangs of 4 there before the controller starts: each would
+    fit alone, both would not. One is admitted, the other waits for it."""
+    await create(crds, r.DEVICE_CLASSES, gpu_class())
+    await create(crds, r.NODES, roomy_node("n0"))
+    await crds.request(
+        "PATCH",
+        r.NODES.path(name="n0"),
+        body={"spec": {"taints": None}},
+        content_type="application/merge-patch+json",
+    )
+    await create(crds, r.RESOURCE_SLICES, gpu_slice("n0", 2))
+    await create(crds, r.QUEUES, queue(devices__gpu=2))
+    await reserved_for_others(crds, 250)
+    for gang in ("b", "c"):
+        for member in gang_sharing_one_claim(gang, 4):
+            await create(crds, r.PODS, member)
+    controller = await running.start()
+    await asyncio.sleep(10)
+
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    assert len(claim["status"]["reservedFor"]) == 254
+    reasons = controller.caches.foreign.reasons
+    (waiting,) = [g for g in ("gang:default/b", "gang:default/c") if g in reasons]
+    assert reasons[waiting] == (
+        "ResourceClaim shared is reserved for 254 pods and 4 pods of this gang would join "
+        "them: 258, over the 256 its reservedFor may hold; waiting for 2 of them to finish"
+    )
