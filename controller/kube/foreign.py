@@ -27,15 +27,28 @@ resourceVersion), after its pods got the DisruptionTarget condition; the record 
 lists what is left to tear down: its pods are deleted, its claims deallocated (not
 deleted: they are the pods' or the user's), and once all of that is done the record is
 deleted. A released record holds nothing, and keeps the gang out of the queue until it is
-gone. Losing a record is safe: bound pods and allocated claims it covered count as usage
-by others until they finish.
+gone. An admission that cannot be materialised (a claim's or binding's write refused, or
+someone else's result where ours should be) is released the same way, as a GangJob's
+broken admission is, with reason `BROKEN`: only its bound pods are taken down (a binding
+cannot be undone), its claims are deallocated, and the record stays until `retryAt` (a
+backoff growing with each broken admission), when the gang is tried again. Losing a
+record is safe: bound pods and allocated claims it covered count as usage by others until
+they finish.
+
+The record of a gang grows with its pods (each with its name, uid, node and claims, and
+each an owner of the record): a gang whose record would not fit a ConfigMap or etcd's
+1.5 MiB (about 4,500 pods of eight GPUs with real name lengths) waits, saying so with the
+numbers, before anything is reserved for it (record_size.py). It is refused rather than
+recorded in several objects: the commit point must stay one atomic write, and a GangJob
+that large is refused by the webhook for the same limit.
 
 A ResourceClaim that pods name directly (`resourceClaimName`) may be named by pods of
 several gangs. Its allocation is shared, as kube-scheduler shares it: the first of those
 gangs to be pending allocates it (the others wait for that, so two gangs of one cycle
 never allocate it twice); once it is allocated, the others' pods share it (`Part.shared`):
 not the gang's to allocate (no devices, no quota), held to the claim's node, added to its
-`reservedFor` (at most `RESERVED_FOR_MAX` consumers) when bound. Only the gang that
+`reservedFor` (at most `RESERVED_FOR_MAX` consumers, counted for the whole gang and the
+gangs queued before it: a gang that would overfill it waits whole) when bound. Only the gang that
 allocated it lists it in its record, so only that gang's usage holds its devices; when
 it is released the claim stays counted as others' usage while it is allocated, and an
 evicted gang's tear-down takes only its own pods out of `reservedFor` while other gangs'

@@ -9,7 +9,9 @@ Steps 2 and 3 are those of GangJobs, so a repeat after a crash finds its own res
 Eviction, the same way round as a GangJob's release: the pods get the DisruptionTarget
 condition, then the commit point, the record replaced by itself marked released (with its
 resourceVersion: a 409 means the gang changed), then the tear-down the released record
-drives (the decision loop's reconcile), then the record deleted.
+drives (the decision loop's reconcile), then the record deleted. A broken admission
+(`CommitBroken` in steps 2 or 3) is rolled back the same way, its record released with
+reason `foreign.BROKEN` and a `retryAt` (loop.py, `_broken_foreign`).
 """
 
 from __future__ import annotations
