@@ -134,3 +134,20 @@ async def test_a_foreign_gang_whose_binding_is_refused_has_its_bound_pods_taken_
         assert not any((c.get("status") or {}).get("allocation") for c in claims)
         assert GANG not in controller.caches.state.admitted
         assert controller.caches.state.violations() == []
+
+
+async def test_a_broken_foreign_admission_rolled_back_by_a_new_leader_is_admitted_again(
+    crds: Rest, emulator: Emulator, running
+) -> None:
+    """The released record says what is left to roll back and when to try again: a
+    controller that crashed once it was written leaves the rest to the next one."""
+    await one_node_started(crds, running, gpus=2)
+    emulator.inject_fault(Fault("patch", "resourceclaims", code=422, times=1))
+    await submit_indexed_job(crds, "train", 2)
+    await until(lambda: released_record(crds))
+    await running.crash()
+
+    controller = await running.start()
+    await until_bound(crds, 2)
+    assert GANG in controller.caches.state.admitted
+    assert controller.caches.state.violations() == []
