@@ -600,19 +600,25 @@ class Controller:
         log.info("foreign gang released", gang=uid, reason=reason, why=why)
         return found.gang.queue
 
-    def _taken_down(self, namespace: str, written: Obj, reason: str) -> list[Obj]:
-        """The live pods (same name and uid) a foreign gang's record admitted that its
-        release takes down: all of them, or for a broken admission those bound (a binding
-        cannot be undone; the others are left to be admitted again)."""
+    def _recorded_live(self, namespace: str, written: Obj) -> list[Obj]:
+        """The live pods (same name and uid) a foreign gang's record admitted."""
         cached = self.caches.cache("pods")
         out = []
         for name, uid in foreign.recorded_pods(written):
             pod = cached.get(f"{namespace}/{name}")
-            if pod is None or str(_meta(pod).get("uid")) != uid:
-                continue
-            if reason != foreign.BROKEN or (pod.get("spec") or {}).get("nodeName"):
+            if pod is not None and str(_meta(pod).get("uid")) == uid:
                 out.append(pod)
         return out
+
+    def _taken_down(self, namespace: str, written: Obj, reason: str) -> list[Obj]:
+        """The live pods a foreign gang's record admitted that its release takes down:
+        all of them, or for a broken admission those bound (a binding cannot be undone;
+        the others are left to be admitted again)."""
+        return [
+            p
+            for p in self._recorded_live(namespace, written)
+            if reason != foreign.BROKEN or (p.get("spec") or {}).get("nodeName")
+        ]
 
     async def _broken_foreign(self, uid: str, why: str) -> None:
         """An admitted foreign gang that cannot be materialised (`CommitBroken`): handled
@@ -670,9 +676,14 @@ class Controller:
                     raise
                 return False
 
+        names = foreign.recorded_claims(written)
+        if reason == foreign.BROKEN:
+            # and the claims of other gangs its pods joined: they leave their reservedFor
+            live = self._recorded_live(namespace, written)
+            names |= {k.partition("/")[2] for p in live for k in foreign.named_claim_keys(p)}
         claims = [
             c
-            for name in sorted(foreign.recorded_claims(written))
+            for name in sorted(names)
             if (c := cached_claims.get(f"{namespace}/{name}")) is not None
         ]
         let_go = await self._each(claims, claim_step)

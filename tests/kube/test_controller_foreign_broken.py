@@ -14,16 +14,18 @@ from controller.kube import foreign as f
 from controller.kube import resources as r
 from controller.kube.rest import Rest
 from emulator import Emulator, Fault
-from tests.kube.controller_cluster import NAMESPACE, items, queue, running, until
+from tests.kube.controller_cluster import NAMESPACE, gpu_cluster, items, queue, running, until
 from tests.kube.controller_env import crds, create, emulator, rest
 from tests.kube.test_controller_foreign import (
     group_pod,
+    named_claim,
     one_node_started,
     pod_group,
     submit_indexed_job,
     until_bound,
 )
 from tests.kube.test_controller_preemption import gpu_objects, kubelets
+from tests.kube.test_controller_shared_claims import sharing_pod
 
 __all__ = ["crds", "emulator", "rest", "running"]
 
@@ -151,3 +153,24 @@ async def test_a_broken_foreign_admission_rolled_back_by_a_new_leader_is_admitte
     await until_bound(crds, 2)
     assert GANG in controller.caches.state.admitted
     assert controller.caches.state.violations() == []
+
+
+async def test_a_broken_foreign_admission_takes_its_pods_out_of_a_claim_another_gang_shares(
+    crds: Rest, emulator: Emulator, running
+) -> None:
+    """Gang a allocated the claim and runs; gang b joined its reservedFor, then its
+    binding was refused: b's pod leaves the reservedFor, a's stays, the claim allocated."""
+    await gpu_cluster(crds, nodes=1, gpus=2, queue_gpus=2)
+    await running.start()
+    await create(crds, r.RESOURCE_CLAIMS, named_claim("shared"))
+    await create(crds, r.PODS, sharing_pod("a"))
+    await until_bound(crds, 1)
+    emulator.inject_fault(Fault("bind", "pods", code=422, times=1))
+    await create(crds, r.PODS, sharing_pod("b"))
+
+    await until(lambda: released_record(crds, "phalanx-gang-b"))
+    await asyncio.sleep(2)
+    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    a = await crds.get(r.PODS.path(NAMESPACE, "a-0-x0000"))
+    assert [c["uid"] for c in claim["status"]["reservedFor"]] == [a["metadata"]["uid"]]
+    assert claim["status"]["allocation"]["devices"]["results"]
