@@ -60,6 +60,8 @@ class Sizes:
     """How many device names differ (at least 1)."""
     nodes: int = 1
     """How many nodes there are (at least 1)."""
+    pools: int = 1
+    drivers: int = 1
     pools_are_nodes: bool = True
     """Whether every node-local device's pool is named after its node (as per-node
     pools are): the record's names then hold one string for both."""
@@ -78,6 +80,8 @@ class Sizes:
             )
             self.device_names = max(1, len({k[2] for k in keys}))
             self.nodes = max(1, len(state.nodes))
+            self.pools = max(1, len({k[:2] for k in keys}))
+            self.drivers = max(1, len({k[0] for k in keys}))
             self.pools_are_nodes = all(d.pool == d.node for d in keys.values() if d.node)
         return self
 
@@ -145,6 +149,58 @@ def foreign_record_bytes(found: f.Members, pod_group: Obj | None, sizes: Sizes) 
     return data, stored
 
 
+QUOTED = 5
+"""Bytes a string adds beside its characters in the record as stored: its quotes, escaped
+in the ConfigMap's JSON (`\\"`), and a comma."""
+OWNER = len('{"apiVersion":"v1","kind":"Pod","name":"","uid":""},')
+TOP = 4096
+"""Bytes of the record and the ConfigMap beside its pods and names (ids, queue, pod set
+names, labels, brackets), at most."""
+
+
+def foreign_record_bound(found: f.Members, pod_group: Obj | None, sizes: Sizes) -> tuple[int, int]:
+    """(data bytes, stored bytes) `foreign_record_bytes` never exceeds, summed without
+    building the record (a few microseconds a pod): every number as long as the largest
+    can be, every device given with its request, driver and pool, every name the record
+    could hold listed once (a node per pod up to the cluster's nodes; pools, drivers and
+    device names up to the cluster's)."""
+    driver_len, pool_len, device_len = sizes.parts
+    pods = devices = claims = names_len = 0
+    texts: set[str] = set()
+    for pod_set, parts in zip(found.gang.pod_sets, found.sets, strict=True):
+        shape = [(c.name, _devices(c)) for c in pod_set.claims]
+        per_pod = sum(count for _, requests in shape for _, count in requests)
+        texts.update(c for c, _ in shape)
+        texts.update(r for _, requests in shape for r, _ in requests)
+        for part in parts:
+            meta = part.pod.get("metadata") or {}
+            names_len += len(str(meta.get("name"))) + len(str(meta.get("uid")))
+            names_len += sum(len(obj) + QUOTED for _, obj in part.names)
+        pods += len(parts)
+        devices += per_pod * len(parts)
+        claims += len(shape) * len(parts)
+    nodes = min(pods, sizes.nodes)
+    listed = (
+        nodes * (sizes.node_name + QUOTED)
+        + (0 if sizes.pools_are_nodes else min(devices, sizes.pools) * (pool_len + QUOTED))
+        + min(devices, sizes.device_names) * (device_len + QUOTED)
+        + sizes.drivers * (driver_len + QUOTED)
+        + sum(len(t) + QUOTED for t in texts)
+    )
+    digits = len(str(max(pods, nodes + devices + len(texts) + sizes.drivers + sizes.pools)))
+    data = (
+        TOP
+        + QUOTA_FIELDS
+        + listed
+        + names_len
+        + pods * (2 * digits + 2 * QUOTED + 6)
+        + claims * (digits + 6)
+        + devices * (4 * digits + 5)
+    )
+    owners = 0 if pod_group is not None else pods * OWNER + names_len
+    return data, data + owners + SERVER_ADDS
+
+
 @dataclass
 class RecordSizes:
     """`foreign_too_large` of each gang, kept while its pods and the cluster are the same."""
@@ -156,6 +212,9 @@ class RecordSizes:
         """Why a foreign gang cannot be recorded (None if it can): its record at its
         largest over the ConfigMap data limit or etcd's request limit."""
         sizes = self.sizes.refresh(state)
+        data, stored = foreign_record_bound(found, pod_group, sizes)
+        if data <= CONFIG_MAP_DATA_MAX and stored <= ETCD_REQUEST_MAX:
+            return None  # far enough below the limits: not built
         pods = sum(len(parts) for parts in found.sets)
         version = (
             sizes.stamp,
