@@ -522,3 +522,50 @@ def test_probes_skipping_the_device_count_answer_as_probes_that_count(run: Probe
     target(float(skipped), label="device counts skipped")
     assert none == 0
     assert fast == reference
+
+
+@property_settings(200)
+@given(st.one_of(probe_runs(), rack_runs()))
+def test_taking_a_set_an_earlier_probe_fitted_hands_over_its_placement_from_scratch(
+    run: ProbeRun,
+) -> None:
+    """After a drawn sequence of kept probes, `take` of the victims of one that fitted
+    (not the last one: its placement is no longer applied) hands over the placement
+    placing from scratch finds with them released, counted as the probe of them it
+    stands for, with exactly them released and the change counters as after releasing
+    them."""
+    state, engine, policy = running_state(run)
+    gang = run.waiting
+    before = Snapshot.of(state)
+    stamp = (state.capacity_epoch, state.admission_generation)
+    ctx = CycleContext(state, Ledger(state), Placer(state, policy), engine.plan)
+    admitted = sorted(state.admitted)
+    fitted: list[list[str]] = []
+    current: set[str] = set()
+    for toggles, _ in run.probes:
+        current ^= picked(admitted, toggles)
+        if current and ctx.fits(gang, sorted(current), keep=True) and ctx.placed is not None:
+            fitted.append(sorted(current))
+    earlier = [w for w in fitted[:-1] if w != fitted[-1]]
+    target(float(len(earlier)), label="earlier sets that fitted")
+    if not earlier:
+        ctx.settle()
+        return
+    chosen = earlier[sum(run.taken) % len(earlier)]
+    probes = ctx.probes
+    taken = ctx.take(gang, chosen)
+    assert taken is not None
+    pods, released = taken
+    assert ctx.probes == probes + 1
+    assert [g.uid for g, _ in released] == chosen
+    assert (state.capacity_epoch, state.admission_generation) == (
+        stamp[0] + len(chosen),
+        stamp[1] + len(chosen),
+    )
+    for pod in reversed(pods):
+        state.release_pod(gang.uid, pod)
+    for g, res in reversed(released):
+        state.restore(g, res)
+    state.capacity_epoch, state.admission_generation = stamp
+    assert Snapshot.of(state) == before
+    assert pods == from_scratch(state, Placer(state, policy), engine, gang, chosen)
