@@ -31,8 +31,14 @@ These keep a search of many probes cheap without changing any answer:
   again only where a node changed); if the resumed pass fails it places from scratch.
   Every answer (and every placement) is the one a placement from scratch gives;
   `reuse=False` turns it off.
+- A kept probe whose kept placement stays an allocation of the gang (the gangs it
+  brings back touch none of that placement's nodes, nor network-attached devices)
+  skips the devices count above: an allocation exists, so the count would pass.
 - `take` hands the engine the last kept probe (or a kept probe of the victims it
-  chose) as the admission itself: see engine/cycle.py.
+  chose) as the admission itself: see engine/cycle.py. When the victims it chose are
+  a set an earlier kept probe of the search fitted (the change counters unchanged
+  since, so the state with them released is the one that probe placed in), it applies
+  the placement that probe found instead of placing again.
 """
 
 from __future__ import annotations
@@ -352,8 +358,9 @@ class CycleContext:
         return all(nodes.isdisjoint(self._touched(u)) for u in back)
 
     def _pods_touch(self, pods: Sequence[PodPlacement]) -> frozenset[str | None]:
-        """The nodes pods and their devices are on, and None if any device is
-        network-attached or not published."""
+        """The nodes pods and their devices are on, and None (network-attached or
+        unpublished devices) whether or not any is: a gang coming back that touches
+        those never leaves the placement as it was."""
         devices = self.state.inventory.devices
         nodes: set[str | None] = {None}
         for pod in pods:
