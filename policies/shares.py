@@ -29,10 +29,38 @@ leaf changes up the tree exactly as `QuotaTree` charges them, without touching t
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Mapping
 
 from controller.engine.quota import QuotaTree
 from controller.engine.state import ClusterState
+
+ShareTerms = tuple[float, tuple[tuple[str, int, int], ...] | None]
+"""A queue's weight and, per quota-managed resource of its tree (sorted), its subtree
+quota and its parent's (None for a root): what its share reads of the tree."""
+
+
+class _Derived:
+    """What shares read of one queue tree's structure, kept until its `generation`
+    moves (every change of queues, limits or weights moves it)."""
+
+    __slots__ = ("generation", "guaranteed", "managed", "terms")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.guaranteed: dict[tuple[str, str], int] = {}
+        self.managed: dict[str, frozenset[str]] = {}
+        self.terms: dict[str, ShareTerms | None] = {}
+
+
+_derived_of: weakref.WeakKeyDictionary[QuotaTree, _Derived] = weakref.WeakKeyDictionary()
+
+
+def _derived(quota: QuotaTree) -> _Derived:
+    hit = _derived_of.get(quota)
+    if hit is None or hit.generation != quota.generation:
+        hit = _derived_of[quota] = _Derived(quota.generation)
+    return hit
 
 
 def guaranteed(quota: QuotaTree, queue: str, resource: str) -> int:
@@ -58,9 +86,13 @@ def pools_after(
     (`usage`, every queue's pool usage taken earlier, or the state's); queues not
     returned are unchanged."""
     quota = state.quota
+    derived = _derived(quota)
+    kept = derived.guaranteed
     pools = {q: dict(p) for q, p in base.items()} if base else {}
     for leaf in sorted(changes):
-        managed = quota.managed(leaf)
+        managed = derived.managed.get(leaf)
+        if managed is None:
+            managed = derived.managed[leaf] = quota.managed(leaf)
         delta = {r: v for r, v in sorted(changes[leaf].items()) if v and r in managed}
         for name in quota.path(leaf):
             if not delta:
@@ -74,7 +106,9 @@ def pools_after(
             for r, d in delta.items():
                 old = pool.get(r, 0)
                 pool[r] = old + d
-                g = guaranteed(quota, name, r)
+                g = kept.get((name, r))
+                if g is None:
+                    g = kept[(name, r)] = guaranteed(quota, name, r)
                 up = max(0, old + d - g) - max(0, old - g)
                 if up:
                     nxt[r] = up
@@ -112,19 +146,37 @@ def share_of_pool(
     state: ClusterState, queue: str, pool: Mapping[str, int], signed: bool = False
 ) -> float:
     """The dominant share `queue` would have with pool usage `pool`."""
-    quota = state.quota
-    path = quota.path(queue)
-    q = quota.get(queue)
-    if q is None:
+    terms = share_terms(state.quota, queue)
+    if terms is None:
         return 0.0
-    usage = None
-    if len(path) > 1:
-        parent = path[1]
-        usage = (
-            (pool.get(r, 0), quota.subtree_quota(queue, r), quota.subtree_quota(parent, r))
-            for r in sorted(quota.managed(queue))
-        )
-    return weighted_share(q.weight, usage, signed)
+    weight, rows = terms
+    if rows is None:
+        return weighted_share(weight, None, signed)
+    return weighted_share(weight, ((pool.get(r, 0), own, up) for r, own, up in rows), signed)
+
+
+def share_terms(quota: QuotaTree, queue: str) -> ShareTerms | None:
+    """What `share_of_pool` reads of the tree for `queue` (None: no such queue), kept
+    while the tree's structure is the same."""
+    derived = _derived(quota)
+    try:
+        return derived.terms[queue]
+    except KeyError:
+        pass
+    q = quota.get(queue)
+    terms: ShareTerms | None = None
+    if q is not None:
+        path = quota.path(queue)
+        rows = None
+        if len(path) > 1:
+            parent = path[1]
+            rows = tuple(
+                (r, quota.subtree_quota(queue, r), quota.subtree_quota(parent, r))
+                for r in sorted(quota.managed(queue))
+            )
+        terms = (q.weight, rows)
+    derived.terms[queue] = terms
+    return terms
 
 
 def dominant_share(

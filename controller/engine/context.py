@@ -31,8 +31,14 @@ These keep a search of many probes cheap without changing any answer:
   again only where a node changed); if the resumed pass fails it places from scratch.
   Every answer (and every placement) is the one a placement from scratch gives;
   `reuse=False` turns it off.
+- A kept probe whose kept placement stays an allocation of the gang (the gangs it
+  brings back touch none of that placement's nodes, nor network-attached devices)
+  skips the devices count above: an allocation exists, so the count would pass.
 - `take` hands the engine the last kept probe (or a kept probe of the victims it
-  chose) as the admission itself: see engine/cycle.py.
+  chose) as the admission itself: see engine/cycle.py. When the victims it chose are
+  a set an earlier kept probe of the search fitted (the change counters unchanged
+  since, so the state with them released is the one that probe placed in), it applies
+  the placement that probe found instead of placing again.
 """
 
 from __future__ import annotations
@@ -136,6 +142,17 @@ class CycleContext:
         devices)."""
         self._placed_held: dict[MatchKey, dict[str | None, int]] = {}
         """Devices of a match set `_placed`'s pods hold, per node (`_placed_devices`)."""
+        self._placed_touched: tuple[tuple[PodPlacement, ...], frozenset[str | None]] | None = None
+        """`_placed`'s pods and the nodes they touch (`_placed_stays`)."""
+        self._fitted: dict[frozenset[str], tuple[PodPlacement, ...]] = {}
+        """The placements kept probes of `_fitted_for`'s gang found (with a first pass to
+        resume from, as `take` needs), by their victims: while the change counters are
+        `_fitted_for`'s, the state with exactly those victims released is the one each
+        was found in."""
+        self._fitted_for: tuple[Gang, tuple[int, int]] | None = None
+        self.skip_count = True
+        """Probes whose kept placement stays valid skip the devices count (see
+        `_placed_stays`); False: every probe counts (the reference the tests compare)."""
         self._touches: dict[str, tuple[Reservation, frozenset[str | None]]] = {}
         """Nodes each admitted gang's reservation touches (`_touched`), per uid."""
         self._devices: HeldDevices = {} if held is None else held
@@ -172,13 +189,16 @@ class CycleContext:
             stamp = (state.capacity_epoch, state.admission_generation)
         else:
             _, stamp, blocker = self._kept
+        fitted = self._fitted_for
+        if fitted is None or fitted[0] is not gang or fitted[1] != stamp:
+            self._fitted_for, self._fitted = (gang, stamp), {}
         try:
             if blocker is not None:
                 return False
             for uid in without:
                 if uid not in state.admitted and uid not in self._out:
                     raise InvalidInput("fits", f"{uid!r} is not an admitted gang")
-            if self._too_few_devices(self._plan(gang), without):
+            if not self._placed_stays(without) and self._too_few_devices(self._plan(gang), without):
                 return False
             self._kept = (gang, stamp, blocker)
             self._hold_out(without)
@@ -208,12 +228,17 @@ class CycleContext:
             return None
         kept = self._kept
         shown = kept is not None and kept[0] is gang and self._placed is not None
-        if not (shown and set(self._out) == set(victims)):
+        if shown and set(self._out) == set(victims):
+            assert self._placed is not None
+            pods = self._placed.pods
+        elif (found := self._found(gang, victims)) is not None:
+            kept, pods = found
+        else:
             if not self.fits(gang, victims, keep=True) or self._placed is None:
                 return None
             kept = self._kept
-        assert kept is not None and self._placed is not None
-        pods = self._placed.pods
+            pods = self._placed.pods
+        assert kept is not None
         released = [self._out.pop(uid) for uid in victims]
         self._placed, self._kept, self._changed = None, None, set()
         self._placed_held.clear()
@@ -221,6 +246,35 @@ class CycleContext:
         self.state.capacity_epoch = epoch + len(victims)
         self.state.admission_generation = generation + len(victims)
         return pods, released
+
+    def _found(
+        self, gang: Gang, victims: Sequence[str]
+    ) -> tuple[tuple[Gang, tuple[int, int], str | None], tuple[PodPlacement, ...]] | None:
+        """For `take`: the placement a kept probe of exactly `victims` found for the gang
+        since the state last changed (`_fitted`), applied again with exactly them
+        released, as the kept probe of them `take` would otherwise ask (and count) finds
+        it: its kept probes' state and the pods; None: no such probe."""
+        fitted = self._fitted_for
+        if fitted is None or fitted[0] is not gang:
+            return None
+        if self._kept is not None and self._kept[0] is not gang:
+            self.settle()
+        state = self.state
+        kept = self._kept
+        stamp = kept[1] if kept is not None else (state.capacity_epoch, state.admission_generation)
+        if fitted[1] != stamp:
+            return None
+        pods = self._fitted.get(frozenset(victims))
+        if pods is None:
+            return None
+        self.probes += 1
+        if kept is None:
+            kept = self._kept = (gang, stamp, None)
+        self._drop_placed()
+        self._hold_out(victims)
+        for pod in pods:
+            state.apply_pod(gang.uid, pod)
+        return kept, pods
 
     @property
     def placed(self) -> tuple[PodPlacement, ...] | None:
@@ -285,6 +339,38 @@ class CycleContext:
         self._touches[uid] = (res, touched)
         return touched
 
+    def _placed_stays(self, without: Sequence[str]) -> bool:
+        """Whether the kept placement stays an allocation of the gang with `without`
+        released: no gang coming back touches a node of its pods or devices, nor
+        network-attached devices (gangs released only free more). Then the devices count
+        (a necessary condition of any allocation) passes and is not made."""
+        placed = self._placed
+        if placed is None or not self.skip_count:
+            return False
+        wanted = set(without)
+        back = [u for u in self._out if u not in wanted]
+        if not back:
+            return True
+        touched = self._placed_touched
+        if touched is None or touched[0] is not placed.pods:
+            touched = self._placed_touched = (placed.pods, self._pods_touch(placed.pods))
+        nodes = touched[1]
+        return all(nodes.isdisjoint(self._touched(u)) for u in back)
+
+    def _pods_touch(self, pods: Sequence[PodPlacement]) -> frozenset[str | None]:
+        """The nodes pods and their devices are on, and None (network-attached or
+        unpublished devices) whether or not any is: a gang coming back that touches
+        those never leaves the placement as it was."""
+        devices = self.state.inventory.devices
+        nodes: set[str | None] = {None}
+        for pod in pods:
+            nodes.add(pod.node)
+            for claim in pod.claims:
+                for da in claim.devices:
+                    d = devices.get(da.device)
+                    nodes.add(None if d is None else d.node)
+        return frozenset(nodes)
+
     def _cut_placed(self, changed: set[str | None]) -> None:
         """Release the kept pods from the first one on a node of `changed` on (all of
         them if network-attached devices changed hands), and note the change."""
@@ -342,6 +428,8 @@ class CycleContext:
         if self._placed is None:  # nothing to resume from: release now
             for pod in reversed(pods):
                 state.release_pod(gang.uid, pod)
+        else:
+            self._fitted[frozenset(self._out)] = pods
         return True
 
     def too_few_devices(self, gang: Gang, without: Sequence[str]) -> bool:

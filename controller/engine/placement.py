@@ -739,6 +739,22 @@ class Placer:
             more, freed = held.free_of(inv, ms), held.devices
         network = free.get(None, 0) + more.get(None, 0) if partial is None else 0
         rest = 0
+        if not partial and not ms.shareable:
+            # the loop below when every node counts all its free matching devices and
+            # none is shareable (the common case), with its lookups taken out
+            by_node, free_on, more_on = ms.by_node, free.get, more.get
+            for n in nodes:
+                count = free_on(n, 0) + more_on(n, 0)
+                pods = count // per_pod
+                if pods < SHAREABLE_ROOM:
+                    rest += count - pods * per_pod
+                total += pods
+                if count and count == len(by_node.get(n, ())):
+                    whole_nodes += 1
+                    whole_pods += pods
+            if network:
+                total += (network + rest) // per_pod
+            return total, whole_nodes, whole_pods
         for n in nodes:
             if partial and n in partial:
                 members = set(ms.by_node.get(n, ()))
