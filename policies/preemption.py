@@ -26,7 +26,7 @@ from controller.engine.model import Gang
 from controller.engine.placement import minimum_charge
 from controller.engine.policy import NoPreemption
 from controller.engine.reservation import Reservation
-from controller.engine.state import ClusterState
+from controller.engine.state import AdmissionChange, AdmissionJournal, ClusterState
 from policies.prefix import device_floor, devices_needed, free_devices, shortest_prefix
 from policies.registry import builtin
 from policies.shares import dominant_share, pools_after, share_of_pool
@@ -42,46 +42,78 @@ builtin(NoPreemption)
 
 # ---- what policies know about admitted gangs --------------------------------------------
 class AdmittedIndex:
-    """Admitted gangs per queue as min-priority heaps, caught up lazily.
-
-    After someone was admitted or released, one pass over `state.admitted_gangs` (dict
-    look-ups only) finds the gangs not indexed yet; released ones are dropped when they
-    surface at the top of a heap. (What-if probes release and restore gangs, reordering
-    the dict without a generation change, so its order cannot be relied on.)
-    """
+    """Admitted gangs per queue (and in all), with min-priority heaps, caught up from the
+    state's admission journal: a catch-up costs what was admitted or released since the
+    last one, not what runs. Released gangs are dropped from a heap when they surface at
+    its top; the heaps are rebuilt once they hold four times what runs. (What-if probes
+    release and restore gangs: the journal names them, and a gang found as it was is
+    left as it is.)"""
 
     def __init__(self) -> None:
         self._state: ClusterState | None = None
-        self._generation = -1
+        self._journal: AdmissionJournal | None = None
         self._seen: dict[str, Gang] = {}
+        """Every gang admitted at the last catch-up, by uid."""
+        self._members: dict[str, dict[str, Gang]] = {}
+        """The gangs of `_seen` per queue (queues with none have no entry)."""
+        self._sorted: dict[str | None, list[Gang]] = {}
+        """`gangs` per queue (None: all), until the queue's members change."""
         self._heaps: dict[str | None, list[tuple[int, int, str, Gang]]] = {}
         self._entries = 0
         self._seq = itertools.count()
 
     def _sync(self, state: ClusterState) -> None:
-        gen = state.admission_generation
-        if state is self._state and gen == self._generation:
+        journal = self._journal
+        if state is not self._state or journal is None:
+            self._state, self._journal = state, state.admission_journal()
+            self._seen, self._members, self._sorted = {}, {}, {}
+            self._heaps, self._entries = {}, 0
+            journal = self._journal
+        elif not journal.changed:
             return
-        admitted = state.admitted_gangs
-        if state is not self._state or self._entries > 4 * len(admitted) + 64:
-            self._state, self._seen, self._heaps, self._entries = state, {}, {}, 0
-        seen = self._seen
-        new = [g for uid, g in admitted.items() if seen.get(uid) is not g]
-        self._seen = dict(admitted)
-        for gang in new:
-            for key in (gang.queue, None):
-                entry = (gang.priority, next(self._seq), gang.uid, gang)
-                heapq.heappush(self._heaps.setdefault(key, []), entry)
-                self._entries += 1
-        self._generation = gen
+        admitted, seen, members = state.admitted_gangs, self._seen, self._members
+        cached = self._sorted
+        changes = journal.drain()
+        if changes is None:  # too much to list: look at everyone
+            changes = {(uid, "", "") for uid in seen.keys() | admitted.keys()}
+        for uid, _, _ in changes:
+            gang = admitted.get(uid)
+            old = seen.get(uid)
+            if old is gang:
+                continue  # as it was (a probe restored it, or a change seen under another queue)
+            cached.pop(None, None)
+            if old is not None:
+                del seen[uid]
+                mine = members[old.queue]
+                del mine[uid]
+                cached.pop(old.queue, None)
+                if not mine:
+                    del members[old.queue]
+                    self._entries -= len(self._heaps.pop(old.queue, ()))
+            if gang is not None:
+                seen[uid] = gang
+                members.setdefault(gang.queue, {})[uid] = gang
+                cached.pop(gang.queue, None)
+                self._push(gang)
+        if self._entries > 4 * len(seen) + 64:
+            self._heaps, self._entries = {}, 0
+            for gang in seen.values():
+                self._push(gang)
+
+    def _push(self, gang: Gang) -> None:
+        for key in (gang.queue, None):
+            entry = (gang.priority, next(self._seq), gang.uid, gang)
+            heapq.heappush(self._heaps.setdefault(key, []), entry)
+            self._entries += 1
 
     def min_priority(self, state: ClusterState, queue: str | None) -> int | None:
         """Lowest priority admitted in `queue` (None: anywhere), or None if nobody runs."""
         self._sync(state)
         heap = self._heaps.get(queue)
+        seen = self._seen
         while heap:
             prio, _, uid, gang = heap[0]
-            if state.admitted_gangs.get(uid) is gang:
+            if seen.get(uid) is gang:
                 return prio
             heapq.heappop(heap)
             self._entries -= 1
@@ -90,36 +122,54 @@ class AdmittedIndex:
     def gangs(self, state: ClusterState, queue: str | None) -> list[Gang]:
         """The gangs admitted in `queue` (None: anywhere), by uid."""
         self._sync(state)
-        admitted = state.admitted_gangs
-        found = {e[2]: e[3] for e in self._heaps.get(queue, ()) if admitted.get(e[2]) is e[3]}
-        return [found[uid] for uid in sorted(found)]
+        hit = self._sorted.get(queue)
+        if hit is None:
+            found = self._seen if queue is None else self._members.get(queue, {})
+            hit = self._sorted[queue] = [found[uid] for uid in sorted(found)]
+        return list(hit)
 
     def queues(self, state: ClusterState) -> list[str]:
-        """Queues that have (or recently had) admitted gangs, by name."""
+        """Queues with admitted gangs, by name."""
         self._sync(state)
-        return sorted(q for q in self._heaps if q is not None)
+        return sorted(self._members)
 
 
 class BorrowingIndex:
-    """Queues that borrow now, with the resources they borrow; recomputed (O(queues))
-    only when someone was admitted or released or the queue tree changed."""
+    """Queues that borrow now, with the resources they borrow: caught up from the state's
+    admission journal (a charge moves the charged queue's and its ancestors' pools), in
+    full (O(queues)) when the queue tree changed. Read only; its order is not meaningful."""
 
     def __init__(self) -> None:
         self._state: ClusterState | None = None
-        self._stamp = (-1, -1)
+        self._journal: AdmissionJournal | None = None
+        self._generation = -1
         self._borrowing: dict[str, frozenset[str]] = {}
 
     def get(self, state: ClusterState) -> dict[str, frozenset[str]]:
         quota = state.quota
-        stamp = (state.admission_generation, quota.generation)
-        if state is not self._state or stamp != self._stamp:
-            found: dict[str, frozenset[str]] = {}
-            for name in quota.names():
-                borrowed = frozenset(r for r in quota.managed(name) if quota.borrowed(name, r))
-                if borrowed:
-                    found[name] = borrowed
-            self._state, self._stamp, self._borrowing = state, stamp, found
+        journal = self._journal
+        if state is not self._state or journal is None:
+            self._state, journal = state, state.admission_journal()
+            self._journal, self._generation = journal, -1
+        if journal.changed or quota.generation != self._generation:
+            changes = journal.drain()
+            touched: Iterable[str]
+            if changes is None or quota.generation != self._generation:
+                self._generation, self._borrowing = quota.generation, {}
+                touched = quota.names()
+            else:
+                touched = {name for _, _, charged in changes for name in quota.path(charged)}
+            for name in touched:
+                self._update(state, name)
         return self._borrowing
+
+    def _update(self, state: ClusterState, name: str) -> None:
+        quota = state.quota
+        borrowed = frozenset(r for r in quota.managed(name) if quota.borrowed(name, r))
+        if borrowed and quota.get(name) is not None:
+            self._borrowing[name] = borrowed
+        else:
+            self._borrowing.pop(name, None)
 
 
 _Charge = tuple[Gang, dict[str, int], frozenset[str], tuple[tuple[str, int], ...]]
@@ -566,30 +616,19 @@ class ReclaimPreemption:
         self._views: dict[str, _ReclaimView | None] = {}
         self._last_views: dict[str, _ReclaimView | None] = {}
         self._views_state: ClusterState | None = None
-        self._views_stamp = (-1, -1)
+        self._views_journal: AdmissionJournal | None = None
+        self._views_generation = -1
         self._stamps: dict[str, _HelpStamp] = {}
         self._tree_lenders: dict[str, list[tuple[str, frozenset[str], int]]] = {}
 
     def _view(self, state: ClusterState, queue: str) -> _ReclaimView | None:
-        """What `could_help` needs of a leaf queue, kept while nobody was admitted or
-        released and the queue tree is the same (None: the queue does not exist). A view
+        """What `could_help` needs of a leaf queue (None: the queue does not exist), kept
+        until an admission or release may have changed it (see `_catch_up`). A view
         computed again and equal to the one before it is that one (with its answers)."""
-        stamp = self._views_stamp
-        if (
-            self._views_state is not state
-            or stamp[0] != state.admission_generation
-            or stamp[1] != state.quota.generation
-        ):
-            if self._views_state is state:
-                self._last_views.update(self._views)
-            else:
-                self._last_views.clear()
-            self._views_state = state
-            self._views_stamp = (state.admission_generation, state.quota.generation)
-            self._views = {}
-            self._tree_lenders = {}
-        elif queue in self._views:
-            return self._views[queue]
+        self._catch_up(state)
+        views = self._views
+        if queue in views:
+            return views[queue]
         quota = state.quota
         q = quota.get(queue)
         view = None
@@ -605,18 +644,55 @@ class ReclaimPreemption:
             last = self._last_views.get(queue)
             if last is not None and last == view:
                 view = last
-        self._views[queue] = view
+        views[queue] = view
         return view
+
+    def _catch_up(self, state: ClusterState) -> None:
+        """Drop the views admissions and releases since the last call may have changed,
+        from the state's admission journal: a view reads its queue's usage (changed only
+        by a charge to it) and its tree's lenders (changed only by a charge to one of
+        them or a change of who runs there), so the views of the queues named, and every
+        view of a tree whose lenders changed; all of them once the queue tree changed."""
+        quota = state.quota
+        journal = self._views_journal
+        if state is not self._views_state or journal is None:
+            self._last_views.clear()
+            self._views, self._tree_lenders = {}, {}
+            self._views_state, journal = state, state.admission_journal()
+            self._views_journal, self._views_generation = journal, quota.generation
+            journal.drain()
+            return
+        if not journal.changed and quota.generation == self._views_generation:
+            return
+        changes = journal.drain()
+        if changes is None or quota.generation != self._views_generation:
+            self._last_views.update(self._views)
+            self._views, self._tree_lenders = {}, {}
+            self._views_generation = quota.generation
+        else:
+            self._drop_changed(state, changes)
+
+    def _drop_changed(self, state: ClusterState, changes: Iterable[AdmissionChange]) -> None:
+        quota = state.quota
+        views, last = self._views, self._last_views
+        dirty = {q for _, queue, charged in changes for q in (queue, charged)}
+        for root in {quota.root(q) for q in dirty}:
+            before = self._tree_lenders.pop(root, None)
+            if before is not None and self._lenders_in(state, root) != before:
+                dirty.update(q for q in views if quota.root(q) == root)
+        for q in dirty:
+            if q in views:
+                last[q] = views.pop(q)
 
     def _lenders_in(self, state: ClusterState, root: str) -> list[tuple[str, frozenset[str], int]]:
         """The leaves of the tree under `root` that borrow with gangs running: (queue,
-        resources it borrows, lowest priority running there), once per state of the
-        views (see `_view`)."""
+        resources it borrows, lowest priority running there), by name; kept while the
+        views of the tree are (see `_catch_up`)."""
         hit = self._tree_lenders.get(root)
         if hit is None:
             quota = state.quota
             hit = self._tree_lenders[root] = []
-            for name, borrowed in self._borrowing.get(state).items():
+            for name, borrowed in sorted(self._borrowing.get(state).items()):
                 if quota.is_leaf(name) and quota.root(name) == root:
                     low = self._index.min_priority(state, name)
                     if low is not None:
