@@ -58,6 +58,10 @@ class AdmittedIndex:
         """The gangs of `_seen` per queue (queues with none have no entry)."""
         self._sorted: dict[str | None, list[Gang]] = {}
         """`gangs` per queue (None: all), until the queue's members change."""
+        self._held: dict[str, Reservation] = {}
+        """The reservation of each gang of `_seen` at the last catch-up."""
+        self._stamps: dict[str, object] = {}
+        """`stamp` per queue, until its members or their reservations change."""
         self._heaps: dict[str | None, list[tuple[int, int, str, Gang]]] = {}
         self._entries = 0
         self._seq = itertools.count()
@@ -67,33 +71,39 @@ class AdmittedIndex:
         if state is not self._state or journal is None:
             self._state, self._journal = state, state.admission_journal()
             self._seen, self._members, self._sorted = {}, {}, {}
+            self._held, self._stamps = {}, {}
             self._heaps, self._entries = {}, 0
             journal = self._journal
         elif not journal.changed:
             return
         admitted, seen, members = state.admitted_gangs, self._seen, self._members
-        cached = self._sorted
+        cached, held, stamps = self._sorted, self._held, self._stamps
         changes = journal.drain()
         if changes is None:  # too much to list: look at everyone
             changes = {(uid, "", "") for uid in seen.keys() | admitted.keys()}
         for uid, _, _ in changes:
             gang = admitted.get(uid)
             old = seen.get(uid)
-            if old is gang:
-                continue  # as it was (a probe restored it, or a change seen under another queue)
+            if old is gang:  # as it was (a probe restored it, or a change listed twice)
+                if gang is not None and held[uid] is not (res := state.admitted[uid]):
+                    held[uid] = res
+                    stamps.pop(gang.queue, None)
+                continue
             cached.pop(None, None)
             if old is not None:
-                del seen[uid]
+                del seen[uid], held[uid]
                 mine = members[old.queue]
                 del mine[uid]
                 cached.pop(old.queue, None)
+                stamps.pop(old.queue, None)
                 if not mine:
                     del members[old.queue]
                     self._entries -= len(self._heaps.pop(old.queue, ()))
             if gang is not None:
-                seen[uid] = gang
+                seen[uid], held[uid] = gang, state.admitted[uid]
                 members.setdefault(gang.queue, {})[uid] = gang
                 cached.pop(gang.queue, None)
+                stamps.pop(gang.queue, None)
                 self._push(gang)
         if self._entries > 4 * len(seen) + 64:
             self._heaps, self._entries = {}, 0
@@ -132,6 +142,15 @@ class AdmittedIndex:
         """Queues with admitted gangs, by name."""
         self._sync(state)
         return sorted(self._members)
+
+    def stamp(self, state: ClusterState, queue: str) -> object:
+        """The same object while the gangs admitted in `queue` and their reservations are
+        (what a reader of their charges may keep what it took from them under)."""
+        self._sync(state)
+        hit = self._stamps.get(queue)
+        if hit is None:
+            hit = self._stamps[queue] = object()
+        return hit
 
 
 class BorrowingIndex:
@@ -578,6 +597,9 @@ class _ReclaimView:
     lenders: list[tuple[str, frozenset[str], int]]
     full: frozenset[str]
     """Managed resources with no room left: a gang needing any of them may not reclaim."""
+    lending: dict[str, int] = field(compare=False)
+    """What `could_help` reads of `lenders`: per resource borrowed, the lowest priority
+    running in a queue that borrows it (0 for every one under `priority: any`)."""
     helps: dict[_HelpKey, bool] = field(default_factory=dict, compare=False)
     """`could_help` per `help_key`: a function of the view and the key alone, so kept for
     as long as an equal view is (a view equal to the last one replaces it by that one)."""
@@ -619,13 +641,29 @@ class ReclaimPreemption:
         self._views_journal: AdmissionJournal | None = None
         self._views_generation = -1
         self._stamps: dict[str, _HelpStamp] = {}
+        self._asked: dict[str, dict[str, set[int]]] = {}
+        """Per queue and resource, every positive amount of it in a `help_key` asked of the
+        queue's views (in this state): a superset of the charges any `helps` holds."""
+        self._asked_keys: set[tuple[str, _HelpKey]] = set()
+        """The (queue, `help_key`) pairs `_asked` holds the amounts of."""
         self._tree_lenders: dict[str, list[tuple[str, frozenset[str], int]]] = {}
+        self._takeable_of: dict[
+            tuple[str, tuple[str, ...], frozenset[str]],
+            tuple[object, list[Gang], dict[str, tuple[tuple[str, int], ...]]],
+        ] = {}
 
     def _view(self, state: ClusterState, queue: str) -> _ReclaimView | None:
         """What `could_help` needs of a leaf queue (None: the queue does not exist), kept
         until an admission or release may have changed it (see `_catch_up`). A view
         computed again and equal to the one before it is that one (with its answers)."""
-        self._catch_up(state)
+        journal = self._views_journal
+        if (
+            state is not self._views_state
+            or journal is None
+            or journal.changed
+            or state.quota.generation != self._views_generation
+        ):
+            self._catch_up(state)
         views = self._views
         if queue in views:
             return views[queue]
@@ -640,7 +678,12 @@ class ReclaimPreemption:
                 room[r] = (lim.nominal if lim is not None else 0) - used.get(r, 0)
             lenders = [t for t in self._lenders_in(state, quota.root(queue)) if t[0] != queue]
             full = frozenset(r for r, left in room.items() if left <= 0)
-            view = _ReclaimView(room, lenders, full)
+            lending: dict[str, int] = {}
+            for _, borrowed, low in lenders:
+                low = low if self.priority == "lower" else 0
+                for r in borrowed:
+                    lending[r] = min(low, lending.get(r, low))
+            view = _ReclaimView(room, lenders, full, lending)
             last = self._last_views.get(queue)
             if last is not None and last == view:
                 view = last
@@ -657,7 +700,8 @@ class ReclaimPreemption:
         journal = self._views_journal
         if state is not self._views_state or journal is None:
             self._last_views.clear()
-            self._views, self._tree_lenders = {}, {}
+            self._views, self._tree_lenders, self._asked = {}, {}, {}
+            self._asked_keys = set()
             self._views_state, journal = state, state.admission_journal()
             self._views_journal, self._views_generation = journal, quota.generation
             journal.drain()
@@ -723,7 +767,7 @@ class ReclaimPreemption:
         if view is None:
             return []
         return [
-            (q, borrowed & needs.keys())
+            (q, borrowed.intersection(needs))
             for q, borrowed, low in view.lenders
             if not borrowed.isdisjoint(needs) and (self.priority == "any" or low < gang.priority)
         ]
@@ -749,7 +793,10 @@ class ReclaimPreemption:
         if (
             stamp is not None
             and stamp.state is state
-            and all(self._answer(view, k) is a for k, a in stamp.answers.items())
+            and (
+                self._answers_kept(queue, stamp.view, view)
+                or all(self._answer(view, k) is a for k, a in stamp.answers.items())
+            )
         ):
             view.helps.update(stamp.answers)  # the same answers (equal where both have one)
         else:
@@ -759,6 +806,23 @@ class ReclaimPreemption:
         stamp.view, stamp.answers = view, view.helps
         return stamp
 
+    def _answers_kept(self, queue: str, before: _ReclaimView | None, now: _ReclaimView) -> bool:
+        """Whether every answer given under view `before` of the queue is the same under
+        `now`, known without asking each (False: not known). With the same `lending`
+        (all `_answer` reads of the lenders), an answer differs only where the charge
+        fits the room of one view and not the other's: an amount asked of a resource
+        whose room moved lies above the lower room and within the higher one."""
+        if before is None or before.lending != now.lending or before.room.keys() != now.room.keys():
+            return False
+        asked = self._asked.get(queue, {})
+        was = before.room
+        for r, left in now.room.items():
+            if left != was[r]:
+                low, high = (left, was[r]) if left < was[r] else (was[r], left)
+                if any(low < v <= high for v in asked.get(r, ())):
+                    return False
+        return True
+
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
         if view is None:
@@ -767,6 +831,12 @@ class ReclaimPreemption:
         hit = view.helps.get(key)
         if hit is None:
             hit = view.helps[key] = self._answer(view, key)
+            if (gang.queue, key) not in self._asked_keys:
+                self._asked_keys.add((gang.queue, key))
+                asked = self._asked.setdefault(gang.queue, {})
+                for r, v in key[1]:
+                    if v:
+                        asked.setdefault(r, set()).add(v)
         return hit
 
     def _answer(self, view: _ReclaimView, key: _HelpKey) -> bool:
@@ -789,33 +859,48 @@ class ReclaimPreemption:
             for _, borrowed, low in view.lenders
         )
 
+    def _takeable(
+        self, state: ClusterState, queue: str, needed: tuple[str, ...], resources: frozenset[str]
+    ) -> tuple[list[Gang], dict[str, tuple[tuple[str, int], ...]]]:
+        """The gangs admitted in `queue` whose charge holds some of `resources`, by uid,
+        and per gang the `needed` resources it is charged, with the amounts; kept while
+        the queue's gangs and their reservations are (`AdmittedIndex.stamp`)."""
+        stamp = self._index.stamp(state, queue)
+        key = (queue, needed, resources)
+        hit = self._takeable_of.get(key)
+        if hit is None or hit[0] is not stamp:
+            if len(self._takeable_of) > 4096:
+                self._takeable_of.clear()
+            gangs: list[Gang] = []
+            used: dict[str, tuple[tuple[str, int], ...]] = {}
+            for g in self._index.gangs(state, queue):
+                charge = state.admitted[g.uid].charge
+                if any(charge.get(r, 0) for r in resources):
+                    gangs.append(g)
+                    used[g.uid] = tuple((r, charge[r]) for r in needed if charge.get(r, 0))
+            hit = self._takeable_of[key] = (stamp, gangs, used)
+        return hit[1], hit[2]
+
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
         quota = state.quota
         needs = self._needs(state, gang)
         if not needs:
             return []
+        needed = tuple(sorted(needs))
         candidates: list[Gang] = []
+        # per candidate: the needed resources it uses, with how much of each
+        uses: dict[str, tuple[tuple[str, int], ...]] = {}
         for q, resources in self._lenders(state, gang, needs):
-            for g in self._index.gangs(state, q):
-                charge = state.admitted[g.uid].charge
-                if (self.priority == "any" or g.priority < gang.priority) and any(
-                    charge.get(r, 0) for r in resources
-                ):
-                    candidates.append(g)
-
-        charges = {g.uid: state.admitted[g.uid].charge for g in candidates}
-        needed = sorted(needs)
+            takeable, used = self._takeable(state, q, needed, resources)
+            if self.priority == "lower":
+                takeable = [g for g in takeable if g.priority < gang.priority]
+            candidates.extend(takeable)
+            uses.update(used)
         # per lender queue and needed resource: how far it borrows now
         above = {
             q: {r: quota.pool_usage(q).get(r, 0) - quota.subtree_quota(q, r) for r in needed}
             for q in sorted({g.queue for g in candidates})
-        }
-
-        # per candidate: the needed resources it uses, with how much of each
-        uses = {
-            uid: tuple((r, charge[r]) for r in needed if charge.get(r, 0))
-            for uid, charge in charges.items()
         }
 
         def admissible(seq: Sequence[Gang]) -> list[Gang]:
