@@ -973,7 +973,10 @@ class FairSharePreemption:
         self._index = AdmittedIndex()
         self._borrowing = BorrowingIndex()
         self._rivals_state: ClusterState | None = None
-        self._rivals_stamp = (-1, -1)
+        self._rivals_journal: AdmissionJournal | None = None
+        self._rivals_generation = -1
+        self._running_in: list[str] = []
+        """The queues with gangs running that `_pairs_of` was worked out for."""
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
         self._share_above: dict[str, bool] = {}
         self._shares: dict[str, float] = {}
@@ -981,7 +984,7 @@ class FairSharePreemption:
         self._alone_of: dict[tuple[str, str], tuple[Reservation, int, Hashable, float, bool]] = {}
         self._ran: dict[str, tuple[Reservation, float, bool]] = {}
         self._pairs_of: dict[str, list[tuple[str, str, str]]] = {}
-        self._mine_of: dict[tuple[str, Hashable], dict[str, float]] = {}
+        self._mine_of: dict[str, dict[Hashable, dict[str, float]]] = {}
 
     def help_key(self, gang: Gang) -> Hashable:
         """`could_help` reads the gang's queue and priority only."""
@@ -1009,21 +1012,51 @@ class FairSharePreemption:
         return False
 
     def _refresh(self, state: ClusterState) -> None:
-        """Forget the per-queue memos once someone was admitted or released or the queue
-        tree changed."""
-        stamp = (state.admission_generation, state.quota.generation)
-        if self._rivals_state is not state or self._rivals_stamp != stamp:
-            if self._rivals_state is not state or len(self._alone_of) > 65536:
-                self._alone_of.clear()
-            if self._rivals_state is not state or len(self._ran) > 65536:
-                self._ran.clear()
-            self._rivals_state, self._rivals_stamp = state, stamp
-            self._rivals_of.clear()
-            self._share_above.clear()
-            self._shares.clear()
-            self._sides.clear()
+        """Forget the per-queue memos that admissions and releases since the last call may
+        have changed, from the state's admission journal; all of them once the queue tree
+        changed. A charge to a leaf moves the pool usage of its path only: a side's share
+        and its rivals are forgotten when the side is on that path (the rivals' queue is
+        below the side), a preemptor queue's shares with its gang when one of its sides is,
+        and what reads the siblings of a path (`_share_above`, `_rivals_of`) when the
+        tree is the same; the pairs of sides when the queues with gangs running change."""
+        quota = state.quota
+        journal = self._rivals_journal
+        if state is not self._rivals_state or journal is None:
+            self._alone_of.clear()
+            self._ran.clear()
+            journal = self._rivals_journal = state.admission_journal()
+            self._rivals_state, self._rivals_generation = state, -1
+        elif not journal.changed and quota.generation == self._rivals_generation:
+            return
+        if len(self._alone_of) > 65536:
+            self._alone_of.clear()
+        if len(self._ran) > 65536:
+            self._ran.clear()
+        changes = journal.drain()
+        if changes is None or quota.generation != self._rivals_generation:
+            self._rivals_generation = quota.generation
+            self._running_in = self._index.queues(state)
+            for memo in (self._rivals_of, self._share_above, self._shares, self._sides):
+                memo.clear()
             self._pairs_of.clear()
             self._mine_of.clear()
+            return
+        touched = {n for change in changes for q in change[1:] for n in quota.path(q)}
+        trees = {quota.root(n) for n in touched}
+        for name in touched:
+            self._shares.pop(name, None)
+        for key in [k for k in self._sides if k[1] in touched]:
+            del self._sides[key]
+        for queue in [q for q in self._mine_of if not touched.isdisjoint(quota.path(q)[:-1])]:
+            del self._mine_of[queue]
+        for memo in (self._share_above, self._rivals_of):
+            for queue in [q for q in memo if quota.root(q) in trees]:
+                del memo[queue]
+        running = self._index.queues(state)
+        if running != self._running_in:
+            self._running_in = running
+            self._pairs_of.clear()
+            self._rivals_of.clear()
 
     def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
         """Admitted gangs of other queues of the tree whose eviction lowers a positive
@@ -1048,12 +1081,13 @@ class FairSharePreemption:
         with the gang admitted (the same for every gang of its queue with its charge,
         until someone is admitted or released or the queue tree changes)."""
         self._refresh(state)
-        key = (gang.queue, _minimum.key(gang))
-        hit = self._mine_of.get(key)
+        mine = self._mine_of.setdefault(gang.queue, {})
+        key = _minimum.key(gang)
+        hit = mine.get(key)
         if hit is None:
             quota = state.quota
             after = pools_after(state, {gang.queue: _minimum(gang)})
-            hit = self._mine_of[key] = {
+            hit = mine[key] = {
                 side: share_of_pool(state, side, after.get(side, quota.pool_usage(side)), True)
                 for side in quota.path(gang.queue)[:-1]
             }
