@@ -109,6 +109,9 @@ class PendingJournal:
 AdmissionChange = tuple[str, str, str]
 """(gang uid, the gang's queue, the queue its reservation charges)."""
 
+JOURNAL_SLACK = 4096
+"""An admission journal stops listing beyond four times the gangs admitted plus this."""
+
 
 class AdmissionJournal:
     """Gangs admitted or released since the reader last drained it, each with its queue
@@ -589,7 +592,7 @@ class ClusterState:
             raise ReservationConflict(f"admission of gang {gang.uid}", "; ".join(problems))
 
     def _journal_admission(self, change: AdmissionChange) -> None:
-        limit = 4 * len(self.admitted) + 4096
+        limit = 4 * len(self.admitted) + JOURNAL_SLACK
         for ref in tuple(self._admission_journals):  # a journal let go drops its entry
             journal = ref()
             if journal is None:
