@@ -26,7 +26,7 @@ from controller.engine.model import Gang
 from controller.engine.placement import minimum_charge
 from controller.engine.policy import NoPreemption
 from controller.engine.reservation import Reservation
-from controller.engine.state import ClusterState
+from controller.engine.state import AdmissionChange, AdmissionJournal, ClusterState
 from policies.prefix import device_floor, devices_needed, free_devices, shortest_prefix
 from policies.registry import builtin
 from policies.shares import dominant_share, pools_after, share_of_pool
@@ -42,46 +42,88 @@ builtin(NoPreemption)
 
 # ---- what policies know about admitted gangs --------------------------------------------
 class AdmittedIndex:
-    """Admitted gangs per queue as min-priority heaps, caught up lazily.
-
-    After someone was admitted or released, one pass over `state.admitted_gangs` (dict
-    look-ups only) finds the gangs not indexed yet; released ones are dropped when they
-    surface at the top of a heap. (What-if probes release and restore gangs, reordering
-    the dict without a generation change, so its order cannot be relied on.)
-    """
+    """Admitted gangs per queue (and in all), with min-priority heaps, caught up from the
+    state's admission journal: a catch-up costs what was admitted or released since the
+    last one, not what runs. Released gangs are dropped from a heap when they surface at
+    its top; the heaps are rebuilt once they hold four times what runs. (What-if probes
+    release and restore gangs: the journal names them, and a gang found as it was is
+    left as it is.)"""
 
     def __init__(self) -> None:
         self._state: ClusterState | None = None
-        self._generation = -1
+        self._journal: AdmissionJournal | None = None
         self._seen: dict[str, Gang] = {}
+        """Every gang admitted at the last catch-up, by uid."""
+        self._members: dict[str, dict[str, Gang]] = {}
+        """The gangs of `_seen` per queue (queues with none have no entry)."""
+        self._sorted: dict[str | None, list[Gang]] = {}
+        """`gangs` per queue (None: all), until the queue's members change."""
+        self._held: dict[str, Reservation] = {}
+        """The reservation of each gang of `_seen` at the last catch-up."""
+        self._stamps: dict[str, object] = {}
+        """`stamp` per queue, until its members or their reservations change."""
         self._heaps: dict[str | None, list[tuple[int, int, str, Gang]]] = {}
         self._entries = 0
         self._seq = itertools.count()
 
     def _sync(self, state: ClusterState) -> None:
-        gen = state.admission_generation
-        if state is self._state and gen == self._generation:
+        journal = self._journal
+        if state is not self._state or journal is None:
+            self._state, self._journal = state, state.admission_journal()
+            self._seen, self._members, self._sorted = {}, {}, {}
+            self._held, self._stamps = {}, {}
+            self._heaps, self._entries = {}, 0
+            journal = self._journal
+        elif not journal.changed:
             return
-        admitted = state.admitted_gangs
-        if state is not self._state or self._entries > 4 * len(admitted) + 64:
-            self._state, self._seen, self._heaps, self._entries = state, {}, {}, 0
-        seen = self._seen
-        new = [g for uid, g in admitted.items() if seen.get(uid) is not g]
-        self._seen = dict(admitted)
-        for gang in new:
-            for key in (gang.queue, None):
-                entry = (gang.priority, next(self._seq), gang.uid, gang)
-                heapq.heappush(self._heaps.setdefault(key, []), entry)
-                self._entries += 1
-        self._generation = gen
+        admitted, seen, members = state.admitted_gangs, self._seen, self._members
+        cached, held, stamps = self._sorted, self._held, self._stamps
+        changes = journal.drain()
+        if changes is None:  # too much to list: look at everyone
+            changes = {(uid, "", "") for uid in seen.keys() | admitted.keys()}
+        for uid, _, _ in changes:
+            gang = admitted.get(uid)
+            old = seen.get(uid)
+            if old is gang:  # as it was (a probe restored it, or a change listed twice)
+                if gang is not None and held[uid] is not (res := state.admitted[uid]):
+                    held[uid] = res
+                    stamps.pop(gang.queue, None)
+                continue
+            cached.pop(None, None)
+            if old is not None:
+                del seen[uid], held[uid]
+                mine = members[old.queue]
+                del mine[uid]
+                cached.pop(old.queue, None)
+                stamps.pop(old.queue, None)
+                if not mine:
+                    del members[old.queue]
+                    self._entries -= len(self._heaps.pop(old.queue, ()))
+            if gang is not None:
+                seen[uid], held[uid] = gang, state.admitted[uid]
+                members.setdefault(gang.queue, {})[uid] = gang
+                cached.pop(gang.queue, None)
+                stamps.pop(gang.queue, None)
+                self._push(gang)
+        if self._entries > 4 * len(seen) + 64:
+            self._heaps, self._entries = {}, 0
+            for gang in seen.values():
+                self._push(gang)
+
+    def _push(self, gang: Gang) -> None:
+        for key in (gang.queue, None):
+            entry = (gang.priority, next(self._seq), gang.uid, gang)
+            heapq.heappush(self._heaps.setdefault(key, []), entry)
+            self._entries += 1
 
     def min_priority(self, state: ClusterState, queue: str | None) -> int | None:
         """Lowest priority admitted in `queue` (None: anywhere), or None if nobody runs."""
         self._sync(state)
         heap = self._heaps.get(queue)
+        seen = self._seen
         while heap:
             prio, _, uid, gang = heap[0]
-            if state.admitted_gangs.get(uid) is gang:
+            if seen.get(uid) is gang:
                 return prio
             heapq.heappop(heap)
             self._entries -= 1
@@ -90,36 +132,63 @@ class AdmittedIndex:
     def gangs(self, state: ClusterState, queue: str | None) -> list[Gang]:
         """The gangs admitted in `queue` (None: anywhere), by uid."""
         self._sync(state)
-        admitted = state.admitted_gangs
-        found = {e[2]: e[3] for e in self._heaps.get(queue, ()) if admitted.get(e[2]) is e[3]}
-        return [found[uid] for uid in sorted(found)]
+        hit = self._sorted.get(queue)
+        if hit is None:
+            found = self._seen if queue is None else self._members.get(queue, {})
+            hit = self._sorted[queue] = [found[uid] for uid in sorted(found)]
+        return list(hit)
 
     def queues(self, state: ClusterState) -> list[str]:
-        """Queues that have (or recently had) admitted gangs, by name."""
+        """Queues with admitted gangs, by name."""
         self._sync(state)
-        return sorted(q for q in self._heaps if q is not None)
+        return sorted(self._members)
+
+    def stamp(self, state: ClusterState, queue: str) -> object:
+        """The same object while the gangs admitted in `queue` and their reservations are
+        (what a reader of their charges may keep what it took from them under)."""
+        self._sync(state)
+        hit = self._stamps.get(queue)
+        if hit is None:
+            hit = self._stamps[queue] = object()
+        return hit
 
 
 class BorrowingIndex:
-    """Queues that borrow now, with the resources they borrow; recomputed (O(queues))
-    only when someone was admitted or released or the queue tree changed."""
+    """Queues that borrow now, with the resources they borrow: caught up from the state's
+    admission journal (a charge moves the charged queue's and its ancestors' pools), in
+    full (O(queues)) when the queue tree changed. Read only; its order is not meaningful."""
 
     def __init__(self) -> None:
         self._state: ClusterState | None = None
-        self._stamp = (-1, -1)
+        self._journal: AdmissionJournal | None = None
+        self._generation = -1
         self._borrowing: dict[str, frozenset[str]] = {}
 
     def get(self, state: ClusterState) -> dict[str, frozenset[str]]:
         quota = state.quota
-        stamp = (state.admission_generation, quota.generation)
-        if state is not self._state or stamp != self._stamp:
-            found: dict[str, frozenset[str]] = {}
-            for name in quota.names():
-                borrowed = frozenset(r for r in quota.managed(name) if quota.borrowed(name, r))
-                if borrowed:
-                    found[name] = borrowed
-            self._state, self._stamp, self._borrowing = state, stamp, found
+        journal = self._journal
+        if state is not self._state or journal is None:
+            self._state, journal = state, state.admission_journal()
+            self._journal, self._generation = journal, -1
+        if journal.changed or quota.generation != self._generation:
+            changes = journal.drain()
+            touched: Iterable[str]
+            if changes is None or quota.generation != self._generation:
+                self._generation, self._borrowing = quota.generation, {}
+                touched = quota.names()
+            else:
+                touched = {name for _, _, charged in changes for name in quota.path(charged)}
+            for name in touched:
+                self._update(state, name)
         return self._borrowing
+
+    def _update(self, state: ClusterState, name: str) -> None:
+        quota = state.quota
+        borrowed = frozenset(r for r in quota.managed(name) if quota.borrowed(name, r))
+        if borrowed and quota.get(name) is not None:
+            self._borrowing[name] = borrowed
+        else:
+            self._borrowing.pop(name, None)
 
 
 _Charge = tuple[Gang, dict[str, int], frozenset[str], tuple[tuple[str, int], ...]]
@@ -528,6 +597,9 @@ class _ReclaimView:
     lenders: list[tuple[str, frozenset[str], int]]
     full: frozenset[str]
     """Managed resources with no room left: a gang needing any of them may not reclaim."""
+    lending: dict[str, int] = field(compare=False)
+    """What `could_help` reads of `lenders`: per resource borrowed, the lowest priority
+    running in a queue that borrows it (0 for every one under `priority: any`)."""
     helps: dict[_HelpKey, bool] = field(default_factory=dict, compare=False)
     """`could_help` per `help_key`: a function of the view and the key alone, so kept for
     as long as an equal view is (a view equal to the last one replaces it by that one)."""
@@ -566,30 +638,35 @@ class ReclaimPreemption:
         self._views: dict[str, _ReclaimView | None] = {}
         self._last_views: dict[str, _ReclaimView | None] = {}
         self._views_state: ClusterState | None = None
-        self._views_stamp = (-1, -1)
+        self._views_journal: AdmissionJournal | None = None
+        self._views_generation = -1
         self._stamps: dict[str, _HelpStamp] = {}
+        self._asked: dict[str, dict[str, set[int]]] = {}
+        """Per queue and resource, every positive amount of it in a `help_key` asked of the
+        queue's views (in this state): a superset of the charges any `helps` holds."""
+        self._asked_keys: set[tuple[str, _HelpKey]] = set()
+        """The (queue, `help_key`) pairs `_asked` holds the amounts of."""
         self._tree_lenders: dict[str, list[tuple[str, frozenset[str], int]]] = {}
+        self._takeable_of: dict[
+            tuple[str, tuple[str, ...], frozenset[str]],
+            tuple[object, list[Gang], dict[str, tuple[tuple[str, int], ...]]],
+        ] = {}
 
     def _view(self, state: ClusterState, queue: str) -> _ReclaimView | None:
-        """What `could_help` needs of a leaf queue, kept while nobody was admitted or
-        released and the queue tree is the same (None: the queue does not exist). A view
+        """What `could_help` needs of a leaf queue (None: the queue does not exist), kept
+        until an admission or release may have changed it (see `_catch_up`). A view
         computed again and equal to the one before it is that one (with its answers)."""
-        stamp = self._views_stamp
+        journal = self._views_journal
         if (
-            self._views_state is not state
-            or stamp[0] != state.admission_generation
-            or stamp[1] != state.quota.generation
+            state is not self._views_state
+            or journal is None
+            or journal.changed
+            or state.quota.generation != self._views_generation
         ):
-            if self._views_state is state:
-                self._last_views.update(self._views)
-            else:
-                self._last_views.clear()
-            self._views_state = state
-            self._views_stamp = (state.admission_generation, state.quota.generation)
-            self._views = {}
-            self._tree_lenders = {}
-        elif queue in self._views:
-            return self._views[queue]
+            self._catch_up(state)
+        views = self._views
+        if queue in views:
+            return views[queue]
         quota = state.quota
         q = quota.get(queue)
         view = None
@@ -601,22 +678,65 @@ class ReclaimPreemption:
                 room[r] = (lim.nominal if lim is not None else 0) - used.get(r, 0)
             lenders = [t for t in self._lenders_in(state, quota.root(queue)) if t[0] != queue]
             full = frozenset(r for r, left in room.items() if left <= 0)
-            view = _ReclaimView(room, lenders, full)
+            lending: dict[str, int] = {}
+            for _, borrowed, low in lenders:
+                low = low if self.priority == "lower" else 0
+                for r in borrowed:
+                    lending[r] = min(low, lending.get(r, low))
+            view = _ReclaimView(room, lenders, full, lending)
             last = self._last_views.get(queue)
             if last is not None and last == view:
                 view = last
-        self._views[queue] = view
+        views[queue] = view
         return view
+
+    def _catch_up(self, state: ClusterState) -> None:
+        """Drop the views admissions and releases since the last call may have changed,
+        from the state's admission journal: a view reads its queue's usage (changed only
+        by a charge to it) and its tree's lenders (changed only by a charge to one of
+        them or a change of who runs there), so the views of the queues named, and every
+        view of a tree whose lenders changed; all of them once the queue tree changed."""
+        quota = state.quota
+        journal = self._views_journal
+        if state is not self._views_state or journal is None:
+            self._last_views.clear()
+            self._views, self._tree_lenders, self._asked = {}, {}, {}
+            self._asked_keys = set()
+            self._views_state, journal = state, state.admission_journal()
+            self._views_journal, self._views_generation = journal, quota.generation
+            journal.drain()
+            return
+        if not journal.changed and quota.generation == self._views_generation:
+            return
+        changes = journal.drain()
+        if changes is None or quota.generation != self._views_generation:
+            self._last_views.update(self._views)
+            self._views, self._tree_lenders = {}, {}
+            self._views_generation = quota.generation
+        else:
+            self._drop_changed(state, changes)
+
+    def _drop_changed(self, state: ClusterState, changes: Iterable[AdmissionChange]) -> None:
+        quota = state.quota
+        views, last = self._views, self._last_views
+        dirty = {q for _, queue, charged in changes for q in (queue, charged)}
+        for root in {quota.root(q) for q in dirty}:
+            before = self._tree_lenders.pop(root, None)
+            if before is not None and self._lenders_in(state, root) != before:
+                dirty.update(q for q in views if quota.root(q) == root)
+        for q in dirty:
+            if q in views:
+                last[q] = views.pop(q)
 
     def _lenders_in(self, state: ClusterState, root: str) -> list[tuple[str, frozenset[str], int]]:
         """The leaves of the tree under `root` that borrow with gangs running: (queue,
-        resources it borrows, lowest priority running there), once per state of the
-        views (see `_view`)."""
+        resources it borrows, lowest priority running there), by name; kept while the
+        views of the tree are (see `_catch_up`)."""
         hit = self._tree_lenders.get(root)
         if hit is None:
             quota = state.quota
             hit = self._tree_lenders[root] = []
-            for name, borrowed in self._borrowing.get(state).items():
+            for name, borrowed in sorted(self._borrowing.get(state).items()):
                 if quota.is_leaf(name) and quota.root(name) == root:
                     low = self._index.min_priority(state, name)
                     if low is not None:
@@ -647,7 +767,7 @@ class ReclaimPreemption:
         if view is None:
             return []
         return [
-            (q, borrowed & needs.keys())
+            (q, borrowed.intersection(needs))
             for q, borrowed, low in view.lenders
             if not borrowed.isdisjoint(needs) and (self.priority == "any" or low < gang.priority)
         ]
@@ -673,7 +793,10 @@ class ReclaimPreemption:
         if (
             stamp is not None
             and stamp.state is state
-            and all(self._answer(view, k) is a for k, a in stamp.answers.items())
+            and (
+                self._answers_kept(queue, stamp.view, view)
+                or all(self._answer(view, k) is a for k, a in stamp.answers.items())
+            )
         ):
             view.helps.update(stamp.answers)  # the same answers (equal where both have one)
         else:
@@ -683,6 +806,23 @@ class ReclaimPreemption:
         stamp.view, stamp.answers = view, view.helps
         return stamp
 
+    def _answers_kept(self, queue: str, before: _ReclaimView | None, now: _ReclaimView) -> bool:
+        """Whether every answer given under view `before` of the queue is the same under
+        `now`, known without asking each (False: not known). With the same `lending`
+        (all `_answer` reads of the lenders), an answer differs only where the charge
+        fits the room of one view and not the other's: an amount asked of a resource
+        whose room moved lies above the lower room and within the higher one."""
+        if before is None or before.lending != now.lending or before.room.keys() != now.room.keys():
+            return False
+        asked = self._asked.get(queue, {})
+        was = before.room
+        for r, left in now.room.items():
+            if left != was[r]:
+                low, high = (left, was[r]) if left < was[r] else (was[r], left)
+                if any(low < v <= high for v in asked.get(r, ())):
+                    return False
+        return True
+
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
         if view is None:
@@ -691,6 +831,12 @@ class ReclaimPreemption:
         hit = view.helps.get(key)
         if hit is None:
             hit = view.helps[key] = self._answer(view, key)
+            if (gang.queue, key) not in self._asked_keys:
+                self._asked_keys.add((gang.queue, key))
+                asked = self._asked.setdefault(gang.queue, {})
+                for r, v in key[1]:
+                    if v:
+                        asked.setdefault(r, set()).add(v)
         return hit
 
     def _answer(self, view: _ReclaimView, key: _HelpKey) -> bool:
@@ -713,33 +859,48 @@ class ReclaimPreemption:
             for _, borrowed, low in view.lenders
         )
 
+    def _takeable(
+        self, state: ClusterState, queue: str, needed: tuple[str, ...], resources: frozenset[str]
+    ) -> tuple[list[Gang], dict[str, tuple[tuple[str, int], ...]]]:
+        """The gangs admitted in `queue` whose charge holds some of `resources`, by uid,
+        and per gang the `needed` resources it is charged, with the amounts; kept while
+        the queue's gangs and their reservations are (`AdmittedIndex.stamp`)."""
+        stamp = self._index.stamp(state, queue)
+        key = (queue, needed, resources)
+        hit = self._takeable_of.get(key)
+        if hit is None or hit[0] is not stamp:
+            if len(self._takeable_of) > 4096:
+                self._takeable_of.clear()
+            gangs: list[Gang] = []
+            used: dict[str, tuple[tuple[str, int], ...]] = {}
+            for g in self._index.gangs(state, queue):
+                charge = state.admitted[g.uid].charge
+                if any(charge.get(r, 0) for r in resources):
+                    gangs.append(g)
+                    used[g.uid] = tuple((r, charge[r]) for r in needed if charge.get(r, 0))
+            hit = self._takeable_of[key] = (stamp, gangs, used)
+        return hit[1], hit[2]
+
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
         quota = state.quota
         needs = self._needs(state, gang)
         if not needs:
             return []
+        needed = tuple(sorted(needs))
         candidates: list[Gang] = []
+        # per candidate: the needed resources it uses, with how much of each
+        uses: dict[str, tuple[tuple[str, int], ...]] = {}
         for q, resources in self._lenders(state, gang, needs):
-            for g in self._index.gangs(state, q):
-                charge = state.admitted[g.uid].charge
-                if (self.priority == "any" or g.priority < gang.priority) and any(
-                    charge.get(r, 0) for r in resources
-                ):
-                    candidates.append(g)
-
-        charges = {g.uid: state.admitted[g.uid].charge for g in candidates}
-        needed = sorted(needs)
+            takeable, used = self._takeable(state, q, needed, resources)
+            if self.priority == "lower":
+                takeable = [g for g in takeable if g.priority < gang.priority]
+            candidates.extend(takeable)
+            uses.update(used)
         # per lender queue and needed resource: how far it borrows now
         above = {
             q: {r: quota.pool_usage(q).get(r, 0) - quota.subtree_quota(q, r) for r in needed}
             for q in sorted({g.queue for g in candidates})
-        }
-
-        # per candidate: the needed resources it uses, with how much of each
-        uses = {
-            uid: tuple((r, charge[r]) for r in needed if charge.get(r, 0))
-            for uid, charge in charges.items()
         }
 
         def admissible(seq: Sequence[Gang]) -> list[Gang]:
@@ -812,7 +973,10 @@ class FairSharePreemption:
         self._index = AdmittedIndex()
         self._borrowing = BorrowingIndex()
         self._rivals_state: ClusterState | None = None
-        self._rivals_stamp = (-1, -1)
+        self._rivals_journal: AdmissionJournal | None = None
+        self._rivals_generation = -1
+        self._running_in: list[str] = []
+        """The queues with gangs running that `_pairs_of` was worked out for."""
         self._rivals_of: dict[str, dict[str, _Rival]] = {}
         self._share_above: dict[str, bool] = {}
         self._shares: dict[str, float] = {}
@@ -820,7 +984,7 @@ class FairSharePreemption:
         self._alone_of: dict[tuple[str, str], tuple[Reservation, int, Hashable, float, bool]] = {}
         self._ran: dict[str, tuple[Reservation, float, bool]] = {}
         self._pairs_of: dict[str, list[tuple[str, str, str]]] = {}
-        self._mine_of: dict[tuple[str, Hashable], dict[str, float]] = {}
+        self._mine_of: dict[str, dict[Hashable, dict[str, float]]] = {}
 
     def help_key(self, gang: Gang) -> Hashable:
         """`could_help` reads the gang's queue and priority only."""
@@ -848,21 +1012,51 @@ class FairSharePreemption:
         return False
 
     def _refresh(self, state: ClusterState) -> None:
-        """Forget the per-queue memos once someone was admitted or released or the queue
-        tree changed."""
-        stamp = (state.admission_generation, state.quota.generation)
-        if self._rivals_state is not state or self._rivals_stamp != stamp:
-            if self._rivals_state is not state or len(self._alone_of) > 65536:
-                self._alone_of.clear()
-            if self._rivals_state is not state or len(self._ran) > 65536:
-                self._ran.clear()
-            self._rivals_state, self._rivals_stamp = state, stamp
-            self._rivals_of.clear()
-            self._share_above.clear()
-            self._shares.clear()
-            self._sides.clear()
+        """Forget the per-queue memos that admissions and releases since the last call may
+        have changed, from the state's admission journal; all of them once the queue tree
+        changed. A charge to a leaf moves the pool usage of its path only: a side's share
+        and its rivals are forgotten when the side is on that path (the rivals' queue is
+        below the side), a preemptor queue's shares with its gang when one of its sides is,
+        and what reads the siblings of a path (`_share_above`, `_rivals_of`) when the
+        tree is the same; the pairs of sides when the queues with gangs running change."""
+        quota = state.quota
+        journal = self._rivals_journal
+        if state is not self._rivals_state or journal is None:
+            self._alone_of.clear()
+            self._ran.clear()
+            journal = self._rivals_journal = state.admission_journal()
+            self._rivals_state, self._rivals_generation = state, -1
+        elif not journal.changed and quota.generation == self._rivals_generation:
+            return
+        if len(self._alone_of) > 65536:
+            self._alone_of.clear()
+        if len(self._ran) > 65536:
+            self._ran.clear()
+        changes = journal.drain()
+        if changes is None or quota.generation != self._rivals_generation:
+            self._rivals_generation = quota.generation
+            self._running_in = self._index.queues(state)
+            for memo in (self._rivals_of, self._share_above, self._shares, self._sides):
+                memo.clear()
             self._pairs_of.clear()
             self._mine_of.clear()
+            return
+        touched = {n for change in changes for q in change[1:] for n in quota.path(q)}
+        trees = {quota.root(n) for n in touched}
+        for name in touched:
+            self._shares.pop(name, None)
+        for key in [k for k in self._sides if k[1] in touched]:
+            del self._sides[key]
+        for queue in [q for q in self._mine_of if not touched.isdisjoint(quota.path(q)[:-1])]:
+            del self._mine_of[queue]
+        for memo in (self._share_above, self._rivals_of):
+            for queue in [q for q in memo if quota.root(q) in trees]:
+                del memo[queue]
+        running = self._index.queues(state)
+        if running != self._running_in:
+            self._running_in = running
+            self._pairs_of.clear()
+            self._rivals_of.clear()
 
     def _rivals(self, state: ClusterState, gang: Gang) -> dict[str, _Rival]:
         """Admitted gangs of other queues of the tree whose eviction lowers a positive
@@ -887,12 +1081,13 @@ class FairSharePreemption:
         with the gang admitted (the same for every gang of its queue with its charge,
         until someone is admitted or released or the queue tree changes)."""
         self._refresh(state)
-        key = (gang.queue, _minimum.key(gang))
-        hit = self._mine_of.get(key)
+        mine = self._mine_of.setdefault(gang.queue, {})
+        key = _minimum.key(gang)
+        hit = mine.get(key)
         if hit is None:
             quota = state.quota
             after = pools_after(state, {gang.queue: _minimum(gang)})
-            hit = self._mine_of[key] = {
+            hit = mine[key] = {
                 side: share_of_pool(state, side, after.get(side, quota.pool_usage(side)), True)
                 for side in quota.path(gang.queue)[:-1]
             }

@@ -4,7 +4,8 @@ Every watch event (controller) or simulator event maps to one method here; none 
 rebuilds the state. Indexes kept alongside: node usage, free cpu per node, node
 eligibility per (selector, tolerations), device match sets (in DeviceInventory), queue
 usage (in QuotaTree), and pending gangs in a stable order, with journals of what changed
-in them (`pending_journal`) for readers that follow the backlog incrementally.
+in them (`pending_journal`) for readers that follow the backlog incrementally, and of
+admissions and releases (`admission_journal`) for readers that index who runs.
 
 `node_generation` grows whenever a node is added, changed or removed.
 `capacity_epoch` grows whenever something may make a gang fit that did not before
@@ -105,6 +106,36 @@ class PendingJournal:
         return out
 
 
+AdmissionChange = tuple[str, str, str]
+"""(gang uid, the gang's queue, the queue its reservation charges)."""
+
+JOURNAL_SLACK = 4096
+"""An admission journal stops listing beyond four times the gangs admitted plus this."""
+
+
+class AdmissionJournal:
+    """Gangs admitted or released since the reader last drained it, each with its queue
+    and the queue charged: lets a reader index who runs at the cost of what changed.
+    A what-if probe releases and restores gangs (see engine/context.py): they are
+    written here although the state is as before when it settles. A journal nobody
+    drains stops listing once it names far more gangs than run (`drain` says so)."""
+
+    __slots__ = ("__weakref__", "changed", "overflowed")
+
+    def __init__(self, changes: Iterator[AdmissionChange]) -> None:
+        self.changed: set[AdmissionChange] = set(changes)
+        self.overflowed = False
+
+    def drain(self) -> set[AdmissionChange] | None:
+        """What changed since the last drain; None: too much to list (start over from
+        the state)."""
+        out, self.changed = self.changed, set()
+        if self.overflowed:
+            self.overflowed = False
+            return None
+        return out
+
+
 class ReservationConflict(InvalidInput):
     """A reservation that cannot be applied as recorded (restoring admissions at start-up)."""
 
@@ -145,12 +176,24 @@ class ClusterState:
         self._blockers_stamp: tuple[int, int] = (-1, -1)
         self._label_domains: dict[str, dict[str, frozenset[str]]] = {}
         self._journals: weakref.WeakSet[PendingJournal] = weakref.WeakSet()
+        self._admission_journals: list[weakref.ref[AdmissionJournal]] = []
+        """Readers' journals, held weakly (a plain list: written on every admission and
+        release, which what-if probes make many of)."""
 
     def pending_journal(self) -> PendingJournal:
         """A journal of pending changes, starting with every gang pending now; it is
         written to while the reader keeps it (held weakly)."""
         journal = PendingJournal(iter(self.pending))
         self._journals.add(journal)
+        return journal
+
+    def admission_journal(self) -> AdmissionJournal:
+        """A journal of admissions and releases, starting with every gang admitted now; it
+        is written to while the reader keeps it (held weakly)."""
+        journal = AdmissionJournal(
+            (uid, gang.queue, self.admitted[uid].queue) for uid, gang in self.admitted_gangs.items()
+        )
+        self._admission_journals.append(weakref.ref(journal, self._admission_journals.remove))
         return journal
 
     def _grow(self) -> None:
@@ -493,6 +536,8 @@ class ClusterState:
         self._unqueue(gang.uid)
         self.pending_since.pop(gang.uid, None)
         self.admission_generation += 1
+        if self._admission_journals:
+            self._journal_admission((gang.uid, gang.queue, reservation.queue))
 
     def restore(
         self, gang: Gang, reservation: Reservation, undo: bool = False, trusted: bool = False
@@ -546,6 +591,19 @@ class ClusterState:
         if problems:
             raise ReservationConflict(f"admission of gang {gang.uid}", "; ".join(problems))
 
+    def _journal_admission(self, change: AdmissionChange) -> None:
+        limit = 4 * len(self.admitted) + JOURNAL_SLACK
+        for ref in tuple(self._admission_journals):  # a journal let go drops its entry
+            journal = ref()
+            if journal is None:
+                continue
+            changed = journal.changed
+            changed.add(change)
+            if len(changed) > limit:  # never empty: readers look for changes there
+                changed.clear()
+                changed.add(change)
+                journal.overflowed = True
+
     def release(self, uid: str, requeue: bool = False) -> Reservation:
         """Give back exactly what the gang held; optionally put it back in pending,
         crediting the run to its attained service."""
@@ -556,6 +614,8 @@ class ClusterState:
         self._hold_pods(uid, reservation.pods, -1)
         self.quota.uncharge(reservation.queue, reservation.charge)
         self.admission_generation += 1
+        if self._admission_journals:
+            self._journal_admission((uid, gang.queue, reservation.queue))
         self._grow()
         if requeue:
             self.requeue(gang, reservation)

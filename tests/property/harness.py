@@ -74,6 +74,41 @@ def build_state(
     return state
 
 
+def rebuild(live: ClusterState) -> ClusterState:
+    """A controller starting on the current objects: nodes, slices, classes, queues (a
+    deleted one is still an object, kept by its finalizer, until quota.py drops it),
+    namespaces, foreign holders, admission records restored, pending gangs with their
+    recorded waiting start; deletions applied after the admissions are restored."""
+    state = ClusterState()
+    state.now = live.now
+    for dc in live.inventory.classes.values():
+        state.upsert_device_class(dc)
+    for usage in live.nodes.values():
+        state.upsert_node(usage.node)
+    for rs in live.inventory.slices.values():
+        state.upsert_slice(rs)
+    quota = live.quota
+    for name in quota.names():
+        queue = quota.get(name)
+        assert queue is not None
+        state.upsert_queue(queue)
+    for ns, labels in live.namespaces.items():
+        state.set_namespace(ns, labels)
+    for key, (node, requests) in sorted(live.foreign_pods.items()):
+        state.add_foreign_pod(key, node, requests)
+    for key, devices in sorted(live.foreign_claims.items()):
+        state.add_foreign_claim(key, devices)
+    for uid, reservation in sorted(live.admitted.items()):
+        state.restore(live.admitted_gangs[uid], reservation)
+    for uid, gang in sorted(live.pending.items()):
+        state.add_gang(gang)
+        state.pending_since[uid] = live.pending_since[uid]
+    for name in quota.names():
+        if quota.is_deleted(name):
+            state.remove_queue(name)
+    return state
+
+
 @dataclass
 class EvictLowerPriority:
     """A test preemption policy: evict every admitted gang of lower priority (or, with
@@ -351,6 +386,23 @@ class Driver:
         names = [n for n in quota.names() if self.delete_any_queue or _lends_nothing(quota, n)]
         if names:
             self.state.remove_queue(names[i % len(names)])
+
+    def _op_remove_gang(self, i: int) -> None:
+        """Forget a gang for good (its object deleted), pending or admitted."""
+        uids = sorted(set(self.state.pending) | set(self.state.admitted))
+        if uids:
+            uid = uids[i % len(uids)]
+            self.log.append(("remove_gang", uid))
+            self.state.remove_gang(uid)
+
+    def _op_rebuild(self) -> None:
+        """A controller restart: a state built from the objects (`rebuild`), the same
+        policy objects deciding on it."""
+        self.state = rebuild(self.state)
+        old = self.engine
+        self.engine = Engine(
+            self.state, ordering=old.ordering, preemption=old.preemption, placement=old.placement
+        )
 
     def _op_touch_queue(self, i: int, loosen: bool) -> None:
         """Re-publish a queue unchanged, or with every nominal quota raised (only loosens)."""

@@ -309,6 +309,23 @@ QUEUE_CHURN = {
 """Operation weights for runs about queue deletion: gangs come and go while queues are
 deleted, re-published (revived) and added, also under deleted ones."""
 
+ADMISSION_CHURN = {
+    "add": 5,
+    "copies": 2,
+    "commit": 4,
+    "rollback": 1,
+    "mixed": 2,
+    "release": 3,
+    "remove_gang": 2,
+    "rebuild": 1,
+    "touch_queue": 1,
+    "add_queue": 1,
+    "remove_queue": 1,
+}
+"""Operation weights for runs about who runs: admissions (committed, rolled back),
+releases, gangs deleted pending or running, controller restarts (`rebuild`), and queue
+changes now and then."""
+
 
 def operations(
     spec: ClusterSpec,
@@ -338,8 +355,11 @@ def operations(
         "slice": st.tuples(st.just("slice"), index, st.sampled_from(["publish", "remove"])),
         "add_queue": st.tuples(st.just("add_queue"), index, queue_quota()),
         "remove_queue": st.tuples(st.just("remove_queue"), index),
+        "remove_gang": st.tuples(st.just("remove_gang"), index),
+        "rebuild": st.tuples(st.just("rebuild")),
     }
     weights = {"add": 6, "commit": 5, "rollback": 2, "mixed": 2, "release": 2}
+    weights.update(remove_gang=0, rebuild=0)  # drawn only when asked (`only`)
     if copies:
         kinds["copies"] = st.tuples(st.just("add"), gangs(spec.leaves), st.integers(2, copies))
         weights.update(copies=4, release=4)
@@ -430,6 +450,16 @@ def queue_churn_scenarios(draw: st.DrawFn, max_ops: int = 24) -> Scenario:
     kinds = ["none", "lower", "lower-or-equal", "priority", "reclaim", "fair-share", "cost-aware"]
     ordering = draw(st.sampled_from(["priority", "strict-fifo", "best-effort-fifo", "drf"]))
     return Scenario(spec, tuple(ops), draw(st.sampled_from(kinds)), ordering)
+
+
+@st.composite
+def admission_churn_scenarios(draw: st.DrawFn, max_ops: int = 30) -> Scenario:
+    """Scenarios of ADMISSION_CHURN operations (backlogs of repeated shapes too), under the
+    shipped policies that index who runs, or none."""
+    spec = draw(cluster_specs())
+    ops = draw(operations(spec, max_ops, copies=6, only=ADMISSION_CHURN))
+    kinds = ["reclaim", "reclaim-lower", "fair-share", "priority", "cost-aware", "none"]
+    return Scenario(spec, tuple(ops), draw(st.sampled_from(kinds)))
 
 
 # ---- quota only -------------------------------------------------------------------------

@@ -9,43 +9,15 @@ from hypothesis import given
 from controller.engine.cycle import CycleResult, Engine, Outcome
 from controller.engine.model import Gang, PodSet
 from controller.engine.state import ClusterState
-from tests.property.harness import Driver, clock, make_engine, nonzero, property_settings
+from tests.property.harness import (
+    Driver,
+    clock,
+    make_engine,
+    nonzero,
+    property_settings,
+    rebuild,
+)
 from tests.property.strategies import QUOTA_RESOURCES, Scenario, queue_churn_scenarios
-
-
-def rebuild(live: ClusterState) -> ClusterState:
-    """A controller starting on the current objects: nodes, slices, classes, queues (a
-    deleted one is still an object, kept by its finalizer, until quota.py drops it),
-    namespaces, foreign holders, admission records restored, pending gangs with their
-    recorded waiting start; deletions applied after the admissions are restored."""
-    state = ClusterState()
-    state.now = live.now
-    for dc in live.inventory.classes.values():
-        state.upsert_device_class(dc)
-    for usage in live.nodes.values():
-        state.upsert_node(usage.node)
-    for rs in live.inventory.slices.values():
-        state.upsert_slice(rs)
-    quota = live.quota
-    for name in quota.names():
-        queue = quota.get(name)
-        assert queue is not None
-        state.upsert_queue(queue)
-    for ns, labels in live.namespaces.items():
-        state.set_namespace(ns, labels)
-    for key, (node, requests) in sorted(live.foreign_pods.items()):
-        state.add_foreign_pod(key, node, requests)
-    for key, devices in sorted(live.foreign_claims.items()):
-        state.add_foreign_claim(key, devices)
-    for uid, reservation in sorted(live.admitted.items()):
-        state.restore(live.admitted_gangs[uid], reservation)
-    for uid, gang in sorted(live.pending.items()):
-        state.add_gang(gang)
-        state.pending_since[uid] = live.pending_since[uid]
-    for name in quota.names():
-        if quota.is_deleted(name):
-            state.remove_queue(name)
-    return state
 
 
 def probe(queue: str) -> Gang:
