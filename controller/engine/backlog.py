@@ -21,6 +21,12 @@ charge it needs whatever it gets sleeps, indexed by (queue, resource) and the am
 until the queue's headroom for that resource reaches the amount (or the queue tree or
 namespaces change). A cycle after one gang finished thus looks at the groups that could
 use what it freed, not at every group.
+
+Under preemption, the groups asleep on quota of a queue every class of which preemption
+may help are not woken at a cycle's start when their room grows (the room is `held`):
+the walk takes them behind their classes' cursors anyway, and wakes each at its turn
+unless that turn would pass it as decided, which it does for most once a gang before
+them took the room again (see `Engine._walk_groups`).
 """
 
 from __future__ import annotations

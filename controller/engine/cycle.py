@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from controller.engine.backlog import (
@@ -370,7 +371,7 @@ class Engine:
             helped_before.update(self._helped_classes(backlog))
         hold = None
         if self.hold_quota and self._helping:
-            hold = lambda: self._held_rooms(backlog, helped_before)  # noqa: E731
+            hold = partial(self._held_rooms, backlog, helped_before)
         backlog.start_cycle(hold)
         held = backlog.held
         searched_seen: set[str] = set()
