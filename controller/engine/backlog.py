@@ -109,9 +109,11 @@ class Backlog:
         shape sleeps too (a wake ending its sleep on quota would not rouse it)."""
         self.slept_now: set[GroupKey] = set()
         """Groups that fell asleep on quota in this cycle."""
+        self.raised: list[tuple[int, GroupKey]] = []
+        """Groups the last `wake` held for a room held further, with their amounts."""
         self._slept_in: dict[Room, list[GroupKey]] = {}
         """The same, per room they sleep on."""
-        self.held: Mapping[Room, int] = {}
+        self.held: dict[Room, int] = {}
         """Rooms whose sleepers the start of this cycle left asleep though the room had
         grown (`start_cycle`), with the room then."""
 
@@ -233,7 +235,7 @@ class Backlog:
             return True
         return False
 
-    def start_cycle(self, hold: Callable[[], Mapping[Room, int]] | None = None) -> None:
+    def start_cycle(self, hold: Callable[[], dict[Room, int]] | None = None) -> None:
         """Settle `dormant`, then wake the sleepers whose wait is over (`woke`). The
         cycle's walk takes `dormant` less `woke` as the groups not awake: settled before
         the wake, groups that wake at each cycle's start and fall asleep again during it
@@ -341,6 +343,7 @@ class Backlog:
         seen = (quota.generation, state.namespace_generation)
         changed, self._queues_seen = seen != self._queues_seen, seen
         woken: list[GroupKey] = []
+        self.raised = []
         if not changed and state.capacity_epoch == self._epoch_seen:
             return woken
         self._epoch_seen = state.capacity_epoch
@@ -370,7 +373,7 @@ class Backlog:
                     woken.extend(self._wake_fallen((queue, resource), room))
                 else:
                     assert turn is not None
-                    woken.extend(self._wake_around_held(groups, room, turn))
+                    woken.extend(self._wake_around_held((queue, resource), groups, room, turn))
                 continue
             while groups and (room is None or groups[0][0] <= room):
                 _, group, record = heapq.heappop(groups)
@@ -395,20 +398,31 @@ class Backlog:
         return woken
 
     def _wake_around_held(
-        self, sleepers: list[tuple[int, GroupKey, tuple[Room, int]]], room: int, turn: Entry
+        self,
+        held: Room,
+        sleepers: list[tuple[int, GroupKey, tuple[Room, int]]],
+        room: int,
+        turn: Entry,
     ) -> list[GroupKey]:
-        """`wake` for a held room: the sleepers whose amount is at most `room`, held ones
-        whose turn is after `turn` aside (left in the heap, they stay held; the others'
-        entries go stale there). Returns the groups woken."""
+        """`wake` for a held room whose room grew beyond what it held: the sleepers whose
+        amount is at most `room`, those whose turn is after `turn` aside (left in the
+        heap, they are held from now on, the room held up to `room`; new ones are listed
+        in `raised`), unless unsure; the others' entries go stale there. Returns the
+        groups woken."""
         short = self.short_of_quota
         woken: list[GroupKey] = []
-        for _, group, record in _within(sleepers, room):
+        for amount, group, record in _within(sleepers, room):
             if short.get(group) is not record:
                 continue
-            if self.is_held(group) and self.head(group) > turn:
-                continue
+            if group not in self.slept_now and self.head(group) > turn:
+                if self.is_held(group):
+                    continue
+                if group not in self.unsure:
+                    self.raised.append((amount, group))
+                    continue
             if self._unquota(group):
                 woken.append(group)
+        self.held[held] = room
         return woken
 
 

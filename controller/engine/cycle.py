@@ -29,6 +29,7 @@ victims back, evicting them and placing the gang once more.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -454,6 +455,14 @@ class Engine:
                 sure, helped = self._resumed(
                     backlog, stopped, walk, helped_before, now[1] != seen[1], entry
                 )
+                if held and now[1] != seen[1] and backlog.raised:  # behind cursors, or gates
+                    for amount, w in backlog.raised:
+                        if w[0] in self._searched_queues and backlog.is_held(w):
+                            room = backlog.short_of_quota[w][0]
+                            if room not in gates:
+                                gates[room] = _HeldGate([], entry)
+                            gates[room].add(amount, backlog.head(w), w)
+                    self._open_gates(backlog, walk, gates, through_gates, passed)
                 walk.certain(sure)
                 for w in sorted(sure | helped):
                     if walk.is_queued(w):
@@ -954,6 +963,19 @@ class _HeldGate:
         """The room at the last `first`."""
         self.through: tuple[Entry, GroupKey] | None = None
         """What the last `first` found (put in the walk)."""
+
+    def add(self, amount: int, head: Entry, where: GroupKey) -> None:
+        """A group held since the gate was made (its turn after `after`)."""
+        self.have = -1  # look again
+        k = bisect_left(self.amounts, amount)
+        if k == len(self.amounts) or self.amounts[k] != amount:
+            self.amounts.insert(k, amount)
+            self.turns.insert(k, [])
+            self.at.insert(k, 0)
+        turns = self.turns[k]
+        i = bisect_left(turns, (head, where))
+        turns.insert(i, (head, where))
+        self.at[k] = min(self.at[k], i)
 
     def first(
         self, have: int | None, backlog: Backlog, passed: set[GroupKey]

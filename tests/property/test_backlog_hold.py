@@ -207,5 +207,6 @@ def test_rooms_held_at_a_cycles_start_decide_as_waking_every_sleeper(
         assert results[0].preemption_searches == results[1].preemption_searches
         for r in results:
             r.ledger.commit_all()
+        assert holding._backlog is not None  # the lazy walk did not fail (and fall back)
         assert sleepers(holding._backlog) == sleepers(waking._backlog)
         assert waits_over(states[0], holding._backlog) == []
