@@ -323,6 +323,11 @@ class Backlog:
             if short.get(group) is record and group not in slept
         }
 
+    def least_amount(self, room: Room) -> int | None:
+        """No group sleeps on the room for less (None: none sleeps on it)."""
+        heap = self._quota_sleepers.get(room)
+        return heap[0][0] if heap else None
+
     def quota_rooms(self) -> list[Room]:
         """Rooms some group sleeps on."""
         return [room for room, live in self._quota_live.items() if live > 0]

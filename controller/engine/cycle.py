@@ -460,7 +460,7 @@ class Engine:
                         if w[0] in self._searched_queues and backlog.is_held(w):
                             room = backlog.short_of_quota[w][0]
                             if room not in gates:
-                                gates[room] = _HeldGate([], entry)
+                                gates[room] = _HeldGate(room, entry)
                             gates[room].add(amount, backlog.head(w), w)
                     self._open_gates(backlog, walk, gates, through_gates, passed)
                 walk.certain(sure)
@@ -517,9 +517,8 @@ class Engine:
         good, and those with room at their turn come through a gate per room
         (`_HeldGate`, `_open_gates`)."""
         for room in backlog.held:
-            if room[0] == queue and (of_room := backlog.held_of(room)):
-                head_of = backlog.head
-                gates[room] = _HeldGate([(a, head_of(w), w) for w, a in of_room.items()], entry)
+            if room[0] == queue:
+                gates[room] = _HeldGate(room, entry)
         for uid in sorted(self._discordant):
             at = backlog.place.get(uid)
             if at is None or at[0][0] != queue or not backlog.is_held(at[0]):
@@ -943,20 +942,19 @@ class Engine:
 
 
 class _HeldGate:
-    """A searched queue's held groups of one room whose turn was still to come when it
-    was searched, by amount, each amount's by turn: `first` finds the first one with
-    room enough in O(amounts), however many there are."""
+    """A searched queue's held groups of one room, by amount, each amount's by turn:
+    `first` finds the first one with room enough in O(amounts), however many there are.
+    Built when the room first has room for its smallest sleeper (until then none of them
+    could be found)."""
 
-    __slots__ = ("after", "amounts", "at", "have", "through", "turns")
+    __slots__ = ("after", "amounts", "at", "built", "have", "room", "through", "turns")
 
-    def __init__(self, held: list[tuple[int, Entry, GroupKey]], after: Entry) -> None:
-        by_amount: dict[int, list[tuple[Entry, GroupKey]]] = {}
-        for amount, head, where in held:
-            if head > after:
-                by_amount.setdefault(amount, []).append((head, where))
-        self.amounts = sorted(by_amount)
-        self.turns = [sorted(by_amount[a]) for a in self.amounts]
-        self.at = [0] * len(self.amounts)
+    def __init__(self, room: Room, after: Entry) -> None:
+        self.room = room
+        self.built = False
+        self.amounts: list[int] = []
+        self.turns: list[list[tuple[Entry, GroupKey]]] = []
+        self.at: list[int] = []
         self.after = after
         """The walk's entry: turns up to it have passed."""
         self.have: int | None = -1
@@ -964,9 +962,20 @@ class _HeldGate:
         self.through: tuple[Entry, GroupKey] | None = None
         """What the last `first` found (put in the walk)."""
 
+    def _build(self, backlog: Backlog) -> None:
+        by_amount: dict[int, list[tuple[Entry, GroupKey]]] = {}
+        for where, amount in backlog.held_of(self.room).items():
+            by_amount.setdefault(amount, []).append((backlog.head(where), where))
+        self.amounts = sorted(by_amount)
+        self.turns = [sorted(by_amount[a]) for a in self.amounts]
+        self.at = [0] * len(self.amounts)
+        self.built = True
+
     def add(self, amount: int, head: Entry, where: GroupKey) -> None:
-        """A group held since the gate was made (its turn after `after`)."""
+        """A group held since the gate was built (its turn after `after`)."""
         self.have = -1  # look again
+        if not self.built:
+            return  # the build will find it
         k = bisect_left(self.amounts, amount)
         if k == len(self.amounts) or self.amounts[k] != amount:
             self.amounts.insert(k, amount)
@@ -983,6 +992,11 @@ class _HeldGate:
         """The first turn to come of a group still held whose amount is at most `have`.
         Held groups whose turn passed meanwhile (out of the walk: no room for them then)
         fell asleep again at it, as their turn would have had them (`passed`)."""
+        if not self.built:
+            least = backlog.least_amount(self.room)
+            if least is None or (have is not None and have < least):
+                return None
+            self._build(backlog)
         best: tuple[Entry, GroupKey] | None = None
         for k, amount in enumerate(self.amounts):
             if have is not None and amount > have:
