@@ -21,12 +21,18 @@ charge it needs whatever it gets sleeps, indexed by (queue, resource) and the am
 until the queue's headroom for that resource reaches the amount (or the queue tree or
 namespaces change). A cycle after one gang finished thus looks at the groups that could
 use what it freed, not at every group.
+
+Under preemption, the groups asleep on quota of a queue every class of which preemption
+may help are not woken at a cycle's start when their room grows (the room is `held`):
+the walk takes them behind their classes' cursors anyway, and wakes each at its turn
+unless that turn would pass it as decided, which it does for most once a gang before
+them took the room again (see `Engine._walk_groups`).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -97,6 +103,19 @@ class Backlog:
         """Groups woken at the start of this cycle (still in `dormant`)."""
         self.dormant_wanted = True
         """Keep `dormant` (a walk with no preemption never reads it)."""
+        self.unsure: set[GroupKey] = set()
+        """Groups asleep on quota whose amount may not be what their head's turn would
+        find: the group changed since, it slept on a gang that is not its head, or its
+        shape sleeps too (a wake ending its sleep on quota would not rouse it)."""
+        self.slept_now: set[GroupKey] = set()
+        """Groups that fell asleep on quota in this cycle."""
+        self.raised: list[tuple[int, GroupKey]] = []
+        """Groups the last `wake` held for a room held further, with their amounts."""
+        self._slept_in: dict[Room, list[GroupKey]] = {}
+        """The same, per room they sleep on."""
+        self.held: dict[Room, int] = {}
+        """Rooms whose sleepers the start of this cycle left asleep though the room had
+        grown (`start_cycle`), with the room then."""
 
     def sync(self, changed: Iterable[str]) -> None:
         """Follow pending gangs added, replaced or removed (`changed`, all of them since
@@ -107,6 +126,8 @@ class Backlog:
             if old is not None:
                 self._heads.pop(old[0], None)
                 self._dirty.add(old[0])
+                if old[0] in self.short_of_quota:
+                    self.unsure.add(old[0])
                 self._leave(*old)
             gang = pending.get(uid)
             if gang is None:
@@ -117,6 +138,8 @@ class Backlog:
             self.place[uid] = (where, entry)
             self._heads.pop(where, None)
             self._dirty.add(where)
+            if where in self.short_of_quota:
+                self.unsure.add(where)
             group = self.groups.get(where)
             if group is None:
                 group = self.groups[where] = SortedList()
@@ -137,6 +160,7 @@ class Backlog:
         alike.discard(where)
         if not alike:
             del self.classes[where[0], where[3]]
+        self.unsure.discard(where)
         slept_on = self.short_of_quota.pop(where, None)
         if slept_on is not None:
             self._quota_live[slept_on[0]] -= 1  # its heap entry is stale now
@@ -180,12 +204,18 @@ class Backlog:
         groups = self._of_shape[shape]
         self.awake.difference_update(groups)
         self._dirty.update(groups)
+        short = self.short_of_quota
+        self.unsure.update(w for w in groups if w in short)
 
-    def sleep_on_quota(self, where: GroupKey, room: Room, amount: int) -> None:
-        """Leave the group out until its queue has room for `amount` of the resource."""
+    def sleep_on_quota(self, where: GroupKey, room: Room, amount: int, sure: bool = True) -> None:
+        """Leave the group out until its queue has room for `amount` of the resource
+        (`sure`: the amount is its head's)."""
         if where in self.short_of_quota or where not in self.groups:
             return
         record = self.short_of_quota[where] = (room, amount)
+        self.fell_asleep(where)
+        if not sure or where[2] in self.asleep:
+            self.unsure.add(where)
         sleepers = self._quota_sleepers.get(room)
         if sleepers is None:
             sleepers = self._quota_sleepers[room] = []
@@ -205,13 +235,26 @@ class Backlog:
             return True
         return False
 
-    def start_cycle(self) -> None:
+    def start_cycle(self, hold: Callable[[], dict[Room, int]] | None = None) -> None:
         """Settle `dormant`, then wake the sleepers whose wait is over (`woke`). The
         cycle's walk takes `dormant` less `woke` as the groups not awake: settled before
         the wake, groups that wake at each cycle's start and fall asleep again during it
-        leave `dormant` as it was."""
+        leave `dormant` as it was.
+
+        `hold` (asked after settling) names rooms, with their room now, whose sleepers on
+        quota are left asleep (`held`) though their wait is over: the walk wakes each when
+        its turn comes, if it still is over then (see `Engine._walk_groups`). Unsure
+        ones are woken now all the same."""
         self.settle_dormant()
-        woken = self.wake()
+        self.slept_now.clear()
+        self._slept_in.clear()
+        self.held = {}
+        if hold is not None and self.dormant_wanted:
+            state = self.state
+            seen = (state.quota.generation, state.namespace_generation)
+            if seen == self._queues_seen and state.capacity_epoch != self._epoch_seen:
+                self.held = hold()
+        woken = self.wake(self.held)
         self.woke = set(woken) if self.dormant_wanted else set()
 
     def settle_dormant(self) -> None:
@@ -242,16 +285,70 @@ class Backlog:
                 dormant[cls].add(now)
         self._dirty.clear()
 
-    def wake(self) -> list[GroupKey]:
+    def fell_asleep(self, where: GroupKey) -> None:
+        """The group (asleep on quota) fell asleep in this cycle: its turn passed it."""
+        self.slept_now.add(where)
+        self._slept_in.setdefault(self.short_of_quota[where][0], []).append(where)
+
+    def is_held(self, where: GroupKey) -> bool:
+        """Whether the group sleeps on quota only because its room was held at the start
+        of this cycle (`start_cycle`): its wait was over then."""
+        record = self.short_of_quota.get(where)
+        if record is None or where in self.slept_now:
+            return False
+        limit = self.held.get(record[0])
+        return limit is not None and record[1] <= limit
+
+    def wake_held(self, where: GroupKey) -> None:
+        """End a held group's sleep on quota, as the start of the cycle would have."""
+        self._unquota(where)
+
+    def _unquota(self, where: GroupKey) -> bool:
+        """End the group's sleep on quota (its heap entry goes stale); whether it woke
+        (its shape may sleep)."""
+        record = self.short_of_quota.pop(where)
+        self._quota_live[record[0]] -= 1
+        self.unsure.discard(where)
+        return self._rouse(where)
+
+    def held_of(self, room: Room) -> dict[GroupKey, int]:
+        """The room's held groups, with their amounts."""
+        limit = self.held.get(room)
+        if limit is None:
+            return {}
+        short, slept = self.short_of_quota, self.slept_now
+        return {
+            group: amount
+            for amount, group, record in _within(self._quota_sleepers.get(room, []), limit)
+            if short.get(group) is record and group not in slept
+        }
+
+    def least_amount(self, room: Room) -> int | None:
+        """No group sleeps on the room for less (None: none sleeps on it)."""
+        heap = self._quota_sleepers.get(room)
+        return heap[0][0] if heap else None
+
+    def quota_rooms(self) -> list[Room]:
+        """Rooms some group sleeps on."""
+        return [room for room, live in self._quota_live.items() if live > 0]
+
+    def wake(
+        self, held: Mapping[Room, int] | None = None, turn: Entry | None = None
+    ) -> list[GroupKey]:
         """Wake every sleeper whose wait is over: shapes whose pods the free devices
         could host, groups whose queue has the room (all of them after a change to the
         queue tree or namespaces). Free devices and headroom grow only with the state's
-        capacity epoch, so nothing wakes while it stands still. Returns the groups woken."""
+        capacity epoch, so nothing wakes while it stands still. Returns the groups woken.
+
+        At a cycle's start, the rooms `held` are left asleep (`start_cycle`); during its
+        walk (at `turn`, the walk's entry), held groups whose turn is still to come stay
+        held: the walk decides at their turn."""
         state = self.state
         quota = state.quota
         seen = (quota.generation, state.namespace_generation)
         changed, self._queues_seen = seen != self._queues_seen, seen
         woken: list[GroupKey] = []
+        self.raised = []
         if not changed and state.capacity_epoch == self._epoch_seen:
             return woken
         self._epoch_seen = state.capacity_epoch
@@ -263,17 +360,94 @@ class Backlog:
                 del self.asleep[shape]
                 woken.extend(w for w in self._of_shape.get(shape, ()) if self._rouse(w))
         short = self.short_of_quota
+        if held:
+            for group in sorted(self.unsure):
+                record = short.get(group)
+                limit = None if record is None else held.get(record[0])
+                if record is not None and limit is not None and record[1] <= limit:
+                    self.wake_held(group)
+                    if group in self.awake:
+                        woken.append(group)
         for (queue, resource), groups in self._quota_sleepers.items():
+            if held and (queue, resource) in held:
+                continue
             room = None if changed else quota.headroom(queue, resource)[0]
+            limit = self.held.get((queue, resource)) if turn is not None else None
+            if limit is not None and room is not None:
+                if room <= limit:  # only groups that fell asleep in this cycle may wake
+                    woken.extend(self._wake_fallen((queue, resource), room))
+                else:
+                    assert turn is not None
+                    woken.extend(self._wake_around_held((queue, resource), groups, room, turn))
+                continue
             while groups and (room is None or groups[0][0] <= room):
                 _, group, record = heapq.heappop(groups)
                 if short.get(group) is not record:
                     continue  # stale: the group left, or sleeps on another entry
-                del short[group]
-                self._quota_live[record[0]] -= 1
-                if self._rouse(group):
+                if self._unquota(group):
                     woken.append(group)
         return woken
+
+    def _wake_fallen(self, room: Room, have: int) -> list[GroupKey]:
+        """`wake` for a held room whose room is at most what it was at the cycle's start:
+        of its sleepers, only those that fell asleep in this cycle can wake (the others
+        are held, or need more than it had then)."""
+        short = self.short_of_quota
+        woken: list[GroupKey] = []
+        for group in self._slept_in.get(room, ()):
+            record = short.get(group)
+            if record is None or record[0] != room or record[1] > have:
+                continue
+            if self._unquota(group):
+                woken.append(group)
+        return woken
+
+    def _wake_around_held(
+        self,
+        held: Room,
+        sleepers: list[tuple[int, GroupKey, tuple[Room, int]]],
+        room: int,
+        turn: Entry,
+    ) -> list[GroupKey]:
+        """`wake` for a held room whose room grew beyond what it held: the sleepers whose
+        amount is at most `room`, those whose turn is after `turn` aside (left in the
+        heap, they are held from now on, the room held up to `room`; new ones are listed
+        in `raised`), unless unsure; the others' entries go stale there. Returns the
+        groups woken."""
+        short = self.short_of_quota
+        woken: list[GroupKey] = []
+        for amount, group, record in _within(sleepers, room):
+            if short.get(group) is not record:
+                continue
+            if group not in self.slept_now and self.head(group) > turn:
+                if self.is_held(group):
+                    continue
+                if group not in self.unsure:
+                    self.raised.append((amount, group))
+                    continue
+            if self._unquota(group):
+                woken.append(group)
+        self.held[held] = room
+        return woken
+
+
+def _within(
+    heap: list[tuple[int, GroupKey, tuple[Room, int]]], limit: int
+) -> Iterator[tuple[int, GroupKey, tuple[Room, int]]]:
+    """The entries of a heap of quota sleepers whose amount is at most `limit` (stale
+    ones too), without taking them out."""
+    size = len(heap)
+    stack = [0] if heap else []
+    while stack:
+        i = stack.pop()
+        if heap[i][0] > limit:
+            continue  # so are its children's
+        yield heap[i]
+        child = 2 * i + 1
+        if child < size:
+            stack.append(child)
+            if child + 1 < size:
+                stack.append(child + 1)
 
 
 def _pods_fitting(inventory: DeviceInventory, need: Need) -> int | None:

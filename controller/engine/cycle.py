@@ -29,16 +29,20 @@ victims back, evicting them and placing the gang once more.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from controller.engine.backlog import (
     Backlog,
+    Entry,
     Frontier,
     GroupKey,
     HelpClass,
+    Room,
     charge_is_exact,
     shortfall,
 )
@@ -143,6 +147,14 @@ class Engine:
     """Copy the dormant groups of the classes preemption helps into the walk at the
     start of each cycle (O(dormant groups)) instead of walking the backlog's sorted
     positions behind cursors: the reference the cursors are tested against."""
+    hold_quota: bool = True
+    """Under preemption, leave the groups of a queue every class of which preemption may
+    help asleep on quota at a cycle's start though their room grew, and wake each at its
+    turn if it would not pass as decided then (`False`: wake them all at the start, the
+    reference this is tested against; the decisions are the same)."""
+    _discordant: set[str] = field(default_factory=set)
+    """Pending gangs refused quota whose reason told differs from that refusal's (a
+    failed search added to it): a searched queue's turn would tell them again."""
     lazy_from: int = 256
     lazy_below: int = 64
     """The group index is built once `lazy_from` gangs wait and dropped below
@@ -259,6 +271,7 @@ class Engine:
         elif self.reasons.get(uid) != decision.reason:
             self.reasons[uid] = decision.reason
             result.decisions.append(decision)
+        self._note_discord(uid)
 
     def _consider(
         self, gang: Gang, placer: Placer, ctx: CycleContext, result: CycleResult
@@ -312,7 +325,6 @@ class Engine:
             backlog.sync(self.state.pending)
         else:
             backlog.sync(changed)
-        backlog.start_cycle()
         return backlog
 
     def _group_of(self, gang: Gang) -> GroupKey:
@@ -358,6 +370,18 @@ class Engine:
         are in the walk already."""
         if self._helping:
             helped_before.update(self._helped_classes(backlog))
+        hold = None
+        if self.hold_quota and self._helping:
+            hold = partial(self._held_rooms, backlog, helped_before)
+        backlog.start_cycle(hold)
+        held = backlog.held
+        searched_seen: set[str] = set()
+        gates: dict[Room, _HeldGate] = {}
+        through_gates: set[GroupKey] = set()
+        """Groups a gate put in the walk."""
+        reopen = False
+        passed: set[GroupKey] = set()
+        """Held groups whose turn passed out of the walk."""
         if self.copy_dormant:
             walk = Frontier(backlog.heads())
             for cls in backlog.classes:
@@ -377,6 +401,20 @@ class Engine:
         seen = (state.admission_generation, state.capacity_epoch)
         while (position := walk.pop(self._searched_queues)) is not None:
             entry, where, maybe = position
+            if held and backlog.is_held(where):  # its turn, as woken at the start
+                gang = state.pending.get(entry[1])
+                memo = self._moot(backlog, where, gang) if gang is not None else None
+                if (
+                    gang is not None
+                    and memo is not None
+                    and self._leaves(backlog, where, gang, memo)
+                ):
+                    visited.add(gang.uid)  # passed as decided: it falls asleep again
+                    stopped[where] = gang
+                    backlog.fell_asleep(where)
+                    continue
+                backlog.wake_held(where)
+                maybe = False
             if maybe and not self._class_helped(backlog, (where[0], where[3])):
                 continue  # it fails as it did, and searches no victims
             gang = state.pending.get(entry[1])
@@ -391,6 +429,11 @@ class Engine:
                         walk.push((following, where))
                     continue
                 self._visit(gang, placer, ctx, result)
+                if held and len(self._searched_queues) != len(searched_seen):
+                    for queue in sorted(self._searched_queues - searched_seen):
+                        self._release_held(backlog, walk, queue, entry, gates)
+                    searched_seen.update(self._searched_queues)
+                    reopen = True
             now = (state.admission_generation, state.capacity_epoch)
             changed = self._helping and now != seen
             if changed:
@@ -403,10 +446,23 @@ class Engine:
                 self._sleep(backlog, where, still, memo)
             elif (following := backlog.after(where, entry)) is not None:
                 walk.push((following, where))
+            if gates and (reopen or now != seen or where in through_gates):
+                reopen = False
+                for gate in gates.values():
+                    gate.after = entry
+                self._open_gates(backlog, walk, gates, through_gates, passed)
             if changed:
                 sure, helped = self._resumed(
-                    backlog, stopped, walk, helped_before, grew=now[1] != seen[1]
+                    backlog, stopped, walk, helped_before, now[1] != seen[1], entry
                 )
+                if held and now[1] != seen[1] and backlog.raised:  # behind cursors, or gates
+                    for amount, w in backlog.raised:
+                        if w[0] in self._searched_queues and backlog.is_held(w):
+                            room = backlog.short_of_quota[w][0]
+                            if room not in gates:
+                                gates[room] = _HeldGate(room, entry)
+                            gates[room].add(amount, backlog.head(w), w)
+                    self._open_gates(backlog, walk, gates, through_gates, passed)
                 walk.certain(sure)
                 for w in sorted(sure | helped):
                     if walk.is_queued(w):
@@ -418,11 +474,95 @@ class Engine:
             member = state.pending.get(uid)
             if member is None:
                 continue
-            reason = self._group_reason(member, stopped.get(backlog.place[uid][0]))
+            where = backlog.place[uid][0]
+            head = stopped.get(where)
+            if head is None and held and (where in passed or backlog.is_held(where)):
+                head = state.pending.get(backlog.head(where)[1])  # its turn passed it
+            reason = self._group_reason(member, head)
             if reason is not None and self.reasons.get(uid) != reason:
                 self.reasons[uid] = reason
+                self._note_discord(uid)
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
+
+    def _held_rooms(self, backlog: Backlog, helped: set[HelpClass]) -> dict[Room, int]:
+        """The rooms to hold at the start of the cycle (`Backlog.start_cycle`), with their
+        room now: those of queues every class of which preemption may help. A held group
+        is then in the walk behind its class's cursor, walked in case preemption helps it,
+        which is what its turn would do while its queue is not searched; the walk wakes it
+        at its turn when that turn would not pass it as decided, and `_release_held` puts
+        in the walk those a searched queue's turn would not pass."""
+        quota = self.state.quota
+        rooms: dict[Room, int] = {}
+        for room in backlog.quota_rooms():
+            classes = self._classes_of.get(room[0])
+            if not classes or not all(cls in helped for cls in classes):
+                continue
+            have = quota.headroom(*room)[0]
+            if have is not None:
+                rooms[room] = have
+        return rooms
+
+    def _release_held(
+        self,
+        backlog: Backlog,
+        walk: Frontier,
+        queue: str,
+        entry: Entry,
+        gates: dict[Room, _HeldGate],
+    ) -> None:
+        """The queue was just searched: its held groups whose turn is still to come leave
+        the walk with its classes' cursors, except those its turn would not pass as
+        decided: those with a reason to tell again (`_discordant`) are put in the walk for
+        good, and those with room at their turn come through a gate per room
+        (`_HeldGate`, `_open_gates`)."""
+        for room in backlog.held:
+            if room[0] == queue:
+                gates[room] = _HeldGate(room, entry)
+        for uid in sorted(self._discordant):
+            at = backlog.place.get(uid)
+            if at is None or at[0][0] != queue or not backlog.is_held(at[0]):
+                continue
+            head = backlog.head(at[0])
+            if head[1] == uid and head > entry:
+                self._walk_for_good(walk, at[0], head)
+
+    def _open_gates(
+        self,
+        backlog: Backlog,
+        walk: Frontier,
+        gates: dict[Room, _HeldGate],
+        through: set[GroupKey],
+        passed: set[GroupKey],
+    ) -> None:
+        """Put in the walk each gate's first held group the room has room for now, whose
+        turn is still to come (the walk's entry is every gate's `after`); called after
+        the room may have grown, and after such a group's turn."""
+        quota = self.state.quota
+        for room, gate in gates.items():
+            have = quota.headroom(*room)[0]
+            if have == gate.have and gate.through is not None and gate.through[0] > gate.after:
+                continue  # the same room, and its first's turn is still to come
+            gate.have = have
+            first = gate.first(have, backlog, passed)
+            gate.through = first
+            if first is not None:
+                through.add(first[1])
+                self._walk_for_good(walk, first[1], first[0])
+
+    @staticmethod
+    def _walk_for_good(walk: Frontier, where: GroupKey, head: Entry) -> None:
+        if not walk.is_queued(where):
+            walk.push((head, where))
+        elif walk.is_maybe(where):
+            walk.certain((where,))
+
+    def _note_discord(self, uid: str) -> None:
+        memo = self._failed_gangs.get(uid)
+        if memo is not None and memo.kind == "quota" and self.reasons.get(uid) != memo.reason:
+            self._discordant.add(uid)
+        else:
+            self._discordant.discard(uid)
 
     def _moot(self, backlog: Backlog, where: GroupKey, gang: Gang) -> _Memo | None:
         """The gang's recorded failure if deciding the gang now would change nothing, so
@@ -536,6 +676,7 @@ class Engine:
         walk: Frontier,
         helped_before: set[HelpClass],
         grew: bool,
+        turn: Entry,
     ) -> tuple[set[GroupKey], set[GroupKey]]:
         """After an admission or release: the groups that may fit now (after capacity
         grew: woken sleepers, stopped groups that do not sleep), and the groups off the
@@ -544,7 +685,7 @@ class Engine:
         was searched, or its failure is its queue's or can never pass)."""
         sure: set[GroupKey] = set()
         if grew:
-            sure.update(backlog.wake())
+            sure.update(backlog.wake(turn=turn))
             sure.update(w for w, g in stopped.items() if self._may_fit_again(backlog, w, g))
         helped: set[GroupKey] = set()
         now = self._helped_classes(backlog)
@@ -570,7 +711,8 @@ class Engine:
         elif memo.kind == "quota":
             assert isinstance(memo.stamp, tuple)
             resource, amount = memo.stamp
-            backlog.sleep_on_quota(where, (gang.queue, str(resource)), int(amount))
+            sure = where in backlog.groups and backlog.head(where)[1] == gang.uid
+            backlog.sleep_on_quota(where, (gang.queue, str(resource)), int(amount), sure)
 
     def _fails_for_group(self, gang: Gang, memo: _Memo) -> bool:
         """Whether the pending gang's recorded failure (`memo`) holds for its whole group
@@ -606,6 +748,7 @@ class Engine:
             if uid not in state.pending:
                 for table in tables:
                     table.pop(uid, None)
+                self._discordant.discard(uid)
         pending = len(state.pending)
         for table in tables:
             if len(table) > 2 * pending + 1024:  # entries not made for pending gangs
@@ -796,6 +939,81 @@ class Engine:
             tuple(g.uid for g, _ in evicted),
             attempts,
         )
+
+
+class _HeldGate:
+    """A searched queue's held groups of one room, by amount, each amount's by turn:
+    `first` finds the first one with room enough in O(amounts), however many there are.
+    Built when the room first has room for its smallest sleeper (until then none of them
+    could be found)."""
+
+    __slots__ = ("after", "amounts", "at", "built", "have", "room", "through", "turns")
+
+    def __init__(self, room: Room, after: Entry) -> None:
+        self.room = room
+        self.built = False
+        self.amounts: list[int] = []
+        self.turns: list[list[tuple[Entry, GroupKey]]] = []
+        self.at: list[int] = []
+        self.after = after
+        """The walk's entry: turns up to it have passed."""
+        self.have: int | None = -1
+        """The room at the last `first`."""
+        self.through: tuple[Entry, GroupKey] | None = None
+        """What the last `first` found (put in the walk)."""
+
+    def _build(self, backlog: Backlog) -> None:
+        by_amount: dict[int, list[tuple[Entry, GroupKey]]] = {}
+        for where, amount in backlog.held_of(self.room).items():
+            by_amount.setdefault(amount, []).append((backlog.head(where), where))
+        self.amounts = sorted(by_amount)
+        self.turns = [sorted(by_amount[a]) for a in self.amounts]
+        self.at = [0] * len(self.amounts)
+        self.built = True
+
+    def add(self, amount: int, head: Entry, where: GroupKey) -> None:
+        """A group held since the gate was built (its turn after `after`)."""
+        self.have = -1  # look again
+        if not self.built:
+            return  # the build will find it
+        k = bisect_left(self.amounts, amount)
+        if k == len(self.amounts) or self.amounts[k] != amount:
+            self.amounts.insert(k, amount)
+            self.turns.insert(k, [])
+            self.at.insert(k, 0)
+        turns = self.turns[k]
+        i = bisect_left(turns, (head, where))
+        turns.insert(i, (head, where))
+        self.at[k] = min(self.at[k], i)
+
+    def first(
+        self, have: int | None, backlog: Backlog, passed: set[GroupKey]
+    ) -> tuple[Entry, GroupKey] | None:
+        """The first turn to come of a group still held whose amount is at most `have`.
+        Held groups whose turn passed meanwhile (out of the walk: no room for them then)
+        fell asleep again at it, as their turn would have had them (`passed`)."""
+        if not self.built:
+            least = backlog.least_amount(self.room)
+            if least is None or (have is not None and have < least):
+                return None
+            self._build(backlog)
+        best: tuple[Entry, GroupKey] | None = None
+        for k, amount in enumerate(self.amounts):
+            if have is not None and amount > have:
+                break
+            turns, i = self.turns[k], self.at[k]
+            while i < len(turns):
+                head, where = turns[i]
+                if backlog.is_held(where):
+                    if head > self.after:
+                        break
+                    backlog.fell_asleep(where)
+                    passed.add(where)
+                i += 1
+            self.at[k] = i
+            if i < len(turns) and (best is None or turns[i] < best):
+                best = turns[i]
+        return best
 
 
 def _checked_key(
