@@ -37,7 +37,7 @@ from controller.engine.model import (
 )
 from controller.engine.placement import Placer, device_budget, reservation_charge
 from controller.engine.policy import PlacementPolicy
-from controller.engine.reservation import PodPlacement
+from controller.engine.reservation import PodPlacement, Reservation
 from controller.engine.state import ClusterState
 from policies.registry import PolicyRef, create_placement
 from tests.builders import DRIVER, GIB, GPU
@@ -210,6 +210,38 @@ def picked(admitted: list[str], picks: tuple[int, ...]) -> set[str]:
     return {admitted[i % len(admitted)] for i in picks} if admitted else set()
 
 
+def put_back(
+    state: ClusterState,
+    released: list[tuple[Gang, Reservation]],
+    stamp: tuple[int, int],
+) -> None:
+    """Restore released gangs, last first, and the state's change counters as they were."""
+    for g, res in reversed(released):
+        state.restore(g, res)
+    state.capacity_epoch, state.admission_generation = stamp
+
+
+def undo_take(
+    state: ClusterState,
+    gang: Gang,
+    taken: tuple[tuple[PodPlacement, ...], list[tuple[Gang, Reservation]]],
+    chosen: list[str],
+    stamp: tuple[int, int],
+) -> tuple[PodPlacement, ...]:
+    """Check that `take` released exactly `chosen`, each release moving both counters
+    once; put everything back and return the pods it placed."""
+    pods, released = taken
+    assert [g.uid for g, _ in released] == chosen
+    assert (state.capacity_epoch, state.admission_generation) == (
+        stamp[0] + len(chosen),
+        stamp[1] + len(chosen),
+    )
+    for pod in reversed(pods):
+        state.release_pod(gang.uid, pod)
+    put_back(state, released, stamp)
+    return pods
+
+
 def from_scratch(
     state: ClusterState, placer: Placer, engine: Engine, gang: Gang, without: list[str]
 ) -> tuple[PodPlacement, ...] | None:
@@ -235,9 +267,7 @@ def from_scratch(
             return None
         return outcome.pods
     finally:
-        for g, res in reversed(released):
-            state.restore(g, res)
-        state.capacity_epoch, state.admission_generation = stamp
+        put_back(state, released, stamp)
 
 
 @st.composite
@@ -330,17 +360,7 @@ def check_probes(run: ProbeRun) -> None:
     chosen = sorted(current ^ picked(admitted, run.taken))
     taken = ctx.take(gang, chosen)
     if taken is not None:
-        pods, released = taken
-        assert [g.uid for g, _ in released] == chosen
-        assert (state.capacity_epoch, state.admission_generation) == (
-            stamp[0] + len(chosen),
-            stamp[1] + len(chosen),
-        )
-        for pod in reversed(pods):
-            state.release_pod(gang.uid, pod)
-        for g, res in reversed(released):
-            state.restore(g, res)
-        state.capacity_epoch, state.admission_generation = stamp
+        undo_take(state, gang, taken, chosen, stamp)
     ctx.settle()
     assert Snapshot.of(state) == before
     assert (state.capacity_epoch, state.admission_generation) == stamp
@@ -423,9 +443,7 @@ def counted_out_after_releasing(
                 return True
         return any(inv.match_set(mk).total_free() < n for mk, n in need.items())
     finally:
-        for g, res in reversed(released):
-            state.restore(g, res)
-        state.capacity_epoch, state.admission_generation = stamp
+        put_back(state, released, stamp)
 
 
 @dataclass(frozen=True)
@@ -555,17 +573,7 @@ def test_taking_a_set_an_earlier_probe_fitted_hands_over_its_placement_from_scra
     probes = ctx.probes
     taken = ctx.take(gang, chosen)
     assert taken is not None
-    pods, released = taken
     assert ctx.probes == probes + 1
-    assert [g.uid for g, _ in released] == chosen
-    assert (state.capacity_epoch, state.admission_generation) == (
-        stamp[0] + len(chosen),
-        stamp[1] + len(chosen),
-    )
-    for pod in reversed(pods):
-        state.release_pod(gang.uid, pod)
-    for g, res in reversed(released):
-        state.restore(g, res)
-    state.capacity_epoch, state.admission_generation = stamp
+    pods = undo_take(state, gang, taken, chosen, stamp)
     assert Snapshot.of(state) == before
     assert pods == from_scratch(state, Placer(state, policy), engine, gang, chosen)
