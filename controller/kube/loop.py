@@ -586,12 +586,7 @@ class Controller:
             return None
         if foreign.released(written) is not None:
             return None
-        namespace = found.group.namespace
-        now = self._now()
-        await self._each(
-            self._taken_down(namespace, written, reason),
-            lambda p: disrupt_pod(self.rest, p, rc.PREEMPTION_BY_SCHEDULER, why, now),
-        )
+        await self._disrupt(self._taken_down(found.group.namespace, written, reason), why)
         try:
             made = await fc.release_record(self.rest, obj, written, reason, why, retry_at)
         except CommitConflict:
@@ -643,6 +638,13 @@ class Controller:
         for obj in about:
             await self._events(obj, change, regarding)
 
+    async def _disrupt(self, pods: list[Obj], why: str) -> None:
+        """Mark the pods a foreign gang's release takes down DisruptionTarget, all at one time."""
+        now = self._now()
+        await self._each(
+            pods, lambda p: disrupt_pod(self.rest, p, rc.PREEMPTION_BY_SCHEDULER, why, now)
+        )
+
     async def _tear_down_foreign(self, group: foreign.Group, obj: Obj, written: Obj) -> None:
         """What a released record (an evicted foreign gang) still holds: its pods marked
         and deleted, its claims deallocated once their pods are done; then the record
@@ -650,11 +652,8 @@ class Controller:
         namespace = group.namespace
         released = foreign.released(written) or {}
         why, reason = str(released.get("message", "")), str(released.get("reason", ""))
-        now = self._now()
         pods = self._taken_down(namespace, written, reason)
-        await self._each(
-            pods, lambda p: disrupt_pod(self.rest, p, rc.PREEMPTION_BY_SCHEDULER, why, now)
-        )
+        await self._disrupt(pods, why)
         await self._each(pods, lambda p: delete_pod(self.rest, p))
         cached_pods, cached_claims = self.caches.cache("pods"), self.caches.cache("resourceclaims")
         mine = foreign.recorded_uids(written)
@@ -820,7 +819,7 @@ class Controller:
     async def reconcile(self, key: str) -> None:
         """Bring one GangJob's objects and status in line with its record (or materialise
         a foreign gang's admission)."""
-        if key in self.caches.foreign.groups or foreign.is_gang_uid(key):
+        if foreign.is_gang_uid(key):
             await self._reconcile_foreign(key)
             return
         job = self.caches.cache("gangjobs").get(key)
