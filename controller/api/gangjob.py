@@ -329,23 +329,19 @@ SHARED_DEVICE_FIELDS = ("request", "driver", "pool")
 """Fields of an allocated device that its claim may give once for all its devices."""
 
 
-def _shared(max_length: int, whose: str) -> Any:
-    return Field(max_length=max_length, description=whose)
-
-
 class AllocatedDevice(ApiModel):
     """One device given to a claim request, named as in ResourceClaim status.allocation.
     A request, driver or pool left out is the claim's."""
 
     request: Annotated[
-        str | None, _shared(DEVICE_REQUEST_MAX_LENGTH, "The request; the claim's if left out.")
+        str | None, _name(DEVICE_REQUEST_MAX_LENGTH, "The request; the claim's if left out.")
     ] = None
     driver: Annotated[
-        str | None, _shared(DRIVER_MAX_LENGTH, "The driver; the claim's if left out.")
+        str | None, _name(DRIVER_MAX_LENGTH, "The driver; the claim's if left out.")
     ] = None
-    pool: Annotated[
-        str | None, _shared(DNS_SUBDOMAIN_MAX, "The pool; the claim's if left out.")
-    ] = None
+    pool: Annotated[str | None, _name(DNS_SUBDOMAIN_MAX, "The pool; the claim's if left out.")] = (
+        None
+    )
     device: Annotated[str, _name(DNS_LABEL_MAX)]
 
 
@@ -356,10 +352,10 @@ class AdmittedClaim(ApiModel):
 
     name: Annotated[str, _name(DNS_LABEL_MAX, "The claim's name in the pod spec.")]
     request: Annotated[
-        str | None, _shared(DEVICE_REQUEST_MAX_LENGTH, "The request of every device.")
+        str | None, _name(DEVICE_REQUEST_MAX_LENGTH, "The request of every device.")
     ] = None
-    driver: Annotated[str | None, _shared(DRIVER_MAX_LENGTH, "The driver of every device.")] = None
-    pool: Annotated[str | None, _shared(DNS_SUBDOMAIN_MAX, "The pool of every device.")] = None
+    driver: Annotated[str | None, _name(DRIVER_MAX_LENGTH, "The driver of every device.")] = None
+    pool: Annotated[str | None, _name(DNS_SUBDOMAIN_MAX, "The pool of every device.")] = None
     devices: Annotated[list[AllocatedDevice], Field(max_length=MAX_ALLOCATED_DEVICES)] = []
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from controller.api.common import API_VERSION
 from controller.api.errors import format_validation_error
+from controller.api.gangjob import SHARED_DEVICE_FIELDS
 from controller.api.gangjob import GangJob as GangJobModel
 from controller.api.queue import Queue as QueueModel
 from controller.engine.errors import InvalidInput
@@ -562,9 +563,6 @@ def admission_record(reservation: Reservation, admission_id: str) -> Obj:
         "quotaCharged": _quantities(reservation.charge),
         "borrowed": _quantities(reservation.borrowed),
     }
-
-
-SHARED_DEVICE_FIELDS = ("request", "driver", "pool")
 
 
 def with_shared_device_fields(record: Obj) -> Obj:
