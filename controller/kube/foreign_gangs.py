@@ -232,6 +232,7 @@ class ForeignGangs:
         finished = f.finished(pod)
         waiting = not finished and not (pod.get("spec") or {}).get("nodeName")
         problem = error = part = None
+        named = frozenset(f.named_claim_keys(pod))
         unallocated: frozenset[str] = frozenset()
         if waiting:
             try:
@@ -244,7 +245,7 @@ class ForeignGangs:
                 unallocated = frozenset(
                     f"{namespace}/{name}"
                     for _, name, claim in own
-                    if f"{namespace}/{name}" in f.named_claim_keys(pod) and not f.allocated(claim)
+                    if f"{namespace}/{name}" in named and not f.allocated(claim)
                 )
                 try:
                     part = f.part(pod, own, shared)
@@ -258,7 +259,7 @@ class ForeignGangs:
             f.size_annotation(pod),
             f.pod_order(pod),
             frozenset(f.claim_keys(pod)),
-            frozenset(f.named_claim_keys(pod)),
+            named,
             unallocated,
             problem,
             part,
