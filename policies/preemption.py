@@ -595,8 +595,6 @@ class _ReclaimView:
 
     room: dict[str, int]
     lenders: list[tuple[str, frozenset[str], int]]
-    full: frozenset[str]
-    """Managed resources with no room left: a gang needing any of them may not reclaim."""
     lending: dict[str, int] = field(compare=False)
     """What `could_help` reads of `lenders`: per resource borrowed, the lowest priority
     running in a queue that borrows it (0 for every one under `priority: any`)."""
@@ -677,13 +675,12 @@ class ReclaimPreemption:
                 lim = q.quota.get(r)
                 room[r] = (lim.nominal if lim is not None else 0) - used.get(r, 0)
             lenders = [t for t in self._lenders_in(state, quota.root(queue)) if t[0] != queue]
-            full = frozenset(r for r, left in room.items() if left <= 0)
             lending: dict[str, int] = {}
             for _, borrowed, low in lenders:
                 low = low if self.priority == "lower" else 0
                 for r in borrowed:
                     lending[r] = min(low, lending.get(r, low))
-            view = _ReclaimView(room, lenders, full, lending)
+            view = _ReclaimView(room, lenders, lending)
             last = self._last_views.get(queue)
             if last is not None and last == view:
                 view = last

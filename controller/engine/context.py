@@ -327,15 +327,7 @@ class CycleContext:
         hit = self._touches.get(uid)
         if hit is not None and hit[0] is res:
             return hit[1]
-        devices = self.state.inventory.devices
-        nodes: set[str | None] = set()
-        for pod in res.pods:
-            nodes.add(pod.node)
-            for claim in pod.claims:
-                for da in claim.devices:
-                    d = devices.get(da.device)
-                    nodes.add(None if d is None else d.node)
-        touched = frozenset(nodes)
+        touched = frozenset(self._nodes_of(res.pods))
         self._touches[uid] = (res, touched)
         return touched
 
@@ -361,15 +353,20 @@ class CycleContext:
         """The nodes pods and their devices are on, and None (network-attached or
         unpublished devices) whether or not any is: a gang coming back that touches
         those never leaves the placement as it was."""
+        return frozenset(self._nodes_of(pods) | {None})
+
+    def _nodes_of(self, pods: Sequence[PodPlacement]) -> set[str | None]:
+        """The nodes pods and their devices are on (None: a network-attached or
+        unpublished device)."""
         devices = self.state.inventory.devices
-        nodes: set[str | None] = {None}
+        nodes: set[str | None] = set()
         for pod in pods:
             nodes.add(pod.node)
             for claim in pod.claims:
                 for da in claim.devices:
                     d = devices.get(da.device)
                     nodes.add(None if d is None else d.node)
-        return frozenset(nodes)
+        return nodes
 
     def _cut_placed(self, changed: set[str | None]) -> None:
         """Release the kept pods from the first one on a node of `changed` on (all of
