@@ -46,12 +46,18 @@ async def broken_events(rest: Rest) -> list[dict]:
     return [e for e in events.get("items") or () if e["reason"] == f.BROKEN]
 
 
+async def a_gang_whose_claim_write_is_refused(rest: Rest, emulator: Emulator, running):
+    """A 2-pod foreign gang `train` on a node of 2 GPUs, its first claim write refused (422)."""
+    controller = await one_node_started(rest, running, gpus=2)
+    emulator.inject_fault(Fault("patch", "resourceclaims", code=422, times=1))
+    await submit_indexed_job(rest, "train", 2)
+    return controller
+
+
 async def test_a_foreign_gang_whose_claim_write_is_refused_holds_nothing_while_it_waits(
     crds: Rest, emulator: Emulator, running
 ) -> None:
-    controller = await one_node_started(crds, running, gpus=2)
-    emulator.inject_fault(Fault("patch", "resourceclaims", code=422, times=1))
-    await submit_indexed_job(crds, "train", 2)
+    controller = await a_gang_whose_claim_write_is_refused(crds, emulator, running)
 
     await until(lambda: released_record(crds))
     await asyncio.sleep(2)
@@ -71,9 +77,7 @@ async def test_a_foreign_gang_whose_claim_write_is_refused_holds_nothing_while_i
 async def test_a_foreign_gang_whose_claim_write_was_refused_is_admitted_on_the_next_try(
     crds: Rest, emulator: Emulator, running
 ) -> None:
-    controller = await one_node_started(crds, running, gpus=2)
-    emulator.inject_fault(Fault("patch", "resourceclaims", code=422, times=1))
-    await submit_indexed_job(crds, "train", 2)
+    controller = await a_gang_whose_claim_write_is_refused(crds, emulator, running)
 
     await until_bound(crds, 2)
     assert GANG in controller.caches.state.admitted
@@ -83,9 +87,7 @@ async def test_a_foreign_gang_whose_claim_write_was_refused_is_admitted_on_the_n
 async def test_a_broken_foreign_admission_is_told_by_an_event_on_each_pod(
     crds: Rest, emulator: Emulator, running
 ) -> None:
-    await one_node_started(crds, running, gpus=2)
-    emulator.inject_fault(Fault("patch", "resourceclaims", code=422, times=1))
-    await submit_indexed_job(crds, "train", 2)
+    await a_gang_whose_claim_write_is_refused(crds, emulator, running)
 
     await until(lambda: released_record(crds))
     await asyncio.sleep(1)
@@ -143,9 +145,7 @@ async def test_a_broken_foreign_admission_rolled_back_by_a_new_leader_is_admitte
 ) -> None:
     """The released record says what is left to roll back and when to try again: a
     controller that crashed once it was written leaves the rest to the next one."""
-    await one_node_started(crds, running, gpus=2)
-    emulator.inject_fault(Fault("patch", "resourceclaims", code=422, times=1))
-    await submit_indexed_job(crds, "train", 2)
+    await a_gang_whose_claim_write_is_refused(crds, emulator, running)
     await until(lambda: released_record(crds))
     await running.crash()
 

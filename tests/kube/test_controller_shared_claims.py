@@ -53,20 +53,32 @@ async def two_gangs_sharing_a_claim(rest: Rest, running) -> object:
     return controller
 
 
+async def claim_reserved_for_every_pod(rest: Rest) -> tuple[Obj, list[Obj]]:
+    """The claim `shared` and the pods, once its reservedFor is seen to list every pod."""
+    claim = await rest.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    pods = await items(rest, r.PODS)
+    reserved = sorted(c["uid"] for c in claim["status"]["reservedFor"])
+    assert reserved == sorted(p["metadata"]["uid"] for p in pods)
+    return claim, pods
+
+
+def assert_one_gpu_charged(controller) -> None:
+    """The shared claim's one GPU is charged once to the queue, and no invariant broke."""
+    state = controller.caches.state
+    assert state.quota.usage("q").get("devices/gpu") == 1
+    assert state.violations() == []
+
+
 async def test_a_claim_named_by_two_gangs_is_allocated_once_and_reserved_for_both(
     crds: Rest, running
 ) -> None:
     controller = await two_gangs_sharing_a_claim(crds, running)
 
-    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    claim, pods = await claim_reserved_for_every_pod(crds)
     (result,) = claim["status"]["allocation"]["devices"]["results"]
-    pods = {p["metadata"]["uid"]: p for p in await items(crds, r.PODS)}
-    assert sorted(c["uid"] for c in claim["status"]["reservedFor"]) == sorted(pods)
-    assert {p["spec"]["nodeName"] for p in pods.values()} == {result["pool"]}
-    state = controller.caches.state
-    assert sorted(state.admitted) == ["gang:default/a", "gang:default/b"]
-    assert state.quota.usage("q").get("devices/gpu") == 1
-    assert state.violations() == []
+    assert {p["spec"]["nodeName"] for p in pods} == {result["pool"]}
+    assert sorted(controller.caches.state.admitted) == ["gang:default/a", "gang:default/b"]
+    assert_one_gpu_charged(controller)
 
 
 async def test_a_shared_claim_stays_held_while_another_gang_still_uses_it(
@@ -95,10 +107,8 @@ async def test_a_restarted_controller_restores_both_gangs_sharing_a_claim(
     controller = await running.start()
     await asyncio.sleep(10)
 
-    state = controller.caches.state
-    assert sorted(state.admitted) == ["gang:default/a", "gang:default/b"]
-    assert state.quota.usage("q").get("devices/gpu") == 1
-    assert state.violations() == []
+    assert sorted(controller.caches.state.admitted) == ["gang:default/a", "gang:default/b"]
+    assert_one_gpu_charged(controller)
 
 
 async def test_a_gang_waits_for_the_pending_gang_that_names_the_same_unallocated_claim(
@@ -177,13 +187,9 @@ async def test_a_claim_named_by_several_pods_of_one_gang_is_allocated_once_for_a
 ) -> None:
     controller = await one_gang_sharing_a_claim(crds, running)
 
-    claim = await crds.get(r.RESOURCE_CLAIMS.path(NAMESPACE, "shared"))
+    claim, _ = await claim_reserved_for_every_pod(crds)
     assert len(claim["status"]["allocation"]["devices"]["results"]) == 1
-    pods = {p["metadata"]["uid"] for p in await items(crds, r.PODS)}
-    assert sorted(c["uid"] for c in claim["status"]["reservedFor"]) == sorted(pods)
-    state = controller.caches.state
-    assert state.quota.usage("q").get("devices/gpu") == 1
-    assert state.violations() == []
+    assert_one_gpu_charged(controller)
 
 
 async def test_pods_of_one_gang_sharing_a_claim_are_put_on_the_node_of_its_devices(
@@ -204,10 +210,8 @@ async def test_a_restarted_controller_restores_a_gang_whose_pods_share_a_claim(
     controller = await running.start()
     await asyncio.sleep(10)
 
-    state = controller.caches.state
-    assert list(state.admitted) == ["gang:default/a"]
-    assert state.quota.usage("q").get("devices/gpu") == 1
-    assert state.violations() == []
+    assert list(controller.caches.state.admitted) == ["gang:default/a"]
+    assert_one_gpu_charged(controller)
 
 
 # --- the reservedFor limit, for a whole gang -------------------------------------------------
