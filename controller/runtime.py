@@ -9,7 +9,13 @@ on whatever loop they are given.
   spends a large part of its CPU there (every request and watch event goes through it).
 - The objects alive once the process has started (imported modules, classes, the
   client's generated models: over 100,000) are moved out of the collector's sight
-  (`gc.freeze`), and young objects are collected in larger batches. A server process
+  (`gc.freeze`), and young objects are collected in larger batches. The controller
+  freezes again once its caches have synced (`freeze_heap`): the cluster's state built
+  then (gangs, pods, reservations, device tables: hundreds of thousands of objects for
+  a few thousand gangs) lives as long as the process, and a full collection walking it
+  stalled a decision cycle for 150+ ms (measured in `phalanx bench engine`, which runs
+  its cycles the same way). What is frozen and later dropped in a reference cycle is
+  not reclaimed: at most what the first state held. A server process
   allocates a great many short-lived dicts per request; with Python's defaults, every
   full collection walked all of them and the imports again, which cost a fifth of the
   controller's and the emulator's CPU under load. JSON trees hold no reference cycles,
@@ -19,8 +25,9 @@ on whatever loop they are given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -41,24 +48,36 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
+def freeze_heap() -> None:
+    """Move what is alive now out of the collector's sight (after a collection, so no
+    garbage is frozen with it)."""
+    gc.collect()
+    gc.freeze()
+
+
 def settle_heap() -> tuple[int, int, int]:
     """Freeze what exists now (call it once start-up is done) and collect young objects
     in larger batches; returns the thresholds it replaced."""
     before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
     gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
     return before
 
 
-def serve(main: Coroutine[Any, Any, T]) -> T:
-    """Run a server's main coroutine to completion on a fresh loop (`asyncio.run`), the
-    heap settled while it runs (and the collector as it was afterwards, for a caller
-    that goes on, such as a test invoking the command line)."""
+@contextlib.contextmanager
+def settled_heap() -> Iterator[None]:
+    """The heap settled (`settle_heap`) inside, and the collector as it was afterwards,
+    for a caller that goes on (a test invoking the command line, the bench's phases)."""
     before = settle_heap()
     try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            return runner.run(main)
+        yield
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def serve(main: Coroutine[Any, Any, T]) -> T:
+    """Run a server's main coroutine to completion on a fresh loop (`asyncio.run`), the
+    heap settled while it runs."""
+    with settled_heap(), asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)

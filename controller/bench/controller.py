@@ -63,7 +63,7 @@ import aiohttp
 
 from controller import jsonio
 from controller.kube.foreign import GANG_LABEL, QUEUE_LABEL, SIZE_ANNOTATION
-from controller.runtime import loop_factory, serve, settle_heap
+from controller.runtime import freeze_heap, loop_factory, serve, settle_heap
 from emulator.kubelet import NodeDescription, node_object, slice_object
 
 Obj = dict[str, Any]
@@ -254,7 +254,7 @@ def _serve_controller(
 
     async def main() -> None:
         conf = await manager.configuration(Path(kubeconfig))
-        await manager.run(settings, conf, stop=stop, on_ready=watch)
+        await manager.run(settings, conf, stop=stop, on_ready=watch, on_synced=freeze_heap)
 
     cpu = [0.0]
     profiler = _Profile(profile, "controller")

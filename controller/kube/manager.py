@@ -33,6 +33,7 @@ from controller.kube.metrics import Metrics
 from controller.kube.ratelimit import TokenBucket
 from controller.kube.rest import Rest, settle_environment
 from controller.logs import configure_json_logs
+from controller.runtime import freeze_heap
 from controller.settings import Settings
 from controller.webhook.run import Webhook, webhook_for
 from policies.routing import build as build_policies
@@ -131,9 +132,11 @@ async def run(
     *,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Replica], None] | None = None,
+    on_synced: Callable[[], None] | None = None,
 ) -> None:
     """Run until `stop` is set (or cancelled); then stop the loop, release the Lease, stop
-    the caches and the server, and return."""
+    the caches and the server, and return. `on_synced` is called once the caches have
+    synced and the state is built (the process freezes its heap then)."""
     metrics = Metrics()
     async with connected(conf, settings, metrics) as rest:
         caches = await ClusterCaches.discover(
@@ -180,6 +183,8 @@ async def run(
         async with asyncio.TaskGroup() as tasks:
             serving = tasks.create_task(server.run())
             watching = tasks.create_task(caches.run())
+            if on_synced is not None:
+                tasks.create_task(_when_synced(caches, on_synced))
             admitting = tasks.create_task(webhook.run()) if webhook is not None else None
             deciding = tasks.create_task(
                 elector.run(controller.run) if elector is not None else controller.run()
@@ -194,6 +199,11 @@ async def run(
             serving.cancel()
             if admitting is not None:
                 admitting.cancel()
+
+
+async def _when_synced(caches: ClusterCaches, then: Callable[[], None]) -> None:
+    await caches.ready.wait()
+    then()
 
 
 async def until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -214,4 +224,4 @@ async def main(settings: Settings, kubeconfig: Path | None) -> None:
     cleanly (every step the loop was in is idempotent, so a successor resumes it)."""
     configure_json_logs(settings.log_level)
     conf = await configuration(kubeconfig)
-    await until_signalled(lambda stop: run(settings, conf, stop=stop))
+    await until_signalled(lambda stop: run(settings, conf, stop=stop, on_synced=freeze_heap))
