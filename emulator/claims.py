@@ -20,6 +20,7 @@ from typing import Any
 
 from emulator.api import MERGE
 from emulator.controllers import Controller, builtin, removed
+from emulator.dra import RESERVED_FOR_MAX
 from emulator.jsontree import clone
 from emulator.resources import ResourceType
 from emulator.store import Obj
@@ -233,7 +234,7 @@ class ResourceClaims(Controller):
             allocated = (stored.get("status") or {}).get("allocation")
             if not allocated or any(r.get("uid") == meta["uid"] for r in reserved):
                 continue
-            if len(reserved) >= 256:
+            if len(reserved) >= RESERVED_FOR_MAX:
                 continue
             claim = clone(stored)
             status = claim.setdefault("status", {})

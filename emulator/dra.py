@@ -12,9 +12,11 @@ import re
 from typing import Any
 
 from controller.engine.cel import SelectorError, compile_selector
+from emulator.errors import cause
 from emulator.validation import (
     Causes,
     forbidden_cause,
+    go_value,
     immutable,
     invalid_cause,
     metadata,
@@ -212,10 +214,41 @@ def _node_selector(selector: Any, field: str) -> Causes:
     return causes
 
 
+RESERVED_FOR_MAX = 256
+"""Consumers a claim may be reserved for (ResourceClaimReservedForMaxSize)."""
+
+
+def _reserved_for(reserved: list[Any]) -> Causes:
+    """validateSet of `status.reservedFor`: at most 256 entries, each with resource, name
+    and uid, no uid twice."""
+    causes: Causes = []
+    if len(reserved) > RESERVED_FOR_MAX:
+        causes.append(
+            cause(
+                "FieldValueTooMany",
+                f"Too many: {len(reserved)}: must have at most {RESERVED_FOR_MAX} items",
+                "status.reservedFor",
+            )
+        )
+    seen: set[str] = set()
+    for i, entry in enumerate(reserved):
+        where = f"status.reservedFor[{i}]"
+        entry = entry if isinstance(entry, dict) else {}
+        causes += [
+            required(f"{where}.{key}") for key in ("resource", "name", "uid") if not entry.get(key)
+        ]
+        uid = entry.get("uid")
+        if uid and uid in seen:
+            causes.append(cause("FieldValueDuplicate", f"Duplicate value: {go_value(uid)}", where))
+        if uid:
+            seen.add(uid)
+    return causes
+
+
 def claim_status(new: Obj, old: Obj) -> Causes:
     status = new.get("status") or {}
     old_status = old.get("status") or {}
-    causes: Causes = []
+    causes: Causes = _reserved_for(status.get("reservedFor") or [])
     allocation = status.get("allocation")
     if allocation is not None:
         names = _request_names(new.get("spec") or {})

@@ -104,6 +104,16 @@ def configmap(name: str, **metadata: Any) -> Obj:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, **metadata}}
 
 
+def claim(name: str) -> Obj:
+    """A claim for one device of class gpu (request "g", as `allocation` answers it)."""
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name},
+        "spec": {"devices": {"requests": [{"name": "g", "exactly": {"deviceClassName": "gpu"}}]}},
+    }
+
+
 def allocation(node: str) -> Obj:
     return {
         "devices": {

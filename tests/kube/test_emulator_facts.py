@@ -18,6 +18,7 @@ from tests.kube.client import (
     Client,
     Obj,
     allocation,
+    claim,
     configmap,
     namespace,
     pod,
@@ -57,15 +58,6 @@ def device_class(expression: str) -> Obj:
         "kind": "DeviceClass",
         "metadata": {"name": "gpu"},
         "spec": {"selectors": [{"cel": {"expression": expression}}]},
-    }
-
-
-def claim(name: str) -> Obj:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name},
-        "spec": {"devices": {"requests": [{"name": "g", "exactly": {"deviceClassName": "gpu"}}]}},
     }
 
 

@@ -1,4 +1,5 @@
-"""Size limits and custom resource names as a real API server enforces them.
+"""Size limits (object sizes, a claim's reservedFor) and custom resource names as a real
+API server enforces them.
 
 None of these is in the recordings: the wording is the Kubernetes source's (see
 emulator/GAPS.md, "Size limits" and "Custom resource names")."""
@@ -12,14 +13,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from emulator.api import ETCD_MAX_REQUEST_BYTES
+from emulator.dra import RESERVED_FOR_MAX
 from emulator.http import MAX_REQUEST_BODY
 from emulator.validation import DATA_MAX_BYTES, SUBDOMAIN_MSG
-from tests.kube.client import Client, Obj, configmap, namespace, running
+from tests.kube.client import MERGE, Client, Obj, allocation, claim, configmap, namespace, running
 from tests.kube.controller_env import load_crds
 
 pytestmark = pytest.mark.looptime
 
 CMS = "/api/v1/namespaces/s/configmaps"
+CLAIMS = "/apis/resource.k8s.io/v1/namespaces/s/resourceclaims"
 SECRETS = "/api/v1/namespaces/s/secrets"
 QUEUES = "/apis/phalanx.dev/v1alpha1/queues"
 TOO_LONG = f"Too long: must have at most {DATA_MAX_BYTES} bytes"
@@ -198,3 +201,53 @@ async def test_long_generate_name_is_cut_to_58_characters_before_the_suffix(
     created = await kube.ok("POST", QUEUES, queue(generateName="g" * 80))
     name = created["metadata"]["name"]
     assert len(name) == 63 and name.startswith("g" * 58)
+
+
+def consumers(count: int) -> list[Obj]:
+    return [
+        {"resource": "pods", "name": f"p{i}", "uid": f"0a1b2c3d-0000-4000-8000-{i:012d}"}
+        for i in range(count)
+    ]
+
+
+async def reserve(kube: Client, reserved: list[Obj]) -> tuple[int, Obj]:
+    await kube.ok("POST", CLAIMS, claim("c1"))
+    body = {"status": {"allocation": allocation("n1"), "reservedFor": reserved}}
+    return await kube.call("PATCH", f"{CLAIMS}/c1/status", body, content_type=MERGE)
+
+
+async def test_a_claim_may_be_reserved_for_256_consumers(kube: Client) -> None:
+    status, answer = await reserve(kube, consumers(RESERVED_FOR_MAX))
+    assert status == 200
+    assert len(answer["status"]["reservedFor"]) == RESERVED_FOR_MAX
+
+
+async def test_a_claim_reserved_for_257_consumers_is_invalid(kube: Client) -> None:
+    status, answer = await reserve(kube, consumers(RESERVED_FOR_MAX + 1))
+    assert (status, answer["reason"]) == (422, "Invalid")
+    assert answer["details"]["causes"] == [
+        {
+            "reason": "FieldValueTooMany",
+            "message": "Too many: 257: must have at most 256 items",
+            "field": "status.reservedFor",
+        }
+    ]
+
+
+async def test_a_consumer_named_twice_in_reserved_for_is_a_duplicate(kube: Client) -> None:
+    twice = consumers(1) * 2
+    status, answer = await reserve(kube, twice)
+    assert status == 422
+    assert answer["details"]["causes"] == [
+        {
+            "reason": "FieldValueDuplicate",
+            "message": f'Duplicate value: "{twice[0]["uid"]}"',
+            "field": "status.reservedFor[1]",
+        }
+    ]
+
+
+async def test_a_consumer_without_a_uid_is_refused(kube: Client) -> None:
+    status, answer = await reserve(kube, [{"resource": "pods", "name": "p0"}])
+    assert status == 422
+    assert "status.reservedFor[0].uid: Required value" in answer["message"]
