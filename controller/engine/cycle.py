@@ -104,8 +104,8 @@ class CycleResult:
     """When a preemption refused now may succeed with no other change (a victim's
     protection ends): the driver should run a cycle then."""
     faults: list[str] = field(default_factory=list)
-    """Plug-in faults that belong to no one gang (an ordering policy that failed), one
-    line each; a fault while deciding a gang is that gang's pending reason instead."""
+    """Plug-in faults, one line each: an ordering policy that failed, and a fault while
+    deciding a gang (named; it is also that gang's pending reason)."""
 
     @property
     def admitted(self) -> list[Decision]:

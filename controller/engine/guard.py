@@ -324,6 +324,8 @@ class Guard:
         self._placements: dict[int, tuple[PlacementPolicy, SafePlacement]] = {}
         self._preemptions: dict[int, tuple[PreemptionPolicy, SafePreemption]] = {}
         self._selectors: dict[str, tuple[Gang, str | None]] = {}
+        self._faults: list[str] | None = None
+        """The running cycle's fault list (`guarding`)."""
 
     def selector_problem(self, gang: Gang) -> str | None:
         """Why a request selector of `gang` cannot be compiled, or None (remembered)."""
@@ -360,10 +362,12 @@ class Guard:
         engine.ordering = SafeOrdering(ordering, faults)
         engine.preemption = self.preemption(preemption)
         engine.placement = self.placement(placement)
+        self._faults = faults
         try:
             yield faults
         finally:
             engine.ordering, engine.preemption, engine.placement = ordering, preemption, placement
+            self._faults = None
 
     def decide(
         self,
@@ -375,7 +379,9 @@ class Guard:
     ) -> T | str:
         """`run(gang, ...)`, or the reason the gang stays pending: a request selector that
         does not compile (checked first, once per gang), or whatever `run` raised, after
-        what it had applied is undone (its admission rolled back, its victims restored)."""
+        what it had applied is undone (its admission rolled back, its victims restored). A
+        plug-in's fault is the operator's to fix, not the gang's owner's: it is also
+        reported in the cycle's faults, naming the gang."""
         problem = self.selector_problem(gang)
         if problem is not None:
             return problem
@@ -390,4 +396,7 @@ class Guard:
             reason = str(exc) if isinstance(exc, PolicyFault | InvalidInput) else describe(exc)
             if not isinstance(exc, PolicyFault | InvalidInput):
                 reason = f"could not be decided: {reason}"
-            return " ".join(reason.split())  # one line (CEL parse errors span several)
+            reason = " ".join(reason.split())  # one line (CEL parse errors span several)
+            if isinstance(exc, PolicyFault) and self._faults is not None:
+                self._faults.append(f"deciding gang {gang.uid}: {reason}")
+            return reason

@@ -106,6 +106,25 @@ def test_a_faulty_preemption_plug_in_leaves_only_that_gang_pending(answer, probl
     assert engine.state.violations() == []
 
 
+def test_a_faulty_preemption_plug_in_is_also_reported_to_the_operator_naming_the_gang():
+    engine, _ = preempting(raise_boom)
+    result = engine.cycle(now=1)
+    assert result.faults == [
+        "deciding gang boss: preemption policy 'test-faulty' failed: victims raised "
+        "RuntimeError: boom"
+    ]
+
+
+def test_a_gang_that_is_itself_bad_is_not_reported_as_a_plug_in_fault():
+    state = cluster(nodes=1)
+    state.add_gang(
+        gang("bad", pod_sets=(pod_set(1, claims=(gpu_claim(1, (BAD_CEL,)),)),), created=0)
+    )
+    result = Engine(state).cycle(now=0)
+    assert outcome(result, "bad")[0] is Outcome.PENDING
+    assert result.faults == []
+
+
 def test_a_preemption_plug_in_raising_in_could_help_is_reported_on_the_gang():
     engine, _ = preempting(lambda ctx, g: ["victim"])
     engine.preemption.could_help = lambda state, g: 1 / 0  # type: ignore[method-assign]
