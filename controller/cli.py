@@ -338,6 +338,15 @@ def simulate(
         if result.violations:
             _error(f"invariant violated under {name}: {result.violations[0]}")
             raise typer.Exit(1)
+        if result.policy_faults:
+            console.print(
+                Text(
+                    f"{result.policy_faults} policy faults under {name} (the gangs they were "
+                    "deciding stayed pending); first: " + " | ".join(result.first_faults),
+                    style="yellow",
+                ),
+                soft_wrap=True,
+            )
         results.append(result)
         rows.append(summarize(result))
     from policies.routing import DEFAULTS

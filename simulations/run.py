@@ -58,6 +58,8 @@ from simulations.workload import jobs_of
 
 DRIVER = "gpu.sim.phalanx.dev"
 GPU_CLASS = "gpu"
+FIRST_FAULTS = 5
+"""Plug-in faults a run keeps word for word (`RunResult.first_faults`); the rest are counted."""
 
 
 @dataclass
@@ -109,6 +111,11 @@ class RunResult:
     """Time-weighted mean share of free GPUs stranded on partly used nodes."""
     peak_backlog: int = 0
     """Most gangs pending at the start of a cycle."""
+    policy_faults: int = 0
+    """Plug-in faults the engine reported (`CycleResult.faults`): a policy under test that
+    raised or answered nonsense; the gangs it was deciding stayed pending."""
+    first_faults: list[str] = field(default_factory=list)
+    """The first few of them, distinct, with the time of the cycle."""
 
 
 def build_state_objects(scenario: Scenario) -> tuple[list[Node], list[ResourceSlice], int]:
@@ -261,6 +268,8 @@ class Simulation:
         self.idle_gpu_seconds = 0.0
         self.deadlock_at: float | None = None
         self.violations: list[str] = []
+        self.policy_faults = 0
+        self.first_faults: list[str] = []
         self._down: dict[str, int] = {}
         self.node_failures = 0
         self.outages: list[tuple[str, float, float]] = []
@@ -358,6 +367,8 @@ class Simulation:
             self.cycles,
             self._frag_area / self.kernel.now if self.kernel.now else 0.0,
             self.peak_backlog,
+            self.policy_faults,
+            self.first_faults,
         )
 
     def _want_cycle(self) -> None:
@@ -403,6 +414,7 @@ class Simulation:
         self.peak_backlog = max(self.peak_backlog, len(self.engine.state.pending))
         result = self.engine.cycle(now)
         result.ledger.commit_all()
+        self._note_faults(now, result.faults)
         if result.wake_at is not None and result.wake_at > now:
             self.kernel.schedule(result.wake_at, "wake")
         for victim in result.ledger.unrestorable:
@@ -416,6 +428,15 @@ class Simulation:
                 self._start(now, d.gang_uid)
         self._detect_deadlock(now)
         self._sample_fragmentation(now)
+
+    def _note_faults(self, now: float, faults: list[str]) -> None:
+        self.policy_faults += len(faults)
+        for fault in faults:
+            if len(self.first_faults) >= FIRST_FAULTS:
+                return
+            line = f"t={now:g}: {fault}"
+            if line not in self.first_faults:
+                self.first_faults.append(line)
 
     def _sample_fragmentation(self, now: float) -> None:
         """Free GPUs not on a wholly free node, as a share of all free GPUs (0 when none is

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
+from controller.cli import app
+from policies import registry
 from simulations.metrics import served_gpu_seconds, summarize
 from simulations.run import RunResult, Simulation
 from simulations.scenario import Scenario, ScenarioError, parse_scenario
@@ -125,3 +128,41 @@ def test_sjf_runs_the_shorter_of_two_waiting_jobs_first():
     )
     by = jobs(run(scenario(three, extra="policies: {ordering: sjf}\n")))
     assert by["short"].start == 100 and by["long"].start == 110
+
+
+class _Raises:
+    """A preemption plug-in under test that fails whenever it is asked for victims."""
+
+    name = "raises-in-victims"
+
+    def could_help(self, state: object, gang: object) -> bool:
+        return True
+
+    def victims(self, ctx: object, gang: object, reason: str) -> list[str]:
+        raise RuntimeError("off by one")
+
+
+def test_a_faulty_policy_under_test_is_counted_and_quoted_in_the_result(monkeypatch):
+    monkeypatch.setitem(registry._builtin["preemption"], _Raises.name, _Raises)
+    result = run(scenario(extra=f"policies: {{preemption: {_Raises.name}}}\n"))
+    assert result.policy_faults >= 1
+    assert result.first_faults[0] == (
+        "t=100: deciding gang high: preemption policy 'raises-in-victims' failed: "
+        "victims raised RuntimeError: off by one"
+    )
+    assert jobs(result)["high"].start == 1000
+
+
+def test_simulate_warns_of_policy_faults_under_each_scheduler(monkeypatch, tmp_path):
+    monkeypatch.setitem(registry._builtin["preemption"], _Raises.name, _Raises)
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: p\ncycleInterval: 0\n"
+        f"policies: {{preemption: {_Raises.name}}}\n"
+        "cluster: [{name: gpu, count: 1, cpu: '8', gpus: 8}]\n"
+        f"workload: {{jobs: {LOW_THEN_HIGH}}}\n"
+    )
+    out = CliRunner().invoke(app, ["simulate", str(path), "--scheduler", "phalanx"])
+    assert out.exit_code == 0, out.output
+    assert "policy faults under phalanx" in out.output
+    assert "victims raised RuntimeError: off by one" in out.output
