@@ -25,11 +25,21 @@ from controller.engine.context import CycleContext
 from controller.engine.model import Gang
 from controller.engine.placement import minimum_charge
 from controller.engine.policy import NoPreemption
+from controller.engine.quota import QuotaTree
 from controller.engine.reservation import Reservation
 from controller.engine.state import AdmissionChange, AdmissionJournal, ClusterState
 from policies.prefix import device_floor, devices_needed, free_devices, shortest_prefix
 from policies.registry import builtin
-from policies.shares import dominant_share, pools_after, share_of_pool
+from policies.shares import (
+    Climb,
+    Delta,
+    climb,
+    dominant_share,
+    pools_after,
+    share_of_pool,
+    share_terms,
+    terms_share,
+)
 
 Scope = Literal["queue", "cluster"]
 FINAL, INITIAL = "LessThanOrEqualToFinalShare", "LessThanInitialShare"
@@ -933,6 +943,25 @@ class ReclaimPreemption:
         )
 
 
+class _Side:
+    """A victims' side (the child of the lowest common ancestor on their queue's path) as
+    the shares of its evictions read it, for the victims of one leaf: the climb from the
+    leaf up to it, its share terms and its quota of each managed resource."""
+
+    __slots__ = ("name", "nominal", "terms", "up")
+
+    def __init__(self, quota: QuotaTree, name: str, up: Climb) -> None:
+        self.name, self.up = name, up
+        self.terms = share_terms(quota, name)
+        self.nominal = {r: quota.subtree_quota(name, r) for r in up.managed}
+
+    def keeps_nominal(self, pool: Mapping[str, int], freed: Iterable[str]) -> bool:
+        """Whether the side, with pool usage `pool`, keeps at least its quota of every
+        managed resource of `freed` (what evictions freed)."""
+        nominal = self.nominal
+        return all(pool.get(r, 0) >= nominal[r] for r in freed if r in nominal)
+
+
 class _Rival(NamedTuple):
     """A victim in another queue: the two children of the lowest common ancestor whose
     shares are compared (Kueue's fair sharing compares siblings) and what evicting it
@@ -978,6 +1007,10 @@ class FairSharePreemption:
         self._share_above: dict[str, bool] = {}
         self._shares: dict[str, float] = {}
         self._sides: dict[tuple[str, str], list[tuple[str, float, float, bool]]] = {}
+        self._rival_lists: dict[
+            tuple[str, str, str],
+            tuple[list[tuple[str, float, float, bool]], list[tuple[str, _Rival]]],
+        ] = {}
         self._alone_of: dict[tuple[str, str], tuple[Reservation, int, Hashable, float, bool]] = {}
         self._ran: dict[str, tuple[Reservation, float, bool]] = {}
         self._pairs_of: dict[str, list[tuple[str, str, str]]] = {}
@@ -1099,16 +1132,38 @@ class FairSharePreemption:
         at (most searches under contention end here with no candidate)."""
         self._refresh(state)
         out: dict[str, _Rival] = {}
+        final, initial_share = FINAL in self.strategies, INITIAL in self.strategies
         for q, side_mine, theirs in self._pairs(state, gang.queue):
-            if mine[side_mine] >= self._side_share(state, theirs):
-                continue
             p = mine[side_mine]
-            final, initial_share = FINAL in self.strategies, INITIAL in self.strategies
-            for uid, initial, alone, initial_ok in self._side_rivals(state, q, theirs):
-                # `_passes`, before building the rival
-                if (final and p <= alone) or (initial_share and initial_ok and p < initial):
-                    out[uid] = _Rival(side_mine, theirs, initial, alone, initial_ok)
+            if p >= self._side_share(state, theirs):
+                continue
+            for uid, rival in self._side_rival_list(state, q, side_mine, theirs):
+                # `_passes`
+                if (final and p <= rival.alone) or (
+                    initial_share and rival.initial_ok and p < rival.initial
+                ):
+                    out[uid] = rival
         return out
+
+    def _side_rival_list(
+        self, state: ClusterState, q: str, side_mine: str, theirs: str
+    ) -> list[tuple[str, _Rival]]:
+        """`_side_rivals` of leaf `q` and side `theirs` as rivals of preemptors whose
+        side is `side_mine`, kept while those are."""
+        rows = self._side_rivals(state, q, theirs)
+        key = (q, side_mine, theirs)
+        hit = self._rival_lists.get(key)
+        if hit is None or hit[0] is not rows:
+            if len(self._rival_lists) > 4096:
+                self._rival_lists.clear()
+            hit = self._rival_lists[key] = (
+                rows,
+                [
+                    (uid, _Rival(side_mine, theirs, initial, alone, ok))
+                    for uid, initial, alone, ok in rows
+                ],
+            )
+        return hit[1]
 
     def _side_share(self, state: ClusterState, side: str) -> float:
         """`side`'s signed share now (until someone is admitted or released)."""
@@ -1164,18 +1219,17 @@ class FairSharePreemption:
             if initial <= 0:
                 return hit
             # what `_alone` reads of the state: the pool usage from q up to `side`
-            path = quota.path(q)
-            usage = tuple(
-                tuple(sorted(quota.pool_usage(n).items())) for n in path[: path.index(side) + 1]
-            )
+            up = climb(quota, q, side)
+            usage = tuple(tuple(sorted(quota.pool_usage(n).items())) for n in up.path)
+            side_of = _Side(quota, side, up)
             for g in self._index.gangs(state, q):
-                alone, initial_ok = self._alone(state, side, g, usage)
+                alone, initial_ok = self._alone(state, side_of, g, usage)
                 if alone < initial:
                     hit.append((g.uid, initial, alone, initial_ok))
         return hit
 
     def _alone(
-        self, state: ClusterState, side: str, g: Gang, usage: Hashable
+        self, state: ClusterState, side: _Side, g: Gang, usage: Hashable
     ) -> tuple[float, bool]:
         """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
         may take `g` (never preempted before, `side` kept at nominal). The shares read the
@@ -1184,14 +1238,16 @@ class FairSharePreemption:
         side (preemptors under different ancestors compare different sides of it)."""
         quota = state.quota
         res = state.admitted[g.uid]
-        hit = self._alone_of.get((g.uid, side))
+        key = (g.uid, side.name)
+        hit = self._alone_of.get(key)
         if hit is None or hit[0] is not res or hit[1] != quota.generation or hit[2] != usage:
             charge = res.charge
-            pools = self._pools_without(state, side, g, charge, None)
-            pool = pools.get(side, quota.pool_usage(side))
-            alone = share_of_pool(state, side, pool, True)
-            keeps = self._keeps_nominal(state, side, pool, charge.keys())
-            hit = self._alone_of[(g.uid, side)] = (res, quota.generation, usage, alone, keeps)
+            up = side.up
+            pools = up.carry(up.delta(charge, -1), None, quota.pool_usage)
+            pool = pools.get(side.name, quota.pool_usage(side.name))
+            alone = terms_share(side.terms, pool, True)
+            keeps = side.keeps_nominal(pool, charge)
+            hit = self._alone_of[key] = (res, quota.generation, usage, alone, keeps)
         return hit[3], hit[4] and not self._ran_before(state, g)
 
     def _ran_before(self, state: ClusterState, g: Gang) -> bool:
@@ -1204,29 +1260,29 @@ class FairSharePreemption:
         return hit[2]
 
     @staticmethod
-    def _pools_without(
+    def _steps(
         state: ClusterState,
-        side: str,
-        g: Gang,
-        charge: Mapping[str, int],
-        base: dict[str, dict[str, int]] | None,
-        usage: Mapping[str, Mapping[str, int]] | None = None,
-    ) -> dict[str, dict[str, int]]:
-        """Pool usage up to `side` with `g` (holding `charge`) evicted too (on top of
-        `base`; from `usage`, a snapshot, or the state's)."""
-        minus = {r: -v for r, v in charge.items()}
-        return pools_after(state, {g.queue: minus}, upto=side, base=base, usage=usage)
-
-    @staticmethod
-    def _keeps_nominal(
-        state: ClusterState, side: str, pool: Mapping[str, int], freed: Iterable[str]
-    ) -> bool:
-        """Whether `side` keeps at least its quota of every resource evictions freed."""
+        rivals: Mapping[str, _Rival],
+        mine: Mapping[str, float],
+        charges: Mapping[str, Mapping[str, int]],
+    ) -> dict[str, tuple[_Rival, float, _Side, Delta, frozenset[str]]]:
+        """What `victims`' admissibility reads of each rival, looked up once per search:
+        (the rival, the preemptor side's share with the gang, its side as seen from its
+        queue, its charge removed, the quota-managed resources it frees)."""
         quota = state.quota
-        managed = quota.managed(side)
-        return all(
-            pool.get(r, 0) >= quota.subtree_quota(side, r) for r in sorted(freed) if r in managed
-        )
+        gangs = state.admitted_gangs
+        sides: dict[tuple[str, str], _Side] = {}
+        out = {}
+        for uid, rival in rivals.items():
+            charge = charges[uid]
+            key = (gangs[uid].queue, rival.theirs)
+            side = sides.get(key)
+            if side is None:
+                side = sides[key] = _Side(quota, rival.theirs, climb(quota, *key))
+            up = side.up
+            frees = frozenset(r for r in charge if r in up.managed)
+            out[uid] = (rival, mine[rival.mine], side, up.delta(charge, -1), frees)
+        return out
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
@@ -1251,12 +1307,15 @@ class FairSharePreemption:
         # minimal_victims)
         usage = {q: dict(quota.pool_usage(q)) for q in quota.names()}
         charges = {g.uid: admitted[g.uid].charge for g in everyone}
+        steps = self._steps(state, rivals, mine, charges)
 
         def admissible_under(active: frozenset[str]) -> Admissible:
             # a function of the sequence alone (it reads what was taken above): the
             # search asks it about the whole candidate list twice (which strategies add
             # something, then the search's first order)
             known: dict[tuple[str, ...], list[Gang]] = {}
+            final, initial = FINAL in active, INITIAL in active
+            pool_of = usage.__getitem__
 
             def admissible(seq: Sequence[Gang]) -> list[Gang]:
                 uids = tuple(g.uid for g in seq)
@@ -1266,37 +1325,38 @@ class FairSharePreemption:
                 return list(hit)
 
             def kept_of(seq: Sequence[Gang]) -> list[Gang]:
-                # per victim side: pool usage with the victims kept so far gone, and
-                # the resources they free
-                taken: dict[str, tuple[dict[str, dict[str, int]], set[str]]] = {}
+                # per victim side: pool usage with the victims kept so far gone, the
+                # (managed) resources they free, and the side's share then (None: not
+                # worked out)
+                taken: dict[str, tuple[dict[str, dict[str, int]], frozenset[str], float | None]]
+                taken = {}
                 out = []
                 for g in seq:
-                    rival = rivals.get(g.uid)
-                    if rival is None:
+                    step = steps.get(g.uid)
+                    if step is None:
                         out.append(g)
                         continue
-                    side, p = rival.theirs, mine[rival.mine]
-                    before = taken.get(side)
+                    rival, p, side, delta, frees = step
+                    name = side.name
+                    before = taken.get(name)
                     if before is None:
-                        ok = (FINAL in active and p <= rival.alone) or (
-                            INITIAL in active and rival.initial_ok and p < rival.initial
-                        )
-                        if ok:
-                            pools = self._pools_without(state, side, g, charges[g.uid], None, usage)
-                            taken[side] = (pools, set(charges[g.uid]))
+                        if (final and p <= rival.alone) or (
+                            initial and rival.initial_ok and p < rival.initial
+                        ):
+                            taken[name] = (side.up.carry(delta, None, pool_of), frees, None)
                             out.append(g)
                         continue
-                    pools = self._pools_without(state, side, g, charges[g.uid], before[0], usage)
-                    pool = pools.get(side, usage[side])
-                    ok = FINAL in active and p <= share_of_pool(state, side, pool, True)
-                    if not ok and INITIAL in active and rival.initial_ok:
-                        was = before[0].get(side, usage[side])
-                        freed = before[1] | set(charges[g.uid])
-                        ok = p < share_of_pool(state, side, was, True) and self._keeps_nominal(
-                            state, side, pool, freed
-                        )
+                    pools = side.up.carry(delta, before[0], pool_of)
+                    pool = pools.get(name, usage[name])
+                    share = terms_share(side.terms, pool, True) if final else None
+                    ok = share is not None and p <= share
+                    if not ok and initial and rival.initial_ok:
+                        was = before[2]
+                        if was is None:
+                            was = terms_share(side.terms, before[0].get(name, usage[name]), True)
+                        ok = p < was and side.keeps_nominal(pool, before[1] | frees)
                     if ok:
-                        taken[side] = (pools, before[1] | set(charges[g.uid]))
+                        taken[name] = (pools, before[1] | frees, share)
                         out.append(g)
                 return out
 
