@@ -25,7 +25,6 @@ from controller.engine.context import CycleContext
 from controller.engine.model import Gang
 from controller.engine.placement import minimum_charge
 from controller.engine.policy import NoPreemption
-from controller.engine.quota import QuotaTree
 from controller.engine.reservation import Reservation
 from controller.engine.state import AdmissionChange, AdmissionJournal, ClusterState
 from policies.prefix import device_floor, devices_needed, free_devices, shortest_prefix
@@ -37,7 +36,6 @@ from policies.shares import (
     dominant_share,
     pools_after,
     share_of_pool,
-    share_terms,
     terms_share,
 )
 
@@ -244,19 +242,25 @@ def _check_probes(max_probes: int) -> None:
 
 
 # ---- the shared search -----------------------------------------------------------------
-_widths: dict[str, tuple[Reservation, int]] = {}
+_widths: dict[str, tuple[Reservation, int, int]] = {}
 
 
-def width(state: ClusterState, uid: str) -> int:
-    """What evicting an admitted gang frees: its devices (its pods if it has none);
-    counted once per reservation."""
+def _counted(state: ClusterState, uid: str) -> tuple[Reservation, int, int]:
+    """(reservation, `width`, devices held) of an admitted gang, once per reservation."""
     res = state.admitted[uid]
     hit = _widths.get(uid)
     if hit is None or hit[0] is not res:
         if len(_widths) > 65536:
             _widths.clear()
-        hit = _widths[uid] = (res, res.device_count() or len(res.pods))
-    return hit[1]
+        devices = res.device_count()
+        hit = _widths[uid] = (res, devices or len(res.pods), devices)
+    return hit
+
+
+def width(state: ClusterState, uid: str) -> int:
+    """What evicting an admitted gang frees: its devices (its pods if it has none);
+    counted once per reservation."""
+    return _counted(state, uid)[1]
 
 
 def work_lost(state: ClusterState, uid: str, checkpoint: float | None) -> float:
@@ -275,8 +279,14 @@ def _too_few_devices(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> b
     """Whether even evicting all of `pool` cannot free the devices `gang` needs: saves
     the probes of the many gangs that wait for far more than lower priority holds."""
     need = devices_needed(_minimum(gang))
-    uids = [c.uid for c in pool]
-    return device_floor(state, need, uids, free_devices(state)) is None
+    have = free_devices(state)
+    if not need or have is None:
+        return False
+    for c in pool:  # `device_floor(...) is None`, with the counts kept per reservation
+        if have >= need:
+            return False
+        have += _counted(state, c.uid)[2]
+    return have < need
 
 
 def _quota_never_fits(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> bool:
@@ -288,11 +298,18 @@ def _quota_never_fits(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> 
     if not any(v and r in managed for r, v in charge.items()):
         return False
     changes: dict[str, dict[str, int]] = {gang.queue: dict(charge)}
+    root, admitted = quota.root(gang.queue), state.admitted
+    ours: dict[str, bool] = {}  # per queue: in the gang's tree
     for c in pool:
-        if quota.root(c.queue) == quota.root(gang.queue):
-            change = changes.setdefault(c.queue, {})
-            for r, v in state.admitted[c.uid].charge.items():
-                change[r] = change.get(r, 0) - v
+        leaf = c.queue
+        inside = ours.get(leaf)
+        if inside is None:
+            inside = ours[leaf] = quota.root(leaf) == root
+        if inside:
+            change = changes.setdefault(leaf, {})
+            for r, v in admitted[c.uid].charge.items():
+                if r in managed:  # what pools_after reads (one tree: one managed set)
+                    change[r] = change.get(r, 0) - v
     pools = pools_after(state, changes)
     needed = sorted(r for r, v in charge.items() if v and r in managed)
     for name in quota.path(gang.queue):
@@ -943,23 +960,29 @@ class ReclaimPreemption:
         )
 
 
-class _Side:
-    """A victims' side (the child of the lowest common ancestor on their queue's path) as
-    the shares of its evictions read it, for the victims of one leaf: the climb from the
-    leaf up to it, its share terms and its quota of each managed resource."""
+_Removal = tuple[Reservation, frozenset[str], Delta, frozenset[str]]
+_removals: dict[str, _Removal] = {}
 
-    __slots__ = ("name", "nominal", "terms", "up")
 
-    def __init__(self, quota: QuotaTree, name: str, up: Climb) -> None:
-        self.name, self.up = name, up
-        self.terms = share_terms(quota, name)
-        self.nominal = {r: quota.subtree_quota(name, r) for r in up.managed}
+def _removal(state: ClusterState, up: Climb, uid: str) -> tuple[Delta, frozenset[str]]:
+    """An admitted gang's charge removed, as `up.carry` takes it, and the managed
+    resources it frees (`_keeps_nominal`): once per reservation and tree structure."""
+    res = state.admitted[uid]
+    hit = _removals.get(uid)
+    if hit is None or hit[0] is not res or hit[1] is not up.managed:
+        if len(_removals) > 65536:
+            _removals.clear()
+        charge = res.charge
+        frees = frozenset(r for r in charge if r in up.managed)
+        hit = _removals[uid] = (res, up.managed, up.delta(charge, -1), frees)
+    return hit[2], hit[3]
 
-    def keeps_nominal(self, pool: Mapping[str, int], freed: Iterable[str]) -> bool:
-        """Whether the side, with pool usage `pool`, keeps at least its quota of every
-        managed resource of `freed` (what evictions freed)."""
-        nominal = self.nominal
-        return all(pool.get(r, 0) >= nominal[r] for r in freed if r in nominal)
+
+def _keeps_nominal(up: Climb, pool: Mapping[str, int], freed: Iterable[str]) -> bool:
+    """Whether `up`'s top queue, with pool usage `pool`, keeps at least its quota of
+    every managed resource of `freed` (what evictions freed)."""
+    nominal = up.nominal
+    return all(pool.get(r, 0) >= nominal[r] for r in freed if r in nominal)
 
 
 class _Rival(NamedTuple):
@@ -1031,13 +1054,18 @@ class FairSharePreemption:
         return hit
 
     def _sibling_above_share(self, state: ClusterState, queue: str) -> bool:
-        """Whether a sibling of the queue or of an ancestor borrows with a share above 0."""
+        """Whether a sibling of the queue or of an ancestor borrows with a share above 0
+        (its signed share, kept by `_side_share`, is above 0 exactly when its share is)."""
         quota = state.quota
         borrowing = self._borrowing.get(state)
         path = quota.path(queue)
         for below, above in itertools.pairwise(path):
             for sibling in quota.children(above):
-                if sibling != below and sibling in borrowing and dominant_share(state, sibling) > 0:
+                if (
+                    sibling != below
+                    and sibling in borrowing
+                    and self._side_share(state, sibling) > 0
+                ):
                     return True
         return False
 
@@ -1221,15 +1249,14 @@ class FairSharePreemption:
             # what `_alone` reads of the state: the pool usage from q up to `side`
             up = climb(quota, q, side)
             usage = tuple(tuple(sorted(quota.pool_usage(n).items())) for n in up.path)
-            side_of = _Side(quota, side, up)
             for g in self._index.gangs(state, q):
-                alone, initial_ok = self._alone(state, side_of, g, usage)
+                alone, initial_ok = self._alone(state, up, g, usage)
                 if alone < initial:
                     hit.append((g.uid, initial, alone, initial_ok))
         return hit
 
     def _alone(
-        self, state: ClusterState, side: _Side, g: Gang, usage: Hashable
+        self, state: ClusterState, up: Climb, g: Gang, usage: Hashable
     ) -> tuple[float, bool]:
         """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
         may take `g` (never preempted before, `side` kept at nominal). The shares read the
@@ -1238,15 +1265,14 @@ class FairSharePreemption:
         side (preemptors under different ancestors compare different sides of it)."""
         quota = state.quota
         res = state.admitted[g.uid]
-        key = (g.uid, side.name)
+        key = (g.uid, up.top)
         hit = self._alone_of.get(key)
         if hit is None or hit[0] is not res or hit[1] != quota.generation or hit[2] != usage:
-            charge = res.charge
-            up = side.up
-            pools = up.carry(up.delta(charge, -1), None, quota.pool_usage)
-            pool = pools.get(side.name, quota.pool_usage(side.name))
-            alone = terms_share(side.terms, pool, True)
-            keeps = side.keeps_nominal(pool, charge)
+            delta, frees = _removal(state, up, g.uid)
+            pools = up.carry(delta, None, quota.pool_usage)
+            pool = pools.get(up.top, quota.pool_usage(up.top))
+            alone = terms_share(up.terms, pool, True)
+            keeps = _keeps_nominal(up, pool, frees)
             hit = self._alone_of[key] = (res, quota.generation, usage, alone, keeps)
         return hit[3], hit[4] and not self._ran_before(state, g)
 
@@ -1261,27 +1287,17 @@ class FairSharePreemption:
 
     @staticmethod
     def _steps(
-        state: ClusterState,
-        rivals: Mapping[str, _Rival],
-        mine: Mapping[str, float],
-        charges: Mapping[str, Mapping[str, int]],
-    ) -> dict[str, tuple[_Rival, float, _Side, Delta, frozenset[str]]]:
+        state: ClusterState, rivals: Mapping[str, _Rival], mine: Mapping[str, float]
+    ) -> dict[str, tuple[_Rival, float, Climb, Delta, frozenset[str]]]:
         """What `victims`' admissibility reads of each rival, looked up once per search:
-        (the rival, the preemptor side's share with the gang, its side as seen from its
-        queue, its charge removed, the quota-managed resources it frees)."""
+        (the rival, the preemptor side's share with the gang, the climb from its queue up
+        to its side, its charge removed, the quota-managed resources it frees)."""
         quota = state.quota
         gangs = state.admitted_gangs
-        sides: dict[tuple[str, str], _Side] = {}
         out = {}
         for uid, rival in rivals.items():
-            charge = charges[uid]
-            key = (gangs[uid].queue, rival.theirs)
-            side = sides.get(key)
-            if side is None:
-                side = sides[key] = _Side(quota, rival.theirs, climb(quota, *key))
-            up = side.up
-            frees = frozenset(r for r in charge if r in up.managed)
-            out[uid] = (rival, mine[rival.mine], side, up.delta(charge, -1), frees)
+            up = climb(quota, gangs[uid].queue, rival.theirs)
+            out[uid] = (rival, mine[rival.mine], up, *_removal(state, up, uid))
         return out
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
@@ -1307,7 +1323,7 @@ class FairSharePreemption:
         # minimal_victims)
         usage = {q: dict(quota.pool_usage(q)) for q in quota.names()}
         charges = {g.uid: admitted[g.uid].charge for g in everyone}
-        steps = self._steps(state, rivals, mine, charges)
+        steps = self._steps(state, rivals, mine)
 
         def admissible_under(active: frozenset[str]) -> Admissible:
             # a function of the sequence alone (it reads what was taken above): the
@@ -1336,25 +1352,25 @@ class FairSharePreemption:
                     if step is None:
                         out.append(g)
                         continue
-                    rival, p, side, delta, frees = step
-                    name = side.name
+                    rival, p, up, delta, frees = step
+                    name = up.top
                     before = taken.get(name)
                     if before is None:
                         if (final and p <= rival.alone) or (
                             initial and rival.initial_ok and p < rival.initial
                         ):
-                            taken[name] = (side.up.carry(delta, None, pool_of), frees, None)
+                            taken[name] = (up.carry(delta, None, pool_of), frees, None)
                             out.append(g)
                         continue
-                    pools = side.up.carry(delta, before[0], pool_of)
+                    pools = up.carry(delta, before[0], pool_of)
                     pool = pools.get(name, usage[name])
-                    share = terms_share(side.terms, pool, True) if final else None
+                    share = terms_share(up.terms, pool, True) if final else None
                     ok = share is not None and p <= share
                     if not ok and initial and rival.initial_ok:
                         was = before[2]
                         if was is None:
-                            was = terms_share(side.terms, before[0].get(name, usage[name]), True)
-                        ok = p < was and side.keeps_nominal(pool, before[1] | frees)
+                            was = terms_share(up.terms, before[0].get(name, usage[name]), True)
+                        ok = p < was and _keeps_nominal(up, pool, before[1] | frees)
                     if ok:
                         taken[name] = (pools, before[1] | frees, share)
                         out.append(g)

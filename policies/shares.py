@@ -80,19 +80,23 @@ class Climb:
     """What carrying a change of one leaf's usage up its path reads of the tree: the
     queues from the leaf up to and including `upto` (the whole path if None or not on
     it), the resources its tree manages and what each of those queues keeps guaranteed
-    of them (see `pools_after`); kept per tree structure (`climb`)."""
+    of them (see `pools_after`); and of the top queue, its `share_terms` and subtree
+    quota of each managed resource. Kept per tree structure (`climb`)."""
 
-    __slots__ = ("kept", "managed", "path")
+    __slots__ = ("kept", "managed", "nominal", "path", "terms", "top")
 
     def __init__(self, quota: QuotaTree, leaf: str, upto: str | None) -> None:
         path = quota.path(leaf)
         if upto is not None and upto in path:
             path = path[: path.index(upto) + 1]
         self.path = tuple(path)
+        self.top = path[-1]
         self.managed = quota.managed(leaf)
         self.kept = tuple(
             {r: guaranteed(quota, name, r) for r in sorted(self.managed)} for name in path
         )
+        self.terms = share_terms(quota, self.top)
+        self.nominal = {r: quota.subtree_quota(self.top, r) for r in sorted(self.managed)}
 
     def delta(self, change: Mapping[str, int], sign: int = +1) -> Delta:
         """`change` (times `sign`) as the `Delta` `carry` takes."""
