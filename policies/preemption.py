@@ -866,22 +866,22 @@ class ReclaimPreemption:
     def _answer(self, view: _ReclaimView, key: _HelpKey) -> bool:
         """`could_help` for the gangs of `help_key` `key` of a queue with `view`: it has
         lenders, the charge fits its room below nominal in every managed resource and needs
-        some of them, and a lender borrows one of those (of lower priority, if required)."""
-        if not view.lenders:
-            return False  # no lender
+        some of them, and a lender borrows one of those (of lower priority, if required:
+        a lender of lower priority borrows r exactly when `lending[r]` is lower)."""
+        lending = view.lending
+        if not lending:
+            return False  # no lender (every lender borrows something)
         priority, charge = key
         room = view.room
-        needs: set[str] = set()
+        needs: list[str] = []
         for r, v in charge:
             if v and r in room:
                 if v > room[r]:
                     return False  # it would take its queue beyond nominal
-                needs.add(r)
-        return bool(needs) and any(
-            not borrowed.isdisjoint(needs)
-            and (self.priority == "any" or (priority is not None and low < priority))
-            for _, borrowed, low in view.lenders
-        )
+                needs.append(r)
+        if self.priority == "any":
+            return any(r in lending for r in needs)
+        return priority is not None and any(r in lending and lending[r] < priority for r in needs)
 
     def _takeable(
         self, state: ClusterState, queue: str, needed: tuple[str, ...], resources: frozenset[str]
@@ -897,11 +897,16 @@ class ReclaimPreemption:
                 self._takeable_of.clear()
             gangs: list[Gang] = []
             used: dict[str, tuple[tuple[str, int], ...]] = {}
+            admitted = state.admitted
             for g in self._index.gangs(state, queue):
-                charge = state.admitted[g.uid].charge
-                if any(charge.get(r, 0) for r in resources):
-                    gangs.append(g)
-                    used[g.uid] = tuple((r, charge[r]) for r in needed if charge.get(r, 0))
+                charge = admitted[g.uid].charge
+                for r in resources:
+                    if charge.get(r, 0):
+                        break
+                else:
+                    continue  # it holds none of them
+                gangs.append(g)
+                used[g.uid] = tuple([(r, charge[r]) for r in needed if charge.get(r, 0)])
             hit = self._takeable_of[key] = (stamp, gangs, used)
         return hit[1], hit[2]
 
@@ -927,25 +932,35 @@ class ReclaimPreemption:
             for q in sorted({g.queue for g in candidates})
         }
 
+        # per lender queue: how many needed resources it borrows now
+        owes = {q: sum(1 for v in over.values() if v > 0) for q, over in above.items()}
+
         def admissible(seq: Sequence[Gang]) -> list[Gang]:
             # per lender queue: how far it still borrows each needed resource, net of
-            # the victims kept from it so far; a queue that borrows none of them any
-            # more keeps no further victim
+            # the victims kept from it so far, and how many of them it still borrows; a
+            # queue that borrows none of them any more keeps no further victim
             left = {q: dict(over) for q, over in above.items()}
-            done = {q for q, over in above.items() if all(v <= 0 for v in over.values())}
+            owing = dict(owes)
             out = []
             for g in seq:
                 q = g.queue
-                if q in done:
+                n = owing[q]
+                if not n:
                     continue
                 rem = left[q]
                 used = uses[g.uid]
-                if any(rem[r] > 0 for r, _ in used):
-                    out.append(g)
-                    for r, v in used:
-                        rem[r] -= v
-                    if all(v <= 0 for v in rem.values()):
-                        done.add(q)
+                for r, _ in used:
+                    if rem[r] > 0:
+                        break
+                else:
+                    continue  # it uses nothing its queue still borrows
+                out.append(g)
+                for r, v in used:
+                    was = rem[r]
+                    now = rem[r] = was - v
+                    if (was > 0) != (now > 0):
+                        n += 1 if now > 0 else -1
+                owing[q] = n
             return out
 
         return minimal_victims(
