@@ -1328,12 +1328,14 @@ class FairSharePreemption:
         )
         own = _by_priority(_lower(self._index, state, gang, "queue"), state)
         everyone = [*others, *own]
+        # what each strategy's search would find out first (minimal_victims), cheapest
+        # and most often decisive first: counting shows no part of them can be enough
         if not everyone or _too_few_devices(state, gang, everyone):
+            return []
+        if ctx.too_few_devices(gang, [g.uid for g in everyone if ctx.evictable(g.uid)]):
             return []
         if _quota_never_fits(state, gang, everyone):
             return []
-        if ctx.too_few_devices(gang, [g.uid for g in everyone if ctx.evictable(g.uid)]):
-            return []  # what each strategy's search would find out first (minimal_victims)
         # what the callbacks read, taken now: probes keep victims released (see
         # minimal_victims)
         usage = {q: dict(quota.pool_usage(q)) for q in quota.names()}
