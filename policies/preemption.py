@@ -29,7 +29,15 @@ from controller.engine.reservation import Reservation
 from controller.engine.state import AdmissionChange, AdmissionJournal, ClusterState
 from policies.prefix import device_floor, devices_needed, free_devices, shortest_prefix
 from policies.registry import builtin
-from policies.shares import dominant_share, pools_after, share_of_pool
+from policies.shares import (
+    Climb,
+    Delta,
+    climb,
+    dominant_share,
+    pools_after,
+    share_of_pool,
+    terms_share,
+)
 
 Scope = Literal["queue", "cluster"]
 FINAL, INITIAL = "LessThanOrEqualToFinalShare", "LessThanInitialShare"
@@ -234,19 +242,25 @@ def _check_probes(max_probes: int) -> None:
 
 
 # ---- the shared search -----------------------------------------------------------------
-_widths: dict[str, tuple[Reservation, int]] = {}
+_widths: dict[str, tuple[Reservation, int, int]] = {}
 
 
-def width(state: ClusterState, uid: str) -> int:
-    """What evicting an admitted gang frees: its devices (its pods if it has none);
-    counted once per reservation."""
+def _counted(state: ClusterState, uid: str) -> tuple[Reservation, int, int]:
+    """(reservation, `width`, devices held) of an admitted gang, once per reservation."""
     res = state.admitted[uid]
     hit = _widths.get(uid)
     if hit is None or hit[0] is not res:
         if len(_widths) > 65536:
             _widths.clear()
-        hit = _widths[uid] = (res, res.device_count() or len(res.pods))
-    return hit[1]
+        devices = res.device_count()
+        hit = _widths[uid] = (res, devices or len(res.pods), devices)
+    return hit
+
+
+def width(state: ClusterState, uid: str) -> int:
+    """What evicting an admitted gang frees: its devices (its pods if it has none);
+    counted once per reservation."""
+    return _counted(state, uid)[1]
 
 
 def work_lost(state: ClusterState, uid: str, checkpoint: float | None) -> float:
@@ -265,8 +279,14 @@ def _too_few_devices(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> b
     """Whether even evicting all of `pool` cannot free the devices `gang` needs: saves
     the probes of the many gangs that wait for far more than lower priority holds."""
     need = devices_needed(_minimum(gang))
-    uids = [c.uid for c in pool]
-    return device_floor(state, need, uids, free_devices(state)) is None
+    have = free_devices(state)
+    if not need or have is None:
+        return False
+    for c in pool:  # `device_floor(...) is None`, with the counts kept per reservation
+        if have >= need:
+            return False
+        have += _counted(state, c.uid)[2]
+    return have < need
 
 
 def _quota_never_fits(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> bool:
@@ -278,11 +298,18 @@ def _quota_never_fits(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> 
     if not any(v and r in managed for r, v in charge.items()):
         return False
     changes: dict[str, dict[str, int]] = {gang.queue: dict(charge)}
+    root, admitted = quota.root(gang.queue), state.admitted
+    ours: dict[str, bool] = {}  # per queue: in the gang's tree
     for c in pool:
-        if quota.root(c.queue) == quota.root(gang.queue):
-            change = changes.setdefault(c.queue, {})
-            for r, v in state.admitted[c.uid].charge.items():
-                change[r] = change.get(r, 0) - v
+        leaf = c.queue
+        inside = ours.get(leaf)
+        if inside is None:
+            inside = ours[leaf] = quota.root(leaf) == root
+        if inside:
+            change = changes.setdefault(leaf, {})
+            for r, v in admitted[c.uid].charge.items():
+                if r in managed:  # what pools_after reads (one tree: one managed set)
+                    change[r] = change.get(r, 0) - v
     pools = pools_after(state, changes)
     needed = sorted(r for r, v in charge.items() if v and r in managed)
     for name in quota.path(gang.queue):
@@ -839,22 +866,22 @@ class ReclaimPreemption:
     def _answer(self, view: _ReclaimView, key: _HelpKey) -> bool:
         """`could_help` for the gangs of `help_key` `key` of a queue with `view`: it has
         lenders, the charge fits its room below nominal in every managed resource and needs
-        some of them, and a lender borrows one of those (of lower priority, if required)."""
-        if not view.lenders:
-            return False  # no lender
+        some of them, and a lender borrows one of those (of lower priority, if required:
+        a lender of lower priority borrows r exactly when `lending[r]` is lower)."""
+        lending = view.lending
+        if not lending:
+            return False  # no lender (every lender borrows something)
         priority, charge = key
         room = view.room
-        needs: set[str] = set()
+        needs: list[str] = []
         for r, v in charge:
             if v and r in room:
                 if v > room[r]:
                     return False  # it would take its queue beyond nominal
-                needs.add(r)
-        return bool(needs) and any(
-            not borrowed.isdisjoint(needs)
-            and (self.priority == "any" or (priority is not None and low < priority))
-            for _, borrowed, low in view.lenders
-        )
+                needs.append(r)
+        if self.priority == "any":
+            return any(r in lending for r in needs)
+        return priority is not None and any(r in lending and lending[r] < priority for r in needs)
 
     def _takeable(
         self, state: ClusterState, queue: str, needed: tuple[str, ...], resources: frozenset[str]
@@ -870,11 +897,16 @@ class ReclaimPreemption:
                 self._takeable_of.clear()
             gangs: list[Gang] = []
             used: dict[str, tuple[tuple[str, int], ...]] = {}
+            admitted = state.admitted
             for g in self._index.gangs(state, queue):
-                charge = state.admitted[g.uid].charge
-                if any(charge.get(r, 0) for r in resources):
-                    gangs.append(g)
-                    used[g.uid] = tuple((r, charge[r]) for r in needed if charge.get(r, 0))
+                charge = admitted[g.uid].charge
+                for r in resources:
+                    if charge.get(r, 0):
+                        break
+                else:
+                    continue  # it holds none of them
+                gangs.append(g)
+                used[g.uid] = tuple([(r, charge[r]) for r in needed if charge.get(r, 0)])
             hit = self._takeable_of[key] = (stamp, gangs, used)
         return hit[1], hit[2]
 
@@ -900,25 +932,35 @@ class ReclaimPreemption:
             for q in sorted({g.queue for g in candidates})
         }
 
+        # per lender queue: how many needed resources it borrows now
+        owes = {q: sum(1 for v in over.values() if v > 0) for q, over in above.items()}
+
         def admissible(seq: Sequence[Gang]) -> list[Gang]:
             # per lender queue: how far it still borrows each needed resource, net of
-            # the victims kept from it so far; a queue that borrows none of them any
-            # more keeps no further victim
+            # the victims kept from it so far, and how many of them it still borrows; a
+            # queue that borrows none of them any more keeps no further victim
             left = {q: dict(over) for q, over in above.items()}
-            done = {q for q, over in above.items() if all(v <= 0 for v in over.values())}
+            owing = dict(owes)
             out = []
             for g in seq:
                 q = g.queue
-                if q in done:
+                n = owing[q]
+                if not n:
                     continue
                 rem = left[q]
                 used = uses[g.uid]
-                if any(rem[r] > 0 for r, _ in used):
-                    out.append(g)
-                    for r, v in used:
-                        rem[r] -= v
-                    if all(v <= 0 for v in rem.values()):
-                        done.add(q)
+                for r, _ in used:
+                    if rem[r] > 0:
+                        break
+                else:
+                    continue  # it uses nothing its queue still borrows
+                out.append(g)
+                for r, v in used:
+                    was = rem[r]
+                    now = rem[r] = was - v
+                    if (was > 0) != (now > 0):
+                        n += 1 if now > 0 else -1
+                owing[q] = n
             return out
 
         return minimal_victims(
@@ -931,6 +973,31 @@ class ReclaimPreemption:
             # Closed: with fewer victims before it, a victim's queue borrows no less.
             closed=True,
         )
+
+
+_Removal = tuple[Reservation, frozenset[str], Delta, frozenset[str]]
+_removals: dict[str, _Removal] = {}
+
+
+def _removal(state: ClusterState, up: Climb, uid: str) -> tuple[Delta, frozenset[str]]:
+    """An admitted gang's charge removed, as `up.carry` takes it, and the managed
+    resources it frees (`_keeps_nominal`): once per reservation and tree structure."""
+    res = state.admitted[uid]
+    hit = _removals.get(uid)
+    if hit is None or hit[0] is not res or hit[1] is not up.managed:
+        if len(_removals) > 65536:
+            _removals.clear()
+        charge = res.charge
+        frees = frozenset(r for r in charge if r in up.managed)
+        hit = _removals[uid] = (res, up.managed, up.delta(charge, -1), frees)
+    return hit[2], hit[3]
+
+
+def _keeps_nominal(up: Climb, pool: Mapping[str, int], freed: Iterable[str]) -> bool:
+    """Whether `up`'s top queue, with pool usage `pool`, keeps at least its quota of
+    every managed resource of `freed` (what evictions freed)."""
+    nominal = up.nominal
+    return all(pool.get(r, 0) >= nominal[r] for r in freed if r in nominal)
 
 
 class _Rival(NamedTuple):
@@ -978,6 +1045,10 @@ class FairSharePreemption:
         self._share_above: dict[str, bool] = {}
         self._shares: dict[str, float] = {}
         self._sides: dict[tuple[str, str], list[tuple[str, float, float, bool]]] = {}
+        self._rival_lists: dict[
+            tuple[str, str, str],
+            tuple[list[tuple[str, float, float, bool]], list[tuple[str, _Rival]]],
+        ] = {}
         self._alone_of: dict[tuple[str, str], tuple[Reservation, int, Hashable, float, bool]] = {}
         self._ran: dict[str, tuple[Reservation, float, bool]] = {}
         self._pairs_of: dict[str, list[tuple[str, str, str]]] = {}
@@ -998,13 +1069,18 @@ class FairSharePreemption:
         return hit
 
     def _sibling_above_share(self, state: ClusterState, queue: str) -> bool:
-        """Whether a sibling of the queue or of an ancestor borrows with a share above 0."""
+        """Whether a sibling of the queue or of an ancestor borrows with a share above 0
+        (its signed share, kept by `_side_share`, is above 0 exactly when its share is)."""
         quota = state.quota
         borrowing = self._borrowing.get(state)
         path = quota.path(queue)
         for below, above in itertools.pairwise(path):
             for sibling in quota.children(above):
-                if sibling != below and sibling in borrowing and dominant_share(state, sibling) > 0:
+                if (
+                    sibling != below
+                    and sibling in borrowing
+                    and self._side_share(state, sibling) > 0
+                ):
                     return True
         return False
 
@@ -1099,16 +1175,38 @@ class FairSharePreemption:
         at (most searches under contention end here with no candidate)."""
         self._refresh(state)
         out: dict[str, _Rival] = {}
+        final, initial_share = FINAL in self.strategies, INITIAL in self.strategies
         for q, side_mine, theirs in self._pairs(state, gang.queue):
-            if mine[side_mine] >= self._side_share(state, theirs):
-                continue
             p = mine[side_mine]
-            final, initial_share = FINAL in self.strategies, INITIAL in self.strategies
-            for uid, initial, alone, initial_ok in self._side_rivals(state, q, theirs):
-                # `_passes`, before building the rival
-                if (final and p <= alone) or (initial_share and initial_ok and p < initial):
-                    out[uid] = _Rival(side_mine, theirs, initial, alone, initial_ok)
+            if p >= self._side_share(state, theirs):
+                continue
+            for uid, rival in self._side_rival_list(state, q, side_mine, theirs):
+                # `_passes`
+                if (final and p <= rival.alone) or (
+                    initial_share and rival.initial_ok and p < rival.initial
+                ):
+                    out[uid] = rival
         return out
+
+    def _side_rival_list(
+        self, state: ClusterState, q: str, side_mine: str, theirs: str
+    ) -> list[tuple[str, _Rival]]:
+        """`_side_rivals` of leaf `q` and side `theirs` as rivals of preemptors whose
+        side is `side_mine`, kept while those are."""
+        rows = self._side_rivals(state, q, theirs)
+        key = (q, side_mine, theirs)
+        hit = self._rival_lists.get(key)
+        if hit is None or hit[0] is not rows:
+            if len(self._rival_lists) > 4096:
+                self._rival_lists.clear()
+            hit = self._rival_lists[key] = (
+                rows,
+                [
+                    (uid, _Rival(side_mine, theirs, initial, alone, ok))
+                    for uid, initial, alone, ok in rows
+                ],
+            )
+        return hit[1]
 
     def _side_share(self, state: ClusterState, side: str) -> float:
         """`side`'s signed share now (until someone is admitted or released)."""
@@ -1164,18 +1262,16 @@ class FairSharePreemption:
             if initial <= 0:
                 return hit
             # what `_alone` reads of the state: the pool usage from q up to `side`
-            path = quota.path(q)
-            usage = tuple(
-                tuple(sorted(quota.pool_usage(n).items())) for n in path[: path.index(side) + 1]
-            )
+            up = climb(quota, q, side)
+            usage = tuple(tuple(sorted(quota.pool_usage(n).items())) for n in up.path)
             for g in self._index.gangs(state, q):
-                alone, initial_ok = self._alone(state, side, g, usage)
+                alone, initial_ok = self._alone(state, up, g, usage)
                 if alone < initial:
                     hit.append((g.uid, initial, alone, initial_ok))
         return hit
 
     def _alone(
-        self, state: ClusterState, side: str, g: Gang, usage: Hashable
+        self, state: ClusterState, up: Climb, g: Gang, usage: Hashable
     ) -> tuple[float, bool]:
         """`side`'s signed share with only `g` evicted, and whether LessThanInitialShare
         may take `g` (never preempted before, `side` kept at nominal). The shares read the
@@ -1184,14 +1280,15 @@ class FairSharePreemption:
         side (preemptors under different ancestors compare different sides of it)."""
         quota = state.quota
         res = state.admitted[g.uid]
-        hit = self._alone_of.get((g.uid, side))
+        key = (g.uid, up.top)
+        hit = self._alone_of.get(key)
         if hit is None or hit[0] is not res or hit[1] != quota.generation or hit[2] != usage:
-            charge = res.charge
-            pools = self._pools_without(state, side, g, charge, None)
-            pool = pools.get(side, quota.pool_usage(side))
-            alone = share_of_pool(state, side, pool, True)
-            keeps = self._keeps_nominal(state, side, pool, charge.keys())
-            hit = self._alone_of[(g.uid, side)] = (res, quota.generation, usage, alone, keeps)
+            delta, frees = _removal(state, up, g.uid)
+            pools = up.carry(delta, None, quota.pool_usage)
+            pool = pools.get(up.top, quota.pool_usage(up.top))
+            alone = terms_share(up.terms, pool, True)
+            keeps = _keeps_nominal(up, pool, frees)
+            hit = self._alone_of[key] = (res, quota.generation, usage, alone, keeps)
         return hit[3], hit[4] and not self._ran_before(state, g)
 
     def _ran_before(self, state: ClusterState, g: Gang) -> bool:
@@ -1204,29 +1301,19 @@ class FairSharePreemption:
         return hit[2]
 
     @staticmethod
-    def _pools_without(
-        state: ClusterState,
-        side: str,
-        g: Gang,
-        charge: Mapping[str, int],
-        base: dict[str, dict[str, int]] | None,
-        usage: Mapping[str, Mapping[str, int]] | None = None,
-    ) -> dict[str, dict[str, int]]:
-        """Pool usage up to `side` with `g` (holding `charge`) evicted too (on top of
-        `base`; from `usage`, a snapshot, or the state's)."""
-        minus = {r: -v for r, v in charge.items()}
-        return pools_after(state, {g.queue: minus}, upto=side, base=base, usage=usage)
-
-    @staticmethod
-    def _keeps_nominal(
-        state: ClusterState, side: str, pool: Mapping[str, int], freed: Iterable[str]
-    ) -> bool:
-        """Whether `side` keeps at least its quota of every resource evictions freed."""
+    def _steps(
+        state: ClusterState, rivals: Mapping[str, _Rival], mine: Mapping[str, float]
+    ) -> dict[str, tuple[_Rival, float, Climb, Delta, frozenset[str]]]:
+        """What `victims`' admissibility reads of each rival, looked up once per search:
+        (the rival, the preemptor side's share with the gang, the climb from its queue up
+        to its side, its charge removed, the quota-managed resources it frees)."""
         quota = state.quota
-        managed = quota.managed(side)
-        return all(
-            pool.get(r, 0) >= quota.subtree_quota(side, r) for r in sorted(freed) if r in managed
-        )
+        gangs = state.admitted_gangs
+        out = {}
+        for uid, rival in rivals.items():
+            up = climb(quota, gangs[uid].queue, rival.theirs)
+            out[uid] = (rival, mine[rival.mine], up, *_removal(state, up, uid))
+        return out
 
     def victims(self, ctx: CycleContext, gang: Gang, reason: str) -> list[str]:
         state = ctx.state
@@ -1241,22 +1328,27 @@ class FairSharePreemption:
         )
         own = _by_priority(_lower(self._index, state, gang, "queue"), state)
         everyone = [*others, *own]
+        # what each strategy's search would find out first (minimal_victims), cheapest
+        # and most often decisive first: counting shows no part of them can be enough
         if not everyone or _too_few_devices(state, gang, everyone):
+            return []
+        if ctx.too_few_devices(gang, [g.uid for g in everyone if ctx.evictable(g.uid)]):
             return []
         if _quota_never_fits(state, gang, everyone):
             return []
-        if ctx.too_few_devices(gang, [g.uid for g in everyone if ctx.evictable(g.uid)]):
-            return []  # what each strategy's search would find out first (minimal_victims)
         # what the callbacks read, taken now: probes keep victims released (see
         # minimal_victims)
         usage = {q: dict(quota.pool_usage(q)) for q in quota.names()}
         charges = {g.uid: admitted[g.uid].charge for g in everyone}
+        steps = self._steps(state, rivals, mine)
 
         def admissible_under(active: frozenset[str]) -> Admissible:
             # a function of the sequence alone (it reads what was taken above): the
             # search asks it about the whole candidate list twice (which strategies add
             # something, then the search's first order)
             known: dict[tuple[str, ...], list[Gang]] = {}
+            final, initial = FINAL in active, INITIAL in active
+            pool_of = usage.__getitem__
 
             def admissible(seq: Sequence[Gang]) -> list[Gang]:
                 uids = tuple(g.uid for g in seq)
@@ -1266,37 +1358,38 @@ class FairSharePreemption:
                 return list(hit)
 
             def kept_of(seq: Sequence[Gang]) -> list[Gang]:
-                # per victim side: pool usage with the victims kept so far gone, and
-                # the resources they free
-                taken: dict[str, tuple[dict[str, dict[str, int]], set[str]]] = {}
+                # per victim side: pool usage with the victims kept so far gone, the
+                # (managed) resources they free, and the side's share then (None: not
+                # worked out)
+                taken: dict[str, tuple[dict[str, dict[str, int]], frozenset[str], float | None]]
+                taken = {}
                 out = []
                 for g in seq:
-                    rival = rivals.get(g.uid)
-                    if rival is None:
+                    step = steps.get(g.uid)
+                    if step is None:
                         out.append(g)
                         continue
-                    side, p = rival.theirs, mine[rival.mine]
-                    before = taken.get(side)
+                    rival, p, up, delta, frees = step
+                    name = up.top
+                    before = taken.get(name)
                     if before is None:
-                        ok = (FINAL in active and p <= rival.alone) or (
-                            INITIAL in active and rival.initial_ok and p < rival.initial
-                        )
-                        if ok:
-                            pools = self._pools_without(state, side, g, charges[g.uid], None, usage)
-                            taken[side] = (pools, set(charges[g.uid]))
+                        if (final and p <= rival.alone) or (
+                            initial and rival.initial_ok and p < rival.initial
+                        ):
+                            taken[name] = (up.carry(delta, None, pool_of), frees, None)
                             out.append(g)
                         continue
-                    pools = self._pools_without(state, side, g, charges[g.uid], before[0], usage)
-                    pool = pools.get(side, usage[side])
-                    ok = FINAL in active and p <= share_of_pool(state, side, pool, True)
-                    if not ok and INITIAL in active and rival.initial_ok:
-                        was = before[0].get(side, usage[side])
-                        freed = before[1] | set(charges[g.uid])
-                        ok = p < share_of_pool(state, side, was, True) and self._keeps_nominal(
-                            state, side, pool, freed
-                        )
+                    pools = up.carry(delta, before[0], pool_of)
+                    pool = pools.get(name, usage[name])
+                    share = terms_share(up.terms, pool, True) if final else None
+                    ok = share is not None and p <= share
+                    if not ok and initial and rival.initial_ok:
+                        was = before[2]
+                        if was is None:
+                            was = terms_share(up.terms, before[0].get(name, usage[name]), True)
+                        ok = p < was and _keeps_nominal(up, pool, before[1] | frees)
                     if ok:
-                        taken[side] = (pools, before[1] | set(charges[g.uid]))
+                        taken[name] = (pools, before[1] | frees, share)
                         out.append(g)
                 return out
 

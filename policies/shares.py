@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from controller.engine.quota import QuotaTree
 from controller.engine.state import ClusterState
@@ -44,12 +44,11 @@ class _Derived:
     """What shares read of one queue tree's structure, kept until its `generation`
     moves (every change of queues, limits or weights moves it)."""
 
-    __slots__ = ("generation", "guaranteed", "managed", "terms")
+    __slots__ = ("climbs", "generation", "terms")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
-        self.guaranteed: dict[tuple[str, str], int] = {}
-        self.managed: dict[str, frozenset[str]] = {}
+        self.climbs: dict[tuple[str, str | None], Climb] = {}
         self.terms: dict[str, ShareTerms | None] = {}
 
 
@@ -73,6 +72,76 @@ def guaranteed(quota: QuotaTree, queue: str, resource: str) -> int:
     return sub - min(lim.lending_limit, sub)
 
 
+Delta = tuple[tuple[str, int], ...]
+"""A signed change of a leaf's usage, quota-managed resources only, no zeros, sorted."""
+
+
+class Climb:
+    """What carrying a change of one leaf's usage up its path reads of the tree: the
+    queues from the leaf up to and including `upto` (the whole path if None or not on
+    it), the resources its tree manages and what each of those queues keeps guaranteed
+    of them (see `pools_after`); and of the top queue, its `share_terms` and subtree
+    quota of each managed resource. Kept per tree structure (`climb`)."""
+
+    __slots__ = ("kept", "managed", "nominal", "path", "terms", "top")
+
+    def __init__(self, quota: QuotaTree, leaf: str, upto: str | None) -> None:
+        path = quota.path(leaf)
+        if upto is not None and upto in path:
+            path = path[: path.index(upto) + 1]
+        self.path = tuple(path)
+        self.top = path[-1]
+        self.managed = quota.managed(leaf)
+        self.kept = tuple(
+            {r: guaranteed(quota, name, r) for r in sorted(self.managed)} for name in path
+        )
+        self.terms = share_terms(quota, self.top)
+        self.nominal = {r: quota.subtree_quota(self.top, r) for r in sorted(self.managed)}
+
+    def delta(self, change: Mapping[str, int], sign: int = +1) -> Delta:
+        """`change` (times `sign`) as the `Delta` `carry` takes."""
+        managed = self.managed
+        return tuple((r, sign * v) for r, v in sorted(change.items()) if v and r in managed)
+
+    def carry(
+        self,
+        delta: Delta,
+        base: Mapping[str, dict[str, int]] | None,
+        pool_of: Callable[[str], Mapping[str, int]],
+    ) -> dict[str, dict[str, int]]:
+        """`pools_after` for this leaf's `delta` alone, up to this climb's top: a new
+        mapping holding `base`'s pools (the same objects, not copies) but for those the
+        change reaches (changed copies); a pool not in `base` is read by `pool_of`.
+        Neither `base` nor what `pool_of` returns is changed."""
+        pools = dict(base) if base else {}
+        step: Iterable[tuple[str, int]] = delta
+        for name, kept in zip(self.path, self.kept, strict=True):
+            if not step:
+                break
+            was = pools.get(name)
+            pool = pools[name] = dict(pool_of(name) if was is None else was)
+            nxt: list[tuple[str, int]] = []
+            for r, d in step:
+                old = pool.get(r, 0)
+                new = pool[r] = old + d
+                g = kept[r]
+                up = max(0, new - g) - max(0, old - g)
+                if up:
+                    nxt.append((r, up))
+            step = nxt
+        return pools
+
+
+def climb(quota: QuotaTree, leaf: str, upto: str | None = None) -> Climb:
+    """The `Climb` of `leaf` up to `upto`, kept while the tree's structure is the same."""
+    derived = _derived(quota)
+    key = (leaf, upto)
+    hit = derived.climbs.get(key)
+    if hit is None:
+        hit = derived.climbs[key] = Climb(quota, leaf, upto)
+    return hit
+
+
 def pools_after(
     state: ClusterState,
     changes: Mapping[str, Mapping[str, int]],
@@ -86,35 +155,12 @@ def pools_after(
     (`usage`, every queue's pool usage taken earlier, or the state's); queues not
     returned are unchanged."""
     quota = state.quota
-    derived = _derived(quota)
-    kept = derived.guaranteed
+    pool_of = usage.__getitem__ if usage is not None else quota.pool_usage
     pools = {q: dict(p) for q, p in base.items()} if base else {}
     for leaf in sorted(changes):
-        managed = derived.managed.get(leaf)
-        if managed is None:
-            managed = derived.managed[leaf] = quota.managed(leaf)
-        delta = {r: v for r, v in sorted(changes[leaf].items()) if v and r in managed}
-        for name in quota.path(leaf):
-            if not delta:
-                break
-            pool = pools.get(name)
-            if pool is None:
-                pool = pools[name] = dict(
-                    usage[name] if usage is not None else quota.pool_usage(name)
-                )
-            nxt: dict[str, int] = {}
-            for r, d in delta.items():
-                old = pool.get(r, 0)
-                pool[r] = old + d
-                g = kept.get((name, r))
-                if g is None:
-                    g = kept[(name, r)] = guaranteed(quota, name, r)
-                up = max(0, old + d - g) - max(0, old - g)
-                if up:
-                    nxt[r] = up
-            delta = nxt
-            if name == upto:
-                break
+        up = climb(quota, leaf, upto)
+        # each leaf's change carried on top of those before it (paths may meet)
+        pools = up.carry(up.delta(changes[leaf]), pools, pool_of)
     return pools
 
 
@@ -146,7 +192,12 @@ def share_of_pool(
     state: ClusterState, queue: str, pool: Mapping[str, int], signed: bool = False
 ) -> float:
     """The dominant share `queue` would have with pool usage `pool`."""
-    terms = share_terms(state.quota, queue)
+    return terms_share(share_terms(state.quota, queue), pool, signed)
+
+
+def terms_share(terms: ShareTerms | None, pool: Mapping[str, int], signed: bool = False) -> float:
+    """`share_of_pool` of a queue with `share_terms` `terms` (for a caller that asks
+    about one queue many times)."""
     if terms is None:
         return 0.0
     weight, rows = terms

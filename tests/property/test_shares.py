@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from controller.engine.model import Queue
 from controller.engine.state import ClusterState
 from policies.ordering import DominantResourceFairness
-from policies.shares import dominant_share, share_of_pool
+from policies.shares import climb, dominant_share, pools_after, share_of_pool
 from tests.property.harness import property_settings
 from tests.property.strategies import queue_trees, quota_charges
 
@@ -48,3 +48,49 @@ def test_drf_and_fair_share_agree_on_every_queues_share(case: tuple[Tree, Charge
         elif q.weight == 0:
             borrows = any(quota.borrowed(q.name, r) for r in quota.managed(q.name))
             assert share == (math.inf if borrows else 0.0), q.name
+
+
+@property_settings(300)
+@given(
+    queue_trees().flatmap(
+        lambda tree: st.tuples(
+            st.just(tree), quota_charges(tree[1], max_size=8), quota_charges(tree[1], max_size=6)
+        )
+    )
+)
+def test_what_if_pools_are_those_quota_charges_lead_to(
+    case: tuple[Tree, Charges, Charges],
+) -> None:
+    """Random trees with random usage: the pool usage `pools_after` predicts for several
+    leaves' changes at once, and that of carrying them one at a time up a `climb` (each
+    on the pools the one before left, as fair-share's admissibility does), are every
+    queue's pool usage once QuotaTree has charged them; neither changes what it was
+    given."""
+    (queues, _), usage, changes = case
+    state = ClusterState()
+    for q in queues:
+        state.upsert_queue(q)
+    quota = state.quota
+    for leaf, charge, _ in usage:
+        quota.charge(leaf, charge)
+    signed: dict[str, dict[str, int]] = {}
+    for leaf, charge, uncharge in changes:
+        mine = signed.setdefault(leaf, {})
+        for r, v in charge.items():
+            used = quota.usage(leaf).get(r, 0) + mine.get(r, 0)
+            mine[r] = mine.get(r, 0) + (-min(v, used) if uncharge else v)
+    before = {q.name: dict(quota.pool_usage(q.name)) for q in queues}
+    together = pools_after(state, signed, usage=before)
+    chained: dict[str, dict[str, int]] = {}
+    for leaf in sorted(signed):
+        up = climb(quota, leaf)
+        chained = up.carry(up.delta(signed[leaf]), chained, before.__getitem__)
+    assert before == {q.name: dict(quota.pool_usage(q.name)) for q in queues}
+    for leaf, change in signed.items():
+        quota.charge(leaf, {r: v for r, v in change.items() if v > 0})
+        quota.uncharge(leaf, {r: -v for r, v in change.items() if v < 0})
+    for q in queues:
+        now = {r: v for r, v in quota.pool_usage(q.name).items() if v}
+        for predicted in (together, chained):
+            pool = predicted.get(q.name, before[q.name])
+            assert {r: v for r, v in pool.items() if v} == now, q.name

@@ -17,7 +17,7 @@ from controller.engine.context import CycleContext
 from controller.engine.cycle import Engine
 from controller.engine.ledger import Ledger
 from controller.engine.model import Gang, Queue
-from controller.engine.placement import Placer
+from controller.engine.placement import Placer, minimum_charge
 from controller.engine.policy import PreemptionPolicy
 from controller.engine.state import ClusterState
 from policies import preemption
@@ -530,6 +530,65 @@ def test_reclaim_answers_under_a_stamp_kept_are_a_fresh_policys(
                 assert policy.could_help(state, g) == now
         cycle_then_churn(engine, leaves, step, (i, pods, gpus))
     target(float(kept), label="stamps kept")
+
+
+def reclaim_could_help(state: ClusterState, gang: Gang, lower: bool) -> bool:
+    """reclaim's `could_help` as its rule states it, from the state: the gang's charge
+    fits its leaf's room below nominal in every managed resource and needs some of them,
+    and another leaf of the tree with gangs running borrows one of those (and, under
+    `priority: lower`, runs a gang of lower priority than the gang's)."""
+    quota = state.quota
+    q = quota.get(gang.queue)
+    if q is None:
+        return False
+    managed = quota.managed(gang.queue)
+    used = quota.usage(gang.queue)
+    needs = set()
+    for r, v in minimum_charge(gang).items():
+        if v and r in managed:
+            lim = q.quota.get(r)
+            if v > (lim.nominal if lim is not None else 0) - used.get(r, 0):
+                return False
+            needs.add(r)
+    running: dict[str, list[int]] = {}
+    for g in state.admitted_gangs.values():
+        running.setdefault(g.queue, []).append(g.priority)
+    return any(
+        quota.root(other) == quota.root(gang.queue)
+        and quota.is_leaf(other)
+        and any(quota.borrowed(other, r) for r in needs)
+        and (not lower or min(priorities) < gang.priority)
+        for other, priorities in running.items()
+        if other != gang.queue and quota.get(other) is not None
+    )
+
+
+@property_settings(100)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["reclaim", "reclaim-lower"]),
+    st.lists(st.tuples(st.integers(0, 63), st.integers(1, 3), st.integers(1, 8)), max_size=6),
+)
+def test_reclaim_could_help_answers_as_its_rule(
+    seed: int, kind: str, steps: list[tuple[int, int, int]]
+) -> None:
+    """reclaim's `could_help` (answered from its kept views' lending per resource) is, for
+    every pending gang, what its rule recomputed from the state says, in full clusters
+    with gangs admitted, finishing and arriving."""
+    state = contended(seed)
+    engine = make_engine(state, kind)
+    policy = engine.preemption
+    assert isinstance(policy, preemption.ReclaimPreemption)
+    leaves = sorted(q for q in state.quota.names() if state.quota.is_leaf(q))
+    yes = 0
+    for step, churn in enumerate([(0, 1, 1), *steps]):
+        state.now = 200.0 + 600.0 * step
+        for g in sorted(state.pending.values(), key=lambda g: g.uid):
+            expected = reclaim_could_help(state, g, kind == "reclaim-lower")
+            assert policy.could_help(state, g) == expected, g.uid
+            yes += expected
+        cycle_then_churn(engine, leaves, step, churn)
+    target(float(yes), label="gangs it could help")
 
 
 def reclaim_keeps(
