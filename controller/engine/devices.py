@@ -333,7 +333,8 @@ class DeviceInventory:
     def allocate_owned(self, held: Iterable[tuple[DeviceKey, str]]) -> None:
         """`allocate` for (device, owner) pairs at once."""
         owners, devices = self.owners, self.devices
-        moved: list[DeviceKey] = []
+        moved: list[tuple[DeviceKey, str | None]] = []
+        taken = 0
         for key, owner in held:
             holders = owners.get(key)
             if holders:  # free before only if shareable, and then still free
@@ -341,12 +342,11 @@ class DeviceInventory:
                 continue
             owners[key] = {owner}
             d = devices.get(key)
-            if d is not None:
-                self.held_published += 1
+            if d is not None:  # an unpublished device is in no match set
+                taken += 1
                 if not d.shareable:
-                    moved.append(key)
-            elif not self._unpublished_shareable.get(key, False):
-                moved.append(key)
+                    moved.append((key, d.node))
+        self.held_published += taken
         if moved:
             self._shift(moved, -1)
 
@@ -362,21 +362,23 @@ class DeviceInventory:
         for key, owner in held:
             if owner not in owners.get(key, ()):
                 raise InvalidInput(f"device {'/'.join(key)}", f"is not held by {owner}")
-        moved: list[DeviceKey] = []
+        moved: list[tuple[DeviceKey, str | None]] = []
+        unpublished = self._unpublished_shareable
+        given = 0
         for key, owner in held:
             holders = owners[key]
             holders.discard(owner)
             if holders:  # still held: free after only if shareable, and then before too
                 continue
             del owners[key]
-            shared = self._unpublished_shareable.pop(key, False)
+            if unpublished:
+                unpublished.pop(key, None)
             d = devices.get(key)
-            if d is not None:
-                self.held_published -= 1
+            if d is not None:  # an unpublished device is in no match set
+                given += 1
                 if not d.shareable:
-                    moved.append(key)
-            elif not shared:
-                moved.append(key)
+                    moved.append((key, d.node))
+        self.held_published -= given
         if moved:
             self._shift(moved, +1)
 
@@ -440,15 +442,12 @@ class DeviceInventory:
             ms._set_free(node, ms.free.get(node, 0) - n)
         return True
 
-    def _shift(self, keys: list[DeviceKey], step: int) -> None:
-        """Move free counts once per (match set, node) for a batch of devices."""
-        devices, member_of = self.devices, self._member_of
+    def _shift(self, moved: list[tuple[DeviceKey, str | None]], step: int) -> None:
+        """Move free counts once per (match set, node) for a batch of published devices
+        (each with its node)."""
+        member_of = self._member_of
         deltas: dict[tuple[MatchKey, str | None], int] = {}
-        for key in keys:
-            d = devices.get(key)
-            if d is None:
-                continue
-            node = d.node
+        for key, node in moved:
             for mk in member_of.get(key, ()):
                 deltas[(mk, node)] = deltas.get((mk, node), 0) + step
         matches = self._matches

@@ -14,12 +14,13 @@ import math
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 
-from controller.engine.allocation import DeviceFilter, DeviceSearch, match_key
+from controller.engine.allocation import DeviceFilter, DeviceSearch, is_simple, match_key
 from controller.engine.devices import DeviceInventory, MatchKey, MatchSet
 from controller.engine.model import (
     AllocationMode,
     DeviceKey,
     Gang,
+    PodClaim,
     PodSet,
     Topology,
     TopologyMode,
@@ -46,6 +47,8 @@ class PodDemand:
     pod_set: PodSet
     requests: dict[str, int]
     primary: tuple[MatchKey, int] | None
+    simple: PodClaim | None = None
+    """The pod set's one claim if it is simple (`is_simple`): first fit may serve it."""
 
     @staticmethod
     def of(pod_set: PodSet) -> PodDemand:
@@ -61,7 +64,8 @@ class PodDemand:
                     primary is None or sub.count > primary[1]
                 ):
                     primary = (match_key(sub), sub.count)
-        return PodDemand(pod_set, requests, primary)
+        simple = pod_set.claims[0] if is_simple(pod_set.claims) else None
+        return PodDemand(pod_set, requests, primary, simple)
 
     def candidates(
         self, state: ClusterState, eligible: frozenset[str], descending: bool
@@ -523,18 +527,25 @@ class Placer:
         order: str,
         search: DeviceSearch,
     ) -> PodPlacement | None:
-        state = self.state
+        usage = self.state.nodes
         ps = demand.pod_set
+        requests = demand.requests
+        simple = demand.simple if search.first_fit_ok else None
         for node in self._candidates(gang, demand, eligible, order):
-            if not state.nodes[node].fits(demand.requests):
+            if not usage[node].fits(requests):
                 continue
             claims: tuple[ClaimAllocation, ...] = ()
-            if ps.claims:
+            if simple is not None:
+                found = search.first_fit(node, simple)
+                if found is None:
+                    continue
+                claims = found
+            elif ps.claims:
                 found = search.allocate(node, ps.claims)
                 if found is None:
                     continue
                 claims = found
-            return PodPlacement(ps.name, index, node, demand.requests, claims)
+            return PodPlacement(ps.name, index, node, requests, claims)
         return None
 
     def _candidates(
