@@ -26,7 +26,7 @@ from controller.engine.cel import SelectorError, compile_selector
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang, Topology
 from controller.engine.placement import Domain
-from controller.engine.policy import node_order_is_local
+from controller.engine.policy import BinPack, node_order_is_local
 
 if TYPE_CHECKING:
     from controller.engine.context import CycleContext
@@ -211,6 +211,13 @@ class SafePlacement:
         self.name = policy_name(inner)
         self._guard = guard
         self.node_order_is_local = node_order_is_local(inner)
+        offer = getattr(inner, "node_candidates", None)
+        self._builtin_nodes = (
+            getattr(offer, "__func__", None) is BinPack.node_candidates
+            and getattr(offer, "__self__", None) is inner
+        )
+        """The inner policy offers nodes by the engine's own `BinPack.node_candidates`
+        (`PodDemand.candidates`: eligible nodes only), so there is nothing to check."""
 
     def for_gang(self, gang: Gang) -> PlacementPolicy:
         try:
@@ -232,6 +239,8 @@ class SafePlacement:
     def node_candidates(
         self, state: ClusterState, demand: PodDemand, eligible: frozenset[str]
     ) -> Iterator[str]:
+        if self._builtin_nodes:
+            return demand.candidates(state, eligible, False)
         return self._checked_nodes(
             "node_candidates",
             demand,
@@ -259,23 +268,21 @@ class SafePlacement:
         produce: Callable[[], Iterable[str]],
     ) -> Iterator[str]:
         try:
-            nodes = iter(produce())
+            # Only the policy's code runs in here: the consumer's runs outside the
+            # generator, and closing it early raises GeneratorExit, not an Exception.
+            for node in produce():
+                if not isinstance(node, str) or node not in eligible:
+                    break
+                yield node
+            else:
+                return
         except Exception as exc:
             raise _fault("placement", self.inner, method, exc) from exc
-        while True:
-            try:
-                node = next(nodes)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise _fault("placement", self.inner, method, exc) from exc
-            if not isinstance(node, str) or node not in eligible:
-                problem = (
-                    f"{method} offered {_short.repr(node)}, which is not an eligible "
-                    f"node for pod set {demand.pod_set.name}"
-                )
-                raise PolicyFault("placement", self.inner, problem)
-            yield node
+        problem = (
+            f"{method} offered {_short.repr(node)}, which is not an eligible "
+            f"node for pod set {demand.pod_set.name}"
+        )
+        raise PolicyFault("placement", self.inner, problem)
 
     def order_domains(self, gang: Gang, domains: list[Domain], pods_needed: int) -> list[Domain]:
         try:

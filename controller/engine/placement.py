@@ -72,11 +72,15 @@ class PodDemand:
     ) -> Iterator[str]:
         """Eligible nodes with room for the primary device request (or cpu), in order."""
         if self.primary is not None:
-            ms = state.inventory.match_set(self.primary[0])
+            mk, per_pod = self.primary
+            ms = state.inventory.match_set(mk)
             if not ms.free.get(None, 0):
-                for n in ms.nodes_with_free(self.primary[1], descending):
-                    if n in eligible:
-                        yield n
+                # MatchSet.nodes_with_free, walked here (one generator less per pod)
+                buckets = ms.buckets
+                for k in sorted([k for k in buckets if k >= per_pod], reverse=descending):
+                    for n in buckets[k]:
+                        if n in eligible:
+                            yield n
                 return
         for n in state.nodes_by_free_cpu(self.requests.get("cpu", 0), descending):
             if n in eligible:
