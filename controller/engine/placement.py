@@ -907,11 +907,35 @@ def device_budget(quota: QuotaTree, queue: str, plan: GangPlan) -> dict[str, int
 def reservation_charge(pods: tuple[PodPlacement, ...]) -> dict[str, int]:
     """The quota a set of pods uses: their requests plus one `devices/<class>` per device."""
     charge: dict[str, int] = {}
+    run: Mapping[str, int] | None = None
+    more = 0
     for pod in pods:
-        for r, v in pod.requests.items():
-            charge[r] = charge.get(r, 0) + v
+        requests = pod.requests
+        if requests is run:  # the same dict as the pod before: counted at the run's end
+            more += 1
+        else:
+            if run is not None and more:
+                for r, v in run.items():
+                    charge[r] += v * more
+            run, more = requests, 0
+            for r, v in requests.items():
+                charge[r] = charge.get(r, 0) + v
         for claim in pod.claims:
-            for da in claim.devices:
+            devices = claim.devices
+            if not devices:
+                continue
+            first = devices[0].device_class
+            for da in devices:
+                if da.device_class != first:
+                    break
+            else:  # one class (the usual claim): one key, counted at once
+                key = device_quota_resource(first)
+                charge[key] = charge.get(key, 0) + len(devices)
+                continue
+            for da in devices:
                 key = device_quota_resource(da.device_class)
                 charge[key] = charge.get(key, 0) + 1
+    if run is not None and more:
+        for r, v in run.items():
+            charge[r] += v * more
     return charge
