@@ -135,6 +135,19 @@ class GangPlan:
 
     @staticmethod
     def shape_of(gang: Gang) -> tuple[object, ...]:
+        """What the gang's placement depends on of the gang itself (remembered per gang
+        object: gangs are frozen, and the cycle asks again for each gang it considers)."""
+        hit = _shapes.get(id(gang))
+        if hit is not None and hit[0] is gang:
+            return hit[1]
+        shape = GangPlan._shape_of(gang)
+        if len(_shapes) >= _SHAPES_KEPT:
+            _shapes.clear()
+        _shapes[id(gang)] = (gang, shape)
+        return shape
+
+    @staticmethod
+    def _shape_of(gang: Gang) -> tuple[object, ...]:
         return (
             tuple(
                 (
@@ -181,6 +194,12 @@ class GangPlan:
         """A device search over the gang's keys, inside `domain`'s devices if it has any."""
         device_ok = domain.device_filter if domain is not None else None
         return DeviceSearch(inv, self.device_keys, self.constrained, device_ok, budget)
+
+
+_SHAPES_KEPT = 1 << 14
+"""Gangs whose shape is remembered; dropped wholesale when full (cheap to redo)."""
+_shapes: dict[int, tuple[Gang, tuple[object, ...]]] = {}
+"""Shapes by gang id, with the gang (held, so its id is not reused while kept)."""
 
 
 def minimum_charge(gang: Gang) -> dict[str, int]:
