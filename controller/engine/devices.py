@@ -67,9 +67,11 @@ class MatchSet:
     class_missing: bool = False
     shareable: int = 0
     """Members that allow multiple allocations: counting free devices bounds nothing."""
+    free_total: int = 0
+    """The sum of `free` (kept by `_set_free`, its only writer)."""
 
     def total_free(self) -> int:
-        return sum(self.free.values())
+        return self.free_total
 
     def nodes_with_free(self, minimum: int, descending: bool = False) -> Iterator[str]:
         """Nodes with at least `minimum` free matching devices, fewest free first."""
@@ -95,6 +97,7 @@ class MatchSet:
     def _set_free(self, node: str | None, value: int) -> None:
         free = self.free
         old = free.get(node, 0)
+        self.free_total += value - old
         if value:
             free[node] = value
         else:
