@@ -450,9 +450,23 @@ class DeviceInventory:
         (each with its node)."""
         member_of = self._member_of
         deltas: dict[tuple[MatchKey, str | None], int] = {}
+        run: set[MatchKey] | None = None
+        run_node: str | None = None
+        n = 0
         for key, node in moved:
-            for mk in member_of.get(key, ()):
-                deltas[(mk, node)] = deltas.get((mk, node), 0) + step
+            members = member_of.get(key)
+            if members is None:
+                continue
+            if node == run_node and members == run:
+                n += 1  # a claim's devices: one node, the same match sets
+                continue
+            if run:
+                for mk in run:
+                    deltas[(mk, run_node)] = deltas.get((mk, run_node), 0) + step * n
+            run, run_node, n = members, node, 1
+        if run:
+            for mk in run:
+                deltas[(mk, run_node)] = deltas.get((mk, run_node), 0) + step * n
         matches = self._matches
         for (mk, node), delta in deltas.items():
             ms = matches[mk]
