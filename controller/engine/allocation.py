@@ -165,7 +165,15 @@ class DeviceSearch:
             # holds it: the loop below with its lookups taken out.
             owners = inv.owners
             given = _given(req.name, cls)
-            for pool in (by_node.get(node, ()), by_node.get(None, ())):
+            local = by_node.get(node, ())
+            if len(local) == free.get(node, 0) >= count:  # all free: its first ones
+                for dk in local[:count]:
+                    da = given.get(dk)
+                    if da is None:
+                        da = given[dk] = DeviceAllocation(req.name, dk, cls, False)
+                    picks.append(da)
+                return (ClaimAllocation(claim.name, tuple(picks)),)
+            for pool in (local, by_node.get(None, ())):
                 for dk in pool:
                     if not owners.get(dk):
                         da = given.get(dk)
