@@ -87,7 +87,10 @@ class MatchSet:
             return 1 << 62
         if per_pod <= 0:
             return 0
-        total = sum((k // per_pod) * len(nodes) for k, nodes in self.buckets.items())
+        total = 0
+        for k, nodes in self.buckets.items():  # a loop, not sum(): no generator per call
+            if k >= per_pod:
+                total += (k // per_pod) * len(nodes)
         network = self.free.get(None, 0)
         if not network:
             return total

@@ -661,7 +661,10 @@ class Placer:
             ps = demand.pod_set
             for claim in ps.claims:
                 for req in claim.spec.requests:
-                    if all(inv.match_set(match_key(s)).class_missing for s in req.alternatives):
+                    for s in req.alternatives:
+                        if not inv.match_set((s.device_class, s.selectors)).class_missing:
+                            break
+                    else:
                         missing = ", ".join(sorted({s.device_class for s in req.alternatives}))
                         return f"pod set {ps.name}: DeviceClass {missing} does not exist"
             if demand.primary is None:
