@@ -34,6 +34,8 @@ from controller.engine.state import ClusterState
 
 __all__ = ["DeviceFilter", "match_key"]
 
+_MADE_DOMAINS_KEPT = 1 << 14
+"""Domains a placer keeps for reuse; dropped wholesale when full (cheap to redo)."""
 GANG_SEARCH_STEPS = 512
 """Bound on (pod, node, allocation) choices of the exhaustive gang search."""
 SHAREABLE_ROOM = 1 << 30
@@ -283,6 +285,9 @@ class Placer:
         )
         """Topology domains' members by what they are computed from (`_domain_members`);
         the engine passes one table for all its cycles."""
+        self._made_domains: dict[tuple[int, int, int, int], Domain] = {}
+        """Domains made, by their nodes' id and room (`_domain`); each holds its nodes,
+        so an id here is not reused while its entry is kept."""
 
     def place(self, plan: GangPlan, budget: Mapping[str, int] | None = None) -> PlacementOutcome:
         """Place every pod or none; on success the pods are applied to the state.
@@ -422,7 +427,7 @@ class Placer:
                     domains.append(old)
                     continue
                 fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial, held)
-                domains.append(Domain(v, nodes, fitting, allowed, whole_nodes, whole_pods))
+                domains.append(self._domain(v, nodes, allowed, fitting, whole_nodes, whole_pods))
         needed = sum(d.pod_set.count for d in plan.demands)
         lead_pods = plan.demands[0].pod_set.count
         for dom in policy.order_domains(plan.gang, domains, needed):
@@ -692,8 +697,35 @@ class Placer:
         out = []
         for v, nodes, partial, allowed in self._domain_members(plan, topo):
             fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial, held)
-            out.append(Domain(v, nodes, fitting, allowed, whole_nodes, whole_pods))
+            out.append(self._domain(v, nodes, allowed, fitting, whole_nodes, whole_pods))
         return out
+
+    def _domain(
+        self,
+        value: str,
+        nodes: frozenset[str],
+        allowed: DeviceFilter | None,
+        fitting: int,
+        whole_nodes: int,
+        whole_pods: int,
+    ) -> Domain:
+        """`Domain(...)`, the one made before with the same members and room if any (a
+        frozen value: the many domains whose room did not change are not built again)."""
+        key = (id(nodes), fitting, whole_nodes, whole_pods)
+        hit = self._made_domains.get(key)
+        if (
+            hit is not None
+            and hit.nodes is nodes
+            and hit.device_filter is allowed
+            and hit.value == value
+        ):
+            return hit
+        if len(self._made_domains) >= _MADE_DOMAINS_KEPT:
+            self._made_domains.clear()
+        made = self._made_domains[key] = Domain(
+            value, nodes, fitting, allowed, whole_nodes, whole_pods
+        )
+        return made
 
     def _domain_members(self, plan: GangPlan, topo: Topology) -> list[DomainMembers]:
         """The domains' values, eligible nodes, partly-in nodes and devices: what changes
