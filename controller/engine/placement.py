@@ -813,12 +813,16 @@ class Placer:
             # none is shareable (the common case), with its lookups taken out
             by_node, free_on, more_on = ms.by_node, free.get, more.get
             for n in nodes:
-                count = free_on(n, 0) + more_on(n, 0)
+                count = free_on(n, 0)
+                if more:
+                    count += more_on(n, 0)
+                if not count:
+                    continue  # a full node adds nothing
                 pods = count // per_pod
                 if pods < SHAREABLE_ROOM:
                     rest += count - pods * per_pod
                 total += pods
-                if count and count == len(by_node.get(n, ())):
+                if count == len(by_node.get(n, ())):
                     whole_nodes += 1
                     whole_pods += pods
             if network:
