@@ -289,9 +289,14 @@ class SafePlacement:
             ordered = list(self.inner.order_domains(gang, domains, pods_needed))
         except Exception as exc:
             raise _fault("placement", self.inner, "order_domains", exc) from exc
-        offered = frozenset().union(*(d.nodes for d in domains))
+        given = {id(d) for d in domains}  # an offered domain is within the offered nodes
+        offered: frozenset[str] | None = None
         for d in ordered:
-            if not isinstance(d, Domain) or not d.nodes <= offered:
+            if isinstance(d, Domain) and id(d) in given:
+                continue
+            if offered is None and isinstance(d, Domain):
+                offered = frozenset().union(*(d.nodes for d in domains))
+            if not isinstance(d, Domain) or offered is None or not d.nodes <= offered:
                 problem = (
                     f"order_domains returned {_short.repr(d)}, which is not one of the "
                     "offered domains or a union of them"
