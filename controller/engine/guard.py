@@ -4,9 +4,11 @@ Two layers:
 - For the length of a cycle the engine's policies are guarded stand-ins. Each call into a
   plug-in is checked: an exception, or an answer that breaks the contract (a victim named
   twice, not admitted, or the gang itself; a node that is not eligible; a domain that was
-  not offered), becomes a `PolicyFault` naming the policy. An ordering policy that fails
-  is not asked again in that cycle: the remaining pending gangs follow the built-in order
-  (priority, then age, then uid), and the fault is reported in `CycleResult.faults`.
+  not offered), becomes a `PolicyFault` naming the policy. (A policy that offers nodes by
+  the engine's own `BinPack.node_candidates` runs no plug-in code there: not wrapped.)
+  An ordering policy that fails is not asked again in that cycle: the remaining pending
+  gangs follow the built-in order (priority, then age, then uid), and the fault is
+  reported in `CycleResult.faults`.
 - Each gang is decided under `Guard.decide`: a request selector that does not compile, or
   whatever raises (a fault), leaves that one gang pending with the reason, after undoing
   exactly what its decision had applied (its admission, victims it evicted; pods placed
