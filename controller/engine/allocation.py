@@ -110,11 +110,14 @@ class DeviceSearch:
         self.steps = steps
         self.exhausted: str | None = None
         """Set when a search stopped at its step budget (the last such node)."""
+        self.first_fit_ok = len(self.keys) <= 1 and not self.attributes
+        """Nothing another pod of the gang wants sets devices apart: `first_fit` is
+        complete for a simple claim (`is_simple`)."""
 
     def allocate(self, node: str, claims: Sequence[PodClaim]) -> tuple[ClaimAllocation, ...] | None:
         """The first allocation in preference order, or None if there is none."""
-        if len(self.keys) <= 1 and not self.attributes and is_simple(claims):
-            return self._first_fit(node, claims[0])
+        if self.first_fit_ok and is_simple(claims):
+            return self.first_fit(node, claims[0])
         return next(self.allocations(node, claims), None)
 
     def allocations(
@@ -140,24 +143,70 @@ class DeviceSearch:
                 if da.device_class in budget:
                     budget[da.device_class] += sign
 
-    def _first_fit(self, node: str, claim: PodClaim) -> tuple[ClaimAllocation, ...] | None:
+    def first_fit(self, node: str, claim: PodClaim) -> tuple[ClaimAllocation, ...] | None:
+        """`allocate` for a simple claim (`is_simple`) when `first_fit_ok`: the first free
+        matching devices the filter allows, the node's own before network-attached ones."""
         req = claim.spec.requests[0]
         sub = req.alternatives[0]
-        if sub.count > self.budget.get(sub.device_class, sub.count):
+        count = sub.count
+        cls = sub.device_class
+        if count > self.budget.get(cls, count):
             return None
         inv = self.inv
-        ms = inv.match_set(match_key(sub))
+        ms = inv.match_set((cls, sub.selectors))
+        free = ms.free
+        if free.get(node, 0) + free.get(None, 0) < count:
+            return None  # the free counts bound what the scan below can find
         ok = self.device_ok
+        by_node = ms.by_node
         picks: list[DeviceAllocation] = []
-        for pool in (ms.by_node.get(node, ()), ms.by_node.get(None, ())):
+        if not ms.shareable and ok is _any_device:
+            # No member is shareable, so each is published and free exactly when nobody
+            # holds it: the loop below with its lookups taken out.
+            owners = inv.owners
+            given = _given(req.name, cls)
+            local = by_node.get(node, ())
+            if len(local) == free.get(node, 0) >= count:  # all free: its first ones
+                for dk in local[:count]:
+                    da = given.get(dk)
+                    if da is None:
+                        da = given[dk] = DeviceAllocation(req.name, dk, cls, False)
+                    picks.append(da)
+                return (ClaimAllocation(claim.name, tuple(picks)),)
+            for pool in (local, by_node.get(None, ())):
+                for dk in pool:
+                    if not owners.get(dk):
+                        da = given.get(dk)
+                        if da is None:
+                            da = given[dk] = DeviceAllocation(req.name, dk, cls, False)
+                        picks.append(da)
+                        if len(picks) == count:
+                            return (ClaimAllocation(claim.name, tuple(picks)),)
+            return None
+        for pool in (by_node.get(node, ()), by_node.get(None, ())):
             for dk in pool:
                 if inv.is_free(dk) and ok(dk):
-                    picks.append(
-                        DeviceAllocation(req.name, dk, sub.device_class, inv.is_shareable(dk))
-                    )
-                    if len(picks) == sub.count:
+                    picks.append(DeviceAllocation(req.name, dk, cls, inv.is_shareable(dk)))
+                    if len(picks) == count:
                         return (ClaimAllocation(claim.name, tuple(picks)),)
         return None
+
+
+_GIVEN_LIMIT = 1 << 16
+"""Interned unshared `DeviceAllocation`s kept per (request, class), and (request, class)
+pairs kept: a table past its bound is dropped wholesale (cheap to build again)."""
+_given_by: dict[tuple[str, str], dict[DeviceKey, DeviceAllocation]] = {}
+
+
+def _given(request: str, device_class: str) -> dict[DeviceKey, DeviceAllocation]:
+    """Unshared allocations to `request` of `device_class`, one object per device: a
+    frozen value that first fit hands out again and again, built once."""
+    hit = _given_by.get((request, device_class))
+    if hit is None or len(hit) > _GIVEN_LIMIT:
+        if len(_given_by) > _GIVEN_LIMIT:
+            _given_by.clear()
+        hit = _given_by[(request, device_class)] = {}
+    return hit
 
 
 class _PodSearch:

@@ -67,9 +67,11 @@ class MatchSet:
     class_missing: bool = False
     shareable: int = 0
     """Members that allow multiple allocations: counting free devices bounds nothing."""
+    free_total: int = 0
+    """The sum of `free` (kept by `_set_free`, its only writer)."""
 
     def total_free(self) -> int:
-        return sum(self.free.values())
+        return self.free_total
 
     def nodes_with_free(self, minimum: int, descending: bool = False) -> Iterator[str]:
         """Nodes with at least `minimum` free matching devices, fewest free first."""
@@ -85,7 +87,10 @@ class MatchSet:
             return 1 << 62
         if per_pod <= 0:
             return 0
-        total = sum((k // per_pod) * len(nodes) for k, nodes in self.buckets.items())
+        total = 0
+        for k, nodes in self.buckets.items():  # a loop, not sum(): no generator per call
+            if k >= per_pod:
+                total += (k // per_pod) * len(nodes)
         network = self.free.get(None, 0)
         if not network:
             return total
@@ -95,6 +100,7 @@ class MatchSet:
     def _set_free(self, node: str | None, value: int) -> None:
         free = self.free
         old = free.get(node, 0)
+        self.free_total += value - old
         if value:
             free[node] = value
         else:
@@ -333,7 +339,8 @@ class DeviceInventory:
     def allocate_owned(self, held: Iterable[tuple[DeviceKey, str]]) -> None:
         """`allocate` for (device, owner) pairs at once."""
         owners, devices = self.owners, self.devices
-        moved: list[DeviceKey] = []
+        moved: list[tuple[DeviceKey, str | None]] = []
+        taken = 0
         for key, owner in held:
             holders = owners.get(key)
             if holders:  # free before only if shareable, and then still free
@@ -341,12 +348,11 @@ class DeviceInventory:
                 continue
             owners[key] = {owner}
             d = devices.get(key)
-            if d is not None:
-                self.held_published += 1
+            if d is not None:  # an unpublished device is in no match set
+                taken += 1
                 if not d.shareable:
-                    moved.append(key)
-            elif not self._unpublished_shareable.get(key, False):
-                moved.append(key)
+                    moved.append((key, d.node))
+        self.held_published += taken
         if moved:
             self._shift(moved, -1)
 
@@ -362,21 +368,23 @@ class DeviceInventory:
         for key, owner in held:
             if owner not in owners.get(key, ()):
                 raise InvalidInput(f"device {'/'.join(key)}", f"is not held by {owner}")
-        moved: list[DeviceKey] = []
+        moved: list[tuple[DeviceKey, str | None]] = []
+        unpublished = self._unpublished_shareable
+        given = 0
         for key, owner in held:
             holders = owners[key]
             holders.discard(owner)
             if holders:  # still held: free after only if shareable, and then before too
                 continue
             del owners[key]
-            shared = self._unpublished_shareable.pop(key, False)
+            if unpublished:
+                unpublished.pop(key, None)
             d = devices.get(key)
-            if d is not None:
-                self.held_published -= 1
+            if d is not None:  # an unpublished device is in no match set
+                given += 1
                 if not d.shareable:
-                    moved.append(key)
-            elif not shared:
-                moved.append(key)
+                    moved.append((key, d.node))
+        self.held_published -= given
         if moved:
             self._shift(moved, +1)
 
@@ -440,17 +448,28 @@ class DeviceInventory:
             ms._set_free(node, ms.free.get(node, 0) - n)
         return True
 
-    def _shift(self, keys: list[DeviceKey], step: int) -> None:
-        """Move free counts once per (match set, node) for a batch of devices."""
-        devices, member_of = self.devices, self._member_of
+    def _shift(self, moved: list[tuple[DeviceKey, str | None]], step: int) -> None:
+        """Move free counts once per (match set, node) for a batch of published devices
+        (each with its node)."""
+        member_of = self._member_of
         deltas: dict[tuple[MatchKey, str | None], int] = {}
-        for key in keys:
-            d = devices.get(key)
-            if d is None:
+        run: set[MatchKey] | None = None
+        run_node: str | None = None
+        n = 0
+        for key, node in moved:
+            members = member_of.get(key)
+            if members is None:
                 continue
-            node = d.node
-            for mk in member_of.get(key, ()):
-                deltas[(mk, node)] = deltas.get((mk, node), 0) + step
+            if node == run_node and members == run:
+                n += 1  # a claim's devices: one node, the same match sets
+                continue
+            if run:
+                for mk in run:
+                    deltas[(mk, run_node)] = deltas.get((mk, run_node), 0) + step * n
+            run, run_node, n = members, node, 1
+        if run:
+            for mk in run:
+                deltas[(mk, run_node)] = deltas.get((mk, run_node), 0) + step * n
         matches = self._matches
         for (mk, node), delta in deltas.items():
             ms = matches[mk]

@@ -4,9 +4,11 @@ Two layers:
 - For the length of a cycle the engine's policies are guarded stand-ins. Each call into a
   plug-in is checked: an exception, or an answer that breaks the contract (a victim named
   twice, not admitted, or the gang itself; a node that is not eligible; a domain that was
-  not offered), becomes a `PolicyFault` naming the policy. An ordering policy that fails
-  is not asked again in that cycle: the remaining pending gangs follow the built-in order
-  (priority, then age, then uid), and the fault is reported in `CycleResult.faults`.
+  not offered), becomes a `PolicyFault` naming the policy. (A policy that offers nodes by
+  the engine's own `BinPack.node_candidates` runs no plug-in code there: not wrapped.)
+  An ordering policy that fails is not asked again in that cycle: the remaining pending
+  gangs follow the built-in order (priority, then age, then uid), and the fault is
+  reported in `CycleResult.faults`.
 - Each gang is decided under `Guard.decide`: a request selector that does not compile, or
   whatever raises (a fault), leaves that one gang pending with the reason, after undoing
   exactly what its decision had applied (its admission, victims it evicted; pods placed
@@ -26,7 +28,7 @@ from controller.engine.cel import SelectorError, compile_selector
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang, Topology
 from controller.engine.placement import Domain
-from controller.engine.policy import node_order_is_local
+from controller.engine.policy import BinPack, node_order_is_local
 
 if TYPE_CHECKING:
     from controller.engine.context import CycleContext
@@ -211,6 +213,13 @@ class SafePlacement:
         self.name = policy_name(inner)
         self._guard = guard
         self.node_order_is_local = node_order_is_local(inner)
+        offer = getattr(inner, "node_candidates", None)
+        self._builtin_nodes = (
+            getattr(offer, "__func__", None) is BinPack.node_candidates
+            and getattr(offer, "__self__", None) is inner
+        )
+        """The inner policy offers nodes by the engine's own `BinPack.node_candidates`
+        (`PodDemand.candidates`: eligible nodes only), so there is nothing to check."""
 
     def for_gang(self, gang: Gang) -> PlacementPolicy:
         try:
@@ -232,6 +241,8 @@ class SafePlacement:
     def node_candidates(
         self, state: ClusterState, demand: PodDemand, eligible: frozenset[str]
     ) -> Iterator[str]:
+        if self._builtin_nodes:
+            return demand.candidates(state, eligible, False)
         return self._checked_nodes(
             "node_candidates",
             demand,
@@ -259,32 +270,35 @@ class SafePlacement:
         produce: Callable[[], Iterable[str]],
     ) -> Iterator[str]:
         try:
-            nodes = iter(produce())
+            # Only the policy's code runs in here: the consumer's runs outside the
+            # generator, and closing it early raises GeneratorExit, not an Exception.
+            for node in produce():
+                if not isinstance(node, str) or node not in eligible:
+                    break
+                yield node
+            else:
+                return
         except Exception as exc:
             raise _fault("placement", self.inner, method, exc) from exc
-        while True:
-            try:
-                node = next(nodes)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise _fault("placement", self.inner, method, exc) from exc
-            if not isinstance(node, str) or node not in eligible:
-                problem = (
-                    f"{method} offered {_short.repr(node)}, which is not an eligible "
-                    f"node for pod set {demand.pod_set.name}"
-                )
-                raise PolicyFault("placement", self.inner, problem)
-            yield node
+        problem = (
+            f"{method} offered {_short.repr(node)}, which is not an eligible "
+            f"node for pod set {demand.pod_set.name}"
+        )
+        raise PolicyFault("placement", self.inner, problem)
 
     def order_domains(self, gang: Gang, domains: list[Domain], pods_needed: int) -> list[Domain]:
         try:
             ordered = list(self.inner.order_domains(gang, domains, pods_needed))
         except Exception as exc:
             raise _fault("placement", self.inner, "order_domains", exc) from exc
-        offered = frozenset().union(*(d.nodes for d in domains))
+        given = {id(d) for d in domains}  # an offered domain is within the offered nodes
+        offered: frozenset[str] | None = None
         for d in ordered:
-            if not isinstance(d, Domain) or not d.nodes <= offered:
+            if isinstance(d, Domain) and id(d) in given:
+                continue
+            if offered is None and isinstance(d, Domain):
+                offered = frozenset().union(*(d.nodes for d in domains))
+            if not isinstance(d, Domain) or offered is None or not d.nodes <= offered:
                 problem = (
                     f"order_domains returned {_short.repr(d)}, which is not one of the "
                     "offered domains or a union of them"

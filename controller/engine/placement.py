@@ -14,12 +14,13 @@ import math
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 
-from controller.engine.allocation import DeviceFilter, DeviceSearch, match_key
+from controller.engine.allocation import DeviceFilter, DeviceSearch, is_simple, match_key
 from controller.engine.devices import DeviceInventory, MatchKey, MatchSet
 from controller.engine.model import (
     AllocationMode,
     DeviceKey,
     Gang,
+    PodClaim,
     PodSet,
     Topology,
     TopologyMode,
@@ -33,6 +34,8 @@ from controller.engine.state import ClusterState
 
 __all__ = ["DeviceFilter", "match_key"]
 
+_MADE_DOMAINS_KEPT = 1 << 14
+"""Domains a placer keeps for reuse; dropped wholesale when full (cheap to redo)."""
 GANG_SEARCH_STEPS = 512
 """Bound on (pod, node, allocation) choices of the exhaustive gang search."""
 SHAREABLE_ROOM = 1 << 30
@@ -46,6 +49,8 @@ class PodDemand:
     pod_set: PodSet
     requests: dict[str, int]
     primary: tuple[MatchKey, int] | None
+    simple: PodClaim | None = None
+    """The pod set's one claim if it is simple (`is_simple`): first fit may serve it."""
 
     @staticmethod
     def of(pod_set: PodSet) -> PodDemand:
@@ -61,18 +66,23 @@ class PodDemand:
                     primary is None or sub.count > primary[1]
                 ):
                     primary = (match_key(sub), sub.count)
-        return PodDemand(pod_set, requests, primary)
+        simple = pod_set.claims[0] if is_simple(pod_set.claims) else None
+        return PodDemand(pod_set, requests, primary, simple)
 
     def candidates(
         self, state: ClusterState, eligible: frozenset[str], descending: bool
     ) -> Iterator[str]:
         """Eligible nodes with room for the primary device request (or cpu), in order."""
         if self.primary is not None:
-            ms = state.inventory.match_set(self.primary[0])
+            mk, per_pod = self.primary
+            ms = state.inventory.match_set(mk)
             if not ms.free.get(None, 0):
-                for n in ms.nodes_with_free(self.primary[1], descending):
-                    if n in eligible:
-                        yield n
+                # MatchSet.nodes_with_free, walked here (one generator less per pod)
+                buckets = ms.buckets
+                for k in sorted([k for k in buckets if k >= per_pod], reverse=descending):
+                    for n in buckets[k]:
+                        if n in eligible:
+                            yield n
                 return
         for n in state.nodes_by_free_cpu(self.requests.get("cpu", 0), descending):
             if n in eligible:
@@ -127,6 +137,19 @@ class GangPlan:
 
     @staticmethod
     def shape_of(gang: Gang) -> tuple[object, ...]:
+        """What the gang's placement depends on of the gang itself (remembered per gang
+        object: gangs are frozen, and the cycle asks again for each gang it considers)."""
+        hit = _shapes.get(id(gang))
+        if hit is not None and hit[0] is gang:
+            return hit[1]
+        shape = GangPlan._shape_of(gang)
+        if len(_shapes) >= _SHAPES_KEPT:
+            _shapes.clear()
+        _shapes[id(gang)] = (gang, shape)
+        return shape
+
+    @staticmethod
+    def _shape_of(gang: Gang) -> tuple[object, ...]:
         return (
             tuple(
                 (
@@ -173,6 +196,12 @@ class GangPlan:
         """A device search over the gang's keys, inside `domain`'s devices if it has any."""
         device_ok = domain.device_filter if domain is not None else None
         return DeviceSearch(inv, self.device_keys, self.constrained, device_ok, budget)
+
+
+_SHAPES_KEPT = 1 << 14
+"""Gangs whose shape is remembered; dropped wholesale when full (cheap to redo)."""
+_shapes: dict[int, tuple[Gang, tuple[object, ...]]] = {}
+"""Shapes by gang id, with the gang (held, so its id is not reused while kept)."""
 
 
 def minimum_charge(gang: Gang) -> dict[str, int]:
@@ -256,6 +285,9 @@ class Placer:
         )
         """Topology domains' members by what they are computed from (`_domain_members`);
         the engine passes one table for all its cycles."""
+        self._made_domains: dict[tuple[int, int, int, int], Domain] = {}
+        """Domains made, by their nodes' id and room (`_domain`); each holds its nodes,
+        so an id here is not reused while its entry is kept."""
 
     def place(self, plan: GangPlan, budget: Mapping[str, int] | None = None) -> PlacementOutcome:
         """Place every pod or none; on success the pods are applied to the state.
@@ -395,7 +427,7 @@ class Placer:
                     domains.append(old)
                     continue
                 fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial, held)
-                domains.append(Domain(v, nodes, fitting, allowed, whole_nodes, whole_pods))
+                domains.append(self._domain(v, nodes, allowed, fitting, whole_nodes, whole_pods))
         needed = sum(d.pod_set.count for d in plan.demands)
         lead_pods = plan.demands[0].pod_set.count
         for dom in policy.order_domains(plan.gang, domains, needed):
@@ -523,18 +555,25 @@ class Placer:
         order: str,
         search: DeviceSearch,
     ) -> PodPlacement | None:
-        state = self.state
+        usage = self.state.nodes
         ps = demand.pod_set
+        requests = demand.requests
+        simple = demand.simple if search.first_fit_ok else None
         for node in self._candidates(gang, demand, eligible, order):
-            if not state.nodes[node].fits(demand.requests):
+            if not usage[node].fits(requests):
                 continue
             claims: tuple[ClaimAllocation, ...] = ()
-            if ps.claims:
+            if simple is not None:
+                found = search.first_fit(node, simple)
+                if found is None:
+                    continue
+                claims = found
+            elif ps.claims:
                 found = search.allocate(node, ps.claims)
                 if found is None:
                     continue
                 claims = found
-            return PodPlacement(ps.name, index, node, demand.requests, claims)
+            return PodPlacement(ps.name, index, node, requests, claims)
         return None
 
     def _candidates(
@@ -627,7 +666,10 @@ class Placer:
             ps = demand.pod_set
             for claim in ps.claims:
                 for req in claim.spec.requests:
-                    if all(inv.match_set(match_key(s)).class_missing for s in req.alternatives):
+                    for s in req.alternatives:
+                        if not inv.match_set((s.device_class, s.selectors)).class_missing:
+                            break
+                    else:
                         missing = ", ".join(sorted({s.device_class for s in req.alternatives}))
                         return f"pod set {ps.name}: DeviceClass {missing} does not exist"
             if demand.primary is None:
@@ -655,8 +697,35 @@ class Placer:
         out = []
         for v, nodes, partial, allowed in self._domain_members(plan, topo):
             fitting, whole_nodes, whole_pods = self._pods_fitting(lead, nodes, partial, held)
-            out.append(Domain(v, nodes, fitting, allowed, whole_nodes, whole_pods))
+            out.append(self._domain(v, nodes, allowed, fitting, whole_nodes, whole_pods))
         return out
+
+    def _domain(
+        self,
+        value: str,
+        nodes: frozenset[str],
+        allowed: DeviceFilter | None,
+        fitting: int,
+        whole_nodes: int,
+        whole_pods: int,
+    ) -> Domain:
+        """`Domain(...)`, the one made before with the same members and room if any (a
+        frozen value: the many domains whose room did not change are not built again)."""
+        key = (id(nodes), fitting, whole_nodes, whole_pods)
+        hit = self._made_domains.get(key)
+        if (
+            hit is not None
+            and hit.nodes is nodes
+            and hit.device_filter is allowed
+            and hit.value == value
+        ):
+            return hit
+        if len(self._made_domains) >= _MADE_DOMAINS_KEPT:
+            self._made_domains.clear()
+        made = self._made_domains[key] = Domain(
+            value, nodes, fitting, allowed, whole_nodes, whole_pods
+        )
+        return made
 
     def _domain_members(self, plan: GangPlan, topo: Topology) -> list[DomainMembers]:
         """The domains' values, eligible nodes, partly-in nodes and devices: what changes
@@ -744,12 +813,16 @@ class Placer:
             # none is shareable (the common case), with its lookups taken out
             by_node, free_on, more_on = ms.by_node, free.get, more.get
             for n in nodes:
-                count = free_on(n, 0) + more_on(n, 0)
+                count = free_on(n, 0)
+                if more:
+                    count += more_on(n, 0)
+                if not count:
+                    continue  # a full node adds nothing
                 pods = count // per_pod
                 if pods < SHAREABLE_ROOM:
                     rest += count - pods * per_pod
                 total += pods
-                if count and count == len(by_node.get(n, ())):
+                if count == len(by_node.get(n, ())):
                     whole_nodes += 1
                     whole_pods += pods
             if network:
@@ -892,11 +965,35 @@ def device_budget(quota: QuotaTree, queue: str, plan: GangPlan) -> dict[str, int
 def reservation_charge(pods: tuple[PodPlacement, ...]) -> dict[str, int]:
     """The quota a set of pods uses: their requests plus one `devices/<class>` per device."""
     charge: dict[str, int] = {}
+    run: Mapping[str, int] | None = None
+    more = 0
     for pod in pods:
-        for r, v in pod.requests.items():
-            charge[r] = charge.get(r, 0) + v
+        requests = pod.requests
+        if requests is run:  # the same dict as the pod before: counted at the run's end
+            more += 1
+        else:
+            if run is not None and more:
+                for r, v in run.items():
+                    charge[r] += v * more
+            run, more = requests, 0
+            for r, v in requests.items():
+                charge[r] = charge.get(r, 0) + v
         for claim in pod.claims:
-            for da in claim.devices:
+            devices = claim.devices
+            if not devices:
+                continue
+            first = devices[0].device_class
+            for da in devices:
+                if da.device_class != first:
+                    break
+            else:  # one class (the usual claim): one key, counted at once
+                key = device_quota_resource(first)
+                charge[key] = charge.get(key, 0) + len(devices)
+                continue
+            for da in devices:
                 key = device_quota_resource(da.device_class)
                 charge[key] = charge.get(key, 0) + 1
+    if run is not None and more:
+        for r, v in run.items():
+            charge[r] += v * more
     return charge

@@ -54,7 +54,12 @@ class NodeUsage:
     def fits(self, requests: Resources) -> bool:
         alloc = self.node.allocatable
         used = self.used
-        return all(used.get(r, 0) + v <= alloc.get(r, 0) for r, v in requests.items() if v)
+        for r, v in requests.items():  # a loop, not all(): no generator per call
+            if v and used.get(r, 0) + v > alloc.get(r, 0):
+                break
+        else:
+            return True
+        return False
 
     def free(self, resource: str) -> int:
         return self.node.allocatable.get(resource, 0) - self.used.get(resource, 0)
@@ -490,18 +495,20 @@ class ClusterState:
     # ---- reservations ----------------------------------------------------------------
     def apply_pod(self, gang_uid: str, pod: PodPlacement) -> None:
         self._use(pod.node, pod.requests, +1)
+        inv = self.inventory
         for claim in pod.claims:
             owner = pod.claim_owner(gang_uid, claim.claim)
             for da in claim.devices:
                 if da.shared:
-                    self.inventory.remember_shareable(da.device)
-            self.inventory.allocate([da.device for da in claim.devices], owner)
+                    inv.remember_shareable(da.device)
+            inv.allocate_owned([(da.device, owner) for da in claim.devices])
 
     def release_pod(self, gang_uid: str, pod: PodPlacement) -> None:
         self._use(pod.node, pod.requests, -1)
+        inv = self.inventory
         for claim in pod.claims:
             owner = pod.claim_owner(gang_uid, claim.claim)
-            self.inventory.release([da.device for da in claim.devices], owner)
+            inv.release_owned([(da.device, owner) for da in claim.devices])
 
     def _hold_pods(self, gang_uid: str, pods: Sequence[PodPlacement], sign: int) -> None:
         """`apply_pod` (sign +1) or `release_pod` (-1) of every pod, in one pass: each

@@ -465,6 +465,8 @@ def index_problems(state: ClusterState) -> list[str]:
         members = sorted(dk for devices in ms.by_node.values() for dk in devices)
         if members != want_members:
             out.append(f"match set {mk}: members {members} != published matches {want_members}")
+        if ms.total_free() != sum(ms.free.values()):
+            out.append(f"match set {mk}: total free {ms.total_free()} != {sum(ms.free.values())}")
         for node in set(ms.free) - set(ms.by_node):
             if ms.free[node]:
                 out.append(f"match set {mk}: node {node} free {ms.free[node]} with no devices")

@@ -12,8 +12,8 @@ from controller.engine.context import CycleContext
 from controller.engine.cycle import CycleResult, Engine, Outcome
 from controller.engine.errors import InvalidInput
 from controller.engine.ledger import Ledger
-from controller.engine.model import Gang, Queue
-from controller.engine.placement import Placer, PodDemand
+from controller.engine.model import Gang, Queue, Topology, TopologyMode
+from controller.engine.placement import Domain, Placer, PodDemand
 from controller.engine.policy import BinPack, FifoWithinPriority
 from controller.engine.state import ClusterState
 from tests.builders import cluster, gang, gpu_claim, node, pod_set
@@ -219,6 +219,57 @@ def test_a_placement_plug_in_offering_a_node_the_pod_may_not_use_is_refused():
     assert kind is Outcome.PENDING
     assert "offered 'n1', which is not an eligible node for pod set boss" in reason
     assert state.violations() == []
+
+
+@dataclass
+class DomainAnswer(BinPack):
+    """Bin-pack whose domain order is `answer(offered domains)`."""
+
+    answer: Callable[[list[Domain]], list[object]] = list
+    name: str = "test-domains"  # type: ignore[misc]
+
+    def order_domains(self, gang: Gang, domains: list[Domain], pods_needed: int) -> list[Domain]:
+        return self.answer(domains)  # type: ignore[return-value]
+
+
+def zoned_cluster() -> ClusterState:
+    """Nodes n0, n1 in zone a and n2 in zone b, with a gang needing one zone's 16 GPUs."""
+    state = cluster(nodes=3)
+    for name, zone in (("n0", "a"), ("n1", "a"), ("n2", "b")):
+        state.upsert_node(node(name, zone=zone))
+    zone = Topology("zone", TopologyMode.REQUIRED)
+    state.add_gang(gang("boss", pods=2, gpus=8, topology=zone))
+    return state
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (
+            lambda offered: [Domain("c", frozenset({"n9"}), 2)],
+            "order_domains returned Domain(value='c'",
+        ),
+        (lambda offered: ["a"], "order_domains returned 'a', which is not one of the offered"),
+    ],
+)
+def test_a_placement_plug_in_answering_a_domain_it_was_not_offered_is_refused(answer, problem):
+    state = zoned_cluster()
+    policy = DomainAnswer(answer=answer)
+    kind, reason = outcome(Engine(state, placement=policy).cycle(now=0), "boss")
+    assert kind is Outcome.PENDING
+    assert reason.startswith(f"placement policy 'test-domains' failed: {problem}")
+    assert "which is not one of the offered domains or a union of them" in reason
+
+
+def test_a_placement_plug_in_may_answer_a_union_of_offered_domains():
+    state = zoned_cluster()
+
+    def union(offered: list[Domain]) -> list[object]:
+        nodes = frozenset().union(*(d.nodes for d in offered))
+        return [Domain("a+b", nodes, sum(d.pods_fitting for d in offered))]
+
+    kind, _ = outcome(Engine(state, placement=DomainAnswer(answer=union)).cycle(now=0), "boss")
+    assert kind is Outcome.ADMITTED
 
 
 def test_victims_evicted_for_a_gang_whose_placement_then_fails_are_restored():
