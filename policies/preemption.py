@@ -520,11 +520,15 @@ def minimal_victims(
 
 
 def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
-    """The shortest prefix of `seq` that fits (see `policies.prefix`), or None."""
-    probes.ctx.settle()  # device_floor reads the reservations
-    state = probes.ctx.state
+    """The shortest prefix of `seq` that fits (see `policies.prefix`), or None. Counts
+    devices as the state is settled, leaving an earlier sequence's kept probes in place
+    (the next probe releases and restores only the difference)."""
+    ctx = probes.ctx
+    state = ctx.state
     uids = [g.uid for g in seq]
-    floor = device_floor(state, devices_needed(_minimum(probes.gang)), uids, free_devices(state))
+    need = devices_needed(_minimum(probes.gang))
+    free = free_devices(state, ctx.held_published())
+    floor = device_floor(state, need, uids, free, ctx.reservation)
     if floor is None:
         return None
     k = shortest_prefix(lambda n: probes.fits(seq[:n]), floor, len(seq))

@@ -14,14 +14,16 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from controller.engine.model import DEVICE_QUOTA_PREFIX
+from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState
 
 _shareable: weakref.WeakKeyDictionary[ClusterState, tuple[int, bool]] = weakref.WeakKeyDictionary()
 
 
-def free_devices(state: ClusterState) -> int | None:
+def free_devices(state: ClusterState, held: int | None = None) -> int | None:
     """Published devices nobody holds (None when shareable devices make counting
-    meaningless), from the inventory's count of held ones."""
+    meaningless), from the inventory's count of held ones (or `held`: that count as a
+    what-if probe's state is settled, `CycleContext.held_published`)."""
     inv = state.inventory
     hit = _shareable.get(state)
     if hit is None or hit[0] != inv.generation:
@@ -31,7 +33,7 @@ def free_devices(state: ClusterState) -> int | None:
         )
     if hit[1]:
         return None
-    return len(inv.devices) - inv.held_published
+    return len(inv.devices) - (inv.held_published if held is None else held)
 
 
 def devices_needed(charge: Mapping[str, int]) -> int:
@@ -40,18 +42,23 @@ def devices_needed(charge: Mapping[str, int]) -> int:
 
 
 def device_floor(
-    state: ClusterState, need: int, uids: Sequence[str], free: int | None
+    state: ClusterState,
+    need: int,
+    uids: Sequence[str],
+    free: int | None,
+    reservation: Callable[[str], Reservation] | None = None,
 ) -> int | None:
     """The longest prefix of `uids` that certainly frees too few of the `need` devices
-    (0 when counting cannot tell), or None when even all of them free too few."""
+    (0 when counting cannot tell), or None when even all of them free too few.
+    `reservation`: each gang's (`CycleContext.reservation`; default: the state's)."""
     if not need or free is None:
         return 0
-    admitted = state.admitted
+    held = state.admitted.__getitem__ if reservation is None else reservation
     have = free
     for k, uid in enumerate(uids):
         if have >= need:
             return max(0, k - 1)
-        have += admitted[uid].device_count()
+        have += held(uid).device_count()
     return len(uids) - 1 if have >= need else None
 
 

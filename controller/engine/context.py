@@ -14,7 +14,8 @@ These keep a search of many probes cheap without changing any answer:
 - `fits(..., keep=True)` leaves the victims released until the next probe or `settle`:
   a search whose sets differ by a few gangs (a prefix and a longer one, a set and that
   set less one) then releases and restores only the difference. Nothing may read the
-  state until `settle` (the search must not look at usage or reservations meanwhile).
+  state until `settle` (the search must not look at usage or reservations meanwhile)
+  but through `reservation` and `held_published`, which answer as the state settled.
 - A kept probe that fits also leaves the gang's placement applied, and the next probe
   keeps the pods the change cannot have moved (an undo of the difference instead of a
   placement from scratch). The placer's first greedy pass puts each pod on the first
@@ -162,6 +163,8 @@ class CycleContext:
         """Gangs a kept probe left released, in the order they were released."""
         self._kept: tuple[Gang, tuple[int, int], str | None] | None = None
         """The kept probes' gang, the change counters before them, its queue blocker."""
+        self._settled_held = 0
+        """The inventory's held published devices before the kept probes (`held_published`)."""
 
     @property
     def now(self) -> float:
@@ -170,6 +173,17 @@ class CycleContext:
     def is_admitted(self, uid: str) -> bool:
         """Admitted (a kept probe's released victims are)."""
         return uid in self.state.admitted or uid in self._out
+
+    def reservation(self, uid: str) -> Reservation:
+        """An admitted gang's reservation (a kept probe's released victims' too)."""
+        kept = self._out.get(uid)
+        return kept[1] if kept is not None else self.state.admitted[uid]
+
+    def held_published(self) -> int:
+        """The inventory's count of held published devices as the state is settled (kept
+        probes change the inventory's own count until `settle`)."""
+        inv = self.state.inventory
+        return inv.held_published if self._kept is None else self._settled_held
 
     def evictable(self, uid: str) -> bool:
         """Admitted, and not admitted or evicted earlier in this cycle."""
@@ -187,6 +201,7 @@ class CycleContext:
         if self._kept is None:
             blocker = state.queue_blocker(gang)
             stamp = (state.capacity_epoch, state.admission_generation)
+            self._settled_held = state.inventory.held_published
         else:
             _, stamp, blocker = self._kept
         fitted = self._fitted_for
@@ -270,6 +285,7 @@ class CycleContext:
         self.probes += 1
         if kept is None:
             kept = self._kept = (gang, stamp, None)
+            self._settled_held = state.inventory.held_published
         self._drop_placed()
         self._hold_out(victims)
         for pod in pods:
@@ -322,8 +338,7 @@ class CycleContext:
     def _touched(self, uid: str) -> frozenset[str | None]:
         """The nodes an admitted gang's pods and devices are on (None for a device that
         is network-attached or not published): what releasing or restoring it changes."""
-        kept = self._out.get(uid)
-        res = kept[1] if kept is not None else self.state.admitted[uid]
+        res = self.reservation(uid)
         hit = self._touches.get(uid)
         if hit is not None and hit[0] is res:
             return hit[1]
@@ -559,8 +574,7 @@ class CycleContext:
     def _held_by(self, held: dict[str, GangDevices], uid: str, mk: MatchKey) -> GangDevices:
         """The devices of match set `mk` one admitted gang holds: kept in `held`
         (`_held_in(mk)`) while its reservation is the same."""
-        kept = self._out.get(uid)
-        res = kept[1] if kept is not None else self.state.admitted[uid]
+        res = self.reservation(uid)
         hit = held.get(uid)
         if hit is not None and hit.res is res:
             return hit
