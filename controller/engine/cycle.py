@@ -537,12 +537,16 @@ class Engine:
     ) -> None:
         """Put in the walk each gate's first held group the room has room for now, whose
         turn is still to come (the walk's entry is every gate's `after`); called after
-        the room may have grown, and after such a group's turn."""
+        the room may have grown, and after such a group's turn. A gate whose room is
+        the same as at its last `first` is asked again only once the group that `first`
+        found had its turn: had it found none, every held group with room enough was
+        taken or had passed then (no group joined since, or its `add` would have reset
+        `have`), and asking again would find none and mark none passed."""
         quota = self.state.quota
         for room, gate in gates.items():
             have = quota.headroom(*room)[0]
-            if have == gate.have and gate.through is not None and gate.through[0] > gate.after:
-                continue  # the same room, and its first's turn is still to come
+            if have == gate.have and (gate.through is None or gate.through[0] > gate.after):
+                continue  # the same room, and no first, or its turn is still to come
             gate.have = have
             first = gate.first(have, backlog, passed)
             gate.through = first
