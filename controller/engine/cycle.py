@@ -29,7 +29,7 @@ victims back, evicting them and placing the gang once more.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -947,11 +947,24 @@ class Engine:
 
 class _HeldGate:
     """A searched queue's held groups of one room, by amount, each amount's by turn:
-    `first` finds the first one with room enough in O(amounts), however many there are.
-    Built when the room first has room for its smallest sleeper (until then none of them
-    could be found)."""
+    `first` finds the first one with room enough in O(amounts), however many there are,
+    and in O(log amounts) while none of the room's sleepers changed (`Backlog.changes`)
+    and the walk did not reach the first it found. Built when the room first has room for
+    its smallest sleeper (until then none of them could be found)."""
 
-    __slots__ = ("after", "amounts", "at", "built", "have", "room", "through", "turns")
+    __slots__ = (
+        "after",
+        "amounts",
+        "at",
+        "best",
+        "built",
+        "checked",
+        "have",
+        "room",
+        "stamp",
+        "through",
+        "turns",
+    )
 
     def __init__(self, room: Room, after: Entry) -> None:
         self.room = room
@@ -965,6 +978,14 @@ class _HeldGate:
         """The room at the last `first`."""
         self.through: tuple[Entry, GroupKey] | None = None
         """What the last `first` found (put in the walk)."""
+        self.checked = 0
+        """The amounts (the first `checked` of `amounts`) whose next turn (`at`) is of a
+        group held when the room's sleepers were as `stamp` says, its turns before that
+        passed or not held."""
+        self.stamp = -1
+        """`Backlog.changes` of the room when `checked` was last true."""
+        self.best: list[tuple[Entry, GroupKey] | None] = []
+        """Per checked amount, the first of the next turns of it and smaller amounts."""
 
     def _build(self, backlog: Backlog) -> None:
         by_amount: dict[int, list[tuple[Entry, GroupKey]]] = {}
@@ -980,6 +1001,7 @@ class _HeldGate:
         self.have = -1  # look again
         if not self.built:
             return  # the build will find it
+        self.checked = 0
         k = bisect_left(self.amounts, amount)
         if k == len(self.amounts) or self.amounts[k] != amount:
             self.amounts.insert(k, amount)
@@ -995,16 +1017,39 @@ class _HeldGate:
     ) -> tuple[Entry, GroupKey] | None:
         """The first turn to come of a group still held whose amount is at most `have`.
         Held groups whose turn passed meanwhile (out of the walk: no room for them then)
-        fell asleep again at it, as their turn would have had them (`passed`)."""
+        fell asleep again at it, as their turn would have had them (`passed`).
+
+        The amounts checked since the room's sleepers last changed are looked at again
+        only if the first of their next turns passed: until then none of their groups
+        can have passed, and each next turn is still of a held group."""
         if not self.built:
             least = backlog.least_amount(self.room)
             if least is None or (have is not None and have < least):
                 return None
             self._build(backlog)
-        best: tuple[Entry, GroupKey] | None = None
-        for k, amount in enumerate(self.amounts):
-            if have is not None and amount > have:
-                break
+        amounts = self.amounts
+        upto = len(amounts) if have is None else bisect_right(amounts, have)
+        if not upto:
+            return None
+        if backlog.changes.get(self.room, 0) != self.stamp:
+            self.checked = 0
+        elif self.checked:
+            best = self.best[min(self.checked, upto) - 1]
+            if best is not None and best[0] <= self.after:
+                self.checked = 0  # a next turn passed: look at every amount again
+            elif self.checked >= upto:
+                return best
+        if upto > self.checked:
+            self._check(self.checked, upto, backlog, passed)
+        return self.best[upto - 1]
+
+    def _check(self, start: int, upto: int, backlog: Backlog, passed: set[GroupKey]) -> None:
+        """Bring the next turns of amounts `start` to `upto` up to date (`start`: those
+        before are)."""
+        bests = self.best
+        del bests[start:]
+        best = bests[-1] if bests else None
+        for k in range(start, upto):
             turns, i = self.turns[k], self.at[k]
             while i < len(turns):
                 head, where = turns[i]
@@ -1015,9 +1060,13 @@ class _HeldGate:
                     passed.add(where)
                 i += 1
             self.at[k] = i
-            if i < len(turns) and (best is None or turns[i] < best):
-                best = turns[i]
-        return best
+            if i < len(turns):
+                backlog.watched.add(turns[i][1])
+                if best is None or turns[i] < best:
+                    best = turns[i]
+            bests.append(best)
+        self.checked = upto
+        self.stamp = backlog.changes.get(self.room, 0)
 
 
 def _checked_key(
