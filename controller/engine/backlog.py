@@ -327,17 +327,17 @@ class Backlog:
         self.unsure.discard(where)
         return self._rouse(where)
 
-    def held_of(self, room: Room) -> dict[GroupKey, int]:
-        """The room's held groups, with their amounts."""
+    def held_of(self, room: Room) -> list[tuple[int, GroupKey]]:
+        """The room's held groups (amount, group), in no particular order."""
         limit = self.held.get(room)
         if limit is None:
-            return {}
+            return []
         short, slept = self.short_of_quota, self.slept_now
-        return {
-            group: amount
+        return [
+            (amount, group)
             for amount, group, record in _within(self._quota_sleepers.get(room, []), limit)
             if short.get(group) is record and group not in slept
-        }
+        ]
 
     def least_amount(self, room: Room) -> int | None:
         """No group sleeps on the room for less (None: none sleeps on it)."""
@@ -433,13 +433,13 @@ class Backlog:
         heap, they are held from now on, the room held up to `room`; new ones are listed
         in `raised`), unless unsure; the others' entries go stale there. Returns the
         groups woken."""
-        short = self.short_of_quota
+        short, slept, limit = self.short_of_quota, self.slept_now, self.held[held]
         woken: list[GroupKey] = []
         for amount, group, record in _within(sleepers, room):
             if short.get(group) is not record:
                 continue
-            if group not in self.slept_now and self.head(group) > turn:
-                if self.is_held(group):
+            if group not in slept and self.head(group) > turn:
+                if amount <= limit:  # held (`is_held`: its record is this entry's)
                     continue
                 if group not in self.unsure:
                     self.raised.append((amount, group))

@@ -988,11 +988,15 @@ class _HeldGate:
         """Per checked amount, the first of the next turns of it and smaller amounts."""
 
     def _build(self, backlog: Backlog) -> None:
-        by_amount: dict[int, list[tuple[Entry, GroupKey]]] = {}
-        for where, amount in backlog.held_of(self.room).items():
-            by_amount.setdefault(amount, []).append((backlog.head(where), where))
-        self.amounts = sorted(by_amount)
-        self.turns = [sorted(by_amount[a]) for a in self.amounts]
+        head = backlog.head
+        held = sorted(
+            [(amount, head(where), where) for amount, where in backlog.held_of(self.room)]
+        )
+        for amount, entry, where in held:
+            if not self.amounts or self.amounts[-1] != amount:
+                self.amounts.append(amount)
+                self.turns.append([])
+            self.turns[-1].append((entry, where))
         self.at = [0] * len(self.amounts)
         self.built = True
 
