@@ -22,11 +22,12 @@ until the queue's headroom for that resource reaches the amount (or the queue tr
 namespaces change). A cycle after one gang finished thus looks at the groups that could
 use what it freed, not at every group.
 
-Under preemption, the groups asleep on quota of a queue every class of which preemption
-may help are not woken at a cycle's start when their room grows (the room is `held`):
-the walk takes them behind their classes' cursors anyway, and wakes each at its turn
-unless that turn would pass it as decided, which it does for most once a gang before
-them took the room again (see `Engine._walk_groups`).
+Under preemption, the groups asleep on quota are not woken at a cycle's start when their
+room grows (the room is `held`): the walk takes them behind their classes' cursors (a
+class preemption may help) or through a gate per room (the others: see
+`Engine._held_rooms`), and wakes each at its turn unless that turn would pass it as
+decided, which it does for most once a gang before them took the room again (see
+`Engine._walk_groups`).
 """
 
 from __future__ import annotations

@@ -148,10 +148,10 @@ class Engine:
     start of each cycle (O(dormant groups)) instead of walking the backlog's sorted
     positions behind cursors: the reference the cursors are tested against."""
     hold_quota: bool = True
-    """Under preemption, leave the groups of a queue every class of which preemption may
-    help asleep on quota at a cycle's start though their room grew, and wake each at its
-    turn if it would not pass as decided then (`False`: wake them all at the start, the
-    reference this is tested against; the decisions are the same)."""
+    """Under preemption, leave the groups asleep on quota at a cycle's start though their
+    room grew, and wake each at its turn if it would not pass as decided then (`False`:
+    wake them all at the start, the reference this is tested against; the decisions are
+    the same)."""
     _discordant: set[str] = field(default_factory=set)
     """Pending gangs refused quota whose reason told differs from that refusal's (a
     failed search added to it): a searched queue's turn would tell them again."""
@@ -372,7 +372,7 @@ class Engine:
             helped_before.update(self._helped_classes(backlog))
         hold = None
         if self.hold_quota and self._helping:
-            hold = partial(self._held_rooms, backlog, helped_before)
+            hold = partial(self._held_rooms, backlog)
         backlog.start_cycle(hold)
         held = backlog.held
         searched_seen: set[str] = set()
@@ -399,6 +399,13 @@ class Engine:
         stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
         seen = (state.admission_generation, state.capacity_epoch)
+        if held:  # held groups out of the walk: of classes preemption does not help
+            start: Entry = ((), "")
+            for room in held:
+                if not all(c in helped_before for c in self._classes_of.get(room[0], ())):
+                    gates[room] = _HeldGate(room, start)
+            if gates:
+                self._open_gates(backlog, walk, gates, through_gates, passed)
         while (position := walk.pop(self._searched_queues)) is not None:
             entry, where, maybe = position
             if held and backlog.is_held(where):  # its turn, as woken at the start
@@ -457,10 +464,13 @@ class Engine:
                 )
                 if held and now[1] != seen[1] and backlog.raised:  # behind cursors, or gates
                     for amount, w in backlog.raised:
-                        if w[0] in self._searched_queues and backlog.is_held(w):
-                            room = backlog.short_of_quota[w][0]
-                            if room not in gates:
-                                gates[room] = _HeldGate(room, entry)
+                        if not backlog.is_held(w):
+                            continue
+                        room = backlog.short_of_quota[w][0]
+                        if room in gates:
+                            gates[room].add(amount, backlog.head(w), w)
+                        elif w[0] in self._searched_queues:
+                            gates[room] = _HeldGate(room, entry)
                             gates[room].add(amount, backlog.head(w), w)
                     self._open_gates(backlog, walk, gates, through_gates, passed)
                 walk.certain(sure)
@@ -485,19 +495,20 @@ class Engine:
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
 
-    def _held_rooms(self, backlog: Backlog, helped: set[HelpClass]) -> dict[Room, int]:
+    def _held_rooms(self, backlog: Backlog) -> dict[Room, int]:
         """The rooms to hold at the start of the cycle (`Backlog.start_cycle`), with their
-        room now: those of queues every class of which preemption may help. A held group
-        is then in the walk behind its class's cursor, walked in case preemption helps it,
-        which is what its turn would do while its queue is not searched; the walk wakes it
-        at its turn when that turn would not pass it as decided, and `_release_held` puts
-        in the walk those a searched queue's turn would not pass."""
+        room now: every room some group sleeps on. A held group of a class preemption may
+        help is then in the walk behind its class's cursor, walked in case preemption
+        helps it, which is what its turn would do while its queue is not searched; the
+        walk wakes it at its turn when that turn would not pass it as decided. Those its
+        turn would not pass while out of the walk (of a class preemption does not help at
+        the start, or of a searched queue: `_release_held`) come in through a gate per
+        room (`_HeldGate`, `_open_gates`): those with room at their turn; a turn without
+        room passes them as decided (their failure holds, and no victims are searched
+        for them, their class not helped)."""
         quota = self.state.quota
         rooms: dict[Room, int] = {}
         for room in backlog.quota_rooms():
-            classes = self._classes_of.get(room[0])
-            if not classes or not all(cls in helped for cls in classes):
-                continue
             have = quota.headroom(*room)[0]
             if have is not None:
                 rooms[room] = have
@@ -946,7 +957,8 @@ class Engine:
 
 
 class _HeldGate:
-    """A searched queue's held groups of one room, by amount, each amount's by turn:
+    """The held groups of one room (of a searched queue, or one with a class preemption
+    did not help at the cycle's start), by amount, each amount's by turn:
     `first` finds the first one with room enough in O(amounts), however many there are,
     and in O(log amounts) while none of the room's sleepers changed (`Backlog.changes`)
     and the walk did not reach the first it found. Built when the room first has room for
