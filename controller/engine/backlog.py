@@ -22,17 +22,18 @@ until the queue's headroom for that resource reaches the amount (or the queue tr
 namespaces change). A cycle after one gang finished thus looks at the groups that could
 use what it freed, not at every group.
 
-Under preemption, the groups asleep on quota of a queue every class of which preemption
-may help are not woken at a cycle's start when their room grows (the room is `held`):
-the walk takes them behind their classes' cursors anyway, and wakes each at its turn
-unless that turn would pass it as decided, which it does for most once a gang before
-them took the room again (see `Engine._walk_groups`).
+Under preemption, the groups asleep on quota are not woken at a cycle's start when their
+room grows (the room is `held`): the walk takes them behind their classes' cursors (a
+class preemption may help) or through a gate per room (the others: see
+`Engine._held_rooms`), and wakes each at its turn unless that turn would pass it as
+decided, which it does for most once a gang before them took the room again (see
+`Engine._walk_groups`).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -116,6 +117,12 @@ class Backlog:
         self.held: dict[Room, int] = {}
         """Rooms whose sleepers the start of this cycle left asleep though the room had
         grown (`start_cycle`), with the room then."""
+        self.watched: set[GroupKey] = set()
+        """Groups whose `is_held` a reader relies on, in this cycle (`changes`)."""
+        self.changes: dict[Room, int] = {}
+        """Per room, a count of the changes that can change `is_held` of its `watched`
+        sleepers (one woke, fell asleep or left, or the room is held further): while it
+        stands still, each of them is held or not as before."""
 
     def sync(self, changed: Iterable[str]) -> None:
         """Follow pending gangs added, replaced or removed (`changed`, all of them since
@@ -164,6 +171,7 @@ class Backlog:
         slept_on = self.short_of_quota.pop(where, None)
         if slept_on is not None:
             self._quota_live[slept_on[0]] -= 1  # its heap entry is stale now
+            self._changed(slept_on[0], where)
         shape = where[2]
         groups = self._of_shape[shape]
         groups.discard(where)
@@ -248,6 +256,7 @@ class Backlog:
         self.settle_dormant()
         self.slept_now.clear()
         self._slept_in.clear()
+        self.watched.clear()
         self.held = {}
         if hold is not None and self.dormant_wanted:
             state = self.state
@@ -288,7 +297,14 @@ class Backlog:
     def fell_asleep(self, where: GroupKey) -> None:
         """The group (asleep on quota) fell asleep in this cycle: its turn passed it."""
         self.slept_now.add(where)
-        self._slept_in.setdefault(self.short_of_quota[where][0], []).append(where)
+        room = self.short_of_quota[where][0]
+        self._slept_in.setdefault(room, []).append(where)
+        self._changed(room, where)
+
+    def _changed(self, room: Room, where: GroupKey | None = None) -> None:
+        """`is_held` may have changed for the group (None: for any of the room's)."""
+        if where is None or where in self.watched:
+            self.changes[room] = self.changes.get(room, 0) + 1
 
     def is_held(self, where: GroupKey) -> bool:
         """Whether the group sleeps on quota only because its room was held at the start
@@ -308,20 +324,21 @@ class Backlog:
         (its shape may sleep)."""
         record = self.short_of_quota.pop(where)
         self._quota_live[record[0]] -= 1
+        self._changed(record[0], where)
         self.unsure.discard(where)
         return self._rouse(where)
 
-    def held_of(self, room: Room) -> dict[GroupKey, int]:
-        """The room's held groups, with their amounts."""
+    def held_of(self, room: Room) -> list[tuple[int, GroupKey]]:
+        """The room's held groups (amount, group), in no particular order."""
         limit = self.held.get(room)
         if limit is None:
-            return {}
+            return []
         short, slept = self.short_of_quota, self.slept_now
-        return {
-            group: amount
+        return [
+            (amount, group)
             for amount, group, record in _within(self._quota_sleepers.get(room, []), limit)
             if short.get(group) is record and group not in slept
-        }
+        ]
 
     def least_amount(self, room: Room) -> int | None:
         """No group sleeps on the room for less (None: none sleeps on it)."""
@@ -361,13 +378,16 @@ class Backlog:
                 woken.extend(w for w in self._of_shape.get(shape, ()) if self._rouse(w))
         short = self.short_of_quota
         if held:
-            for group in sorted(self.unsure):
+            over = []  # unsure groups of held rooms whose wait is over
+            for group in self.unsure:
                 record = short.get(group)
                 limit = None if record is None else held.get(record[0])
                 if record is not None and limit is not None and record[1] <= limit:
-                    self.wake_held(group)
-                    if group in self.awake:
-                        woken.append(group)
+                    over.append(group)
+            for group in sorted(over):
+                self.wake_held(group)
+                if group in self.awake:
+                    woken.append(group)
         for (queue, resource), groups in self._quota_sleepers.items():
             if held and (queue, resource) in held:
                 continue
@@ -414,13 +434,13 @@ class Backlog:
         heap, they are held from now on, the room held up to `room`; new ones are listed
         in `raised`), unless unsure; the others' entries go stale there. Returns the
         groups woken."""
-        short = self.short_of_quota
+        short, slept, limit = self.short_of_quota, self.slept_now, self.held[held]
         woken: list[GroupKey] = []
         for amount, group, record in _within(sleepers, room):
             if short.get(group) is not record:
                 continue
-            if group not in self.slept_now and self.head(group) > turn:
-                if self.is_held(group):
+            if group not in slept and self.head(group) > turn:
+                if amount <= limit:  # held (`is_held`: its record is this entry's)
                     continue
                 if group not in self.unsure:
                     self.raised.append((amount, group))
@@ -428,26 +448,20 @@ class Backlog:
             if self._unquota(group):
                 woken.append(group)
         self.held[held] = room
+        self._changed(held)
         return woken
 
 
 def _within(
     heap: list[tuple[int, GroupKey, tuple[Room, int]]], limit: int
-) -> Iterator[tuple[int, GroupKey, tuple[Room, int]]]:
+) -> list[tuple[int, GroupKey, tuple[Room, int]]]:
     """The entries of a heap of quota sleepers whose amount is at most `limit` (stale
-    ones too), without taking them out."""
-    size = len(heap)
-    stack = [0] if heap else []
-    while stack:
-        i = stack.pop()
-        if heap[i][0] > limit:
-            continue  # so are its children's
-        yield heap[i]
-        child = 2 * i + 1
-        if child < size:
-            stack.append(child)
-            if child + 1 < size:
-                stack.append(child + 1)
+    ones too), without taking them out, in no particular order. Readers want most of
+    them (the room held covers most sleepers): one pass over the heap's list costs less
+    than going down the heap."""
+    if not heap or heap[0][0] > limit:
+        return []
+    return [entry for entry in heap if entry[0] <= limit]
 
 
 def _pods_fitting(inventory: DeviceInventory, need: Need) -> int | None:

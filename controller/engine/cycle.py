@@ -29,7 +29,7 @@ victims back, evicting them and placing the gang once more.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -148,10 +148,10 @@ class Engine:
     start of each cycle (O(dormant groups)) instead of walking the backlog's sorted
     positions behind cursors: the reference the cursors are tested against."""
     hold_quota: bool = True
-    """Under preemption, leave the groups of a queue every class of which preemption may
-    help asleep on quota at a cycle's start though their room grew, and wake each at its
-    turn if it would not pass as decided then (`False`: wake them all at the start, the
-    reference this is tested against; the decisions are the same)."""
+    """Under preemption, leave the groups asleep on quota at a cycle's start though their
+    room grew, and wake each at its turn if it would not pass as decided then (`False`:
+    wake them all at the start, the reference this is tested against; the decisions are
+    the same)."""
     _discordant: set[str] = field(default_factory=set)
     """Pending gangs refused quota whose reason told differs from that refusal's (a
     failed search added to it): a searched queue's turn would tell them again."""
@@ -372,7 +372,7 @@ class Engine:
             helped_before.update(self._helped_classes(backlog))
         hold = None
         if self.hold_quota and self._helping:
-            hold = partial(self._held_rooms, backlog, helped_before)
+            hold = partial(self._held_rooms, backlog)
         backlog.start_cycle(hold)
         held = backlog.held
         searched_seen: set[str] = set()
@@ -399,6 +399,13 @@ class Engine:
         stopped: dict[GroupKey, Gang] = {}
         visited: set[str] = set()
         seen = (state.admission_generation, state.capacity_epoch)
+        if held:  # held groups out of the walk: of classes preemption does not help
+            start: Entry = ((), "")
+            for room in held:
+                if not all(c in helped_before for c in self._classes_of.get(room[0], ())):
+                    gates[room] = _HeldGate(room, start)
+            if gates:
+                self._open_gates(backlog, walk, gates, through_gates, passed)
         while (position := walk.pop(self._searched_queues)) is not None:
             entry, where, maybe = position
             if held and backlog.is_held(where):  # its turn, as woken at the start
@@ -457,10 +464,13 @@ class Engine:
                 )
                 if held and now[1] != seen[1] and backlog.raised:  # behind cursors, or gates
                     for amount, w in backlog.raised:
-                        if w[0] in self._searched_queues and backlog.is_held(w):
-                            room = backlog.short_of_quota[w][0]
-                            if room not in gates:
-                                gates[room] = _HeldGate(room, entry)
+                        if not backlog.is_held(w):
+                            continue
+                        room = backlog.short_of_quota[w][0]
+                        if room in gates:
+                            gates[room].add(amount, backlog.head(w), w)
+                        elif w[0] in self._searched_queues:
+                            gates[room] = _HeldGate(room, entry)
                             gates[room].add(amount, backlog.head(w), w)
                     self._open_gates(backlog, walk, gates, through_gates, passed)
                 walk.certain(sure)
@@ -485,19 +495,20 @@ class Engine:
                 result.decisions.append(Decision(uid, Outcome.PENDING, reason))
         backlog.fresh.clear()
 
-    def _held_rooms(self, backlog: Backlog, helped: set[HelpClass]) -> dict[Room, int]:
+    def _held_rooms(self, backlog: Backlog) -> dict[Room, int]:
         """The rooms to hold at the start of the cycle (`Backlog.start_cycle`), with their
-        room now: those of queues every class of which preemption may help. A held group
-        is then in the walk behind its class's cursor, walked in case preemption helps it,
-        which is what its turn would do while its queue is not searched; the walk wakes it
-        at its turn when that turn would not pass it as decided, and `_release_held` puts
-        in the walk those a searched queue's turn would not pass."""
+        room now: every room some group sleeps on. A held group of a class preemption may
+        help is then in the walk behind its class's cursor, walked in case preemption
+        helps it, which is what its turn would do while its queue is not searched; the
+        walk wakes it at its turn when that turn would not pass it as decided. Those its
+        turn would not pass while out of the walk (of a class preemption does not help at
+        the start, or of a searched queue: `_release_held`) come in through a gate per
+        room (`_HeldGate`, `_open_gates`): those with room at their turn; a turn without
+        room passes them as decided (their failure holds, and no victims are searched
+        for them, their class not helped)."""
         quota = self.state.quota
         rooms: dict[Room, int] = {}
         for room in backlog.quota_rooms():
-            classes = self._classes_of.get(room[0])
-            if not classes or not all(cls in helped for cls in classes):
-                continue
             have = quota.headroom(*room)[0]
             if have is not None:
                 rooms[room] = have
@@ -537,12 +548,16 @@ class Engine:
     ) -> None:
         """Put in the walk each gate's first held group the room has room for now, whose
         turn is still to come (the walk's entry is every gate's `after`); called after
-        the room may have grown, and after such a group's turn."""
+        the room may have grown, and after such a group's turn. A gate whose room is
+        the same as at its last `first` is asked again only once the group that `first`
+        found had its turn: had it found none, every held group with room enough was
+        taken or had passed then (no group joined since, or its `add` would have reset
+        `have`), and asking again would find none and mark none passed."""
         quota = self.state.quota
         for room, gate in gates.items():
             have = quota.headroom(*room)[0]
-            if have == gate.have and gate.through is not None and gate.through[0] > gate.after:
-                continue  # the same room, and its first's turn is still to come
+            if have == gate.have and (gate.through is None or gate.through[0] > gate.after):
+                continue  # the same room, and no first, or its turn is still to come
             gate.have = have
             first = gate.first(have, backlog, passed)
             gate.through = first
@@ -942,12 +957,26 @@ class Engine:
 
 
 class _HeldGate:
-    """A searched queue's held groups of one room, by amount, each amount's by turn:
-    `first` finds the first one with room enough in O(amounts), however many there are.
-    Built when the room first has room for its smallest sleeper (until then none of them
-    could be found)."""
+    """The held groups of one room (of a searched queue, or one with a class preemption
+    did not help at the cycle's start), by amount, each amount's by turn:
+    `first` finds the first one with room enough in O(amounts), however many there are,
+    and in O(log amounts) while none of the room's sleepers changed (`Backlog.changes`)
+    and the walk did not reach the first it found. Built when the room first has room for
+    its smallest sleeper (until then none of them could be found)."""
 
-    __slots__ = ("after", "amounts", "at", "built", "have", "room", "through", "turns")
+    __slots__ = (
+        "after",
+        "amounts",
+        "at",
+        "best",
+        "built",
+        "checked",
+        "have",
+        "room",
+        "stamp",
+        "through",
+        "turns",
+    )
 
     def __init__(self, room: Room, after: Entry) -> None:
         self.room = room
@@ -961,13 +990,25 @@ class _HeldGate:
         """The room at the last `first`."""
         self.through: tuple[Entry, GroupKey] | None = None
         """What the last `first` found (put in the walk)."""
+        self.checked = 0
+        """The amounts (the first `checked` of `amounts`) whose next turn (`at`) is of a
+        group held when the room's sleepers were as `stamp` says, its turns before that
+        passed or not held."""
+        self.stamp = -1
+        """`Backlog.changes` of the room when `checked` was last true."""
+        self.best: list[tuple[Entry, GroupKey] | None] = []
+        """Per checked amount, the first of the next turns of it and smaller amounts."""
 
     def _build(self, backlog: Backlog) -> None:
-        by_amount: dict[int, list[tuple[Entry, GroupKey]]] = {}
-        for where, amount in backlog.held_of(self.room).items():
-            by_amount.setdefault(amount, []).append((backlog.head(where), where))
-        self.amounts = sorted(by_amount)
-        self.turns = [sorted(by_amount[a]) for a in self.amounts]
+        head = backlog.head
+        held = sorted(
+            [(amount, head(where), where) for amount, where in backlog.held_of(self.room)]
+        )
+        for amount, entry, where in held:
+            if not self.amounts or self.amounts[-1] != amount:
+                self.amounts.append(amount)
+                self.turns.append([])
+            self.turns[-1].append((entry, where))
         self.at = [0] * len(self.amounts)
         self.built = True
 
@@ -976,6 +1017,7 @@ class _HeldGate:
         self.have = -1  # look again
         if not self.built:
             return  # the build will find it
+        self.checked = 0
         k = bisect_left(self.amounts, amount)
         if k == len(self.amounts) or self.amounts[k] != amount:
             self.amounts.insert(k, amount)
@@ -991,16 +1033,39 @@ class _HeldGate:
     ) -> tuple[Entry, GroupKey] | None:
         """The first turn to come of a group still held whose amount is at most `have`.
         Held groups whose turn passed meanwhile (out of the walk: no room for them then)
-        fell asleep again at it, as their turn would have had them (`passed`)."""
+        fell asleep again at it, as their turn would have had them (`passed`).
+
+        The amounts checked since the room's sleepers last changed are looked at again
+        only if the first of their next turns passed: until then none of their groups
+        can have passed, and each next turn is still of a held group."""
         if not self.built:
             least = backlog.least_amount(self.room)
             if least is None or (have is not None and have < least):
                 return None
             self._build(backlog)
-        best: tuple[Entry, GroupKey] | None = None
-        for k, amount in enumerate(self.amounts):
-            if have is not None and amount > have:
-                break
+        amounts = self.amounts
+        upto = len(amounts) if have is None else bisect_right(amounts, have)
+        if not upto:
+            return None
+        if backlog.changes.get(self.room, 0) != self.stamp:
+            self.checked = 0
+        elif self.checked:
+            best = self.best[min(self.checked, upto) - 1]
+            if best is not None and best[0] <= self.after:
+                self.checked = 0  # a next turn passed: look at every amount again
+            elif self.checked >= upto:
+                return best
+        if upto > self.checked:
+            self._check(self.checked, upto, backlog, passed)
+        return self.best[upto - 1]
+
+    def _check(self, start: int, upto: int, backlog: Backlog, passed: set[GroupKey]) -> None:
+        """Bring the next turns of amounts `start` to `upto` up to date (`start`: those
+        before are)."""
+        bests = self.best
+        del bests[start:]
+        best = bests[-1] if bests else None
+        for k in range(start, upto):
             turns, i = self.turns[k], self.at[k]
             while i < len(turns):
                 head, where = turns[i]
@@ -1011,9 +1076,13 @@ class _HeldGate:
                     passed.add(where)
                 i += 1
             self.at[k] = i
-            if i < len(turns) and (best is None or turns[i] < best):
-                best = turns[i]
-        return best
+            if i < len(turns):
+                backlog.watched.add(turns[i][1])
+                if best is None or turns[i] < best:
+                    best = turns[i]
+            bests.append(best)
+        self.checked = upto
+        self.stamp = backlog.changes.get(self.room, 0)
 
 
 def _checked_key(
