@@ -1,10 +1,11 @@
 """Rooms held at a cycle's start (engine `hold_quota`): under preemption, the groups asleep
 on quota stay asleep when a release gives their room back, and the walk wakes each at its
 turn only if that turn would not pass it as decided (behind its class's cursor if
-preemption may help it, else through its room's gate). That must change nothing but the work: cycle after cycle the engine
-decides exactly as one that wakes them all at the start (reasons, victims, searches, and
-which groups sleep on what), admits what a fresh engine walking every pending gang
-admits, and leaves no group asleep whose wait is over."""
+preemption may help it, else through its room's gate). That must change nothing but the
+work: cycle after cycle the engine decides exactly as one that wakes them all at the
+start (reasons, victims, searches, and which groups sleep on what), admits what a fresh
+engine walking every pending gang admits, and leaves no group asleep whose wait is
+over."""
 
 from __future__ import annotations
 
