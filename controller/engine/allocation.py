@@ -153,7 +153,7 @@ class DeviceSearch:
         if count > self.budget.get(cls, count):
             return None
         inv = self.inv
-        ms = inv.match_set((cls, sub.selectors))
+        ms = inv.match_set(match_key(sub))
         free = ms.free
         if free.get(node, 0) + free.get(None, 0) < count:
             return None  # the free counts bound what the scan below can find

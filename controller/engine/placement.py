@@ -667,7 +667,7 @@ class Placer:
             for claim in ps.claims:
                 for req in claim.spec.requests:
                     for s in req.alternatives:
-                        if not inv.match_set((s.device_class, s.selectors)).class_missing:
+                        if not inv.match_set(match_key(s)).class_missing:
                             break
                     else:
                         missing = ", ".join(sorted({s.device_class for s in req.alternatives}))
