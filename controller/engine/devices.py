@@ -75,9 +75,13 @@ class MatchSet:
 
     def nodes_with_free(self, minimum: int, descending: bool = False) -> Iterator[str]:
         """Nodes with at least `minimum` free matching devices, fewest free first."""
-        levels = sorted((k for k in self.buckets if k >= minimum), reverse=descending)
-        for k in levels:
+        for k in self.levels(minimum, descending):
             yield from self.buckets[k]
+
+    def levels(self, minimum: int, descending: bool = False) -> list[int]:
+        """The free counts of at least `minimum` some node has (`buckets`' keys), in the
+        order `nodes_with_free` walks them."""
+        return sorted([k for k in self.buckets if k >= minimum], reverse=descending)
 
     def pods_fitting(self, per_pod: int) -> int:
         """How many pods needing `per_pod` devices the free devices could serve (an upper

@@ -79,7 +79,7 @@ class PodDemand:
             if not ms.free.get(None, 0):
                 # MatchSet.nodes_with_free, walked here (one generator less per pod)
                 buckets = ms.buckets
-                for k in sorted([k for k in buckets if k >= per_pod], reverse=descending):
+                for k in ms.levels(per_pod, descending):
                     for n in buckets[k]:
                         if n in eligible:
                             yield n
