@@ -19,6 +19,7 @@ import itertools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, NamedTuple
 
 from controller.engine.context import CycleContext
@@ -279,14 +280,14 @@ def _too_few_devices(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> b
     """Whether even evicting all of `pool` cannot free the devices `gang` needs: saves
     the probes of the many gangs that wait for far more than lower priority holds."""
     need = devices_needed(_minimum(gang))
-    have = free_devices(state)
-    if not need or have is None:
-        return False
-    for c in pool:  # `device_floor(...) is None`, with the counts kept per reservation
-        if have >= need:
-            return False
-        have += _counted(state, c.uid)[2]
-    return have < need
+    uids = [c.uid for c in pool]
+    held = partial(_held_devices, state)
+    return device_floor(state, need, uids, free_devices(state), held) is None
+
+
+def _held_devices(state: ClusterState, uid: str) -> int:
+    """The devices an admitted gang holds, counted once per reservation."""
+    return _counted(state, uid)[2]
 
 
 def _quota_never_fits(state: ClusterState, gang: Gang, pool: Sequence[Gang]) -> bool:
@@ -528,7 +529,7 @@ def _shortest_prefix(probes: _Probes, seq: list[Gang]) -> list[Gang] | None:
     uids = [g.uid for g in seq]
     need = devices_needed(_minimum(probes.gang))
     free = free_devices(state, ctx.held_published())
-    floor = device_floor(state, need, uids, free, ctx.reservation)
+    floor = device_floor(state, need, uids, free, lambda uid: ctx.reservation(uid).device_count())
     if floor is None:
         return None
     k = shortest_prefix(lambda n: probes.fits(seq[:n]), floor, len(seq))

@@ -14,7 +14,6 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from controller.engine.model import DEVICE_QUOTA_PREFIX
-from controller.engine.reservation import Reservation
 from controller.engine.state import ClusterState
 
 _shareable: weakref.WeakKeyDictionary[ClusterState, tuple[int, bool]] = weakref.WeakKeyDictionary()
@@ -46,19 +45,24 @@ def device_floor(
     need: int,
     uids: Sequence[str],
     free: int | None,
-    reservation: Callable[[str], Reservation] | None = None,
+    held: Callable[[str], int] | None = None,
 ) -> int | None:
     """The longest prefix of `uids` that certainly frees too few of the `need` devices
     (0 when counting cannot tell), or None when even all of them free too few.
-    `reservation`: each gang's (`CycleContext.reservation`; default: the state's)."""
+    `held`: the devices each gang holds (default: its reservation's in the state)."""
     if not need or free is None:
         return 0
-    held = state.admitted.__getitem__ if reservation is None else reservation
+    if held is None:
+        admitted = state.admitted
+
+        def held(uid: str) -> int:
+            return admitted[uid].device_count()
+
     have = free
     for k, uid in enumerate(uids):
         if have >= need:
             return max(0, k - 1)
-        have += held(uid).device_count()
+        have += held(uid)
     return len(uids) - 1 if have >= need else None
 
 
