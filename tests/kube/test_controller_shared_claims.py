@@ -223,8 +223,8 @@ def roomy_node(name: str) -> Obj:
     return node
 
 
-async def one_roomy_node(rest: Rest, running) -> object:
-    """One node (64 CPUs, 1000 pods, 2 GPUs) and the controller on."""
+async def a_roomy_node(rest: Rest) -> None:
+    """One node (64 CPUs, 1000 pods, 2 GPUs) and a queue for its GPUs."""
     await create(rest, r.DEVICE_CLASSES, gpu_class())
     await create(rest, r.NODES, roomy_node("n0"))
     await rest.request(
@@ -235,6 +235,11 @@ async def one_roomy_node(rest: Rest, running) -> object:
     )
     await create(rest, r.RESOURCE_SLICES, gpu_slice("n0", 2))
     await create(rest, r.QUEUES, queue(devices__gpu=2))
+
+
+async def one_roomy_node(rest: Rest, running) -> object:
+    """`a_roomy_node` and the controller on."""
+    await a_roomy_node(rest)
     return await running.start()
 
 
@@ -317,16 +322,7 @@ async def test_two_gangs_that_would_overfill_a_claims_reserved_for_together_are_
 ) -> None:
     """250 consumers, and two gangs of 4 there before the controller starts: each would
     fit alone, both would not. One is admitted, the other waits for it."""
-    await create(crds, r.DEVICE_CLASSES, gpu_class())
-    await create(crds, r.NODES, roomy_node("n0"))
-    await crds.request(
-        "PATCH",
-        r.NODES.path(name="n0"),
-        body={"spec": {"taints": None}},
-        content_type="application/merge-patch+json",
-    )
-    await create(crds, r.RESOURCE_SLICES, gpu_slice("n0", 2))
-    await create(crds, r.QUEUES, queue(devices__gpu=2))
+    await a_roomy_node(crds)
     await reserved_for_others(crds, 250)
     for gang in ("b", "c"):
         for member in gang_sharing_one_claim(gang, 4):
