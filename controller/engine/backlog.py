@@ -497,15 +497,32 @@ def charge_is_exact(gang: Gang) -> bool:
 
 
 class _Cursor:
-    """Where the walk is in one dormant class's sorted positions."""
+    """Where the walk is in one dormant class's sorted positions: the next position not
+    awake (`awake` is fixed for the walk, so passing awake ones once is enough)."""
 
-    __slots__ = ("at", "cls", "positions")
+    __slots__ = ("at", "awake", "cls", "head", "positions")
 
-    def __init__(self, positions: SortedList[Position], cls: HelpClass) -> None:
+    def __init__(
+        self, positions: SortedList[Position], cls: HelpClass, awake: frozenset[GroupKey]
+    ) -> None:
         self.positions = positions
-        self.at = 0
-        """The index of the next position."""
         self.cls = cls
+        self.awake = awake
+        self.at = -1
+        """The index of the next position."""
+        self.head: Position | None = None
+        """`positions[at]` (None: past the end)."""
+        self.advance()
+
+    def advance(self) -> None:
+        """Move past the current position and the awake ones after it."""
+        positions, awake = self.positions, self.awake
+        i, n = self.at + 1, len(positions)
+        head = positions[i] if i < n else None
+        while head is not None and head[1] in awake:
+            i += 1
+            head = positions[i] if i < n else None
+        self.at, self.head = i, head
 
 
 class Frontier:
@@ -545,19 +562,21 @@ class Frontier:
         """Conditional groups pushed one by one."""
         self._cursors: dict[HelpClass, _Cursor] = {}
         """Per dormant class walked, where the walk is in it."""
-        self._lazy: dict[str, list[_Cursor]] = {}
-        """The cursors of each queue."""
+        self._lazy: dict[str, list[tuple[Position, int, _Cursor]]] = {}
+        """The cursors of each queue not past their end, a heap by their next position."""
         self._dormant_at: Mapping[GroupKey, Position] = dormant_at or {}
         self._awake = frozenset(awake)
         """Groups of `dormant` that are awake now: not behind a cursor (they are walked
         from `positions`)."""
         self._promoted: dict[str, set[GroupKey]] = {}
         """Groups behind a cursor that are no longer conditional, per queue."""
-        for cls, sorted_positions in sorted((dormant or {}).items()):
-            if sorted_positions:
-                cursor = self._cursors[cls] = _Cursor(sorted_positions, cls)
-                self._lazy.setdefault(cls[0], []).append(cursor)
+        for n, (cls, sorted_positions) in enumerate(sorted((dormant or {}).items())):
+            cursor = _Cursor(sorted_positions, cls, self._awake)
+            if cursor.head is not None:  # (a cursor past its end has no group behind it)
+                self._cursors[cls] = cursor
+                self._lazy.setdefault(cls[0], []).append((cursor.head, n, cursor))
         for queue in sorted(self._lazy):
+            heapq.heapify(self._lazy[queue])
             first = self._queue_first(queue)
             if first is not None:
                 self._first[queue] = first[0]
@@ -573,8 +592,8 @@ class Frontier:
         position = self._dormant_at.get(where)
         if position is None or where in self._awake:
             return False
-        positions, i = cursor.positions, cursor.at
-        return i < len(positions) and bool(position >= positions[i])
+        head = cursor.head
+        return head is not None and bool(position >= head)
 
     def is_queued(self, where: GroupKey) -> bool:
         """Whether the group is in the walk."""
@@ -601,14 +620,9 @@ class Frontier:
         waiting = self._waiting.get(queue)
         if waiting:
             best = waiting[0]
-        awake = self._awake
-        for cursor in self._lazy.get(queue, ()):
-            positions, i = cursor.positions, cursor.at
-            while i < len(positions) and positions[i][1] in awake:
-                i += 1  # awake: not dormant in this cycle
-            cursor.at = i
-            if i < len(positions) and (best is None or positions[i] < best):
-                best = positions[i]
+        cursors = self._lazy.get(queue)
+        if cursors and (best is None or cursors[0][0] < best):
+            best = cursors[0][0]
         return best
 
     def _take_first(self, queue: str, position: Position) -> None:
@@ -618,13 +632,17 @@ class Frontier:
             heapq.heappop(waiting)
             self._queued.discard(position[1])
             return
-        for cursor in self._lazy[queue]:
-            positions, i = cursor.positions, cursor.at
-            if i < len(positions) and positions[i] is position:
-                cursor.at = i + 1
-                self._promoted.get(queue, set()).discard(position[1])
-                return
-        raise AssertionError(f"{position} is not the first of queue {queue}")
+        cursors = self._lazy[queue]
+        _, n, cursor = cursors[0]
+        if cursor.head is not position:
+            raise AssertionError(f"{position} is not the first of queue {queue}")
+        cursor.advance()
+        if cursor.head is None:
+            heapq.heappop(cursors)
+            del self._cursors[cursor.cls]
+        else:
+            heapq.heapreplace(cursors, (cursor.head, n, cursor))
+        self._promoted.get(queue, set()).discard(position[1])
 
     def push_conditional(self, positions: Iterable[Position]) -> None:
         """`push(position, conditional=True)` for each, at once."""
@@ -708,6 +726,6 @@ class Frontier:
                 entry = self._dormant_at[where][0]
                 self._queued.add(where)
                 heapq.heappush(self._heap, (entry, where, False))
-        for cursor in self._lazy.pop(queue, ()):
+        for _, _, cursor in self._lazy.pop(queue, ()):
             del self._cursors[cursor.cls]
         del self._first[queue]
