@@ -450,9 +450,18 @@ def minimal_victims(
     if not pool or _too_few_devices(state, gang, pool):
         return []
     chain: Admissible = admissible or list
-    size = {c.uid: width(state, c.uid) for c in pool}
-    work = {c.uid: cost(c) for c in pool}
-    since = {c.uid: state.admitted[c.uid].admitted_at for c in pool}
+    admitted = state.admitted
+    size: dict[str, int] = {}
+    work: dict[str, float] = {}
+    since: dict[str, float] = {}
+    one: dict[str, tuple[object, ...]] = {}  # key([c]) of each, without sorting and sums
+    for c in pool:
+        u = c.uid
+        freed = size[u] = width(state, u)
+        lost = work[u] = cost(c)
+        at = since[u] = admitted[u].admitted_at
+        first = (lost, freed) if work_first else (freed, lost)
+        one[u] = (*first, c.priority, -at, 1, (u,))
 
     def key(victims: Sequence[Gang]) -> tuple[object, ...]:
         uids = sorted(v.uid for v in victims)
@@ -461,11 +470,6 @@ def minimal_victims(
         top = max(v.priority for v in victims)
         return (*first, top, -min(since[u] for u in uids), len(uids), tuple(uids))
 
-    one: dict[str, tuple[object, ...]] = {}  # key([c]) of each, without sorting and sums
-    for c in pool:
-        u = c.uid
-        first = (work[u], size[u]) if work_first else (size[u], work[u])
-        one[u] = (*first, c.priority, -since[u], 1, (u,))
     singly = sorted(pool, key=lambda c: one[c.uid])
     # Every set the search probes is part of one of these two sequences: if counting
     # shows their union cannot free enough, no probe can say yes.
