@@ -93,7 +93,7 @@ class AdmittedIndex:
         for uid, _, _ in changes:
             gang = admitted.get(uid)
             old = seen.get(uid)
-            if old is gang:  # as it was (a probe restored it, or a change listed twice)
+            if old is gang:  # as it was (restored, or a change listed twice)
                 if gang is not None and held[uid] is not (res := state.admitted[uid]):
                     held[uid] = res
                     stamps.pop(gang.queue, None)

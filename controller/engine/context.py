@@ -255,6 +255,8 @@ class CycleContext:
             pods = self._placed.pods
         assert kept is not None
         released = [self._out.pop(uid) for uid in victims]
+        for victim, res in released:
+            self.state.journal_release(victim, res)
         self._placed, self._kept, self._changed = None, None, set()
         self._placed_held.clear()
         epoch, generation = kept[1]
@@ -327,12 +329,13 @@ class CycleContext:
             for uid in gone:
                 changed |= self._touched(uid)
             self._cut_placed(changed)
-        for uid in reversed(back):
-            victim, res = out.pop(uid)
-            state.restore(victim, res, trusted=True)  # released here, nothing took it since
-        for uid in gone:
-            victim = state.admitted_gangs[uid]
-            out[uid] = (victim, state.release(uid))
+        with state.unjournaled():  # all back before anyone reads, or journaled by `take`
+            for uid in reversed(back):
+                victim, res = out.pop(uid)
+                state.restore(victim, res, trusted=True)  # released here, nothing took it
+            for uid in gone:
+                victim = state.admitted_gangs[uid]
+                out[uid] = (victim, state.release(uid))
 
     # ---- the kept placement -----------------------------------------------------------
     def _touched(self, uid: str) -> frozenset[str | None]:

@@ -21,6 +21,7 @@ preemptions) from it.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from bisect import bisect_left, insort
 from collections.abc import Iterator, Mapping, Sequence
@@ -121,8 +122,8 @@ JOURNAL_SLACK = 4096
 class AdmissionJournal:
     """Gangs admitted or released since the reader last drained it, each with its queue
     and the queue charged: lets a reader index who runs at the cost of what changed.
-    A what-if probe releases and restores gangs (see engine/context.py): they are
-    written here although the state is as before when it settles. A journal nobody
+    What-if probes release and restore gangs unjournaled (see engine/context.py): only
+    the victims a search hands over are written, as released. A journal nobody
     drains stops listing once it names far more gangs than run (`drain` says so)."""
 
     __slots__ = ("__weakref__", "changed", "overflowed")
@@ -184,6 +185,8 @@ class ClusterState:
         self._admission_journals: list[weakref.ref[AdmissionJournal]] = []
         """Readers' journals, held weakly (a plain list: written on every admission and
         release, which what-if probes make many of)."""
+        self._quiet = False
+        """Admissions and releases are not written to the journals (`unjournaled`)."""
 
     def pending_journal(self) -> PendingJournal:
         """A journal of pending changes, starting with every gang pending now; it is
@@ -543,7 +546,7 @@ class ClusterState:
         self._unqueue(gang.uid)
         self.pending_since.pop(gang.uid, None)
         self.admission_generation += 1
-        if self._admission_journals:
+        if self._admission_journals and not self._quiet:
             self._journal_admission((gang.uid, gang.queue, reservation.queue))
 
     def restore(
@@ -598,6 +601,23 @@ class ClusterState:
         if problems:
             raise ReservationConflict(f"admission of gang {gang.uid}", "; ".join(problems))
 
+    @contextlib.contextmanager
+    def unjournaled(self) -> Iterator[None]:
+        """Admissions and releases inside are not written to readers' journals: for
+        what-if probes, which put back what they release before anyone reads the state
+        again, or write what they keep released (`journal_release`). Readers would
+        otherwise catch up on every gang a search released and restored."""
+        was, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = was
+
+    def journal_release(self, gang: Gang, reservation: Reservation) -> None:
+        """Write the release of `gang` (its `reservation`) made `unjournaled`."""
+        if self._admission_journals:
+            self._journal_admission((gang.uid, gang.queue, reservation.queue))
+
     def _journal_admission(self, change: AdmissionChange) -> None:
         limit = 4 * len(self.admitted) + JOURNAL_SLACK
         for ref in tuple(self._admission_journals):  # a journal let go drops its entry
@@ -621,7 +641,7 @@ class ClusterState:
         self._hold_pods(uid, reservation.pods, -1)
         self.quota.uncharge(reservation.queue, reservation.charge)
         self.admission_generation += 1
-        if self._admission_journals:
+        if self._admission_journals and not self._quiet:
             self._journal_admission((uid, gang.queue, reservation.queue))
         self._grow()
         if requeue:
