@@ -11,7 +11,7 @@ import pytest
 
 from emulator import Emulator
 from tests.kube.client import emu, http
-from tests.kube.webhooks import Scripted, configuration, free_port, patch_of, webhook
+from tests.kube.webhooks import Scripted, configuration, patch_of, refusing_port, webhook
 
 __all__ = ["emu", "http"]
 
@@ -220,9 +220,10 @@ async def test_match_conditions_decide_whether_the_webhook_is_called(
 async def test_an_unreachable_webhook_fails_the_request_with_policy_fail(
     http: aiohttp.ClientSession,
 ) -> None:
-    port = free_port()
-    await install(http, "Validating", webhook("gone.example.com", f"https://127.0.0.1:{port}/v"))
-    status, body = await create(http, cm("a"))
+    with refusing_port() as port:
+        url = f"https://127.0.0.1:{port}/v"
+        await install(http, "Validating", webhook("gone.example.com", url))
+        status, body = await create(http, cm("a"))
     assert (status, body["reason"]) == (500, "InternalError")
     assert body["message"] == (
         'Internal error occurred: failed calling webhook "gone.example.com": failed to call '
@@ -234,9 +235,10 @@ async def test_an_unreachable_webhook_fails_the_request_with_policy_fail(
 async def test_an_unreachable_webhook_is_skipped_with_policy_ignore(
     http: aiohttp.ClientSession,
 ) -> None:
-    url = f"https://127.0.0.1:{free_port()}/v"
-    await install(http, "Validating", webhook("gone.example.com", url, failurePolicy="Ignore"))
-    status, _ = await create(http, cm("a"))
+    with refusing_port() as port:
+        url = f"https://127.0.0.1:{port}/v"
+        await install(http, "Validating", webhook("gone.example.com", url, failurePolicy="Ignore"))
+        status, _ = await create(http, cm("a"))
     assert status == 201
 
 

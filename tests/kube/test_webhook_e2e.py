@@ -41,7 +41,7 @@ from tests.kube.webhook_cluster import (
     settings,
     team_queue,
 )
-from tests.kube.webhooks import free_port
+from tests.kube.webhooks import free_port, refusing_port
 
 __all__ = ["emulator", "rest"]
 
@@ -225,31 +225,33 @@ async def test_with_the_webhook_down_gpu_pods_and_gangjobs_wait_and_other_pods_d
     emulator: Emulator, installed: Installed
 ) -> None:
     await installed.start()
-    emulator.route_service(*SERVICE, ("127.0.0.1", free_port()))
-    rest = installed.rest
-    refused = await refusal(rest, r.GANG_JOBS, job("train"))
-    assert refused.status == 500
-    assert refused.message.startswith(
-        'Internal error occurred: failed calling webhook "gangjobs.phalanx.dev": failed to '
-        'call webhook: Post "https://phalanx-webhook.phalanx-system.svc:443/'
-        'validate-phalanx-dev-v1alpha1-gangjob?timeout=10s": dial tcp'
-    )
-    assert (await refusal(rest, r.PODS, gpu_pod("trainer"))).status == 500
-    plain = gpu_pod("web")
-    del plain["spec"]["resourceClaims"]
-    assert (await create(rest, r.PODS, plain))["metadata"]["name"] == "web"
+    with refusing_port() as port:
+        emulator.route_service(*SERVICE, ("127.0.0.1", port))
+        rest = installed.rest
+        refused = await refusal(rest, r.GANG_JOBS, job("train"))
+        assert refused.status == 500
+        assert refused.message.startswith(
+            'Internal error occurred: failed calling webhook "gangjobs.phalanx.dev": failed to '
+            'call webhook: Post "https://phalanx-webhook.phalanx-system.svc:443/'
+            'validate-phalanx-dev-v1alpha1-gangjob?timeout=10s": dial tcp'
+        )
+        assert (await refusal(rest, r.PODS, gpu_pod("trainer"))).status == 500
+        plain = gpu_pod("web")
+        del plain["spec"]["resourceClaims"]
+        assert (await create(rest, r.PODS, plain))["metadata"]["name"] == "web"
 
 
 async def test_a_webhook_set_to_ignore_failures_lets_requests_through_while_down(
     emulator: Emulator, installed: Installed
 ) -> None:
     await installed.start()
-    emulator.route_service(*SERVICE, ("127.0.0.1", free_port()))
-    rest = installed.rest
-    config = await rest.get(VALIDATING.path(name="phalanx-validating"))
-    config["webhooks"][0]["failurePolicy"] = "Ignore"
-    await rest.request("PUT", VALIDATING.path(name="phalanx-validating"), body=config)
-    assert (await create(rest, r.GANG_JOBS, job("train")))["metadata"]["name"] == "train"
+    with refusing_port() as port:
+        emulator.route_service(*SERVICE, ("127.0.0.1", port))
+        rest = installed.rest
+        config = await rest.get(VALIDATING.path(name="phalanx-validating"))
+        config["webhooks"][0]["failurePolicy"] = "Ignore"
+        await rest.request("PUT", VALIDATING.path(name="phalanx-validating"), body=config)
+        assert (await create(rest, r.GANG_JOBS, job("train")))["metadata"]["name"] == "train"
 
 
 async def test_the_webhook_makes_its_certificate_and_patches_the_ca_bundles(

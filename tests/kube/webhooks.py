@@ -13,7 +13,8 @@ import json
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,20 @@ def patch_of(operations: list[Obj]) -> Obj:
 
 
 def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
+    """A port free now (bound, then released), for a server that must be told its port
+    before it binds (another process may take the port meanwhile)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port that refuses connections while the context lasts: bound and never
+    listening, so no other process (tests run side by side) can listen on it."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 def webhook(

@@ -7,6 +7,7 @@ to a readable counterexample.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -82,13 +83,22 @@ class ClusterSpec:
     leaves: tuple[str, ...]
 
 
+# Strategies are built once, here, not inside the composites: building one per draw (and
+# hypothesis validating each) took about half of generating an example.
+_DEVICE_COUNTS = st.sampled_from([0, 1, 2, 4, 6, 8, 8, 8])
+_MODELS = st.sampled_from(["h100", "a100"])
+_NVLINKS = st.sampled_from(["nvl-0", "nvl-1", "nvl-2"])
+_FLAGS = st.sampled_from([None, *FLAG_VALUES])
+_ONE_IN_FOUR = st.integers(0, 3)
+
+
+@functools.cache  # one strategy per set of arguments
 @st.composite
 def gpu_devices(draw: st.DrawFn, node: str, shareable: bool = True) -> tuple[Device, ...]:
     """0-8 GPUs with mixed models and NVLink domains; about one in four is shareable
     (unless not `shareable`). Most have a typed FLAG attribute whose values collide in
     Python (True/1, "1"/1)."""
-    count = draw(st.sampled_from([0, 1, 2, 4, 6, 8, 8, 8]))
-    flag = st.sampled_from([None, *FLAG_VALUES])
+    count = draw(_DEVICE_COUNTS)
     return tuple(
         Device(
             DRIVER,
@@ -96,16 +106,22 @@ def gpu_devices(draw: st.DrawFn, node: str, shareable: bool = True) -> tuple[Dev
             f"gpu-{i}",
             node,
             attributes={
-                MODEL: draw(st.sampled_from(["h100", "a100"])),
-                NVLINK: draw(st.sampled_from(["nvl-0", "nvl-1", "nvl-2"])),
+                MODEL: draw(_MODELS),
+                NVLINK: draw(_NVLINKS),
                 INDEX: i,
-                **({} if (value := draw(flag)) is None else {FLAG: value}),
+                **({} if (value := draw(_FLAGS)) is None else {FLAG: value}),
             },
             capacity={f"{DRIVER}/memory": "80Gi"},
-            shareable=shareable and draw(st.integers(0, 3)) == 0,
+            shareable=shareable and draw(_ONE_IN_FOUR) == 0,
         )
         for i in range(count)
     )
+
+
+_NODE_COUNTS = st.integers(1, 6)
+_RACK_LABELS = st.sampled_from([{}, {RACK: "r0"}, {RACK: "r1"}])
+_NODE_CPUS = st.sampled_from([16, 32, 64, 128])
+_NODE_PODS = st.sampled_from([110, 110, 8, 4])
 
 
 @st.composite
@@ -114,14 +130,14 @@ def nodes_and_slices(
 ) -> tuple[tuple[Node, ...], tuple[ResourceSlice, ...]]:
     """1-6 nodes, some labelled rack=r0/r1, each with 0-8 GPUs in one slice; with
     `network`, also 1-4 network-attached GPUs (node None) that any node's pods can use."""
-    n = draw(st.integers(1, 6))
+    n = draw(_NODE_COUNTS)
     nodes = []
     slices = []
     for i in range(n):
         name = f"n{i}"
-        labels = draw(st.sampled_from([{}, {RACK: "r0"}, {RACK: "r1"}]))
-        cpu = draw(st.sampled_from([16, 32, 64, 128])) * 1000
-        pods = draw(st.sampled_from([110, 110, 8, 4]))
+        labels = draw(_RACK_LABELS)
+        cpu = draw(_NODE_CPUS) * 1000
+        pods = draw(_NODE_PODS)
         nodes.append(Node(name, {"cpu": cpu, "memory": 512 * GIB, "pods": pods}, labels))
         devices = draw(gpu_devices(name, shareable))
         if devices:
@@ -145,13 +161,22 @@ def quota_limits(resource: str) -> st.SearchStrategy[QuotaLimit]:
     )
 
 
+_QUOTA_LIMITS = {r: quota_limits(r) for r in QUOTA_RESOURCES}
+_BOOLEANS = st.booleans()
+
+
 @st.composite
 def queue_quota(draw: st.DrawFn) -> dict[str, QuotaLimit]:
-    return {r: draw(quota_limits(r)) for r in QUOTA_RESOURCES if draw(st.booleans())}
+    return {r: draw(_QUOTA_LIMITS[r]) for r in QUOTA_RESOURCES if draw(_BOOLEANS)}
 
 
 QUEUE_WEIGHTS = st.sampled_from([1.0, 1.0, 1.0, 2.0, 0.5, 0.0])
 """Fair-sharing weights, 0 included (a queue with no claim on what others lend)."""
+
+
+_QUEUE_QUOTA = queue_quota()
+_KIDS = st.integers(0, 3)
+_ROOTS = st.integers(1, 2)
 
 
 @st.composite
@@ -162,9 +187,9 @@ def queue_trees(draw: st.DrawFn, max_leaves: int = 5) -> tuple[tuple[Queue, ...]
     leaves: list[str] = []
 
     def grow(name: str, parent: str | None, depth: int) -> None:
-        queues.append(Queue(name, parent, draw(queue_quota()), weight=draw(QUEUE_WEIGHTS)))
+        queues.append(Queue(name, parent, draw(_QUEUE_QUOTA), weight=draw(QUEUE_WEIGHTS)))
         room = max_leaves - len(leaves)
-        kids = draw(st.integers(0, 3)) if depth < 2 and room > 1 else 0
+        kids = draw(_KIDS) if depth < 2 and room > 1 else 0
         kids = min(kids, room)
         if kids == 0:
             leaves.append(name)
@@ -174,7 +199,7 @@ def queue_trees(draw: st.DrawFn, max_leaves: int = 5) -> tuple[tuple[Queue, ...]
                 break
             grow(f"{name}.{k}", name, depth + 1)
 
-    for r in range(draw(st.integers(1, 2))):
+    for r in range(draw(_ROOTS)):
         if len(leaves) >= max_leaves:
             break
         grow(f"q{r}", None, 0)
@@ -189,23 +214,31 @@ def cluster_specs(draw: st.DrawFn, shareable: bool = True, network: bool = False
 
 
 # ---- gangs ------------------------------------------------------------------------------
+_ONE_IN_THREE = st.integers(0, 2)
+_SELECTORS = st.sampled_from([H100, *FLAG_SELECTORS])
+
+
 def _selectors(draw: st.DrawFn) -> tuple[str, ...]:
     """Mostly none; else the h100 selector or one over the typed FLAG attribute."""
-    if draw(st.integers(0, 2)):
+    if draw(_ONE_IN_THREE):
         return ()
-    return (draw(st.sampled_from([H100, *FLAG_SELECTORS])),)
+    return (draw(_SELECTORS),)
 
 
+_SHAPES_OF_ONE = st.sampled_from(["one", "first-available"])
+_SHAPES = st.sampled_from(["one", "first-available", "match", "match", "two-claims"])
+_MATCHED = st.sampled_from([NVLINK, NVLINK, MODEL, FLAG, FLAG])
+_SCOPES = st.sampled_from([("a", "b"), ()])
+
+
+@functools.cache  # one strategy per set of arguments
 @st.composite
 def pod_claims(draw: st.DrawFn, gpus: int) -> tuple[PodClaim, ...]:
     """`gpus` GPUs per pod: one request, two requests under a matchAttribute constraint,
     two separate claims, or a firstAvailable request (h100 first, any GPU second)."""
     if gpus == 0:
         return ()
-    shapes = ["one", "first-available"]
-    if gpus >= 2:
-        shapes += ["match", "match", "two-claims"]
-    shape = draw(st.sampled_from(shapes))
+    shape = draw(_SHAPES if gpus >= 2 else _SHAPES_OF_ONE)
     if shape == "one":
         return (
             PodClaim(
@@ -228,8 +261,8 @@ def pod_claims(draw: st.DrawFn, gpus: int) -> tuple[PodClaim, ...]:
             PodClaim("gpu", ClaimSpec((DeviceRequest.exactly("gpus", GPU, a, _selectors(draw)),))),
             PodClaim("more", ClaimSpec((DeviceRequest.exactly("gpus", GPU, gpus - a),))),
         )
-    attribute = draw(st.sampled_from([NVLINK, NVLINK, MODEL, FLAG, FLAG]))
-    scope = draw(st.sampled_from([("a", "b"), ()]))
+    attribute = draw(_MATCHED)
+    scope = draw(_SCOPES)
     spec = ClaimSpec(
         (
             DeviceRequest.exactly("a", GPU, a, _selectors(draw)),
@@ -240,19 +273,27 @@ def pod_claims(draw: st.DrawFn, gpus: int) -> tuple[PodClaim, ...]:
     return (PodClaim("gpu", spec),)
 
 
+_POD_COUNTS = st.sampled_from([1, 1, 2, 2, 3, 4, 5, 6])
+_POD_GPUS = st.sampled_from([0, 0, 1, 1, 2, 2, 3, 4])
+_POD_CPUS = st.sampled_from([1, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32])
+_NODE_SELECTORS = st.sampled_from([{}, {}, {}, {RACK: "r0"}, {RACK: "r1"}])
+
+
 @st.composite
 def pod_sets(draw: st.DrawFn, index: int) -> PodSet:
-    count = draw(st.sampled_from([1, 1, 2, 2, 3, 4, 5, 6]))
-    gpus = draw(st.sampled_from([0, 0, 1, 1, 2, 2, 3, 4]))
-    cpu = draw(st.sampled_from([1, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32])) * 1000
+    count = draw(_POD_COUNTS)
+    gpus = draw(_POD_GPUS)
+    cpu = draw(_POD_CPUS) * 1000
     return PodSet(
         f"ps{index}",
         count,
         {"cpu": cpu, "memory": GIB},
         claims=draw(pod_claims(gpus)),
-        node_selector=draw(st.sampled_from([{}, {}, {}, {RACK: "r0"}, {RACK: "r1"}])),
+        node_selector=draw(_NODE_SELECTORS),
     )
 
+
+_POD_SETS = (pod_sets(0), pod_sets(1))
 
 topologies = (
     st.none()
@@ -271,19 +312,30 @@ topologies = (
 )
 
 
+_POD_SET_COUNTS = st.integers(1, 2)
+_ONE_IN_THIRTY = st.integers(0, 29)
+_PRIORITIES = st.integers(0, 2)
+_CREATED = st.integers(0, 5)
+
+
+@functools.cache
+def _one_of(values: tuple[str, ...]) -> st.SearchStrategy[str]:
+    return st.sampled_from(values)
+
+
 @st.composite
 def gangs(draw: st.DrawFn, leaves: Sequence[str], uid: str = "g") -> Gang:
     """A gang of 1-2 pod sets on one of `leaves` (rarely a queue it may not use)."""
-    n = draw(st.integers(1, 2))
-    queue = draw(st.sampled_from(leaves)) if draw(st.integers(0, 29)) else "missing"
+    n = draw(_POD_SET_COUNTS)
+    queue = draw(_one_of(tuple(leaves))) if draw(_ONE_IN_THIRTY) else "missing"
     return Gang(
         uid=uid,
         name=uid,
         namespace="default",
         queue=queue,
-        pod_sets=tuple(draw(pod_sets(i)) for i in range(n)),
-        priority=draw(st.integers(0, 2)),
-        created=float(draw(st.integers(0, 5))),
+        pod_sets=tuple(draw(_POD_SETS[i]) for i in range(n)),
+        priority=draw(_PRIORITIES),
+        created=float(draw(_CREATED)),
         topology=draw(topologies),
     )
 
@@ -327,6 +379,30 @@ releases, gangs deleted pending or running, controller restarts (`rebuild`), and
 changes now and then."""
 
 
+_INDEX = st.integers(0, 63)
+_OTHER_KINDS: dict[str, st.SearchStrategy[Op]] = {
+    "commit": st.tuples(st.just("cycle"), st.just("commit")),
+    "rollback": st.tuples(st.just("cycle"), st.just("rollback")),
+    "mixed": st.tuples(st.just("cycle"), st.just("mixed"), st.lists(st.booleans(), max_size=8)),
+    "release": st.tuples(st.just("release"), _INDEX, st.booleans()),
+    "remove_node": st.tuples(st.just("remove_node"), _INDEX),
+    "node": st.tuples(st.just("node"), _INDEX),
+    "foreign_pod": st.tuples(
+        st.just("foreign_pod"), _INDEX, st.integers(1, 16).map(lambda c: c * 1000)
+    ),
+    "foreign_claim": st.tuples(st.just("foreign_claim"), _INDEX, _INDEX),
+    "remove_foreign": st.tuples(st.just("remove_foreign"), _INDEX),
+    "touch_queue": st.tuples(st.just("touch_queue"), _INDEX, st.booleans()),
+    "slice": st.tuples(st.just("slice"), _INDEX, st.sampled_from(["publish", "remove"])),
+    "add_queue": st.tuples(st.just("add_queue"), _INDEX, _QUEUE_QUOTA),
+    "remove_queue": st.tuples(st.just("remove_queue"), _INDEX),
+    "remove_gang": st.tuples(st.just("remove_gang"), _INDEX),
+    "rebuild": st.tuples(st.just("rebuild")),
+}
+"""Every kind of operation but adding gangs (whose queues are the cluster's), in the
+order their names are drawn from."""
+
+
 def operations(
     spec: ClusterSpec,
     max_ops: int = 20,
@@ -337,31 +413,15 @@ def operations(
     With `copies`, gangs are also added in batches of up to that many of one shape (a
     backlog of repeated shapes). `only` restricts the kinds drawn, with these weights
     (e.g. QUEUE_CHURN)."""
-    index = st.integers(0, 63)
+    gang = gangs(spec.leaves)
     kinds: dict[str, st.SearchStrategy[Op]] = {
-        "add": st.tuples(st.just("add"), gangs(spec.leaves)),
-        "commit": st.tuples(st.just("cycle"), st.just("commit")),
-        "rollback": st.tuples(st.just("cycle"), st.just("rollback")),
-        "mixed": st.tuples(st.just("cycle"), st.just("mixed"), st.lists(st.booleans(), max_size=8)),
-        "release": st.tuples(st.just("release"), index, st.booleans()),
-        "remove_node": st.tuples(st.just("remove_node"), index),
-        "node": st.tuples(st.just("node"), index),
-        "foreign_pod": st.tuples(
-            st.just("foreign_pod"), index, st.integers(1, 16).map(lambda c: c * 1000)
-        ),
-        "foreign_claim": st.tuples(st.just("foreign_claim"), index, index),
-        "remove_foreign": st.tuples(st.just("remove_foreign"), index),
-        "touch_queue": st.tuples(st.just("touch_queue"), index, st.booleans()),
-        "slice": st.tuples(st.just("slice"), index, st.sampled_from(["publish", "remove"])),
-        "add_queue": st.tuples(st.just("add_queue"), index, queue_quota()),
-        "remove_queue": st.tuples(st.just("remove_queue"), index),
-        "remove_gang": st.tuples(st.just("remove_gang"), index),
-        "rebuild": st.tuples(st.just("rebuild")),
+        "add": st.tuples(st.just("add"), gang),
+        **_OTHER_KINDS,
     }
     weights = {"add": 6, "commit": 5, "rollback": 2, "mixed": 2, "release": 2}
     weights.update(remove_gang=0, rebuild=0)  # drawn only when asked (`only`)
     if copies:
-        kinds["copies"] = st.tuples(st.just("add"), gangs(spec.leaves), st.integers(2, copies))
+        kinds["copies"] = st.tuples(st.just("add"), gang, st.integers(2, copies))
         weights.update(copies=4, release=4)
     if only is not None:
         weights = {k: only.get(k, 0) for k in kinds}
@@ -369,7 +429,7 @@ def operations(
     op = st.sampled_from(names).flatmap(kinds.__getitem__)
     # Always start with a gang and end with a committed cycle, so every run decides something.
     return st.tuples(
-        st.tuples(st.just("add"), gangs(spec.leaves)),
+        st.tuples(st.just("add"), gang),
         st.lists(op, min_size=min(6, max_ops), max_size=max_ops),
     ).map(lambda first_rest: _number_gangs([first_rest[0], *first_rest[1], ("cycle", "commit")]))
 

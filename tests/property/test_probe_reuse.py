@@ -6,6 +6,7 @@ gangs) under every shipped placement policy, drawn sequences of probes."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -89,6 +90,12 @@ H100_CLASS = DeviceClass("h100", (f'device.driver == "{DRIVER}"', H100))
 on one class and not the other steers firstAvailable."""
 
 
+# Strategies drawn from many times per example are built once (building and validating
+# them per draw cost more than drawing).
+_WIDE_CPUS = st.sampled_from([16, 32, 64])
+_RACK_LABELS = st.sampled_from([{}, {RACK: "r0"}, {RACK: "r1"}])
+
+
 @st.composite
 def wide_specs(draw: st.DrawFn) -> ClusterSpec:
     """3-10 nodes of 0-8 GPUs (shareable ones in a quarter of the clusters), sometimes
@@ -98,8 +105,8 @@ def wide_specs(draw: st.DrawFn) -> ClusterSpec:
     slices = []
     for i in range(draw(st.integers(4, 10))):
         name = f"n{i}"
-        cpu = draw(st.sampled_from([16, 32, 64])) * 1000
-        labels = draw(st.sampled_from([{}, {RACK: "r0"}, {RACK: "r1"}]))
+        cpu = draw(_WIDE_CPUS) * 1000
+        labels = draw(_RACK_LABELS)
         nodes.append(Node(name, {"cpu": cpu, "memory": 512 * GIB, "pods": 110}, labels))
         devices = draw(gpu_devices(name, shareable))
         if devices:
@@ -112,12 +119,17 @@ def wide_specs(draw: st.DrawFn) -> ClusterSpec:
     return ClusterSpec(tuple(nodes), tuple(slices), queues, leaves)
 
 
+_SMALL_GPUS = st.integers(1, 3)
+_SMALL_CPUS = st.sampled_from([1, 2, 4, 8])
+_SMALL_SELECTORS = st.sampled_from([{}, {}, {RACK: "r0"}])
+
+
 @st.composite
 def small_pod_sets(draw: st.DrawFn, index: int, most: int) -> PodSet:
     """1-`most` pods of 1-3 GPUs (any, or an h100 first), small cpu: gangs of several
     pods on few nodes, whose placements a change of one node can move."""
     count = draw(st.integers(1, most))
-    gpus = draw(st.integers(1, 3))
+    gpus = draw(_SMALL_GPUS)
     if draw(st.booleans()):
         request = DeviceRequest.exactly("gpus", GPU, gpus)
     else:
@@ -132,10 +144,15 @@ def small_pod_sets(draw: st.DrawFn, index: int, most: int) -> PodSet:
     return PodSet(
         f"ps{index}",
         count,
-        {"cpu": draw(st.sampled_from([1, 2, 4, 8])) * 1000, "memory": GIB},
+        {"cpu": draw(_SMALL_CPUS) * 1000, "memory": GIB},
         claims=(PodClaim("gpu", ClaimSpec((request,))),),
-        node_selector=draw(st.sampled_from([{}, {}, {RACK: "r0"}])),
+        node_selector=draw(_SMALL_SELECTORS),
     )
+
+
+_small_pod_sets = functools.cache(small_pod_sets)
+_ONE_OR_TWO = st.integers(1, 2)
+_PRIORITIES = st.integers(0, 2)
 
 
 @st.composite
@@ -145,10 +162,14 @@ def small_gangs(draw: st.DrawFn, leaves: tuple[str, ...], uid: str = "g", most: 
         name=uid,
         namespace="default",
         queue=draw(st.sampled_from(leaves)),
-        pod_sets=tuple(draw(small_pod_sets(i, most)) for i in range(draw(st.integers(1, 2)))),
-        priority=draw(st.integers(0, 2)),
+        pod_sets=tuple(draw(_small_pod_sets(i, most)) for i in range(draw(_ONE_OR_TWO))),
+        priority=draw(_PRIORITIES),
         topology=draw(topologies),
     )
+
+
+_H100_NOMINAL = st.integers(0, 8)
+_H100_BORROWING = st.none() | st.integers(0, 4)
 
 
 @st.composite
@@ -156,7 +177,7 @@ def h100_quota(draw: st.DrawFn, queue: Queue) -> Queue:
     """The queue, sometimes with a quota of h100s too."""
     if draw(st.booleans()):
         return queue
-    limit = QuotaLimit(draw(st.integers(0, 8)), draw(st.none() | st.integers(0, 4)))
+    limit = QuotaLimit(draw(_H100_NOMINAL), draw(_H100_BORROWING))
     return replace(queue, quota={**queue.quota, f"devices/{H100_CLASS.name}": limit})
 
 

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from controller.cli import app
+from tests.wide_cli import invoke
 
 CLUSTER = "cluster:\n  - {{name: gpu, {group}}}\n"
 GROUP = "count: 2, gpus: 8, "
@@ -136,7 +137,7 @@ def test_a_sweep_with_too_many_runs_is_refused_before_anything_is_built(tmp_path
 def test_simulate_warns_about_a_job_that_can_never_fit_and_counts_it(tmp_path):
     path = scenario_file(tmp_path, job="pods: 3, gpusPerPod: 8")
     path.write_text(path.read_text().replace("pods: 1, gpusPerPod: 1, ", ""))
-    out = CliRunner().invoke(app, ["simulate", str(path)], env={"COLUMNS": "200"})
+    out = invoke(["simulate", str(path)], columns=200)
     assert out.exit_code == 0, out.output
     assert out.output.splitlines()[0] == (
         "warning: job j can never fit: needs 24 devices/gpu; the cluster has 16"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from controller.cli import app
+from tests.wide_cli import invoke
 
 SCENARIO = Path(__file__).parents[2] / "simulations" / "scenarios" / "minimal-deadlock.yaml"
 
@@ -19,9 +20,7 @@ def test_sweep_prints_one_row_per_scheduler_and_parameter_value(tmp_path):
         "parameters:\n  cycleInterval: [1, 2]\n"
     )
     out_json = tmp_path / "runs.json"
-    result = CliRunner().invoke(
-        app, ["sweep", str(spec), "--workers", "1", "--json", str(out_json)], env={"COLUMNS": "200"}
-    )
+    result = invoke(["sweep", str(spec), "--workers", "1", "--json", str(out_json)], columns=200)
     assert result.exit_code == 0, result.output
     assert "8 runs" in result.output
     assert len(json.loads(out_json.read_text())["table"]) == 4

@@ -12,7 +12,6 @@ import cel
 import pytest
 import yaml
 from pydantic import Field, ValidationError
-from typer.testing import CliRunner
 
 from controller.api import crdgen
 from controller.api.common import ApiModel, cel_rules, parse_quantity
@@ -20,7 +19,7 @@ from controller.api.crdcost import CRD_COST_LIMIT, PER_RULE_COST_LIMIT, schema_c
 from controller.api.crdgen import CrdBudgetError, check_crds, render_crds, write_crds
 from controller.api.gangjob import GangJob
 from controller.api.queue import Queue
-from controller.cli import app
+from tests.wide_cli import invoke
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILES = ["gangjobs.phalanx.dev.yaml", "queues.phalanx.dev.yaml"]
@@ -531,9 +530,7 @@ def test_generation_refuses_a_rule_over_budget_naming_it_and_its_factor() -> Non
 
 @pytest.mark.usefixtures("costly_resource")
 def test_crds_check_command_fails_on_a_rule_over_budget(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["crds", "--check", "--out", str(tmp_path)], env={"COLUMNS": "400"}
-    )
+    result = invoke(["crds", "--check", "--out", str(tmp_path)], columns=400)
 
     assert result.exit_code == 1
     assert COSTLY_RULE in result.output

@@ -11,14 +11,13 @@ from typer.testing import CliRunner
 
 from controller.cli import app
 from controller.webhook import configs, manifests
+from tests.wide_cli import invoke
 
 
 def test_the_check_names_each_stale_file_and_how_to_regenerate(tmp_path: Path) -> None:
     (tmp_path / manifests.KUSTOMIZE).parent.mkdir(parents=True)
     (tmp_path / manifests.KUSTOMIZE).write_text("# edited by hand\n")
-    result = CliRunner().invoke(
-        app, ["webhook-configs", "--check", "--root", str(tmp_path)], env={"COLUMNS": "400"}
-    )
+    result = invoke(["webhook-configs", "--check", "--root", str(tmp_path)], columns=400)
     assert result.exit_code == 1
     assert str(manifests.KUSTOMIZE) in result.output and str(manifests.HELM) in result.output
     assert "run `phalanx webhook-configs` to regenerate" in result.output

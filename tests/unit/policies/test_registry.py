@@ -9,15 +9,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
-from typer.testing import CliRunner
 
-from controller.cli import app
 from controller.engine.errors import InvalidInput
 from controller.engine.policy import BinPack, FifoWithinPriority, NoPreemption
 from policies import registry, routing
 from policies.registry import PolicyRef, UnknownPolicy
 from policies.routing import PolicySelection
 from tests.builders import cluster, engine, gang
+from tests.wide_cli import invoke
 
 
 @dataclass
@@ -427,7 +426,7 @@ def test_a_plugin_cannot_shadow_a_builtin(local, site):
 
 
 def run_cli(*args):
-    result = CliRunner().invoke(app, ["policies", *args], env={"COLUMNS": "200"})
+    result = invoke(["policies", *args], columns=200)
     assert result.exit_code == 0, result.output
     return result.output
 
