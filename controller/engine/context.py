@@ -256,7 +256,7 @@ class CycleContext:
         assert kept is not None
         released = [self._out.pop(uid) for uid in victims]
         for victim, res in released:
-            self.state.journal_release(victim, res)
+            self.state.journal_change(victim, res)
         self._placed, self._kept, self._changed = None, None, set()
         self._placed_held.clear()
         epoch, generation = kept[1]

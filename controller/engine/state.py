@@ -546,8 +546,7 @@ class ClusterState:
         self._unqueue(gang.uid)
         self.pending_since.pop(gang.uid, None)
         self.admission_generation += 1
-        if self._admission_journals and not self._quiet:
-            self._journal_admission((gang.uid, gang.queue, reservation.queue))
+        self.journal_change(gang, reservation)
 
     def restore(
         self, gang: Gang, reservation: Reservation, undo: bool = False, trusted: bool = False
@@ -605,7 +604,7 @@ class ClusterState:
     def unjournaled(self) -> Iterator[None]:
         """Admissions and releases inside are not written to readers' journals: for
         what-if probes, which put back what they release before anyone reads the state
-        again, or write what they keep released (`journal_release`). Readers would
+        again, or write what they keep released (`journal_change`). Readers would
         otherwise catch up on every gang a search released and restored."""
         was, self._quiet = self._quiet, True
         try:
@@ -613,9 +612,10 @@ class ClusterState:
         finally:
             self._quiet = was
 
-    def journal_release(self, gang: Gang, reservation: Reservation) -> None:
-        """Write the release of `gang` (its `reservation`) made `unjournaled`."""
-        if self._admission_journals:
+    def journal_change(self, gang: Gang, reservation: Reservation) -> None:
+        """Write the admission or release of `gang` (with `reservation`) to readers'
+        journals, unless `unjournaled`: also a probe's release kept after it ends."""
+        if self._admission_journals and not self._quiet:
             self._journal_admission((gang.uid, gang.queue, reservation.queue))
 
     def _journal_admission(self, change: AdmissionChange) -> None:
@@ -641,8 +641,7 @@ class ClusterState:
         self._hold_pods(uid, reservation.pods, -1)
         self.quota.uncharge(reservation.queue, reservation.charge)
         self.admission_generation += 1
-        if self._admission_journals and not self._quiet:
-            self._journal_admission((uid, gang.queue, reservation.queue))
+        self.journal_change(gang, reservation)
         self._grow()
         if requeue:
             self.requeue(gang, reservation)
