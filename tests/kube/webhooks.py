@@ -88,14 +88,6 @@ def patch_of(operations: list[Obj]) -> Obj:
     return {"allowed": True, "patchType": "JSONPatch", "patch": raw}
 
 
-def free_port() -> int:
-    """A port free now (bound, then released), for a server that must be told its port
-    before it binds (another process may take the port meanwhile)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def refusing_port() -> Iterator[int]:
     """A port that refuses connections while the context lasts: bound and never
@@ -103,6 +95,13 @@ def refusing_port() -> Iterator[int]:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         yield int(held.getsockname()[1])
+
+
+def free_port() -> int:
+    """A port free now (a refusing port, released), for a server that must be told its
+    port before it binds (another process may take the port meanwhile)."""
+    with refusing_port() as port:
+        return port
 
 
 def webhook(
