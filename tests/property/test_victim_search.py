@@ -225,14 +225,23 @@ def test_policies_kept_across_contention_answer_as_fresh_ones(
     """Full clusters of queues borrowing from each other (so reclaim has lenders and
     fair-share rivals), gangs finishing and arriving between cycles: before every cycle,
     the long-lived policy answers `could_help` and `victims` as a fresh one."""
-    state = contended(seed)
-    engine = make_engine(state, kind)
-    leaves = sorted(q for q in state.quota.names() if state.quota.is_leaf(q))
+    state, engine, leaves = contended_engine(seed, kind)
     for step, (i, pods, gpus) in enumerate([(0, 1, 1), *steps]):
         state.now = 200.0 + 600.0 * step
         fresh = make_engine(state, kind).preemption
         assert ask(state, engine, engine.preemption) == ask(state, engine, fresh)
         cycle_then_churn(engine, leaves, step, (i, pods, gpus))
+
+
+def contended_engine(seed: int, kind: str) -> tuple[ClusterState, Engine, list[str]]:
+    """A full cluster (`contended`), an engine under preemption policy `kind` on it, and
+    the cluster's leaf queues by name."""
+    state = contended(seed)
+    return (
+        state,
+        make_engine(state, kind),
+        sorted(q for q in state.quota.names() if state.quota.is_leaf(q)),
+    )
 
 
 def cycle_then_churn(
@@ -504,11 +513,9 @@ def test_reclaim_answers_under_a_stamp_kept_are_a_fresh_policys(
     in full clusters with gangs admitted, finishing and arriving, whenever a queue's
     stamp is one seen before, every `could_help` answer recorded under it (per
     `help_key`) is what a fresh policy answers now."""
-    state = contended(seed)
-    engine = make_engine(state, kind)
+    state, engine, leaves = contended_engine(seed, kind)
     policy = engine.preemption
     assert isinstance(policy, preemption.ReclaimPreemption)
-    leaves = sorted(q for q in state.quota.names() if state.quota.is_leaf(q))
     given_under: list[tuple[object, dict[Hashable, bool]]] = []
     kept = 0
     for step, (i, pods, gpus) in enumerate([(0, 1, 1), *steps]):
@@ -575,11 +582,9 @@ def test_reclaim_could_help_answers_as_its_rule(
     """reclaim's `could_help` (answered from its kept views' lending per resource) is, for
     every pending gang, what its rule recomputed from the state says, in full clusters
     with gangs admitted, finishing and arriving."""
-    state = contended(seed)
-    engine = make_engine(state, kind)
+    state, engine, leaves = contended_engine(seed, kind)
     policy = engine.preemption
     assert isinstance(policy, preemption.ReclaimPreemption)
-    leaves = sorted(q for q in state.quota.names() if state.quota.is_leaf(q))
     yes = 0
     for step, churn in enumerate([(0, 1, 1), *steps]):
         state.now = 200.0 + 600.0 * step
