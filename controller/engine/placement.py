@@ -38,6 +38,8 @@ _MADE_DOMAINS_KEPT = 1 << 14
 """Domains a placer keeps for reuse; dropped wholesale when full (cheap to redo)."""
 GANG_SEARCH_STEPS = 512
 """Bound on (pod, node, allocation) choices of the exhaustive gang search."""
+VIABLE_CAP = 64
+"""Viable nodes counted per pod set to order the exhaustive gang search."""
 SHAREABLE_ROOM = 1 << 30
 """Pods a shareable device could serve: bounded by nothing a device count can tell."""
 
@@ -603,13 +605,17 @@ class Placer:
         state = self.state
         uid = plan.gang.uid
         search = plan.device_search(state.inventory, domain, budget)
-        pods = [(d, i) for d in demands for i in range(d.pod_set.count)]
         orders: dict[str, list[str]] = {}
         for d in demands:
             eligible = self._eligible(d, domain)
             first = [n for n in self._active.node_candidates(state, d, eligible)]
             seen = set(first)
             orders[d.pod_set.name] = first + sorted(n for n in eligible if n not in seen)
+        rank = {
+            d.pod_set.name: self._viable_nodes(d, orders[d.pod_set.name], search) for d in demands
+        }
+        first_fail = sorted(demands, key=lambda d: rank[d.pod_set.name])
+        pods = [(d, i) for d in first_fail for i in range(d.pod_set.count)]
         placed: list[PodPlacement] = []
         steps = [GANG_SEARCH_STEPS]
         deepest = [0]
@@ -650,12 +656,31 @@ class Placer:
                 state.release_pod(uid, p)
             raise
         if found:
+            position = {d.pod_set.name: i for i, d in enumerate(demands)}
+            placed.sort(key=lambda p: (position[p.pod_set], p.index))
             return tuple(placed), None
         demand, index = pods[deepest[0]]
         note = search.exhausted
         if steps[0] < 0:
             note = f"placement search budget of {GANG_SEARCH_STEPS} steps exhausted"
         return None, _Failure(demand, index, demand.pod_set.count, domain, note)
+
+    def _viable_nodes(self, demand: PodDemand, order: list[str], search: DeviceSearch) -> int:
+        """How many nodes could take one pod of `demand` now, up to VIABLE_CAP: the gang
+        search places the pod sets with the fewest first, so that a pod set only one
+        node can host is not starved by the others' many equivalent choices."""
+        nodes = self.state.nodes
+        claims = demand.pod_set.claims
+        count = 0
+        for node in order:
+            if (
+                nodes[node].fits(demand.requests)
+                and next(iter(search.allocations(node, claims)), None) is not None
+            ):
+                count += 1
+                if count >= VIABLE_CAP:
+                    break
+        return count
 
     # ---- cheap necessary conditions and domains --------------------------------------
     def _precheck(self, plan: GangPlan) -> str | None:
