@@ -55,6 +55,12 @@ def bench_engine(
     nodes: Annotated[int, typer.Option(min=1, help="Nodes, each with 8 DRA GPUs.")] = 1000,
     gangs: Annotated[int, typer.Option(min=1, help="Pending gangs in the backlog.")] = 5000,
     incremental: Annotated[int, typer.Option(min=0, help="Incremental cycles to time.")] = 100,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Runs of fill and cycles, each in a fresh process; per-cycle medians."
+        ),
+    ] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic backlog.")] = 7,
     backlog: Annotated[
         list[int] | None,
@@ -74,7 +80,7 @@ def bench_engine(
     chosen = _settings(ordering=ordering, preemption=preemption, placement=placement)
     shape = ClusterShape(nodes=nodes, gangs=gangs, seed=seed)
     with console.status("filling the synthetic cluster..."):
-        figures = run(shape, incremental, chosen.policy_selection())
+        figures = run(shape, incremental, chosen.policy_selection(), repeats)
     sizes = tuple(sorted(backlog or BACKLOGS))
     with console.status(f"timing incremental cycles at backlogs of {sizes}..."):
         scaling, targets, met = backlog_scaling(

@@ -31,6 +31,8 @@ class EngineFigures:
     nodes: int
     gpus: int
     gangs: int
+    repeats: int
+    """Runs measured; each cycle's time is its median over them (`per_cycle_median`)."""
     setup_s: float
     first_fill_s: float
     first_fill_cycles: int
@@ -68,9 +70,36 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def run(
-    shape: ClusterShape, incremental: int = 100, policies: PolicySelection | None = None
-) -> EngineFigures:
+@dataclass
+class EngineRun:
+    """One fill and its incremental cycles, measured in one process."""
+
+    policies: str
+    setup_s: float
+    first_fill_s: float
+    first_fill_cycles: int
+    admitted_gangs: int
+    admitted_pods: int
+    gpus_allocated: int
+    wall_ms: list[float]
+    cpu_ms: list[float]
+    considered: list[int]
+    """Pending gangs each incremental cycle looked at: the same in every run of one
+    workload (the engine is deterministic), so runs can be compared cycle by cycle."""
+    peak_rss_mib: float
+
+    def workload(self) -> tuple[object, ...]:
+        """What every run of the same shape and policies must repeat exactly."""
+        return (
+            self.first_fill_cycles,
+            self.admitted_gangs,
+            self.admitted_pods,
+            self.gpus_allocated,
+            self.considered,
+        )
+
+
+def run_once(shape: ClusterShape, incremental: int, policies: PolicySelection | None) -> EngineRun:
     """Fill the synthetic cluster from an empty start, then finish gangs one at a time
     (one a minute of virtual time), under the given policies (default: the built-in ones).
     """
@@ -102,9 +131,9 @@ def run(
         admitted_gangs = len(state.admitted)
 
         rng = random.Random(shape.seed + 1)
-        timings = []
-        cpu = []
-        considered = 0
+        timings: list[float] = []
+        cpu: list[float] = []
+        considered: list[int] = []
         for _ in range(incremental):
             if not state.admitted:
                 break
@@ -116,20 +145,79 @@ def run(
             result.ledger.commit_all()
             timings.append((time.perf_counter() - t) * 1000)
             cpu.append((time.process_time() - c) * 1000)
-            considered += result.considered
+            considered.append(result.considered)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return EngineFigures(
+    return EngineRun(
         policies=" / ".join(p.name for p in (engine.ordering, engine.preemption, engine.placement)),
-        nodes=shape.nodes,
-        gpus=shape.nodes * shape.gpus_per_node,
-        gangs=shape.gangs,
-        setup_s=round(setup, 3),
-        first_fill_s=round(first_fill, 3),
+        setup_s=setup,
+        first_fill_s=first_fill,
         first_fill_cycles=cycles,
         admitted_gangs=admitted_gangs,
         admitted_pods=admitted_pods,
         gpus_allocated=gpus,
-        us_per_admitted_pod=round(first_fill * 1e6 / max(1, admitted_pods), 1),
+        wall_ms=timings,
+        cpu_ms=cpu,
+        considered=considered,
+        peak_rss_mib=rss,
+    )
+
+
+def per_cycle_median(runs: list[list[float]]) -> list[float]:
+    """Each cycle's median over runs of the same cycles: a cycle slowed in one run by
+    another process taking the core does not count as slow."""
+    return [statistics.median(times) for times in zip(*runs, strict=True)]
+
+
+def same_work(runs: list[EngineRun]) -> EngineRun:
+    """The first run, once every run is known to have repeated its work exactly (else
+    their times are of different work and are not compared)."""
+    first = runs[0]
+    for k, other in enumerate(runs[1:], start=2):
+        if other.workload() != first.workload():
+            raise RuntimeError(
+                f"run {k} of the engine benchmark did other work than run 1 (admitted "
+                f"{other.admitted_gangs} gangs against {first.admitted_gangs}, considered "
+                f"{sum(other.considered)} in its cycles against {sum(first.considered)}): "
+                "the engine is not deterministic"
+            )
+    return first
+
+
+def run(
+    shape: ClusterShape,
+    incremental: int = 100,
+    policies: PolicySelection | None = None,
+    repeats: int = 1,
+) -> EngineFigures:
+    """`run_once`, `repeats` times (more than once: each in a fresh process, so no run
+    inherits another's heap): times are each cycle's median over the runs, the first
+    fill's the median fill. Runs must repeat one another's work exactly, or this raises."""
+    if repeats == 1:
+        runs = [run_once(shape, incremental, policies)]
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        runs = []
+        for _ in range(repeats):
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                runs.append(pool.submit(run_once, shape, incremental, policies).result())
+    first = same_work(runs)
+    timings = per_cycle_median([r.wall_ms for r in runs])
+    cpu = per_cycle_median([r.cpu_ms for r in runs])
+    first_fill = statistics.median(r.first_fill_s for r in runs)
+    considered = sum(first.considered)
+    return EngineFigures(
+        policies=first.policies,
+        nodes=shape.nodes,
+        gpus=shape.nodes * shape.gpus_per_node,
+        gangs=shape.gangs,
+        repeats=len(runs),
+        setup_s=round(statistics.median(r.setup_s for r in runs), 3),
+        first_fill_s=round(first_fill, 3),
+        first_fill_cycles=first.first_fill_cycles,
+        admitted_gangs=first.admitted_gangs,
+        admitted_pods=first.admitted_pods,
+        gpus_allocated=first.gpus_allocated,
+        us_per_admitted_pod=round(first_fill * 1e6 / max(1, first.admitted_pods), 1),
         incremental_cycles=len(timings),
         incremental_p50_ms=round(statistics.median(timings), 3) if timings else 0.0,
         incremental_p95_ms=round(_percentile(timings, 0.95), 3) if timings else 0.0,
@@ -138,7 +226,7 @@ def run(
         incremental_considered_mean=round(considered / max(1, len(timings)), 1),
         incremental_cpu_p50_ms=round(statistics.median(cpu), 3) if cpu else 0.0,
         incremental_cpu_p95_ms=round(_percentile(cpu, 0.95), 3) if cpu else 0.0,
-        peak_rss_mib=round(rss, 1),
+        peak_rss_mib=round(max(r.peak_rss_mib for r in runs), 1),
     )
 
 
