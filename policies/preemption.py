@@ -642,14 +642,24 @@ class _ReclaimView:
 
 class _HelpStamp:
     """reclaim's `help_stamp` of a queue: the answers given under it (the `helps` of the
-    view it was last checked against)."""
+    view it was last checked against), and what changed since the stamp it replaced."""
 
-    __slots__ = ("answers", "state", "view")
+    __slots__ = ("answers", "changed", "previous", "state", "view")
 
-    def __init__(self, state: ClusterState) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        previous: _HelpStamp | None = None,
+        changed: frozenset[_HelpKey] | None = None,
+    ) -> None:
         self.state = state
         self.view: _ReclaimView | None = None
         self.answers: dict[_HelpKey, bool] = {}
+        self.previous = previous
+        """The stamp this one replaced (itself unlinked from its own: no chain grows)."""
+        self.changed = changed
+        """The keys answered under `previous` whose answers differ under this one (None:
+        not known)."""
 
 
 @builtin
@@ -817,28 +827,40 @@ class ReclaimPreemption:
         stays while every answer given under it (recorded in the view's `helps`) is the
         same for the queue's view now: a view that changes only where no answer given
         looks (room that no asked charge comes near) keeps the stamp; an answer that would
-        differ makes a new one. Keys never asked are not covered: nobody kept theirs."""
+        differ makes a new one, which names the keys whose answers differ
+        (`help_changed`). Keys never asked are not covered: nobody kept theirs."""
         view = self._view(state, queue)
         if view is None:
             return None
         stamp = self._stamps.get(queue)
         if stamp is not None and stamp.view is view:
             return stamp
-        if (
-            stamp is not None
-            and stamp.state is state
-            and (
-                self._answers_kept(queue, stamp.view, view)
-                or all(self._answer(view, k) is a for k, a in stamp.answers.items())
-            )
-        ):
-            view.helps.update(stamp.answers)  # the same answers (equal where both have one)
-        else:
+        if stamp is None or stamp.state is not state:
             if len(self._stamps) > 4096:
                 self._stamps.clear()
             stamp = self._stamps[queue] = _HelpStamp(state)
+        elif self._answers_kept(queue, stamp.view, view):
+            view.helps.update(stamp.answers)  # the same answers (equal where both have one)
+        else:
+            changed = set()
+            helps = view.helps
+            for k, a in stamp.answers.items():  # every key answered, answered for this view
+                now = helps[k] = self._answer(view, k)
+                if now is not a:
+                    changed.add(k)
+            if changed:
+                stamp.previous = None
+                stamp = self._stamps[queue] = _HelpStamp(state, stamp, frozenset(changed))
         stamp.view, stamp.answers = view, view.helps
         return stamp
+
+    def help_changed(self, before: object, after: object) -> frozenset[_HelpKey] | None:
+        """The keys answered under `before` whose answers differ under `after`, when
+        `after` directly replaced it (None otherwise). Keys never answered under `before`
+        are not named: nobody kept an answer for them."""
+        if isinstance(after, _HelpStamp) and after.previous is before:
+            return after.changed
+        return None
 
     def _answers_kept(self, queue: str, before: _ReclaimView | None, now: _ReclaimView) -> bool:
         """Whether every answer given under view `before` of the queue is the same under

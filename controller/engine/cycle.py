@@ -66,6 +66,7 @@ from controller.engine.policy import (
     OrderingPolicy,
     PlacementPolicy,
     PreemptionPolicy,
+    help_changed,
     help_key,
     help_stamp,
 )
@@ -650,23 +651,57 @@ class Engine:
                 continue
             stamp = self._help_stamp(queue)
             kept = self._queue_helped.get(queue)
-            if (
-                stamp is not None
-                and kept is not None
-                and kept[0] is stamp
-                and (kept[1] is classes or kept[1] == classes)
-            ):
+            if stamp is None or kept is None or not (kept[1] is classes or kept[1] == classes):
+                kept = None
+            elif kept[0] is stamp:
                 if kept[1] is not classes:  # the same classes, in a later cycle
                     self._queue_helped[queue] = (stamp, classes, kept[2])
                 now.update(kept[2])
                 continue
-            yes = {cls for cls in classes if self._class_helped(backlog, cls)}
+            yes = None if kept is None else self._helped_since(backlog, classes, kept, stamp)
+            if yes is None:
+                yes = {cls for cls in classes if self._class_helped(backlog, cls)}
             now.update(yes)
             if stamp is not None and all(
                 (k := self._help_kept.get(cls)) is not None and k[0] is stamp for cls in classes
             ):
                 self._queue_helped[queue] = (stamp, classes, yes)
         return now
+
+    def _helped_since(
+        self,
+        backlog: Backlog,
+        classes: tuple[HelpClass, ...],
+        kept: tuple[object, tuple[HelpClass, ...], set[HelpClass]],
+        stamp: object,
+    ) -> set[HelpClass] | None:
+        """A queue's classes helped now, from those helped under its kept stamp: the
+        classes of the keys whose answers the policy says may differ since
+        (`help_changed`) are asked again, the others keep their answers under the new
+        stamp. None: the policy cannot say (or failed)."""
+        assert self._raw is not None
+        changed_of = help_changed(self._raw[1])
+        if changed_of is None:
+            return None
+        try:
+            keys = changed_of(kept[0], stamp)
+        except Exception:
+            return None
+        if keys is None:
+            return None
+        ids = {self._help_ids[k] for k in keys if k in self._help_ids}
+        before = kept[2]
+        yes: set[HelpClass] = set()
+        for cls in classes:
+            if cls[1] in ids:
+                hit = self._class_helped(backlog, cls)
+            else:
+                hit = cls in before
+                self._help_kept[cls] = (stamp, hit)
+                self._help_cache[cls] = hit
+            if hit:
+                yes.add(cls)
+        return yes
 
     def _help_stamp(self, queue: str) -> object | None:
         """The preemption policy's `help_stamp` of the queue in this state (None: it

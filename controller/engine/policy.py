@@ -8,7 +8,7 @@ cycle through a `CycleContext`: the state, the clock, and a side-effect-free
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.engine.model import Gang, Topology
@@ -50,8 +50,10 @@ class PreemptionPolicy(Protocol):
 
     Optional, each only saves time: `help_key(gang)` (gangs `could_help` answers alike
     for, see `help_key` below), `help_stamp(state, queue)` (an object that stays the same
-    while `could_help` answers as before for the queue's gangs, see `help_stamp`), and
-    `retry_at(state, gang)` (when a refused preemption may pass with no other change).
+    while `could_help` answers as before for the queue's gangs, see `help_stamp`),
+    `help_changed(before, after)` (the keys whose answers two stamps differ in, see
+    `help_changed`), and `retry_at(state, gang)` (when a refused preemption may pass with
+    no other change).
     """
 
     name: str
@@ -135,6 +137,19 @@ def help_stamp(policy: PreemptionPolicy) -> Callable[[ClusterState, str], object
     again after each. None: the policy declares none (asked again after each change)."""
     stamp = getattr(policy, "help_stamp", None)
     return stamp if callable(stamp) else None
+
+
+def help_changed(
+    policy: PreemptionPolicy,
+) -> Callable[[object, object], Collection[Hashable] | None] | None:
+    """The policy's optional `help_changed(before, after)`, for two `help_stamp`s of one
+    leaf queue (`before` given earlier): the `help_key`s of every class whose
+    `could_help` answer under `after` may differ from its answer under `before`, or None
+    when the policy cannot say. A queue whose stamp changed then has only those classes
+    asked again; the others keep their answers. None: the policy declares none (every
+    class of the queue is asked again)."""
+    changed = getattr(policy, "help_changed", None)
+    return changed if callable(changed) else None
 
 
 def node_order_is_local(policy: PlacementPolicy) -> bool:

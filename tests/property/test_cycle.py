@@ -285,7 +285,8 @@ def test_could_help_kept_while_its_stamp_holds_decides_as_asking_after_each_chan
 ) -> None:
     """The engine keeps `could_help` answers per class (and per queue, while its classes
     are the same) while the policy's `help_stamp` of the queue is the same, across
-    cycles too (gangs arriving and leaving between them): cycle after cycle it decides
+    cycles too (gangs arriving and leaving between them), and when the stamp is replaced
+    asks again only the classes `help_changed` names: cycle after cycle it decides
     exactly as an engine on an identical state whose policy hides its stamp (asked after
     each change), reasons, victims and the number of searches included."""
     states = [borrowing_cluster(backlog) for _ in range(2)]
