@@ -3,6 +3,7 @@ and the incremental cycle at growing backlogs (it must stay nearly flat)."""
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import random
 import resource
@@ -12,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 from controller.bench.synthetic import ClusterShape, backlog, build_state
-from controller.engine.cycle import Engine
+from controller.engine.cycle import CycleResult, Engine
 from controller.runtime import settled_heap
 from policies.registry import PolicyRef
 from policies.routing import PolicySelection, build
@@ -51,6 +52,10 @@ class EngineFigures:
     incremental_cpu_p95_ms: float
     """The same cycles in CPU time of this process: what a shared, loaded machine
     perturbs least (wall-clock figures include time other processes took the core)."""
+    decisions_digest: str
+    """A hash of every decision of the fill and the incremental cycles (reasons,
+    reservations, victims) and their effort counters: a change that claims to keep every
+    decision must keep it."""
     peak_rss_mib: float
 
     def as_dict(self) -> dict[str, float | int]:
@@ -86,6 +91,8 @@ class EngineRun:
     considered: list[int]
     """Pending gangs each incremental cycle looked at: the same in every run of one
     workload (the engine is deterministic), so runs can be compared cycle by cycle."""
+    digest: str
+    """`decisions_digest` of this run."""
     peak_rss_mib: float
 
     def workload(self) -> tuple[object, ...]:
@@ -96,7 +103,24 @@ class EngineRun:
             self.admitted_pods,
             self.gpus_allocated,
             self.considered,
+            self.digest,
         )
+
+
+def _digest_cycle(digest: hashlib._Hash, result: CycleResult) -> None:
+    """Feed one cycle's decisions (reasons, reservations, victims) and effort counters
+    to a run's digest: equal digests mean the same decisions, found with the same work."""
+    for decision in result.decisions:
+        digest.update(repr(decision).encode())
+    effort = (
+        result.considered,
+        result.skipped,
+        result.placements_tried,
+        result.preemption_searches,
+        result.wake_at,
+        result.faults,
+    )
+    digest.update(repr(effort).encode())
 
 
 def run_once(shape: ClusterShape, incremental: int, policies: PolicySelection | None) -> EngineRun:
@@ -118,14 +142,19 @@ def run_once(shape: ClusterShape, incremental: int, policies: PolicySelection | 
     # was built: with that heap frozen (controller.runtime).
     with settled_heap():
         t1 = time.perf_counter()
-        cycles = 0
+        fill: list[CycleResult] = []
         while True:
-            cycles += 1
             result = engine.cycle()
             result.ledger.commit_all()
+            fill.append(result)
             if not result.admitted:
                 break
         first_fill = time.perf_counter() - t1
+        cycles = len(fill)
+        digest = hashlib.sha256()
+        for result in fill:
+            _digest_cycle(digest, result)
+        del fill
         admitted_pods = sum(len(r.pods) for r in state.admitted.values())
         gpus = sum(r.device_count() for r in state.admitted.values())
         admitted_gangs = len(state.admitted)
@@ -146,6 +175,7 @@ def run_once(shape: ClusterShape, incremental: int, policies: PolicySelection | 
             timings.append((time.perf_counter() - t) * 1000)
             cpu.append((time.process_time() - c) * 1000)
             considered.append(result.considered)
+            _digest_cycle(digest, result)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return EngineRun(
         policies=" / ".join(p.name for p in (engine.ordering, engine.preemption, engine.placement)),
@@ -158,6 +188,7 @@ def run_once(shape: ClusterShape, incremental: int, policies: PolicySelection | 
         wall_ms=timings,
         cpu_ms=cpu,
         considered=considered,
+        digest=digest.hexdigest()[:16],
         peak_rss_mib=rss,
     )
 
@@ -177,8 +208,9 @@ def same_work(runs: list[EngineRun]) -> EngineRun:
             raise RuntimeError(
                 f"run {k} of the engine benchmark did other work than run 1 (admitted "
                 f"{other.admitted_gangs} gangs against {first.admitted_gangs}, considered "
-                f"{sum(other.considered)} in its cycles against {sum(first.considered)}): "
-                "the engine is not deterministic"
+                f"{sum(other.considered)} in its cycles against {sum(first.considered)}, "
+                f"decisions digest {other.digest} against {first.digest}): the engine is "
+                "not deterministic"
             )
     return first
 
@@ -226,6 +258,7 @@ def run(
         incremental_considered_mean=round(considered / max(1, len(timings)), 1),
         incremental_cpu_p50_ms=round(statistics.median(cpu), 3) if cpu else 0.0,
         incremental_cpu_p95_ms=round(_percentile(cpu, 0.95), 3) if cpu else 0.0,
+        decisions_digest=first.digest,
         peak_rss_mib=round(max(r.peak_rss_mib for r in runs), 1),
     )
 
