@@ -5,7 +5,7 @@ never what it decides."""
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import replace
 from unittest import mock
 
@@ -499,12 +499,34 @@ def test_searches_counted_out_by_the_union_of_their_sets_decide_as_probing_them(
     assert fast == searched(seed, ref, exact, union_first=False)
 
 
+CHURN = st.lists(st.tuples(st.integers(0, 63), st.integers(1, 3), st.integers(1, 8)), max_size=8)
+"""Steps of `cycle_then_churn`: (which gang finishes and where one arrives, its pods, GPUs)."""
+
+
+def reclaim_stamps(
+    seed: int, kind: str, steps: list[tuple[int, int, int]]
+) -> Iterator[
+    tuple[ClusterState, preemption.ReclaimPreemption, PreemptionPolicy, str, object, list[Gang]]
+]:
+    """In a full cluster with gangs admitted, finishing and arriving (`steps`, each
+    after a cycle), at every step and for every leaf queue: the state, the engine's
+    reclaim policy, a fresh one on the state now, the queue, the engine's policy's
+    `help_stamp` of it now, and its pending gangs by uid."""
+    state, engine, leaves = contended_engine(seed, kind)
+    policy = engine.preemption
+    assert isinstance(policy, preemption.ReclaimPreemption)
+    for step, churn in enumerate([(0, 1, 1), *steps]):
+        state.now = 200.0 + 600.0 * step
+        fresh = make_engine(state, kind).preemption
+        for q in leaves:
+            stamp = policy.help_stamp(state, q)
+            pending = sorted(state.pending.values(), key=lambda g: g.uid)
+            yield state, policy, fresh, q, stamp, [g for g in pending if g.queue == q]
+        cycle_then_churn(engine, leaves, step, churn)
+
+
 @property_settings(100)
-@given(
-    st.integers(0, 2**32 - 1),
-    st.sampled_from(["reclaim", "reclaim-lower"]),
-    st.lists(st.tuples(st.integers(0, 63), st.integers(1, 3), st.integers(1, 8)), max_size=8),
-)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["reclaim", "reclaim-lower"]), CHURN)
 def test_reclaim_answers_under_a_stamp_kept_are_a_fresh_policys(
     seed: int, kind: str, steps: list[tuple[int, int, int]]
 ) -> None:
@@ -513,38 +535,24 @@ def test_reclaim_answers_under_a_stamp_kept_are_a_fresh_policys(
     in full clusters with gangs admitted, finishing and arriving, whenever a queue's
     stamp is one seen before, every `could_help` answer recorded under it (per
     `help_key`) is what a fresh policy answers now."""
-    state, engine, leaves = contended_engine(seed, kind)
-    policy = engine.preemption
-    assert isinstance(policy, preemption.ReclaimPreemption)
     given_under: list[tuple[object, dict[Hashable, bool]]] = []
     kept = 0
-    for step, (i, pods, gpus) in enumerate([(0, 1, 1), *steps]):
-        state.now = 200.0 + 600.0 * step
-        fresh = make_engine(state, kind).preemption
-        for q in leaves:
-            stamp = policy.help_stamp(state, q)
-            recorded = next((a for s, a in given_under if s is stamp), None)
-            if recorded is None:
-                recorded = {}
-                given_under.append((stamp, recorded))
-            else:
-                kept += 1
-            for g in sorted(state.pending.values(), key=lambda g: g.uid):
-                if g.queue != q:
-                    continue
-                now = fresh.could_help(state, g)
-                assert recorded.setdefault(policy.help_key(g), now) == now
-                assert policy.could_help(state, g) == now
-        cycle_then_churn(engine, leaves, step, (i, pods, gpus))
+    for state, policy, fresh, _, stamp, members in reclaim_stamps(seed, kind, steps):
+        recorded = next((a for s, a in given_under if s is stamp), None)
+        if recorded is None:
+            recorded = {}
+            given_under.append((stamp, recorded))
+        else:
+            kept += 1
+        for g in members:
+            now = fresh.could_help(state, g)
+            assert recorded.setdefault(policy.help_key(g), now) == now
+            assert policy.could_help(state, g) == now
     target(float(kept), label="stamps kept")
 
 
 @property_settings(100)
-@given(
-    st.integers(0, 2**32 - 1),
-    st.sampled_from(["reclaim", "reclaim-lower"]),
-    st.lists(st.tuples(st.integers(0, 63), st.integers(1, 3), st.integers(1, 8)), max_size=8),
-)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["reclaim", "reclaim-lower"]), CHURN)
 def test_reclaim_names_exactly_the_answers_a_new_stamp_changed(
     seed: int, kind: str, steps: list[tuple[int, int, int]]
 ) -> None:
@@ -552,32 +560,21 @@ def test_reclaim_names_exactly_the_answers_a_new_stamp_changed(
     exactly the `help_key`s answered under the old stamp whose answers a fresh policy
     gives differently now: the engine keeps every other answer without asking. (Stamps
     the engine's cycles replaced in between make it say it cannot tell: not checked.)"""
-    state, engine, leaves = contended_engine(seed, kind)
-    policy = engine.preemption
-    assert isinstance(policy, preemption.ReclaimPreemption)
     last: dict[str, tuple[object, dict[Hashable, bool]]] = {}
     named = 0
-    for step, (i, pods, gpus) in enumerate([(0, 1, 1), *steps]):
-        state.now = 200.0 + 600.0 * step
-        fresh = make_engine(state, kind).preemption
-        for q in leaves:
-            stamp = policy.help_stamp(state, q)
-            members = [
-                g for g in sorted(state.pending.values(), key=lambda g: g.uid) if g.queue == q
-            ]
-            answers = {policy.help_key(g): fresh.could_help(state, g) for g in members}
-            before = last.get(q)
-            changed = None if before is None else policy.help_changed(before[0], stamp)
-            if before is not None and before[0] is not stamp and changed is not None:
-                differ = {k for k, a in before[1].items() if k in answers and answers[k] != a}
-                assert differ <= changed
-                both = [k for k in changed if k in answers and k in before[1]]
-                assert all(answers[k] != before[1][k] for k in both)
-                named += 1
-            for g in members:
-                policy.could_help(state, g)  # answered under this stamp, as the engine asks
-            last[q] = (stamp, answers)
-        cycle_then_churn(engine, leaves, step, (i, pods, gpus))
+    for state, policy, fresh, q, stamp, members in reclaim_stamps(seed, kind, steps):
+        answers = {policy.help_key(g): fresh.could_help(state, g) for g in members}
+        before = last.get(q)
+        changed = None if before is None else policy.help_changed(before[0], stamp)
+        if before is not None and changed is not None:
+            differ = {k for k, a in before[1].items() if k in answers and answers[k] != a}
+            assert differ <= changed
+            both = [k for k in changed if k in answers and k in before[1]]
+            assert all(answers[k] != before[1][k] for k in both)
+            named += 1
+        for g in members:
+            policy.could_help(state, g)  # answered under this stamp, as the engine asks
+        last[q] = (stamp, answers)
     target(float(named), label="replacements checked")
 
 
