@@ -668,18 +668,22 @@ class Placer:
     def _viable_nodes(self, demand: PodDemand, order: list[str], search: DeviceSearch) -> int:
         """How many nodes could take one pod of `demand` now, up to VIABLE_CAP: the gang
         search places the pod sets with the fewest first, so that a pod set only one
-        node can host is not starved by the others' many equivalent choices."""
+        node can host is not starved by the others' many equivalent choices. A node whose
+        device search runs out of steps here counts as not viable and leaves no note: the
+        search proper reports what it runs out on."""
         nodes = self.state.nodes
         claims = demand.pod_set.claims
+        note = search.exhausted
         count = 0
         for node in order:
             if (
                 nodes[node].fits(demand.requests)
-                and next(iter(search.allocations(node, claims)), None) is not None
+                and next(search.allocations(node, claims), None) is not None
             ):
                 count += 1
                 if count >= VIABLE_CAP:
                     break
+        search.exhausted = note
         return count
 
     # ---- cheap necessary conditions and domains --------------------------------------
