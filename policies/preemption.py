@@ -487,6 +487,7 @@ def minimal_victims(
             return []
     probes = _Probes(ctx, gang, max_probes, allowed, counted_out)
     best: list[Gang] | None = None
+    best_key: tuple[object, ...] = ()
     tried: list[list[str]] = []
     kept: set[str] = set()
     try:
@@ -500,10 +501,11 @@ def minimal_victims(
             if found is None:
                 continue
             found = _reprieve(probes, found, lambda c: one[c.uid], None if closed else chain)
-            if best is None or key(found) < key(best):
-                best = found
+            found_key = key(found)
+            if best is None or found_key < best_key:
+                best, best_key = found, found_key
         for c in singly:
-            if best is not None and one[c.uid] >= key(best):
+            if best is not None and one[c.uid] >= best_key:
                 break
             if c.uid not in kept or probes.hopeless(c.uid):
                 continue
@@ -638,6 +640,29 @@ class _ReclaimView:
     helps: dict[_HelpKey, bool] = field(default_factory=dict, compare=False)
     """`could_help` per `help_key`: a function of the view and the key alone, so kept for
     as long as an equal view is (a view equal to the last one replaces it by that one)."""
+
+
+_Moves = tuple[dict[str, tuple[int, int]], frozenset[str]]
+"""What differs between two views of a queue where `_answer` reads them: per resource
+whose room moved, (lower, higher) room; the resources whose `lending` entry differs."""
+
+
+def _moves(before: _ReclaimView | None, now: _ReclaimView) -> _Moves | None:
+    """The `_Moves` from view `before` to `now`; None when every answer may differ (no
+    view before, other managed resources, or lenders in only one of them)."""
+    if before is None or before.room.keys() != now.room.keys():
+        return None
+    if bool(before.lending) != bool(now.lending):
+        return None
+    was, lending, lent = before.room, before.lending, now.lending
+    rooms = {
+        r: (left, was[r]) if left < was[r] else (was[r], left)
+        for r, left in now.room.items()
+        if left != was[r]
+    }
+    return rooms, frozenset(
+        r for r in lending.keys() | lent.keys() if lending.get(r) != lent.get(r)
+    )
 
 
 class _HelpStamp:
@@ -839,12 +864,22 @@ class ReclaimPreemption:
             if len(self._stamps) > 4096:
                 self._stamps.clear()
             stamp = self._stamps[queue] = _HelpStamp(state)
-        elif self._answers_kept(queue, stamp.view, view):
+        elif (moves := _moves(stamp.view, view)) is not None and self._answers_kept(queue, moves):
             view.helps.update(stamp.answers)  # the same answers (equal where both have one)
         else:
             changed = set()
             helps = view.helps
+            rooms, lent = moves if moves is not None else ({}, frozenset())
             for k, a in stamp.answers.items():  # every key answered, answered for this view
+                if moves is not None:
+                    for r, v in k[1]:
+                        if v and (
+                            r in lent or ((m := rooms.get(r)) is not None and m[0] < v <= m[1])
+                        ):
+                            break
+                    else:
+                        helps[k] = a  # nothing it reads moved across its charge
+                        continue
                 now = helps[k] = self._answer(view, k)
                 if now is not a:
                     changed.add(k)
@@ -862,21 +897,19 @@ class ReclaimPreemption:
             return after.changed
         return None
 
-    def _answers_kept(self, queue: str, before: _ReclaimView | None, now: _ReclaimView) -> bool:
-        """Whether every answer given under view `before` of the queue is the same under
-        `now`, known without asking each (False: not known). With the same `lending`
-        (all `_answer` reads of the lenders), an answer differs only where the charge
-        fits the room of one view and not the other's: an amount asked of a resource
+    def _answers_kept(self, queue: str, moves: _Moves) -> bool:
+        """Whether every answer given under the queue's last view is the same under a
+        view that differs from it by `moves`, known without asking each (False: not
+        known): with the same `lending`, an answer differs only where the charge fits
+        the room of one view and not the other's, so where an amount asked of a resource
         whose room moved lies above the lower room and within the higher one."""
-        if before is None or before.lending != now.lending or before.room.keys() != now.room.keys():
+        rooms, lent = moves
+        if lent:
             return False
         asked = self._asked.get(queue, {})
-        was = before.room
-        for r, left in now.room.items():
-            if left != was[r]:
-                low, high = (left, was[r]) if left < was[r] else (was[r], left)
-                if any(low < v <= high for v in asked.get(r, ())):
-                    return False
+        for r, (low, high) in rooms.items():
+            if any(low < v <= high for v in asked.get(r, ())):
+                return False
         return True
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:

@@ -63,6 +63,7 @@ class QuotaTree:
         self._guaranteed: dict[str, dict[str, int]] = {}
         self._managed: dict[str, frozenset[str]] = {}  # root -> managed resources
         self._paths: dict[str, list[str]] = {}
+        self._managed_of: dict[str, frozenset[str]] = {}  # queue -> its root's, as read
         self._headroom: dict[tuple[str, str], tuple[int | None, str]] = {}
         self.generation = 0
 
@@ -209,6 +210,7 @@ class QuotaTree:
     def _recompute_limits(self) -> None:
         self.generation += 1
         self._paths.clear()
+        self._managed_of.clear()
         self._headroom.clear()
         self._subtree.clear()
         self._guaranteed.clear()
@@ -254,7 +256,12 @@ class QuotaTree:
         }
 
     def managed(self, queue: str) -> frozenset[str]:
-        return self._managed.get(self.root(queue), frozenset())
+        """The resources quota-managed in the queue's tree (kept per queue: read for
+        every quota check)."""
+        hit = self._managed_of.get(queue)
+        if hit is None:
+            hit = self._managed_of[queue] = self._managed.get(self.root(queue), frozenset())
+        return hit
 
     def subtree_quota(self, queue: str, resource: str) -> int:
         return self._subtree.get(queue, {}).get(resource, 0)
