@@ -711,9 +711,10 @@ class ReclaimPreemption:
         self._views_journal: AdmissionJournal | None = None
         self._views_generation = -1
         self._stamps: dict[str, _HelpStamp] = {}
-        self._asked: dict[str, dict[str, set[int]]] = {}
-        """Per queue and resource, every positive amount of it in a `help_key` asked of the
-        queue's views (in this state): a superset of the charges any `helps` holds."""
+        self._asked: dict[str, dict[str, dict[int, set[_HelpKey]]]] = {}
+        """Per queue, resource and positive amount of it, the `help_key`s charging that
+        amount asked of the queue's views (in this state): a superset of the keys any
+        `helps` holds."""
         self._asked_keys: set[tuple[str, _HelpKey]] = set()
         """The (queue, `help_key`) pairs `_asked` holds the amounts of."""
         self._tree_lenders: dict[str, list[tuple[str, frozenset[str], int]]] = {}
@@ -864,22 +865,16 @@ class ReclaimPreemption:
             if len(self._stamps) > 4096:
                 self._stamps.clear()
             stamp = self._stamps[queue] = _HelpStamp(state)
-        elif (moves := _moves(stamp.view, view)) is not None and self._answers_kept(queue, moves):
-            view.helps.update(stamp.answers)  # the same answers (equal where both have one)
         else:
+            moves = _moves(stamp.view, view)
+            answers, helps = stamp.answers, view.helps
+            maybe = list(answers) if moves is None else self._crossing(queue, moves)
+            helps.update(answers)  # the same answers, but where `maybe` says they may differ
             changed = set()
-            helps = view.helps
-            rooms, lent = moves if moves is not None else ({}, frozenset())
-            for k, a in stamp.answers.items():  # every key answered, answered for this view
-                if moves is not None:
-                    for r, v in k[1]:
-                        if v and (
-                            r in lent or ((m := rooms.get(r)) is not None and m[0] < v <= m[1])
-                        ):
-                            break
-                    else:
-                        helps[k] = a  # nothing it reads moved across its charge
-                        continue
+            for k in maybe:
+                a = answers.get(k)
+                if a is None:
+                    continue  # asked, but not under this stamp
                 now = helps[k] = self._answer(view, k)
                 if now is not a:
                     changed.add(k)
@@ -897,20 +892,25 @@ class ReclaimPreemption:
             return after.changed
         return None
 
-    def _answers_kept(self, queue: str, moves: _Moves) -> bool:
-        """Whether every answer given under the queue's last view is the same under a
-        view that differs from it by `moves`, known without asking each (False: not
-        known): with the same `lending`, an answer differs only where the charge fits
-        the room of one view and not the other's, so where an amount asked of a resource
-        whose room moved lies above the lower room and within the higher one."""
+    def _crossing(self, queue: str, moves: _Moves) -> set[_HelpKey]:
+        """The keys asked of the queue whose answers may differ between two views that
+        differ by `moves`: those charging a resource whose `lending` entry changed, or an
+        amount of one whose room moved that lies above the lower room and within the
+        higher one (it fits one room and not the other); every other answer reads only
+        what stayed the same."""
+        asked = self._asked.get(queue)
+        if not asked:
+            return set()
         rooms, lent = moves
-        if lent:
-            return False
-        asked = self._asked.get(queue, {})
+        out: set[_HelpKey] = set()
+        for r in lent:
+            for keys in asked.get(r, {}).values():
+                out.update(keys)
         for r, (low, high) in rooms.items():
-            if any(low < v <= high for v in asked.get(r, ())):
-                return False
-        return True
+            for v, keys in asked.get(r, {}).items():
+                if low < v <= high:
+                    out.update(keys)
+        return out
 
     def could_help(self, state: ClusterState, gang: Gang) -> bool:
         view = self._view(state, gang.queue)
@@ -925,7 +925,7 @@ class ReclaimPreemption:
                 asked = self._asked.setdefault(gang.queue, {})
                 for r, v in key[1]:
                     if v:
-                        asked.setdefault(r, set()).add(v)
+                        asked.setdefault(r, {}).setdefault(v, set()).add(key)
         return hit
 
     def _answer(self, view: _ReclaimView, key: _HelpKey) -> bool:
