@@ -446,7 +446,7 @@ def minimal_victims(
     then what it would be).
     """
     state = ctx.state
-    pool = [c for c in candidates if ctx.evictable(c.uid)]
+    pool = ctx.evictable_among(candidates)
     if not pool or _too_few_devices(state, gang, pool):
         return []
     chain: Admissible = admissible or list
@@ -1397,7 +1397,7 @@ class FairSharePreemption:
         # and most often decisive first: counting shows no part of them can be enough
         if not everyone or _too_few_devices(state, gang, everyone):
             return []
-        if ctx.too_few_devices(gang, [g.uid for g in everyone if ctx.evictable(g.uid)]):
+        if ctx.too_few_devices(gang, [g.uid for g in ctx.evictable_among(everyone)]):
             return []
         if _quota_never_fits(state, gang, everyone):
             return []

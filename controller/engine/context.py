@@ -44,7 +44,7 @@ These keep a search of many probes cheap without changing any answer:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -189,6 +189,17 @@ class CycleContext:
         """Admitted, and not admitted or evicted earlier in this cycle."""
         ledger = self.ledger
         return self.is_admitted(uid) and not ledger.is_open(uid) and uid not in ledger.evicted
+
+    def evictable_among(self, gangs: Iterable[Gang]) -> list[Gang]:
+        """The `evictable` ones of `gangs`, in order (a search's candidates, a hundred
+        at a time: one call for all of them)."""
+        admitted, out, ledger = self.state.admitted, self._out, self.ledger
+        is_open, evicted = ledger.is_open, ledger.evicted
+        return [
+            g
+            for g in gangs
+            if (g.uid in admitted or g.uid in out) and not is_open(g.uid) and g.uid not in evicted
+        ]
 
     def fits(self, gang: Gang, without: Sequence[str] = (), keep: bool = False) -> bool:
         """Would `gang` pass queue, quota and placement with `without` evicted? Changes

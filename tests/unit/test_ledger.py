@@ -8,6 +8,8 @@ from controller.engine.context import CycleContext
 from controller.engine.cycle import Engine, Outcome
 from controller.engine.errors import InvalidInput
 from controller.engine.model import Gang, Queue
+from controller.engine.placement import Placer
+from controller.engine.policy import BinPack
 from controller.engine.state import ClusterState
 from tests.builders import cluster, gang, gpu_quota
 
@@ -120,3 +122,23 @@ def test_rolling_back_a_preemptor_first_rolls_back_later_gangs_using_freed_capac
     assert [d.gang_uid for d in result.admitted] == ["high", "after"]
     assert result.ledger.rollback("high") == ["after", "high"]
     assert set(state.admitted) == {"low"} and state.violations() == []
+
+
+def test_the_evictable_among_candidates_are_the_admitted_ones_not_touched_in_this_cycle():
+    state = cluster(nodes=5)
+    for uid in ("a", "b", "c", "d"):
+        state.add_gang(gang(uid, gpus=8))
+    Engine(state).cycle().ledger.commit_all()
+    state.add_gang(gang("new", gpus=8))
+    engine = Engine(state)
+    ledger = engine.cycle().ledger  # "new" admitted in this cycle
+    ledger.evict(["b"])
+    ctx = CycleContext(state, ledger, Placer(state, BinPack()), engine.plan)
+    waiting = gang("w", gpus=8)
+    state.add_gang(waiting)
+    named = [
+        state.admitted_gangs.get(u) or state.pending[u] for u in ("d", "w", "c", "b", "new", "a")
+    ]
+    assert ctx.fits(waiting, ["c"], keep=True)  # c released by a kept probe: still admitted
+    assert [g.uid for g in ctx.evictable_among(named)] == ["d", "c", "a"]
+    assert ctx.evictable_among(named) == [g for g in named if ctx.evictable(g.uid)]
