@@ -105,12 +105,18 @@ class NeverFit:
         self._stamp: tuple[int, ...] = ()
         self._state_id = 0
         self._gangs: dict[tuple[object, str], str | None] = {}
+        self._of_gang: dict[int, tuple[Gang, str | None]] = {}
+        """`_gangs`' answer per gang object (by id, with the gang to check it): a shape's
+        key hashes every pod set and claim again at each look-up."""
         self._nodes: dict[tuple[object, ...] | None, _Nodes] = {}
         self._hostable: dict[tuple[object, ...], int] = {}
 
     def reason(self, state: ClusterState, gang: Gang) -> str | None:
         """'can never fit: ...' with the numbers, or None if the gang might fit."""
         self._refresh(state)
+        known = self._of_gang.get(id(gang))
+        if known is not None and known[0] is gang:
+            return known[1]
         key = (GangPlan.shape_of(gang), gang.queue)
         if key not in self._gangs:
             if len(self._gangs) >= _CACHE_LIMIT:
@@ -124,7 +130,10 @@ class NeverFit:
             except InvalidInput:
                 found = None  # a request selector that does not compile: placement says so
             self._gangs[key] = None if found is None else f"{NEVER_FIT}: {found}"
-        return self._gangs[key]
+        if len(self._of_gang) >= _CACHE_LIMIT:
+            self._of_gang.clear()
+        answer = self._of_gang[id(gang)] = (gang, self._gangs[key])
+        return answer[1]
 
     def _refresh(self, state: ClusterState) -> None:
         stamp = (
@@ -136,6 +145,7 @@ class NeverFit:
         if stamp != self._stamp:
             self._stamp = stamp
             self._gangs.clear()
+            self._of_gang.clear()
             self._nodes.clear()
             self._hostable.clear()
 
