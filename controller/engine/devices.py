@@ -69,6 +69,9 @@ class MatchSet:
     """Members that allow multiple allocations: counting free devices bounds nothing."""
     free_total: int = 0
     """The sum of `free` (kept by `_set_free`, its only writer)."""
+    _fitting: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+    """`pods_fitting` per pod size while the free counts stay (emptied by `_set_free`):
+    the walk asks it of every group it puts to sleep."""
 
     def total_free(self) -> int:
         return self.free_total
@@ -91,17 +94,23 @@ class MatchSet:
             return 1 << 62
         if per_pod <= 0:
             return 0
+        known = self._fitting.get(per_pod)
+        if known is not None:
+            return known
         total = 0
         for k, nodes in self.buckets.items():  # a loop, not sum(): no generator per call
             if k >= per_pod:
                 total += (k // per_pod) * len(nodes)
         network = self.free.get(None, 0)
-        if not network:
-            return total
-        rest = sum((k % per_pod) * len(nodes) for k, nodes in self.buckets.items())
-        return total + (network + rest) // per_pod
+        if network:
+            rest = sum((k % per_pod) * len(nodes) for k, nodes in self.buckets.items())
+            total += (network + rest) // per_pod
+        self._fitting[per_pod] = total
+        return total
 
     def _set_free(self, node: str | None, value: int) -> None:
+        if self._fitting:
+            self._fitting.clear()
         free = self.free
         old = free.get(node, 0)
         self.free_total += value - old

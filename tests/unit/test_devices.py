@@ -66,6 +66,15 @@ def test_pods_fitting_counts_whole_pods_per_node(inv):
     assert ms.pods_fitting(2) == 4
 
 
+def test_pods_fitting_follows_every_allocation_and_release(inv):
+    ms = inv.match_set((GPU, ()))
+    assert ms.pods_fitting(4) == 2
+    inv.allocate([(DRIVER, "a", "gpu-0")], "claim-1")
+    assert ms.pods_fitting(4) == 1
+    inv.release([(DRIVER, "a", "gpu-0")], "claim-1")
+    assert ms.pods_fitting(4) == 2
+
+
 def test_changing_a_device_class_drops_its_match_sets(inv):
     before = inv.match_set((GPU, ()))
     inv.upsert_class(DeviceClass(GPU, (BIG,)))
