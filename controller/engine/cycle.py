@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Hashable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
@@ -366,11 +367,11 @@ class Engine:
             self._help_kept.clear()
             self._queue_helped.clear()
             self._help_owner = (backlog, self._raw[1])
-        helped_before: set[HelpClass] = set()
+        helped_before = _Helped()
         """Classes `could_help` said yes for at the last asking: their groups left out
         are in the walk already."""
         if self._helping:
-            helped_before.update(self._helped_classes(backlog))
+            self._helped_classes(backlog, helped_before)
         hold = None
         if self.hold_quota and self._helping:
             hold = partial(self._held_rooms, backlog)
@@ -637,17 +638,20 @@ class Engine:
             self._help_cache[cls] = hit
         return hit
 
-    def _helped_classes(self, backlog: Backlog) -> set[HelpClass]:
-        """The classes `_class_helped` says yes for now; a queue whose `help_stamp` is
-        what it was when each of its classes was last asked answers as then."""
+    def _helped_classes(self, backlog: Backlog, helped: _Helped) -> set[HelpClass]:
+        """Bring `helped` to the classes `_class_helped` says yes for now, and return
+        those it did not hold; a queue whose `help_stamp` is what it was when each of its
+        classes was last asked answers as then (and is not looked at further when its
+        answers are the ones `helped` holds already)."""
         if not self._classes_of:
             by_queue: dict[str, list[HelpClass]] = {}
             for cls in backlog.classes:
                 by_queue.setdefault(cls[0], []).append(cls)
             self._classes_of = {q: tuple(classes) for q, classes in by_queue.items()}
-        now: set[HelpClass] = set()
+        added: set[HelpClass] = set()
         for queue, classes in self._classes_of.items():
             if queue in self._searched_queues:
+                helped.put(queue, _NONE, added)
                 continue
             stamp = self._help_stamp(queue)
             kept = self._queue_helped.get(queue)
@@ -656,17 +660,17 @@ class Engine:
             elif kept[0] is stamp:
                 if kept[1] is not classes:  # the same classes, in a later cycle
                     self._queue_helped[queue] = (stamp, classes, kept[2])
-                now.update(kept[2])
+                helped.put(queue, kept[2], added)
                 continue
             yes = None if kept is None else self._helped_since(backlog, classes, kept, stamp)
             if yes is None:
                 yes = {cls for cls in classes if self._class_helped(backlog, cls)}
-            now.update(yes)
+            helped.put(queue, yes, added)
             if stamp is not None and all(
                 (k := self._help_kept.get(cls)) is not None and k[0] is stamp for cls in classes
             ):
                 self._queue_helped[queue] = (stamp, classes, yes)
-        return now
+        return added
 
     def _helped_since(
         self,
@@ -724,7 +728,7 @@ class Engine:
         backlog: Backlog,
         stopped: dict[GroupKey, Gang],
         walk: Frontier,
-        helped_before: set[HelpClass],
+        helped_before: _Helped,
         grew: bool,
         turn: Entry,
     ) -> tuple[set[GroupKey], set[GroupKey]]:
@@ -738,11 +742,8 @@ class Engine:
             sure.update(backlog.wake(turn=turn))
             sure.update(w for w, g in stopped.items() if self._may_fit_again(backlog, w, g))
         helped: set[GroupKey] = set()
-        now = self._helped_classes(backlog)
-        for cls in now - helped_before:
+        for cls in self._helped_classes(backlog, helped_before):
             helped.update(w for w in backlog.classes[cls] if not walk.is_queued(w))
-        helped_before.clear()
-        helped_before.update(now)
         return sure, helped
 
     def _may_fit_again(self, backlog: Backlog, where: GroupKey, gang: Gang) -> bool:
@@ -989,6 +990,30 @@ class Engine:
             tuple(g.uid for g, _ in evicted),
             attempts,
         )
+
+
+_NONE: frozenset[HelpClass] = frozenset()
+
+
+class _Helped(set[HelpClass]):
+    """The classes preemption helps, as the union of each queue's (a class is of one
+    queue): `put` replaces one queue's part, in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: dict[str, AbstractSet[HelpClass]] = {}
+
+    def put(self, queue: str, yes: AbstractSet[HelpClass], added: set[HelpClass]) -> None:
+        """Make `yes` the queue's part, adding to `added` the classes new to it."""
+        old = self.parts.get(queue, _NONE)
+        if yes is old:
+            return
+        self.parts[queue] = yes
+        if old:
+            self.difference_update(old - yes)
+        new = yes - old if old else yes
+        self.update(new)
+        added.update(new)
 
 
 class _HeldGate:
