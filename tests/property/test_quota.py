@@ -159,3 +159,38 @@ def test_queue_moves_take_usage_along_and_cycles_change_nothing(
         assert quota_bookkeeping_problems(tree) == [], f"after moving {name} under {parent}"
         engine = {n: nonzero(tree.pool_usage(n)) for n in tree.names()}
         assert engine == QuotaOracle(specs).pools(usage), f"after moving {name} under {parent}"
+
+
+def fresh_headroom(queues: tuple[Queue, ...], usage: Mapping[str, Mapping[str, int]]) -> object:
+    tree = QuotaTree()
+    for q in queues:
+        tree.upsert(q)
+    for leaf, used in usage.items():
+        if nonzero(dict(used)):
+            tree.charge(leaf, used)
+    return {(n, r): tree.headroom(n, r) for n in tree.names() for r in QUOTA_RESOURCES}
+
+
+@property_settings(200)
+@given(trees_with_steps)
+def test_a_kept_headroom_is_the_one_computed_afresh_after_any_charges(case: TreeAndSteps) -> None:
+    """Headroom answers are kept until a charge moves a pool they read: after every step
+    (every answer asked, so kept ones are read back), each equals a fresh tree's."""
+    (queues, _), steps = case
+    tree = QuotaTree()
+    for q in queues:
+        tree.upsert(q)
+    usage: dict[str, dict[str, int]] = {}
+    for leaf, charge, uncharge in steps:
+        if uncharge:
+            have = usage.get(leaf, {})
+            give = nonzero({r: min(v, have.get(r, 0)) for r, v in charge.items()})
+            if not give:
+                continue
+            tree.uncharge(leaf, give)
+            usage = add_usage(usage, leaf, give, -1)
+        elif tree.check(leaf, charge) is None:
+            tree.charge(leaf, charge)
+            usage = add_usage(usage, leaf, charge)
+        kept = {(n, r): tree.headroom(n, r) for n in tree.names() for r in QUOTA_RESOURCES}
+        assert kept == fresh_headroom(queues, usage)
