@@ -5,6 +5,7 @@ replica: only the leader schedules, but any replica answers reviews), or alone a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,15 @@ def webhook_for(
 
 
 async def run(
-    settings: Settings, conf: client.Configuration, *, stop: asyncio.Event | None = None
+    settings: Settings,
+    conf: client.Configuration,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[Webhook], None] | None = None,
 ) -> None:
-    """`phalanx webhook`: shape-only caches, the webhook, /healthz /readyz /metrics."""
+    """`phalanx webhook`: shape-only caches, the webhook, /healthz /readyz /metrics.
+    `on_ready` is handed the webhook before it serves (its server's `serving` and `port`
+    then tell where it listens: with port 0, the port the system gave it)."""
     from controller.kube.caches import OPTIONAL, served
     from controller.kube.health import readiness
     from controller.kube.manager import connected
@@ -117,6 +124,8 @@ async def run(
             host=settings.health_host,
             port=settings.health_port,
         )
+        if on_ready is not None:
+            on_ready(webhook)
         async with asyncio.TaskGroup() as tasks:
             running = [
                 tasks.create_task(health.run()),

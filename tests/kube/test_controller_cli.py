@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from controller.kube.leader import LEASES
 from emulator import Emulator
 from tests.kube.controller_cluster import gang_job, queue
 from tests.kube.controller_env import load_crds
+from tests.ports import unassigned_port
 
 
 def cluster_manifest(path: Path) -> Path:
@@ -86,10 +86,8 @@ def restored_logging() -> Iterator[None]:
 
 @pytest.fixture
 def health_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    """A free port for /metrics, /healthz, /readyz."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    """A free port for /metrics, /healthz, /readyz (the command must be told it)."""
+    port = unassigned_port()
     monkeypatch.setenv("PHALANX_HEALTH_HOST", "127.0.0.1")
     monkeypatch.setenv("PHALANX_HEALTH_PORT", str(port))
     monkeypatch.setenv("PHALANX_WEBHOOK_HOST", "127.0.0.1")

@@ -41,7 +41,7 @@ from tests.kube.webhook_cluster import (
     settings,
     team_queue,
 )
-from tests.kube.webhooks import free_port, refusing_port
+from tests.kube.webhooks import refusing_port
 
 __all__ = ["emulator", "rest"]
 
@@ -383,14 +383,22 @@ async def test_two_replicas_settle_on_one_certificate(installed: Installed) -> N
 async def test_the_standalone_webhook_command_judges_from_its_own_caches(
     emulator: Emulator, cluster: Rest
 ) -> None:
-    from controller.webhook.run import run
+    from controller.webhook.run import Webhook, run
 
-    port = free_port()
-    emulator.route_service(*SERVICE, ("127.0.0.1", port))
+    started: list[Webhook] = []
     stop = asyncio.Event()
-    conf_settings = settings(webhook_port=port, health_port=0, health_host="127.0.0.1")
-    task = asyncio.create_task(run(conf_settings, await _configuration(emulator), stop=stop))
+    conf_settings = settings(webhook_port=0, health_port=0, health_host="127.0.0.1")
+    configuration = await _configuration(emulator)
+    task = asyncio.create_task(
+        run(conf_settings, configuration, stop=stop, on_ready=started.append)
+    )
     try:
+
+        async def listening() -> bool:
+            return bool(started) and started[0].server.serving.is_set()
+
+        await until(listening)  # on the port the system gave it
+        emulator.route_service(*SERVICE, ("127.0.0.1", started[0].server.port))
         bad = job("train")
         bad["spec"]["queueName"] = "team-b"
 

@@ -97,13 +97,6 @@ def refusing_port() -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
-def free_port() -> int:
-    """A port free now (a refusing port, released), for a server that must be told its
-    port before it binds (another process may take the port meanwhile)."""
-    with refusing_port() as port:
-        return port
-
-
 def webhook(
     name: str,
     url: str,
