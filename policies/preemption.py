@@ -267,10 +267,11 @@ def width(state: ClusterState, uid: str) -> int:
 def work_lost(state: ClusterState, uid: str, checkpoint: float | None) -> float:
     """Device-seconds an admitted gang would lose now: its run so far, or only what it
     ran since its last checkpoint (every `checkpoint` seconds from admission)."""
-    ran = max(0.0, state.now - state.admitted[uid].admitted_at)
+    res, freed, _ = _counted(state, uid)  # `width`, with the reservation
+    ran = max(0.0, state.now - res.admitted_at)
     if checkpoint:
         ran -= math.floor(ran / checkpoint) * checkpoint
-    return width(state, uid) * ran
+    return freed * ran
 
 
 _minimum = ChargeCache()
@@ -450,16 +451,16 @@ def minimal_victims(
     if not pool or _too_few_devices(state, gang, pool):
         return []
     chain: Admissible = admissible or list
-    admitted = state.admitted
     size: dict[str, int] = {}
     work: dict[str, float] = {}
     since: dict[str, float] = {}
     one: dict[str, tuple[object, ...]] = {}  # key([c]) of each, without sorting and sums
     for c in pool:
         u = c.uid
-        freed = size[u] = width(state, u)
+        res, freed, _ = _counted(state, u)  # `width`, with the reservation
+        size[u] = freed
         lost = work[u] = cost(c)
-        at = since[u] = admitted[u].admitted_at
+        at = since[u] = res.admitted_at
         first = (lost, freed) if work_first else (freed, lost)
         one[u] = (*first, c.priority, -at, 1, (u,))
 
