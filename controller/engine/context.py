@@ -446,7 +446,8 @@ class CycleContext:
         pods = outcome.pods
         if pods is None:
             return False
-        if state.quota.check(gang.queue, reservation_charge(pods)) is not None:
+        charge = reservation_charge(pods)
+        if state.quota.check_placed(gang.queue, charge, plan.minimum_charge) is not None:
             for pod in reversed(pods):
                 state.release_pod(gang.uid, pod)
             return False
@@ -605,7 +606,8 @@ class CycleContext:
         outcome = self._placer.place(plan, device_budget(state.quota, gang.queue, plan))
         if outcome.pods is None:
             return False
-        ok = state.quota.check(gang.queue, reservation_charge(outcome.pods)) is None
+        charge = reservation_charge(outcome.pods)
+        ok = state.quota.check_placed(gang.queue, charge, plan.minimum_charge) is None
         for pod in reversed(outcome.pods):
             state.release_pod(gang.uid, pod)
         return ok

@@ -962,7 +962,7 @@ class Engine:
                 )
             return self._fail("placement", gang, outcome.reason, attempts=outcome.attempts)
         charge = reservation_charge(outcome.pods)
-        short = state.quota.check(gang.queue, charge)
+        short = state.quota.check_placed(gang.queue, charge, plan.minimum_charge)
         if short is not None:
             for pod in reversed(outcome.pods):
                 state.release_pod(gang.uid, pod)

@@ -348,6 +348,16 @@ class QuotaTree:
                 )
         return None
 
+    def check_placed(
+        self, leaf: str, charge: Resources, minimum: Resources
+    ) -> QuotaShortfall | None:
+        """`check(leaf, charge)` for a placed gang whose `minimum` charge passed `check`
+        with usage as it is now: None at once when the two are the same charge (no
+        firstAvailable nor allocationMode All: what it got is what it needed)."""
+        if charge == minimum:
+            return None
+        return self.check(leaf, charge)
+
     def charge(self, leaf: str, charge: Resources) -> None:
         if leaf in self._dropped:
             self._revive_dropped(leaf)

@@ -267,3 +267,11 @@ def test_undoing_the_release_that_dropped_a_deleted_queue_puts_it_back_deleted()
     t.charge("a", {GPU: 3})  # e.g. a rolled-back eviction
     assert t.is_deleted("a") and t.is_deleted("team")
     assert t.pool_usage("org") == {GPU: 3}
+
+
+def test_a_placed_charge_beyond_the_minimum_that_passed_is_checked_again():
+    t = two_teams()
+    assert t.check("a", {GPU: 12}) is None
+    assert t.check_placed("a", {GPU: 12}, {GPU: 12}) is None
+    short = t.check_placed("a", {GPU: 24}, {GPU: 12})
+    assert short is not None and short.resource == GPU and short.allowed == 20
