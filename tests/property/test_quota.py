@@ -44,6 +44,25 @@ def brute_force(tree: QuotaTree, leaf: str, charge: Mapping[str, int]) -> tuple[
     return ok, drift
 
 
+def tree_of(queues: tuple[Queue, ...]) -> QuotaTree:
+    tree = QuotaTree()
+    for q in queues:
+        tree.upsert(q)
+    return tree
+
+
+def returnable(
+    usage: Mapping[str, Mapping[str, int]], leaf: str, charge: Mapping[str, int]
+) -> dict[str, int]:
+    """What of `charge` the leaf can give back: at most what it uses of each resource."""
+    have = usage.get(leaf, {})
+    return nonzero({r: min(v, have.get(r, 0)) for r, v in charge.items()})
+
+
+def headrooms(tree: QuotaTree) -> dict[tuple[str, str], tuple[int | None, str]]:
+    return {(n, r): tree.headroom(n, r) for n in tree.names() for r in QUOTA_RESOURCES}
+
+
 @property_settings(400)
 @given(trees_with_steps)
 def test_quota_check_and_headroom_agree_with_brute_force(case: TreeAndSteps) -> None:
@@ -51,16 +70,12 @@ def test_quota_check_and_headroom_agree_with_brute_force(case: TreeAndSteps) -> 
     violation (engine's `violations()` after the charge, and an independent from-scratch
     model of quota.py's rules), and `headroom(leaf, r)` is the largest amount that passes."""
     (queues, leaves), steps = case
-    tree = QuotaTree()
-    for q in queues:
-        tree.upsert(q)
+    tree = tree_of(queues)
     oracle = QuotaOracle({q.name: q for q in queues})
     usage: dict[str, dict[str, int]] = {}
     for leaf, charge, uncharge in steps:
         if uncharge:
-            have = usage.get(leaf, {})
-            give = {r: min(v, have.get(r, 0)) for r, v in charge.items()}
-            give = nonzero(give)
+            give = returnable(usage, leaf, charge)
             if give:
                 tree.uncharge(leaf, give)
                 usage = add_usage(usage, leaf, give, -1)
@@ -106,7 +121,7 @@ def tree_state(tree: QuotaTree) -> object:
         {n: tree.get(n) for n in names},
         {n: tree.children(n) for n in names},
         {n: nonzero(tree.pool_usage(n)) for n in names},
-        {(n, r): tree.headroom(n, r) for n in names for r in QUOTA_RESOURCES},
+        headrooms(tree),
     )
 
 
@@ -129,9 +144,7 @@ def test_queue_moves_take_usage_along_and_cycles_change_nothing(
     any other move keeps the incremental pool usage equal to the recomputed one and to the
     independent model of the new tree (a moved queue takes its usage along)."""
     (queues, _), steps = case
-    tree = QuotaTree()
-    for q in queues:
-        tree.upsert(q)
+    tree = tree_of(queues)
     usage: dict[str, dict[str, int]] = {}
     for leaf, charge, _ in steps:
         managed = {r: v for r, v in charge.items() if r in QUOTA_RESOURCES}
@@ -161,14 +174,14 @@ def test_queue_moves_take_usage_along_and_cycles_change_nothing(
         assert engine == QuotaOracle(specs).pools(usage), f"after moving {name} under {parent}"
 
 
-def fresh_headroom(queues: tuple[Queue, ...], usage: Mapping[str, Mapping[str, int]]) -> object:
-    tree = QuotaTree()
-    for q in queues:
-        tree.upsert(q)
+def fresh_headroom(
+    queues: tuple[Queue, ...], usage: Mapping[str, Mapping[str, int]]
+) -> dict[tuple[str, str], tuple[int | None, str]]:
+    tree = tree_of(queues)
     for leaf, used in usage.items():
         if nonzero(dict(used)):
             tree.charge(leaf, used)
-    return {(n, r): tree.headroom(n, r) for n in tree.names() for r in QUOTA_RESOURCES}
+    return headrooms(tree)
 
 
 @property_settings(200)
@@ -177,14 +190,11 @@ def test_a_kept_headroom_is_the_one_computed_afresh_after_any_charges(case: Tree
     """Headroom answers are kept until a charge moves a pool they read: after every step
     (every answer asked, so kept ones are read back), each equals a fresh tree's."""
     (queues, _), steps = case
-    tree = QuotaTree()
-    for q in queues:
-        tree.upsert(q)
+    tree = tree_of(queues)
     usage: dict[str, dict[str, int]] = {}
     for leaf, charge, uncharge in steps:
         if uncharge:
-            have = usage.get(leaf, {})
-            give = nonzero({r: min(v, have.get(r, 0)) for r, v in charge.items()})
+            give = returnable(usage, leaf, charge)
             if not give:
                 continue
             tree.uncharge(leaf, give)
@@ -192,5 +202,4 @@ def test_a_kept_headroom_is_the_one_computed_afresh_after_any_charges(case: Tree
         elif tree.check(leaf, charge) is None:
             tree.charge(leaf, charge)
             usage = add_usage(usage, leaf, charge)
-        kept = {(n, r): tree.headroom(n, r) for n in tree.names() for r in QUOTA_RESOURCES}
-        assert kept == fresh_headroom(queues, usage)
+        assert headrooms(tree) == fresh_headroom(queues, usage)
