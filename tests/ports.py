@@ -10,20 +10,21 @@ EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST = 10_000
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    """The ports the system hands out to a bind to port 0 (Linux's default elsewhere)."""
+def _ephemeral_low() -> int:
+    """The lowest port the system hands out to a bind to port 0 (Linux's default
+    elsewhere)."""
     try:
-        low, high = (int(part) for part in EPHEMERAL.read_text().split())
+        low, _ = (int(part) for part in EPHEMERAL.read_text().split())
     except (OSError, ValueError):
-        return 32_768, 60_999
-    return low, high
+        return 32_768
+    return low
 
 
 def unassigned_port() -> int:
     """A port free now that the system never hands out by itself (below its ephemeral
     range): no other process binding port 0 can take it before the server binds it, as it
     could a port freed from the ephemeral range."""
-    low, _ = _ephemeral_range()
+    low = _ephemeral_low()
     ports = list(range(LOWEST, max(LOWEST + 1, low)))
     random.shuffle(ports)
     for port in ports:
